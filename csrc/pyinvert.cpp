@@ -1,0 +1,32 @@
+// Every pyinvert op schema, in one place. Device files (cpu/, cuda/) only add implementations;
+// autograd and fake (meta) kernels are registered from Python next to the typed wrappers.
+#include <Python.h>
+#include <torch/library.h>
+
+extern "C" {
+// `import pyinvert._C` loads this library, and loading it runs the registrations below.
+// The module itself is empty: the ops are reached through torch.ops.pyinvert.
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+}
+
+TORCH_LIBRARY(pyinvert, m) {
+  // Fused TV_beta + alpha-norm prior. Returns (value[B], grad[B,C,H,W]); grad is the weighted
+  // dR/dx computed in the same pass, or an empty tensor when compute_grad is false.
+  m.def(
+      "image_prior(Tensor x, Tensor tv_weight, Tensor norm_weight, float beta, float alpha, "
+      "bool isotropic, float eps, bool compute_grad) -> (Tensor, Tensor)");
+  // HOG as VLFeat computes it. variant: 0 = UoCTTI, 1 = DalalTriggs.
+  m.def(
+      "hog(Tensor x, int cell_size, int num_orientations, int variant, "
+      "bool bilinear_orientations) -> Tensor");
+  m.def(
+      "_hog_backward(Tensor grad, Tensor x, int cell_size, int num_orientations, int variant, "
+      "bool bilinear_orientations) -> Tensor");
+  // Dense SIFT as VLFeat's vl_dsift computes it: descriptors [B, N, 128].
+  m.def("dsift(Tensor x, int step, int bin_size, bool flat_window) -> Tensor");
+  m.def(
+      "_dsift_backward(Tensor grad, Tensor x, int step, int bin_size, bool flat_window) -> Tensor");
+}

@@ -1,0 +1,17 @@
+"""pyinvert: understanding visual representations by inverting them.
+
+Fused C++/CUDA kernels for the image priors (TV_beta, alpha-norm) and for differentiable HOG
+and dense SIFT that equal VLFeat's, with pure-PyTorch references beside them.
+"""
+from pyinvert import _ext  # noqa: F401  (loads the kernels first)
+from pyinvert import reference
+from pyinvert.features import HOG, DenseSIFT, dsift, hog, render_hog
+from pyinvert.regularizers import ImagePrior, alpha_norm, image_prior, isotropic_norm, tv_norm
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "image_prior", "tv_norm", "alpha_norm", "isotropic_norm", "ImagePrior",
+    "hog", "HOG", "render_hog", "dsift", "DenseSIFT",
+    "reference",
+]

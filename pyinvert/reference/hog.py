@@ -1,0 +1,3 @@
+"""Placeholder: being written (issue 3)."""
+def hog(*args, **kwargs):
+    raise NotImplementedError("reference hog is not built yet")

@@ -1,0 +1,2 @@
+"""Placeholder: being written (issue 2)."""
+image_prior = tv_norm = alpha_norm = isotropic_norm = None
