@@ -1,2 +1,197 @@
-"""Placeholder: being written (issue 2)."""
-image_prior = tv_norm = alpha_norm = isotropic_norm = ImagePrior = None
+"""The fused image priors: TV_beta and the alpha-norms, value and gradient in one pass.
+
+This module is the only one that touches ``torch.ops.pyinvert.image_prior``: it validates
+arguments, registers the op's fake kernel and autograd formula, and offers the function /
+``nn.Module`` pair.
+"""
+from numbers import Real
+from typing import Union
+
+import torch
+from torch import Tensor, nn
+
+from pyinvert import _ext  # noqa: F401  (registers the op)
+
+Weight = Union[float, Tensor]
+
+
+def _check_images(x, name: str) -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name}: expected x to be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(f"{name}: expected x of shape (B, C, H, W), got {list(x.shape)}")
+    if x.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"{name}: expected x of dtype float32 or float64, got {x.dtype}")
+
+
+def _positive(value, name: str, fn: str, *, allow_zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{fn}: expected {name} to be a number, got {type(value).__name__}")
+    ok = value >= 0 if allow_zero else value > 0
+    if not ok:
+        raise ValueError(f"{fn}: expected {name} {'>=' if allow_zero else '>'} 0, got {value}")
+    return float(value)
+
+
+def _per_image(weight: Weight, x: Tensor, name: str, fn: str) -> Tensor:
+    """A float or a Tensor[B] (or 0-dim) weight as a contiguous Tensor[B] like x."""
+    B = x.shape[0]
+    if isinstance(weight, Tensor):
+        if weight.dim() == 0:
+            weight = weight.expand(B)
+        elif weight.shape != (B,):
+            raise ValueError(f"{fn}: expected {name} to be a float or of shape ({B},), "
+                             f"got {list(weight.shape)}")
+        # Weights are constants of the objective: the prior is not differentiated w.r.t. them.
+        return weight.detach().to(device=x.device, dtype=x.dtype).contiguous()
+    if isinstance(weight, bool) or not isinstance(weight, Real):
+        raise TypeError(f"{fn}: expected {name} to be a float or a Tensor, "
+                        f"got {type(weight).__name__}")
+    return torch.full((B,), float(weight), dtype=x.dtype, device=x.device)
+
+
+@torch.library.register_fake("pyinvert::image_prior")
+def _(x, tv_weight, norm_weight, beta, alpha, isotropic, eps, compute_grad):
+    grad = torch.empty_like(x, memory_format=torch.contiguous_format) if compute_grad \
+        else x.new_empty(0)
+    return x.new_empty(x.shape[0]), grad
+
+
+def _setup_context(ctx, inputs, output):
+    x, *_, compute_grad = inputs
+    ctx.x_shape = x.shape
+    ctx.save_for_backward(output[1])
+
+
+def _backward(ctx, grad_value, _grad_of_grad):
+    # The gradient was computed in the forward pass, in the same sweep over x as the value:
+    # the optimizer always needs both, and a second sweep would read x again from memory,
+    # which is what bounds this op. Backward is one multiply per element.
+    (grad,) = ctx.saved_tensors
+    if grad.numel() == 0 and len(ctx.x_shape) == 4 and torch.Size(ctx.x_shape).numel() > 0:
+        raise RuntimeError("image_prior: backward needs compute_grad=True in the forward call")
+    grad_x = grad_value.view(-1, 1, 1, 1) * grad if grad.numel() else grad.new_zeros(ctx.x_shape)
+    return grad_x, None, None, None, None, None, None, None
+
+
+torch.library.register_autograd("pyinvert::image_prior", _backward, setup_context=_setup_context)
+
+
+def image_prior(x: Tensor, *, tv_weight: Weight = 1.0, beta: float = 2.0,
+                norm_weight: Weight = 0.0, alpha: float = 6.0, isotropic: bool = False,
+                eps: float = 0.0) -> Tensor:
+    r"""Fused image prior ``tv_weight * TV_beta(x) + norm_weight * N_alpha(x)``, per image.
+
+    With forward differences :math:`dx, dy` (0 in the last column / row),
+
+    .. math::
+        TV_\beta(x_b) = \sum_{c,i,j} (dx^2 + dy^2 + \epsilon)^{\beta/2}, \quad
+        N_\alpha(x_b) = \sum_{c,i,j} |x|^\alpha \ \text{or (isotropic)}\
+        \sum_{i,j} \big(\sum_c x^2\big)^{\alpha/2}.
+
+    Value and gradient are computed in one pass (C++/CUDA); backward only scales the stored
+    gradient. Where a power's base is 0 and its derivative is undefined the gradient is 0. A
+    term whose weight is 0 is switched off (not evaluated). Weights are not differentiated.
+
+    Args:
+        x: images, any strides, float32 or float64, CPU or CUDA.
+        tv_weight: weight of TV_beta, a float or a Tensor[B] (a per-image sweep). Default: 1.0.
+        beta: exponent of TV, > 0. Default: 2.0.
+        norm_weight: weight of the alpha-norm, a float or a Tensor[B]. Default: 0.0.
+        alpha: exponent of the norm, > 0. Default: 6.0.
+        isotropic: use the IJCV 2016 isotropic N_alpha (norm over channels first) instead of
+            the CVPR 2015 elementwise alpha-norm. Default: False.
+        eps: added under the TV power, >= 0 (smooths beta < 2 at 0). Default: 0.0.
+
+    Returns:
+        The prior of each image.
+
+    Shape:
+        - x: (B, C, H, W)
+        - output: (B,)
+
+    Example:
+        >>> x = torch.ones(2, 3, 4, 4)
+        >>> image_prior(x, norm_weight=1.0, alpha=2.0)
+        tensor([48., 48.])
+
+    References:
+        Mahendran & Vedaldi, CVPR 2015, eqs. (2) and (3); IJCV 2016, sec. 3.2.
+    """
+    fn = "image_prior"
+    _check_images(x, fn)
+    beta = _positive(beta, "beta", fn)
+    alpha = _positive(alpha, "alpha", fn)
+    eps = _positive(eps, "eps", fn, allow_zero=True)
+    tv = _per_image(tv_weight, x, "tv_weight", fn)
+    norm = _per_image(norm_weight, x, "norm_weight", fn)
+    compute_grad = torch.is_grad_enabled() and x.requires_grad
+    value, _ = torch.ops.pyinvert.image_prior(x, tv, norm, beta, alpha, bool(isotropic), eps,
+                                              compute_grad)
+    return value
+
+
+def tv_norm(x: Tensor, beta: float = 2.0, eps: float = 0.0) -> Tensor:
+    """TV_beta of each image (see :func:`image_prior`). Shape: (B, C, H, W) -> (B,).
+
+    Example:
+        >>> tv_norm(torch.zeros(1, 1, 3, 3))
+        tensor([0.])
+    """
+    return image_prior(x, tv_weight=1.0, beta=beta, norm_weight=0.0, eps=eps)
+
+
+def alpha_norm(x: Tensor, alpha: float = 6.0) -> Tensor:
+    """The CVPR 2015 alpha-norm sum |x|^alpha of each image. Shape: (B, C, H, W) -> (B,).
+
+    Example:
+        >>> alpha_norm(torch.full((1, 1, 2, 2), 2.0), alpha=2.0)
+        tensor([16.])
+    """
+    return image_prior(x, tv_weight=0.0, norm_weight=1.0, alpha=alpha)
+
+
+def isotropic_norm(x: Tensor, alpha: float = 6.0) -> Tensor:
+    """The IJCV 2016 N_alpha, sum over pixels of (sum_c x^2)^(alpha/2). (B, C, H, W) -> (B,).
+
+    Example:
+        >>> isotropic_norm(torch.ones(1, 4, 1, 1), alpha=2.0)
+        tensor([4.])
+    """
+    return image_prior(x, tv_weight=0.0, norm_weight=1.0, alpha=alpha, isotropic=True)
+
+
+class ImagePrior(nn.Module):
+    """Module form of :func:`image_prior` with fixed hyper-parameters.
+
+    Args: as :func:`image_prior` (weights may be Tensor[B] buffers for a per-image sweep).
+
+    Shape:
+        - input: (B, C, H, W)
+        - output: (B,)
+
+    Example:
+        >>> prior = ImagePrior(tv_weight=1.0, norm_weight=1e-3, alpha=6.0)
+        >>> prior(torch.zeros(2, 3, 8, 8))
+        tensor([0., 0.])
+    """
+
+    def __init__(self, *, tv_weight: Weight = 1.0, beta: float = 2.0, norm_weight: Weight = 0.0,
+                 alpha: float = 6.0, isotropic: bool = False, eps: float = 0.0):
+        super().__init__()
+        fn = "ImagePrior"
+        self.beta = _positive(beta, "beta", fn)
+        self.alpha = _positive(alpha, "alpha", fn)
+        self.eps = _positive(eps, "eps", fn, allow_zero=True)
+        self.isotropic = bool(isotropic)
+        self.tv_weight = tv_weight
+        self.norm_weight = norm_weight
+
+    def forward(self, x: Tensor) -> Tensor:
+        return image_prior(x, tv_weight=self.tv_weight, beta=self.beta,
+                           norm_weight=self.norm_weight, alpha=self.alpha,
+                           isotropic=self.isotropic, eps=self.eps)
+
+    def extra_repr(self) -> str:
+        return (f"tv_weight={self.tv_weight}, beta={self.beta}, norm_weight={self.norm_weight}, "
+                f"alpha={self.alpha}, isotropic={self.isotropic}, eps={self.eps}")
