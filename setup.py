@@ -23,7 +23,7 @@ def want_cuda():
 def extension():
     cpp_sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
     # No -march=native: the built library must run on other CPUs than the builder's.
-    cxx_flags = ["-O3", "-fopenmp", "-std=c++17"]
+    cxx_flags = ["-O3", "-fopenmp"]
     link_flags = ["-fopenmp"]  # without it at::parallel_for silently runs on one thread
     include_dirs = [os.path.join(ROOT, "csrc")]
     if want_cuda():
@@ -33,7 +33,7 @@ def extension():
             cpp_sources + cuda_sources,
             include_dirs=include_dirs,
             extra_compile_args={"cxx": cxx_flags + ["-DPYINVERT_WITH_CUDA"],
-                                "nvcc": ["-O3", "--use_fast_math", "-std=c++17"]},
+                                "nvcc": ["-O3", "--use_fast_math"]},
             extra_link_args=link_flags,
         )
     return CppExtension("pyinvert._C", cpp_sources, include_dirs=include_dirs,

@@ -20,10 +20,18 @@ namespace {
 
 constexpr int64_t kRowsPerTask = 16;
 
+// The row loops are compiled twice, for AVX2+FMA and for the baseline x86-64 ISA, and the
+// loader picks the clone the CPU supports: twice the SIMD width without -march=native.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define PYI_SIMD_CLONES __attribute__((target_clones("arch=haswell", "default")))
+#else
+#define PYI_SIMD_CLONES
+#endif
+
 // slope*dx and slope*dy of one row of the TV term; returns the row's sum of TV values.
 // `below` is the next row, or nullptr for the last row (dy = 0 there).
 template <int TWO_E, typename T>
-T tv_row(const T* row, const T* below, int64_t W, T eps, T beta, T exponent, T* sdx, T* sdy) {
+PYI_SIMD_CLONES T tv_row(const T* row, const T* below, int64_t W, T eps, T beta, T exponent, T* sdx, T* sdy) {
   T sum = 0;
   if (W == 0) return sum;
   if (below != nullptr) {
@@ -47,7 +55,7 @@ T tv_row(const T* row, const T* below, int64_t W, T eps, T beta, T exponent, T* 
 // Gradient of TV at one row: each pixel gathers what it sends (-slope*(dx+dy)) and what its
 // left neighbour (slope*dx) and upper neighbour (slope*dy, previous row) send to it.
 template <typename T>
-void tv_grad_row(const T* sdx, const T* sdy, const T* sdy_above, int64_t W, T weight, T* g) {
+PYI_SIMD_CLONES void tv_grad_row(const T* sdx, const T* sdy, const T* sdy_above, int64_t W, T weight, T* g) {
   if (W == 0) return;
   g[0] = weight * (sdy_above[0] - sdx[0] - sdy[0]);
 #pragma omp simd
@@ -58,7 +66,7 @@ void tv_grad_row(const T* sdx, const T* sdy, const T* sdy_above, int64_t W, T we
 
 // The elementwise alpha-norm on one row: sum of |x|^alpha; adds weight*d/dx to g if g != null.
 template <int TWO_E, typename T>
-T norm_row(const T* x, int64_t W, T alpha, T exponent, T weight, T* g) {
+PYI_SIMD_CLONES T norm_row(const T* x, int64_t W, T alpha, T exponent, T weight, T* g) {
   T sum = 0;
   if (g != nullptr) {
 #pragma omp simd reduction(+ : sum)
@@ -80,7 +88,7 @@ T norm_row(const T* x, int64_t W, T alpha, T exponent, T weight, T* g) {
 // The isotropic N_alpha on one row of all C channels (pixel offset 0 of channel c at
 // x + c * plane): sum over pixels of (sum_c x_c^2)^(alpha/2); adds the gradient if g != null.
 template <int TWO_E, typename T>
-T isotropic_row(const T* x, int64_t C, int64_t plane, int64_t W, T alpha, T exponent, T weight,
+PYI_SIMD_CLONES T isotropic_row(const T* x, int64_t C, int64_t plane, int64_t W, T alpha, T exponent, T weight,
                 T* g, T* scratch) {
   T* s = scratch;
   for (int64_t j = 0; j < W; ++j) s[j] = 0;
@@ -150,11 +158,14 @@ void image_prior_forward_impl(const T* x, const T* tv_weight, const T* norm_weig
 
   at::parallel_for(0, B * blocks, 1, [&](int64_t begin, int64_t end) {
     // Per channel: slope*dx of this row, slope*dy of this row and of the row above.
-    std::vector<T> buffers((3 * C + 1) * W);
+    std::vector<T> buffers((3 * C + 2) * W);
     T* sdx = buffers.data();
-    T* sdy = sdx + W;          // C rows
-    T* sdy_above = sdy + C * W;  // C rows
-    T* scratch = sdy_above + C * W;
+    T* scratch = sdx + W;
+    std::vector<T*> sdy(C), sdy_above(C);
+    for (int64_t c = 0; c < C; ++c) {
+      sdy[c] = scratch + (1 + c) * W;
+      sdy_above[c] = scratch + (1 + C + c) * W;
+    }
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / blocks;
       const int64_t row0 = (task % blocks) * kRowsPerTask;
@@ -166,7 +177,7 @@ void image_prior_forward_impl(const T* x, const T* tv_weight, const T* norm_weig
       if (tw != T(0)) {
         // The row above the block, for its slope*dy only.
         for (int64_t c = 0; c < C; ++c) {
-          T* above = sdy_above + c * W;
+          T* above = sdy_above[c];
           if (row0 == 0) {
             std::fill(above, above + W, T(0));
           } else {
@@ -181,9 +192,9 @@ void image_prior_forward_impl(const T* x, const T* tv_weight, const T* norm_weig
           if (tw != T(0)) {
             const T* r = xb + offset;
             tv_sum += tv_fn(r, i + 1 < H ? r + W : nullptr, W, eps_t, beta_t, beta_exp, sdx,
-                            sdy + c * W);
-            if (gb) tv_grad_row(sdx, sdy + c * W, sdy_above + c * W, W, tw, gb + offset);
-            std::swap_ranges(sdy + c * W, sdy + (c + 1) * W, sdy_above + c * W);
+                            sdy[c]);
+            if (gb) tv_grad_row(sdx, sdy[c], sdy_above[c], W, tw, gb + offset);
+            std::swap(sdy[c], sdy_above[c]);
           } else if (gb) {
             std::fill(gb + offset, gb + offset + W, T(0));
           }
