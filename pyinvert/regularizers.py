@@ -63,15 +63,36 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(output[1])
 
 
+def _is_eager_cpu(t: Tensor) -> bool:
+    """A real CPU tensor, not traced (compile, fake or functional tensors), so its values can
+    be read without a device sync or a data-dependent graph."""
+    return (not torch.compiler.is_compiling() and type(t) is Tensor and t.device.type == "cpu"
+            and not torch._is_functional_tensor(t))
+
+
 def _backward(ctx, grad_value, _grad_of_grad):
     # The gradient was computed in the forward pass, in the same sweep over x as the value:
-    # the optimizer always needs both, and a second sweep would read x again from memory,
-    # which is what bounds this op. Backward is one multiply per element.
-    (grad,) = ctx.saved_tensors
-    if grad.numel() == 0 and len(ctx.x_shape) == 4 and torch.Size(ctx.x_shape).numel() > 0:
-        raise RuntimeError("image_prior: backward needs compute_grad=True in the forward call")
-    grad_x = grad_value.view(-1, 1, 1, 1) * grad if grad.numel() else grad.new_zeros(ctx.x_shape)
-    return grad_x, None, None, None, None, None, None, None
+    # an inversion always needs both, and a second sweep would read x again from memory, which
+    # is what bounds this op. Backward only scales it by grad_value. When every scale is 1 (the
+    # usual `loss = prior.sum()`, with the lambdas passed as weights) the stored gradient itself
+    # is returned, saving a full read and write of it; autograd may then accumulate into it, so
+    # a second backward through the same call (retain_graph=True) is refused with an error.
+    try:
+        (grad,) = ctx.saved_tensors
+    except RuntimeError as error:
+        if "modified by an inplace operation" not in str(error):
+            raise
+        raise RuntimeError(
+            "image_prior: a second backward through the same image_prior call "
+            "(retain_graph=True) is not supported; call image_prior again") from None
+    nones = (None,) * 7
+    if grad.numel() == 0:
+        if torch.Size(ctx.x_shape).numel() > 0:
+            raise RuntimeError("image_prior: backward needs compute_grad=True in the forward call")
+        return (grad.new_zeros(ctx.x_shape), *nones)
+    if _is_eager_cpu(grad_value) and bool((grad_value == 1).all()):
+        return (grad, *nones)
+    return (grad * grad_value.view(-1, 1, 1, 1), *nones)
 
 
 torch.library.register_autograd("pyinvert::image_prior", _backward, setup_context=_setup_context)

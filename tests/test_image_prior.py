@@ -222,3 +222,31 @@ def test_op_checks_its_own_arguments():
     with pytest.raises(RuntimeError, match=r"expected tv_weight of dtype Float, got Double"):
         torch.ops.pyinvert.image_prior(x, torch.ones(2, dtype=torch.float64), torch.ones(2), 2.0,
                                        6.0, False, 0.0, True)
+
+
+def test_backward_scales_and_refuses_a_third_pass_through_a_reused_gradient():
+    x = torch.randn(2, 3, 40, 40, dtype=torch.float64, requires_grad=True)  # > 1 MB: recycled
+    expected = value_and_grad(reference.image_prior, x, dict(norm_weight=1e-3))[1]
+    value = pyinvert.image_prior(x, norm_weight=1e-3)
+    (value * torch.tensor([2.0, -3.0], dtype=torch.float64)).sum().backward(retain_graph=True)
+    torch.testing.assert_close(x.grad, expected * torch.tensor([2.0, -3.0]).view(2, 1, 1, 1)
+                               .double())
+    x.grad = None
+    value = pyinvert.image_prior(x, norm_weight=1e-3)
+    value.sum().backward(retain_graph=True)  # scale 1: the stored gradient is handed over
+    torch.testing.assert_close(x.grad, expected)
+    value.sum().backward(retain_graph=True)
+    torch.testing.assert_close(x.grad, 2 * expected)
+    with pytest.raises(RuntimeError, match="image_prior: a second backward through the same"):
+        value.sum().backward()
+
+
+def test_recycled_outputs_are_independent():
+    # Gradients of successive calls may reuse freed buffers, never live ones.
+    x = torch.randn(2, 3, 300, 300, requires_grad=True)
+    grads = []
+    for scale in (1.0, 2.0, 3.0):
+        (grad,) = torch.autograd.grad(pyinvert.image_prior(x * scale).sum(), x)
+        grads.append(grad)
+    torch.testing.assert_close(grads[1], 4 * grads[0])
+    torch.testing.assert_close(grads[2], 9 * grads[0])

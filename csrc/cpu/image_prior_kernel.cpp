@@ -14,6 +14,7 @@
 
 #include "common/checks.h"
 #include "common/prior_math.h"
+#include "cpu/output_cache.h"
 
 namespace pyinvert {
 namespace {
@@ -227,7 +228,7 @@ std::tuple<at::Tensor, at::Tensor> image_prior_forward_kernel(
   const at::Tensor norm_weight = norm_weight_in.contiguous();
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   at::Tensor value = at::zeros({B}, x.options());
-  at::Tensor grad = compute_grad ? at::empty_like(x) : at::empty({0}, x.options());
+  at::Tensor grad = compute_grad ? empty_recycled(x.sizes(), x.options()) : at::empty({0}, x.options());
   if (x.numel() == 0) {
     if (compute_grad) grad.zero_();
     return {value, grad};
