@@ -243,7 +243,7 @@ def test_backward_scales_and_refuses_a_third_pass_through_a_reused_gradient():
 
 def test_recycled_outputs_are_independent():
     # Gradients of successive calls may reuse freed buffers, never live ones.
-    x = torch.randn(2, 3, 300, 300, requires_grad=True)
+    x = torch.randn(2, 3, 300, 300, dtype=torch.float64, requires_grad=True)
     grads = []
     for scale in (1.0, 2.0, 3.0):
         (grad,) = torch.autograd.grad(pyinvert.image_prior(x * scale).sum(), x)
