@@ -6,7 +6,7 @@
 //   alpha-norm:       s = x^2,                 gamma = alpha
 //   isotropic N_alpha: s = sum_c x_c^2,        gamma = alpha
 // and its gradient is  d/dv s^(gamma/2) = gamma * s^(gamma/2 - 1) * v  =: slope * v.
-// So one routine evaluates p = s^(gamma/2 - 1) and returns value = p * s and slope = gamma * p.
+// So one routine evaluates p = s^(gamma/2 - 1), giving value = p * s and slope = gamma * p.
 // Where s == 0 the value is 0 and, following the rule for undefined derivatives, the
 // slope is 0 too (for gamma > 2 it is 0 anyway; for gamma <= 2 the true slope is +inf or 2).
 #include <cmath>
@@ -47,31 +47,35 @@ PYI_HOST_DEVICE T half_integer_power(T s, T exponent) {
   }
 }
 
-// value = s^(gamma/2), *slope = gamma * s^(gamma/2 - 1); both 0 where s == 0. NaN propagates.
+// p = s^(gamma/2 - 1), or 0 where s == 0 (NaN propagates). Callers form the term's value p*s
+// and its slope gamma*p (so d/dv s^(gamma/2) = gamma*p*v). Plain scalars in and out: a struct
+// or address-taken local in a CPU `omp simd` loop stops GCC from vectorizing it.
 template <int TWO_E, typename T>
-PYI_HOST_DEVICE T power_term(T s, T gamma, T exponent, T* slope) {
-  const T p = half_integer_power<TWO_E>(s, exponent);
-  const bool zero = (s == T(0));
-  *slope = zero ? T(0) : gamma * p;
-  return zero ? T(0) : p * s;
+PYI_HOST_DEVICE T power_factor(T s, T exponent) {
+  if constexpr (TWO_E >= 0 && TWO_E != kGeneralTwoE) {
+    // gamma >= 2: p is finite at s == 0, where the value p*s is 0 and the gradient slope*v is 0
+    // because v = 0 there. No test needed, which keeps the CPU loops branch-free (vectorized).
+    return half_integer_power<TWO_E>(s, exponent);
+  } else {
+    return s == T(0) ? T(0) : half_integer_power<TWO_E>(s, exponent);
+  }
 }
-
 // The same with the exponent kind chosen at run time (uniform across a CUDA launch, so the
 // switch does not diverge).
 template <typename T>
-PYI_HOST_DEVICE T power_term_dynamic(int two_e, T s, T gamma, T exponent, T* slope) {
+PYI_HOST_DEVICE T power_factor_dynamic(int two_e, T s, T exponent) {
   switch (two_e) {
-    case -1: return power_term<-1>(s, gamma, exponent, slope);
-    case 0: return power_term<0>(s, gamma, exponent, slope);
-    case 1: return power_term<1>(s, gamma, exponent, slope);
-    case 2: return power_term<2>(s, gamma, exponent, slope);
-    case 3: return power_term<3>(s, gamma, exponent, slope);
-    case 4: return power_term<4>(s, gamma, exponent, slope);
-    case 5: return power_term<5>(s, gamma, exponent, slope);
-    case 6: return power_term<6>(s, gamma, exponent, slope);
-    case 7: return power_term<7>(s, gamma, exponent, slope);
-    case 8: return power_term<8>(s, gamma, exponent, slope);
-    default: return power_term<kGeneralTwoE>(s, gamma, exponent, slope);
+    case -1: return power_factor<-1>(s, exponent);
+    case 0: return power_factor<0>(s, exponent);
+    case 1: return power_factor<1>(s, exponent);
+    case 2: return power_factor<2>(s, exponent);
+    case 3: return power_factor<3>(s, exponent);
+    case 4: return power_factor<4>(s, exponent);
+    case 5: return power_factor<5>(s, exponent);
+    case 6: return power_factor<6>(s, exponent);
+    case 7: return power_factor<7>(s, exponent);
+    case 8: return power_factor<8>(s, exponent);
+    default: return power_factor<kGeneralTwoE>(s, exponent);
   }
 }
 
@@ -83,17 +87,6 @@ PYI_HOST_DEVICE void forward_differences(const T* plane, int64_t i, int64_t j, i
   const T center = plane[i * W + j];
   *dx = (j + 1 < W) ? plane[i * W + j + 1] - center : T(0);
   *dy = (i + 1 < H) ? plane[(i + 1) * W + j] - center : T(0);
-}
-
-// The TV term at one pixel: returns (dx^2 + dy^2 + eps)^(beta/2) and the pixel's outgoing
-// gradient weights slope*dx (to (i, j+1), minus to (i, j)) and slope*dy (to (i+1, j)).
-template <int TWO_E, typename T>
-PYI_HOST_DEVICE T tv_term(T dx, T dy, T eps, T beta, T exponent, T* slope_dx, T* slope_dy) {
-  T slope;
-  const T value = power_term<TWO_E>(dx * dx + dy * dy + eps, beta, exponent, &slope);
-  *slope_dx = slope * dx;
-  *slope_dy = slope * dy;
-  return value;
 }
 
 }  // namespace pyinvert

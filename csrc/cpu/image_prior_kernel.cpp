@@ -35,21 +35,25 @@ template <int TWO_E, typename T>
 PYI_SIMD_CLONES T tv_row(const T* row, const T* below, int64_t W, T eps, T beta, T exponent, T* sdx, T* sdy) {
   T sum = 0;
   if (W == 0) return sum;
+  // Column W-1 has dx = 0; `below` == nullptr (last row) has dy = 0.
+#define PYI_TV_PIXEL(J, DX, DY)                                 \
+  {                                                             \
+    const T dx = (DX), dy = (DY), s = dx * dx + dy * dy + eps;  \
+    const T p = power_factor<TWO_E>(s, exponent);               \
+    sum += p * s;                                               \
+    sdx[J] = beta * p * dx;                                     \
+    sdy[J] = beta * p * dy;                                     \
+  }
   if (below != nullptr) {
 #pragma omp simd reduction(+ : sum)
-    for (int64_t j = 0; j < W - 1; ++j) {
-      sum += tv_term<TWO_E>(row[j + 1] - row[j], below[j] - row[j], eps, beta, exponent,
-                            &sdx[j], &sdy[j]);
-    }
-    sum += tv_term<TWO_E>(T(0), below[W - 1] - row[W - 1], eps, beta, exponent, &sdx[W - 1],
-                          &sdy[W - 1]);
+    for (int64_t j = 0; j < W - 1; ++j) PYI_TV_PIXEL(j, row[j + 1] - row[j], below[j] - row[j])
+    PYI_TV_PIXEL(W - 1, T(0), below[W - 1] - row[W - 1])
   } else {
 #pragma omp simd reduction(+ : sum)
-    for (int64_t j = 0; j < W - 1; ++j) {
-      sum += tv_term<TWO_E>(row[j + 1] - row[j], T(0), eps, beta, exponent, &sdx[j], &sdy[j]);
-    }
-    sum += tv_term<TWO_E>(T(0), T(0), eps, beta, exponent, &sdx[W - 1], &sdy[W - 1]);
+    for (int64_t j = 0; j < W - 1; ++j) PYI_TV_PIXEL(j, row[j + 1] - row[j], T(0))
+    PYI_TV_PIXEL(W - 1, T(0), T(0))
   }
+#undef PYI_TV_PIXEL
   return sum;
 }
 
@@ -72,15 +76,15 @@ PYI_SIMD_CLONES T norm_row(const T* x, int64_t W, T alpha, T exponent, T weight,
   if (g != nullptr) {
 #pragma omp simd reduction(+ : sum)
     for (int64_t j = 0; j < W; ++j) {
-      T slope;
-      sum += power_term<TWO_E>(x[j] * x[j], alpha, exponent, &slope);
-      g[j] += weight * slope * x[j];
+      const T s = x[j] * x[j], p = power_factor<TWO_E>(s, exponent);
+      sum += p * s;
+      g[j] += weight * alpha * p * x[j];
     }
   } else {
 #pragma omp simd reduction(+ : sum)
     for (int64_t j = 0; j < W; ++j) {
-      T slope;
-      sum += power_term<TWO_E>(x[j] * x[j], alpha, exponent, &slope);
+      const T s = x[j] * x[j];
+      sum += power_factor<TWO_E>(s, exponent) * s;
     }
   }
   return sum;
@@ -101,9 +105,9 @@ PYI_SIMD_CLONES T isotropic_row(const T* x, int64_t C, int64_t plane, int64_t W,
   T sum = 0;
 #pragma omp simd reduction(+ : sum)
   for (int64_t j = 0; j < W; ++j) {
-    T slope;
-    sum += power_term<TWO_E>(s[j], alpha, exponent, &slope);
-    s[j] = weight * slope;  // reuse: the per-pixel factor of the gradient
+    const T p = power_factor<TWO_E>(s[j], exponent);
+    sum += p * s[j];
+    s[j] = weight * alpha * p;  // reuse: the per-pixel factor of the gradient
   }
   if (g != nullptr) {
     for (int64_t c = 0; c < C; ++c) {

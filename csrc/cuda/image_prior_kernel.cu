@@ -28,12 +28,11 @@ __device__ __forceinline__ T tv_at(const T* plane, int64_t i, int64_t j, int64_t
                                    const PriorConfig& cfg, T* sdx, T* sdy) {
   T dx, dy;
   forward_differences(plane, i, j, H, W, &dx, &dy);
-  T slope;
-  const T value = power_term_dynamic(cfg.tv_two_e, dx * dx + dy * dy + T(cfg.eps), T(cfg.beta),
-                                     T(cfg.beta / 2 - 1), &slope);
-  *sdx = slope * dx;
-  *sdy = slope * dy;
-  return value;
+  const T s = dx * dx + dy * dy + T(cfg.eps);
+  const T p = power_factor_dynamic(cfg.tv_two_e, s, T(cfg.beta / 2 - 1));
+  *sdx = T(cfg.beta) * p * dx;
+  *sdy = T(cfg.beta) * p * dy;
+  return p * s;
 }
 
 template <typename T>
@@ -67,20 +66,19 @@ __global__ void image_prior_forward_impl(const T* __restrict__ x, const T* __res
         if (cfg.isotropic) {
           norm_s += v * v;
         } else {
-          T slope;
-          sum += double(nw) * double(power_term_dynamic(cfg.norm_two_e, v * v, T(cfg.alpha),
-                                                        T(cfg.alpha / 2 - 1), &slope));
-          g += nw * slope * v;
+          const T p = power_factor_dynamic(cfg.norm_two_e, v * v, T(cfg.alpha / 2 - 1));
+          sum += double(nw) * double(p * v * v);
+          g += nw * T(cfg.alpha) * p * v;
         }
       }
       if (gb) gb[c * plane + pixel] = g;
     }
     if (nw != T(0) && cfg.isotropic) {
-      T slope;
-      sum += double(nw) * double(power_term_dynamic(cfg.norm_two_e, norm_s, T(cfg.alpha),
-                                                    T(cfg.alpha / 2 - 1), &slope));
+      const T p = power_factor_dynamic(cfg.norm_two_e, norm_s, T(cfg.alpha / 2 - 1));
+      sum += double(nw) * double(p * norm_s);
       if (gb) {
-        for (int64_t c = 0; c < C; ++c) gb[c * plane + pixel] += nw * slope * xb[c * plane + pixel];
+        const T factor = nw * T(cfg.alpha) * p;
+        for (int64_t c = 0; c < C; ++c) gb[c * plane + pixel] += factor * xb[c * plane + pixel];
       }
     }
   }
