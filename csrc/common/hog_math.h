@@ -29,6 +29,7 @@
 // choice, the hard orientation bins and the 0.2 clamps are treated as locally constant.
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #include "common/macros.h"
 
@@ -127,6 +128,31 @@ PYI_HOST_DEVICE double acos_t(double a) {
 #endif
 }
 
+// v where m holds, else +0. On the host this masks the bits (no branch, no floating-point
+// operation), which lets GCC vectorize the loops using it even under -ftrapping-math.
+PYI_HOST_DEVICE float pick(bool m, float v) {
+#ifdef __CUDA_ARCH__
+  return m ? v : 0.0f;
+#else
+  uint32_t bits;
+  std::memcpy(&bits, &v, sizeof bits);
+  bits &= uint32_t(0) - uint32_t(m);
+  std::memcpy(&v, &bits, sizeof bits);
+  return v;
+#endif
+}
+PYI_HOST_DEVICE double pick(bool m, double v) {
+#ifdef __CUDA_ARCH__
+  return m ? v : 0.0;
+#else
+  uint64_t bits;
+  std::memcpy(&bits, &v, sizeof bits);
+  bits &= uint64_t(0) - uint64_t(m);
+  std::memcpy(&v, &bits, sizeof bits);
+  return v;
+#endif
+}
+
 // ---- geometry ------------------------------------------------------------------------------
 
 // Number of cells along a side of `size` pixels: the last cell is at least half inside.
@@ -168,93 +194,116 @@ PYI_HOST_DEVICE void orientation_vector(int64_t k, int64_t no, T* ox, T* oy) {
 }
 
 // ---- per pixel ------------------------------------------------------------------------------
+// The steps are split into small select-only functions so that the CPU driver can run each over
+// a whole row (the compiler vectorizes them) while the CUDA driver calls them per pixel.
 
-// Gradient of an interior pixel, from the channel with the largest squared gradient.
-// `p` points at channel 0 of the pixel; channels are `channel_stride` apart, rows `W` apart.
+// One channel's candidate gradient at a pixel, from its 4 neighbours: kept if its squared norm
+// beats the best so far (strictly: the first channel wins ties; none if all are zero).
+template <typename T>
+PYI_HOST_DEVICE void gradient_candidate(T left, T right, T up, T down, int32_t c, T& gx, T& gy,
+                                        T& best, int32_t& channel) {
+  const T cx = rn_sub(right, left);
+  const T cy = rn_sub(down, up);
+  const T g2 = rn_add(rn_mul(cx, cx), rn_mul(cy, cy));
+  const bool better = g2 > best;
+  gx = better ? cx : gx;
+  gy = better ? cy : gy;
+  best = better ? g2 : best;
+  channel = better ? c : channel;
+}
+
+// Gradient of an interior pixel (all channels). `p` points at channel 0 of the pixel;
+// channels are `channel_stride` apart, rows `W` apart.
 template <typename T>
 struct PixelGradient {
-  T gx, gy;   // central differences of the chosen channel (0 if every channel is flat)
-  T mag;      // sqrt(gx^2 + gy^2)
-  int64_t channel;  // chosen channel, -1 if none has a nonzero squared gradient
+  T gx, gy;         // central differences of the chosen channel (0 if every channel is flat)
+  T mag;            // sqrt(gx^2 + gy^2)
+  int32_t channel;  // chosen channel, -1 if none has a nonzero squared gradient
 };
 
 template <typename T>
 PYI_HOST_DEVICE PixelGradient<T> pixel_gradient(const T* p, int64_t C, int64_t channel_stride,
                                                 int64_t W) {
   PixelGradient<T> g;
-  g.gx = T(0);
-  g.gy = T(0);
+  g.gx = g.gy = T(0);
   g.channel = -1;
   T best = T(0);
   for (int64_t c = 0; c < C; ++c) {
     const T* q = p + c * channel_stride;
-    const T gx = rn_sub(q[1], q[-1]);
-    const T gy = rn_sub(q[W], q[-W]);
-    const T g2 = rn_add(rn_mul(gx, gx), rn_mul(gy, gy));
-    if (g2 > best) {
-      g.gx = gx;
-      g.gy = gy;
-      best = g2;
-      g.channel = c;
-    }
+    gradient_candidate(q[-1], q[1], q[-W], q[W], int32_t(c), g.gx, g.gy, best, g.channel);
   }
   g.mag = rn_sqrt(best);
   return g;
 }
 
-// Orientation assignment of one gradient: up to two directed bins with their weights.
-// As in VLFeat 0.9.21, the bins are scored with the unnormalised gradient, s_k = gx ox_k +
-// gy oy_k, and the running best two start at -1, so bin[0] is always set (even for a zero
-// gradient, which then adds zero) and bin[1] whenever no >= 2.
+// Orientation scoring, VLFeat 0.9.21: s_k = gx ox_k + gy oy_k with the unnormalised gradient;
+// |s_k| votes for directed bin k (k + no if s_k < 0). The best two are kept by a running update
+// that starts at weight -1, so bin 0 is always set (a zero gradient then adds zero) and bin 1
+// whenever no >= 2. Ties go to the lower k.
 template <typename T>
-struct Orientation {
-  int64_t bin[2];  // directed bins in [0, 2 no), -1 when unused
-  T weight[2];
-  T ox, oy;        // direction of bin[0] (signed, so that it points along the gradient)
-};
+PYI_HOST_DEVICE void orientation_init(T& w0, int32_t& b0, T& w1, int32_t& b1) {
+  w0 = w1 = T(-1);
+  b0 = b1 = -1;
+}
 
 template <typename T>
-PYI_HOST_DEVICE Orientation<T> orientation_bins(T gx, T gy, T mag, const T* ox, const T* oy,
-                                                int64_t no, bool bilinear) {
+PYI_HOST_DEVICE void orientation_vote(T gx, T gy, T ox_k, T oy_k, int32_t k, int32_t no, T& w0,
+                                      int32_t& b0, T& w1, int32_t& b1) {
+  const T s = rn_add(rn_mul(gx, ox_k), rn_mul(gy, oy_k));
+  const bool negative = s < T(0);
+  const T a = negative ? -s : s;
+  const int32_t bin = negative ? k + no : k;
+  const bool first = a > w0;
+  const bool second = a > w1;  // only used when !first
+  w1 = first ? w0 : (second ? a : w1);
+  b1 = first ? b0 : (second ? bin : b1);
+  w0 = first ? a : w0;
+  b0 = first ? bin : b0;
+}
+
+// Orientation assignment of one gradient: up to two directed bins with their weights.
+template <typename T>
+struct Orientation {
+  int32_t bin[2];  // directed bins in [0, 2 no), -1 when unused
+  T weight[2];
+};
+
+// From the best two scores: hard assignment (bin 0, weight 1) or bilinear (HOGb): bin 1 gets
+// phi / (pi / no) with phi = acos(s_0 / |g|) the angle to bin 0, and bin 0 the rest.
+template <typename T>
+PYI_HOST_DEVICE Orientation<T> orientation_finish(T w0, int32_t b0, T w1, int32_t b1, T mag,
+                                                  int64_t no, bool bilinear) {
   Orientation<T> r;
-  r.bin[0] = r.bin[1] = -1;
-  r.weight[0] = r.weight[1] = T(-1);
-  int64_t k0 = 0;
-  for (int64_t k = 0; k < no; ++k) {
-    T score = rn_add(rn_mul(gx, ox[k]), rn_mul(gy, oy[k]));
-    int64_t bin = k;
-    if (score < T(0)) {
-      score = -score;
-      bin += no;
-    }
-    if (score > r.weight[0]) {
-      r.bin[1] = r.bin[0];
-      r.weight[1] = r.weight[0];
-      r.bin[0] = bin;
-      r.weight[0] = score;
-      k0 = k;
-    } else if (score > r.weight[1]) {
-      r.bin[1] = bin;
-      r.weight[1] = score;
-    }
-  }
-  const T sign = r.bin[0] >= no ? T(-1) : T(1);
-  r.ox = sign * ox[k0];
-  r.oy = sign * oy[k0];
+  r.bin[0] = b0;
   if (bilinear) {
-    // VLFeat: acosf(VL_MIN(score / VL_MAX(|g|, 1e-10), 1.0)), the division and the min in
-    // double; then angle / (pi / no) in double, rounded to T.
+    // VLFeat: acosf(VL_MIN(w0 / VL_MAX(|g|, 1e-10), 1.0)), the division and the min in double;
+    // then angle / (pi / no) in double, rounded to T.
     const double m = double(mag) > 1e-10 ? double(mag) : 1e-10;
-    double q = rn_div(double(r.weight[0]), m);
+    double q = rn_div(double(w0), m);
     if (!(q < 1.0)) q = 1.0;
     const T angle = acos_t(T(q));
+    r.bin[1] = b1;
     r.weight[1] = T(rn_div(double(angle), kPi / double(no)));
     r.weight[0] = rn_sub(T(1), r.weight[1]);
   } else {
-    r.weight[0] = T(1);
     r.bin[1] = -1;
+    r.weight[0] = T(1);
+    r.weight[1] = T(0);
   }
   return r;
+}
+
+// All of the orientation assignment of one pixel.
+template <typename T>
+PYI_HOST_DEVICE Orientation<T> orientation_bins(T gx, T gy, T mag, const T* ox, const T* oy,
+                                                int64_t no, bool bilinear) {
+  T w0, w1;
+  int32_t b0, b1;
+  orientation_init(w0, b0, w1, b1);
+  for (int32_t k = 0; k < int32_t(no); ++k) {
+    orientation_vote(gx, gy, ox[k], oy[k], k, int32_t(no), w0, b0, w1, b1);
+  }
+  return orientation_finish(w0, b0, w1, b1, mag, no, bilinear);
 }
 
 // What one pixel adds to bin `o` of a cell: ((|g| * w_o) * wx) * wy, in VLFeat's order.
@@ -266,12 +315,14 @@ PYI_HOST_DEVICE T pixel_contribution(T mag, T w, T wx, T wy) {
 // Backward of one pixel: given d(loss)/d(value of bin o) for the (up to) two bins, the
 // gradient with respect to the chosen channel's (gx, gy). The value of bin o is |g| * w_o,
 // with w_1 = phi / (pi/no), w_0 = 1 - w_1 (bilinear) where phi is the angle between g and
-// bin 0's direction, or w_0 = 1 (hard). With u = g / |g|: d|g|/dg = u and dphi/dg =
-// sigma * (-uy, ux) / |g|, sigma the sign of the cross product of bin 0's direction and u
-// (0 on the bin centre, where phi = |angle difference| has its kink). Zero where g = 0.
+// bin 0's direction (ox_k, oy_k) negated if bin 0 >= no, or w_0 = 1 (hard). With u = g / |g|:
+// d|g|/dg = u and dphi/dg = sigma * (-uy, ux) / |g|, sigma the sign of the cross product of
+// bin 0's direction and u (0 on the bin centre, where phi = |angle difference| has its kink).
+// Zero where g = 0.
 template <typename T>
-PYI_HOST_DEVICE void pixel_backward(const Orientation<T>& r, T gx, T gy, T mag, T d0, T d1,
-                                    bool bilinear, int64_t no, T* dgx, T* dgy) {
+PYI_HOST_DEVICE void pixel_backward(const Orientation<T>& r, T gx, T gy, T mag, const T* ox,
+                                    const T* oy, T d0, T d1, bool bilinear, int64_t no, T* dgx,
+                                    T* dgy) {
   if (r.bin[0] < 0 || !(mag > T(0))) {
     *dgx = T(0);
     *dgy = T(0);
@@ -284,8 +335,10 @@ PYI_HOST_DEVICE void pixel_backward(const Orientation<T>& r, T gx, T gy, T mag, 
     return;
   }
   if (r.bin[1] < 0) d1 = T(0);
+  const int64_t k0 = r.bin[0] % no;
+  const T sign = r.bin[0] >= no ? T(-1) : T(1);
   const T radial = d0 * r.weight[0] + d1 * r.weight[1];
-  const T cross = r.ox * uy - r.oy * ux;
+  const T cross = sign * (ox[k0] * uy - oy[k0] * ux);
   const T sigma = cross > T(0) ? T(1) : (cross < T(0) ? T(-1) : T(0));
   const T tangential = (d1 - d0) * sigma * T(double(no) / kPi);
   *dgx = radial * ux - tangential * uy;
@@ -476,19 +529,27 @@ PYI_HOST_DEVICE T bin_gradient(const T* dh, int64_t o, const CellSplit<T>& sx,
   return acc;
 }
 
-// Gradient of the image at channel c, pixel (x, y) from the per-pixel gradients (dgx, dgy)
-// and chosen channels `ch` of one image (H x W, row-major, zero / -1 on the border):
-// gx(x) = I(x+1) - I(x-1), gy(y) = I(y+1) - I(y-1).
+// Gradient of the image at channel c of a pixel, from the gradients (dgx, dgy) of the central
+// differences of its 4 neighbours and the channels they chose (ch): gx(x) = I(x+1) - I(x-1),
+// gy(y) = I(y+1) - I(y-1), so I(x) gets dgx(x-1) - dgx(x+1) + dgy(y-1) - dgy(y+1), each only
+// where that neighbour chose channel c. Branch-free (the CPU driver vectorizes it over rows).
 template <typename T>
-PYI_HOST_DEVICE T image_gradient(const T* dgx, const T* dgy, const int32_t* ch, int64_t c,
-                                 int64_t x, int64_t y, int64_t W, int64_t H) {
-  T acc = T(0);
+PYI_HOST_DEVICE T image_gradient(T dgx_left, int32_t ch_left, T dgx_right, int32_t ch_right,
+                                 T dgy_up, int32_t ch_up, T dgy_down, int32_t ch_down,
+                                 int32_t c) {
+  return (pick(ch_left == c, dgx_left) - pick(ch_right == c, dgx_right)) +
+         (pick(ch_up == c, dgy_up) - pick(ch_down == c, dgy_down));
+}
+
+// The same at pixel (x, y) of one image's H x W buffers (border pixels have ch = -1).
+template <typename T>
+PYI_HOST_DEVICE T image_gradient_at(const T* dgx, const T* dgy, const int32_t* ch, int32_t c,
+                                    int64_t x, int64_t y, int64_t W, int64_t H) {
   const int64_t i = y * W + x;
-  if (x >= 1 && ch[i - 1] == c) acc += dgx[i - 1];
-  if (x + 1 < W && ch[i + 1] == c) acc -= dgx[i + 1];
-  if (y >= 1 && ch[i - W] == c) acc += dgy[i - W];
-  if (y + 1 < H && ch[i + W] == c) acc -= dgy[i + W];
-  return acc;
+  const bool l = x >= 1, r = x + 1 < W, u = y >= 1, d = y + 1 < H;
+  return image_gradient(l ? dgx[i - 1] : T(0), l ? ch[i - 1] : -1, r ? dgx[i + 1] : T(0),
+                        r ? ch[i + 1] : -1, u ? dgy[i - W] : T(0), u ? ch[i - W] : -1,
+                        d ? dgy[i + W] : T(0), d ? ch[i + W] : -1, c);
 }
 
 }  // namespace hog

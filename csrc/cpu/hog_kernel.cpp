@@ -16,6 +16,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <memory>
 #include <vector>
 
 #include "common/checks.h"
@@ -70,6 +71,12 @@ void for_each_row_run(int64_t begin, int64_t end, int64_t rows, const F& f) {
   }
 }
 
+// Grain of a parallel loop whose items cost about `work` elementary operations each: tasks of
+// at least at::internal::GRAIN_SIZE operations (small inputs run on the calling thread).
+int64_t grain_for(int64_t work) {
+  return std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(1, work));
+}
+
 template <typename T>
 struct HogGrid {
   int64_t B, C, H, W, cs, no, Hc, Wc, plane, D;
@@ -93,39 +100,104 @@ struct HogGrid {
   }
 };
 
+// Per-row scratch: gradient and best two orientation votes of each interior pixel.
+template <typename T>
+struct RowScratch {
+  std::vector<T> gx, gy, mag, w0, w1;
+  std::vector<int32_t> channel, b0, b1;
+  explicit RowScratch(int64_t W)
+      : gx(W), gy(W), mag(W), w0(W), w1(W), channel(W), b0(W), b1(W) {}
+};
+
+// Gradients (channel of largest gradient) and orientation votes of the interior pixels of row
+// y (1 <= y <= H-2): entry i is pixel x = i + 1. Each step runs over the whole row so that the
+// compiler vectorizes it; the per-pixel operations are those of hog_math.h, in the same order.
+template <typename T>
+void row_orientations(const HogGrid<T>& g, const T* xb, int64_t y, RowScratch<T>& r) {
+  const int64_t n = g.W - 2;
+  T* gx = r.gx.data();
+  T* gy = r.gy.data();
+  T* best = r.mag.data();
+  int32_t* ch = r.channel.data();
+  for (int64_t i = 0; i < n; ++i) {
+    gx[i] = gy[i] = best[i] = T(0);
+    ch[i] = -1;
+  }
+  for (int64_t c = 0; c < g.C; ++c) {
+    const T* row = xb + c * g.H * g.W + y * g.W;
+    const T* up = row - g.W + 1;
+    const T* down = row + g.W + 1;
+    const int32_t c32 = int32_t(c);
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) {
+      // (locals, not references into the arrays: GCC only if-converts the selects then)
+      T gxi = gx[i], gyi = gy[i], besti = best[i];
+      int32_t chi = ch[i];
+      hog::gradient_candidate(row[i], row[i + 2], up[i], down[i], c32, gxi, gyi, besti, chi);
+      gx[i] = gxi;
+      gy[i] = gyi;
+      best[i] = besti;
+      ch[i] = chi;
+    }
+  }
+  T* mag = best;
+  for (int64_t i = 0; i < n; ++i) mag[i] = hog::rn_sqrt(best[i]);
+  T* w0 = r.w0.data();
+  T* w1 = r.w1.data();
+  int32_t* b0 = r.b0.data();
+  int32_t* b1 = r.b1.data();
+  for (int64_t i = 0; i < n; ++i) hog::orientation_init(w0[i], b0[i], w1[i], b1[i]);
+  const int32_t no = int32_t(g.no);
+  for (int32_t k = 0; k < no; ++k) {
+    const T ox = g.ox[k], oy = g.oy[k];
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) {
+      T w0i = w0[i], w1i = w1[i];
+      int32_t b0i = b0[i], b1i = b1[i];
+      hog::orientation_vote(gx[i], gy[i], ox, oy, k, no, w0i, b0i, w1i, b1i);
+      w0[i] = w0i;
+      w1[i] = w1i;
+      b0[i] = b0i;
+      b1[i] = b1i;
+    }
+  }
+}
+
 // Directed histograms of cell rows [r0, r1) of image `xb` into `hb` (2 no x Hc x Wc).
 template <typename T>
-void histogram_rows(const HogGrid<T>& g, const T* xb, int64_t r0, int64_t r1, T* hb) {
+void histogram_rows(const HogGrid<T>& g, const T* xb, int64_t r0, int64_t r1, T* hb,
+                    RowScratch<T>& scratch) {
   for (int64_t o = 0; o < 2 * g.no; ++o) {
     std::fill(hb + o * g.plane + r0 * g.Wc, hb + o * g.plane + r1 * g.Wc, T(0));
   }
-  const int64_t channel_stride = g.H * g.W;
   for (int64_t y = 1; y < g.H - 1; ++y) {
     const hog::CellSplit<T>& sy = g.sy[y];
     // Cell rows this pixel row feeds: sy.bin (weight w1) and sy.bin + 1 (weight w2).
     const bool top = sy.bin >= 0 && sy.bin >= r0 && sy.bin < r1;
     const bool bottom = sy.bin < g.Hc - 1 && sy.bin + 1 >= r0 && sy.bin + 1 < r1;
     if (!top && !bottom) continue;
-    const T* row = xb + y * g.W;
+    row_orientations(g, xb, y, scratch);
     for (int64_t x = 1; x < g.W - 1; ++x) {
-      const hog::PixelGradient<T> pg = hog::pixel_gradient(row + x, g.C, channel_stride, g.W);
-      if (pg.channel < 0) continue;  // zero gradient: VLFeat assigns no bin
+      const int64_t i = x - 1;
+      const T mag = scratch.mag[i];
+      if (scratch.channel[i] < 0) continue;  // zero gradient: adds zero
       const hog::Orientation<T> r =
-          hog::orientation_bins(pg.gx, pg.gy, pg.mag, g.ox.data(), g.oy.data(), g.no, g.bilinear);
+          hog::orientation_finish(scratch.w0[i], scratch.b0[i], scratch.w1[i], scratch.b1[i],
+                                  mag, g.no, g.bilinear);
       const hog::CellSplit<T>& sx = g.sx[x];
       const bool left = sx.bin >= 0, right = sx.bin < g.Wc - 1;
-      for (int i = 0; i < 2; ++i) {
-        if (r.bin[i] < 0) continue;
-        T* h = hb + r.bin[i] * g.plane;
+      for (int j = 0; j < 2; ++j) {
+        if (r.bin[j] < 0) continue;
+        T* h = hb + r.bin[j] * g.plane;
         if (top) {
           T* c = h + sy.bin * g.Wc + sx.bin;
-          if (left) c[0] += hog::pixel_contribution(pg.mag, r.weight[i], sx.w1, sy.w1);
-          if (right) c[1] += hog::pixel_contribution(pg.mag, r.weight[i], sx.w2, sy.w1);
+          if (left) c[0] += hog::pixel_contribution(mag, r.weight[j], sx.w1, sy.w1);
+          if (right) c[1] += hog::pixel_contribution(mag, r.weight[j], sx.w2, sy.w1);
         }
         if (bottom) {
           T* c = h + (sy.bin + 1) * g.Wc + sx.bin;
-          if (left) c[0] += hog::pixel_contribution(pg.mag, r.weight[i], sx.w1, sy.w2);
-          if (right) c[1] += hog::pixel_contribution(pg.mag, r.weight[i], sx.w2, sy.w2);
+          if (left) c[0] += hog::pixel_contribution(mag, r.weight[j], sx.w1, sy.w2);
+          if (right) c[1] += hog::pixel_contribution(mag, r.weight[j], sx.w2, sy.w2);
         }
       }
     }
@@ -141,14 +213,15 @@ template <typename T>
 void hog_forward_impl(const HogGrid<T>& g, const T* x, T* hist, T* out) {
   std::vector<T> norms(g.B * g.plane);
   const int64_t image = g.C * g.H * g.W;
-  at::parallel_for(0, g.B * g.Hc, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, g.B * g.Hc, grain_for(g.cs * g.W * g.C * (g.no + 4)), [&](int64_t begin, int64_t end) {
+    RowScratch<T> scratch(g.W);
     for_each_row_run(begin, end, g.Hc, [&](int64_t b, int64_t r0, int64_t r1) {
       T* hb = hist + b * 2 * g.no * g.plane;
-      histogram_rows(g, x + b * image, r0, r1, hb);
+      histogram_rows(g, x + b * image, r0, r1, hb, scratch);
       cell_norm_rows(g, hb, r0, r1, norms.data() + b * g.plane);
     });
   });
-  at::parallel_for(0, g.B * g.Hc, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, g.B * g.Hc, grain_for(g.Wc * g.D * 4), [&](int64_t begin, int64_t end) {
     for_each_row_run(begin, end, g.Hc, [&](int64_t b, int64_t r0, int64_t r1) {
       const T* hb = hist + b * 2 * g.no * g.plane;
       const T* nb = norms.data() + b * g.plane;
@@ -172,16 +245,18 @@ void hog_backward_impl(const HogGrid<T>& g, const T* grad, const T* x, const T* 
   std::vector<T> norms(g.B * g.plane);
   std::vector<T> dhist(g.B * hist_size);
   std::vector<double> dblock(g.B * g.plane * 4);
-  std::vector<T> dgx(g.B * pixels), dgy(g.B * pixels);
-  std::vector<int32_t> channel(g.B * pixels);
+  // Per pixel: gradient of the chosen channel's central differences, and that channel (-1:
+  // none). Every entry is written by the pixel pass.
+  std::unique_ptr<T[]> dgx(new T[g.B * pixels]), dgy(new T[g.B * pixels]);
+  std::unique_ptr<int32_t[]> channel(new int32_t[g.B * pixels]);
 
   // Cells: norms, then direct terms and block-sum gradients, then norm gradients.
-  at::parallel_for(0, g.B * g.Hc, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, g.B * g.Hc, grain_for(g.Wc * g.no * 2), [&](int64_t begin, int64_t end) {
     for_each_row_run(begin, end, g.Hc, [&](int64_t b, int64_t r0, int64_t r1) {
       cell_norm_rows(g, hist + b * hist_size, r0, r1, norms.data() + b * g.plane);
     });
   });
-  at::parallel_for(0, g.B * g.Hc, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, g.B * g.Hc, grain_for(g.Wc * g.D * 8), [&](int64_t begin, int64_t end) {
     for_each_row_run(begin, end, g.Hc, [&](int64_t b, int64_t r0, int64_t r1) {
       for (int64_t cy = r0; cy < r1; ++cy) {
         for (int64_t cx = 0; cx < g.Wc; ++cx) {
@@ -196,7 +271,7 @@ void hog_backward_impl(const HogGrid<T>& g, const T* grad, const T* x, const T* 
       }
     });
   });
-  at::parallel_for(0, g.B * g.Hc, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, g.B * g.Hc, grain_for(g.Wc * (36 + 2 * g.no)), [&](int64_t begin, int64_t end) {
     for_each_row_run(begin, end, g.Hc, [&](int64_t b, int64_t r0, int64_t r1) {
       for (int64_t cy = r0; cy < r1; ++cy) {
         for (int64_t cx = 0; cx < g.Wc; ++cx) {
@@ -209,50 +284,72 @@ void hog_backward_impl(const HogGrid<T>& g, const T* grad, const T* x, const T* 
   });
 
   // Pixels: gradient with respect to (gx, gy) of the chosen channel.
-  at::parallel_for(0, g.B * g.H, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, g.B * g.H, grain_for(g.W * g.C * (g.no + 8)), [&](int64_t begin, int64_t end) {
+    RowScratch<T> scratch(g.W);
     for_each_row_run(begin, end, g.H, [&](int64_t b, int64_t y0, int64_t y1) {
       const T* xb = x + b * image;
       const T* dh = dhist.data() + b * hist_size;
       for (int64_t y = y0; y < y1; ++y) {
         const int64_t row = b * pixels + y * g.W;
-        T* gx_row = dgx.data() + row;
-        T* gy_row = dgy.data() + row;
-        int32_t* ch_row = channel.data() + row;
+        T* gx_row = dgx.get() + row;
+        T* gy_row = dgy.get() + row;
+        int32_t* ch_row = channel.get() + row;
         std::fill(gx_row, gx_row + g.W, T(0));
         std::fill(gy_row, gy_row + g.W, T(0));
         std::fill(ch_row, ch_row + g.W, -1);
         if (y < 1 || y > g.H - 2) continue;
+        row_orientations(g, xb, y, scratch);
         const hog::CellSplit<T>& sy = g.sy[y];
         for (int64_t x_ = 1; x_ < g.W - 1; ++x_) {
-          const hog::PixelGradient<T> pg =
-              hog::pixel_gradient(xb + y * g.W + x_, g.C, pixels, g.W);
-          if (pg.channel < 0) continue;
-          const hog::Orientation<T> r = hog::orientation_bins(pg.gx, pg.gy, pg.mag, g.ox.data(),
-                                                              g.oy.data(), g.no, g.bilinear);
-          if (r.bin[0] < 0) continue;
+          const int64_t i = x_ - 1;
+          if (scratch.channel[i] < 0) continue;
+          const hog::Orientation<T> r =
+              hog::orientation_finish(scratch.w0[i], scratch.b0[i], scratch.w1[i],
+                                      scratch.b1[i], scratch.mag[i], g.no, g.bilinear);
           const hog::CellSplit<T>& sx = g.sx[x_];
           const T d0 = hog::bin_gradient(dh, r.bin[0], sx, sy, g.Wc, g.Hc, g.plane);
-          const T d1 = r.bin[1] >= 0 ? hog::bin_gradient(dh, r.bin[1], sx, sy, g.Wc, g.Hc,
-                                                         g.plane)
-                                     : T(0);
-          hog::pixel_backward(r, pg.gx, pg.gy, pg.mag, d0, d1, g.bilinear, g.no, &gx_row[x_],
-                              &gy_row[x_]);
-          ch_row[x_] = int32_t(pg.channel);
+          const T d1 = r.bin[1] >= 0
+                           ? hog::bin_gradient(dh, r.bin[1], sx, sy, g.Wc, g.Hc, g.plane)
+                           : T(0);
+          hog::pixel_backward(r, scratch.gx[i], scratch.gy[i], scratch.mag[i], g.ox.data(),
+                              g.oy.data(), d0, d1, g.bilinear, g.no, &gx_row[x_], &gy_row[x_]);
+          ch_row[x_] = scratch.channel[i];
         }
       }
     });
   });
 
-  // Image: each pixel gathers from its 4 neighbours' central differences.
-  at::parallel_for(0, g.B * g.C * g.H, 1, [&](int64_t begin, int64_t end) {
+  // Image: each pixel gathers from its 4 neighbours' central differences. Rows y-1 and y+1
+  // outside the image are replaced by a row of "no channel".
+  at::parallel_for(0, g.B * g.C * g.H, grain_for(g.W * 4), [&](int64_t begin, int64_t end) {
+    std::vector<T> zeros(g.W, T(0));
+    std::vector<int32_t> none(g.W, -1);
     for (int64_t t = begin; t < end; ++t) {
       const int64_t y = t % g.H, c = (t / g.H) % g.C, b = t / (g.H * g.C);
-      const int64_t o = b * pixels;
+      const int64_t o = b * pixels + y * g.W;
+      const T* gx = dgx.get() + o;
+      const int32_t* ch = channel.get() + o;
+      const T* gy_up = y >= 1 ? dgy.get() + o - g.W : zeros.data();
+      const int32_t* ch_up = y >= 1 ? ch - g.W : none.data();
+      const T* gy_down = y + 1 < g.H ? dgy.get() + o + g.W : zeros.data();
+      const int32_t* ch_down = y + 1 < g.H ? ch + g.W : none.data();
       T* out = dx + b * image + c * pixels + y * g.W;
-      for (int64_t x_ = 0; x_ < g.W; ++x_) {
-        out[x_] = hog::image_gradient(dgx.data() + o, dgy.data() + o, channel.data() + o, c, x_,
-                                      y, g.W, g.H);
+      const int32_t c32 = int32_t(c);
+      if (g.W == 1) {
+        out[0] = hog::image_gradient(T(0), -1, T(0), -1, gy_up[0], ch_up[0], gy_down[0],
+                                     ch_down[0], c32);
+        continue;
       }
+      out[0] = hog::image_gradient(T(0), -1, gx[1], ch[1], gy_up[0], ch_up[0], gy_down[0],
+                                   ch_down[0], c32);
+#pragma omp simd
+      for (int64_t x_ = 1; x_ < g.W - 1; ++x_) {
+        out[x_] = hog::image_gradient(gx[x_ - 1], ch[x_ - 1], gx[x_ + 1], ch[x_ + 1], gy_up[x_],
+                                      ch_up[x_], gy_down[x_], ch_down[x_], c32);
+      }
+      const int64_t e = g.W - 1;
+      out[e] = hog::image_gradient(gx[e - 1], ch[e - 1], T(0), -1, gy_up[e], ch_up[e],
+                                   gy_down[e], ch_down[e], c32);
     }
   });
 }
