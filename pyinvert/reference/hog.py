@@ -23,14 +23,15 @@ def _cell_pooling_matrix(size: int, cell_size: int, dtype, device) -> Tensor:
     and h - floor(h) to the next one, dropping cells outside the grid.
     """
     cells = num_cells(size, cell_size)
-    p = torch.arange(1, size - 1, dtype=torch.float64, device=device)
+    interior = max(size - 2, 0)
+    p = torch.arange(1, 1 + interior, dtype=torch.float64, device=device)
     h = ((p + 0.5) / cell_size - 0.5).to(dtype)
     left = torch.floor(h)
     w_right = h - left
     w_left = 1 - w_right
     left = left.long()
-    m = torch.zeros(cells + 2, size - 2, dtype=dtype, device=device)  # rows: cells -1..cells
-    cols = torch.arange(size - 2, device=device)
+    m = torch.zeros(cells + 2, interior, dtype=dtype, device=device)  # rows: cells -1..cells
+    cols = torch.arange(interior, device=device)
     m[left + 1, cols] = w_left
     m[left + 2, cols] = w_right
     return m[1:cells + 1]
