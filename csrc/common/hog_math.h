@@ -22,8 +22,10 @@
 //
 // For float32 the arithmetic is VLFeat's, operation by operation: float where VLFeat uses float
 // (gradients, scores, magnitudes, histogram accumulation, cell norms), double where it
-// promotes (score / max(|g|, 1e-10), pixel-to-cell coordinates, the block normalisation). The rn_* helpers keep nvcc from fusing a*b+c into an FMA (and from
-// approximating / and sqrt under --use_fast_math), so CPU and CUDA round alike.
+// promotes (score / max(|g|, 1e-10), pixel-to-cell coordinates, the block normalisation).
+// The rn_* helpers keep nvcc from fusing a*b+c into an FMA (and from approximating / and sqrt
+// under --use_fast_math), so CPU and CUDA round alike. (On the host, x86-64 without -mfma has
+// no FMA to contract into; on other CPUs the compiler's default contraction could differ.)
 //
 // The backward pass is the exact derivative of this function where it is smooth; the channel
 // choice, the hard orientation bins and the 0.2 clamps are treated as locally constant.

@@ -71,10 +71,15 @@ void for_each_row_run(int64_t begin, int64_t end, int64_t rows, const F& f) {
   }
 }
 
-// Grain of a parallel loop whose items cost about `work` elementary operations each: tasks of
-// at least at::internal::GRAIN_SIZE operations (small inputs run on the calling thread).
+// Grain of a parallel loop whose items touch about `work` pixel-channels (or cell-dims) each:
+// tasks of at least kTaskWork of them. A parallel region costs a barrier, and on a busy
+// machine (2 cores shared with other processes) a worker may not get a core for milliseconds,
+// so an image the size of 3x224x224 (150k pixel-channels, ~2 ms) runs on the calling thread
+// and batches or large images are split.
+constexpr int64_t kTaskWork = int64_t(1) << 18;
+
 int64_t grain_for(int64_t work) {
-  return std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(1, work));
+  return std::max<int64_t>(1, kTaskWork / std::max<int64_t>(1, work));
 }
 
 template <typename T>
@@ -213,7 +218,7 @@ template <typename T>
 void hog_forward_impl(const HogGrid<T>& g, const T* x, T* hist, T* out) {
   std::vector<T> norms(g.B * g.plane);
   const int64_t image = g.C * g.H * g.W;
-  at::parallel_for(0, g.B * g.Hc, grain_for(g.cs * g.W * g.C * (g.no + 4)), [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, g.B * g.Hc, grain_for(g.cs * g.W * g.C), [&](int64_t begin, int64_t end) {
     RowScratch<T> scratch(g.W);
     for_each_row_run(begin, end, g.Hc, [&](int64_t b, int64_t r0, int64_t r1) {
       T* hb = hist + b * 2 * g.no * g.plane;
@@ -221,7 +226,7 @@ void hog_forward_impl(const HogGrid<T>& g, const T* x, T* hist, T* out) {
       cell_norm_rows(g, hb, r0, r1, norms.data() + b * g.plane);
     });
   });
-  at::parallel_for(0, g.B * g.Hc, grain_for(g.Wc * g.D * 4), [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, g.B * g.Hc, grain_for(g.Wc * g.D), [&](int64_t begin, int64_t end) {
     for_each_row_run(begin, end, g.Hc, [&](int64_t b, int64_t r0, int64_t r1) {
       const T* hb = hist + b * 2 * g.no * g.plane;
       const T* nb = norms.data() + b * g.plane;
@@ -251,12 +256,12 @@ void hog_backward_impl(const HogGrid<T>& g, const T* grad, const T* x, const T* 
   std::unique_ptr<int32_t[]> channel(new int32_t[g.B * pixels]);
 
   // Cells: norms, then direct terms and block-sum gradients, then norm gradients.
-  at::parallel_for(0, g.B * g.Hc, grain_for(g.Wc * g.no * 2), [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, g.B * g.Hc, grain_for(g.Wc * g.no), [&](int64_t begin, int64_t end) {
     for_each_row_run(begin, end, g.Hc, [&](int64_t b, int64_t r0, int64_t r1) {
       cell_norm_rows(g, hist + b * hist_size, r0, r1, norms.data() + b * g.plane);
     });
   });
-  at::parallel_for(0, g.B * g.Hc, grain_for(g.Wc * g.D * 8), [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, g.B * g.Hc, grain_for(g.Wc * g.D), [&](int64_t begin, int64_t end) {
     for_each_row_run(begin, end, g.Hc, [&](int64_t b, int64_t r0, int64_t r1) {
       for (int64_t cy = r0; cy < r1; ++cy) {
         for (int64_t cx = 0; cx < g.Wc; ++cx) {
@@ -271,7 +276,7 @@ void hog_backward_impl(const HogGrid<T>& g, const T* grad, const T* x, const T* 
       }
     });
   });
-  at::parallel_for(0, g.B * g.Hc, grain_for(g.Wc * (36 + 2 * g.no)), [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, g.B * g.Hc, grain_for(g.Wc * (9 + g.no)), [&](int64_t begin, int64_t end) {
     for_each_row_run(begin, end, g.Hc, [&](int64_t b, int64_t r0, int64_t r1) {
       for (int64_t cy = r0; cy < r1; ++cy) {
         for (int64_t cx = 0; cx < g.Wc; ++cx) {
@@ -284,7 +289,7 @@ void hog_backward_impl(const HogGrid<T>& g, const T* grad, const T* x, const T* 
   });
 
   // Pixels: gradient with respect to (gx, gy) of the chosen channel.
-  at::parallel_for(0, g.B * g.H, grain_for(g.W * g.C * (g.no + 8)), [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, g.B * g.H, grain_for(g.W * g.C), [&](int64_t begin, int64_t end) {
     RowScratch<T> scratch(g.W);
     for_each_row_run(begin, end, g.H, [&](int64_t b, int64_t y0, int64_t y1) {
       const T* xb = x + b * image;
@@ -321,7 +326,7 @@ void hog_backward_impl(const HogGrid<T>& g, const T* grad, const T* x, const T* 
 
   // Image: each pixel gathers from its 4 neighbours' central differences. Rows y-1 and y+1
   // outside the image are replaced by a row of "no channel".
-  at::parallel_for(0, g.B * g.C * g.H, grain_for(g.W * 4), [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, g.B * g.C * g.H, grain_for(g.W), [&](int64_t begin, int64_t end) {
     std::vector<T> zeros(g.W, T(0));
     std::vector<int32_t> none(g.W, -1);
     for (int64_t t = begin; t < end; ++t) {
