@@ -110,7 +110,39 @@ def _orientation_votes(x: Tensor, no: int, bilinear: bool) -> Tensor:
 
 def hog(x: Tensor, *, cell_size: int = 8, num_orientations: int = 9, variant: str = "uoctti",
         bilinear_orientations: bool = False) -> Tensor:
-    """Reference for :func:`pyinvert.hog` (same signature, shapes and errors)."""
+    r"""HOG equal to VLFeat's vl_hog, as a small CNN in plain PyTorch autograd.
+
+    Same signature, shapes, defaults and errors as :func:`pyinvert.hog`, which documents the
+    parameters; this version is the test oracle and the benchmark baseline of the fused op.
+
+    The layers: (1) derivative filters [-1, 0, 1] and their transpose (a convolution) at the
+    interior pixels; (2) the channel of largest squared gradient; (3) projections on the
+    ``num_orientations`` bin directions and a hard (or bilinear in angle: HOGb) assignment to
+    ``2 * num_orientations`` directed bins; (4) triangular spatial pooling into cells (a
+    separable linear map, i.e. a strided convolution with a bilinear kernel); (5) four 2x2
+    block normalisations per cell (an average pooling of the squared cell norms), clamping at
+    0.2 and the UoCTTI projection / texture features, or the Dalal-Triggs stacking.
+
+    Float32 follows VLFeat's roundings where they matter (the square root is taken in double:
+    torch's float32 ``sqrt`` on CPU is not always correctly rounded, and near a bin centre one
+    ulp of |g| moves the HOGb weight ``acos(score / |g|)`` by ~1e-5). The bilinear weight's
+    value is ``acos(...)`` as in VLFeat, its derivative that of the same angle written with
+    ``atan2`` (finite on the bin centre).
+
+    Args:
+        x: images (B, C, H, W), float32 or float64.
+        cell_size: cell side in pixels. Default: 8.
+        num_orientations: number of undirected orientations. Default: 9.
+        variant: "uoctti" or "dalaltriggs". Default: "uoctti".
+        bilinear_orientations: bilinear orientation assignment (HOGb). Default: False.
+
+    Returns:
+        Tensor (B, D, Hc, Wc), as :func:`pyinvert.hog`.
+
+    References:
+        A. Mahendran and A. Vedaldi, "Understanding Deep Image Representations by Inverting
+        Them", CVPR 2015 (HOG and HOGb as CNNs; the representation of eq. (1)).
+    """
     code = check_hog_args("hog", x, cell_size, num_orientations, variant, bilinear_orientations)
     B, C, H, W = x.shape
     no = num_orientations
