@@ -268,34 +268,52 @@ inline int frames_along(int size, int step, int bin_size) {
 
 PYI_HOST_DEVICE int clamp_index(int i, int n) { return i < 0 ? 0 : (i >= n ? n - 1 : i); }
 
-// One Gaussian-window filter output at `position` of a line (stride `stride`, n samples), with
-// replicate padding: sum_k line[clamp(position - R + k)] * kernel[2R - k], taps in VLFeat's
-// order (vl_imconvcol_vf: ascending source index, product rounded before the sum).
+// One Gaussian-window filter output at `position` along a line of n samples (sample p of lane l
+// at line[p * stride + l]), with replicate padding, for `lanes` independent lanes: out[l] +=
+// sum_k line[clamp(position - R + k)] * kernel[2R - k] (out starts at 0). Taps in VLFeat's order
+// (vl_imconvcol_vf: ascending source index, each product rounded before the sum).
 template <typename T>
-PYI_HOST_DEVICE T filter_taps(const T* line, int64_t stride, int n, int position,
-                              const T* kernel, int taps) {
+PYI_HOST_DEVICE void filter_taps(const T* line, int64_t stride, int n, int position,
+                                 const T* kernel, int taps, int lanes, T* out) {
   const int radius = (taps - 1) / 2;
-  T acc = T(0);
   for (int k = 0; k < taps; ++k) {
-    acc += mul_rn(line[clamp_index(position - radius + k, n) * stride], kernel[taps - 1 - k]);
+    const T* src = line + clamp_index(position - radius + k, n) * stride;
+    const T w = kernel[taps - 1 - k];
+    for (int l = 0; l < lanes; ++l) out[l] += mul_rn(src[l], w);
   }
-  return acc;
 }
 
-// VLFeat's vl_imconvcoltri_f on one line: fills buf[0, n + delta) with the running sums from which
-// triangle_filter_value() reads the filter (delta - |d|) / delta^2 (replicate padding), with
-// exactly VLFeat's float operations. buf[i] is VLFeat's buffer[i - delta].
+// VLFeat's vl_imconvcoltri_f along a line of n samples, for `lanes` independent lanes (sample p
+// of lane l at line[p * stride + l]): fills buf[(n + delta) * lanes] with the running sums from
+// which triangle_filter_value() reads the filter (delta - |d|) / delta^2 (replicate padding),
+// with exactly VLFeat's float operations. buf[(y + delta) * lanes + l] is VLFeat's buffer[y].
 template <typename T>
 PYI_HOST_DEVICE void triangle_filter_integrals(const T* line, int64_t stride, int n, int delta,
-                                               T* buf) {
-  T* b = buf + delta;  // b[y], y in [-delta, n)
-  b[n - 1] = line[static_cast<int64_t>(n - 1) * stride];
+                                               int lanes, T* buf) {
+  const int64_t L = lanes;
+  T* b = buf + delta * L;  // b[y * L + l], y in [-delta, n)
+  const T* last = line + static_cast<int64_t>(n - 1) * stride;
+  for (int l = 0; l < lanes; ++l) b[(n - 1) * L + l] = last[l];
   int y = n - 2;
-  for (; y >= 0; --y) b[y] = b[y + 1] + line[static_cast<int64_t>(y) * stride];
-  for (; y >= -delta; --y) b[y] = b[y + 1] + line[0];
-  for (y = -delta; y < n - delta; ++y) b[y] = b[y] - b[y + delta];
-  for (y = n - delta; y < n; ++y) b[y] = b[y] - mul_rn(b[n - 1], static_cast<T>(n - delta - y));
-  for (y = -delta + 1; y < n; ++y) b[y] += b[y - 1];
+  for (; y >= 0; --y) {  // integrate backward
+    const T* src = line + static_cast<int64_t>(y) * stride;
+    for (int l = 0; l < lanes; ++l) b[y * L + l] = b[(y + 1) * L + l] + src[l];
+  }
+  for (; y >= -delta; --y) {  // replicate line[0]
+    for (int l = 0; l < lanes; ++l) b[y * L + l] = b[(y + 1) * L + l] + line[l];
+  }
+  for (y = -delta; y < n - delta; ++y) {  // box filter forward
+    for (int l = 0; l < lanes; ++l) b[y * L + l] = b[y * L + l] - b[(y + delta) * L + l];
+  }
+  for (y = n - delta; y < n; ++y) {  // replicate line[n - 1]
+    const T count = static_cast<T>(n - delta - y);
+    for (int l = 0; l < lanes; ++l) {
+      b[y * L + l] = b[y * L + l] - mul_rn(b[(n - 1) * L + l], count);
+    }
+  }
+  for (y = -delta + 1; y < n; ++y) {  // integrate forward
+    for (int l = 0; l < lanes; ++l) b[y * L + l] += b[(y - 1) * L + l];
+  }
 }
 
 template <typename T>
@@ -303,9 +321,12 @@ PYI_HOST_DEVICE T triangle_filter_scale(int delta) {
   return static_cast<T>(1.0 / (static_cast<double>(delta) * static_cast<double>(delta)));
 }
 
+// The filtered value of lane l at y (VLFeat: scale * (buffer[y] - buffer[y - delta])).
 template <typename T>
-PYI_HOST_DEVICE T triangle_filter_value(const T* buf, int y, int delta, T scale) {
-  return scale * (buf[y + delta] - buf[y]);
+PYI_HOST_DEVICE T triangle_filter_value(const T* buf, int y, int delta, int lanes, int l,
+                                        T scale) {
+  return scale * (buf[static_cast<int64_t>(y + delta) * lanes + l] -
+                  buf[static_cast<int64_t>(y) * lanes + l]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -363,7 +384,7 @@ std::vector<T> pooling_kernels(int bin_size, bool flat_window) {
   for (int i = 0; i < kNumBinXY; ++i) {
     for (int d = -bin_size + 1; d <= bin_size - 1; ++d) {
       kernels[i * taps + d + bin_size - 1] =
-          static_cast<T>(w[i] * (bin_size - std::abs(d)) * scale);
+          static_cast<T>(static_cast<double>(w[i]) * (bin_size - std::abs(d)) * scale);
     }
   }
   return kernels;

@@ -1,8 +1,8 @@
 // Dense SIFT on the CPU: VLFeat 0.9.21's vl_dsift_process (see common/dsift_math.h) and its
-// gradient, for a batch of grayscale images. Images are processed in groups of about one per
-// thread; within a group each stage is an at::parallel_for over (image, row) work items, so a
-// single large image uses every core and a large batch stays cache-resident. No atomics: every
-// output element is written by exactly one work item, in a fixed order (deterministic).
+// gradient, for a batch of grayscale images. A batch is parallel over images (at::parallel_for,
+// each image's stages run back to back in one thread, in cache); a batch smaller than the thread
+// pool runs each stage in parallel over rows instead, so one large image uses every core. No
+// atomics: every output element is written by one work item in a fixed order (deterministic).
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 #include <torch/types.h>
@@ -68,221 +68,295 @@ Tables<T> make_tables(const Geometry& g, bool backward) {
   return tab;
 }
 
-// Scratch buffers for one group of images.
-template <typename T>
-struct Workspace {
-  std::vector<T> channels;  // [group][8][H][W]: orientation channels (backward: their gradient)
-  std::vector<T> rows;      // [group][8][rows][W]: pooled along y (backward: its gradient)
-  Workspace(const Geometry& g, int64_t group)
-      : channels(group * kNumBinT * g.height * g.width),
-        rows(group * kNumBinT * g.num_rows() * g.width) {}
-};
+constexpr int kLaneChunk = 256;  // lanes per flat-window column integral (fits in L1/L2)
 
-// Pooled histograms h (before normalization) of images [0, n) of the group starting at `x`,
-// written to `h` ([n][N][128]).
+// The stages for a group of n images. Buffers keep the orientation t fastest (8 contiguous
+// values per pixel), matching the descriptor layout, so every inner loop is contiguous:
+//   channels [n][H][W][8]  orientation channels (backward: their gradient)
+//   rows     [n][R][W][8]  channels pooled along y at the R sampled rows (backward: gradient)
+//   h        [n][N][128]   pooled histograms / descriptors (backward: their gradient)
+// Each stage processes work items [begin, end); items never write to the same element.
 template <typename T>
-void dsift_histograms(const T* x, int64_t n, const Geometry& g, const Tables<T>& tab,
-                      Workspace<T>& ws, T* h) {
-  const int H = g.height, W = g.width, R = g.num_rows(), C = g.num_cols();
-  const int64_t plane = static_cast<int64_t>(H) * W;
-  const int taps = g.taps();
-  T* channels = ws.channels.data();
-  T* rows = ws.rows.data();
+struct Stages {
+  const Geometry& g;
+  const Tables<T>& tab;
+  int64_t n;
+  int H, W, R, C, taps;
+  int64_t plane8, row8, frames;  // H * W * 8, W * 8, N
 
-  // 1. Orientation channels.
-  at::parallel_for(0, n * H, 4, [&](int64_t begin, int64_t end) {
+  Stages(const Geometry& geometry, const Tables<T>& tables, int64_t images)
+      : g(geometry), tab(tables), n(images), H(g.height), W(g.width), R(g.num_rows()),
+        C(g.num_cols()), taps(g.taps()), plane8(static_cast<int64_t>(H) * W * kNumBinT),
+        row8(static_cast<int64_t>(W) * kNumBinT), frames(g.num_frames()) {}
+
+  int64_t chunks() const { return (row8 + kLaneChunk - 1) / kLaneChunk; }
+
+  // 1. Orientation channels; items (image, row y).
+  int64_t orientation_items() const { return n * H; }
+  void orientation(const T* x, T* channels, int64_t begin, int64_t end) const {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / H;
+      const int y = static_cast<int>(item % H);
+      const T* im = x + b * H * static_cast<int64_t>(W);
+      T* out = channels + b * plane8 + y * row8;
+      std::fill(out, out + row8, T(0));
+      for (int xx = 0; xx < W; ++xx) {
+        const auto p = dsift::pixel_orientation(im, H, W, xx, y);
+        out[xx * kNumBinT + p.lower] = dsift::lower_weight(p);
+        out[xx * kNumBinT + p.upper] = dsift::upper_weight(p);
+      }
+    }
+  }
+
+  // 2. Pooling along y at the sampled rows; items (image, row sample r), or for the flat window
+  // (image, chunk of lanes) since its running sums need every row.
+  int64_t pool_rows_items() const { return g.flat_window ? n * chunks() : n * R; }
+  void pool_rows(const T* channels, T* rows, int64_t begin, int64_t end) const {
+    if (!g.flat_window) {
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t b = item / R;
+        const int r = static_cast<int>(item % R);
+        T* dst = rows + item * row8;
+        std::fill(dst, dst + row8, T(0));
+        dsift::filter_taps(channels + b * plane8, row8, H, g.position(r),
+                           tab.kernels.data() + (r % kNumBinXY) * taps, taps,
+                           static_cast<int>(row8), dst);
+      }
+      return;
+    }
+    const int delta = g.bin_size;
+    const T scale = dsift::triangle_filter_scale<T>(delta);
+    std::vector<T> buf(static_cast<int64_t>(H + delta) * kLaneChunk);
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / chunks();
+      const int64_t l0 = (item % chunks()) * kLaneChunk;
+      const int lanes = static_cast<int>(std::min<int64_t>(kLaneChunk, row8 - l0));
+      dsift::triangle_filter_integrals(channels + b * plane8 + l0, row8, H, delta, lanes,
+                                       buf.data());
+      for (int r = 0; r < R; ++r) {
+        T* dst = rows + (b * R + r) * row8 + l0;
+        for (int l = 0; l < lanes; ++l) {
+          dst[l] = dsift::triangle_filter_value(buf.data(), g.position(r), delta, lanes, l, scale);
+        }
+      }
+    }
+  }
+
+  // 3. Pooling along x at the sampled columns, into the histograms; items (image, row r).
+  int64_t pool_cols_items() const { return n * R; }
+  void pool_cols(const T* rows, T* h, int64_t begin, int64_t end) const {
+    const int delta = g.bin_size;
+    const T scale = dsift::triangle_filter_scale<T>(delta);
+    std::vector<T> buf(g.flat_window ? static_cast<int64_t>(W + delta) * kNumBinT : 0);
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / R;
+      const int r = static_cast<int>(item % R);
+      const T* line = rows + item * row8;
+      T* hb = h + b * frames * kDescriptorSize;
+      if (!g.flat_window) {
+        for (int c = 0; c < C; ++c) {
+          T* out = hb + g.output_index(r, c, 0);
+          std::fill(out, out + kNumBinT, T(0));
+          dsift::filter_taps(line, kNumBinT, W, g.position(c),
+                             tab.kernels.data() + (c % kNumBinXY) * taps, taps, kNumBinT, out);
+        }
+      } else {
+        dsift::triangle_filter_integrals(line, kNumBinT, W, delta, kNumBinT, buf.data());
+        const T wy = tab.flat_weights[r % kNumBinXY];
+        for (int c = 0; c < C; ++c) {
+          T* out = hb + g.output_index(r, c, 0);
+          const T w = tab.flat_weights[c % kNumBinXY] * wy;  // VLFeat: w = wx * wy
+          for (int t = 0; t < kNumBinT; ++t) {
+            out[t] = w * dsift::triangle_filter_value(buf.data(), g.position(c), delta, kNumBinT,
+                                                      t, scale);
+          }
+        }
+      }
+    }
+  }
+
+  // 4. Normalization; items: descriptors.
+  int64_t descriptor_items() const { return n * frames; }
+  void normalize(T* h, int64_t begin, int64_t end) const {
+    for (int64_t f = begin; f < end; ++f) dsift::normalize_descriptor(h + f * kDescriptorSize);
+  }
+
+  // Backward 4: dL/dh from dL/d(descriptor), in place over h.
+  void normalize_backward(const T* grad, T* h, int64_t begin, int64_t end) const {
+    for (int64_t f = begin; f < end; ++f) {
+      T* hf = h + f * kDescriptorSize;
+      dsift::normalize_descriptor_backward(hf, grad + f * kDescriptorSize, hf);
+    }
+  }
+
+  // Backward 3: dL/d(rows) = transpose of the pooling along x; items (image, row r).
+  void pool_cols_backward(const T* dh, T* d_rows, int64_t begin, int64_t end) const {
+    const auto& ct = tab.cols_t;
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / R;
+      const int r = static_cast<int>(item % R);
+      const T* dhb = dh + b * frames * kDescriptorSize;
+      T* dst = d_rows + item * row8;
+      for (int xx = 0; xx < W; ++xx) {
+        T acc[kNumBinT] = {};
+        for (int e = ct.offsets[xx]; e < ct.offsets[xx + 1]; ++e) {
+          const T* src = dhb + g.output_index(r, ct.samples[e], 0);
+          const T w = ct.weights[e];
+          for (int t = 0; t < kNumBinT; ++t) acc[t] += w * src[t];
+        }
+        std::copy(acc, acc + kNumBinT, dst + xx * kNumBinT);
+      }
+    }
+  }
+
+  // Backward 2: dL/d(channels) = transpose of the pooling along y; items (image, pixel row p).
+  void pool_rows_backward(const T* d_rows, T* d_channels, int64_t begin, int64_t end) const {
+    const auto& rt = tab.rows_t;
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / H;
+      const int p = static_cast<int>(item % H);
+      T* dst = d_channels + b * plane8 + p * row8;
+      std::fill(dst, dst + row8, T(0));
+      for (int e = rt.offsets[p]; e < rt.offsets[p + 1]; ++e) {
+        const T* src = d_rows + (b * R + rt.samples[e]) * row8;
+        const T w = rt.weights[e];
+        for (int64_t l = 0; l < row8; ++l) dst[l] += w * src[l];
+      }
+    }
+  }
+
+  // Backward 1: dL/dgx, dL/dgy per pixel ([n][2][H][W]); items (image, row y).
+  void orientation_backward(const T* x, const T* d_channels, T* d_gradient, int64_t begin,
+                            int64_t end) const {
+    const int64_t plane = static_cast<int64_t>(H) * W;
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / H;
       const int y = static_cast<int>(item % H);
       const T* im = x + b * plane;
-      T* out = channels + b * kNumBinT * plane + static_cast<int64_t>(y) * W;
-      for (int t = 0; t < kNumBinT; ++t) std::fill(out + t * plane, out + t * plane + W, T(0));
+      const T* dc = d_channels + b * plane8 + y * row8;
+      T* dgx = d_gradient + b * 2 * plane + static_cast<int64_t>(y) * W;
+      T* dgy = dgx + plane;
       for (int xx = 0; xx < W; ++xx) {
-        const auto p = dsift::pixel_orientation(im, H, W, xx, y);
-        out[p.lower * plane + xx] = dsift::lower_weight(p);
-        out[p.upper * plane + xx] = dsift::upper_weight(p);
+        const auto px = dsift::pixel_orientation(im, H, W, xx, y);
+        dsift::pixel_orientation_backward(px, dc[xx * kNumBinT + px.lower],
+                                          dc[xx * kNumBinT + px.upper], dgx[xx], dgy[xx]);
       }
     }
-  });
-
-  // 2. Pool along y at the sampled rows.
-  if (!g.flat_window) {
-    at::parallel_for(0, n * kNumBinT * R, 4, [&](int64_t begin, int64_t end) {
-      for (int64_t item = begin; item < end; ++item) {
-        const int r = static_cast<int>(item % R);
-        const int64_t bt = item / R;  // b * 8 + t
-        const T* src = channels + bt * plane;
-        T* dst = rows + item * W;
-        const int position = g.position(r);
-        const T* kernel = tab.kernels.data() + (r % kNumBinXY) * taps;
-        // dsift::filter_taps for every column at once: the same products and sums, in the
-        // same order (ascending source row), vectorized along the row.
-        std::fill(dst, dst + W, T(0));
-        for (int k = 0; k < taps; ++k) {
-          const T* line = src + dsift::clamp_index(position - (taps - 1) / 2 + k, H) *
-                                    static_cast<int64_t>(W);
-          const T w = kernel[taps - 1 - k];
-          for (int xx = 0; xx < W; ++xx) dst[xx] += line[xx] * w;
-        }
-      }
-    });
-  } else {
-    const int delta = g.bin_size;
-    const T scale = dsift::triangle_filter_scale<T>(delta);
-    at::parallel_for(0, n * kNumBinT, 1, [&](int64_t begin, int64_t end) {
-      std::vector<T> buf(H + delta);
-      for (int64_t bt = begin; bt < end; ++bt) {
-        const T* src = channels + bt * plane;
-        T* dst = rows + bt * R * W;
-        for (int xx = 0; xx < W; ++xx) {
-          dsift::triangle_filter_integrals(src + xx, W, H, delta, buf.data());
-          for (int r = 0; r < R; ++r) {
-            dst[static_cast<int64_t>(r) * W + xx] =
-                dsift::triangle_filter_value(buf.data(), g.position(r), delta, scale);
-          }
-        }
-      }
-    });
   }
 
-  // 3. Pool along x at the sampled columns; scatter into the descriptors.
-  const int64_t frames = g.num_frames();
-  at::parallel_for(0, n * kNumBinT * R, 4, [&](int64_t begin, int64_t end) {
-    std::vector<T> buf(W + g.bin_size);
-    const T scale = dsift::triangle_filter_scale<T>(g.bin_size);
+  // Backward 0: dL/dx from dL/dgx, dL/dgy; items (image, row y).
+  void gradient_backward(const T* d_gradient, T* grad_x, int64_t begin, int64_t end) const {
+    const int64_t plane = static_cast<int64_t>(H) * W;
     for (int64_t item = begin; item < end; ++item) {
-      const int r = static_cast<int>(item % R);
-      const int t = static_cast<int>((item / R) % kNumBinT);
-      const int64_t b = item / (R * kNumBinT);
-      const T* line = rows + item * W;
-      T* out = h + b * frames * kDescriptorSize;
-      if (!g.flat_window) {
-        for (int c = 0; c < C; ++c) {
-          out[g.output_index(r, c, t)] = dsift::filter_taps(
-              line, 1, W, g.position(c), tab.kernels.data() + (c % kNumBinXY) * taps, taps);
-        }
-      } else {
-        dsift::triangle_filter_integrals(line, 1, W, g.bin_size, buf.data());
-        const T wy = tab.flat_weights[r % kNumBinXY];
-        for (int c = 0; c < C; ++c) {
-          const T w = tab.flat_weights[c % kNumBinXY] * wy;
-          out[g.output_index(r, c, t)] =
-              w * dsift::triangle_filter_value(buf.data(), g.position(c), g.bin_size, scale);
-        }
+      const int64_t b = item / H;
+      const int y = static_cast<int>(item % H);
+      const T* dgx = d_gradient + b * 2 * plane;
+      T* dst = grad_x + b * plane + static_cast<int64_t>(y) * W;
+      for (int xx = 0; xx < W; ++xx) {
+        dst[xx] = dsift::image_gradient_backward(dgx, dgx + plane, H, W, xx, y);
       }
     }
+  }
+};
+
+// Runs f(begin, end) over [0, items): in parallel, or inline when the caller already is a
+// parallel region over images.
+template <typename F>
+void run(bool parallel, int64_t items, const F& f) {
+  if (parallel) {
+    at::parallel_for(0, items, 1, f);
+  } else {
+    f(0, items);
+  }
+}
+
+template <typename T>
+struct Buffers {
+  std::vector<T> channels, rows, h, d_gradient;
+  Buffers(const Geometry& g, int64_t n, bool backward)
+      : channels(n * g.height * static_cast<int64_t>(g.width) * kNumBinT),
+        rows(n * g.num_rows() * static_cast<int64_t>(g.width) * kNumBinT),
+        h(backward ? n * g.num_frames() * kDescriptorSize : 0),
+        d_gradient(backward ? n * 2 * g.height * static_cast<int64_t>(g.width) : 0) {}
+};
+
+// Forward of n images x -> descriptors out ([n][N][128]).
+template <typename T>
+void forward_images(const Stages<T>& s, Buffers<T>& buf, const T* x, T* out, bool parallel) {
+  run(parallel, s.orientation_items(),
+      [&](int64_t b, int64_t e) { s.orientation(x, buf.channels.data(), b, e); });
+  run(parallel, s.pool_rows_items(),
+      [&](int64_t b, int64_t e) { s.pool_rows(buf.channels.data(), buf.rows.data(), b, e); });
+  run(parallel, s.pool_cols_items(),
+      [&](int64_t b, int64_t e) { s.pool_cols(buf.rows.data(), out, b, e); });
+  run(parallel, s.descriptor_items(), [&](int64_t b, int64_t e) { s.normalize(out, b, e); });
+}
+
+// Backward of n images: grad ([n][N][128]) -> grad_x ([n][H][W]).
+template <typename T>
+void backward_images(const Stages<T>& s, Buffers<T>& buf, const T* grad, const T* x, T* grad_x,
+                     bool parallel) {
+  T* h = buf.h.data();
+  run(parallel, s.orientation_items(),
+      [&](int64_t b, int64_t e) { s.orientation(x, buf.channels.data(), b, e); });
+  run(parallel, s.pool_rows_items(),
+      [&](int64_t b, int64_t e) { s.pool_rows(buf.channels.data(), buf.rows.data(), b, e); });
+  run(parallel, s.pool_cols_items(),
+      [&](int64_t b, int64_t e) { s.pool_cols(buf.rows.data(), h, b, e); });
+  run(parallel, s.descriptor_items(),
+      [&](int64_t b, int64_t e) { s.normalize_backward(grad, h, b, e); });
+  run(parallel, s.pool_cols_items(),
+      [&](int64_t b, int64_t e) { s.pool_cols_backward(h, buf.rows.data(), b, e); });
+  run(parallel, s.orientation_items(), [&](int64_t b, int64_t e) {
+    s.pool_rows_backward(buf.rows.data(), buf.channels.data(), b, e);
+  });
+  run(parallel, s.orientation_items(), [&](int64_t b, int64_t e) {
+    s.orientation_backward(x, buf.channels.data(), buf.d_gradient.data(), b, e);
+  });
+  run(parallel, s.orientation_items(), [&](int64_t b, int64_t e) {
+    s.gradient_backward(buf.d_gradient.data(), grad_x, b, e);
   });
 }
 
-int64_t group_size(int64_t batch) {
-  return std::max<int64_t>(1, std::min<int64_t>(batch, at::get_num_threads()));
+// A batch at least as large as the thread pool is split over images (each image sequential,
+// no synchronization between stages); a smaller one runs each stage in parallel over rows.
+template <typename T, typename F>
+void for_each_image_group(int64_t batch, const Geometry& g, bool backward, const F& f) {
+  if (batch >= at::get_num_threads()) {
+    at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
+      Buffers<T> buf(g, 1, backward);
+      for (int64_t b = begin; b < end; ++b) f(buf, b, int64_t{1}, false);
+    });
+  } else {
+    Buffers<T> buf(g, batch, backward);
+    f(buf, int64_t{0}, batch, true);
+  }
 }
 
 template <typename T>
 void dsift_forward_impl(const T* x, T* out, int64_t batch, const Geometry& g) {
   const Tables<T> tab = make_tables<T>(g, false);
-  const int64_t group = group_size(batch);
-  Workspace<T> ws(g, group);
   const int64_t plane = static_cast<int64_t>(g.height) * g.width;
-  const int64_t frames = g.num_frames();
-  for (int64_t b0 = 0; b0 < batch; b0 += group) {
-    const int64_t n = std::min(group, batch - b0);
-    T* h = out + b0 * frames * kDescriptorSize;
-    dsift_histograms(x + b0 * plane, n, g, tab, ws, h);
-    at::parallel_for(0, n * frames, 16, [&](int64_t begin, int64_t end) {
-      for (int64_t f = begin; f < end; ++f) dsift::normalize_descriptor(h + f * kDescriptorSize);
-    });
-  }
+  const int64_t descriptors = g.num_frames() * static_cast<int64_t>(kDescriptorSize);
+  for_each_image_group<T>(batch, g, false,
+                          [&](Buffers<T>& buf, int64_t b0, int64_t n, bool parallel) {
+                            const Stages<T> s(g, tab, n);
+                            forward_images(s, buf, x + b0 * plane, out + b0 * descriptors,
+                                           parallel);
+                          });
 }
 
 template <typename T>
 void dsift_backward_impl(const T* grad, const T* x, T* grad_x, int64_t batch, const Geometry& g) {
   const Tables<T> tab = make_tables<T>(g, true);
-  const int64_t group = group_size(batch);
-  Workspace<T> ws(g, group);
-  const int H = g.height, W = g.width, R = g.num_rows();
-  const int64_t plane = static_cast<int64_t>(H) * W;
-  const int64_t frames = g.num_frames();
-  std::vector<T> h(group * frames * kDescriptorSize);
-  std::vector<T> d_gradient(group * 2 * plane);  // dL/dgx, dL/dgy per image
-
-  for (int64_t b0 = 0; b0 < batch; b0 += group) {
-    const int64_t n = std::min(group, batch - b0);
-    const T* xg = x + b0 * plane;
-    dsift_histograms(xg, n, g, tab, ws, h.data());
-
-    // dL/dh, in place.
-    const T* grad_g = grad + b0 * frames * kDescriptorSize;
-    at::parallel_for(0, n * frames, 16, [&](int64_t begin, int64_t end) {
-      for (int64_t f = begin; f < end; ++f) {
-        T* hf = h.data() + f * kDescriptorSize;
-        dsift::normalize_descriptor_backward(hf, grad_g + f * kDescriptorSize, hf);
-      }
-    });
-
-    // dL/d(rows): transpose of the pooling along x.
-    T* d_rows = ws.rows.data();
-    at::parallel_for(0, n * kNumBinT * R, 4, [&](int64_t begin, int64_t end) {
-      for (int64_t item = begin; item < end; ++item) {
-        const int r = static_cast<int>(item % R);
-        const int t = static_cast<int>((item / R) % kNumBinT);
-        const int64_t b = item / (R * kNumBinT);
-        const T* dh = h.data() + b * frames * kDescriptorSize;
-        T* dst = d_rows + item * W;
-        for (int xx = 0; xx < W; ++xx) {
-          T acc = T(0);
-          for (int e = tab.cols_t.offsets[xx]; e < tab.cols_t.offsets[xx + 1]; ++e) {
-            acc += tab.cols_t.weights[e] * dh[g.output_index(r, tab.cols_t.samples[e], t)];
-          }
-          dst[xx] = acc;
-        }
-      }
-    });
-
-    // dL/d(channels): transpose of the pooling along y.
-    T* d_channels = ws.channels.data();
-    at::parallel_for(0, n * kNumBinT * H, 4, [&](int64_t begin, int64_t end) {
-      for (int64_t item = begin; item < end; ++item) {
-        const int p = static_cast<int>(item % H);
-        const int64_t bt = item / H;
-        T* dst = d_channels + item * W;
-        std::fill(dst, dst + W, T(0));
-        for (int e = tab.rows_t.offsets[p]; e < tab.rows_t.offsets[p + 1]; ++e) {
-          const T* src = d_rows + (bt * R + tab.rows_t.samples[e]) * W;
-          const T w = tab.rows_t.weights[e];
-          for (int xx = 0; xx < W; ++xx) dst[xx] += w * src[xx];
-        }
-      }
-    });
-
-    // dL/dgx, dL/dgy per pixel, then dL/dx.
-    at::parallel_for(0, n * H, 4, [&](int64_t begin, int64_t end) {
-      for (int64_t item = begin; item < end; ++item) {
-        const int64_t b = item / H;
-        const int y = static_cast<int>(item % H);
-        const T* im = xg + b * plane;
-        const T* dc = d_channels + b * kNumBinT * plane + static_cast<int64_t>(y) * W;
-        T* dgx = d_gradient.data() + b * 2 * plane + static_cast<int64_t>(y) * W;
-        T* dgy = dgx + plane;
-        for (int xx = 0; xx < W; ++xx) {
-          const auto px = dsift::pixel_orientation(im, H, W, xx, y);
-          dsift::pixel_orientation_backward(px, dc[px.lower * plane + xx],
-                                            dc[px.upper * plane + xx], dgx[xx], dgy[xx]);
-        }
-      }
-    });
-    at::parallel_for(0, n * H, 4, [&](int64_t begin, int64_t end) {
-      for (int64_t item = begin; item < end; ++item) {
-        const int64_t b = item / H;
-        const int y = static_cast<int>(item % H);
-        const T* dgx = d_gradient.data() + b * 2 * plane;
-        T* dst = grad_x + (b0 + b) * plane + static_cast<int64_t>(y) * W;
-        for (int xx = 0; xx < W; ++xx) {
-          dst[xx] = dsift::image_gradient_backward(dgx, dgx + plane, H, W, xx, y);
-        }
-      }
-    });
-  }
+  const int64_t plane = static_cast<int64_t>(g.height) * g.width;
+  const int64_t descriptors = g.num_frames() * static_cast<int64_t>(kDescriptorSize);
+  for_each_image_group<T>(batch, g, true,
+                          [&](Buffers<T>& buf, int64_t b0, int64_t n, bool parallel) {
+                            const Stages<T> s(g, tab, n);
+                            backward_images(s, buf, grad + b0 * descriptors, x + b0 * plane,
+                                            grad_x + b0 * plane, parallel);
+                          });
 }
 
 at::Tensor dsift_forward_kernel(const at::Tensor& x, int64_t step, int64_t bin_size,

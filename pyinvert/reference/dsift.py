@@ -136,29 +136,33 @@ def _window_means(bin_size):
     return torch.stack(means)
 
 
-def _filter_taps(v, kernel, dim):
-    """Convolve v along dim by kernel (taps d = -R..R): out[y] = sum_d kernel(d) v[clamp(y - d)].
+def _filter_taps(v, kernel, dim, start, step, count):
+    """Strided convolution along dim, with replicate padding: out[f] = sum_d kernel(d) v[y_f - d]
+    at y_f = start + f * step, f < count (taps d = -R..R; v[p] = v[clamp(p)] outside).
 
-    The taps are accumulated one shifted image at a time, in the order of VLFeat's vl_imconvcol
-    (ascending source index), so that float32 results are bit-identical.
+    The taps are accumulated one at a time in the order of VLFeat's vl_imconvcol (ascending source
+    index, products rounded before the sum), so that float32 results are bit-identical.
     """
-    radius = (kernel.numel() - 1) // 2
-    n = v.shape[dim]
-    index = torch.arange(-radius, n + radius, device=v.device).clamp(0, n - 1)
-    padded = v.index_select(dim, index)  # replicate padding
+    taps = kernel.numel()
+    radius = (taps - 1) // 2
+    centres = start + step * torch.arange(count)
+    source = (centres[:, None] - radius + torch.arange(taps)).clamp(0, v.shape[dim] - 1)
+    v = v.movedim(dim, -2)
+    windows = v.index_select(-2, source.flatten().to(v.device)).unflatten(-2, (count, taps))
+    weights = kernel.tolist()  # Python floats: exact (float32 values), and fast as multipliers
     out = None
-    for k in range(kernel.numel()):  # source offset k - R, i.e. d = R - k
-        term = padded.narrow(dim, k, n) * kernel[kernel.numel() - 1 - k]
+    for k, term in enumerate(windows.unbind(-2)):  # source y_f - R + k, i.e. d = R - k
+        term = term * weights[taps - 1 - k]
         out = term if out is None else out + term
-    return out
+    return out.movedim(-2, dim)
 
 
 def _filter_triangle_integral(v, delta, dim):
     """VLFeat's vl_imconvcoltri along dim: the triangular filter (delta - |d|) / delta^2 with
     replicate padding, computed as VLFeat does: by integral signals (two box filters)."""
-    v = v.movedim(dim, 0)
-    n = v.shape[0]
-    scale = _f32(1.0 / (delta * delta)) if v.dtype == torch.float32 else 1.0 / (delta * delta)
+    v = v.movedim(dim, 0).unbind(0)
+    n = len(v)
+    scale = _f32(1.0 / (delta * delta)) if v[0].dtype == torch.float32 else 1.0 / (delta * delta)
     # Backward running sum s[y] = sum_{p >= y} v[p], continued below 0 with v[0] (index y+delta).
     s = [None] * (n + delta)
     s[n - 1 + delta] = v[n - 1]
@@ -196,10 +200,10 @@ def _spatial_pooling(channels, step, bin_size, flat_window, frames_y, frames_x):
         weight = means.view(-1, 1) * means.view(1, -1)  # [bin y, bin x]: wy * wx
         return weight.view(1, 1, 4, 4, 1, 1) * h
     kernels = _bin_kernels(bin_size, flat_window).to(channels.dtype).to(channels.device)
-    rows = torch.stack([_sample(_filter_taps(channels, kernels[j], 2), 2, bin_size, step,
-                                frames_y, j) for j in range(NUM_BIN_XY)], 2)
-    return torch.stack([_sample(_filter_taps(rows, kernels[i], 4), 4, bin_size, step,
-                                frames_x, i) for i in range(NUM_BIN_XY)], 3)
+    rows = torch.stack([_filter_taps(channels, kernels[j], 2, j * bin_size, step, frames_y)
+                        for j in range(NUM_BIN_XY)], 2)  # [B, 8, 4, Fy, W]
+    return torch.stack([_filter_taps(rows, kernels[i], 4, i * bin_size, step, frames_x)
+                        for i in range(NUM_BIN_XY)], 3)  # [B, 8, 4, 4, Fy, Fx]
 
 
 def _normalize(h):
