@@ -283,6 +283,16 @@ PYI_HOST_DEVICE void filter_taps(const T* line, int64_t stride, int n, int posit
   }
 }
 
+// filter_taps for a compile-time number of lanes, accumulated in registers; overwrites out.
+template <int kLanes, typename T>
+PYI_HOST_DEVICE void filter_taps_lanes(const T* line, int64_t stride, int n, int position,
+                                       const T* kernel, int taps, T* out) {
+  T acc[kLanes];
+  for (int l = 0; l < kLanes; ++l) acc[l] = T(0);
+  filter_taps(line, stride, n, position, kernel, taps, kLanes, acc);
+  for (int l = 0; l < kLanes; ++l) out[l] = acc[l];
+}
+
 // VLFeat's vl_imconvcoltri_f along a line of n samples, for `lanes` independent lanes (sample p
 // of lane l at line[p * stride + l]): fills buf[(n + delta) * lanes] with the running sums from
 // which triangle_filter_value() reads the filter (delta - |d|) / delta^2 (replicate padding),
@@ -458,32 +468,31 @@ PYI_HOST_DEVICE void normalize_descriptor(T* h) {
 // (then the norm is the constant eps).
 template <typename T>
 PYI_HOST_DEVICE void normalize_descriptor_backward(const T* h, const T* grad, T* d_h) {
+  T u[kDescriptorSize];
   const T s1 = descriptor_root(h);
   const T n1 = s1 + T(kEpsF);
   T acc_v = T(0);
   for (int k = 0; k < kDescriptorSize; ++k) {
-    const T v = clamp_value(div_rn(h[k], n1));
+    u[k] = div_rn(h[k], n1);
+    const T v = clamp_value(u[k]);
     acc_v += mul_rn(v, v);
   }
   const T s2 = fast_sqrt(acc_v);
   const T n2 = s2 + T(kEpsF);
-  T dot2 = T(0);  // sum grad . v
-  for (int k = 0; k < kDescriptorSize; ++k) dot2 += grad[k] * clamp_value(div_rn(h[k], n1));
-  const T c2 = s2 > T(0) ? dot2 / (n2 * n2 * s2) : T(0);
-  // d_u = [u <= 0.2] (grad / n2 - c2 v); d_h = d_u / n1 - c1 h, c1 = (sum d_u . h) / (n1^2 s1).
+  T dot2 = T(0);  // grad . v
+  for (int k = 0; k < kDescriptorSize; ++k) dot2 += grad[k] * clamp_value(u[k]);
+  const T inv_n2 = T(1) / n2;
+  const T c2 = s2 > T(0) ? dot2 * inv_n2 * inv_n2 / s2 : T(0);
+  // d_u = [u <= 0.2] (grad / n2 - c2 v) (stored over u); d_h = d_u / n1 - c1 h with
+  // c1 = (d_u . h) / (n1^2 s1).
   T dot1 = T(0);
   for (int k = 0; k < kDescriptorSize; ++k) {
-    const T u = div_rn(h[k], n1);
-    const T d_u = u > T(0.2) ? T(0) : grad[k] / n2 - c2 * u;
-    dot1 += d_u * h[k];
+    u[k] = u[k] > T(0.2) ? T(0) : grad[k] * inv_n2 - c2 * u[k];
+    dot1 += u[k] * h[k];
   }
-  const T c1 = s1 > T(0) ? dot1 / (n1 * n1 * s1) : T(0);
-  for (int k = 0; k < kDescriptorSize; ++k) {
-    const T hk = h[k];
-    const T u = div_rn(hk, n1);
-    const T d_u = u > T(0.2) ? T(0) : grad[k] / n2 - c2 * u;
-    d_h[k] = d_u / n1 - c1 * hk;
-  }
+  const T inv_n1 = T(1) / n1;
+  const T c1 = s1 > T(0) ? dot1 * inv_n1 * inv_n1 / s1 : T(0);
+  for (int k = 0; k < kDescriptorSize; ++k) d_h[k] = u[k] * inv_n1 - c1 * h[k];
 }
 
 }  // namespace dsift

@@ -155,10 +155,9 @@ struct Stages {
       T* hb = h + b * frames * kDescriptorSize;
       if (!g.flat_window) {
         for (int c = 0; c < C; ++c) {
-          T* out = hb + g.output_index(r, c, 0);
-          std::fill(out, out + kNumBinT, T(0));
-          dsift::filter_taps(line, kNumBinT, W, g.position(c),
-                             tab.kernels.data() + (c % kNumBinXY) * taps, taps, kNumBinT, out);
+          dsift::filter_taps_lanes<kNumBinT>(line, kNumBinT, W, g.position(c),
+                                             tab.kernels.data() + (c % kNumBinXY) * taps, taps,
+                                             hb + g.output_index(r, c, 0));
         }
       } else {
         dsift::triangle_filter_integrals(line, kNumBinT, W, delta, kNumBinT, buf.data());
