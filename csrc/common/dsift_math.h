@@ -34,6 +34,9 @@
 #include <utility>
 #include <vector>
 
+#include <torch/types.h>
+
+#include "common/checks.h"
 #include "common/macros.h"
 
 namespace pyinvert {
@@ -245,7 +248,7 @@ PYI_HOST_DEVICE T image_gradient_backward(const T* d_gx, const T* d_gy, int heig
 struct Geometry {
   int height, width, step, bin_size, frames_y, frames_x;
   bool flat_window;
-  PYI_HOST_DEVICE int num_frames() const { return frames_y * frames_x; }
+  PYI_HOST_DEVICE int64_t num_frames() const { return static_cast<int64_t>(frames_y) * frames_x; }
   PYI_HOST_DEVICE int num_rows() const { return frames_y * kNumBinXY; }
   PYI_HOST_DEVICE int num_cols() const { return frames_x * kNumBinXY; }
   PYI_HOST_DEVICE int taps() const { return 2 * bin_size - 1; }
@@ -254,8 +257,8 @@ struct Geometry {
   }
   // Index in the [N, 128] output of (row sample r, column sample c, orientation t).
   PYI_HOST_DEVICE int64_t output_index(int r, int c, int t) const {
-    const int frame = (r / kNumBinXY) * frames_x + c / kNumBinXY;
-    return static_cast<int64_t>(frame) * kDescriptorSize +
+    const int64_t frame = static_cast<int64_t>(r / kNumBinXY) * frames_x + c / kNumBinXY;
+    return frame * kDescriptorSize +
            ((r % kNumBinXY) * kNumBinXY + c % kNumBinXY) * kNumBinT + t;
   }
 };
@@ -294,13 +297,14 @@ PYI_HOST_DEVICE void filter_taps_lanes(const T* line, int64_t stride, int n, int
 }
 
 // VLFeat's vl_imconvcoltri_f along a line of n samples, for `lanes` independent lanes (sample p
-// of lane l at line[p * stride + l]): fills buf[(n + delta) * lanes] with the running sums from
-// which triangle_filter_value() reads the filter (delta - |d|) / delta^2 (replicate padding),
-// with exactly VLFeat's float operations. buf[(y + delta) * lanes + l] is VLFeat's buffer[y].
+// of lane l at line[p * stride + l]): fills the running sums from which triangle_filter_value()
+// reads the filter (delta - |d|) / delta^2 with replicate padding, with exactly VLFeat's float
+// operations. VLFeat's buffer[y], y in [-delta, n), of lane l is buf[(y + delta) * buf_stride + l]
+// (buf_stride >= lanes; a CUDA thread per lane interleaves its buffer with its neighbours').
 template <typename T>
 PYI_HOST_DEVICE void triangle_filter_integrals(const T* line, int64_t stride, int n, int delta,
-                                               int lanes, T* buf) {
-  const int64_t L = lanes;
+                                               int lanes, T* buf, int64_t buf_stride) {
+  const int64_t L = buf_stride;
   T* b = buf + delta * L;  // b[y * L + l], y in [-delta, n)
   const T* last = line + static_cast<int64_t>(n - 1) * stride;
   for (int l = 0; l < lanes; ++l) b[(n - 1) * L + l] = last[l];
@@ -333,10 +337,9 @@ PYI_HOST_DEVICE T triangle_filter_scale(int delta) {
 
 // The filtered value of lane l at y (VLFeat: scale * (buffer[y] - buffer[y - delta])).
 template <typename T>
-PYI_HOST_DEVICE T triangle_filter_value(const T* buf, int y, int delta, int lanes, int l,
+PYI_HOST_DEVICE T triangle_filter_value(const T* buf, int y, int delta, int64_t buf_stride, int l,
                                         T scale) {
-  return scale * (buf[static_cast<int64_t>(y + delta) * lanes + l] -
-                  buf[static_cast<int64_t>(y) * lanes + l]);
+  return scale * (buf[(y + delta) * buf_stride + l] - buf[y * buf_stride + l]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -493,6 +496,33 @@ PYI_HOST_DEVICE void normalize_descriptor_backward(const T* h, const T* grad, T*
   const T inv_n1 = T(1) / n1;
   const T c1 = s1 > T(0) ? dot1 * inv_n1 * inv_n1 / s1 : T(0);
   for (int k = 0; k < kDescriptorSize; ++k) d_h[k] = u[k] * inv_n1 - c1 * h[k];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host: the input checks of the ops (messages start with the op name, give expected vs actual).
+
+inline Geometry checked_geometry(const at::Tensor& x, int64_t step, int64_t bin_size,
+                                 bool flat_window, const char* op) {
+  check_image_batch(x, op);
+  TORCH_CHECK(x.size(1) == 1, op, ": expected x of shape (B, 1, H, W) (grayscale), got ",
+              x.sizes(), "; convert RGB with x.mean(1, keepdim=True) or a luminance weighting");
+  TORCH_CHECK(step >= 1, op, ": expected step >= 1, got ", step);
+  TORCH_CHECK(bin_size >= 1, op, ": expected bin_size >= 1, got ", bin_size);
+  TORCH_CHECK(x.size(2) <= (1 << 24) && x.size(3) <= (1 << 24) && step <= (1 << 24) &&
+                  bin_size <= (1 << 20),
+              op, ": sizes too large, got x ", x.sizes(), ", step ", step, ", bin_size ", bin_size);
+  Geometry g;
+  g.height = static_cast<int>(x.size(2));
+  g.width = static_cast<int>(x.size(3));
+  g.step = static_cast<int>(step);
+  g.bin_size = static_cast<int>(bin_size);
+  g.flat_window = flat_window;
+  g.frames_y = frames_along(g.height, g.step, g.bin_size);
+  g.frames_x = frames_along(g.width, g.step, g.bin_size);
+  const int64_t frame = (kNumBinXY - 1) * bin_size + 1;
+  TORCH_CHECK(g.frames_x > 0 && g.frames_y > 0, op, ": expected x of at least ", frame, "x",
+              frame, " pixels (3 * bin_size + 1) for one descriptor, got ", g.height, "x", g.width);
+  return g;
 }
 
 }  // namespace dsift

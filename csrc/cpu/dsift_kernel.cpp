@@ -21,30 +21,6 @@ using dsift::kDescriptorSize;
 using dsift::kNumBinT;
 using dsift::kNumBinXY;
 
-Geometry dsift_geometry(const at::Tensor& x, int64_t step, int64_t bin_size, bool flat_window,
-                        const char* op) {
-  check_image_batch(x, op);
-  TORCH_CHECK(x.size(1) == 1, op, ": expected x of shape (B, 1, H, W) (grayscale), got ",
-              x.sizes(), "; convert RGB with x.mean(1, keepdim=True) or a luminance weighting");
-  TORCH_CHECK(step >= 1, op, ": expected step >= 1, got ", step);
-  TORCH_CHECK(bin_size >= 1, op, ": expected bin_size >= 1, got ", bin_size);
-  TORCH_CHECK(x.size(2) <= (1 << 24) && x.size(3) <= (1 << 24) && step <= (1 << 24) &&
-                  bin_size <= (1 << 20),
-              op, ": sizes too large, got x ", x.sizes(), ", step ", step, ", bin_size ", bin_size);
-  Geometry g;
-  g.height = static_cast<int>(x.size(2));
-  g.width = static_cast<int>(x.size(3));
-  g.step = static_cast<int>(step);
-  g.bin_size = static_cast<int>(bin_size);
-  g.flat_window = flat_window;
-  g.frames_y = dsift::frames_along(g.height, g.step, g.bin_size);
-  g.frames_x = dsift::frames_along(g.width, g.step, g.bin_size);
-  const int64_t frame = (kNumBinXY - 1) * bin_size + 1;
-  TORCH_CHECK(g.frames_x > 0 && g.frames_y > 0, op, ": expected x of at least ", frame, "x",
-              frame, " pixels (3 * bin_size + 1) for one descriptor, got ", g.height, "x", g.width);
-  return g;
-}
-
 // Per-call constant tables in the input's precision.
 template <typename T>
 struct Tables {
@@ -132,7 +108,7 @@ struct Stages {
       const int64_t l0 = (item % chunks()) * kLaneChunk;
       const int lanes = static_cast<int>(std::min<int64_t>(kLaneChunk, row8 - l0));
       dsift::triangle_filter_integrals(channels + b * plane8 + l0, row8, H, delta, lanes,
-                                       buf.data());
+                                       buf.data(), lanes);
       for (int r = 0; r < R; ++r) {
         T* dst = rows + (b * R + r) * row8 + l0;
         for (int l = 0; l < lanes; ++l) {
@@ -160,7 +136,8 @@ struct Stages {
                                              hb + g.output_index(r, c, 0));
         }
       } else {
-        dsift::triangle_filter_integrals(line, kNumBinT, W, delta, kNumBinT, buf.data());
+        dsift::triangle_filter_integrals(line, kNumBinT, W, delta, kNumBinT, buf.data(),
+                                         kNumBinT);
         const T wy = tab.flat_weights[r % kNumBinXY];
         for (int c = 0; c < C; ++c) {
           T* out = hb + g.output_index(r, c, 0);
@@ -360,7 +337,7 @@ void dsift_backward_impl(const T* grad, const T* x, T* grad_x, int64_t batch, co
 
 at::Tensor dsift_forward_kernel(const at::Tensor& x, int64_t step, int64_t bin_size,
                                 bool flat_window) {
-  const Geometry g = dsift_geometry(x, step, bin_size, flat_window, "dsift");
+  const Geometry g = dsift::checked_geometry(x, step, bin_size, flat_window, "dsift");
   const int64_t batch = x.size(0);
   at::Tensor out = at::empty({batch, g.num_frames(), kDescriptorSize}, x.options());
   if (batch == 0) return out;
@@ -373,7 +350,7 @@ at::Tensor dsift_forward_kernel(const at::Tensor& x, int64_t step, int64_t bin_s
 
 at::Tensor dsift_backward_kernel(const at::Tensor& grad, const at::Tensor& x, int64_t step,
                                  int64_t bin_size, bool flat_window) {
-  const Geometry g = dsift_geometry(x, step, bin_size, flat_window, "_dsift_backward");
+  const Geometry g = dsift::checked_geometry(x, step, bin_size, flat_window, "_dsift_backward");
   check_same_device_dtype(grad, x, "_dsift_backward", "grad");
   const int64_t batch = x.size(0);
   TORCH_CHECK(grad.dim() == 3 && grad.size(0) == batch && grad.size(1) == g.num_frames() &&

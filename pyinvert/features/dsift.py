@@ -8,7 +8,7 @@ import operator
 import torch
 from torch import nn
 
-from pyinvert import _ext
+from pyinvert import _ext  # noqa: F401  (loads the kernels)
 
 NUM_BINS = 4  # spatial bins per side (VLFeat's vl_dsift_new_basic geometry: 4 x 4 x 8)
 DESCRIPTOR_SIZE = 128
@@ -51,7 +51,8 @@ def _check_input(x, bin_size, op="dsift"):
         raise TypeError(f"{op}: expected x of dtype float32 or float64, got {x.dtype}")
     if x.device.type not in ("cpu", "cuda"):
         raise ValueError(f"{op}: expected x on a CPU or CUDA device, got {x.device}")
-    if x.device.type == "cuda" and not _ext.has_cuda_kernels():
+    if x.device.type == "cuda" and not torch._C._dispatch_has_kernel_for_dispatch_key(
+            "pyinvert::dsift", "CUDA"):
         raise RuntimeError(f"{op}: pyinvert was built without its CUDA kernels; rebuild it with a "
                            "CUDA torch and toolkit (PYINVERT_CUDA=1), or move x to the CPU")
     frame = (NUM_BINS - 1) * bin_size + 1
