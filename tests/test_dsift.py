@@ -62,7 +62,7 @@ def test_random_images_match_vlfeat(vl, size, flat_window):
     rng = np.random.default_rng(sum(size))
     for scale in (1.0, 255.0):
         image = (rng.random(size) * scale).astype(np.float32)
-        for step, bin_size in PARAMS:
+        for step, bin_size in PARAMS + [(3, 12), (40, 3)]:
             if min(size) >= 3 * bin_size + 1:
                 _assert_matches_vlfeat(image, step, bin_size, flat_window)
 
@@ -343,6 +343,57 @@ def test_cuda_photo_matches_vlfeat(vl):
         expected, _ = _vlfeat(image, 4, 8, flat_window)
         got, _ = _ours(image, 4, 8, flat_window, device="cuda")
         assert np.abs(got - expected).max() <= 1e-4
+
+
+def _cuda_source_on_host(source):
+    """csrc/cuda/dsift_kernel.cu as host C++: kernels become functions whose grid-stride loops run
+    in one thread, launches become calls, and the ops are registered as dsift_on_host::* (CPU)."""
+    source = re.sub(r"#include <c10/cuda/[^>]+>\n", "", source)
+    source = re.sub(r"<<<.*?>>>", "", source, flags=re.S)
+    source = source.replace("c10::cuda::getCurrentCUDAStream()", "0")
+    source = source.replace("const c10::cuda::CUDAGuard guard(x.device());", "")
+    source = source.replace(".pinned_memory(true)", "")
+    source = source.replace("TORCH_LIBRARY_IMPL(pyinvert, CUDA, m)", """TORCH_LIBRARY(dsift_on_host, m) {
+  m.def("dsift(Tensor x, int step, int bin_size, bool flat_window) -> Tensor");
+  m.def("_dsift_backward(Tensor grad, Tensor x, int step, int bin_size, bool flat_window) -> Tensor");
+}
+TORCH_LIBRARY_IMPL(dsift_on_host, CPU, m)""")
+    prelude = """#define __global__
+#define C10_CUDA_KERNEL_LAUNCH_CHECK()
+struct HostIndex { unsigned x; };
+static const HostIndex blockIdx{0}, threadIdx{0}, blockDim{1}, gridDim{1};
+"""
+    return source.replace("namespace pyinvert {\nnamespace {", prelude + "namespace pyinvert {\n"
+                          "namespace {", 1)
+
+
+@pytest.mark.slow
+def test_cuda_kernels_emulated_on_host(tmp_path):
+    """Without a GPU the CUDA tests above are skipped; this compiles the CUDA source as host C++
+    (every grid-stride loop in one thread) and checks it gives the CPU kernel's bits, forward and
+    backward: the CUDA indexing, buffer layouts, scratch sizes and launch sequence are exercised."""
+    from pathlib import Path
+
+    from torch.utils.cpp_extension import load
+    csrc = Path(pyinvert.__file__).resolve().parent.parent / "csrc"
+    if not (csrc / "cuda" / "dsift_kernel.cu").exists():
+        pytest.skip("needs a source checkout (csrc/)")
+    host = tmp_path / "dsift_cuda_on_host.cpp"
+    host.write_text(_cuda_source_on_host((csrc / "cuda" / "dsift_kernel.cu").read_text()))
+    load(name="dsift_cuda_on_host", sources=[str(host)], extra_include_paths=[str(csrc)],
+         extra_cflags=["-O1"], is_python_module=False, build_directory=str(tmp_path))
+    generator = torch.Generator().manual_seed(8)
+    for dtype in DTYPES:
+        for flat_window in (False, True):
+            for shape, step, bin_size in [((2, 1, 37, 45), 3, 4), ((1, 1, 50, 41), 4, 8),
+                                          ((3, 1, 13, 14), 1, 2), ((1, 1, 30, 28), 5, 1)]:
+                x = torch.rand(shape, generator=generator, dtype=dtype)
+                args = (step, bin_size, flat_window)
+                expected = torch.ops.pyinvert.dsift(x, *args)
+                assert torch.equal(torch.ops.dsift_on_host.dsift(x, *args), expected)
+                grad = torch.randn(expected.shape, generator=generator, dtype=dtype)
+                assert torch.equal(torch.ops.dsift_on_host._dsift_backward(grad, x, *args),
+                                   torch.ops.pyinvert._dsift_backward(grad, x, *args))
 
 
 # ------------------------------------------------------------------------------------- errors ---
