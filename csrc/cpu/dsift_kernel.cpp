@@ -1,0 +1,378 @@
+// Dense SIFT on the CPU: VLFeat 0.9.21's vl_dsift_process (see common/dsift_math.h) and its
+// gradient, for a batch of grayscale images. A batch is parallel over images (at::parallel_for,
+// each image's stages run back to back in one thread, in cache); a batch smaller than the thread
+// pool runs each stage in parallel over rows instead, so one large image uses every core. No
+// atomics: every output element is written by one work item in a fixed order (deterministic).
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+#include <torch/types.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "common/checks.h"
+#include "common/dsift_math.h"
+
+namespace pyinvert {
+namespace {
+
+using dsift::Geometry;
+using dsift::kDescriptorSize;
+using dsift::kNumBinT;
+using dsift::kNumBinXY;
+
+// Per-call constant tables in the input's precision.
+template <typename T>
+struct Tables {
+  std::vector<T> kernels;       // [4][taps] forward Gaussian-window kernels
+  std::vector<T> flat_weights;  // [4] flat-window bin weights
+  dsift::TransposedPooling<T> rows_t, cols_t;  // backward only
+};
+
+template <typename T>
+Tables<T> make_tables(const Geometry& g, bool backward) {
+  Tables<T> tab;
+  const std::vector<float> k = dsift::gaussian_bin_kernels(g.bin_size);
+  tab.kernels.assign(k.begin(), k.end());
+  const std::vector<float> w = dsift::flat_window_weights(g.bin_size);
+  tab.flat_weights.assign(w.begin(), w.end());
+  if (backward) {
+    const std::vector<T> pk = dsift::pooling_kernels<T>(g.bin_size, g.flat_window);
+    tab.rows_t = dsift::transpose_pooling<T>(g, g.height, g.num_rows(), pk);
+    tab.cols_t = dsift::transpose_pooling<T>(g, g.width, g.num_cols(), pk);
+  }
+  return tab;
+}
+
+constexpr int kLaneChunk = 256;  // lanes per flat-window column integral (fits in L1/L2)
+
+// The stages for a group of n images. Buffers keep the orientation t fastest (8 contiguous
+// values per pixel), matching the descriptor layout, so every inner loop is contiguous:
+//   channels [n][H][W][8]  orientation channels (backward: their gradient)
+//   rows     [n][R][W][8]  channels pooled along y at the R sampled rows (backward: gradient)
+//   h        [n][N][128]   pooled histograms / descriptors (backward: their gradient)
+// Each stage processes work items [begin, end); items never write to the same element.
+template <typename T>
+struct Stages {
+  const Geometry& g;
+  const Tables<T>& tab;
+  int64_t n;
+  int H, W, R, C, taps;
+  int64_t plane8, row8, frames;  // H * W * 8, W * 8, N
+
+  Stages(const Geometry& geometry, const Tables<T>& tables, int64_t images)
+      : g(geometry), tab(tables), n(images), H(g.height), W(g.width), R(g.num_rows()),
+        C(g.num_cols()), taps(g.taps()), plane8(static_cast<int64_t>(H) * W * kNumBinT),
+        row8(static_cast<int64_t>(W) * kNumBinT), frames(g.num_frames()) {}
+
+  int64_t chunks() const { return (row8 + kLaneChunk - 1) / kLaneChunk; }
+
+  // 1. Orientation channels; items (image, row y).
+  int64_t orientation_items() const { return n * H; }
+  void orientation(const T* x, T* channels, int64_t begin, int64_t end) const {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / H;
+      const int y = static_cast<int>(item % H);
+      const T* im = x + b * H * static_cast<int64_t>(W);
+      T* out = channels + b * plane8 + y * row8;
+      std::fill(out, out + row8, T(0));
+      for (int xx = 0; xx < W; ++xx) {
+        const auto p = dsift::pixel_orientation(im, H, W, xx, y);
+        out[xx * kNumBinT + p.lower] = dsift::lower_weight(p);
+        out[xx * kNumBinT + p.upper] = dsift::upper_weight(p);
+      }
+    }
+  }
+
+  // 2. Pooling along y at the sampled rows; items (image, row sample r), or for the flat window
+  // (image, chunk of lanes) since its running sums need every row.
+  int64_t pool_rows_items() const { return g.flat_window ? n * chunks() : n * R; }
+  void pool_rows(const T* channels, T* rows, int64_t begin, int64_t end) const {
+    if (!g.flat_window) {
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t b = item / R;
+        const int r = static_cast<int>(item % R);
+        T* dst = rows + item * row8;
+        std::fill(dst, dst + row8, T(0));
+        dsift::filter_taps(channels + b * plane8, row8, H, g.position(r),
+                           tab.kernels.data() + (r % kNumBinXY) * taps, taps,
+                           static_cast<int>(row8), dst);
+      }
+      return;
+    }
+    const int delta = g.bin_size;
+    const T scale = dsift::triangle_filter_scale<T>(delta);
+    std::vector<T> buf(static_cast<int64_t>(H + delta) * kLaneChunk);
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / chunks();
+      const int64_t l0 = (item % chunks()) * kLaneChunk;
+      const int lanes = static_cast<int>(std::min<int64_t>(kLaneChunk, row8 - l0));
+      dsift::triangle_filter_integrals(channels + b * plane8 + l0, row8, H, delta, lanes,
+                                       buf.data(), lanes);
+      for (int r = 0; r < R; ++r) {
+        T* dst = rows + (b * R + r) * row8 + l0;
+        for (int l = 0; l < lanes; ++l) {
+          dst[l] = dsift::triangle_filter_value(buf.data(), g.position(r), delta, lanes, l, scale);
+        }
+      }
+    }
+  }
+
+  // 3. Pooling along x at the sampled columns, into the histograms; items (image, row r).
+  int64_t pool_cols_items() const { return n * R; }
+  void pool_cols(const T* rows, T* h, int64_t begin, int64_t end) const {
+    const int delta = g.bin_size;
+    const T scale = dsift::triangle_filter_scale<T>(delta);
+    std::vector<T> buf(g.flat_window ? static_cast<int64_t>(W + delta) * kNumBinT : 0);
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / R;
+      const int r = static_cast<int>(item % R);
+      const T* line = rows + item * row8;
+      T* hb = h + b * frames * kDescriptorSize;
+      if (!g.flat_window) {
+        for (int c = 0; c < C; ++c) {
+          dsift::filter_taps_lanes<kNumBinT>(line, kNumBinT, W, g.position(c),
+                                             tab.kernels.data() + (c % kNumBinXY) * taps, taps,
+                                             hb + g.output_index(r, c, 0));
+        }
+      } else {
+        dsift::triangle_filter_integrals(line, kNumBinT, W, delta, kNumBinT, buf.data(),
+                                         kNumBinT);
+        const T wy = tab.flat_weights[r % kNumBinXY];
+        for (int c = 0; c < C; ++c) {
+          T* out = hb + g.output_index(r, c, 0);
+          const T w = tab.flat_weights[c % kNumBinXY] * wy;  // VLFeat: w = wx * wy
+          for (int t = 0; t < kNumBinT; ++t) {
+            out[t] = w * dsift::triangle_filter_value(buf.data(), g.position(c), delta, kNumBinT,
+                                                      t, scale);
+          }
+        }
+      }
+    }
+  }
+
+  // 4. Normalization; items: descriptors.
+  int64_t descriptor_items() const { return n * frames; }
+  void normalize(T* h, int64_t begin, int64_t end) const {
+    for (int64_t f = begin; f < end; ++f) dsift::normalize_descriptor(h + f * kDescriptorSize);
+  }
+
+  // Backward 4: dL/dh from dL/d(descriptor), in place over h.
+  void normalize_backward(const T* grad, T* h, int64_t begin, int64_t end) const {
+    for (int64_t f = begin; f < end; ++f) {
+      T* hf = h + f * kDescriptorSize;
+      dsift::normalize_descriptor_backward(hf, grad + f * kDescriptorSize, hf);
+    }
+  }
+
+  // Backward 3: dL/d(rows) = transpose of the pooling along x; items (image, row r).
+  void pool_cols_backward(const T* dh, T* d_rows, int64_t begin, int64_t end) const {
+    const auto& ct = tab.cols_t;
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / R;
+      const int r = static_cast<int>(item % R);
+      const T* dhb = dh + b * frames * kDescriptorSize;
+      T* dst = d_rows + item * row8;
+      for (int xx = 0; xx < W; ++xx) {
+        T acc[kNumBinT] = {};
+        for (int e = ct.offsets[xx]; e < ct.offsets[xx + 1]; ++e) {
+          const T* src = dhb + g.output_index(r, ct.samples[e], 0);
+          const T w = ct.weights[e];
+          for (int t = 0; t < kNumBinT; ++t) acc[t] += w * src[t];
+        }
+        std::copy(acc, acc + kNumBinT, dst + xx * kNumBinT);
+      }
+    }
+  }
+
+  // Backward 2: dL/d(channels) = transpose of the pooling along y; items (image, pixel row p).
+  void pool_rows_backward(const T* d_rows, T* d_channels, int64_t begin, int64_t end) const {
+    const auto& rt = tab.rows_t;
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / H;
+      const int p = static_cast<int>(item % H);
+      T* dst = d_channels + b * plane8 + p * row8;
+      std::fill(dst, dst + row8, T(0));
+      for (int e = rt.offsets[p]; e < rt.offsets[p + 1]; ++e) {
+        const T* src = d_rows + (b * R + rt.samples[e]) * row8;
+        const T w = rt.weights[e];
+        for (int64_t l = 0; l < row8; ++l) dst[l] += w * src[l];
+      }
+    }
+  }
+
+  // Backward 1: dL/dgx, dL/dgy per pixel ([n][2][H][W]); items (image, row y).
+  void orientation_backward(const T* x, const T* d_channels, T* d_gradient, int64_t begin,
+                            int64_t end) const {
+    const int64_t plane = static_cast<int64_t>(H) * W;
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / H;
+      const int y = static_cast<int>(item % H);
+      const T* im = x + b * plane;
+      const T* dc = d_channels + b * plane8 + y * row8;
+      T* dgx = d_gradient + b * 2 * plane + static_cast<int64_t>(y) * W;
+      T* dgy = dgx + plane;
+      for (int xx = 0; xx < W; ++xx) {
+        const auto px = dsift::pixel_orientation(im, H, W, xx, y);
+        dsift::pixel_orientation_backward(px, dc[xx * kNumBinT + px.lower],
+                                          dc[xx * kNumBinT + px.upper], dgx[xx], dgy[xx]);
+      }
+    }
+  }
+
+  // Backward 0: dL/dx from dL/dgx, dL/dgy; items (image, row y).
+  void gradient_backward(const T* d_gradient, T* grad_x, int64_t begin, int64_t end) const {
+    const int64_t plane = static_cast<int64_t>(H) * W;
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / H;
+      const int y = static_cast<int>(item % H);
+      const T* dgx = d_gradient + b * 2 * plane;
+      T* dst = grad_x + b * plane + static_cast<int64_t>(y) * W;
+      for (int xx = 0; xx < W; ++xx) {
+        dst[xx] = dsift::image_gradient_backward(dgx, dgx + plane, H, W, xx, y);
+      }
+    }
+  }
+};
+
+// Runs f(begin, end) over [0, items): in parallel, or inline when the caller already is a
+// parallel region over images.
+template <typename F>
+void run(bool parallel, int64_t items, const F& f) {
+  if (parallel) {
+    at::parallel_for(0, items, 1, f);
+  } else {
+    f(0, items);
+  }
+}
+
+template <typename T>
+struct Buffers {
+  std::vector<T> channels, rows, h, d_gradient;
+  Buffers(const Geometry& g, int64_t n, bool backward)
+      : channels(n * g.height * static_cast<int64_t>(g.width) * kNumBinT),
+        rows(n * g.num_rows() * static_cast<int64_t>(g.width) * kNumBinT),
+        h(backward ? n * g.num_frames() * kDescriptorSize : 0),
+        d_gradient(backward ? n * 2 * g.height * static_cast<int64_t>(g.width) : 0) {}
+};
+
+// Forward of n images x -> descriptors out ([n][N][128]).
+template <typename T>
+void forward_images(const Stages<T>& s, Buffers<T>& buf, const T* x, T* out, bool parallel) {
+  run(parallel, s.orientation_items(),
+      [&](int64_t b, int64_t e) { s.orientation(x, buf.channels.data(), b, e); });
+  run(parallel, s.pool_rows_items(),
+      [&](int64_t b, int64_t e) { s.pool_rows(buf.channels.data(), buf.rows.data(), b, e); });
+  run(parallel, s.pool_cols_items(),
+      [&](int64_t b, int64_t e) { s.pool_cols(buf.rows.data(), out, b, e); });
+  run(parallel, s.descriptor_items(), [&](int64_t b, int64_t e) { s.normalize(out, b, e); });
+}
+
+// Backward of n images: grad ([n][N][128]) -> grad_x ([n][H][W]).
+template <typename T>
+void backward_images(const Stages<T>& s, Buffers<T>& buf, const T* grad, const T* x, T* grad_x,
+                     bool parallel) {
+  T* h = buf.h.data();
+  run(parallel, s.orientation_items(),
+      [&](int64_t b, int64_t e) { s.orientation(x, buf.channels.data(), b, e); });
+  run(parallel, s.pool_rows_items(),
+      [&](int64_t b, int64_t e) { s.pool_rows(buf.channels.data(), buf.rows.data(), b, e); });
+  run(parallel, s.pool_cols_items(),
+      [&](int64_t b, int64_t e) { s.pool_cols(buf.rows.data(), h, b, e); });
+  run(parallel, s.descriptor_items(),
+      [&](int64_t b, int64_t e) { s.normalize_backward(grad, h, b, e); });
+  run(parallel, s.pool_cols_items(),
+      [&](int64_t b, int64_t e) { s.pool_cols_backward(h, buf.rows.data(), b, e); });
+  run(parallel, s.orientation_items(), [&](int64_t b, int64_t e) {
+    s.pool_rows_backward(buf.rows.data(), buf.channels.data(), b, e);
+  });
+  run(parallel, s.orientation_items(), [&](int64_t b, int64_t e) {
+    s.orientation_backward(x, buf.channels.data(), buf.d_gradient.data(), b, e);
+  });
+  run(parallel, s.orientation_items(), [&](int64_t b, int64_t e) {
+    s.gradient_backward(buf.d_gradient.data(), grad_x, b, e);
+  });
+}
+
+// A batch at least as large as the thread pool is split over images (each image sequential,
+// no synchronization between stages); a smaller one runs each stage in parallel over rows.
+template <typename T, typename F>
+void for_each_image_group(int64_t batch, const Geometry& g, bool backward, const F& f) {
+  if (batch >= at::get_num_threads()) {
+    at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
+      Buffers<T> buf(g, 1, backward);
+      for (int64_t b = begin; b < end; ++b) f(buf, b, int64_t{1}, false);
+    });
+  } else {
+    Buffers<T> buf(g, batch, backward);
+    f(buf, int64_t{0}, batch, true);
+  }
+}
+
+template <typename T>
+void dsift_forward_impl(const T* x, T* out, int64_t batch, const Geometry& g) {
+  const Tables<T> tab = make_tables<T>(g, false);
+  const int64_t plane = static_cast<int64_t>(g.height) * g.width;
+  const int64_t descriptors = g.num_frames() * static_cast<int64_t>(kDescriptorSize);
+  for_each_image_group<T>(batch, g, false,
+                          [&](Buffers<T>& buf, int64_t b0, int64_t n, bool parallel) {
+                            const Stages<T> s(g, tab, n);
+                            forward_images(s, buf, x + b0 * plane, out + b0 * descriptors,
+                                           parallel);
+                          });
+}
+
+template <typename T>
+void dsift_backward_impl(const T* grad, const T* x, T* grad_x, int64_t batch, const Geometry& g) {
+  const Tables<T> tab = make_tables<T>(g, true);
+  const int64_t plane = static_cast<int64_t>(g.height) * g.width;
+  const int64_t descriptors = g.num_frames() * static_cast<int64_t>(kDescriptorSize);
+  for_each_image_group<T>(batch, g, true,
+                          [&](Buffers<T>& buf, int64_t b0, int64_t n, bool parallel) {
+                            const Stages<T> s(g, tab, n);
+                            backward_images(s, buf, grad + b0 * descriptors, x + b0 * plane,
+                                            grad_x + b0 * plane, parallel);
+                          });
+}
+
+at::Tensor dsift_forward_kernel(const at::Tensor& x, int64_t step, int64_t bin_size,
+                                bool flat_window) {
+  const Geometry g = dsift::checked_geometry(x, step, bin_size, flat_window, "dsift");
+  const int64_t batch = x.size(0);
+  at::Tensor out = at::empty({batch, g.num_frames(), kDescriptorSize}, x.options());
+  if (batch == 0) return out;
+  const at::Tensor xc = x.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dsift_forward", [&] {
+    dsift_forward_impl<scalar_t>(xc.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), batch, g);
+  });
+  return out;
+}
+
+at::Tensor dsift_backward_kernel(const at::Tensor& grad, const at::Tensor& x, int64_t step,
+                                 int64_t bin_size, bool flat_window) {
+  const Geometry g = dsift::checked_geometry(x, step, bin_size, flat_window, "_dsift_backward");
+  check_same_device_dtype(grad, x, "_dsift_backward", "grad");
+  const int64_t batch = x.size(0);
+  TORCH_CHECK(grad.dim() == 3 && grad.size(0) == batch && grad.size(1) == g.num_frames() &&
+                  grad.size(2) == kDescriptorSize,
+              "_dsift_backward: expected grad of shape (", batch, ", ", g.num_frames(), ", ",
+              kDescriptorSize, "), got ", grad.sizes());
+  at::Tensor grad_x = at::empty({batch, 1, g.height, g.width}, x.options());
+  if (batch == 0) return grad_x;
+  const at::Tensor xc = x.contiguous();
+  const at::Tensor gc = grad.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dsift_backward", [&] {
+    dsift_backward_impl<scalar_t>(gc.data_ptr<scalar_t>(), xc.data_ptr<scalar_t>(),
+                                  grad_x.data_ptr<scalar_t>(), batch, g);
+  });
+  return grad_x;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pyinvert, CPU, m) {
+  m.impl("dsift", &dsift_forward_kernel);
+  m.impl("_dsift_backward", &dsift_backward_kernel);
+}
+
+}  // namespace pyinvert
