@@ -1,0 +1,308 @@
+// CUDA driver of HOG (forward and backward); the math is in common/hog_math.h.
+//
+// Forward: one thread per cell gathers the contributions of the pixels around it (the pixels
+// whose bilinear window reaches the cell) in raster order, which is the order in which VLFeat
+// adds them, so the histograms are deterministic and round like VLFeat's. A pixel is evaluated
+// by each of the (up to 4) cells it feeds. A second kernel normalises the cells.
+// Backward: cell kernels (norms; direct terms and block-sum gradients; norm gradients gathered
+// from neighbouring blocks), a pixel kernel (gradient of the chosen channel's central
+// differences) and an image kernel gathering those. Every output element is written by one
+// thread: no atomics, deterministic. Kernels run on the current stream of x's device.
+#include <ATen/Dispatch.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>  // (not ATen/cuda/CUDAContext.h: that one needs cuSPARSE headers)
+#include <torch/library.h>
+
+#include "common/checks.h"
+#include "common/hog_math.h"
+
+namespace pyinvert {
+
+// Defined in cpu/hog_kernel.cpp (shared argument checks).
+void check_hog_args(const at::Tensor& x, int64_t cell_size, int64_t num_orientations,
+                    int64_t variant);
+void check_hog_backward_args(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& hist,
+                             int64_t cell_size, int64_t num_orientations, int64_t variant);
+
+namespace {
+
+constexpr int kThreads = 256;
+
+inline unsigned int blocks_for(int64_t n) {
+  return static_cast<unsigned int>((n + kThreads - 1) / kThreads);
+}
+
+struct Geometry {
+  int64_t B, C, H, W, cs, no, Hc, Wc, plane, D;
+  int variant;
+  bool bilinear;
+};
+
+Geometry make_geometry(const at::Tensor& x, int64_t cs, int64_t no, int64_t variant,
+                       bool bilinear) {
+  Geometry g;
+  g.B = x.size(0);
+  g.C = x.size(1);
+  g.H = x.size(2);
+  g.W = x.size(3);
+  g.cs = cs;
+  g.no = no;
+  g.Hc = hog::num_cells(g.H, cs);
+  g.Wc = hog::num_cells(g.W, cs);
+  g.plane = g.Hc * g.Wc;
+  g.variant = int(variant);
+  g.D = hog::descriptor_size(no, g.variant);
+  g.bilinear = bilinear;
+  return g;
+}
+
+// The orientation directions, rounded to T as on the CPU, on x's device: [2, no].
+at::Tensor orientation_table(const at::Tensor& x, int64_t no) {
+  at::Tensor table = at::empty({2, no}, x.options().device(at::kCPU));
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "hog_orientations", [&] {
+    scalar_t* t = table.data_ptr<scalar_t>();
+    for (int64_t k = 0; k < no; ++k) hog::orientation_vector(k, no, &t[k], &t[no + k]);
+  });
+  return table.to(x.device());
+}
+
+// ---- forward ------------------------------------------------------------------------------
+
+template <typename T>
+__global__ void hog_histogram_kernel(const T* __restrict__ x, const T* __restrict__ ox,
+                                     const T* __restrict__ oy, Geometry g, T* __restrict__ hist,
+                                     T* __restrict__ norms) {
+  const int64_t n = g.B * g.plane;
+  for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < n;
+       t += int64_t(blockDim.x) * gridDim.x) {
+    const int64_t b = t / g.plane, cell = t % g.plane;
+    const int64_t cy = cell / g.Wc, cx = cell % g.Wc;
+    T* h = hist + b * 2 * g.no * g.plane + cell;
+    for (int64_t o = 0; o < 2 * g.no; ++o) h[o * g.plane] = T(0);
+    const T* xb = x + b * g.C * g.H * g.W;
+    // Pixels whose cell split is (cy - 1, cy) or (cy, cy + 1): within one cell of the centre.
+    const int64_t y0 = cy > 1 ? (cy - 1) * g.cs : 1;
+    const int64_t y1 = (cy + 2) * g.cs < g.H - 2 ? (cy + 2) * g.cs : g.H - 2;
+    const int64_t x0 = cx > 1 ? (cx - 1) * g.cs : 1;
+    const int64_t x1 = (cx + 2) * g.cs < g.W - 2 ? (cx + 2) * g.cs : g.W - 2;
+    for (int64_t y = y0; y <= y1; ++y) {
+      const hog::CellSplit<T> sy = hog::cell_split<T>(y, g.cs);
+      T wy;
+      if (sy.bin == cy) {
+        wy = sy.w1;
+      } else if (sy.bin + 1 == cy) {
+        wy = sy.w2;
+      } else {
+        continue;
+      }
+      for (int64_t xx = x0; xx <= x1; ++xx) {
+        const hog::CellSplit<T> sx = hog::cell_split<T>(xx, g.cs);
+        T wx;
+        if (sx.bin == cx) {
+          wx = sx.w1;
+        } else if (sx.bin + 1 == cx) {
+          wx = sx.w2;
+        } else {
+          continue;
+        }
+        const hog::PixelGradient<T> pg =
+            hog::pixel_gradient(xb + y * g.W + xx, g.C, g.H * g.W, g.W);
+        if (pg.channel < 0) continue;  // zero gradient: adds zero
+        const hog::Orientation<T> r =
+            hog::orientation_bins(pg.gx, pg.gy, pg.mag, ox, oy, g.no, g.bilinear);
+        for (int i = 0; i < 2; ++i) {
+          if (r.bin[i] < 0) continue;
+          T* hc = h + r.bin[i] * g.plane;
+          *hc = hog::rn_add(*hc, hog::pixel_contribution(pg.mag, r.weight[i], wx, wy));
+        }
+      }
+    }
+    norms[t] = hog::cell_norm(h, g.plane, g.no);
+  }
+}
+
+template <typename T>
+__global__ void hog_normalize_kernel(const T* __restrict__ hist, const T* __restrict__ norms,
+                                     Geometry g, T* __restrict__ out) {
+  const int64_t n = g.B * g.plane;
+  for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < n;
+       t += int64_t(blockDim.x) * gridDim.x) {
+    const int64_t b = t / g.plane, cell = t % g.plane;
+    double f[4];
+    hog::block_factors(norms + b * g.plane, cell % g.Wc, cell / g.Wc, g.Wc, g.Hc, f);
+    hog::cell_descriptor(hist + b * 2 * g.no * g.plane + cell, f, g.plane, g.no, g.variant,
+                         out + b * g.D * g.plane + cell);
+  }
+}
+
+// ---- backward -----------------------------------------------------------------------------
+
+template <typename T>
+__global__ void hog_norms_kernel(const T* __restrict__ hist, Geometry g, T* __restrict__ norms) {
+  const int64_t n = g.B * g.plane;
+  for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < n;
+       t += int64_t(blockDim.x) * gridDim.x) {
+    const int64_t b = t / g.plane, cell = t % g.plane;
+    norms[t] = hog::cell_norm(hist + b * 2 * g.no * g.plane + cell, g.plane, g.no);
+  }
+}
+
+template <typename T>
+__global__ void hog_cell_backward_kernel(const T* __restrict__ grad, const T* __restrict__ hist,
+                                         const T* __restrict__ norms, Geometry g,
+                                         T* __restrict__ dhist, double* __restrict__ dblock) {
+  const int64_t n = g.B * g.plane;
+  for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < n;
+       t += int64_t(blockDim.x) * gridDim.x) {
+    const int64_t b = t / g.plane, cell = t % g.plane;
+    double f[4];
+    hog::block_factors(norms + b * g.plane, cell % g.Wc, cell / g.Wc, g.Wc, g.Hc, f);
+    hog::cell_descriptor_backward(hist + b * 2 * g.no * g.plane + cell, f,
+                                  grad + b * g.D * g.plane + cell, g.plane, g.no, g.variant,
+                                  dhist + b * 2 * g.no * g.plane + cell, dblock + t * 4);
+  }
+}
+
+template <typename T>
+__global__ void hog_norm_backward_kernel(const T* __restrict__ hist,
+                                         const double* __restrict__ dblock, Geometry g,
+                                         T* __restrict__ dhist) {
+  const int64_t n = g.B * g.plane;
+  for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < n;
+       t += int64_t(blockDim.x) * gridDim.x) {
+    const int64_t b = t / g.plane, cell = t % g.plane;
+    hog::cell_norm_backward(hist + b * 2 * g.no * g.plane + cell, dblock + b * g.plane * 4,
+                            cell % g.Wc, cell / g.Wc, g.Wc, g.Hc, g.plane, g.no,
+                            dhist + b * 2 * g.no * g.plane + cell);
+  }
+}
+
+template <typename T>
+__global__ void hog_pixel_backward_kernel(const T* __restrict__ x, const T* __restrict__ ox,
+                                          const T* __restrict__ oy, const T* __restrict__ dhist,
+                                          Geometry g, T* __restrict__ dgx, T* __restrict__ dgy,
+                                          int32_t* __restrict__ channel) {
+  const int64_t pixels = g.H * g.W;
+  const int64_t n = g.B * pixels;
+  for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < n;
+       t += int64_t(blockDim.x) * gridDim.x) {
+    const int64_t b = t / pixels, p = t % pixels;
+    const int64_t y = p / g.W, xx = p % g.W;
+    dgx[t] = T(0);
+    dgy[t] = T(0);
+    channel[t] = -1;
+    if (y < 1 || y > g.H - 2 || xx < 1 || xx > g.W - 2) continue;
+    const hog::PixelGradient<T> pg =
+        hog::pixel_gradient(x + b * g.C * pixels + p, g.C, pixels, g.W);
+    if (pg.channel < 0) continue;
+    const hog::Orientation<T> r =
+        hog::orientation_bins(pg.gx, pg.gy, pg.mag, ox, oy, g.no, g.bilinear);
+    const hog::CellSplit<T> sx = hog::cell_split<T>(xx, g.cs);
+    const hog::CellSplit<T> sy = hog::cell_split<T>(y, g.cs);
+    const T* dh = dhist + b * 2 * g.no * g.plane;
+    const T d0 = hog::bin_gradient(dh, r.bin[0], sx, sy, g.Wc, g.Hc, g.plane);
+    const T d1 =
+        r.bin[1] >= 0 ? hog::bin_gradient(dh, r.bin[1], sx, sy, g.Wc, g.Hc, g.plane) : T(0);
+    hog::pixel_backward(r, pg.gx, pg.gy, pg.mag, ox, oy, d0, d1, g.bilinear, g.no, &dgx[t],
+                        &dgy[t]);
+    channel[t] = pg.channel;
+  }
+}
+
+template <typename T>
+__global__ void hog_image_backward_kernel(const T* __restrict__ dgx, const T* __restrict__ dgy,
+                                          const int32_t* __restrict__ channel, Geometry g,
+                                          T* __restrict__ dx) {
+  const int64_t pixels = g.H * g.W;
+  const int64_t n = g.B * g.C * pixels;
+  for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < n;
+       t += int64_t(blockDim.x) * gridDim.x) {
+    const int64_t b = t / (g.C * pixels), c = (t / pixels) % g.C, p = t % pixels;
+    const int64_t o = b * pixels;
+    dx[t] = hog::image_gradient_at(dgx + o, dgy + o, channel + o, int32_t(c), p % g.W, p / g.W,
+                                   g.W, g.H);
+  }
+}
+
+// ---- host -----------------------------------------------------------------------------------
+
+std::tuple<at::Tensor, at::Tensor> hog_forward_kernel(const at::Tensor& x, int64_t cell_size,
+                                                      int64_t num_orientations, int64_t variant,
+                                                      bool bilinear_orientations) {
+  check_hog_args(x, cell_size, num_orientations, variant);
+  const c10::cuda::CUDAGuard guard(x.device());
+  const at::Tensor xc = x.contiguous();
+  const Geometry g = make_geometry(x, cell_size, num_orientations, variant,
+                                   bilinear_orientations);
+  at::Tensor out = at::empty({g.B, g.D, g.Hc, g.Wc}, x.options());
+  at::Tensor hist = at::empty({g.B, 2 * g.no, g.Hc, g.Wc}, x.options());
+  if (g.B == 0) return {out, hist};
+  at::Tensor norms = at::empty({g.B, g.Hc, g.Wc}, x.options());
+  const at::Tensor table = orientation_table(x, g.no);
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const int64_t cells = g.B * g.plane;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "hog", [&] {
+    const scalar_t* o = table.data_ptr<scalar_t>();
+    hog_histogram_kernel<scalar_t><<<blocks_for(cells), kThreads, 0, stream>>>(
+        xc.data_ptr<scalar_t>(), o, o + g.no, g, hist.data_ptr<scalar_t>(),
+        norms.data_ptr<scalar_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    hog_normalize_kernel<scalar_t><<<blocks_for(cells), kThreads, 0, stream>>>(
+        hist.data_ptr<scalar_t>(), norms.data_ptr<scalar_t>(), g, out.data_ptr<scalar_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return {out, hist};
+}
+
+at::Tensor hog_backward_kernel(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& hist,
+                               int64_t cell_size, int64_t num_orientations, int64_t variant,
+                               bool bilinear_orientations) {
+  check_hog_backward_args(grad, x, hist, cell_size, num_orientations, variant);
+  const c10::cuda::CUDAGuard guard(x.device());
+  const at::Tensor xc = x.contiguous(), gc = grad.contiguous(), hc = hist.contiguous();
+  const Geometry g = make_geometry(x, cell_size, num_orientations, variant,
+                                   bilinear_orientations);
+  at::Tensor dx = at::empty({g.B, g.C, g.H, g.W}, x.options());
+  if (g.B == 0) return dx;
+  const at::Tensor table = orientation_table(x, g.no);
+  at::Tensor norms = at::empty({g.B, g.Hc, g.Wc}, x.options());
+  at::Tensor dhist = at::empty({g.B, 2 * g.no, g.Hc, g.Wc}, x.options());
+  at::Tensor dblock = at::empty({g.B, g.Hc, g.Wc, 4}, x.options().dtype(at::kDouble));
+  at::Tensor dgx = at::empty({g.B, g.H, g.W}, x.options());
+  at::Tensor dgy = at::empty({g.B, g.H, g.W}, x.options());
+  at::Tensor channel = at::empty({g.B, g.H, g.W}, x.options().dtype(at::kInt));
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const int64_t cells = g.B * g.plane, pixels = g.B * g.H * g.W;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "_hog_backward", [&] {
+    const scalar_t* o = table.data_ptr<scalar_t>();
+    hog_norms_kernel<scalar_t><<<blocks_for(cells), kThreads, 0, stream>>>(
+        hc.data_ptr<scalar_t>(), g, norms.data_ptr<scalar_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    hog_cell_backward_kernel<scalar_t><<<blocks_for(cells), kThreads, 0, stream>>>(
+        gc.data_ptr<scalar_t>(), hc.data_ptr<scalar_t>(), norms.data_ptr<scalar_t>(), g,
+        dhist.data_ptr<scalar_t>(), dblock.data_ptr<double>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    hog_norm_backward_kernel<scalar_t><<<blocks_for(cells), kThreads, 0, stream>>>(
+        hc.data_ptr<scalar_t>(), dblock.data_ptr<double>(), g, dhist.data_ptr<scalar_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    hog_pixel_backward_kernel<scalar_t><<<blocks_for(pixels), kThreads, 0, stream>>>(
+        xc.data_ptr<scalar_t>(), o, o + g.no, dhist.data_ptr<scalar_t>(), g,
+        dgx.data_ptr<scalar_t>(), dgy.data_ptr<scalar_t>(), channel.data_ptr<int32_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    hog_image_backward_kernel<scalar_t><<<blocks_for(pixels * g.C), kThreads, 0, stream>>>(
+        dgx.data_ptr<scalar_t>(), dgy.data_ptr<scalar_t>(), channel.data_ptr<int32_t>(), g,
+        dx.data_ptr<scalar_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return dx;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pyinvert, CUDA, m) {
+  m.impl("hog", &hog_forward_kernel);
+  m.impl("_hog_backward", &hog_backward_kernel);
+}
+
+}  // namespace pyinvert
