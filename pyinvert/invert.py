@@ -217,8 +217,8 @@ def invert(images=None, *, targets: Optional[Tensor] = None, representation="hog
             Default: None.
         representation: "hog", "hogb", "dsift" or a representation module (see
             :mod:`pyinvert.representations`). Default: "hog".
-        recipe: "cvpr2015", "ijcv2016" or a :class:`pyinvert.recipes.Recipe`. Default:
-            "cvpr2015".
+        recipe: "cvpr2015", "ijcv2016" or a :class:`pyinvert.recipes.Recipe`.
+            Default: "cvpr2015".
         steps: None runs the recipe's schedule; an int stretches/shortens it to that many
             iterations, stages keeping their shares. Default: None.
         restarts: independent reconstructions per image (R). Default: 1.

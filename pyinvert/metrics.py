@@ -165,7 +165,7 @@ def ssim(x: Tensor, y: Tensor, data_range: float = 1.0, window_size: int = 11,
     sxy = blur(x * y) - mx * my
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
     s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
-    return s.reshape(B, C, -1).mean(2).mean(1)
+    return s.reshape(B, C, s.shape[-2] * s.shape[-1]).mean(2).mean(1)
 
 
 __all__ = ["feature_error", "table1_error", "pairwise_normalizer", "psnr", "ssim"]

@@ -30,7 +30,7 @@ class MomentumRule:
     def step(self, x: Tensor, g: Tensor, lr: Tensor):
         if self.v is None:
             self.v = torch.zeros_like(x)
-        self.v.mul_(self.momentum).sub_(g * _rows(lr, g))
+        self.v.mul_(self.momentum).addcmul_(g, _rows(-lr, g))
         x.add_(self.v)
 
 
@@ -112,7 +112,9 @@ def optimize(x: Tensor, objective, recipe: Recipe, *, image_size, lr_scale: Tens
             grad, = torch.autograd.grad(loss.sum(), x)
             x.requires_grad_(False)
             with torch.no_grad():
-                finite = torch.isfinite(loss) & torch.isfinite(grad.flatten(1)).all(1)
+                # One reduction pass: a row's gradient sum is finite iff all its entries are
+                # (an overflow of the sum itself would also stop the row, which is wanted).
+                finite = torch.isfinite(loss) & torch.isfinite(grad.flatten(1).sum(1))
                 newly = active & ~finite
                 if bool(newly.any()):
                     stopped_at[newly.cpu()] = t
