@@ -287,8 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
-    if not argv:
-        argv = ["invert"]
+    if not argv or argv[0] not in ("invert", "reproduce", "-h", "--help"):
+        argv = ["invert", *argv]  # `pyinvert [IMAGES...] [options]` means `pyinvert invert ...`
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
