@@ -118,7 +118,7 @@ class DSIFTRepresentation(Representation):
 
     @property
     def min_size(self) -> int:
-        return 4 * self.bin_size
+        return 3 * self.bin_size + 1  # one descriptor (4 x 4 bins) fits
 
     def forward(self, x: Tensor) -> Tensor:
         fn = _features.dsift if self.backend == "fused" else _reference.dsift
