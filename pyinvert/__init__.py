@@ -7,6 +7,8 @@ from pyinvert import _ext  # noqa: F401  (loads the kernels first)
 from pyinvert import reference
 from pyinvert.features import HOG, DenseSIFT, dsift, hog, render_hog
 from pyinvert.regularizers import ImagePrior, alpha_norm, image_prior, isotropic_norm, tv_norm
+from pyinvert import metrics
+from pyinvert.invert import InversionResult, invert
 
 __version__ = "0.1.0"
 
@@ -14,4 +16,5 @@ __all__ = [
     "image_prior", "tv_norm", "alpha_norm", "isotropic_norm", "ImagePrior",
     "hog", "HOG", "render_hog", "dsift", "DenseSIFT",
     "reference",
+    "invert", "InversionResult", "metrics",
 ]

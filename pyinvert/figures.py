@@ -1,0 +1,147 @@
+"""Figures of inversions: a side-by-side panel per image and a montage of many.
+
+All functions return HWC uint8 RGB numpy arrays (save them with :func:`pyinvert.io.save_image`).
+"""
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from pyinvert.io import to_uint8
+
+_GAP = 4
+_TITLE = 18
+
+
+def _rgb(a: np.ndarray) -> np.ndarray:
+    if a.ndim == 2:
+        a = a[:, :, None]
+    if a.shape[2] == 1:
+        a = np.repeat(a, 3, axis=2)
+    return a
+
+
+def _resize_height(a: np.ndarray, height: int) -> np.ndarray:
+    import cv2
+
+    h, w = a.shape[:2]
+    if h == height:
+        return a
+    width = max(1, round(w * height / h))
+    interp = cv2.INTER_AREA if h > height else cv2.INTER_NEAREST
+    return cv2.resize(a, (width, height), interpolation=interp)
+
+
+def _title(a: np.ndarray, text: str) -> np.ndarray:
+    import cv2
+
+    strip = np.full((_TITLE, a.shape[1], 3), 255, np.uint8)
+    cv2.putText(strip, text, (2, _TITLE - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1,
+                cv2.LINE_AA)
+    return np.concatenate([strip, a], 0)
+
+
+def _hstack(panels: Sequence[np.ndarray]) -> np.ndarray:
+    h = max(p.shape[0] for p in panels)
+    out = []
+    for i, p in enumerate(panels):
+        if p.shape[0] < h:
+            p = np.concatenate([p, np.full((h - p.shape[0], *p.shape[1:]), 255, np.uint8)], 0)
+        out.append(p)
+        if i < len(panels) - 1:
+            out.append(np.full((h, _GAP, 3), 255, np.uint8))
+    return np.concatenate(out, 1)
+
+
+def code_picture(code: Tensor, representation: str = "hog") -> Tensor:
+    """A one-channel picture [1, h, w] in [0, 1] of one code: HOG glyphs for "hog"/"hogb",
+    else the code's values laid out as a matrix (rows: positions, columns: dimensions)."""
+    from pyinvert.features.hog import render_hog
+
+    code = code.detach().float().cpu()
+    if representation in ("hog", "hogb") and code.dim() == 3:
+        pic = render_hog(code, glyph_size=11)
+    else:
+        m = code.reshape(code.shape[0], -1) if code.dim() >= 2 else code.reshape(1, -1)
+        pic = m.unsqueeze(0)
+    pic = pic.clamp_min(0)
+    top = pic.max()
+    return pic / top if top > 0 else pic
+
+
+def error_map(reconstruction: Tensor, original: Tensor) -> np.ndarray:
+    """|reconstruction - original| (gray, per pixel) as a colour-mapped uint8 RGB image; the
+    colour scale spans [0, 1] (absolute, so maps are comparable)."""
+    import cv2
+
+    r = reconstruction.detach().float().cpu()
+    o = original.detach().float().cpu()
+    if r.shape[0] != o.shape[0]:
+        r, o = r.mean(0, keepdim=True), o.mean(0, keepdim=True)
+    e = (r - o).abs().mean(0)
+    a = (torch.nan_to_num(e).clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
+    return cv2.cvtColor(cv2.applyColorMap(a, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
+
+
+def side_by_side(original: Tensor, reconstruction: Tensor, code: Optional[Tensor] = None,
+                 representation: str = "hog", titles: Sequence[str] = (
+                     "original", "code", "reconstruction", "|error|")) -> np.ndarray:
+    """original | picture of the code | reconstruction | error map, one image high.
+
+    Args:
+        original: [C, H, W] in [0, 1].
+        reconstruction: [C', H, W] in [0, 1].
+        code: the target code Phi0 of the original (for the code picture); None skips it.
+        representation: "hog", "hogb", "dsift" (how to draw the code). Default: "hog".
+        titles: panel titles. Default: original, code, reconstruction, |error|.
+
+    Returns:
+        HWC uint8 RGB array.
+    """
+    H = original.shape[-2]
+    panels = [(titles[0], _rgb(to_uint8(original)))]
+    if code is not None:
+        pic = _resize_height(to_uint8(code_picture(code, representation)), H)
+        panels.append((titles[1], _rgb(pic)))
+    panels.append((titles[2], _rgb(to_uint8(reconstruction))))
+    panels.append((titles[3], error_map(reconstruction, original)))
+    return _hstack([_title(p, t) for t, p in panels])
+
+
+def montage(rows: Sequence[Sequence[Tensor]], row_labels: Optional[Sequence[str]] = None,
+            col_labels: Optional[Sequence[str]] = None, height: int = 128) -> np.ndarray:
+    """A grid of images ([C, H, W] tensors in [0, 1]), each resized to ``height``.
+
+    Args:
+        rows: the grid, a sequence of rows.
+        row_labels: a label for each row (drawn above its first image). Default: None.
+        col_labels: a label for each column (drawn above every image). Default: None.
+        height: the height of each cell. Default: 128.
+
+    Returns:
+        HWC uint8 RGB array.
+    """
+    lines = []
+    for i, row in enumerate(rows):
+        cells = []
+        for j, im in enumerate(row):
+            a = _resize_height(_rgb(to_uint8(im)), height)
+            a = _rgb(a)
+            label = []
+            if row_labels is not None and j == 0:
+                label.append(row_labels[i])
+            if col_labels is not None:
+                label.append(col_labels[j])
+            cells.append(_title(a, " ".join(label)))
+        lines.append(_hstack(cells))
+    w = max(line.shape[1] for line in lines)
+    padded = []
+    for k, line in enumerate(lines):
+        if line.shape[1] < w:
+            line = np.concatenate([line, np.full((line.shape[0], w - line.shape[1], 3), 255,
+                                                 np.uint8)], 1)
+        padded.append(line)
+        if k < len(lines) - 1:
+            padded.append(np.full((_GAP, w, 3), 255, np.uint8))
+    return np.concatenate(padded, 0)
