@@ -21,7 +21,7 @@ def documented_defaults(doc):
     found = {}
     args = doc.split("Args:", 1)[1] if "Args:" in doc else ""
     args = re.split(r"\n(?:Returns|Shape|Example|References|Raises):", args)[0]
-    for entry in re.split(r"\n(?=    \w+:)", args):
+    for entry in re.split(r"\n(?=    \*{0,2}\w+:)", args):
         match = re.match(r"\s*(\w+):.*Default:\s*(.+?)\.?\s*$", entry, re.S)
         if match:
             found[match.group(1)] = " ".join(match.group(2).split())
@@ -36,6 +36,7 @@ def test_documented_defaults_match_signature(name, obj):
     params = inspect.signature(target).parameters
     for arg, text in documented_defaults(doc).items():
         assert arg in params, f"{name}: documents {arg!r}, which is not a parameter"
+        text = re.sub(r"\s*\(.*\)$", "", text)  # "None (meaning ...)" documents None
         default = params[arg].default
         assert default is not inspect.Parameter.empty, f"{name}: {arg} has no default"
         assert text == repr(default) or text.strip("'\"`") == str(default), \

@@ -12,7 +12,7 @@ import pyinvert
 from pyinvert import data
 from pyinvert.features.dsift import DenseSIFT, dsift, keypoints as dsift_keypoints
 from pyinvert.reference import dsift as reference_dsift
-from conftest import DEVICES, DTYPES
+from tests.conftest import DEVICES, DTYPES
 
 # (step, bin_size): the default, odd sizes, steps that do and do not divide the bin size, and the
 # degenerate 1-pixel bins.
