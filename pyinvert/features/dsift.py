@@ -137,7 +137,9 @@ def dsift(x, *, step=4, bin_size=8, flat_window=False):
     """
     step, bin_size, flat_window = _check_params(step, bin_size, flat_window)
     _check_input(x, bin_size)
-    descriptors = torch.ops.pyinvert.dsift(x, step, bin_size, flat_window)
+    # The histograms before normalization are kept only when a gradient will be needed.
+    keep = x.requires_grad and torch.is_grad_enabled()
+    descriptors, _ = torch.ops.pyinvert.dsift(x, step, bin_size, flat_window, keep)
     centres = keypoints(x.shape[2], x.shape[3], step=step, bin_size=bin_size, dtype=x.dtype,
                         device=x.device)
     return descriptors, centres
@@ -183,30 +185,41 @@ class DenseSIFT(nn.Module):
 # --- fake (meta) kernels and autograd for the ops --------------------------------------------
 
 @torch.library.register_fake("pyinvert::dsift")
-def _dsift_fake(x, step, bin_size, flat_window):
+def _dsift_fake(x, step, bin_size, flat_window, return_histograms):
     torch._check(x.dim() == 4, lambda: f"dsift: expected x of shape (B, 1, H, W), got {x.shape}")
     frames = (_frames_along(x.shape[2], step, bin_size) *
               _frames_along(x.shape[3], step, bin_size))
-    return x.new_empty(x.shape[0], frames, DESCRIPTOR_SIZE)
+    descriptors = x.new_empty(x.shape[0], frames, DESCRIPTOR_SIZE)
+    histograms = x.new_empty(descriptors.shape if return_histograms else (0,))
+    return descriptors, histograms
 
 
 @torch.library.register_fake("pyinvert::_dsift_backward")
-def _dsift_backward_fake(grad, x, step, bin_size, flat_window):
+def _dsift_backward_fake(grad, x, histograms, step, bin_size, flat_window):
     return x.new_empty(x.shape)
 
 
 def _dsift_setup_context(ctx, inputs, output):
-    x, step, bin_size, flat_window = inputs
-    ctx.save_for_backward(x)
+    x, step, bin_size, flat_window, return_histograms = inputs
+    _, histograms = output
+    ctx.mark_non_differentiable(histograms)
+    ctx.save_for_backward(x, histograms)
     ctx.params = (step, bin_size, flat_window)
+    ctx.has_histograms = return_histograms
 
 
-def _dsift_backward(ctx, grad):
-    (x,) = ctx.saved_tensors
+def _dsift_backward(ctx, grad, _grad_histograms):
+    x, histograms = ctx.saved_tensors
     grad_x = None
     if ctx.needs_input_grad[0]:
-        grad_x = torch.ops.pyinvert._dsift_backward(grad, x, *ctx.params)
-    return grad_x, None, None, None
+        if not ctx.has_histograms:
+            raise RuntimeError("dsift: backward needs the histograms; call torch.ops.pyinvert.dsift"
+                               " with return_histograms=True (pyinvert.dsift does when x requires "
+                               "grad)")
+        if grad is None:
+            grad = torch.zeros_like(histograms)
+        grad_x = torch.ops.pyinvert._dsift_backward(grad, x, histograms, *ctx.params)
+    return grad_x, None, None, None, None
 
 
 torch.library.register_autograd("pyinvert::dsift", _dsift_backward,
