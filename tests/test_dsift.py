@@ -369,9 +369,12 @@ def _cuda_source_on_host(source):
     source = source.replace("c10::cuda::getCurrentCUDAStream()", "0")
     source = source.replace("const c10::cuda::CUDAGuard guard(x.device());", "")
     source = source.replace(".pinned_memory(true)", "")
-    source = source.replace("TORCH_LIBRARY_IMPL(pyinvert, CUDA, m)", """TORCH_LIBRARY(dsift_on_host, m) {
-  m.def("dsift(Tensor x, int step, int bin_size, bool flat_window, bool return_histograms) -> (Tensor, Tensor)");
-  m.def("_dsift_backward(Tensor grad, Tensor x, Tensor histograms, int step, int bin_size, bool flat_window) -> Tensor");
+    source = source.replace("TORCH_LIBRARY_IMPL(pyinvert, CUDA, m)", """
+TORCH_LIBRARY(dsift_on_host, m) {
+  m.def("dsift(Tensor x, int step, int bin_size, bool flat_window, bool return_histograms) "
+        "-> (Tensor, Tensor)");
+  m.def("_dsift_backward(Tensor grad, Tensor x, Tensor histograms, int step, int bin_size, "
+        "bool flat_window) -> Tensor");
 }
 TORCH_LIBRARY_IMPL(dsift_on_host, CPU, m)""")
     prelude = """#define __global__
