@@ -26,7 +26,10 @@ TORCH_LIBRARY(pyinvert, m) {
       "_hog_backward(Tensor grad, Tensor x, Tensor hist, int cell_size, int num_orientations, "
       "int variant, bool bilinear_orientations) -> Tensor");
   // Dense SIFT as VLFeat's vl_dsift computes it: descriptors [B, N, 128].
-  m.def("dsift(Tensor x, int step, int bin_size, bool flat_window) -> Tensor");
   m.def(
-      "_dsift_backward(Tensor grad, Tensor x, int step, int bin_size, bool flat_window) -> Tensor");
+      "dsift(Tensor x, int step, int bin_size, bool flat_window, bool return_histograms) "
+      "-> (Tensor, Tensor)");
+  m.def(
+      "_dsift_backward(Tensor grad, Tensor x, Tensor histograms, int step, int bin_size, "
+      "bool flat_window) -> Tensor");
 }

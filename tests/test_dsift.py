@@ -290,7 +290,7 @@ def _sample_inputs(device):
         for requires_grad in (False, True):
             for flat_window in (False, True):
                 x = torch.rand(2, 1, 21, 26, generator=generator, dtype=dtype).to(device)
-                yield (x.requires_grad_(requires_grad), 3, 4, flat_window)
+                yield (x.requires_grad_(requires_grad), 3, 4, flat_window, requires_grad)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -298,8 +298,24 @@ def test_opcheck(device):
     for args in _sample_inputs(device):
         torch.library.opcheck(torch.ops.pyinvert.dsift.default, args)
     x = torch.rand(2, 1, 21, 26, dtype=torch.float64, device=device)
-    grad = torch.randn(2, 3 * 5, 128, dtype=torch.float64, device=device)
-    torch.library.opcheck(torch.ops.pyinvert._dsift_backward.default, (grad, x, 3, 4, True))
+    _, histograms = torch.ops.pyinvert.dsift(x, 3, 4, True, True)
+    grad = torch.randn(histograms.shape, dtype=torch.float64, device=device)
+    torch.library.opcheck(torch.ops.pyinvert._dsift_backward.default,
+                          (grad, x, histograms, 3, 4, True))
+
+
+def test_histograms_only_when_needed():
+    """The forward keeps the pre-normalization histograms only for a backward pass."""
+    x = torch.rand(1, 1, 30, 30)
+    descriptors, histograms = torch.ops.pyinvert.dsift(x, 4, 8, False, False)
+    assert histograms.numel() == 0
+    descriptors2, histograms = torch.ops.pyinvert.dsift(x, 4, 8, False, True)
+    assert torch.equal(descriptors, descriptors2) and histograms.shape == descriptors.shape
+    u = torch.clamp(histograms / histograms.norm(dim=-1, keepdim=True), max=0.2)
+    torch.testing.assert_close(u / u.norm(dim=-1, keepdim=True), descriptors, rtol=0, atol=1e-6)
+    with pytest.raises(RuntimeError, match=r"dsift: backward needs the histograms"):
+        xr = x.clone().requires_grad_()
+        torch.ops.pyinvert.dsift(xr, 4, 8, False, False)[0].sum().backward()
 
 
 def test_torch_compile_fullgraph():
@@ -353,9 +369,12 @@ def _cuda_source_on_host(source):
     source = source.replace("c10::cuda::getCurrentCUDAStream()", "0")
     source = source.replace("const c10::cuda::CUDAGuard guard(x.device());", "")
     source = source.replace(".pinned_memory(true)", "")
-    source = source.replace("TORCH_LIBRARY_IMPL(pyinvert, CUDA, m)", """TORCH_LIBRARY(dsift_on_host, m) {
-  m.def("dsift(Tensor x, int step, int bin_size, bool flat_window) -> Tensor");
-  m.def("_dsift_backward(Tensor grad, Tensor x, int step, int bin_size, bool flat_window) -> Tensor");
+    source = source.replace("TORCH_LIBRARY_IMPL(pyinvert, CUDA, m)", """
+TORCH_LIBRARY(dsift_on_host, m) {
+  m.def("dsift(Tensor x, int step, int bin_size, bool flat_window, bool return_histograms) "
+        "-> (Tensor, Tensor)");
+  m.def("_dsift_backward(Tensor grad, Tensor x, Tensor histograms, int step, int bin_size, "
+        "bool flat_window) -> Tensor");
 }
 TORCH_LIBRARY_IMPL(dsift_on_host, CPU, m)""")
     prelude = """#define __global__
@@ -389,11 +408,13 @@ def test_cuda_kernels_emulated_on_host(tmp_path):
                                           ((3, 1, 13, 14), 1, 2), ((1, 1, 30, 28), 5, 1)]:
                 x = torch.rand(shape, generator=generator, dtype=dtype)
                 args = (step, bin_size, flat_window)
-                expected = torch.ops.pyinvert.dsift(x, *args)
-                assert torch.equal(torch.ops.dsift_on_host.dsift(x, *args), expected)
+                expected, histograms = torch.ops.pyinvert.dsift(x, *args, True)
+                got, got_histograms = torch.ops.dsift_on_host.dsift(x, *args, True)
+                assert torch.equal(got, expected) and torch.equal(got_histograms, histograms)
                 grad = torch.randn(expected.shape, generator=generator, dtype=dtype)
-                assert torch.equal(torch.ops.dsift_on_host._dsift_backward(grad, x, *args),
-                                   torch.ops.pyinvert._dsift_backward(grad, x, *args))
+                assert torch.equal(
+                    torch.ops.dsift_on_host._dsift_backward(grad, x, histograms, *args),
+                    torch.ops.pyinvert._dsift_backward(grad, x, histograms, *args))
 
 
 # ------------------------------------------------------------------------------------- errors ---
@@ -441,28 +462,33 @@ def test_op_errors():
     op = torch.ops.pyinvert.dsift
     with pytest.raises(RuntimeError, match=r"dsift: expected x of shape \(B, C, H, W\), got "
                                            r"\[30, 30\]"):
-        op(torch.rand(30, 30), 4, 8, False)
+        op(torch.rand(30, 30), 4, 8, False, False)
     with pytest.raises(RuntimeError, match=r"dsift: expected x of shape \(B, 1, H, W\) "
                                            r"\(grayscale\), got \[1, 3, 30, 30\]; convert RGB"):
-        op(torch.rand(1, 3, 30, 30), 4, 8, False)
+        op(torch.rand(1, 3, 30, 30), 4, 8, False, False)
     with pytest.raises(RuntimeError, match=r"dsift: expected x of dtype float32 or float64, got "
                                            r"Half"):
-        op(torch.rand(1, 1, 30, 30).half(), 4, 8, False)
+        op(torch.rand(1, 1, 30, 30).half(), 4, 8, False, False)
     with pytest.raises(RuntimeError, match=r"dsift: expected step >= 1, got 0"):
-        op(torch.rand(1, 1, 30, 30), 0, 8, False)
+        op(torch.rand(1, 1, 30, 30), 0, 8, False, False)
     with pytest.raises(RuntimeError, match=r"dsift: expected bin_size >= 1, got 0"):
-        op(torch.rand(1, 1, 30, 30), 4, 0, False)
+        op(torch.rand(1, 1, 30, 30), 4, 0, False, False)
     with pytest.raises(RuntimeError, match=r"dsift: expected x of at least 25x25 pixels \(3 \* "
                                            r"bin_size \+ 1\) for one descriptor, got 24x30"):
-        op(torch.rand(1, 1, 24, 30), 4, 8, False)
+        op(torch.rand(1, 1, 24, 30), 4, 8, False, False)
     backward = torch.ops.pyinvert._dsift_backward
     x = torch.rand(1, 1, 30, 30)
+    h = torch.rand(1, 4, 128)
     with pytest.raises(RuntimeError, match=r"_dsift_backward: expected grad of shape \(1, 4, 128\)"
                                            r", got \[1, 5, 128\]"):
-        backward(torch.rand(1, 5, 128), x, 4, 8, False)
+        backward(torch.rand(1, 5, 128), x, h, 4, 8, False)
     with pytest.raises(RuntimeError, match=r"_dsift_backward: expected grad of dtype Float, got "
                                            r"Double"):
-        backward(torch.rand(1, 4, 128, dtype=torch.float64), x, 4, 8, False)
+        backward(torch.rand(1, 4, 128, dtype=torch.float64), x, h, 4, 8, False)
+    with pytest.raises(RuntimeError, match=r"_dsift_backward: expected histograms of shape "
+                                           r"\[1, 4, 128\] \(the forward's, with "
+                                           r"return_histograms=True\), got \[0\]"):
+        backward(torch.rand(1, 4, 128), x, torch.empty(0), 4, 8, False)
 
 
 # ------------------------------------------------------------------------------------- docs ---

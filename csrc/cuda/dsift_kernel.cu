@@ -13,6 +13,7 @@
 #include <torch/types.h>
 
 #include <algorithm>
+#include <tuple>
 #include <vector>
 
 #include "common/checks.h"
@@ -146,10 +147,11 @@ __global__ void normalize_kernel(T* __restrict__ h, int64_t count) {
 // --- backward stages ---------------------------------------------------------------------------
 
 template <typename T>
-__global__ void normalize_backward_kernel(const T* __restrict__ grad, T* h, int64_t count) {
+__global__ void normalize_backward_kernel(const T* __restrict__ grad, const T* __restrict__ h,
+                                          T* __restrict__ d_h, int64_t count) {
   PYI_GRID_STRIDE(i, count) {
-    T* hi = h + i * kDescriptorSize;
-    dsift::normalize_descriptor_backward(hi, grad + i * kDescriptorSize, hi);
+    dsift::normalize_descriptor_backward(h + i * kDescriptorSize, grad + i * kDescriptorSize,
+                                         d_h + i * kDescriptorSize);
   }
 }
 
@@ -235,9 +237,11 @@ at::Tensor to_device(const std::vector<T>& values, const at::Tensor& like, at::S
   return host.to(like.device(), /*non_blocking=*/true);
 }
 
-// Forward into h ([B][N][128], not normalized when `normalize` is false).
+// Forward into out ([B][N][128]); the histograms before normalization are copied to
+// `histograms` when it is defined.
 template <typename T>
-void histograms_cuda(const at::Tensor& x, at::Tensor& h, const Geometry& g, bool normalize) {
+void dsift_forward_cuda(const at::Tensor& x, at::Tensor& out, at::Tensor& histograms,
+                        const Geometry& g) {
   const int64_t n = x.size(0);
   const int64_t row8 = static_cast<int64_t>(g.width) * kNumBinT;
   const auto options = x.options();
@@ -245,7 +249,7 @@ void histograms_cuda(const at::Tensor& x, at::Tensor& h, const Geometry& g, bool
   at::Tensor channels = at::empty({n, g.height, g.width, kNumBinT}, options);
   at::Tensor rows = at::empty({n, g.num_rows(), g.width, kNumBinT}, options);
   const T* xp = x.data_ptr<T>();
-  T* hp = h.data_ptr<T>();
+  T* hp = out.data_ptr<T>();
 
   orientation_kernel<T><<<blocks_for(n * g.height * g.width), kThreads, 0, stream>>>(
       xp, channels.data_ptr<T>(), n, g.height, g.width);
@@ -272,24 +276,22 @@ void histograms_cuda(const at::Tensor& x, at::Tensor& h, const Geometry& g, bool
         rows.data_ptr<T>(), hp, scratch_x.data_ptr<T>(), weights.data_ptr<T>(), g, n);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
-  if (normalize) {
-    normalize_kernel<T><<<blocks_for(n * g.num_frames()), kThreads, 0, stream>>>(
-        hp, n * g.num_frames());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  }
+  if (histograms.defined()) histograms.copy_(out);
+  normalize_kernel<T><<<blocks_for(n * g.num_frames()), kThreads, 0, stream>>>(
+      hp, n * g.num_frames());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 template <typename T>
-void dsift_backward_cuda(const at::Tensor& grad, const at::Tensor& x, at::Tensor& grad_x,
-                         const Geometry& g) {
+void dsift_backward_cuda(const at::Tensor& grad, const at::Tensor& histograms, const at::Tensor& x,
+                         at::Tensor& grad_x, const Geometry& g) {
   const int64_t n = x.size(0);
   const int64_t row8 = static_cast<int64_t>(g.width) * kNumBinT;
   const auto options = x.options();
   auto stream = c10::cuda::getCurrentCUDAStream();
-  at::Tensor h = at::empty({n, g.num_frames(), kDescriptorSize}, options);
-  histograms_cuda<T>(x, h, g, /*normalize=*/false);
+  at::Tensor h = at::empty({n, g.num_frames(), kDescriptorSize}, options);  // dL/dh
   normalize_backward_kernel<T><<<blocks_for(n * g.num_frames()), kThreads, 0, stream>>>(
-      grad.data_ptr<T>(), h.data_ptr<T>(), n * g.num_frames());
+      grad.data_ptr<T>(), histograms.data_ptr<T>(), h.data_ptr<T>(), n * g.num_frames());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 
   const std::vector<T> kernels = dsift::pooling_kernels<T>(g.bin_size, g.flat_window);
@@ -321,36 +323,37 @@ void dsift_backward_cuda(const at::Tensor& grad, const at::Tensor& x, at::Tensor
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-at::Tensor dsift_forward_kernel(const at::Tensor& x, int64_t step, int64_t bin_size,
-                                bool flat_window) {
+std::tuple<at::Tensor, at::Tensor> dsift_forward_kernel(const at::Tensor& x, int64_t step,
+                                                        int64_t bin_size, bool flat_window,
+                                                        bool return_histograms) {
   const Geometry g = dsift::checked_geometry(x, step, bin_size, flat_window, "dsift");
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t batch = x.size(0);
   at::Tensor out = at::empty({batch, g.num_frames(), kDescriptorSize}, x.options());
-  if (batch == 0) return out;
+  at::Tensor histograms = return_histograms ? at::empty_like(out) : at::empty({0}, x.options());
+  if (batch == 0) return {out, histograms};
   const at::Tensor xc = x.contiguous();
+  at::Tensor copy_to = return_histograms ? histograms : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dsift_forward_cuda", [&] {
-    histograms_cuda<scalar_t>(xc, out, g, /*normalize=*/true);
+    dsift_forward_cuda<scalar_t>(xc, out, copy_to, g);
   });
-  return out;
+  return {out, histograms};
 }
 
-at::Tensor dsift_backward_kernel(const at::Tensor& grad, const at::Tensor& x, int64_t step,
-                                 int64_t bin_size, bool flat_window) {
+at::Tensor dsift_backward_kernel(const at::Tensor& grad, const at::Tensor& x,
+                                 const at::Tensor& histograms, int64_t step, int64_t bin_size,
+                                 bool flat_window) {
   const Geometry g = dsift::checked_geometry(x, step, bin_size, flat_window, "_dsift_backward");
-  check_same_device_dtype(grad, x, "_dsift_backward", "grad");
-  const int64_t batch = x.size(0);
-  TORCH_CHECK(grad.dim() == 3 && grad.size(0) == batch && grad.size(1) == g.num_frames() &&
-                  grad.size(2) == kDescriptorSize,
-              "_dsift_backward: expected grad of shape (", batch, ", ", g.num_frames(), ", ",
-              kDescriptorSize, "), got ", grad.sizes());
+  dsift::check_backward_inputs(grad, histograms, x, g);
   const c10::cuda::CUDAGuard guard(x.device());
+  const int64_t batch = x.size(0);
   at::Tensor grad_x = at::empty({batch, 1, g.height, g.width}, x.options());
   if (batch == 0) return grad_x;
   const at::Tensor xc = x.contiguous();
   const at::Tensor gc = grad.contiguous();
+  const at::Tensor hc = histograms.contiguous();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dsift_backward_cuda", [&] {
-    dsift_backward_cuda<scalar_t>(gc, xc, grad_x, g);
+    dsift_backward_cuda<scalar_t>(gc, hc, xc, grad_x, g);
   });
   return grad_x;
 }

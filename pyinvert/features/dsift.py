@@ -34,7 +34,8 @@ def _check_params(step, bin_size, flat_window, op="dsift"):
             raise ValueError(f"{op}: expected {name} >= 1, got {value}")
         values.append(value)
     if not isinstance(flat_window, bool):
-        raise TypeError(f"{op}: expected flat_window to be a bool, got {type(flat_window).__name__}")
+        raise TypeError(
+            f"{op}: expected flat_window to be a bool, got {type(flat_window).__name__}")
     return values[0], values[1], flat_window
 
 
@@ -96,9 +97,13 @@ def dsift(x, *, step=4, bin_size=8, flat_window=False):
     pooled by the bilinear spatial-bin kernels times a Gaussian window of standard deviation
     ``2 * bin_size`` (or, with ``flat_window``, the window's mean over each bin), with the image
     padded by replication; each descriptor is l2-normalized, clamped at 0.2 and l2-normalized again.
-    In float32 the result matches VLFeat to rounding (float operations in VLFeat's order). The
-    gradient is exact (entries clamped at 0.2 and moduli below VLFeat's 1e-8 threshold are locally
-    constant), with VLFeat's fast square root differentiated as the exact one.
+    In float32 the float operations follow VLFeat's one by one (its fast atan2 and inverse square
+    root, its summation orders, the integral signals of the flat window), so the descriptors equal
+    VLFeat's bit for bit on our tests, including nearly flat patches where VLFeat divides by its
+    epsilon (descriptor energy below 1e-8). float64 evaluates the same formulas in double: it agrees
+    with VLFeat to ~1e-5 except on such nearly flat patches, whose values VLFeat's float rounding
+    decides. The gradient is exact (entries clamped at 0.2 and moduli below VLFeat's 1e-8
+    threshold are locally constant), with VLFeat's fast square root differentiated as the exact one.
 
     Args:
         x: grayscale images; for RGB use ``x.mean(1, keepdim=True)`` or a luminance weighting.
@@ -110,9 +115,10 @@ def dsift(x, *, step=4, bin_size=8, flat_window=False):
 
     Returns:
         (descriptors, keypoints): descriptors in VLFeat's C API order (``vl_dsift_get_descriptors``,
-        not transposed): entry ``(bin_y * 4 + bin_x) * 8 + orientation``, orientation ``t`` at angle
-        ``2 pi t / 8`` counter-clockwise in (x right, y down) image coordinates; keypoints as
-        ``vl_dsift_get_keypoints`` gives them: the descriptor centres (x, y), 0-based, x fastest.
+        not transposed): entry ``(bin_y * 4 + bin_x) * 8 + t``, where orientation ``t`` is the
+        gradient angle ``2 pi t / 8`` from the +x axis towards +y (x right, y down, i.e. clockwise
+        on screen); keypoints as ``vl_dsift_get_keypoints`` gives them: the descriptor centres
+        (x, y), 0-based, x fastest.
 
     Shape:
         - x: :math:`(B, 1, H, W)`, float32 or float64, CPU or CUDA, any strides, B may be 0,
@@ -130,14 +136,18 @@ def dsift(x, *, step=4, bin_size=8, flat_window=False):
         [[12.0, 12.0], [16.0, 12.0]]
 
     References:
-        A. Mahendran and A. Vedaldi, "Visualizing Deep Convolutional Neural Networks Using Natural
-        Pre-Images", IJCV 2016, Sec. 3.2 (DSIFT as a CNN) and Eq. (1) (the inversion objective it
-        is used in); D. G. Lowe, "Distinctive Image Features from Scale-Invariant Keypoints",
-        IJCV 2004, Sec. 6.1; A. Vedaldi and B. Fulkerson, VLFeat (vl/dsift.c), 2008.
+        A. Mahendran and A. Vedaldi, "Understanding Deep Image Representations by Inverting Them",
+        CVPR 2015, Eq. (1) (the inversion objective Phi is used in) and Sec. 3 (DSIFT and HOG
+        written as CNNs); their IJCV 2016 extension "Visualizing Deep Convolutional Neural Networks
+        Using Natural Pre-Images"; D. G. Lowe, "Distinctive Image Features from Scale-Invariant
+        Keypoints", IJCV 2004, Sec. 6.1 (the descriptor); A. Vedaldi and B. Fulkerson, VLFeat,
+        vl/dsift.c (the dense implementation reproduced here).
     """
     step, bin_size, flat_window = _check_params(step, bin_size, flat_window)
     _check_input(x, bin_size)
-    descriptors = torch.ops.pyinvert.dsift(x, step, bin_size, flat_window)
+    # The histograms before normalization are kept only when a gradient will be needed.
+    keep = x.requires_grad and torch.is_grad_enabled()
+    descriptors, _ = torch.ops.pyinvert.dsift(x, step, bin_size, flat_window, keep)
     centres = keypoints(x.shape[2], x.shape[3], step=step, bin_size=bin_size, dtype=x.dtype,
                         device=x.device)
     return descriptors, centres
@@ -165,7 +175,7 @@ class DenseSIFT(nn.Module):
         torch.Size([1, 12, 128])
 
     References:
-        A. Mahendran and A. Vedaldi, IJCV 2016, Sec. 3.2; VLFeat's vl/dsift.c.
+        A. Mahendran and A. Vedaldi, CVPR 2015, Sec. 3; VLFeat's vl/dsift.c. See `dsift`.
     """
 
     def __init__(self, step=4, bin_size=8, flat_window=False):
@@ -183,30 +193,41 @@ class DenseSIFT(nn.Module):
 # --- fake (meta) kernels and autograd for the ops --------------------------------------------
 
 @torch.library.register_fake("pyinvert::dsift")
-def _dsift_fake(x, step, bin_size, flat_window):
+def _dsift_fake(x, step, bin_size, flat_window, return_histograms):
     torch._check(x.dim() == 4, lambda: f"dsift: expected x of shape (B, 1, H, W), got {x.shape}")
     frames = (_frames_along(x.shape[2], step, bin_size) *
               _frames_along(x.shape[3], step, bin_size))
-    return x.new_empty(x.shape[0], frames, DESCRIPTOR_SIZE)
+    descriptors = x.new_empty(x.shape[0], frames, DESCRIPTOR_SIZE)
+    histograms = x.new_empty(descriptors.shape if return_histograms else (0,))
+    return descriptors, histograms
 
 
 @torch.library.register_fake("pyinvert::_dsift_backward")
-def _dsift_backward_fake(grad, x, step, bin_size, flat_window):
+def _dsift_backward_fake(grad, x, histograms, step, bin_size, flat_window):
     return x.new_empty(x.shape)
 
 
 def _dsift_setup_context(ctx, inputs, output):
-    x, step, bin_size, flat_window = inputs
-    ctx.save_for_backward(x)
+    x, step, bin_size, flat_window, return_histograms = inputs
+    _, histograms = output
+    ctx.mark_non_differentiable(histograms)
+    ctx.save_for_backward(x, histograms)
     ctx.params = (step, bin_size, flat_window)
+    ctx.has_histograms = return_histograms
 
 
-def _dsift_backward(ctx, grad):
-    (x,) = ctx.saved_tensors
+def _dsift_backward(ctx, grad, _grad_histograms):
+    x, histograms = ctx.saved_tensors
     grad_x = None
     if ctx.needs_input_grad[0]:
-        grad_x = torch.ops.pyinvert._dsift_backward(grad, x, *ctx.params)
-    return grad_x, None, None, None
+        if not ctx.has_histograms:
+            raise RuntimeError("dsift: backward needs the histograms; call torch.ops.pyinvert.dsift"
+                               " with return_histograms=True (pyinvert.dsift does when x requires "
+                               "grad)")
+        if grad is None:
+            grad = torch.zeros_like(histograms)
+        grad_x = torch.ops.pyinvert._dsift_backward(grad, x, histograms, *ctx.params)
+    return grad_x, None, None, None, None
 
 
 torch.library.register_autograd("pyinvert::dsift", _dsift_backward,

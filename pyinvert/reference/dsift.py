@@ -1,7 +1,8 @@
 """Dense SIFT in plain PyTorch (autograd), written as a small CNN; equals VLFeat 0.9.21's vl_dsift.
 
 This is the test oracle and the benchmark baseline for the fused kernels of `pyinvert.dsift`. It
-follows the paper's view of DSIFT as a CNN (Mahendran & Vedaldi, IJCV 2016, Sec. 3.2):
+follows the papers' view of DSIFT as a small CNN (Mahendran & Vedaldi, CVPR 2015, Sec. 3, and
+IJCV 2016):
 
 1. derivative filters: gx, gy by central differences [-1/2, 0, 1/2] (one-sided at the borders);
 2. orientation binning: the gradient angle (VLFeat's fast atan2 approximation) is soft-assigned
@@ -64,9 +65,9 @@ def _image_derivatives(x):
     kernel = x.new_tensor([-0.5, 0.0, 0.5])
     gx_inner = F.conv2d(x, kernel.view(1, 1, 1, 3))
     gy_inner = F.conv2d(x, kernel.view(1, 1, 3, 1))
-    gx = torch.cat([x[..., :, 1:2] - x[..., :, 0:1], gx_inner, x[..., :, -1:] - x[..., :, -2:-1]], 3)
-    gy = torch.cat([x[..., 1:2, :] - x[..., 0:1, :], gy_inner, x[..., -1:, :] - x[..., -2:-1, :]], 2)
-    return gx, gy
+    left, right = x[..., :, 1:2] - x[..., :, 0:1], x[..., :, -1:] - x[..., :, -2:-1]
+    top, bottom = x[..., 1:2, :] - x[..., 0:1, :], x[..., -1:, :] - x[..., -2:-1, :]
+    return torch.cat([left, gx_inner, right], 3), torch.cat([top, gy_inner, bottom], 2)
 
 
 def _fast_atan2(y, x):
@@ -229,8 +230,8 @@ def dsift(x, *, step=4, bin_size=8, flat_window=False):
     batch, _, height, width = x.shape
     frame_size = bin_size * (NUM_BIN_XY - 1) + 1
     if height < frame_size or width < frame_size:
-        raise ValueError(f"dsift: expected x at least {frame_size}x{frame_size} (3 * bin_size + 1), "
-                         f"got {height}x{width}")
+        raise ValueError(f"dsift: expected x at least {frame_size}x{frame_size} "
+                         f"(3 * bin_size + 1), got {height}x{width}")
     frames_y = (height - frame_size) // step + 1
     frames_x = (width - frame_size) // step + 1
     keypoints = _keypoints(frames_y, frames_x, step, bin_size, x.dtype, x.device)

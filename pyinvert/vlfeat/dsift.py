@@ -1,4 +1,4 @@
-"""VLFeat 0.9.21's dense SIFT (vl/dsift.h) through ctypes: the reference `pyinvert.dsift` must equal.
+"""VLFeat 0.9.21's dense SIFT (vl/dsift.h) through ctypes: what `pyinvert.dsift` must equal.
 
 Only `vl_dsift_new_basic`, `vl_dsift_process` and `vl_dsift_delete` are exported by libvl; the
 setters and getters of dsift.h are `VL_INLINE`, so the filter's fields are read and written through
