@@ -307,14 +307,30 @@ def test_gradient_matches_finite_differences_on_a_photo():
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_opcheck(device):
-    for x, kwargs in sample_inputs(device):
+    for (x, kwargs), save in zip(sample_inputs(device), itertools.cycle([True, False])):
         code = 0 if kwargs["variant"] == "uoctti" else 1
-        args = (x, kwargs["cell_size"], kwargs["num_orientations"], code,
-                kwargs["bilinear_orientations"])
-        torch.library.opcheck(torch.ops.pyinvert.hog.default, args)
-        features, hist = torch.ops.pyinvert.hog(*args)
+        params = (kwargs["cell_size"], kwargs["num_orientations"], code,
+                  kwargs["bilinear_orientations"])
+        torch.library.opcheck(torch.ops.pyinvert.hog.default,
+                              (x.detach().requires_grad_(save), *params, save))
+        features, hist, pixels, jacobian = torch.ops.pyinvert.hog(x.detach(), *params, True)
         torch.library.opcheck(torch.ops.pyinvert._hog_backward.default,
-                              (torch.randn_like(features), x.detach(), hist, *args[1:]))
+                              (torch.randn_like(features), x.detach(), hist, pixels, jacobian,
+                               *params))
+
+
+def test_saves_pixels_only_when_needed():
+    x = torch.rand(2, 3, 20, 17)
+    _, _, pixels, jacobian = torch.ops.pyinvert.hog(x, 4, 9, 0, False, False)
+    assert pixels.shape == (0,) and jacobian.shape == (0,)
+    _, _, pixels, jacobian = torch.ops.pyinvert.hog(x, 4, 9, 0, True, True)
+    assert pixels.shape == (2, 3, 18, 15) and pixels.dtype == torch.int32
+    assert jacobian.shape == (2, 4, 18, 15) and jacobian.dtype == x.dtype
+    # No gradient needed (no_grad, or an input that does not require it): nothing saved, and
+    # the features are the same.
+    with torch.no_grad():
+        a = pyinvert.hog(x.requires_grad_())
+    assert torch.equal(a, pyinvert.hog(x.detach()))
 
 
 # ---- errors -----------------------------------------------------------------------------
@@ -358,18 +374,21 @@ def test_op_errors():
     # The C++ checks behind the Python ones (for direct torch.ops callers).
     x = torch.rand(1, 3, 32, 32)
     with pytest.raises(RuntimeError, match=r"hog: expected variant 0 \(uoctti\) or 1 \(dalaltriggs\), got 5"):
-        torch.ops.pyinvert.hog(x, 8, 9, 5, False)
+        torch.ops.pyinvert.hog(x, 8, 9, 5, False, False)
     with pytest.raises(RuntimeError, match=r"hog: expected x of shape \(B, C, H, W\), got \[32, 32\]"):
-        torch.ops.pyinvert.hog(x[0, 0], 8, 9, 0, False)
+        torch.ops.pyinvert.hog(x[0, 0], 8, 9, 0, False, False)
     with pytest.raises(RuntimeError, match="hog: expected H and W >= 4"):
-        torch.ops.pyinvert.hog(x[..., :3], 8, 9, 0, False)
-    features, hist = torch.ops.pyinvert.hog(x, 8, 9, 0, False)
+        torch.ops.pyinvert.hog(x[..., :3], 8, 9, 0, False, False)
+    features, hist, pixels, jac = torch.ops.pyinvert.hog(x, 8, 9, 0, False, True)
     with pytest.raises(RuntimeError, match=r"_hog_backward: expected grad of shape \[1, 31, 4, 4\], got \[1, 30, 4, 4\]"):
-        torch.ops.pyinvert._hog_backward(features[:, 1:], x, hist, 8, 9, 0, False)
+        torch.ops.pyinvert._hog_backward(features[:, 1:], x, hist, pixels, jac, 8, 9, 0, False)
     with pytest.raises(RuntimeError, match=r"_hog_backward: expected hist of shape \[1, 18, 4, 4\]"):
-        torch.ops.pyinvert._hog_backward(features, x, hist[:, 1:], 8, 9, 0, False)
+        torch.ops.pyinvert._hog_backward(features, x, hist[:, 1:], pixels, jac, 8, 9, 0, False)
     with pytest.raises(RuntimeError, match="_hog_backward: expected grad of dtype Float, got Double"):
-        torch.ops.pyinvert._hog_backward(features.double(), x, hist, 8, 9, 0, False)
+        torch.ops.pyinvert._hog_backward(features.double(), x, hist, pixels, jac, 8, 9, 0, False)
+    empty = torch.ops.pyinvert.hog(x, 8, 9, 0, False, False)
+    with pytest.raises(RuntimeError, match=r"_hog_backward: expected pixels of shape \[1, 3, 30, 30\], got \[0\] \(was the forward called with save_for_backward=True\?\)"):
+        torch.ops.pyinvert._hog_backward(features, x, hist, empty[2], empty[3], 8, 9, 0, False)
 
 
 def test_render_errors():
