@@ -248,20 +248,15 @@ struct PixelSave {
 // row `top_row` with weight sy.w1 and `bottom_row` with sy.w2 (nullptr: not this task's row),
 // each pixel's value |g| w_o split over its 2 cell columns, as VLFeat does (((|g| w) wx) wy,
 // in raster order; with hard assignment w = 1 and |g| * 1 is |g|). Saves the pixels' data if
-// `save.info`.
+// `save.info` (channel -1: no gradient).
 template <bool BILINEAR, typename T>
 void accumulate_row(const HogGrid<T>& g, const RowScratch<T>& s, const hog::CellSplit<T>& sy,
                     T* top_row, T* bottom_row, const PixelSave<T>& save) {
   const int64_t n = g.W - 2, last = g.Wc - 1;
   for (int64_t i = 0; i < n; ++i) {
+    // A zero gradient (channel -1) is not skipped: like VLFeat it adds +-0 to bin 0, which
+    // leaves the sums unchanged, and its Jacobian is 0 (no branch on the data here).
     const T mag = s.mag[i];
-    if (s.channel[i] < 0) {  // zero gradient: adds zero
-      if (save.info) {
-        save.info[i] = save.info[save.plane + i] = save.info[2 * save.plane + i] = -1;
-        for (int j = 0; j < 4; ++j) save.jac[j * save.plane + i] = T(0);
-      }
-      continue;
-    }
     const hog::Orientation<T> r =
         hog::orientation_finish(s.w0[i], s.b0[i], s.w1[i], s.b1[i], mag, g.no, BILINEAR);
     if (save.info) {
