@@ -21,10 +21,10 @@ TORCH_LIBRARY(pyinvert, m) {
   // HOG as VLFeat computes it. variant: 0 = UoCTTI, 1 = DalalTriggs.
   m.def(
       "hog(Tensor x, int cell_size, int num_orientations, int variant, "
-      "bool bilinear_orientations) -> (Tensor, Tensor)");
+      "bool bilinear_orientations, bool save_for_backward) -> (Tensor, Tensor, Tensor, Tensor)");
   m.def(
-      "_hog_backward(Tensor grad, Tensor x, Tensor hist, int cell_size, int num_orientations, "
-      "int variant, bool bilinear_orientations) -> Tensor");
+      "_hog_backward(Tensor grad, Tensor x, Tensor hist, Tensor pixels, Tensor jacobian, "
+      "int cell_size, int num_orientations, int variant, bool bilinear_orientations) -> Tensor");
   // Dense SIFT as VLFeat's vl_dsift computes it: descriptors [B, N, 128].
   m.def(
       "dsift(Tensor x, int step, int bin_size, bool flat_window, bool return_histograms) "

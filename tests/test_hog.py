@@ -307,14 +307,30 @@ def test_gradient_matches_finite_differences_on_a_photo():
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_opcheck(device):
-    for x, kwargs in sample_inputs(device):
+    for (x, kwargs), save in zip(sample_inputs(device), itertools.cycle([True, False])):
         code = 0 if kwargs["variant"] == "uoctti" else 1
-        args = (x, kwargs["cell_size"], kwargs["num_orientations"], code,
-                kwargs["bilinear_orientations"])
-        torch.library.opcheck(torch.ops.pyinvert.hog.default, args)
-        features, hist = torch.ops.pyinvert.hog(*args)
+        params = (kwargs["cell_size"], kwargs["num_orientations"], code,
+                  kwargs["bilinear_orientations"])
+        torch.library.opcheck(torch.ops.pyinvert.hog.default,
+                              (x.detach().requires_grad_(save), *params, save))
+        features, hist, pixels, jacobian = torch.ops.pyinvert.hog(x.detach(), *params, True)
         torch.library.opcheck(torch.ops.pyinvert._hog_backward.default,
-                              (torch.randn_like(features), x.detach(), hist, *args[1:]))
+                              (torch.randn_like(features), x.detach(), hist, pixels, jacobian,
+                               *params))
+
+
+def test_saves_pixels_only_when_needed():
+    x = torch.rand(2, 3, 20, 17)
+    _, _, pixels, jacobian = torch.ops.pyinvert.hog(x, 4, 9, 0, False, False)
+    assert pixels.shape == (0,) and jacobian.shape == (0,)
+    _, _, pixels, jacobian = torch.ops.pyinvert.hog(x, 4, 9, 0, True, True)
+    assert pixels.shape == (2, 3, 18, 15) and pixels.dtype == torch.int32
+    assert jacobian.shape == (2, 4, 18, 15) and jacobian.dtype == x.dtype
+    # No gradient needed (no_grad, or an input that does not require it): nothing saved, and
+    # the features are the same.
+    with torch.no_grad():
+        a = pyinvert.hog(x.requires_grad_())
+    assert torch.equal(a, pyinvert.hog(x.detach()))
 
 
 # ---- errors -----------------------------------------------------------------------------
@@ -358,18 +374,21 @@ def test_op_errors():
     # The C++ checks behind the Python ones (for direct torch.ops callers).
     x = torch.rand(1, 3, 32, 32)
     with pytest.raises(RuntimeError, match=r"hog: expected variant 0 \(uoctti\) or 1 \(dalaltriggs\), got 5"):
-        torch.ops.pyinvert.hog(x, 8, 9, 5, False)
+        torch.ops.pyinvert.hog(x, 8, 9, 5, False, False)
     with pytest.raises(RuntimeError, match=r"hog: expected x of shape \(B, C, H, W\), got \[32, 32\]"):
-        torch.ops.pyinvert.hog(x[0, 0], 8, 9, 0, False)
+        torch.ops.pyinvert.hog(x[0, 0], 8, 9, 0, False, False)
     with pytest.raises(RuntimeError, match="hog: expected H and W >= 4"):
-        torch.ops.pyinvert.hog(x[..., :3], 8, 9, 0, False)
-    features, hist = torch.ops.pyinvert.hog(x, 8, 9, 0, False)
+        torch.ops.pyinvert.hog(x[..., :3], 8, 9, 0, False, False)
+    features, hist, pixels, jac = torch.ops.pyinvert.hog(x, 8, 9, 0, False, True)
     with pytest.raises(RuntimeError, match=r"_hog_backward: expected grad of shape \[1, 31, 4, 4\], got \[1, 30, 4, 4\]"):
-        torch.ops.pyinvert._hog_backward(features[:, 1:], x, hist, 8, 9, 0, False)
+        torch.ops.pyinvert._hog_backward(features[:, 1:], x, hist, pixels, jac, 8, 9, 0, False)
     with pytest.raises(RuntimeError, match=r"_hog_backward: expected hist of shape \[1, 18, 4, 4\]"):
-        torch.ops.pyinvert._hog_backward(features, x, hist[:, 1:], 8, 9, 0, False)
+        torch.ops.pyinvert._hog_backward(features, x, hist[:, 1:], pixels, jac, 8, 9, 0, False)
     with pytest.raises(RuntimeError, match="_hog_backward: expected grad of dtype Float, got Double"):
-        torch.ops.pyinvert._hog_backward(features.double(), x, hist, 8, 9, 0, False)
+        torch.ops.pyinvert._hog_backward(features.double(), x, hist, pixels, jac, 8, 9, 0, False)
+    empty = torch.ops.pyinvert.hog(x, 8, 9, 0, False, False)
+    with pytest.raises(RuntimeError, match=r"_hog_backward: expected pixels of shape \[1, 3, 30, 30\], got \[0\] \(was the forward called with save_for_backward=True\?\)"):
+        torch.ops.pyinvert._hog_backward(features, x, hist, empty[2], empty[3], 8, 9, 0, False)
 
 
 def test_render_errors():
@@ -410,6 +429,80 @@ def test_docstring_examples():
 
 
 # ---- CUDA -------------------------------------------------------------------------------
+
+def _cuda_source_as_host_cpp(source):
+    """csrc/cuda/hog_kernel.cu rewritten as host C++: __global__ kernels become plain functions
+    whose grid-stride loops run in one thread (blockIdx 0, blockDim 1, gridDim 1), launches
+    become calls, and the ops register as hog_on_host::* for CPU tensors."""
+    source = re.sub(r"#include <c10/cuda/[^>]+>[^\n]*\n", "", source)
+    source = re.sub(r"<<<.*?>>>", "", source, flags=re.S)
+    source = source.replace("cudaStream_t stream = c10::cuda::getCurrentCUDAStream();", "")
+    source = source.replace("const c10::cuda::CUDAGuard guard(x.device());", "")
+    # The argument checks live in the CPU driver (another library): stand-ins here.
+    source = re.sub(r"void check_hog_args\(.*?\);",
+                    "void check_hog_args(const at::Tensor&, int64_t, int64_t, int64_t) {}",
+                    source, flags=re.S)
+    source = re.sub(r"void check_hog_backward_args\(.*?\);",
+                    "void check_hog_backward_args(const at::Tensor&, const at::Tensor&, "
+                    "const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t, "
+                    "int64_t, int64_t) {}", source, flags=re.S)
+    source = source.replace(
+        "std::vector<int64_t> hog_pixel_shape(const at::Tensor& x, int64_t rows, bool saved);",
+        "std::vector<int64_t> hog_pixel_shape(const at::Tensor& x, int64_t rows, bool saved) {\n"
+        "  if (!saved) return {0};\n"
+        "  return {x.size(0), rows, std::max<int64_t>(x.size(2) - 2, 0),\n"
+        "          std::max<int64_t>(x.size(3) - 2, 0)};\n}")
+    source = source.replace("TORCH_LIBRARY_IMPL(pyinvert, CUDA, m)", """
+TORCH_LIBRARY(hog_on_host, m) {
+  m.def("hog(Tensor x, int cell_size, int num_orientations, int variant, "
+        "bool bilinear_orientations, bool save_for_backward) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def("_hog_backward(Tensor grad, Tensor x, Tensor hist, Tensor pixels, Tensor jacobian, "
+        "int cell_size, int num_orientations, int variant, bool bilinear_orientations) -> Tensor");
+}
+TORCH_LIBRARY_IMPL(hog_on_host, CPU, m)""")
+    prelude = ("#include <algorithm>\n#define __global__\n#define C10_CUDA_KERNEL_LAUNCH_CHECK()\n"
+               "struct HostIndex { unsigned x; };\n"
+               "static const HostIndex blockIdx{0}, threadIdx{0}, blockDim{1}, gridDim{1};\n")
+    return prelude + source
+
+
+@pytest.mark.slow
+def test_cuda_kernels_emulated_on_host(tmp_path):
+    """The CUDA tests below need a GPU; this one compiles csrc/cuda/hog_kernel.cu as host C++
+    (each grid-stride loop in one thread) and checks that it gives the CPU kernel's results:
+    the CUDA drivers' indexing, gathers, buffer layouts and launch sequence are exercised."""
+    from pathlib import Path
+
+    from torch.utils.cpp_extension import load
+    csrc = Path(pyinvert.__file__).resolve().parent.parent / "csrc"
+    if not (csrc / "cuda" / "hog_kernel.cu").exists():
+        pytest.skip("needs a source checkout (csrc/)")
+    host = tmp_path / "hog_cuda_on_host.cpp"
+    host.write_text(_cuda_source_as_host_cpp((csrc / "cuda" / "hog_kernel.cu").read_text()))
+    load(name="hog_cuda_on_host", sources=[str(host)], extra_include_paths=[str(csrc)],
+         extra_cflags=["-O1"], is_python_module=False, build_directory=str(tmp_path))
+    for x, kwargs in sample_inputs(requires_grad=False):
+        for dtype in DTYPES:
+            xd = x.to(dtype)
+            code = 0 if kwargs["variant"] == "uoctti" else 1
+            params = (kwargs["cell_size"], kwargs["num_orientations"], code,
+                      kwargs["bilinear_orientations"])
+            expected = torch.ops.pyinvert.hog(xd, *params, True)
+            got = torch.ops.hog_on_host.hog(xd, *params, True)
+            for e, g in zip(expected, got):
+                assert torch.equal(e, g)
+            grad = torch.randn(expected[0].shape, generator=torch.Generator().manual_seed(2),
+                               dtype=dtype)
+            dx = torch.ops.pyinvert._hog_backward(grad, xd, *expected[1:], *params)
+            dx_host = torch.ops.hog_on_host._hog_backward(grad, xd, *got[1:], *params)
+            torch.testing.assert_close(dx_host, dx, rtol=1e-5 if dtype == torch.float32
+                                       else 1e-12, atol=1e-6 if dtype == torch.float32
+                                       else 1e-14)
+    # And VLFeat's numbers on a photo.
+    image = torch.from_numpy(photo("coffee"))[None]
+    for variant, bilinear in itertools.product((0, 1), (False, True)):
+        assert torch.equal(torch.ops.hog_on_host.hog(image, 8, 9, variant, bilinear, False)[0],
+                           torch.ops.pyinvert.hog(image, 8, 9, variant, bilinear, False)[0])
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", DTYPES)

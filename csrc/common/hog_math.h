@@ -263,6 +263,19 @@ PYI_HOST_DEVICE void orientation_vote(T gx, T gy, T ox_k, T oy_k, int32_t k, int
   b0 = first ? bin : b0;
 }
 
+// The same update restricted to the best bin (enough for hard assignment): bin 0 evolves
+// exactly as in orientation_vote, which only uses w0 and b0 to update them.
+template <typename T>
+PYI_HOST_DEVICE void orientation_vote_best(T gx, T gy, T ox_k, T oy_k, int32_t k, int32_t no,
+                                           T& w0, int32_t& b0) {
+  const T s = rn_add(rn_mul(gx, ox_k), rn_mul(gy, oy_k));
+  const bool negative = s < T(0);
+  const T a = negative ? -s : s;
+  const bool first = a > w0;
+  w0 = first ? a : w0;
+  b0 = first ? (negative ? k + no : k) : b0;
+}
+
 // Orientation assignment of one gradient: up to two directed bins with their weights.
 template <typename T>
 struct Orientation {
@@ -303,7 +316,11 @@ PYI_HOST_DEVICE Orientation<T> orientation_bins(T gx, T gy, T mag, const T* ox, 
   int32_t b0, b1;
   orientation_init(w0, b0, w1, b1);
   for (int32_t k = 0; k < int32_t(no); ++k) {
-    orientation_vote(gx, gy, ox[k], oy[k], k, int32_t(no), w0, b0, w1, b1);
+    if (bilinear) {
+      orientation_vote(gx, gy, ox[k], oy[k], k, int32_t(no), w0, b0, w1, b1);
+    } else {
+      orientation_vote_best(gx, gy, ox[k], oy[k], k, int32_t(no), w0, b0);
+    }
   }
   return orientation_finish(w0, b0, w1, b1, mag, no, bilinear);
 }
@@ -314,37 +331,36 @@ PYI_HOST_DEVICE T pixel_contribution(T mag, T w, T wx, T wy) {
   return rn_mul(rn_mul(rn_mul(mag, w), wx), wy);
 }
 
-// Backward of one pixel: given d(loss)/d(value of bin o) for the (up to) two bins, the
-// gradient with respect to the chosen channel's (gx, gy). The value of bin o is |g| * w_o,
-// with w_1 = phi / (pi/no), w_0 = 1 - w_1 (bilinear) where phi is the angle between g and
-// bin 0's direction (ox_k, oy_k) negated if bin 0 >= no, or w_0 = 1 (hard). With u = g / |g|:
-// d|g|/dg = u and dphi/dg = sigma * (-uy, ux) / |g|, sigma the sign of the cross product of
-// bin 0's direction and u (0 on the bin centre, where phi = |angle difference| has its kink).
-// Zero where g = 0.
+// Derivatives of one pixel's (up to) two bin values with respect to the chosen channel's
+// (gx, gy): jac = {d v0/dgx, d v1/dgx, d v0/dgy, d v1/dgy}, so that the backward pass is
+// dgx = jac[0] d0 + jac[1] d1, dgy = jac[2] d0 + jac[3] d1 with d_o = d(loss)/d(value of bin o).
+// The value of bin o is |g| w_o: w_0 = 1 (hard), or (bilinear) w_1 = phi / (pi/no),
+// w_0 = 1 - w_1 with phi the angle between g and bin 0's direction (ox_k, oy_k), negated if
+// bin 0 >= no. With u = g / |g|: d|g|/dg = u and dphi/dg = sigma (-uy, ux) / |g|, sigma the
+// sign of the cross product of bin 0's direction and u (0 on the bin centre, where phi =
+// |angle difference| has its kink). All zero where g = 0 (VLFeat adds 0 there).
 template <typename T>
-PYI_HOST_DEVICE void pixel_backward(const Orientation<T>& r, T gx, T gy, T mag, const T* ox,
-                                    const T* oy, T d0, T d1, bool bilinear, int64_t no, T* dgx,
-                                    T* dgy) {
-  if (r.bin[0] < 0 || !(mag > T(0))) {
-    *dgx = T(0);
-    *dgy = T(0);
-    return;
-  }
+PYI_HOST_DEVICE void pixel_jacobian(const Orientation<T>& r, T gx, T gy, T mag, const T* ox,
+                                    const T* oy, bool bilinear, int64_t no, T* jac) {
+  jac[0] = jac[1] = jac[2] = jac[3] = T(0);
+  if (r.bin[0] < 0 || !(mag > T(0))) return;
   const T ux = gx / mag, uy = gy / mag;
   if (!bilinear) {
-    *dgx = d0 * ux;
-    *dgy = d0 * uy;
+    jac[0] = ux;
+    jac[2] = uy;
     return;
   }
-  if (r.bin[1] < 0) d1 = T(0);
   const int64_t k0 = r.bin[0] % no;
   const T sign = r.bin[0] >= no ? T(-1) : T(1);
-  const T radial = d0 * r.weight[0] + d1 * r.weight[1];
   const T cross = sign * (ox[k0] * uy - oy[k0] * ux);
   const T sigma = cross > T(0) ? T(1) : (cross < T(0) ? T(-1) : T(0));
-  const T tangential = (d1 - d0) * sigma * T(double(no) / kPi);
-  *dgx = radial * ux - tangential * uy;
-  *dgy = radial * uy + tangential * ux;
+  const T t = sigma * T(double(no) / kPi);  // d w_1 / d(angle of g)
+  jac[0] = r.weight[0] * ux + t * uy;
+  jac[2] = r.weight[0] * uy - t * ux;
+  if (r.bin[1] >= 0) {
+    jac[1] = r.weight[1] * ux - t * uy;
+    jac[3] = r.weight[1] * uy + t * ux;
+  }
 }
 
 // ---- per cell -------------------------------------------------------------------------------
@@ -484,6 +500,14 @@ PYI_HOST_DEVICE void cell_descriptor_backward(const T* h, const double* f, const
   for (int j = 0; j < 4; ++j) db[j] = -0.5 * f[j] * f[j] * f[j] * df[j];
 }
 
+// How many times cell c appears in block j (x part: jx = j % 2, y part: jy = j / 2) of cell
+// c + d, d in {-1, 0, 1}, along one axis of n cells (see block_cells: the pair is (c-1, c) for
+// jx = 0 and (c, c+1) for jx = 1, clamped, so at the border a cell can count twice).
+PYI_HOST_DEVICE int block_count(int d, int jx, int64_t c, int64_t n) {
+  if (d == 0) return 1 + (jx == 0 ? c == 0 : c == n - 1);
+  return (d < 0) == (jx == 1) ? 1 : 0;  // block (c-1, c) of c+1, or (c, c+1) of c-1
+}
+
 // Backward of one cell, second part: the gradient of its norm n is the sum, over the blocks
 // of its (up to 3x3) neighbours that include it (with multiplicity, for clamped blocks), of the
 // block-sum gradients `db` (4 per cell, cell-major). Adds 2 u_k dn to both directed bins.
@@ -492,15 +516,16 @@ PYI_HOST_DEVICE void cell_norm_backward(const T* h, const double* db, int64_t cx
                                         int64_t Wc, int64_t Hc, int64_t plane, int64_t no,
                                         T* dh) {
   double dn = 0;
-  for (int64_t qy = cy - 1; qy <= cy + 1; ++qy) {
+  for (int dy = -1; dy <= 1; ++dy) {
+    const int64_t qy = cy + dy;
     if (qy < 0 || qy >= Hc) continue;
-    for (int64_t qx = cx - 1; qx <= cx + 1; ++qx) {
+    for (int dx = -1; dx <= 1; ++dx) {
+      const int64_t qx = cx + dx;
       if (qx < 0 || qx >= Wc) continue;
+      const double* q = db + (qy * Wc + qx) * 4;
       for (int j = 0; j < 4; ++j) {
-        int64_t xs[2], ys[2];
-        block_cells(j, qx, qy, Wc, Hc, xs, ys);
-        const int count = ((xs[0] == cx) + (xs[1] == cx)) * ((ys[0] == cy) + (ys[1] == cy));
-        if (count) dn += count * db[(qy * Wc + qx) * 4 + j];
+        const int count = block_count(dx, j % 2, cx, Wc) * block_count(dy, j / 2, cy, Hc);
+        dn += count * q[j];
       }
     }
   }
@@ -529,6 +554,21 @@ PYI_HOST_DEVICE T bin_gradient(const T* dh, int64_t o, const CellSplit<T>& sx,
     if (right) acc += sx.w2 * sy.w2 * d[(sy.bin + 1) * Wc + sx.bin + 1];
   }
   return acc;
+}
+
+// The histogram gradient of one directed bin interpolated to a pixel row: out[c + 1] =
+// sum over the row's (up to 2) cell rows of wy * dh[cell row][c], for c = 0..Wc-1, and
+// out[0] = out[Wc + 1] = 0, so that a pixel of the row gets bin_gradient() as
+// sx.w1 * out[sx.bin + 1] + sx.w2 * out[sx.bin + 2] without bound checks.
+template <typename T>
+PYI_HOST_DEVICE void bin_gradient_row(const T* dh_o, const CellSplit<T>& sy, int64_t Wc,
+                                      int64_t Hc, T* out) {
+  const bool top = sy.bin >= 0, bottom = sy.bin < Hc - 1;
+  const T* r1 = dh_o + (top ? sy.bin : 0) * Wc;
+  const T* r2 = dh_o + (bottom ? sy.bin + 1 : 0) * Wc;
+  const T w1 = top ? sy.w1 : T(0), w2 = bottom ? sy.w2 : T(0);
+  out[0] = out[Wc + 1] = T(0);
+  for (int64_t c = 0; c < Wc; ++c) out[c + 1] = w1 * r1[c] + w2 * r2[c];
 }
 
 // Gradient of the image at channel c of a pixel, from the gradients (dgx, dgy) of the central

@@ -7,17 +7,25 @@
 // the number of threads. Pixel rows shared by two tasks are evaluated twice (one cell row of
 // overlap per task). A second pass normalises the cells.
 //
-// Backward: three passes over cells (norms, the direct terms and the block-sum gradients, the
-// norm gradients gathered from the neighbouring blocks), one over pixels (gradient with respect
-// to the chosen channel's central differences) and one gathering those into the image. Each
-// output is written by exactly one task: deterministic, no atomics.
+// With save_for_backward (the input requires grad), the forward pass also stores each
+// interior pixel's channel, bins and the Jacobian of its bin values, so that the backward pass
+// does not redo the orientation binning. Backward: three passes over cells (norms, the direct
+// terms and the block-sum gradients, the norm gradients gathered from the neighbouring blocks),
+// one over pixels (gradient with respect to the chosen channel's central differences) and one
+// gathering those into the image. Each output is written by exactly one task: deterministic,
+// no atomics.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cmath>
 #include <memory>
 #include <vector>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "common/checks.h"
 #include "common/hog_math.h"
@@ -40,21 +48,40 @@ void check_hog_args(const at::Tensor& x, int64_t cell_size, int64_t num_orientat
               " (at least half a cell of cell_size=", cell_size, "), got H=", H, ", W=", W);
 }
 
+// Shape of the saved per-pixel data: [B, rows, H-2, W-2], or [0] when nothing is saved.
+std::vector<int64_t> hog_pixel_shape(const at::Tensor& x, int64_t rows, bool saved) {
+  if (!saved) return {0};
+  return {x.size(0), rows, std::max<int64_t>(x.size(2) - 2, 0),
+          std::max<int64_t>(x.size(3) - 2, 0)};
+}
+
 void check_hog_backward_args(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& hist,
-                             int64_t cell_size, int64_t num_orientations, int64_t variant) {
+                             const at::Tensor& info, const at::Tensor& jac, int64_t cell_size,
+                             int64_t num_orientations, int64_t variant) {
   check_hog_args(x, cell_size, num_orientations, variant);
-  check_same_device_dtype(grad, x, "_hog_backward", "grad");
-  check_same_device_dtype(hist, x, "_hog_backward", "hist");
+  const char* op = "_hog_backward";
+  check_same_device_dtype(grad, x, op, "grad");
+  check_same_device_dtype(hist, x, op, "hist");
+  check_same_device_dtype(jac, x, op, "jacobian");
+  TORCH_CHECK(info.device() == x.device() && info.scalar_type() == at::kInt, op,
+              ": expected pixels of dtype Int on ", x.device(), ", got ", info.scalar_type(),
+              " on ", info.device());
   const int64_t B = x.size(0);
   const int64_t Hc = hog::num_cells(x.size(2), cell_size);
   const int64_t Wc = hog::num_cells(x.size(3), cell_size);
   const int64_t D = hog::descriptor_size(num_orientations, int(variant));
-  TORCH_CHECK(grad.sizes() == at::IntArrayRef({B, D, Hc, Wc}),
-              "_hog_backward: expected grad of shape ", at::IntArrayRef({B, D, Hc, Wc}), ", got ",
-              grad.sizes());
-  TORCH_CHECK(hist.sizes() == at::IntArrayRef({B, 2 * num_orientations, Hc, Wc}),
-              "_hog_backward: expected hist of shape ",
-              at::IntArrayRef({B, 2 * num_orientations, Hc, Wc}), ", got ", hist.sizes());
+  TORCH_CHECK(grad.sizes() == at::IntArrayRef({B, D, Hc, Wc}), op, ": expected grad of shape ",
+              at::IntArrayRef({B, D, Hc, Wc}), ", got ", grad.sizes());
+  TORCH_CHECK(hist.sizes() == at::IntArrayRef({B, 2 * num_orientations, Hc, Wc}), op,
+              ": expected hist of shape ", at::IntArrayRef({B, 2 * num_orientations, Hc, Wc}),
+              ", got ", hist.sizes());
+  const std::vector<int64_t> info_shape = hog_pixel_shape(x, 3, true);
+  const std::vector<int64_t> jac_shape = hog_pixel_shape(x, 4, true);
+  TORCH_CHECK(info.sizes() == at::IntArrayRef(info_shape), op,
+              ": expected pixels of shape ", at::IntArrayRef(info_shape), ", got ", info.sizes(),
+              " (was the forward called with save_for_backward=True?)");
+  TORCH_CHECK(jac.sizes() == at::IntArrayRef(jac_shape), op, ": expected jacobian of shape ",
+              at::IntArrayRef(jac_shape), ", got ", jac.sizes());
 }
 
 namespace {
@@ -70,6 +97,15 @@ void for_each_row_run(int64_t begin, int64_t end, int64_t rows, const F& f) {
     t += r1 - r0;
   }
 }
+
+// The row loops below are vectorized by the compiler for SSE2 (the x86-64 baseline); on x86-64
+// GCC/Clang also emit an AVX2 clone chosen at run time when the CPU has AVX2 (no -march flag:
+// the library still runs on any x86-64). AVX2 without FMA: the same roundings as SSE2.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__INTEL_COMPILER)
+#define PYI_ROW_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define PYI_ROW_CLONES
+#endif
 
 // Grain of a parallel loop whose items touch about `work` pixel-channels (or cell-dims) each:
 // tasks of at least kTaskWork of them. A parallel region costs a barrier, and on a busy
@@ -114,11 +150,30 @@ struct RowScratch {
       : gx(W), gy(W), mag(W), w0(W), w1(W), channel(W), b0(W), b1(W) {}
 };
 
+// In-place square roots of a row (correctly rounded, as sqrtf). std::sqrt does not vectorize
+// (it may set errno); SSE2's sqrtps/sqrtpd round the same way.
+inline void sqrt_row(float* v, int64_t n) {
+  int64_t i = 0;
+#if defined(__SSE2__)
+  for (; i + 4 <= n; i += 4) _mm_storeu_ps(v + i, _mm_sqrt_ps(_mm_loadu_ps(v + i)));
+#endif
+  for (; i < n; ++i) v[i] = std::sqrt(v[i]);
+}
+
+inline void sqrt_row(double* v, int64_t n) {
+  int64_t i = 0;
+#if defined(__SSE2__)
+  for (; i + 2 <= n; i += 2) _mm_storeu_pd(v + i, _mm_sqrt_pd(_mm_loadu_pd(v + i)));
+#endif
+  for (; i < n; ++i) v[i] = std::sqrt(v[i]);
+}
+
 // Gradients (channel of largest gradient) and orientation votes of the interior pixels of row
 // y (1 <= y <= H-2): entry i is pixel x = i + 1. Each step runs over the whole row so that the
 // compiler vectorizes it; the per-pixel operations are those of hog_math.h, in the same order.
 template <typename T>
-void row_orientations(const HogGrid<T>& g, const T* xb, int64_t y, RowScratch<T>& r) {
+PYI_ROW_CLONES void row_orientations(const HogGrid<T>& g, const T* xb, int64_t y,
+                                    RowScratch<T>& r) {
   const int64_t n = g.W - 2;
   T* gx = r.gx.data();
   T* gy = r.gy.data();
@@ -145,8 +200,8 @@ void row_orientations(const HogGrid<T>& g, const T* xb, int64_t y, RowScratch<T>
       ch[i] = chi;
     }
   }
+  sqrt_row(best, n);  // best -> |g|
   T* mag = best;
-  for (int64_t i = 0; i < n; ++i) mag[i] = hog::rn_sqrt(best[i]);
   T* w0 = r.w0.data();
   T* w1 = r.w1.data();
   int32_t* b0 = r.b0.data();
@@ -155,56 +210,111 @@ void row_orientations(const HogGrid<T>& g, const T* xb, int64_t y, RowScratch<T>
   const int32_t no = int32_t(g.no);
   for (int32_t k = 0; k < no; ++k) {
     const T ox = g.ox[k], oy = g.oy[k];
+    if (g.bilinear) {
 #pragma omp simd
-    for (int64_t i = 0; i < n; ++i) {
-      T w0i = w0[i], w1i = w1[i];
-      int32_t b0i = b0[i], b1i = b1[i];
-      hog::orientation_vote(gx[i], gy[i], ox, oy, k, no, w0i, b0i, w1i, b1i);
-      w0[i] = w0i;
-      w1[i] = w1i;
-      b0[i] = b0i;
-      b1[i] = b1i;
+      for (int64_t i = 0; i < n; ++i) {
+        T w0i = w0[i], w1i = w1[i];
+        int32_t b0i = b0[i], b1i = b1[i];
+        hog::orientation_vote(gx[i], gy[i], ox, oy, k, no, w0i, b0i, w1i, b1i);
+        w0[i] = w0i;
+        w1[i] = w1i;
+        b0[i] = b0i;
+        b1[i] = b1i;
+      }
+    } else {  // hard assignment: only the best bin is used
+#pragma omp simd
+      for (int64_t i = 0; i < n; ++i) {
+        T w0i = w0[i];
+        int32_t b0i = b0[i];
+        hog::orientation_vote_best(gx[i], gy[i], ox, oy, k, no, w0i, b0i);
+        w0[i] = w0i;
+        b0[i] = b0i;
+      }
     }
   }
 }
 
-// Directed histograms of cell rows [r0, r1) of image `xb` into `hb` (2 no x Hc x Wc).
+// What the backward pass needs of each interior pixel (entry (y-1, x-1) of (H-2) x (W-2)
+// planes), saved by the forward pass when a gradient will be asked for: the chosen channel and
+// the two bins (int32, -1 if none), and the Jacobian of the bins' values (hog::pixel_jacobian).
+template <typename T>
+struct PixelSave {
+  int32_t* info;  // [3][H-2][W-2]: channel, bin 0, bin 1; nullptr: do not save
+  T* jac;         // [4][H-2][W-2]
+  int64_t plane;  // (H-2) * (W-2)
+};
+
+// Adds the interior pixels of one pixel row (orientations in `s`) to the histograms: to cell
+// row `top_row` with weight sy.w1 and `bottom_row` with sy.w2 (nullptr: not this task's row),
+// each pixel's value |g| w_o split over its 2 cell columns, as VLFeat does (((|g| w) wx) wy,
+// in raster order; with hard assignment w = 1 and |g| * 1 is |g|). Saves the pixels' data if
+// `save.info` (channel -1: no gradient).
+template <bool BILINEAR, typename T>
+void accumulate_row(const HogGrid<T>& g, const RowScratch<T>& s, const hog::CellSplit<T>& sy,
+                    T* top_row, T* bottom_row, const PixelSave<T>& save) {
+  const int64_t n = g.W - 2, last = g.Wc - 1;
+  for (int64_t i = 0; i < n; ++i) {
+    // A zero gradient (channel -1) is not skipped: like VLFeat it adds +-0 to bin 0, which
+    // leaves the sums unchanged, and its Jacobian is 0 (no branch on the data here).
+    const T mag = s.mag[i];
+    const hog::Orientation<T> r =
+        hog::orientation_finish(s.w0[i], s.b0[i], s.w1[i], s.b1[i], mag, g.no, BILINEAR);
+    if (save.info) {
+      T J[4];
+      hog::pixel_jacobian(r, s.gx[i], s.gy[i], mag, g.ox.data(), g.oy.data(), BILINEAR, g.no,
+                          J);
+      save.info[i] = s.channel[i];
+      save.info[save.plane + i] = r.bin[0];
+      save.info[2 * save.plane + i] = r.bin[1];
+      for (int j = 0; j < 4; ++j) save.jac[j * save.plane + i] = J[j];
+    }
+    const hog::CellSplit<T>& sx = g.sx[i + 1];
+    const bool left = sx.bin >= 0, right = sx.bin < last;
+    for (int j = 0; j < (BILINEAR ? 2 : 1); ++j) {
+      if (r.bin[j] < 0) continue;
+      const T v = BILINEAR ? hog::rn_mul(mag, r.weight[j]) : mag;
+      const int64_t offset = r.bin[j] * g.plane + sx.bin;
+      if (top_row) {
+        T* c = top_row + offset;
+        if (left) c[0] += hog::rn_mul(hog::rn_mul(v, sx.w1), sy.w1);
+        if (right) c[1] += hog::rn_mul(hog::rn_mul(v, sx.w2), sy.w1);
+      }
+      if (bottom_row) {
+        T* c = bottom_row + offset;
+        if (left) c[0] += hog::rn_mul(hog::rn_mul(v, sx.w1), sy.w2);
+        if (right) c[1] += hog::rn_mul(hog::rn_mul(v, sx.w2), sy.w2);
+      }
+    }
+  }
+}
+
+// Directed histograms of cell rows [r0, r1) of image `xb` into `hb` (2 no x Hc x Wc), and the
+// saved pixel data of the pixel rows this task owns (each row is owned by exactly one task: the
+// one of cell row max(sy.bin, 0), which the row always feeds).
 template <typename T>
 void histogram_rows(const HogGrid<T>& g, const T* xb, int64_t r0, int64_t r1, T* hb,
-                    RowScratch<T>& scratch) {
+                    RowScratch<T>& scratch, const PixelSave<T>& save) {
   for (int64_t o = 0; o < 2 * g.no; ++o) {
     std::fill(hb + o * g.plane + r0 * g.Wc, hb + o * g.plane + r1 * g.Wc, T(0));
   }
+  const int64_t n = g.W - 2;
   for (int64_t y = 1; y < g.H - 1; ++y) {
     const hog::CellSplit<T>& sy = g.sy[y];
     // Cell rows this pixel row feeds: sy.bin (weight w1) and sy.bin + 1 (weight w2).
     const bool top = sy.bin >= 0 && sy.bin >= r0 && sy.bin < r1;
     const bool bottom = sy.bin < g.Hc - 1 && sy.bin + 1 >= r0 && sy.bin + 1 < r1;
     if (!top && !bottom) continue;
+    const int64_t owner = std::max<int64_t>(sy.bin, 0);
+    const bool saving = save.info != nullptr && owner >= r0 && owner < r1;
     row_orientations(g, xb, y, scratch);
-    for (int64_t x = 1; x < g.W - 1; ++x) {
-      const int64_t i = x - 1;
-      const T mag = scratch.mag[i];
-      if (scratch.channel[i] < 0) continue;  // zero gradient: adds zero
-      const hog::Orientation<T> r =
-          hog::orientation_finish(scratch.w0[i], scratch.b0[i], scratch.w1[i], scratch.b1[i],
-                                  mag, g.no, g.bilinear);
-      const hog::CellSplit<T>& sx = g.sx[x];
-      const bool left = sx.bin >= 0, right = sx.bin < g.Wc - 1;
-      for (int j = 0; j < 2; ++j) {
-        if (r.bin[j] < 0) continue;
-        T* h = hb + r.bin[j] * g.plane;
-        if (top) {
-          T* c = h + sy.bin * g.Wc + sx.bin;
-          if (left) c[0] += hog::pixel_contribution(mag, r.weight[j], sx.w1, sy.w1);
-          if (right) c[1] += hog::pixel_contribution(mag, r.weight[j], sx.w2, sy.w1);
-        }
-        if (bottom) {
-          T* c = h + (sy.bin + 1) * g.Wc + sx.bin;
-          if (left) c[0] += hog::pixel_contribution(mag, r.weight[j], sx.w1, sy.w2);
-          if (right) c[1] += hog::pixel_contribution(mag, r.weight[j], sx.w2, sy.w2);
-        }
-      }
+    T* top_row = top ? hb + sy.bin * g.Wc : nullptr;
+    T* bottom_row = bottom ? hb + (sy.bin + 1) * g.Wc : nullptr;
+    PixelSave<T> row_save{nullptr, nullptr, save.plane};
+    if (saving) row_save = {save.info + (y - 1) * n, save.jac + (y - 1) * n, save.plane};
+    if (g.bilinear) {
+      accumulate_row<true>(g, scratch, sy, top_row, bottom_row, row_save);
+    } else {
+      accumulate_row<false>(g, scratch, sy, top_row, bottom_row, row_save);
     }
   }
 }
@@ -214,15 +324,20 @@ void cell_norm_rows(const HogGrid<T>& g, const T* hb, int64_t r0, int64_t r1, T*
   for (int64_t i = r0 * g.Wc; i < r1 * g.Wc; ++i) nb[i] = hog::cell_norm(hb + i, g.plane, g.no);
 }
 
+// `info` / `jac`: where to save the per-pixel data for the backward pass ([B][3 or 4][H-2][W-2]),
+// or nullptr.
 template <typename T>
-void hog_forward_impl(const HogGrid<T>& g, const T* x, T* hist, T* out) {
+void hog_forward_impl(const HogGrid<T>& g, const T* x, T* hist, T* out, int32_t* info, T* jac) {
   std::vector<T> norms(g.B * g.plane);
   const int64_t image = g.C * g.H * g.W;
+  const int64_t interior = std::max<int64_t>(g.H - 2, 0) * std::max<int64_t>(g.W - 2, 0);
   at::parallel_for(0, g.B * g.Hc, grain_for(g.cs * g.W * g.C), [&](int64_t begin, int64_t end) {
     RowScratch<T> scratch(g.W);
     for_each_row_run(begin, end, g.Hc, [&](int64_t b, int64_t r0, int64_t r1) {
       T* hb = hist + b * 2 * g.no * g.plane;
-      histogram_rows(g, x + b * image, r0, r1, hb, scratch);
+      const PixelSave<T> save{info ? info + b * 3 * interior : nullptr,
+                              jac ? jac + b * 4 * interior : nullptr, interior};
+      histogram_rows(g, x + b * image, r0, r1, hb, scratch, save);
       cell_norm_rows(g, hb, r0, r1, norms.data() + b * g.plane);
     });
   });
@@ -243,17 +358,109 @@ void hog_forward_impl(const HogGrid<T>& g, const T* x, T* hist, T* out) {
   });
 }
 
+// Three consecutive pixel rows of the backward pass (y-1, y, y+1) for one image: per pixel the
+// gradient with respect to the chosen channel's central differences and that channel (-1 on
+// the border, outside the image and where the gradient is zero).
 template <typename T>
-void hog_backward_impl(const HogGrid<T>& g, const T* grad, const T* x, const T* hist, T* dx) {
+struct BackwardRows {
+  const HogGrid<T>& g;
+  int64_t interior;
+  std::vector<T> gx, gy, interp;  // gx, gy: 3 rows of W; interp: 2 no rows of Wc + 2
+  std::vector<int32_t> ch;        // 3 rows of W
+  const T* dh = nullptr;
+  const int32_t* info = nullptr;
+  const T* jac = nullptr;
+  int64_t next = 0;               // next pixel row to compute
+
+  explicit BackwardRows(const HogGrid<T>& grid)
+      : g(grid),
+        interior(std::max<int64_t>(grid.H - 2, 0) * std::max<int64_t>(grid.W - 2, 0)),
+        gx(3 * grid.W), gy(3 * grid.W), interp(2 * grid.no * (grid.Wc + 2)), ch(3 * grid.W) {}
+
+  int64_t slot(int64_t y) const { return ((y % 3) + 3) % 3 * g.W; }
+
+  void start(const T* dh_, const int32_t* info_, const T* jac_, int64_t y0) {
+    dh = dh_;
+    info = info_;
+    jac = jac_;
+    next = y0 - 1;
+  }
+
+  void advance(int64_t y) {
+    while (next <= y + 1) compute(next++);
+  }
+
+  void compute(int64_t y) {
+    T* rx = gx.data() + slot(y);
+    T* ry = gy.data() + slot(y);
+    int32_t* rc = ch.data() + slot(y);
+    std::fill(rx, rx + g.W, T(0));
+    std::fill(ry, ry + g.W, T(0));
+    std::fill(rc, rc + g.W, -1);
+    if (y < 1 || y > g.H - 2) return;
+    const int64_t n = g.W - 2, stride = g.Wc + 2;
+    for (int64_t o = 0; o < 2 * g.no; ++o) {
+      hog::bin_gradient_row(dh + o * g.plane, g.sy[y], g.Wc, g.Hc, interp.data() + o * stride);
+    }
+    const int32_t* in = info + (y - 1) * n;
+    const T* J = jac + (y - 1) * n;
+    for (int64_t i = 0; i < n; ++i) {
+      if (in[i] < 0) continue;
+      const hog::CellSplit<T>& sx = g.sx[i + 1];
+      const T* d0r = interp.data() + in[interior + i] * stride + (sx.bin + 1);
+      const T d0 = sx.w1 * d0r[0] + sx.w2 * d0r[1];
+      T d1 = T(0);
+      if (in[2 * interior + i] >= 0) {
+        const T* d1r = interp.data() + in[2 * interior + i] * stride + (sx.bin + 1);
+        d1 = sx.w1 * d1r[0] + sx.w2 * d1r[1];
+      }
+      rx[i + 1] = J[i] * d0 + J[interior + i] * d1;
+      ry[i + 1] = J[2 * interior + i] * d0 + J[3 * interior + i] * d1;
+      rc[i + 1] = in[i];
+    }
+  }
+};
+
+// Row y of the image gradient, every channel (`out` points at channel 0 of the row): each pixel
+// gathers from its 4 neighbours' central differences (rows y-1, y, y+1 of `rows`).
+template <typename T>
+PYI_ROW_CLONES void image_gradient_row(const HogGrid<T>& g, const BackwardRows<T>& rows, T* out,
+                                      int64_t y) {
+  const T* gx = rows.gx.data() + rows.slot(y);
+  const int32_t* ch = rows.ch.data() + rows.slot(y);
+  const T* gy_up = rows.gy.data() + rows.slot(y - 1);
+  const int32_t* ch_up = rows.ch.data() + rows.slot(y - 1);
+  const T* gy_down = rows.gy.data() + rows.slot(y + 1);
+  const int32_t* ch_down = rows.ch.data() + rows.slot(y + 1);
+  const int64_t e = g.W - 1;
+  for (int64_t c = 0; c < g.C; ++c) {
+    T* o = out + c * g.H * g.W;
+    const int32_t c32 = int32_t(c);
+    if (g.W == 1) {
+      o[0] = hog::image_gradient(T(0), -1, T(0), -1, gy_up[0], ch_up[0], gy_down[0],
+                                 ch_down[0], c32);
+      continue;
+    }
+    o[0] = hog::image_gradient(T(0), -1, gx[1], ch[1], gy_up[0], ch_up[0], gy_down[0],
+                               ch_down[0], c32);
+#pragma omp simd
+    for (int64_t x_ = 1; x_ < e; ++x_) {
+      o[x_] = hog::image_gradient(gx[x_ - 1], ch[x_ - 1], gx[x_ + 1], ch[x_ + 1], gy_up[x_],
+                                  ch_up[x_], gy_down[x_], ch_down[x_], c32);
+    }
+    o[e] = hog::image_gradient(gx[e - 1], ch[e - 1], T(0), -1, gy_up[e], ch_up[e], gy_down[e],
+                               ch_down[e], c32);
+  }
+}
+
+template <typename T>
+void hog_backward_impl(const HogGrid<T>& g, const T* grad, const T* hist, const int32_t* info,
+                       const T* jac, T* dx) {
   const int64_t hist_size = 2 * g.no * g.plane;
-  const int64_t pixels = g.H * g.W, image = g.C * pixels;
+  const int64_t image = g.C * g.H * g.W;
   std::vector<T> norms(g.B * g.plane);
   std::vector<T> dhist(g.B * hist_size);
   std::vector<double> dblock(g.B * g.plane * 4);
-  // Per pixel: gradient of the chosen channel's central differences, and that channel (-1:
-  // none). Every entry is written by the pixel pass.
-  std::unique_ptr<T[]> dgx(new T[g.B * pixels]), dgy(new T[g.B * pixels]);
-  std::unique_ptr<int32_t[]> channel(new int32_t[g.B * pixels]);
 
   // Cells: norms, then direct terms and block-sum gradients, then norm gradients.
   at::parallel_for(0, g.B * g.Hc, grain_for(g.Wc * g.no), [&](int64_t begin, int64_t end) {
@@ -288,80 +495,26 @@ void hog_backward_impl(const HogGrid<T>& g, const T* grad, const T* x, const T* 
     });
   });
 
-  // Pixels: gradient with respect to (gx, gy) of the chosen channel.
+  // Pixels and image, fused per task of (image, run of rows): a pixel row's gradients with
+  // respect to the chosen channel's central differences (dgx = J0 d0 + J1 d1, dgy = J2 d0 +
+  // J3 d1 from the saved Jacobians, d_o interpolated from the cells) are kept for 3 rows, and
+  // each image row gathers from the rows above and below it.
   at::parallel_for(0, g.B * g.H, grain_for(g.W * g.C), [&](int64_t begin, int64_t end) {
-    RowScratch<T> scratch(g.W);
+    BackwardRows<T> rows(g);
     for_each_row_run(begin, end, g.H, [&](int64_t b, int64_t y0, int64_t y1) {
-      const T* xb = x + b * image;
-      const T* dh = dhist.data() + b * hist_size;
+      rows.start(dhist.data() + b * hist_size, info + b * 3 * rows.interior,
+                 jac + b * 4 * rows.interior, y0);
       for (int64_t y = y0; y < y1; ++y) {
-        const int64_t row = b * pixels + y * g.W;
-        T* gx_row = dgx.get() + row;
-        T* gy_row = dgy.get() + row;
-        int32_t* ch_row = channel.get() + row;
-        std::fill(gx_row, gx_row + g.W, T(0));
-        std::fill(gy_row, gy_row + g.W, T(0));
-        std::fill(ch_row, ch_row + g.W, -1);
-        if (y < 1 || y > g.H - 2) continue;
-        row_orientations(g, xb, y, scratch);
-        const hog::CellSplit<T>& sy = g.sy[y];
-        for (int64_t x_ = 1; x_ < g.W - 1; ++x_) {
-          const int64_t i = x_ - 1;
-          if (scratch.channel[i] < 0) continue;
-          const hog::Orientation<T> r =
-              hog::orientation_finish(scratch.w0[i], scratch.b0[i], scratch.w1[i],
-                                      scratch.b1[i], scratch.mag[i], g.no, g.bilinear);
-          const hog::CellSplit<T>& sx = g.sx[x_];
-          const T d0 = hog::bin_gradient(dh, r.bin[0], sx, sy, g.Wc, g.Hc, g.plane);
-          const T d1 = r.bin[1] >= 0
-                           ? hog::bin_gradient(dh, r.bin[1], sx, sy, g.Wc, g.Hc, g.plane)
-                           : T(0);
-          hog::pixel_backward(r, scratch.gx[i], scratch.gy[i], scratch.mag[i], g.ox.data(),
-                              g.oy.data(), d0, d1, g.bilinear, g.no, &gx_row[x_], &gy_row[x_]);
-          ch_row[x_] = scratch.channel[i];
-        }
+        rows.advance(y);  // rows y-1, y, y+1 are ready
+        image_gradient_row(g, rows, dx + b * image + y * g.W, y);
       }
     });
   });
-
-  // Image: each pixel gathers from its 4 neighbours' central differences. Rows y-1 and y+1
-  // outside the image are replaced by a row of "no channel".
-  at::parallel_for(0, g.B * g.C * g.H, grain_for(g.W), [&](int64_t begin, int64_t end) {
-    std::vector<T> zeros(g.W, T(0));
-    std::vector<int32_t> none(g.W, -1);
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t y = t % g.H, c = (t / g.H) % g.C, b = t / (g.H * g.C);
-      const int64_t o = b * pixels + y * g.W;
-      const T* gx = dgx.get() + o;
-      const int32_t* ch = channel.get() + o;
-      const T* gy_up = y >= 1 ? dgy.get() + o - g.W : zeros.data();
-      const int32_t* ch_up = y >= 1 ? ch - g.W : none.data();
-      const T* gy_down = y + 1 < g.H ? dgy.get() + o + g.W : zeros.data();
-      const int32_t* ch_down = y + 1 < g.H ? ch + g.W : none.data();
-      T* out = dx + b * image + c * pixels + y * g.W;
-      const int32_t c32 = int32_t(c);
-      if (g.W == 1) {
-        out[0] = hog::image_gradient(T(0), -1, T(0), -1, gy_up[0], ch_up[0], gy_down[0],
-                                     ch_down[0], c32);
-        continue;
-      }
-      out[0] = hog::image_gradient(T(0), -1, gx[1], ch[1], gy_up[0], ch_up[0], gy_down[0],
-                                   ch_down[0], c32);
-#pragma omp simd
-      for (int64_t x_ = 1; x_ < g.W - 1; ++x_) {
-        out[x_] = hog::image_gradient(gx[x_ - 1], ch[x_ - 1], gx[x_ + 1], ch[x_ + 1], gy_up[x_],
-                                      ch_up[x_], gy_down[x_], ch_down[x_], c32);
-      }
-      const int64_t e = g.W - 1;
-      out[e] = hog::image_gradient(gx[e - 1], ch[e - 1], T(0), -1, gy_up[e], ch_up[e],
-                                   gy_down[e], ch_down[e], c32);
-    }
-  });
 }
 
-std::tuple<at::Tensor, at::Tensor> hog_forward_kernel(const at::Tensor& x, int64_t cell_size,
-                                                      int64_t num_orientations, int64_t variant,
-                                                      bool bilinear_orientations) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> hog_forward_kernel(
+    const at::Tensor& x, int64_t cell_size, int64_t num_orientations, int64_t variant,
+    bool bilinear_orientations, bool save_for_backward) {
   check_hog_args(x, cell_size, num_orientations, variant);
   const at::Tensor xc = x.contiguous();
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
@@ -369,29 +522,37 @@ std::tuple<at::Tensor, at::Tensor> hog_forward_kernel(const at::Tensor& x, int64
   const int64_t D = hog::descriptor_size(num_orientations, int(variant));
   at::Tensor out = at::empty({B, D, Hc, Wc}, x.options());
   at::Tensor hist = at::empty({B, 2 * num_orientations, Hc, Wc}, x.options());
-  if (B == 0) return {out, hist};
+  const std::vector<int64_t> info_shape = hog_pixel_shape(x, 3, save_for_backward);
+  at::Tensor info = at::empty(info_shape, x.options().dtype(at::kInt));
+  at::Tensor jac = at::empty(hog_pixel_shape(x, 4, save_for_backward), x.options());
+  if (B == 0) return {out, hist, info, jac};
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "hog", [&] {
     const HogGrid<scalar_t> grid(B, C, H, W, cell_size, num_orientations, int(variant),
                                  bilinear_orientations);
     hog_forward_impl<scalar_t>(grid, xc.data_ptr<scalar_t>(), hist.data_ptr<scalar_t>(),
-                               out.data_ptr<scalar_t>());
+                               out.data_ptr<scalar_t>(),
+                               save_for_backward ? info.data_ptr<int32_t>() : nullptr,
+                               save_for_backward ? jac.data_ptr<scalar_t>() : nullptr);
   });
-  return {out, hist};
+  return {out, hist, info, jac};
 }
 
 at::Tensor hog_backward_kernel(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& hist,
-                               int64_t cell_size, int64_t num_orientations, int64_t variant,
+                               const at::Tensor& info, const at::Tensor& jac, int64_t cell_size,
+                               int64_t num_orientations, int64_t variant,
                                bool bilinear_orientations) {
-  check_hog_backward_args(grad, x, hist, cell_size, num_orientations, variant);
-  const at::Tensor xc = x.contiguous(), gc = grad.contiguous(), hc = hist.contiguous();
+  check_hog_backward_args(grad, x, hist, info, jac, cell_size, num_orientations, variant);
+  const at::Tensor gc = grad.contiguous(), hc = hist.contiguous();
+  const at::Tensor ic = info.contiguous(), jc = jac.contiguous();
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   at::Tensor dx = at::empty({B, C, H, W}, x.options());
   if (B == 0) return dx;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "_hog_backward", [&] {
     const HogGrid<scalar_t> grid(B, C, H, W, cell_size, num_orientations, int(variant),
                                  bilinear_orientations);
-    hog_backward_impl<scalar_t>(grid, gc.data_ptr<scalar_t>(), xc.data_ptr<scalar_t>(),
-                                hc.data_ptr<scalar_t>(), dx.data_ptr<scalar_t>());
+    hog_backward_impl<scalar_t>(grid, gc.data_ptr<scalar_t>(), hc.data_ptr<scalar_t>(),
+                                ic.data_ptr<int32_t>(), jc.data_ptr<scalar_t>(),
+                                dx.data_ptr<scalar_t>());
   });
   return dx;
 }

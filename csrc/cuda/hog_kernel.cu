@@ -4,15 +4,18 @@
 // whose bilinear window reaches the cell) in raster order, which is the order in which VLFeat
 // adds them, so the histograms are deterministic and round like VLFeat's. A pixel is evaluated
 // by each of the (up to 4) cells it feeds. A second kernel normalises the cells.
+// With save_for_backward, a pixel kernel stores each pixel's channel, bins and Jacobian.
 // Backward: cell kernels (norms; direct terms and block-sum gradients; norm gradients gathered
 // from neighbouring blocks), a pixel kernel (gradient of the chosen channel's central
-// differences) and an image kernel gathering those. Every output element is written by one
+// differences, from the saved Jacobians) and an image kernel gathering those. Every output element is written by one
 // thread: no atomics, deterministic. Kernels run on the current stream of x's device.
 #include <ATen/Dispatch.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>  // (not ATen/cuda/CUDAContext.h: that one needs cuSPARSE headers)
 #include <torch/library.h>
+
+#include <vector>
 
 #include "common/checks.h"
 #include "common/hog_math.h"
@@ -23,7 +26,9 @@ namespace pyinvert {
 void check_hog_args(const at::Tensor& x, int64_t cell_size, int64_t num_orientations,
                     int64_t variant);
 void check_hog_backward_args(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& hist,
-                             int64_t cell_size, int64_t num_orientations, int64_t variant);
+                             const at::Tensor& info, const at::Tensor& jac, int64_t cell_size,
+                             int64_t num_orientations, int64_t variant);
+std::vector<int64_t> hog_pixel_shape(const at::Tensor& x, int64_t rows, bool saved);
 
 namespace {
 
@@ -178,12 +183,45 @@ __global__ void hog_norm_backward_kernel(const T* __restrict__ hist,
   }
 }
 
+// Per interior pixel (entry (y-1, x-1) of the (H-2) x (W-2) planes): the chosen channel and
+// bins (-1 if none) and the Jacobian of the bin values, for the backward pass.
 template <typename T>
-__global__ void hog_pixel_backward_kernel(const T* __restrict__ x, const T* __restrict__ ox,
-                                          const T* __restrict__ oy, const T* __restrict__ dhist,
-                                          Geometry g, T* __restrict__ dgx, T* __restrict__ dgy,
+__global__ void hog_pixel_save_kernel(const T* __restrict__ x, const T* __restrict__ ox,
+                                      const T* __restrict__ oy, Geometry g,
+                                      int32_t* __restrict__ info, T* __restrict__ jac) {
+  const int64_t Hi = g.H - 2, Wi = g.W - 2, interior = Hi * Wi;
+  const int64_t n = g.B * interior;
+  for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < n;
+       t += int64_t(blockDim.x) * gridDim.x) {
+    const int64_t b = t / interior, i = t % interior;
+    const int64_t y = i / Wi + 1, xx = i % Wi + 1;
+    int32_t* in = info + b * 3 * interior + i;
+    T* J = jac + b * 4 * interior + i;
+    const hog::PixelGradient<T> pg =
+        hog::pixel_gradient(x + b * g.C * g.H * g.W + y * g.W + xx, g.C, g.H * g.W, g.W);
+    if (pg.channel < 0) {
+      in[0] = in[interior] = in[2 * interior] = -1;
+      for (int j = 0; j < 4; ++j) J[j * interior] = T(0);
+      continue;
+    }
+    const hog::Orientation<T> r =
+        hog::orientation_bins(pg.gx, pg.gy, pg.mag, ox, oy, g.no, g.bilinear);
+    T jv[4];
+    hog::pixel_jacobian(r, pg.gx, pg.gy, pg.mag, ox, oy, g.bilinear, g.no, jv);
+    in[0] = pg.channel;
+    in[interior] = r.bin[0];
+    in[2 * interior] = r.bin[1];
+    for (int j = 0; j < 4; ++j) J[j * interior] = jv[j];
+  }
+}
+
+template <typename T>
+__global__ void hog_pixel_backward_kernel(const int32_t* __restrict__ info,
+                                          const T* __restrict__ jac,
+                                          const T* __restrict__ dhist, Geometry g,
+                                          T* __restrict__ dgx, T* __restrict__ dgy,
                                           int32_t* __restrict__ channel) {
-  const int64_t pixels = g.H * g.W;
+  const int64_t pixels = g.H * g.W, interior = (g.H - 2) * (g.W - 2);
   const int64_t n = g.B * pixels;
   for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < n;
        t += int64_t(blockDim.x) * gridDim.x) {
@@ -193,20 +231,20 @@ __global__ void hog_pixel_backward_kernel(const T* __restrict__ x, const T* __re
     dgy[t] = T(0);
     channel[t] = -1;
     if (y < 1 || y > g.H - 2 || xx < 1 || xx > g.W - 2) continue;
-    const hog::PixelGradient<T> pg =
-        hog::pixel_gradient(x + b * g.C * pixels + p, g.C, pixels, g.W);
-    if (pg.channel < 0) continue;
-    const hog::Orientation<T> r =
-        hog::orientation_bins(pg.gx, pg.gy, pg.mag, ox, oy, g.no, g.bilinear);
+    const int64_t i = (y - 1) * (g.W - 2) + (xx - 1);
+    const int32_t* in = info + b * 3 * interior + i;
+    if (in[0] < 0) continue;
+    const T* J = jac + b * 4 * interior + i;
     const hog::CellSplit<T> sx = hog::cell_split<T>(xx, g.cs);
     const hog::CellSplit<T> sy = hog::cell_split<T>(y, g.cs);
     const T* dh = dhist + b * 2 * g.no * g.plane;
-    const T d0 = hog::bin_gradient(dh, r.bin[0], sx, sy, g.Wc, g.Hc, g.plane);
-    const T d1 =
-        r.bin[1] >= 0 ? hog::bin_gradient(dh, r.bin[1], sx, sy, g.Wc, g.Hc, g.plane) : T(0);
-    hog::pixel_backward(r, pg.gx, pg.gy, pg.mag, ox, oy, d0, d1, g.bilinear, g.no, &dgx[t],
-                        &dgy[t]);
-    channel[t] = pg.channel;
+    const T d0 = hog::bin_gradient(dh, in[interior], sx, sy, g.Wc, g.Hc, g.plane);
+    const T d1 = in[2 * interior] >= 0
+                     ? hog::bin_gradient(dh, in[2 * interior], sx, sy, g.Wc, g.Hc, g.plane)
+                     : T(0);
+    dgx[t] = J[0] * d0 + J[interior] * d1;
+    dgy[t] = J[2 * interior] * d0 + J[3 * interior] * d1;
+    channel[t] = in[0];
   }
 }
 
@@ -227,9 +265,9 @@ __global__ void hog_image_backward_kernel(const T* __restrict__ dgx, const T* __
 
 // ---- host -----------------------------------------------------------------------------------
 
-std::tuple<at::Tensor, at::Tensor> hog_forward_kernel(const at::Tensor& x, int64_t cell_size,
-                                                      int64_t num_orientations, int64_t variant,
-                                                      bool bilinear_orientations) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> hog_forward_kernel(
+    const at::Tensor& x, int64_t cell_size, int64_t num_orientations, int64_t variant,
+    bool bilinear_orientations, bool save_for_backward) {
   check_hog_args(x, cell_size, num_orientations, variant);
   const c10::cuda::CUDAGuard guard(x.device());
   const at::Tensor xc = x.contiguous();
@@ -237,11 +275,15 @@ std::tuple<at::Tensor, at::Tensor> hog_forward_kernel(const at::Tensor& x, int64
                                    bilinear_orientations);
   at::Tensor out = at::empty({g.B, g.D, g.Hc, g.Wc}, x.options());
   at::Tensor hist = at::empty({g.B, 2 * g.no, g.Hc, g.Wc}, x.options());
-  if (g.B == 0) return {out, hist};
+  at::Tensor info = at::empty(hog_pixel_shape(x, 3, save_for_backward),
+                              x.options().dtype(at::kInt));
+  at::Tensor jac = at::empty(hog_pixel_shape(x, 4, save_for_backward), x.options());
+  if (g.B == 0) return {out, hist, info, jac};
   at::Tensor norms = at::empty({g.B, g.Hc, g.Wc}, x.options());
   const at::Tensor table = orientation_table(x, g.no);
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const int64_t cells = g.B * g.plane;
+  const int64_t interior = g.B * (g.H > 2 ? g.H - 2 : 0) * (g.W > 2 ? g.W - 2 : 0);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "hog", [&] {
     const scalar_t* o = table.data_ptr<scalar_t>();
     hog_histogram_kernel<scalar_t><<<blocks_for(cells), kThreads, 0, stream>>>(
@@ -251,21 +293,28 @@ std::tuple<at::Tensor, at::Tensor> hog_forward_kernel(const at::Tensor& x, int64
     hog_normalize_kernel<scalar_t><<<blocks_for(cells), kThreads, 0, stream>>>(
         hist.data_ptr<scalar_t>(), norms.data_ptr<scalar_t>(), g, out.data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
+    if (save_for_backward && interior > 0) {
+      hog_pixel_save_kernel<scalar_t><<<blocks_for(interior), kThreads, 0, stream>>>(
+          xc.data_ptr<scalar_t>(), o, o + g.no, g, info.data_ptr<int32_t>(),
+          jac.data_ptr<scalar_t>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
   });
-  return {out, hist};
+  return {out, hist, info, jac};
 }
 
 at::Tensor hog_backward_kernel(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& hist,
-                               int64_t cell_size, int64_t num_orientations, int64_t variant,
+                               const at::Tensor& info, const at::Tensor& jac, int64_t cell_size,
+                               int64_t num_orientations, int64_t variant,
                                bool bilinear_orientations) {
-  check_hog_backward_args(grad, x, hist, cell_size, num_orientations, variant);
+  check_hog_backward_args(grad, x, hist, info, jac, cell_size, num_orientations, variant);
   const c10::cuda::CUDAGuard guard(x.device());
-  const at::Tensor xc = x.contiguous(), gc = grad.contiguous(), hc = hist.contiguous();
+  const at::Tensor gc = grad.contiguous(), hc = hist.contiguous();
+  const at::Tensor ic = info.contiguous(), jc = jac.contiguous();
   const Geometry g = make_geometry(x, cell_size, num_orientations, variant,
                                    bilinear_orientations);
   at::Tensor dx = at::empty({g.B, g.C, g.H, g.W}, x.options());
   if (g.B == 0) return dx;
-  const at::Tensor table = orientation_table(x, g.no);
   at::Tensor norms = at::empty({g.B, g.Hc, g.Wc}, x.options());
   at::Tensor dhist = at::empty({g.B, 2 * g.no, g.Hc, g.Wc}, x.options());
   at::Tensor dblock = at::empty({g.B, g.Hc, g.Wc, 4}, x.options().dtype(at::kDouble));
@@ -275,7 +324,6 @@ at::Tensor hog_backward_kernel(const at::Tensor& grad, const at::Tensor& x, cons
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const int64_t cells = g.B * g.plane, pixels = g.B * g.H * g.W;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "_hog_backward", [&] {
-    const scalar_t* o = table.data_ptr<scalar_t>();
     hog_norms_kernel<scalar_t><<<blocks_for(cells), kThreads, 0, stream>>>(
         hc.data_ptr<scalar_t>(), g, norms.data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -287,7 +335,7 @@ at::Tensor hog_backward_kernel(const at::Tensor& grad, const at::Tensor& x, cons
         hc.data_ptr<scalar_t>(), dblock.data_ptr<double>(), g, dhist.data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     hog_pixel_backward_kernel<scalar_t><<<blocks_for(pixels), kThreads, 0, stream>>>(
-        xc.data_ptr<scalar_t>(), o, o + g.no, dhist.data_ptr<scalar_t>(), g,
+        ic.data_ptr<int32_t>(), jc.data_ptr<scalar_t>(), dhist.data_ptr<scalar_t>(), g,
         dgx.data_ptr<scalar_t>(), dgy.data_ptr<scalar_t>(), channel.data_ptr<int32_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     hog_image_backward_kernel<scalar_t><<<blocks_for(pixels * g.C), kThreads, 0, stream>>>(

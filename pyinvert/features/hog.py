@@ -70,36 +70,49 @@ def check_hog_args(fn, x, cell_size, num_orientations, variant, bilinear_orienta
 
 # ---- the op: fake kernels and autograd ------------------------------------------------------
 
+# The op returns (features, hist, pixels, jacobian): the directed histograms before
+# normalisation [B, 2*no, Hc, Wc] and, when save_for_backward, per interior pixel the chosen
+# channel and bins (int32 [B, 3, H-2, W-2]) and the Jacobian of the bin values
+# ([B, 4, H-2, W-2]) that the backward pass uses instead of recomputing the orientations.
+
+def _pixel_shape(x, rows, saved):
+    B, _, H, W = x.shape
+    return (B, rows, max(H - 2, 0), max(W - 2, 0)) if saved else (0,)
+
+
 @torch.library.register_fake("pyinvert::hog")
-def _hog_fake(x, cell_size, num_orientations, variant, bilinear_orientations):
+def _hog_fake(x, cell_size, num_orientations, variant, bilinear_orientations,
+              save_for_backward):
     B, _, H, W = x.shape
     Hc, Wc = num_cells(H, cell_size), num_cells(W, cell_size)
     D = 3 * num_orientations + 4 if variant == 0 else 4 * num_orientations
-    return x.new_empty((B, D, Hc, Wc)), x.new_empty((B, 2 * num_orientations, Hc, Wc))
+    return (x.new_empty((B, D, Hc, Wc)), x.new_empty((B, 2 * num_orientations, Hc, Wc)),
+            x.new_empty(_pixel_shape(x, 3, save_for_backward), dtype=torch.int32),
+            x.new_empty(_pixel_shape(x, 4, save_for_backward)))
 
 
 @torch.library.register_fake("pyinvert::_hog_backward")
-def _hog_backward_fake(grad, x, hist, cell_size, num_orientations, variant,
+def _hog_backward_fake(grad, x, hist, pixels, jacobian, cell_size, num_orientations, variant,
                        bilinear_orientations):
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
 def _hog_setup_context(ctx, inputs, output):
-    x, cell_size, num_orientations, variant, bilinear = inputs
-    _, hist = output
-    ctx.save_for_backward(x, hist)
+    x, cell_size, num_orientations, variant, bilinear, _ = inputs
+    _, hist, pixels, jacobian = output
+    ctx.save_for_backward(x, hist, pixels, jacobian)
     ctx.params = (cell_size, num_orientations, variant, bilinear)
-    ctx.mark_non_differentiable(hist)
+    ctx.mark_non_differentiable(hist, pixels, jacobian)
 
 
-def _hog_backward(ctx, grad_features, grad_hist):
-    # hist (the raw directed histograms) is returned for the backward pass only; hog() does
-    # not expose it, so grad_hist is always zero.
-    x, hist = ctx.saved_tensors
+def _hog_backward(ctx, grad_features, grad_hist, grad_pixels, grad_jacobian):
+    # Only the features are differentiable outputs (hog() returns nothing else).
+    x, hist, pixels, jacobian = ctx.saved_tensors
     grad_x = None
     if ctx.needs_input_grad[0]:
-        grad_x = torch.ops.pyinvert._hog_backward(grad_features, x, hist, *ctx.params)
-    return grad_x, None, None, None, None
+        grad_x = torch.ops.pyinvert._hog_backward(grad_features, x, hist, pixels, jacobian,
+                                                  *ctx.params)
+    return grad_x, None, None, None, None, None
 
 
 torch.library.register_autograd("pyinvert::hog", _hog_backward, setup_context=_hog_setup_context)
@@ -161,8 +174,9 @@ def hog(x: Tensor, *, cell_size: int = 8, num_orientations: int = 9, variant: st
         Models", PAMI 2010 (the UoCTTI variant); N. Dalal and B. Triggs, CVPR 2005.
     """
     code = check_hog_args("hog", x, cell_size, num_orientations, variant, bilinear_orientations)
-    features, _ = torch.ops.pyinvert.hog(x, cell_size, num_orientations, code,
-                                         bilinear_orientations)
+    save = torch.is_grad_enabled() and x.requires_grad
+    features = torch.ops.pyinvert.hog(x, cell_size, num_orientations, code,
+                                      bilinear_orientations, save)[0]
     return features
 
 
