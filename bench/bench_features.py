@@ -14,7 +14,7 @@ against VLFeat; the run stops if they disagree. Times are medians after warm-up,
 default thread count; absolute times on a shared 2-core machine drift, so compare the ratios
 and see the load average recorded with the results.
 
-Usage: python bench/bench_features.py [--batches 1 32] [--quick] [--no-peers]
+Usage: python bench/bench_features.py [--batches 1 32] [--quick] [--no-peers] [--threads N]
 """
 import argparse
 import os
@@ -179,7 +179,11 @@ def main():
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--no-peers", action="store_true", help="skip VLFeat/skimage/cv2/kornia")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     rows, agreement = [], {}
     for B in args.batches:
