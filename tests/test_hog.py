@@ -353,6 +353,8 @@ def test_errors():
         pyinvert.hog(x, cell_size=8.0)
     with pytest.raises(ValueError, match="hog: expected num_orientations >= 1, got 0"):
         pyinvert.hog(x, num_orientations=0)
+    with pytest.raises(ValueError, match="hog: expected num_orientations <= 16777216, got 16777217"):
+        pyinvert.hog(x, num_orientations=2**24 + 1)
     with pytest.raises(ValueError, match=r"hog: expected variant in \('uoctti', 'dalaltriggs'\), got 'dpm'"):
         pyinvert.hog(x, variant="dpm")
     with pytest.raises(TypeError, match="hog: expected variant to be a str, got int"):
@@ -379,6 +381,8 @@ def test_op_errors():
         torch.ops.pyinvert.hog(x[0, 0], 8, 9, 0, False, False)
     with pytest.raises(RuntimeError, match="hog: expected H and W >= 4"):
         torch.ops.pyinvert.hog(x[..., :3], 8, 9, 0, False, False)
+    with pytest.raises(RuntimeError, match=r"hog: expected 1 <= num_orientations <= 16777216, got 0"):
+        torch.ops.pyinvert.hog(x, 8, 0, 0, False, False)
     features, hist, pixels, jac = torch.ops.pyinvert.hog(x, 8, 9, 0, False, True)
     with pytest.raises(RuntimeError, match=r"_hog_backward: expected grad of shape \[1, 31, 4, 4\], got \[1, 30, 4, 4\]"):
         torch.ops.pyinvert._hog_backward(features[:, 1:], x, hist, pixels, jac, 8, 9, 0, False)
