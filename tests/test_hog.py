@@ -206,21 +206,26 @@ def test_batch_equals_single():
         assert torch.equal(gb, grad[b:b + 1])
 
 
-def test_deterministic_across_thread_counts():
+@pytest.mark.parametrize("shape", [(3, 3, 64, 48), (1, 3, 400, 600)])
+def test_deterministic_across_thread_counts(shape):
+    # With 2 threads the second shape is split into several tasks of cell rows (pixel rows at
+    # task boundaries are shared): results must not depend on the split.
     gen = torch.Generator().manual_seed(7)
-    x = torch.rand(3, 3, 64, 48, generator=gen, requires_grad=True)
+    x = torch.rand(shape, generator=gen)
     threads = torch.get_num_threads()
     results = []
     try:
         for n in (1, 2, 1):
             torch.set_num_threads(n)
-            out = pyinvert.hog(x, bilinear_orientations=True)
-            (grad,) = torch.autograd.grad(out.square().sum(), x)
-            results.append((out, grad))
+            saved = torch.ops.pyinvert.hog(x, 8, 9, 0, True, True)
+            grad = torch.ops.pyinvert._hog_backward(torch.ones_like(saved[0]), x, *saved[1:],
+                                                    8, 9, 0, True)
+            results.append((*saved, grad))
     finally:
         torch.set_num_threads(threads)
-    for out, grad in results[1:]:
-        assert torch.equal(out, results[0][0]) and torch.equal(grad, results[0][1])
+    for result in results[1:]:
+        for a, b in zip(result, results[0]):
+            assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -353,6 +358,8 @@ def test_errors():
         pyinvert.hog(x, cell_size=8.0)
     with pytest.raises(ValueError, match="hog: expected num_orientations >= 1, got 0"):
         pyinvert.hog(x, num_orientations=0)
+    with pytest.raises(ValueError, match="hog: expected num_orientations <= 16777216, got 16777217"):
+        pyinvert.hog(x, num_orientations=2**24 + 1)
     with pytest.raises(ValueError, match=r"hog: expected variant in \('uoctti', 'dalaltriggs'\), got 'dpm'"):
         pyinvert.hog(x, variant="dpm")
     with pytest.raises(TypeError, match="hog: expected variant to be a str, got int"):
@@ -379,6 +386,8 @@ def test_op_errors():
         torch.ops.pyinvert.hog(x[0, 0], 8, 9, 0, False, False)
     with pytest.raises(RuntimeError, match="hog: expected H and W >= 4"):
         torch.ops.pyinvert.hog(x[..., :3], 8, 9, 0, False, False)
+    with pytest.raises(RuntimeError, match=r"hog: expected 1 <= num_orientations <= 16777216, got 0"):
+        torch.ops.pyinvert.hog(x, 8, 0, 0, False, False)
     features, hist, pixels, jac = torch.ops.pyinvert.hog(x, 8, 9, 0, False, True)
     with pytest.raises(RuntimeError, match=r"_hog_backward: expected grad of shape \[1, 31, 4, 4\], got \[1, 30, 4, 4\]"):
         torch.ops.pyinvert._hog_backward(features[:, 1:], x, hist, pixels, jac, 8, 9, 0, False)

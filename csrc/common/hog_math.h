@@ -43,6 +43,7 @@ constexpr int kDalalTriggs = 1;
 constexpr double kPi = 3.141592653589793;
 constexpr double kClamp = 0.2;
 constexpr double kNormEps = 1e-4;
+constexpr int64_t kMaxOrientations = int64_t(1) << 24;  // directed bins are int32
 
 // ---- correctly rounded arithmetic (no contraction into FMA, no fast-math approximations) ----
 PYI_HOST_DEVICE float rn_add(float a, float b) {

@@ -20,7 +20,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <memory>
 #include <vector>
 
 #if defined(__SSE2__)
@@ -38,7 +37,8 @@ void check_hog_args(const at::Tensor& x, int64_t cell_size, int64_t num_orientat
   check_image_batch(x, "hog");
   TORCH_CHECK(x.size(1) >= 1, "hog: expected x with at least 1 channel, got C=", x.size(1));
   TORCH_CHECK(cell_size >= 1, "hog: expected cell_size >= 1, got ", cell_size);
-  TORCH_CHECK(num_orientations >= 1, "hog: expected num_orientations >= 1, got ",
+  TORCH_CHECK(num_orientations >= 1 && num_orientations <= hog::kMaxOrientations,
+              "hog: expected 1 <= num_orientations <= ", hog::kMaxOrientations, ", got ",
               num_orientations);
   TORCH_CHECK(variant == hog::kUoctti || variant == hog::kDalalTriggs,
               "hog: expected variant 0 (uoctti) or 1 (dalaltriggs), got ", variant);

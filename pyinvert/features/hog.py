@@ -27,11 +27,16 @@ def descriptor_size(num_orientations: int, variant: str = "uoctti") -> int:
     return 3 * num_orientations + 4 if code == 0 else 4 * num_orientations
 
 
-def _check_int(fn, name, value, minimum):
+MAX_ORIENTATIONS = 1 << 24  # the kernels index directed bins with int32
+
+
+def _check_int(fn, name, value, minimum, maximum=None):
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{fn}: expected {name} to be an int, got {type(value).__name__}")
     if value < minimum:
         raise ValueError(f"{fn}: expected {name} >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{fn}: expected {name} <= {maximum}, got {value}")
 
 
 def _check_variant(fn, variant):
@@ -55,7 +60,7 @@ def check_hog_args(fn, x, cell_size, num_orientations, variant, bilinear_orienta
     if x.shape[1] < 1:
         raise ValueError(f"{fn}: expected x with at least 1 channel, got C={x.shape[1]}")
     _check_int(fn, "cell_size", cell_size, 1)
-    _check_int(fn, "num_orientations", num_orientations, 1)
+    _check_int(fn, "num_orientations", num_orientations, 1, MAX_ORIENTATIONS)
     code = _check_variant(fn, variant)
     if not isinstance(bilinear_orientations, bool):
         raise TypeError(f"{fn}: expected bilinear_orientations to be a bool, "
@@ -135,7 +140,8 @@ def hog(x: Tensor, *, cell_size: int = 8, num_orientations: int = 9, variant: st
 
     The gradient is the exact derivative of this function wherever it is differentiable; the
     channel choice, the hard orientation bins and the 0.2 clamps are piecewise constant and
-    contribute no gradient.
+    contribute no gradient. When ``x`` requires grad, the forward pass also keeps 7 numbers
+    per pixel (chosen channel, bins, Jacobian of the bin values) for the backward pass.
 
     Args:
         x: images; any strides (channels_last included), float32 or float64, CPU or CUDA.
@@ -208,7 +214,7 @@ class HOG(nn.Module):
                  bilinear_orientations: bool = False):
         super().__init__()
         _check_int("HOG", "cell_size", cell_size, 1)
-        _check_int("HOG", "num_orientations", num_orientations, 1)
+        _check_int("HOG", "num_orientations", num_orientations, 1, MAX_ORIENTATIONS)
         _check_variant("HOG", variant)
         if not isinstance(bilinear_orientations, bool):
             raise TypeError(f"HOG: expected bilinear_orientations to be a bool, "
