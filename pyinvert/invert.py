@@ -200,6 +200,7 @@ def _init_rows(recipe: Recipe, shape, seeds: Sequence[int], sigma: float, dtype)
 def invert(images=None, *, targets: Optional[Tensor] = None, representation="hog",
            recipe="cvpr2015", steps: Optional[int] = None, restarts: int = 1,
            batch_size: Optional[int] = None, generator: Optional[torch.Generator] = None,
+           seeds: Optional[Sequence[int]] = None,
            device=None, dtype: torch.dtype = torch.float32, backend: str = "fused",
            image_size=None, progress: bool = True, callback: Optional[Callable] = None,
            names: Optional[Sequence[str]] = None, **overrides) -> InversionResult:
@@ -226,6 +227,9 @@ def invert(images=None, *, targets: Optional[Tensor] = None, representation="hog
         generator: torch.Generator seeding the initializations and jitter (a seeded run on
             the CPU is reproducible; a row's result does not depend on the batch size).
             Default: None (a fresh seed from torch's global generator).
+        seeds: one int per image (overrides ``generator``): image b's restarts are seeded from
+            ``seeds[b]`` alone, so its result does not depend on which other images share the
+            batch (what a sharded batch job needs). Default: None.
         device: where to optimize; None: the images' (or targets') device. Default: None.
         dtype: float32 or float64. Default: torch.float32.
         backend: "fused" (our kernels) or "reference" (pure PyTorch). Default: "fused".
@@ -326,9 +330,16 @@ def invert(images=None, *, targets: Optional[Tensor] = None, representation="hog
     norm_w = _per_row(rec.norm_weight, B, R, "norm_weight", dev, dtype) * prior_scale
     targets_rows = tgt.repeat_interleave(R, dim=0) if R > 1 else tgt
 
-    gen = generator if generator is not None else \
-        torch.Generator().manual_seed(int(torch.randint(2 ** 62, (1,)).item()))
-    seeds = torch.randint(2 ** 62, (N,), generator=gen).tolist()
+    if seeds is not None:
+        if len(seeds) != B or not all(isinstance(s, int) and not isinstance(s, bool)
+                                      for s in seeds):
+            raise ValueError(f"{fn}: expected seeds to be {B} ints (one per image), got {seeds!r}")
+        seeds = [int(torch.randint(2 ** 62, (1,), generator=torch.Generator().manual_seed(
+            (int(s) * 1000003 + r) % 2 ** 63)).item()) for s in seeds for r in range(R)]
+    else:
+        gen = generator if generator is not None else \
+            torch.Generator().manual_seed(int(torch.randint(2 ** 62, (1,)).item()))
+        seeds = torch.randint(2 ** 62, (N,), generator=gen).tolist()
 
     chunk = batch_size or max(N, 1)
     bar = None

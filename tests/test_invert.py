@@ -360,3 +360,12 @@ def test_doctest_invert():
     for t in finder.find(invert, globs={"torch": torch, "invert": invert}):
         runner.run(t)
     assert runner.failures == 0
+
+
+def test_per_image_seeds_make_rows_independent_of_the_batch(photos):
+    x = photos[:3]
+    together = invert(x, steps=8, seeds=[11, 22, 33], progress=False)
+    alone = invert(x[1:2], steps=8, seeds=[22], progress=False)
+    torch.testing.assert_close(together.images[1:2], alone.images)
+    with pytest.raises(ValueError, match="expected seeds to be 3 ints"):
+        invert(x, steps=2, seeds=[1, 2], progress=False)
