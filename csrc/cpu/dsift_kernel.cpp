@@ -155,8 +155,7 @@ struct Stages {
                                              hb + g.output_index(r, c, 0));
         }
       } else {
-        dsift::triangle_filter_integrals(line, kNumBinT, W, delta, kNumBinT, buf.data(),
-                                         kNumBinT);
+        dsift::triangle_filter_integrals_lanes<kNumBinT>(line, kNumBinT, W, delta, buf.data());
         const T wy = tab.flat_weights[r % kNumBinXY];
         for (int c = 0; c < C; ++c) {
           T* out = hb + g.output_index(r, c, 0);
