@@ -488,8 +488,9 @@ std::vector<T> pooling_kernels(int bin_size, bool flat_window) {
 }
 
 // The transpose of the pooling along one axis, as CSR: for pixel p in [0, size), entries
-// [offsets[p], offsets[p+1]) give the samples s (rows r or columns c) whose filter reads p, and the
-// total weight (replicated border pixels collect the taps that fall outside).
+// [offsets[p], offsets[p+1]) give the samples s (rows r or columns c) whose filter reads p and the
+// tap's weight, ordered by sample then tap (a replicated border pixel gets one entry per tap that
+// falls outside). Summing them in this order equals scattering sample by sample, tap by tap.
 template <typename T>
 struct TransposedPooling {
   std::vector<int> offsets, samples;
@@ -505,13 +506,7 @@ TransposedPooling<T> transpose_pooling(const Geometry& g, int size, int num_samp
     const int position = g.position(s);
     const T* kernel = kernels.data() + (s % kNumBinXY) * taps;
     for (int k = 0; k < taps; ++k) {
-      auto& list = lists[clamp_index(position - radius + k, size)];
-      const T w = kernel[taps - 1 - k];
-      if (!list.empty() && list.back().first == s) {
-        list.back().second += w;
-      } else {
-        list.emplace_back(s, w);
-      }
+      lists[clamp_index(position - radius + k, size)].emplace_back(s, kernel[taps - 1 - k]);
     }
   }
   TransposedPooling<T> t;
@@ -566,17 +561,29 @@ PYI_HOST_DEVICE void normalize_descriptor_backward(const T* h, const T* grad, T*
   }
   const T s2 = fast_sqrt(acc_v);
   const T n2 = s2 + T(kEpsF);
-  T dot2 = T(0);  // grad . v
-  for (int k = 0; k < kDescriptorSize; ++k) dot2 += grad[k] * clamp_value(u[k]);
+  // The dot products below need no particular order: 8 partial sums (vectorizable).
+  constexpr int kPartial = 8;
+  T partial[kPartial];
+  for (int l = 0; l < kPartial; ++l) partial[l] = T(0);
+  for (int k = 0; k < kDescriptorSize; k += kPartial) {  // grad . v
+    for (int l = 0; l < kPartial; ++l) partial[l] += grad[k + l] * clamp_value(u[k + l]);
+  }
+  T dot2 = T(0);
+  for (int l = 0; l < kPartial; ++l) dot2 += partial[l];
   const T inv_n2 = T(1) / n2;
   const T c2 = s2 > T(0) ? dot2 * inv_n2 * inv_n2 / s2 : T(0);
   // d_u = [u <= 0.2] (grad / n2 - c2 v) (stored over u); d_h = d_u / n1 - c1 h with
   // c1 = (d_u . h) / (n1^2 s1).
-  T dot1 = T(0);
-  for (int k = 0; k < kDescriptorSize; ++k) {
-    u[k] = u[k] > T(0.2) ? T(0) : grad[k] * inv_n2 - c2 * u[k];
-    dot1 += u[k] * h[k];
+  for (int l = 0; l < kPartial; ++l) partial[l] = T(0);
+  for (int k = 0; k < kDescriptorSize; k += kPartial) {
+    for (int l = 0; l < kPartial; ++l) {
+      const T d_u = u[k + l] > T(0.2) ? T(0) : grad[k + l] * inv_n2 - c2 * u[k + l];
+      u[k + l] = d_u;
+      partial[l] += d_u * h[k + l];
+    }
   }
+  T dot1 = T(0);
+  for (int l = 0; l < kPartial; ++l) dot1 += partial[l];
   const T inv_n1 = T(1) / n1;
   const T c1 = s1 > T(0) ? dot1 * inv_n1 * inv_n1 / s1 : T(0);
   for (int k = 0; k < kDescriptorSize; ++k) d_h[k] = u[k] * inv_n1 - c1 * h[k];
