@@ -531,18 +531,42 @@ PYI_HOST_DEVICE T descriptor_root(const T* h) {  // fast_sqrt(sum h^2), sequenti
   return fast_sqrt(acc);
 }
 
+// descriptor_root of kCount descriptors at once (interleaved: independent sums, same order each).
+template <int kCount, typename T>
+PYI_HOST_DEVICE void descriptor_roots(T* const* h, T* roots) {
+  T acc[kCount];
+  for (int j = 0; j < kCount; ++j) acc[j] = T(0);
+  for (int k = 0; k < kDescriptorSize; ++k) {
+    for (int j = 0; j < kCount; ++j) acc[j] += mul_rn(h[j][k], h[j][k]);
+  }
+  for (int j = 0; j < kCount; ++j) roots[j] = fast_sqrt(acc[j]);
+}
+
 template <typename T>
 PYI_HOST_DEVICE T clamp_value(T u) {
   return u > T(0.2) ? T(0.2) : u;
 }
 
-// In place: h (pooled histogram) -> descriptor.
+// In place: kCount pooled histograms h[j] -> descriptors (kCount = 1 on the device; the CPU
+// interleaves a few to overlap the sequential sums).
+template <int kCount, typename T>
+PYI_HOST_DEVICE void normalize_descriptors(T* const* h) {
+  T norm[kCount];
+  descriptor_roots<kCount>(h, norm);
+  for (int j = 0; j < kCount; ++j) {
+    const T n1 = norm[j] + T(kEpsF);
+    for (int k = 0; k < kDescriptorSize; ++k) h[j][k] = clamp_value(div_rn(h[j][k], n1));
+  }
+  descriptor_roots<kCount>(h, norm);
+  for (int j = 0; j < kCount; ++j) {
+    const T n2 = norm[j] + T(kEpsF);
+    for (int k = 0; k < kDescriptorSize; ++k) h[j][k] = div_rn(h[j][k], n2);
+  }
+}
+
 template <typename T>
 PYI_HOST_DEVICE void normalize_descriptor(T* h) {
-  const T n1 = descriptor_root(h) + T(kEpsF);
-  for (int k = 0; k < kDescriptorSize; ++k) h[k] = clamp_value(div_rn(h[k], n1));
-  const T n2 = descriptor_root(h) + T(kEpsF);
-  for (int k = 0; k < kDescriptorSize; ++k) h[k] = div_rn(h[k], n2);
+  normalize_descriptors<1>(&h);
 }
 
 // dL/dh from dL/d(descriptor) `grad` and the pooled histogram h; `d_h` may alias `h`.
@@ -551,19 +575,23 @@ PYI_HOST_DEVICE void normalize_descriptor(T* h) {
 template <typename T>
 PYI_HOST_DEVICE void normalize_descriptor_backward(const T* h, const T* grad, T* d_h) {
   T u[kDescriptorSize];
-  const T s1 = descriptor_root(h);
+  const T s1 = descriptor_root(h);  // exactly the forward's (it decides which u are clamped)
   const T n1 = s1 + T(kEpsF);
-  T acc_v = T(0);
-  for (int k = 0; k < kDescriptorSize; ++k) {
-    u[k] = div_rn(h[k], n1);
-    const T v = clamp_value(u[k]);
-    acc_v += mul_rn(v, v);
-  }
-  const T s2 = fast_sqrt(acc_v);
-  const T n2 = s2 + T(kEpsF);
-  // The dot products below need no particular order: 8 partial sums (vectorizable).
+  for (int k = 0; k < kDescriptorSize; ++k) u[k] = div_rn(h[k], n1);
+  // The sums below only scale the gradient: 8 partial sums in any order (vectorizable).
   constexpr int kPartial = 8;
   T partial[kPartial];
+  for (int l = 0; l < kPartial; ++l) partial[l] = T(0);
+  for (int k = 0; k < kDescriptorSize; k += kPartial) {  // |v|^2
+    for (int l = 0; l < kPartial; ++l) {
+      const T v = clamp_value(u[k + l]);
+      partial[l] += v * v;
+    }
+  }
+  T acc_v = T(0);
+  for (int l = 0; l < kPartial; ++l) acc_v += partial[l];
+  const T s2 = fast_sqrt(acc_v);
+  const T n2 = s2 + T(kEpsF);
   for (int l = 0; l < kPartial; ++l) partial[l] = T(0);
   for (int k = 0; k < kDescriptorSize; k += kPartial) {  // grad . v
     for (int l = 0; l < kPartial; ++l) partial[l] += grad[k + l] * clamp_value(u[k + l]);

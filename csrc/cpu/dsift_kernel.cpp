@@ -177,7 +177,14 @@ struct Stages {
   // 4. Normalization; items: descriptors.
   int64_t descriptor_items() const { return n * frames; }
   void normalize(T* h, int64_t begin, int64_t end) const {
-    for (int64_t f = begin; f < end; ++f) dsift::normalize_descriptor(h + f * kDescriptorSize);
+    constexpr int kInterleave = 4;  // independent sequential sums in flight
+    int64_t f = begin;
+    for (; f + kInterleave <= end; f += kInterleave) {
+      T* group[kInterleave];
+      for (int j = 0; j < kInterleave; ++j) group[j] = h + (f + j) * kDescriptorSize;
+      dsift::normalize_descriptors<kInterleave>(group);
+    }
+    for (; f < end; ++f) dsift::normalize_descriptor(h + f * kDescriptorSize);
   }
 
   // Backward 4: dL/dh from dL/d(descriptor) and the histograms h saved by the forward.
