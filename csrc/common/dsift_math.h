@@ -24,7 +24,7 @@
 // the integral signals of the flat window, whose running sums cancel. float64 evaluates the same
 // formulas in double (with the exact square root), which makes it smooth enough for gradcheck.
 // On CUDA (built with --use_fast_math) the forward's products that feed sums and its divisions go
-// through mul_rn / div_rn (__fmul_rn, __fdiv_rn: IEEE, never fused), so it rounds as the CPU does;
+// through rn_mul / rn_div (__fmul_rn, __fdiv_rn: IEEE, never fused), so it rounds as the CPU does;
 // the backward may fuse and round differently in the last bits.
 //
 // Backward: the exact gradient of the above with the fast square root replaced by the exact one
@@ -41,6 +41,7 @@
 
 #include "common/checks.h"
 #include "common/macros.h"
+#include "common/rounding.h"
 
 namespace pyinvert {
 namespace dsift {
@@ -51,32 +52,6 @@ constexpr int kDescriptorSize = kNumBinT * kNumBinXY * kNumBinXY;
 constexpr double kPi = 3.141592653589793;  // VL_PI
 constexpr double kEpsF = 1.19209290e-07;   // VL_EPSILON_F (used in both precisions)
 constexpr double kWindowSize = 2.0;        // VLFeat's default Gaussian window (units of bin_size)
-
-// ---------------------------------------------------------------------------------------------
-// Rounded products. nvcc (and a host compiler targeting FMA hardware) may fuse a*b + c into one
-// rounding; VLFeat's float results round the product first. These keep that on the device.
-PYI_HOST_DEVICE float mul_rn(float a, float b) {
-#ifdef __CUDA_ARCH__
-  return __fmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-PYI_HOST_DEVICE double mul_rn(double a, double b) {
-#ifdef __CUDA_ARCH__
-  return __dmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-PYI_HOST_DEVICE float div_rn(float a, float b) {
-#ifdef __CUDA_ARCH__
-  return __fdiv_rn(a, b);  // IEEE division even under --use_fast_math
-#else
-  return a / b;
-#endif
-}
-PYI_HOST_DEVICE double div_rn(double a, double b) { return a / b; }
 
 // ---------------------------------------------------------------------------------------------
 // VLFeat's fast math (vl/mathop.h).
@@ -99,9 +74,9 @@ PYI_HOST_DEVICE float fast_sqrt(float x) {
   std::memcpy(&y, &i, sizeof(y));
 #endif
   const float half = 0.5F * x;
-  y = y * (1.5F - mul_rn(mul_rn(half, y), y));
-  y = y * (1.5F - mul_rn(mul_rn(half, y), y));
-  return mul_rn(x, y);
+  y = y * (1.5F - rn_mul(rn_mul(half, y), y));
+  y = y * (1.5F - rn_mul(rn_mul(half, y), y));
+  return rn_mul(x, y);
 }
 // float64: the same threshold, the exact square root.
 PYI_HOST_DEVICE double fast_sqrt(double x) { return x < 1e-8 ? 0.0 : ::sqrt(x); }
@@ -114,13 +89,13 @@ PYI_HOST_DEVICE T fast_atan2(T y, T x) {
   const T abs_y = (y < T(0) ? -y : y) + T(kEpsF);
   T r, angle;
   if (x >= T(0)) {
-    r = div_rn(x - abs_y, x + abs_y);
+    r = rn_div(x - abs_y, x + abs_y);
     angle = T(kPi / 4);
   } else {
-    r = div_rn(x + abs_y, abs_y - x);
+    r = rn_div(x + abs_y, abs_y - x);
     angle = T(3 * kPi / 4);
   }
-  angle += mul_rn(mul_rn(mul_rn(c3, r), r) - c1, r);
+  angle += rn_mul(rn_mul(rn_mul(c3, r), r) - c1, r);
   return y < T(0) ? -angle : angle;
 }
 
@@ -189,7 +164,7 @@ PYI_HOST_DEVICE PixelOrientation<T> pixel_orientation(const T* im, int height, i
                                                       int y) {
   PixelOrientation<T> p;
   image_gradient(im, height, width, x, y, p.gx, p.gy);
-  p.modulus = fast_sqrt(mul_rn(p.gx, p.gx) + mul_rn(p.gy, p.gy));
+  p.modulus = fast_sqrt(rn_mul(p.gx, p.gx) + rn_mul(p.gy, p.gy));
   const T nt = angle_to_bin(fast_atan2(p.gy, p.gx));
   const int lower = nt >= T(0) ? static_cast<int>(nt) : 0;  // vl_floor_f (NaN -> 0, frac NaN)
   p.frac = nt - static_cast<T>(lower);
@@ -285,7 +260,7 @@ PYI_HOST_DEVICE void filter_taps(const T* line, int64_t stride, int n, int posit
   for (int k = 0; k < taps; ++k) {
     const T* src = line + clamp_index(position - radius + k, n) * stride;
     const T w = kernel[taps - 1 - k];
-    for (int l = 0; l < lanes; ++l) out[l] += mul_rn(src[l], w);
+    for (int l = 0; l < lanes; ++l) out[l] += rn_mul(src[l], w);
   }
 }
 
@@ -347,7 +322,7 @@ PYI_HOST_DEVICE void triangle_filter_integrals(const T* line, int64_t stride, in
   for (y = n - delta; y < n; ++y) {  // replicate line[n - 1]
     const T count = static_cast<T>(n - delta - y);
     for (int l = 0; l < lanes; ++l) {
-      b[y * L + l] = b[y * L + l] - mul_rn(b[(n - 1) * L + l], count);
+      b[y * L + l] = b[y * L + l] - rn_mul(b[(n - 1) * L + l], count);
     }
   }
   for (y = -delta + 1; y < n; ++y) {  // integrate forward
@@ -527,7 +502,7 @@ TransposedPooling<T> transpose_pooling(const Geometry& g, int size, int num_samp
 template <typename T>
 PYI_HOST_DEVICE T descriptor_root(const T* h) {  // fast_sqrt(sum h^2), sequential sum
   T acc = T(0);
-  for (int k = 0; k < kDescriptorSize; ++k) acc += mul_rn(h[k], h[k]);
+  for (int k = 0; k < kDescriptorSize; ++k) acc += rn_mul(h[k], h[k]);
   return fast_sqrt(acc);
 }
 
@@ -537,7 +512,7 @@ PYI_HOST_DEVICE void descriptor_roots(T* const* h, T* roots) {
   T acc[kCount];
   for (int j = 0; j < kCount; ++j) acc[j] = T(0);
   for (int k = 0; k < kDescriptorSize; ++k) {
-    for (int j = 0; j < kCount; ++j) acc[j] += mul_rn(h[j][k], h[j][k]);
+    for (int j = 0; j < kCount; ++j) acc[j] += rn_mul(h[j][k], h[j][k]);
   }
   for (int j = 0; j < kCount; ++j) roots[j] = fast_sqrt(acc[j]);
 }
@@ -555,12 +530,12 @@ PYI_HOST_DEVICE void normalize_descriptors(T* const* h) {
   descriptor_roots<kCount>(h, norm);
   for (int j = 0; j < kCount; ++j) {
     const T n1 = norm[j] + T(kEpsF);
-    for (int k = 0; k < kDescriptorSize; ++k) h[j][k] = clamp_value(div_rn(h[j][k], n1));
+    for (int k = 0; k < kDescriptorSize; ++k) h[j][k] = clamp_value(rn_div(h[j][k], n1));
   }
   descriptor_roots<kCount>(h, norm);
   for (int j = 0; j < kCount; ++j) {
     const T n2 = norm[j] + T(kEpsF);
-    for (int k = 0; k < kDescriptorSize; ++k) h[j][k] = div_rn(h[j][k], n2);
+    for (int k = 0; k < kDescriptorSize; ++k) h[j][k] = rn_div(h[j][k], n2);
   }
 }
 
@@ -577,7 +552,7 @@ PYI_HOST_DEVICE void normalize_descriptor_backward(const T* h, const T* grad, T*
   T u[kDescriptorSize];
   const T s1 = descriptor_root(h);  // exactly the forward's (it decides which u are clamped)
   const T n1 = s1 + T(kEpsF);
-  for (int k = 0; k < kDescriptorSize; ++k) u[k] = div_rn(h[k], n1);
+  for (int k = 0; k < kDescriptorSize; ++k) u[k] = rn_div(h[k], n1);
   // The sums below only scale the gradient: 8 partial sums in any order (vectorizable).
   constexpr int kPartial = 8;
   T partial[kPartial];
