@@ -7,8 +7,9 @@ computed in place, so a forward hook on any layer sees that layer's own output.
 
 Example:
     >>> from pyinvert import models
+    >>> from pyinvert.data import sample_path
     >>> net = models.load_model("mobilenet_v2")           # random weights; "imagenet" for real
-    >>> x = models.normalize(models.prepare_image(pyinvert.data.sample_path("chelsea")))
+    >>> x = models.normalize(models.prepare_image(sample_path("chelsea")))
     >>> net(x[None]).shape
     torch.Size([1, 1000])
 

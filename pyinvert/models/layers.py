@@ -71,15 +71,13 @@ def _trace(model: nn.Module, input_size: int, fn: str) -> list:
         if not isinstance(output, Tensor):
             return
         out_shape = tuple(output.shape)
-        if not any(True for _ in module.children()):
-            in_geo = geo.get(id(inp)) if inp is not None else None
-            in_shape = tuple(inp.shape) if inp is not None else ()
+        in_geo = geo.get(id(inp)) if inp is not None else None
+        in_shape = tuple(inp.shape) if inp is not None else ()
+        inside = [geo[id(t)] for t in keep[start:] if geo.get(id(t)) is not None]
+        if len(out_shape) == 4 and inside and any(True for _ in module.children()):
+            g = (max(s for s, _ in inside), max(r for _, r in inside))
+        else:  # a leaf, or a module computing with functions only
             g = _geometry_step(module, in_geo, in_shape, out_shape)
-        elif len(out_shape) == 4:
-            inside = [geo[id(t)] for t in keep[start:] if geo.get(id(t)) is not None]
-            g = (max(s for s, _ in inside), max(r for _, r in inside)) if inside else None
-        else:
-            g = None
         geo[id(output)] = g
         keep.append(output)
         if name not in records:
@@ -206,9 +204,9 @@ def format_table(rows: List[dict]) -> str:
 
     Example:
         >>> print(format_table(describe("alexnet")[:2]))
-        layer       type    output     stride  RF
-        features.0  Conv2d  64x55x55        4  11
-        features.1  ReLU    64x55x55        4  11
+        layer       type    output    stride  RF
+        features.0  Conv2d  64x55x55       4  11
+        features.1  ReLU    64x55x55       4  11
     """
     table = [("layer", "type", "output", "stride", "RF")]
     for r in rows:
