@@ -746,6 +746,20 @@ def test_real_weights_batch_equals_single(imagenet_mobilenet):
     torch.testing.assert_close(batch[1:2], single, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.cuda
+def test_cuda_matches_cpu():
+    net = built("resnet18")
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    gpu = models.load_model("resnet18")
+    gpu.load_state_dict(net.state_dict())
+    gpu = gpu.cuda()
+    with torch.no_grad():
+        torch.testing.assert_close(gpu(models.normalize(x.cuda())).cpu(),
+                                   net(models.normalize(x)), rtol=1e-3, atol=1e-3)
+    assert models.describe(gpu, input_size=64) == models.describe(net, input_size=64)
+    assert models.prepare_image(x.cuda(), size=32).device.type == "cuda"
+
+
 # ---------------------------------------------------------------------------------------------
 # Docs
 

@@ -4,7 +4,7 @@ resize + center crop, and the 1000 class names in the networks' output order.
 import functools
 import os
 from pathlib import Path
-from typing import List, Sequence, Tuple, Union
+from typing import List, Tuple, Union
 
 import numpy as np
 import torch

