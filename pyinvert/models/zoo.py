@@ -57,7 +57,7 @@ WEIGHT_PACKAGES: Dict[str, tuple] = {
 #: The environment variable naming an explicit weights folder.
 WEIGHTS_ENV = "PYINVERT_WEIGHTS"
 
-_HASH_IN_NAME = re.compile(r"-([0-9a-f]{6,64})\.[A-Za-z0-9]+$")
+_HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.[A-Za-z0-9]+$")
 _verified: Dict[tuple, str] = {}
 
 
@@ -307,7 +307,8 @@ def load_model(name: str, weights: Union[None, str, os.PathLike] = None, *,
             ImageNet checkpoint, found offline as the module docstring says; or the path of a
             checkpoint file (a state dict with torchvision's key names, possibly wrapped in
             {"state_dict": ...} or {"model": ...}, or with DataParallel's "module." prefix).
-            A path whose file name ends in "-<hex>.pth" is hash-checked like torch hub does.
+            A path whose file name ends in "-<8+ hex digits>.<ext>" is hash-checked like
+            torch hub does.
             Default: None.
         download: when the ImageNet weights are not found locally, try torchvision's URL.
             Default: True.
