@@ -27,6 +27,7 @@ import dataclasses
 import datetime
 import hashlib
 import math
+import shutil
 import signal
 import socket
 import sys
@@ -329,11 +330,15 @@ class _Job:
             job = self._write_outputs(final=True, done_this_run=done_this_run)
             code = self.dist.broadcast(job["exit_status"])
             job["exit_status"] = code
-            t = _report.totals(self._rows())
-            self.log(f"{t['ok']} ok, {t['failed']} failed of {t['items']} item(s) "
-                     f"({done_this_run} done now, {self.skipped} skipped as done) in "
-                     f"{job['seconds']:.1f} s; summary: {self.out / 'summary.csv'}, report: "
-                     f"{self.out / 'index.html'}")
+            if self.dist.is_main:
+                shutil.rmtree(self.out / _store.PARTIAL, ignore_errors=True)
+                t = _report.totals(self._rows())
+                self.log(f"{t['ok']} ok, {t['failed']} failed of {t['items']} item(s) "
+                         f"({done_this_run} done now, {self.skipped} skipped as done) in "
+                         f"{job['seconds']:.1f} s; summary: {self.out / 'summary.csv'}, "
+                         f"report: {self.out / 'index.html'}")
+            else:
+                self.log(f"done: {len(self.new)} item(s) written by this process")
             return job
         except Interrupted as stop:
             self.log(f"stopped by {signal.Signals(stop.signum).name}; finished items are kept, "

@@ -134,14 +134,16 @@ def read_manifest(path) -> List[Item]:
     items, seen = [], {}
     for line, row in rows:
         item = _make_item(line, row, base, problems)
-        if item is None:
+        raw_id = row.get("id")
+        raw_id = _text(raw_id) if isinstance(raw_id, (str, int)) else ""
+        if raw_id in seen:
+            problems.append(f"line {line}: field 'id': duplicate id {raw_id!r} "
+                            f"(first on line {seen[raw_id]})")
             continue
-        if item.id in seen:
-            problems.append(f"line {line}: field 'id': duplicate id {item.id!r} "
-                            f"(first on line {seen[item.id]})")
-            continue
-        seen[item.id] = line
-        items.append(item)
+        if raw_id:
+            seen[raw_id] = line
+        if item is not None:
+            items.append(item)
     if not rows and not problems:
         problems.append("no items (expected a header and at least one row for CSV, or at "
                         "least one JSON object for JSON lines)")
