@@ -40,12 +40,14 @@ Outputs (:mod:`pyinvert.batch.store`): ``DIR/items/<id>/`` with ``original.png``
 ``reconstruction.png`` (``reconstruction-r<k>.png`` with restarts), ``figure.png`` and
 ``item.json`` (status, error, metrics: feature error, PSNR, SSIM; files and checksums; run
 id); ``DIR/summary.csv`` and ``DIR/summary.json`` (one row per item, rewritten as batches
-finish); ``DIR/index.html``, a static report (:mod:`pyinvert.batch.report`).
+finish, at most every 2 seconds, and at the end); ``DIR/index.html``, a static report
+(:mod:`pyinvert.batch.report`).
 
 Nothing is lost: every item is written in ``DIR/.partial/`` and moved into ``DIR/items/``
 whole, its ``item.json`` last; summaries are replaced atomically. SIGTERM (or Ctrl-C) stops
-the job after the item being written (exit status 143 / 130); after a SIGKILL, nothing
-half-written is left in ``DIR/items/``. Rerunning the same command cleans ``DIR/.partial/``,
+the job at the next optimization step (the unfinished batch is dropped) or once the item
+being written is in place, writes the summary and exits with status 143 (130); after a
+SIGKILL, nothing half-written is left in ``DIR/items/``. Rerunning the same command cleans ``DIR/.partial/``,
 skips every item whose record and files are complete and whose inputs and settings are
 unchanged (``item.json`` keeps the id of the run that made it), and does the rest. Items that
 failed for a lasting reason are kept as failed unless ``--retry-failed`` is given (a failure

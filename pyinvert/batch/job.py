@@ -49,6 +49,9 @@ from pyinvert.batch.manifest import Item, ManifestError, read_manifest  # noqa: 
 #: Default ceiling on the pixels (images x restarts x H x W) optimized in one call.
 MAX_BATCH_PIXELS = 64 * 256 * 256
 
+#: Seconds between two rewrites of the summary and report while a job runs (at least).
+SUMMARY_INTERVAL = 2.0
+
 # Loaded images kept in memory between preparing and running (float32 values); beyond this
 # they are read again when their batch runs.
 _KEEP_VALUES = 1 << 28
@@ -244,6 +247,7 @@ class _Job:
         self.run_id = ""
         self.started_at = _now()
         self.t0 = time.perf_counter()
+        self._next_summary = self.t0 + SUMMARY_INTERVAL
         dev = torch.device(opts.device) if opts.device is not None else torch.device("cpu")
         self.device = dev
 
@@ -409,8 +413,12 @@ class _Job:
                 self.log(f"{done}/{total}: {len(chunk)} x {key[0]} {key[1]} "
                          f"{key[4]}x{key[5]} in {time.perf_counter() - t0:.1f} s "
                          f"({ok} ok, {len(chunk) - ok} failed)")
-                if self.dist.is_main:
+                if self.dist.is_main and time.perf_counter() >= self._next_summary:
+                    t1 = time.perf_counter()
                     self._write_outputs(final=False, done_this_run=None)
+                    # At most every 2 s, and at most 10% of the time on large jobs.
+                    self._next_summary = time.perf_counter() + max(
+                        SUMMARY_INTERVAL, 10 * (time.perf_counter() - t1))
                 self.check_stop()
 
     def _chunks(self, tasks):
@@ -557,15 +565,33 @@ class _Job:
             for t in tasks:
                 t.image = None
         self.check_stop()  # invert stopped early on a signal: its results are not kept
+        quality = self._image_metrics(result, first)
         for i, t in enumerate(tasks):
             try:
-                self._finish(t, result, i, len(tasks))
+                self._finish(t, result, i, len(tasks), quality)
             except Exception as error:
                 self._fail(t.index, f"writing the outputs failed: {type(error).__name__}: "
                                     f"{error}", final=False)
 
-    def _finish(self, task: _Task, result, i: int, batch_items: int) -> None:
-        from pyinvert import figures, metrics
+    @staticmethod
+    def _image_metrics(result, task: _Task):
+        """PSNR and SSIM of every reconstruction against its original, [B, R] each (None
+        where not sensible), computed for the whole batch at once."""
+        from pyinvert import metrics
+
+        recon = result.images.cpu()
+        B, R = recon.shape[0], task.restarts
+        recon = recon.reshape(B * R, *recon.shape[-3:])
+        original = result.originals.cpu().repeat_interleave(R, dim=0)
+        if recon.shape != original.shape or B == 0:
+            return None, None
+        psnr = metrics.psnr(recon, original).reshape(B, R)
+        ssim = metrics.ssim(recon, original).reshape(B, R) \
+            if min(task.height, task.width) >= 11 else None
+        return psnr, ssim
+
+    def _finish(self, task: _Task, result, i: int, batch_items: int, quality) -> None:
+        from pyinvert import figures
         from pyinvert.io import save_image
 
         R = task.restarts
@@ -593,15 +619,11 @@ class _Job:
                                    f"smaller learning rate", extra={
                                        "batch": batch, "size": [task.height, task.width]})
             return
-        per_restart = []
-        for r in range(R):
-            m = {"restart": r, "feature_error": float(fe[r]),
-                 "psnr": float(metrics.psnr(recon[r:r + 1], original[None]))
-                 if recon.shape[1] == original.shape[0] else None,
-                 "ssim": None}
-            if min(task.height, task.width) >= 11 and recon.shape[1] == original.shape[0]:
-                m["ssim"] = float(metrics.ssim(recon[r:r + 1], original[None]))
-            per_restart.append(m)
+        psnr, ssim = quality
+        per_restart = [{"restart": r, "feature_error": float(fe[r]),
+                        "psnr": float(psnr[i, r]) if psnr is not None else None,
+                        "ssim": float(ssim[i, r]) if ssim is not None else None}
+                       for r in range(R)]
         best = min(range(R), key=lambda r: per_restart[r]["feature_error"])
         names = ["reconstruction.png"] if R == 1 else [f"reconstruction-r{r}.png"
                                                        for r in range(R)]

@@ -117,10 +117,8 @@ def commit_item(out: Path, slug: str, tag: str, write_files, record: dict) -> di
     names = write_files(stage) if write_files is not None else []
     record = dict(record)
     record["checksums"] = {n: sha256_file(stage / n) for n in names}
-    with open(stage / "item.json", "w", encoding="utf-8") as f:
-        f.write(json.dumps(record, indent=2, allow_nan=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    (stage / "item.json").write_text(json.dumps(record, indent=2, allow_nan=False) + "\n",
+                                     encoding="utf-8")
     final = item_dir(out, slug)
     final.parent.mkdir(parents=True, exist_ok=True)
     old = None
