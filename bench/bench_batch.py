@@ -19,7 +19,7 @@ so compare runs made at a low load. Before the numbers are reported, the runs'
 reconstructions are checked to be identical (per-item seeds make an item's result
 independent of its batch and process).
 
-    python bench/bench_batch.py [--steps 200] [--sizes 64,224] [--items 64]
+    python bench/bench_batch.py [--steps 200] [--sizes 32,64,224] [--items 64]
 """
 import argparse
 import csv
@@ -119,7 +119,7 @@ def measure(size, args, tmp: Path):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--sizes", default="64,224", help="image sizes, one job each")
+    p.add_argument("--sizes", default="32,64,224", help="image sizes, one job each")
     p.add_argument("--items", type=int, default=64)
     args = p.parse_args(argv)
 

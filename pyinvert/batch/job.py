@@ -326,6 +326,9 @@ class _Job:
 
             mine = self._check_and_deal()
             self._process(mine)
+            if self.dist.distributed and self.dist.is_main:
+                # What rank 0 knows now, in case the final exchange never completes.
+                self._write_outputs(final=False, done_this_run=None)
 
             gathered = self.dist.all_gather(self.new)
             for part in gathered:
