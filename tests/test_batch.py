@@ -709,3 +709,33 @@ def test_summary_rows_and_totals():
 def read_manifest_item():
     from pyinvert.batch.manifest import Item
     return Item(id="a b", image="x.png", path=Path("/x.png"), rep="hog", line=2)
+
+
+@pytest.mark.cuda
+def test_cuda_job_matches_cpu_job(tmp_path):
+    rows = many_items(tmp_path, 3)
+    manifest = write_csv(tmp_path / "m.csv", rows)
+    cpu = pb.run_batch(manifest, tmp_path / "cpu", steps=5, verbose=False)
+    gpu = pb.run_batch(manifest, tmp_path / "gpu", steps=5, device="cuda", verbose=False)
+    assert cpu["ok"] == gpu["ok"] == 3 and gpu["device"].startswith("cuda")
+    a, _ = read_summary(tmp_path / "cpu")
+    b, _ = read_summary(tmp_path / "gpu")
+    for x, y in zip(a["items"], b["items"]):
+        assert x["feature_error"] == pytest.approx(y["feature_error"], rel=1e-3, abs=1e-4)
+        ra = cv2.imread(str(tmp_path / "cpu" / x["reconstruction"]), cv2.IMREAD_UNCHANGED)
+        rb = cv2.imread(str(tmp_path / "gpu" / y["reconstruction"]), cv2.IMREAD_UNCHANGED)
+        assert np.abs(ra.astype(int) - rb.astype(int)).max() <= 2
+
+
+def test_run_batch_documents_its_defaults():
+    import inspect
+
+    from tests.test_docs import documented_defaults
+
+    doc = inspect.getdoc(pb.run_batch)
+    found = documented_defaults(doc)
+    params = inspect.signature(pb.run_batch).parameters
+    assert set(found) == {n for n, p in params.items() if p.default is not inspect.Parameter.empty}
+    for name, text in found.items():
+        default = params[name].default
+        assert text == repr(default) or text.strip("'\"") == str(default), (name, text)
