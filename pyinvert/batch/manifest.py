@@ -1,0 +1,285 @@
+"""Reading and validating a batch manifest (CSV with a header, or JSON lines).
+
+Fields: ``id``, ``image``, ``rep`` (required); ``recipe``, ``restarts``, ``overrides``
+(optional). Unknown columns are ignored.
+
+What is a manifest error and what is a failed item:
+
+* The manifest is rejected as a whole (:class:`ManifestError`, exit status 2, nothing runs)
+  for problems of its *form*: a file that is neither CSV nor JSON lines, a line that is not
+  valid JSON (or not an object), a missing required column or field, an empty ``id``,
+  ``image`` or ``rep``, a duplicate ``id``, ``restarts`` that is not an integer >= 1,
+  ``overrides`` that is not valid JSON or not a JSON object, or no items at all. Every such
+  problem is listed, each with its line number and field.
+* Problems of *content*, found when an item is prepared or run, make only that item fail
+  (recorded with its reason; the others go on): a missing or unreadable image, an image too
+  small for the representation, an unknown representation or layer, missing weights, an
+  unknown recipe, an unknown override field or a value of the wrong type, a diverging
+  optimization.
+"""
+import csv
+import hashlib
+import io
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+REQUIRED = ("id", "image", "rep")
+OPTIONAL = ("recipe", "restarts", "overrides")
+
+_MAX_LISTED = 25
+
+
+class ManifestError(ValueError):
+    """The manifest cannot be used (its form is wrong); ``problems`` lists every problem."""
+
+    def __init__(self, path, problems: List[str]):
+        self.path = str(path)
+        self.problems = list(problems)
+        shown = self.problems[:_MAX_LISTED]
+        more = len(self.problems) - len(shown)
+        text = "\n  ".join(shown) + (f"\n  ... and {more} more" if more > 0 else "")
+        super().__init__(f"batch: invalid manifest {self.path}:\n  {text}")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One row of the manifest.
+
+    Attributes:
+        id: the item's id (unique in the manifest).
+        image: the image path as written in the manifest.
+        path: the image path resolved (relative paths from the manifest's folder).
+        rep: the representation string ("hog", "hogb", "dsift", "cnn:MODEL:LAYER", ...).
+        recipe: the recipe name, or None for the job's default.
+        restarts: reconstructions of this image, or None for the job's default.
+        overrides: recipe constants to override (a JSON object).
+        line: the line of the manifest the item starts on (1-based).
+    """
+    id: str
+    image: str
+    path: Path
+    rep: str
+    recipe: Optional[str] = None
+    restarts: Optional[int] = None
+    overrides: dict = field(default_factory=dict, compare=False)
+    line: int = 0
+
+    @property
+    def slug(self) -> str:
+        """The name of the item's output folder (see :func:`item_slug`)."""
+        return item_slug(self.id)
+
+    @property
+    def overrides_key(self) -> str:
+        """The overrides as canonical JSON (sorted keys), for grouping and fingerprints."""
+        return canonical_json(self.overrides)
+
+
+def canonical_json(value) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=True)
+
+
+def item_slug(item_id: str) -> str:
+    """A file-system-safe folder name for an id: the id itself when it is made of letters,
+    digits, ``.``, ``_`` and ``-`` only (and does not start with a dot), otherwise a cleaned
+    version followed by a hash of the id, so distinct ids never share a folder."""
+    clean = re.sub(r"[^A-Za-z0-9._-]+", "_", item_id).lstrip(".")[:80] or "item"
+    if clean == item_id:
+        return clean
+    digest = hashlib.sha256(item_id.encode("utf-8")).hexdigest()[:10]
+    return f"{clean}-{digest}"
+
+
+def detect_format(path: Path, text: str) -> str:
+    """"csv" or "jsonl", from the extension (.csv; .jsonl / .ndjson) or else the content."""
+    ext = path.suffix.lower()
+    if ext == ".csv":
+        return "csv"
+    if ext in (".jsonl", ".ndjson"):
+        return "jsonl"
+    first = text.lstrip()[:1]
+    return "jsonl" if first == "{" else "csv"
+
+
+def read_manifest(path) -> List[Item]:
+    """Read and validate a manifest.
+
+    Args:
+        path: a .csv file (with a header row) or a .jsonl file (one JSON object a line); any
+            other extension is sniffed (a first character ``{`` means JSON lines).
+
+    Returns:
+        The items, in the manifest's order.
+
+    Raises:
+        ManifestError: the file cannot be read or its form is wrong (every problem listed
+            with its line and field).
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise ManifestError(path, [f"cannot read the manifest: {error.strerror or error}"])
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ManifestError(path, [f"not UTF-8 text ({error})"])
+    fmt = detect_format(path, text)
+    rows, problems = (_read_csv if fmt == "csv" else _read_jsonl)(text)
+    base = path.resolve().parent
+    items, seen = [], {}
+    for line, row in rows:
+        item = _make_item(line, row, base, problems)
+        raw_id = row.get("id")
+        raw_id = _text(raw_id) if isinstance(raw_id, (str, int)) else ""
+        if raw_id in seen:
+            problems.append(f"line {line}: field 'id': duplicate id {raw_id!r} "
+                            f"(first on line {seen[raw_id]})")
+            continue
+        if raw_id:
+            seen[raw_id] = line
+        if item is not None:
+            items.append(item)
+    if not rows and not problems:
+        problems.append("no items (expected a header and at least one row for CSV, or at "
+                        "least one JSON object for JSON lines)")
+    if problems:
+        raise ManifestError(path, problems)
+    return items
+
+
+def _read_csv(text):
+    problems, rows = [], []
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = None
+    previous_end = 0
+    try:
+        for fields in reader:
+            start = previous_end + 1
+            previous_end = reader.line_num
+            if not fields or all(not f.strip() for f in fields):
+                continue
+            if header is None:
+                header = [h.strip().lower() for h in fields]
+                dup = sorted({h for h in header if header.count(h) > 1 and h})
+                if dup:
+                    problems.append(f"line {start}: header: duplicate column(s) {dup}")
+                missing = [c for c in REQUIRED if c not in header]
+                if missing:
+                    problems.append(
+                        f"line {start}: header: missing column(s) {missing} (expected columns "
+                        f"{', '.join(REQUIRED)} and optionally {', '.join(OPTIONAL)}; got "
+                        f"{[h for h in header]})")
+                    return [], problems
+                continue
+            if len(fields) > len(header):
+                problems.append(f"line {start}: {len(fields)} fields, but the header has "
+                                f"{len(header)} columns")
+                continue
+            row = {h: f for h, f in zip(header, fields) if h}
+            rows.append((start, row))
+    except csv.Error as error:
+        problems.append(f"line {reader.line_num}: not valid CSV ({error})")
+    return rows, problems
+
+
+def _read_jsonl(text):
+    problems, rows = [], []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            problems.append(f"line {number}: not valid JSON ({error.msg} at column "
+                            f"{error.colno})")
+            continue
+        if not isinstance(row, dict):
+            problems.append(f"line {number}: expected a JSON object, got "
+                            f"{type(row).__name__}")
+            continue
+        rows.append((number, {str(k).strip().lower(): v for k, v in row.items()}))
+    return rows, problems
+
+
+def _text(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value).strip()
+
+
+def _make_item(line, row, base: Path, problems) -> Optional[Item]:
+    bad = False
+    values = {}
+    for name in REQUIRED:
+        if name not in row:
+            problems.append(f"line {line}: field {name!r}: missing")
+            bad = True
+            continue
+        value = row[name]
+        if value is not None and (isinstance(value, (dict, list, bool)) or
+                                  (name != "id" and not isinstance(value, str))):
+            problems.append(f"line {line}: field {name!r}: expected a string, got {value!r}")
+            bad = True
+            continue
+        text = _text(value)
+        if not text:
+            problems.append(f"line {line}: field {name!r}: empty")
+            bad = True
+            continue
+        values[name] = text
+
+    recipe = row.get("recipe")
+    if recipe is not None and not isinstance(recipe, str):
+        problems.append(f"line {line}: field 'recipe': expected a recipe name, got {recipe!r}")
+        bad = True
+    recipe = _text(recipe) or None
+
+    restarts = row.get("restarts")
+    if isinstance(restarts, str):
+        restarts = restarts.strip() or None
+    if restarts is not None:
+        try:
+            if isinstance(restarts, bool) or (isinstance(restarts, float)
+                                              and not restarts.is_integer()):
+                raise ValueError
+            restarts = int(restarts)
+            if restarts < 1:
+                raise ValueError
+        except (TypeError, ValueError):
+            problems.append(f"line {line}: field 'restarts': expected an integer >= 1, "
+                            f"got {row.get('restarts')!r}")
+            bad = True
+
+    overrides = row.get("overrides")
+    if isinstance(overrides, str):
+        if overrides.strip():
+            try:
+                overrides = json.loads(overrides)
+            except json.JSONDecodeError as error:
+                problems.append(f"line {line}: field 'overrides': not valid JSON ({error.msg} "
+                                f"at column {error.colno}): {row.get('overrides')!r}")
+                bad = True
+                overrides = {}
+        else:
+            overrides = None
+    if overrides is None:
+        overrides = {}
+    if not isinstance(overrides, dict):
+        problems.append(f"line {line}: field 'overrides': expected a JSON object of recipe "
+                        f"fields, got {row.get('overrides')!r}")
+        bad = True
+    if bad:
+        return None
+    image = values["image"]
+    resolved = Path(os.path.expanduser(image))
+    if not resolved.is_absolute():
+        resolved = base / resolved
+    return Item(id=values["id"], image=image, path=resolved, rep=values["rep"], recipe=recipe,
+                restarts=restarts, overrides=overrides, line=line)

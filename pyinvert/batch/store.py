@@ -1,0 +1,162 @@
+"""The output folder of a batch job, written so that nothing is ever half there.
+
+Layout of ``DIR``::
+
+    DIR/items/<slug>/item.json            the item's record (status, metrics, files, ...)
+    DIR/items/<slug>/original.png         the image as the representation sees it
+    DIR/items/<slug>/reconstruction.png   (reconstruction-r<k>.png with restarts > 1)
+    DIR/items/<slug>/figure.png           original | code | reconstruction | error map
+    DIR/summary.json, DIR/summary.csv     one row per manifest item
+    DIR/index.html                        the report
+    DIR/.partial/                         staging area (removed when a job starts)
+    DIR/.lock                             held by the running job
+
+An item is written into ``DIR/.partial/<slug>.<run>.<rank>/`` (its ``item.json`` last) and
+the finished folder is then renamed to ``DIR/items/<slug>`` in one step: a folder under
+``items/`` is always complete, whatever moment the job is killed at. A rerun skips an item
+whose ``item.json`` parses, whose fingerprint (image content, representation, recipe,
+overrides, restarts, steps, seed) matches, and whose files all exist with the recorded
+checksums; everything else is done again.
+"""
+import errno
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Optional
+
+ITEM_FORMAT = "pyinvert-batch-item/1"
+PARTIAL = ".partial"
+
+
+def sha256_file(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def image_digest(path: Path) -> Optional[str]:
+    """sha256 of the image file's bytes, or None when it cannot be read."""
+    try:
+        return sha256_file(path)
+    except OSError:
+        return None
+
+
+def fingerprint(payload: dict) -> str:
+    """A stable hash of the settings that determine an item's outputs."""
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def item_dir(out: Path, slug: str) -> Path:
+    return out / "items" / slug
+
+
+def read_record(out: Path, slug: str) -> Optional[dict]:
+    """The item's record, or None when absent or unreadable."""
+    try:
+        record = json.loads((item_dir(out, slug) / "item.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def is_complete(out: Path, slug: str, record: Optional[dict], expected_fingerprint: str,
+                retry_failed: bool = False) -> bool:
+    """Whether ``record`` (read from the item's folder) lets a rerun skip the item."""
+    if record is None or record.get("format") != ITEM_FORMAT:
+        return False
+    if record.get("fingerprint") != expected_fingerprint:
+        return False
+    status = record.get("status")
+    if status == "failed":
+        return bool(record.get("final")) and not retry_failed
+    if status != "ok":
+        return False
+    checksums = record.get("checksums")
+    if not isinstance(checksums, dict) or not checksums:
+        return False
+    folder = item_dir(out, slug)
+    for name, digest in checksums.items():
+        p = folder / name
+        if Path(name).name != name or not p.is_file():
+            return False
+        try:
+            if sha256_file(p) != digest:
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def clean_partial(out: Path) -> None:
+    """Remove what an interrupted job left: the staging folder and temporary files of the
+    atomic writers (``.<name>.*.tmp``) at the top of ``out`` and in the item folders."""
+    shutil.rmtree(out / PARTIAL, ignore_errors=True)
+    for pattern in (".*.tmp", "items/*/.*.tmp"):
+        for p in out.glob(pattern):
+            try:
+                p.unlink()
+            except OSError:
+                pass
+
+
+def commit_item(out: Path, slug: str, tag: str, write_files, record: dict) -> dict:
+    """Write an item's files and record into a staging folder, then move it into place.
+
+    ``write_files(folder)`` writes the item's files into ``folder`` and returns their names;
+    their checksums go into the record, which is written last. Returns the record.
+    """
+    stage = out / PARTIAL / f"{slug}.{tag}"
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    names = write_files(stage) if write_files is not None else []
+    record = dict(record)
+    record["checksums"] = {n: sha256_file(stage / n) for n in names}
+    (stage / "item.json").write_text(json.dumps(record, indent=2, allow_nan=False) + "\n",
+                                     encoding="utf-8")
+    final = item_dir(out, slug)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    old = None
+    if final.exists():
+        old = out / PARTIAL / f"{slug}.{tag}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        os.rename(final, old)
+    os.rename(stage, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return record
+
+
+class JobLock:
+    """An exclusive lock on ``DIR/.lock`` (fcntl.flock) so that two jobs never write the same
+    folder; released when the process ends, even when killed."""
+
+    def __init__(self, out: Path):
+        self.path = out / ".lock"
+        self.fd = None
+
+    def acquire(self) -> bool:
+        import fcntl
+
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                os.close(self.fd)
+                self.fd = None
+                return False
+            # A file system without flock: go on without the lock.
+        os.ftruncate(self.fd, 0)
+        os.write(self.fd, f"{os.getpid()}\n".encode())
+        return True
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
