@@ -61,6 +61,10 @@ def _setup_context(ctx, inputs, output):
     x, *_, compute_grad = inputs
     ctx.x_shape = x.shape
     ctx.save_for_backward(output[1])
+    # The gradient output is data, not differentiable; and without this autograd would fill an
+    # x-sized zero "gradient of the gradient" on every backward.
+    ctx.mark_non_differentiable(output[1])
+    ctx.set_materialize_grads(False)
 
 
 def _is_eager_cpu(t: Tensor) -> bool:
@@ -86,6 +90,8 @@ def _backward(ctx, grad_value, _grad_of_grad):
             "image_prior: a second backward through the same image_prior call "
             "(retain_graph=True) is not supported; call image_prior again") from None
     nones = (None,) * 7
+    if grad_value is None:
+        return (None, *nones)
     if grad.numel() == 0:
         if torch.Size(ctx.x_shape).numel() > 0:
             raise RuntimeError("image_prior: backward needs compute_grad=True in the forward call")

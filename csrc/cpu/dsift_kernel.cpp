@@ -14,6 +14,7 @@
 
 #include "common/checks.h"
 #include "common/dsift_math.h"
+#include "cpu/output_cache.h"
 
 namespace pyinvert {
 namespace {
@@ -381,8 +382,9 @@ std::tuple<at::Tensor, at::Tensor> dsift_forward_kernel(const at::Tensor& x, int
                                                         bool return_histograms) {
   const Geometry g = dsift::checked_geometry(x, step, bin_size, flat_window, "dsift");
   const int64_t batch = x.size(0);
-  at::Tensor out = at::empty({batch, g.num_frames(), kDescriptorSize}, x.options());
-  at::Tensor histograms = return_histograms ? at::empty_like(out) : at::empty({0}, x.options());
+  at::Tensor out = empty_recycled({batch, g.num_frames(), kDescriptorSize}, x.options());
+  at::Tensor histograms = return_histograms ? empty_recycled(out.sizes(), x.options())
+                                             : at::empty({0}, x.options());
   if (batch == 0) return {out, histograms};
   const at::Tensor xc = x.contiguous();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dsift_forward", [&] {
@@ -399,7 +401,7 @@ at::Tensor dsift_backward_kernel(const at::Tensor& grad, const at::Tensor& x,
   const Geometry g = dsift::checked_geometry(x, step, bin_size, flat_window, "_dsift_backward");
   dsift::check_backward_inputs(grad, histograms, x, g);
   const int64_t batch = x.size(0);
-  at::Tensor grad_x = at::empty({batch, 1, g.height, g.width}, x.options());
+  at::Tensor grad_x = empty_recycled({batch, 1, g.height, g.width}, x.options());
   if (batch == 0) return grad_x;
   const at::Tensor xc = x.contiguous();
   const at::Tensor gc = grad.contiguous();

@@ -28,6 +28,7 @@
 
 #include "common/checks.h"
 #include "common/hog_math.h"
+#include "cpu/output_cache.h"
 
 namespace pyinvert {
 
@@ -520,11 +521,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> hog_forward_kernel(
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t Hc = hog::num_cells(H, cell_size), Wc = hog::num_cells(W, cell_size);
   const int64_t D = hog::descriptor_size(num_orientations, int(variant));
-  at::Tensor out = at::empty({B, D, Hc, Wc}, x.options());
-  at::Tensor hist = at::empty({B, 2 * num_orientations, Hc, Wc}, x.options());
+  at::Tensor out = empty_recycled({B, D, Hc, Wc}, x.options());
+  at::Tensor hist = empty_recycled({B, 2 * num_orientations, Hc, Wc}, x.options());
   const std::vector<int64_t> info_shape = hog_pixel_shape(x, 3, save_for_backward);
-  at::Tensor info = at::empty(info_shape, x.options().dtype(at::kInt));
-  at::Tensor jac = at::empty(hog_pixel_shape(x, 4, save_for_backward), x.options());
+  at::Tensor info = empty_recycled(info_shape, x.options().dtype(at::kInt));
+  at::Tensor jac = empty_recycled(hog_pixel_shape(x, 4, save_for_backward), x.options());
   if (B == 0) return {out, hist, info, jac};
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "hog", [&] {
     const HogGrid<scalar_t> grid(B, C, H, W, cell_size, num_orientations, int(variant),
@@ -545,7 +546,7 @@ at::Tensor hog_backward_kernel(const at::Tensor& grad, const at::Tensor& x, cons
   const at::Tensor gc = grad.contiguous(), hc = hist.contiguous();
   const at::Tensor ic = info.contiguous(), jc = jac.contiguous();
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
-  at::Tensor dx = at::empty({B, C, H, W}, x.options());
+  at::Tensor dx = empty_recycled({B, C, H, W}, x.options());
   if (B == 0) return dx;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "_hog_backward", [&] {
     const HogGrid<scalar_t> grid(B, C, H, W, cell_size, num_orientations, int(variant),

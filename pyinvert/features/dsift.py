@@ -211,6 +211,7 @@ def _dsift_setup_context(ctx, inputs, output):
     x, step, bin_size, flat_window, return_histograms = inputs
     _, histograms = output
     ctx.mark_non_differentiable(histograms)
+    ctx.set_materialize_grads(False)  # no zero-filled gradient for the histograms
     ctx.save_for_backward(x, histograms)
     ctx.params = (step, bin_size, flat_window)
     ctx.has_histograms = return_histograms

@@ -108,13 +108,16 @@ def _hog_setup_context(ctx, inputs, output):
     ctx.save_for_backward(x, hist, pixels, jacobian)
     ctx.params = (cell_size, num_orientations, variant, bilinear)
     ctx.mark_non_differentiable(hist, pixels, jacobian)
+    # Otherwise autograd fills a zero gradient for each of those (large) outputs on every
+    # backward: measured as a third of an inversion step's time at B = 16, 224 x 224.
+    ctx.set_materialize_grads(False)
 
 
 def _hog_backward(ctx, grad_features, grad_hist, grad_pixels, grad_jacobian):
     # Only the features are differentiable outputs (hog() returns nothing else).
     x, hist, pixels, jacobian = ctx.saved_tensors
     grad_x = None
-    if ctx.needs_input_grad[0]:
+    if ctx.needs_input_grad[0] and grad_features is not None:
         grad_x = torch.ops.pyinvert._hog_backward(grad_features, x, hist, pixels, jacobian,
                                                   *ctx.params)
     return grad_x, None, None, None, None, None
