@@ -418,6 +418,41 @@ class Activation(Objective):
         return out
 
 
+class ClassLogProbability(Objective):
+    r"""The log-probability of a class under the softmax of logits: ``loss = -log p_k(x)``,
+    ``p = softmax(Phi(x))``; measure ``p_k``. Unlike the logit alone, it pushes the other
+    classes down (a logit can grow while a similar class grows as much, leaving p low), and it
+    saturates once p_k is near 1.
+
+    Args:
+        channel: the class index, an int or a LongTensor[N].
+    """
+
+    def __init__(self, channel):
+        self.channel = Activation._index(channel, "channel")
+
+    def evaluate(self, code, x):
+        if code.dim() != 2:
+            raise ValueError(f"ClassLogProbability: expected logits of shape (N, K), "
+                             f"got {list(code.shape)}")
+        N = code.shape[0]
+        ch = Activation._rows(None, self.channel, N, code.device)
+        logp = torch.log_softmax(code, 1)[torch.arange(N, device=code.device), ch]
+        return -logp, logp.exp()
+
+    def map_rows(self, fn):
+        out = ClassLogProbability.__new__(ClassLogProbability)
+        out.channel = fn(self.channel) if isinstance(self.channel, Tensor) and \
+            self.channel.dim() == 1 else self.channel
+        return out
+
+    def to(self, device=None, dtype=None):
+        out = self.map_rows(lambda t: t)
+        if isinstance(out.channel, Tensor) and device is not None:
+            out.channel = out.channel.to(device)
+        return out
+
+
 class DeepDream(Objective):
     r"""DeepDream (Mordvintsev et al. 2015): amplify whatever the layer responds to,
     ``loss = -1/2 ||Phi(x)||^2 / D`` (D = entries of one code, so the scale does not depend on
