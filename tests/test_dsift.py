@@ -56,6 +56,17 @@ def test_photos_match_vlfeat(vl, name, scale, flat_window):
         _assert_matches_vlfeat(image, step, bin_size, flat_window)
 
 
+@pytest.mark.parametrize("flat_window", [False, True], ids=["gaussian", "flat"])
+def test_float32_bit_identical_to_vlfeat(vl, flat_window):
+    """Not only within 1e-4: the float32 kernel repeats VLFeat's float operations, so the bits are
+    the same (with the default build flags; a build that fuses multiply-adds may differ in the
+    last bits)."""
+    for name, scale in [("astronaut", 1.0 / 255.0), ("coffee", 1.0)]:
+        image = _gray_photo(name, scale)
+        for step, bin_size in [(4, 8), (3, 5)]:
+            _assert_matches_vlfeat(image, step, bin_size, flat_window, atol=0.0)
+
+
 @pytest.mark.parametrize("size", [(25, 25), (26, 31), (47, 33), (64, 97), (101, 58)])
 @pytest.mark.parametrize("flat_window", [False, True], ids=["gaussian", "flat"])
 def test_random_images_match_vlfeat(vl, size, flat_window):

@@ -24,7 +24,7 @@
 // the integral signals of the flat window, whose running sums cancel. float64 evaluates the same
 // formulas in double (with the exact square root), which makes it smooth enough for gradcheck.
 // On CUDA (built with --use_fast_math) the forward's products that feed sums and its divisions go
-// through mul_rn / div_rn (__fmul_rn, __fdiv_rn: IEEE, never fused), so it rounds as the CPU does;
+// through rn_mul / rn_div (__fmul_rn, __fdiv_rn: IEEE, never fused), so it rounds as the CPU does;
 // the backward may fuse and round differently in the last bits.
 //
 // Backward: the exact gradient of the above with the fast square root replaced by the exact one
@@ -41,6 +41,7 @@
 
 #include "common/checks.h"
 #include "common/macros.h"
+#include "common/rounding.h"
 
 namespace pyinvert {
 namespace dsift {
@@ -51,32 +52,6 @@ constexpr int kDescriptorSize = kNumBinT * kNumBinXY * kNumBinXY;
 constexpr double kPi = 3.141592653589793;  // VL_PI
 constexpr double kEpsF = 1.19209290e-07;   // VL_EPSILON_F (used in both precisions)
 constexpr double kWindowSize = 2.0;        // VLFeat's default Gaussian window (units of bin_size)
-
-// ---------------------------------------------------------------------------------------------
-// Rounded products. nvcc (and a host compiler targeting FMA hardware) may fuse a*b + c into one
-// rounding; VLFeat's float results round the product first. These keep that on the device.
-PYI_HOST_DEVICE float mul_rn(float a, float b) {
-#ifdef __CUDA_ARCH__
-  return __fmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-PYI_HOST_DEVICE double mul_rn(double a, double b) {
-#ifdef __CUDA_ARCH__
-  return __dmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-PYI_HOST_DEVICE float div_rn(float a, float b) {
-#ifdef __CUDA_ARCH__
-  return __fdiv_rn(a, b);  // IEEE division even under --use_fast_math
-#else
-  return a / b;
-#endif
-}
-PYI_HOST_DEVICE double div_rn(double a, double b) { return a / b; }
 
 // ---------------------------------------------------------------------------------------------
 // VLFeat's fast math (vl/mathop.h).
@@ -99,9 +74,9 @@ PYI_HOST_DEVICE float fast_sqrt(float x) {
   std::memcpy(&y, &i, sizeof(y));
 #endif
   const float half = 0.5F * x;
-  y = y * (1.5F - mul_rn(mul_rn(half, y), y));
-  y = y * (1.5F - mul_rn(mul_rn(half, y), y));
-  return mul_rn(x, y);
+  y = y * (1.5F - rn_mul(rn_mul(half, y), y));
+  y = y * (1.5F - rn_mul(rn_mul(half, y), y));
+  return rn_mul(x, y);
 }
 // float64: the same threshold, the exact square root.
 PYI_HOST_DEVICE double fast_sqrt(double x) { return x < 1e-8 ? 0.0 : ::sqrt(x); }
@@ -114,13 +89,13 @@ PYI_HOST_DEVICE T fast_atan2(T y, T x) {
   const T abs_y = (y < T(0) ? -y : y) + T(kEpsF);
   T r, angle;
   if (x >= T(0)) {
-    r = div_rn(x - abs_y, x + abs_y);
+    r = rn_div(x - abs_y, x + abs_y);
     angle = T(kPi / 4);
   } else {
-    r = div_rn(x + abs_y, abs_y - x);
+    r = rn_div(x + abs_y, abs_y - x);
     angle = T(3 * kPi / 4);
   }
-  angle += mul_rn(mul_rn(mul_rn(c3, r), r) - c1, r);
+  angle += rn_mul(rn_mul(rn_mul(c3, r), r) - c1, r);
   return y < T(0) ? -angle : angle;
 }
 
@@ -189,7 +164,7 @@ PYI_HOST_DEVICE PixelOrientation<T> pixel_orientation(const T* im, int height, i
                                                       int y) {
   PixelOrientation<T> p;
   image_gradient(im, height, width, x, y, p.gx, p.gy);
-  p.modulus = fast_sqrt(mul_rn(p.gx, p.gx) + mul_rn(p.gy, p.gy));
+  p.modulus = fast_sqrt(rn_mul(p.gx, p.gx) + rn_mul(p.gy, p.gy));
   const T nt = angle_to_bin(fast_atan2(p.gy, p.gx));
   const int lower = nt >= T(0) ? static_cast<int>(nt) : 0;  // vl_floor_f (NaN -> 0, frac NaN)
   p.frac = nt - static_cast<T>(lower);
@@ -285,7 +260,7 @@ PYI_HOST_DEVICE void filter_taps(const T* line, int64_t stride, int n, int posit
   for (int k = 0; k < taps; ++k) {
     const T* src = line + clamp_index(position - radius + k, n) * stride;
     const T w = kernel[taps - 1 - k];
-    for (int l = 0; l < lanes; ++l) out[l] += mul_rn(src[l], w);
+    for (int l = 0; l < lanes; ++l) out[l] += rn_mul(src[l], w);
   }
 }
 
@@ -347,12 +322,71 @@ PYI_HOST_DEVICE void triangle_filter_integrals(const T* line, int64_t stride, in
   for (y = n - delta; y < n; ++y) {  // replicate line[n - 1]
     const T count = static_cast<T>(n - delta - y);
     for (int l = 0; l < lanes; ++l) {
-      b[y * L + l] = b[y * L + l] - mul_rn(b[(n - 1) * L + l], count);
+      b[y * L + l] = b[y * L + l] - rn_mul(b[(n - 1) * L + l], count);
     }
   }
   for (y = -delta + 1; y < n; ++y) {  // integrate forward
     for (int l = 0; l < lanes; ++l) b[y * L + l] += b[(y - 1) * L + l];
   }
+}
+
+// triangle_filter_integrals for a compile-time number of lanes, buffer rows of kLanes values.
+template <int kLanes, typename T>
+PYI_HOST_DEVICE void triangle_filter_integrals_lanes(const T* line, int64_t stride, int n,
+                                                     int delta, T* buf) {
+#if !defined(__CUDACC__) && defined(__GNUC__)
+  // Host: the same operations, lane by lane, in 16-byte GNU vectors.
+  typedef T Vector __attribute__((vector_size(16)));
+  constexpr int kPerVector = 16 / sizeof(T);
+  if constexpr (kLanes % kPerVector == 0) {
+    constexpr int kVectors = kLanes / kPerVector;
+    struct Row {  // kLanes values
+      Vector v[kVectors];
+      static Row load(const T* p) {
+        Row r;
+        std::memcpy(r.v, p, sizeof(r.v));
+        return r;
+      }
+      void store(T* p) const { std::memcpy(p, v, sizeof(v)); }
+    };
+    T* b = buf + static_cast<int64_t>(delta) * kLanes;  // row y at b + y * kLanes
+    auto row = [&](int y) { return b + static_cast<int64_t>(y) * kLanes; };
+    Row acc = Row::load(line + static_cast<int64_t>(n - 1) * stride);
+    acc.store(row(n - 1));
+    int y = n - 2;
+    for (; y >= 0; --y) {  // integrate backward
+      const Row src = Row::load(line + static_cast<int64_t>(y) * stride);
+      for (int v = 0; v < kVectors; ++v) acc.v[v] = acc.v[v] + src.v[v];
+      acc.store(row(y));
+    }
+    const Row first = Row::load(line);
+    for (; y >= -delta; --y) {  // replicate line[0]
+      for (int v = 0; v < kVectors; ++v) acc.v[v] = acc.v[v] + first.v[v];
+      acc.store(row(y));
+    }
+    for (y = -delta; y < n - delta; ++y) {  // box filter forward
+      Row r = Row::load(row(y));
+      const Row ahead = Row::load(row(y + delta));
+      for (int v = 0; v < kVectors; ++v) r.v[v] = r.v[v] - ahead.v[v];
+      r.store(row(y));
+    }
+    const Row end = Row::load(row(n - 1));
+    for (y = n - delta; y < n; ++y) {  // replicate line[n - 1]
+      const T count = static_cast<T>(n - delta - y);
+      Row r = Row::load(row(y));
+      for (int v = 0; v < kVectors; ++v) r.v[v] = r.v[v] - end.v[v] * count;
+      r.store(row(y));
+    }
+    acc = Row::load(row(-delta));
+    for (y = -delta + 1; y < n; ++y) {  // integrate forward
+      Row r = Row::load(row(y));
+      for (int v = 0; v < kVectors; ++v) acc.v[v] = r.v[v] + acc.v[v];
+      acc.store(row(y));
+    }
+    return;
+  }
+#endif
+  triangle_filter_integrals(line, stride, n, delta, kLanes, buf, kLanes);
 }
 
 template <typename T>
@@ -429,8 +463,9 @@ std::vector<T> pooling_kernels(int bin_size, bool flat_window) {
 }
 
 // The transpose of the pooling along one axis, as CSR: for pixel p in [0, size), entries
-// [offsets[p], offsets[p+1]) give the samples s (rows r or columns c) whose filter reads p, and the
-// total weight (replicated border pixels collect the taps that fall outside).
+// [offsets[p], offsets[p+1]) give the samples s (rows r or columns c) whose filter reads p and the
+// tap's weight, ordered by sample then tap (a replicated border pixel gets one entry per tap that
+// falls outside). Summing them in this order equals scattering sample by sample, tap by tap.
 template <typename T>
 struct TransposedPooling {
   std::vector<int> offsets, samples;
@@ -446,13 +481,7 @@ TransposedPooling<T> transpose_pooling(const Geometry& g, int size, int num_samp
     const int position = g.position(s);
     const T* kernel = kernels.data() + (s % kNumBinXY) * taps;
     for (int k = 0; k < taps; ++k) {
-      auto& list = lists[clamp_index(position - radius + k, size)];
-      const T w = kernel[taps - 1 - k];
-      if (!list.empty() && list.back().first == s) {
-        list.back().second += w;
-      } else {
-        list.emplace_back(s, w);
-      }
+      lists[clamp_index(position - radius + k, size)].emplace_back(s, kernel[taps - 1 - k]);
     }
   }
   TransposedPooling<T> t;
@@ -473,8 +502,19 @@ TransposedPooling<T> transpose_pooling(const Geometry& g, int size, int num_samp
 template <typename T>
 PYI_HOST_DEVICE T descriptor_root(const T* h) {  // fast_sqrt(sum h^2), sequential sum
   T acc = T(0);
-  for (int k = 0; k < kDescriptorSize; ++k) acc += mul_rn(h[k], h[k]);
+  for (int k = 0; k < kDescriptorSize; ++k) acc += rn_mul(h[k], h[k]);
   return fast_sqrt(acc);
+}
+
+// descriptor_root of kCount descriptors at once (interleaved: independent sums, same order each).
+template <int kCount, typename T>
+PYI_HOST_DEVICE void descriptor_roots(T* const* h, T* roots) {
+  T acc[kCount];
+  for (int j = 0; j < kCount; ++j) acc[j] = T(0);
+  for (int k = 0; k < kDescriptorSize; ++k) {
+    for (int j = 0; j < kCount; ++j) acc[j] += rn_mul(h[j][k], h[j][k]);
+  }
+  for (int j = 0; j < kCount; ++j) roots[j] = fast_sqrt(acc[j]);
 }
 
 template <typename T>
@@ -482,13 +522,26 @@ PYI_HOST_DEVICE T clamp_value(T u) {
   return u > T(0.2) ? T(0.2) : u;
 }
 
-// In place: h (pooled histogram) -> descriptor.
+// In place: kCount pooled histograms h[j] -> descriptors (kCount = 1 on the device; the CPU
+// interleaves a few to overlap the sequential sums).
+template <int kCount, typename T>
+PYI_HOST_DEVICE void normalize_descriptors(T* const* h) {
+  T norm[kCount];
+  descriptor_roots<kCount>(h, norm);
+  for (int j = 0; j < kCount; ++j) {
+    const T n1 = norm[j] + T(kEpsF);
+    for (int k = 0; k < kDescriptorSize; ++k) h[j][k] = clamp_value(rn_div(h[j][k], n1));
+  }
+  descriptor_roots<kCount>(h, norm);
+  for (int j = 0; j < kCount; ++j) {
+    const T n2 = norm[j] + T(kEpsF);
+    for (int k = 0; k < kDescriptorSize; ++k) h[j][k] = rn_div(h[j][k], n2);
+  }
+}
+
 template <typename T>
 PYI_HOST_DEVICE void normalize_descriptor(T* h) {
-  const T n1 = descriptor_root(h) + T(kEpsF);
-  for (int k = 0; k < kDescriptorSize; ++k) h[k] = clamp_value(div_rn(h[k], n1));
-  const T n2 = descriptor_root(h) + T(kEpsF);
-  for (int k = 0; k < kDescriptorSize; ++k) h[k] = div_rn(h[k], n2);
+  normalize_descriptors<1>(&h);
 }
 
 // dL/dh from dL/d(descriptor) `grad` and the pooled histogram h; `d_h` may alias `h`.
@@ -497,27 +550,43 @@ PYI_HOST_DEVICE void normalize_descriptor(T* h) {
 template <typename T>
 PYI_HOST_DEVICE void normalize_descriptor_backward(const T* h, const T* grad, T* d_h) {
   T u[kDescriptorSize];
-  const T s1 = descriptor_root(h);
+  const T s1 = descriptor_root(h);  // exactly the forward's (it decides which u are clamped)
   const T n1 = s1 + T(kEpsF);
-  T acc_v = T(0);
-  for (int k = 0; k < kDescriptorSize; ++k) {
-    u[k] = div_rn(h[k], n1);
-    const T v = clamp_value(u[k]);
-    acc_v += mul_rn(v, v);
+  for (int k = 0; k < kDescriptorSize; ++k) u[k] = rn_div(h[k], n1);
+  // The sums below only scale the gradient: 8 partial sums in any order (vectorizable).
+  constexpr int kPartial = 8;
+  T partial[kPartial];
+  for (int l = 0; l < kPartial; ++l) partial[l] = T(0);
+  for (int k = 0; k < kDescriptorSize; k += kPartial) {  // |v|^2
+    for (int l = 0; l < kPartial; ++l) {
+      const T v = clamp_value(u[k + l]);
+      partial[l] += v * v;
+    }
   }
+  T acc_v = T(0);
+  for (int l = 0; l < kPartial; ++l) acc_v += partial[l];
   const T s2 = fast_sqrt(acc_v);
   const T n2 = s2 + T(kEpsF);
-  T dot2 = T(0);  // grad . v
-  for (int k = 0; k < kDescriptorSize; ++k) dot2 += grad[k] * clamp_value(u[k]);
+  for (int l = 0; l < kPartial; ++l) partial[l] = T(0);
+  for (int k = 0; k < kDescriptorSize; k += kPartial) {  // grad . v
+    for (int l = 0; l < kPartial; ++l) partial[l] += grad[k + l] * clamp_value(u[k + l]);
+  }
+  T dot2 = T(0);
+  for (int l = 0; l < kPartial; ++l) dot2 += partial[l];
   const T inv_n2 = T(1) / n2;
   const T c2 = s2 > T(0) ? dot2 * inv_n2 * inv_n2 / s2 : T(0);
   // d_u = [u <= 0.2] (grad / n2 - c2 v) (stored over u); d_h = d_u / n1 - c1 h with
   // c1 = (d_u . h) / (n1^2 s1).
-  T dot1 = T(0);
-  for (int k = 0; k < kDescriptorSize; ++k) {
-    u[k] = u[k] > T(0.2) ? T(0) : grad[k] * inv_n2 - c2 * u[k];
-    dot1 += u[k] * h[k];
+  for (int l = 0; l < kPartial; ++l) partial[l] = T(0);
+  for (int k = 0; k < kDescriptorSize; k += kPartial) {
+    for (int l = 0; l < kPartial; ++l) {
+      const T d_u = u[k + l] > T(0.2) ? T(0) : grad[k + l] * inv_n2 - c2 * u[k + l];
+      u[k + l] = d_u;
+      partial[l] += d_u * h[k + l];
+    }
   }
+  T dot1 = T(0);
+  for (int l = 0; l < kPartial; ++l) dot1 += partial[l];
   const T inv_n1 = T(1) / n1;
   const T c1 = s1 > T(0) ? dot1 * inv_n1 * inv_n1 / s1 : T(0);
   for (int k = 0; k < kDescriptorSize; ++k) d_h[k] = u[k] * inv_n1 - c1 * h[k];

@@ -34,6 +34,7 @@
 #include <cstring>
 
 #include "common/macros.h"
+#include "common/rounding.h"
 
 namespace pyinvert {
 namespace hog {
@@ -45,77 +46,6 @@ constexpr double kClamp = 0.2;
 constexpr double kNormEps = 1e-4;
 constexpr int64_t kMaxOrientations = int64_t(1) << 24;  // directed bins are int32
 
-// ---- correctly rounded arithmetic (no contraction into FMA, no fast-math approximations) ----
-PYI_HOST_DEVICE float rn_add(float a, float b) {
-#ifdef __CUDA_ARCH__
-  return __fadd_rn(a, b);
-#else
-  return a + b;
-#endif
-}
-PYI_HOST_DEVICE double rn_add(double a, double b) {
-#ifdef __CUDA_ARCH__
-  return __dadd_rn(a, b);
-#else
-  return a + b;
-#endif
-}
-PYI_HOST_DEVICE float rn_sub(float a, float b) {
-#ifdef __CUDA_ARCH__
-  return __fsub_rn(a, b);
-#else
-  return a - b;
-#endif
-}
-PYI_HOST_DEVICE double rn_sub(double a, double b) {
-#ifdef __CUDA_ARCH__
-  return __dsub_rn(a, b);
-#else
-  return a - b;
-#endif
-}
-PYI_HOST_DEVICE float rn_mul(float a, float b) {
-#ifdef __CUDA_ARCH__
-  return __fmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-PYI_HOST_DEVICE double rn_mul(double a, double b) {
-#ifdef __CUDA_ARCH__
-  return __dmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-PYI_HOST_DEVICE float rn_div(float a, float b) {
-#ifdef __CUDA_ARCH__
-  return __fdiv_rn(a, b);
-#else
-  return a / b;
-#endif
-}
-PYI_HOST_DEVICE double rn_div(double a, double b) {
-#ifdef __CUDA_ARCH__
-  return __ddiv_rn(a, b);
-#else
-  return a / b;
-#endif
-}
-PYI_HOST_DEVICE float rn_sqrt(float a) {
-#ifdef __CUDA_ARCH__
-  return __fsqrt_rn(a);
-#else
-  return std::sqrt(a);
-#endif
-}
-PYI_HOST_DEVICE double rn_sqrt(double a) {
-#ifdef __CUDA_ARCH__
-  return __dsqrt_rn(a);
-#else
-  return std::sqrt(a);
-#endif
-}
 PYI_HOST_DEVICE float acos_t(float a) {
 #ifdef __CUDA_ARCH__
   return acosf(a);

@@ -30,6 +30,11 @@ struct Lanes8 {
   typedef T Vector __attribute__((vector_size(16)));
   static constexpr int kPerVector = 16 / sizeof(T), kVectors = kNumBinT / kPerVector;
   Vector v[kVectors] = {};
+  static Lanes8 load(const T* src) {
+    Lanes8 l;
+    std::memcpy(l.v, src, sizeof(l.v));
+    return l;
+  }
   void add(T w, const T* src) {
     for (int i = 0; i < kVectors; ++i) {
       Vector s;
@@ -45,7 +50,8 @@ template <typename T>
 struct Tables {
   std::vector<T> kernels;       // [4][taps] forward Gaussian-window kernels
   std::vector<T> flat_weights;  // [4] flat-window bin weights
-  dsift::TransposedPooling<T> rows_t, cols_t;  // backward only
+  std::vector<T> backward_kernels;  // [4][taps] the pooling kernels the backward transposes
+  dsift::TransposedPooling<T> rows_t;  // backward only
 };
 
 template <typename T>
@@ -56,9 +62,8 @@ Tables<T> make_tables(const Geometry& g, bool backward) {
   const std::vector<float> w = dsift::flat_window_weights(g.bin_size);
   tab.flat_weights.assign(w.begin(), w.end());
   if (backward) {
-    const std::vector<T> pk = dsift::pooling_kernels<T>(g.bin_size, g.flat_window);
-    tab.rows_t = dsift::transpose_pooling<T>(g, g.height, g.num_rows(), pk);
-    tab.cols_t = dsift::transpose_pooling<T>(g, g.width, g.num_cols(), pk);
+    tab.backward_kernels = dsift::pooling_kernels<T>(g.bin_size, g.flat_window);
+    tab.rows_t = dsift::transpose_pooling<T>(g, g.height, g.num_rows(), tab.backward_kernels);
   }
   return tab;
 }
@@ -155,8 +160,7 @@ struct Stages {
                                              hb + g.output_index(r, c, 0));
         }
       } else {
-        dsift::triangle_filter_integrals(line, kNumBinT, W, delta, kNumBinT, buf.data(),
-                                         kNumBinT);
+        dsift::triangle_filter_integrals_lanes<kNumBinT>(line, kNumBinT, W, delta, buf.data());
         const T wy = tab.flat_weights[r % kNumBinXY];
         for (int c = 0; c < C; ++c) {
           T* out = hb + g.output_index(r, c, 0);
@@ -173,7 +177,14 @@ struct Stages {
   // 4. Normalization; items: descriptors.
   int64_t descriptor_items() const { return n * frames; }
   void normalize(T* h, int64_t begin, int64_t end) const {
-    for (int64_t f = begin; f < end; ++f) dsift::normalize_descriptor(h + f * kDescriptorSize);
+    constexpr int kInterleave = 4;  // independent sequential sums in flight
+    int64_t f = begin;
+    for (; f + kInterleave <= end; f += kInterleave) {
+      T* group[kInterleave];
+      for (int j = 0; j < kInterleave; ++j) group[j] = h + (f + j) * kDescriptorSize;
+      dsift::normalize_descriptors<kInterleave>(group);
+    }
+    for (; f < end; ++f) dsift::normalize_descriptor(h + f * kDescriptorSize);
   }
 
   // Backward 4: dL/dh from dL/d(descriptor) and the histograms h saved by the forward.
@@ -184,23 +195,28 @@ struct Stages {
     }
   }
 
-  // Backward 3: dL/d(rows) = transpose of the pooling along x; items (image, row r).
+  // Backward 3: dL/d(rows) = transpose of the pooling along x, scattered sample by sample and
+  // tap by tap within the row (the order of the CSR gather the CUDA kernel does); items
+  // (image, row r).
   void pool_cols_backward(const T* dh, T* d_rows, int64_t begin, int64_t end) const {
-    const auto& ct = tab.cols_t;
+    const std::vector<T>& kernels = tab.backward_kernels;
+    const int radius = g.bin_size - 1;
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / R;
       const int r = static_cast<int>(item % R);
-      const T* dhb = dh + b * frames * kDescriptorSize;
+      const T* dhr = dh + b * frames * kDescriptorSize + g.output_index(r, 0, 0);
       T* dst = d_rows + item * row8;
-      const T* dhr = dhb + g.output_index(r, 0, 0);  // row sample r's frames and bin_y
-      for (int xx = 0; xx < W; ++xx) {
-        Lanes8<T> acc;
-        for (int e = ct.offsets[xx]; e < ct.offsets[xx + 1]; ++e) {
-          const int c = ct.samples[e];
-          acc.add(ct.weights[e], dhr + (c / kNumBinXY) * kDescriptorSize +
-                                     (c % kNumBinXY) * kNumBinT);
+      std::fill(dst, dst + row8, T(0));
+      for (int c = 0; c < C; ++c) {
+        const T* src = dhr + (c / kNumBinXY) * kDescriptorSize + (c % kNumBinXY) * kNumBinT;
+        const T* kernel = kernels.data() + (c % kNumBinXY) * taps;
+        const int position = g.position(c);
+        for (int k = 0; k < taps; ++k) {
+          T* out = dst + dsift::clamp_index(position - radius + k, W) * kNumBinT;
+          Lanes8<T> acc = Lanes8<T>::load(out);
+          acc.add(kernel[taps - 1 - k], src);
+          acc.store(out);
         }
-        acc.store(dst + xx * kNumBinT);
       }
     }
   }

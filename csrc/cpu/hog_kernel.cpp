@@ -272,17 +272,17 @@ void accumulate_row(const HogGrid<T>& g, const RowScratch<T>& s, const hog::Cell
     const bool left = sx.bin >= 0, right = sx.bin < last;
     for (int j = 0; j < (BILINEAR ? 2 : 1); ++j) {
       if (r.bin[j] < 0) continue;
-      const T v = BILINEAR ? hog::rn_mul(mag, r.weight[j]) : mag;
+      const T v = BILINEAR ? rn_mul(mag, r.weight[j]) : mag;
       const int64_t offset = r.bin[j] * g.plane + sx.bin;
       if (top_row) {
         T* c = top_row + offset;
-        if (left) c[0] += hog::rn_mul(hog::rn_mul(v, sx.w1), sy.w1);
-        if (right) c[1] += hog::rn_mul(hog::rn_mul(v, sx.w2), sy.w1);
+        if (left) c[0] += rn_mul(rn_mul(v, sx.w1), sy.w1);
+        if (right) c[1] += rn_mul(rn_mul(v, sx.w2), sy.w1);
       }
       if (bottom_row) {
         T* c = bottom_row + offset;
-        if (left) c[0] += hog::rn_mul(hog::rn_mul(v, sx.w1), sy.w2);
-        if (right) c[1] += hog::rn_mul(hog::rn_mul(v, sx.w2), sy.w2);
+        if (left) c[0] += rn_mul(rn_mul(v, sx.w1), sy.w2);
+        if (right) c[1] += rn_mul(rn_mul(v, sx.w2), sy.w2);
       }
     }
   }

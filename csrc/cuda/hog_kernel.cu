@@ -119,7 +119,7 @@ __global__ void hog_histogram_kernel(const T* __restrict__ x, const T* __restric
         for (int i = 0; i < 2; ++i) {
           if (r.bin[i] < 0) continue;
           T* hc = h + r.bin[i] * g.plane;
-          *hc = hog::rn_add(*hc, hog::pixel_contribution(pg.mag, r.weight[i], wx, wy));
+          *hc = rn_add(*hc, hog::pixel_contribution(pg.mag, r.weight[i], wx, wy));
         }
       }
     }
