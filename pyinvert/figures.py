@@ -145,3 +145,96 @@ def montage(rows: Sequence[Sequence[Tensor]], row_labels: Optional[Sequence[str]
         if k < len(lines) - 1:
             padded.append(np.full((_GAP, w, 3), 255, np.uint8))
     return np.concatenate(padded, 0)
+
+
+# ---- CNN visualizations -----------------------------------------------------------------
+
+def heat_map(values: Tensor, vmax: Optional[float] = None) -> np.ndarray:
+    """A [H, W] map of non-negative values as a colour-mapped (inferno) uint8 RGB image; the
+    scale spans [0, vmax] (default: the map's maximum)."""
+    import cv2
+
+    v = torch.nan_to_num(values.detach().double().cpu()).clamp_min(0)
+    top = float(v.max()) if vmax is None else float(vmax)
+    v = v / top if top > 0 else v
+    a = (v.clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
+    return cv2.cvtColor(cv2.applyColorMap(a, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
+
+
+def _tile(im, title: str, height: int) -> np.ndarray:
+    a = im if isinstance(im, np.ndarray) else to_uint8(im)
+    return _title(_rgb(_resize_height(_rgb(a), height)), title)
+
+
+def _grid(tiles: Sequence[np.ndarray], columns: int) -> np.ndarray:
+    rows = [_hstack(list(tiles[i:i + columns])) for i in range(0, len(tiles), columns)]
+    w = max(r.shape[1] for r in rows)
+    out = []
+    for k, r in enumerate(rows):
+        if r.shape[1] < w:
+            r = np.concatenate([r, np.full((r.shape[0], w - r.shape[1], 3), 255, np.uint8)], 1)
+        out.append(r)
+        if k < len(rows) - 1:
+            out.append(np.full((_GAP, w, 3), 255, np.uint8))
+    return np.concatenate(out, 0)
+
+
+def layer_grid(originals: Sequence[Tensor], reconstructions: Sequence[Sequence[Tensor]],
+               layers: Sequence[str], height: int = 128) -> np.ndarray:
+    """The per-layer inversion figure: one row per image, the original then one
+    reconstruction per layer, each labelled.
+
+    Args:
+        originals: B images [C, H, W] in [0, 1].
+        reconstructions: per layer, B reconstructions (``reconstructions[l][b]``).
+        layers: the layer names (column labels).
+        height: tile height. Default: 128.
+
+    Returns:
+        HWC uint8 RGB array.
+    """
+    tiles = []
+    for b, orig in enumerate(originals):
+        tiles.append(_tile(orig, "original", height))
+        for l, name in enumerate(layers):
+            tiles.append(_tile(reconstructions[l][b], name, height))
+    return _grid(tiles, 1 + len(layers))
+
+
+def labelled_grid(images: Sequence[Tensor], labels: Sequence[str], columns: int = 4,
+                  height: int = 128) -> np.ndarray:
+    """Tiles with a title each (e.g. one activation maximization per unit with its name and
+    p), ``columns`` per row."""
+    tiles = [_tile(im, lab, height) for im, lab in zip(images, labels)]
+    return _grid(tiles, max(1, min(columns, len(tiles))))
+
+
+def pair(original: Tensor, result: Tensor, titles: Sequence[str] = ("original", "result"),
+         height: Optional[int] = None) -> np.ndarray:
+    """original | result (caricature, dream), one image high."""
+    h = height or original.shape[-2]
+    return _hstack([_tile(original, titles[0], h), _tile(result, titles[1], h)])
+
+
+def invariance_figure(original: Tensor, reconstructions: Sequence[Tensor], spread: Tensor,
+                      vmax: Optional[float] = None, height: int = 128) -> np.ndarray:
+    """original | the R reconstructions | the per-pixel spread across them (heat map)."""
+    tiles = [_tile(original, "original", height)]
+    tiles += [_tile(r, f"restart {k}", height) for k, r in enumerate(reconstructions)]
+    tiles.append(_tile(heat_map(spread, vmax), "std across restarts", height))
+    return _hstack(tiles)
+
+
+def window_figure(original: Tensor, reconstruction: Tensor, box, title: str = "window",
+                  height: Optional[int] = None) -> np.ndarray:
+    """original | reconstruction from a window of neurons, with the window's footprint
+    ``box = (y0, x0, y1, x1)`` (pixels, end exclusive) drawn on both."""
+    import cv2
+
+    panels = []
+    for im, name in ((original, "original"), (reconstruction, title)):
+        a = np.ascontiguousarray(_rgb(to_uint8(im)))
+        y0, x0, y1, x1 = (int(v) for v in box)
+        cv2.rectangle(a, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), (255, 0, 0), 1)
+        panels.append(_tile(a, name, height or a.shape[0]))
+    return _hstack(panels)

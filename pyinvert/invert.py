@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from pyinvert import engine as _engine
 from pyinvert import io as _io
-from pyinvert.objectives import Objective
-from pyinvert.optimize import optimize
+from pyinvert.objectives import Inversion, inversion_objective
 from pyinvert.recipes import Recipe, get_recipe
 from pyinvert.representations import make_representation
 
@@ -163,38 +163,6 @@ def as_image_batch(images, fn: str = "invert") -> Tensor:
     return torch.stack(tensors)
 
 
-def _per_row(value, B: int, R: int, name: str, device, dtype) -> Tensor:
-    """A float or Tensor[B] recipe weight as Tensor[B*R] (row = image * R + restart)."""
-    if isinstance(value, Tensor):
-        v = value.detach().to(device=device, dtype=dtype)
-        if v.dim() == 0:
-            v = v.expand(B)
-        if v.shape != (B,):
-            raise ValueError(f"invert: expected {name} to be a float or of shape ({B},), "
-                             f"got {list(value.shape)}")
-        return v.repeat_interleave(R)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"invert: expected {name} to be a float or a Tensor, "
-                        f"got {type(value).__name__}")
-    return torch.full((B * R,), float(value), device=device, dtype=dtype)
-
-
-def _init_rows(recipe: Recipe, shape, seeds: Sequence[int], sigma: float, dtype) -> Tensor:
-    """Initial optimized tensors, one per row, each from its own seeded generator (CPU)."""
-    rows = []
-    for s in seeds:
-        g = torch.Generator().manual_seed(int(s))
-        if recipe.init == "randn_norm":
-            z = torch.randn(shape, generator=g, dtype=torch.float64)
-            z = z / z.norm() * sigma
-        else:
-            z = 2 * torch.rand(shape, generator=g, dtype=torch.float64) - 1
-            m = torch.quantile(z.flatten(), 0.95)
-            z = z / m * sigma / math.sqrt(3)
-        rows.append(z.to(dtype))
-    return torch.stack(rows) if rows else torch.zeros((0, *shape), dtype=dtype)
-
-
 # ---- the engine -----------------------------------------------------------------------------
 
 def invert(images=None, *, targets: Optional[Tensor] = None, representation="hog",
@@ -203,7 +171,8 @@ def invert(images=None, *, targets: Optional[Tensor] = None, representation="hog
            seeds: Optional[Sequence[int]] = None,
            device=None, dtype: torch.dtype = torch.float32, backend: str = "fused",
            image_size=None, progress: bool = True, callback: Optional[Callable] = None,
-           names: Optional[Sequence[str]] = None, **overrides) -> InversionResult:
+           names: Optional[Sequence[str]] = None, mask: Optional[Tensor] = None,
+           weights="imagenet", **overrides) -> InversionResult:
     r"""Find images x with Phi(x) close to Phi0 = Phi(images) (or given target codes).
 
     All images (times ``restarts``) are optimized together in one tensor, in chunks of
@@ -216,10 +185,13 @@ def invert(images=None, *, targets: Optional[Tensor] = None, representation="hog
             float in [0, 1]) or a list of file paths; all of one size. Default: None.
         targets: codes Phi0 [B, ...] to invert instead of images (needs ``image_size``).
             Default: None.
-        representation: "hog", "hogb", "dsift" or a representation module (see
-            :mod:`pyinvert.representations`). Default: "hog".
-        recipe: "cvpr2015", "ijcv2016" or a :class:`pyinvert.recipes.Recipe`.
-            Default: "cvpr2015".
+        representation: "hog", "hogb", "dsift", "cnn:MODEL:LAYER[,LAYER...]" or a
+            representation module (e.g. :class:`pyinvert.cnn.CNN`; see
+            :mod:`pyinvert.representations`). Several CNN layers: the data term is the sum of
+            the per-layer normalized terms. Default: "hog".
+        recipe: "cvpr2015", "ijcv2016" or a :class:`pyinvert.recipes.Recipe`; a CNN
+            representation gets the CNN variant of the named recipe (see
+            :func:`pyinvert.recipes.get_recipe`). Default: "cvpr2015".
         steps: None runs the recipe's schedule; an int stretches/shortens it to that many
             iterations, stages keeping their shares. Default: None.
         restarts: independent reconstructions per image (R). Default: 1.
@@ -238,6 +210,11 @@ def invert(images=None, *, targets: Optional[Tensor] = None, representation="hog
         callback: ``callback(iteration, x, loss, error, active)`` after every step; returning
             True stops that chunk. Default: None.
         names: names of the images (used by :meth:`InversionResult.save`). Default: None.
+        mask: 0/1 weights over the code (one code's shape, e.g. from
+            :meth:`pyinvert.cnn.CNN.code_mask`): only the kept neurons are matched, normalized
+            by the masked target (the "neuron subset" reconstructions). Default: None.
+        weights: the weights of a "cnn:MODEL:LAYER" representation ("imagenet", None for
+            random, or a path). Default: "imagenet".
         **overrides: any :class:`pyinvert.recipes.Recipe` field (e.g. ``tv_weight=2.0``,
             ``norm_weight=torch.tensor([...])``, ``bound=None``, ``jitter=1``).
 
@@ -277,9 +254,11 @@ def invert(images=None, *, targets: Optional[Tensor] = None, representation="hog
         raise TypeError(f"{fn}: expected generator to be a torch.Generator, "
                         f"got {type(generator).__name__}")
     rec = get_recipe(recipe, **overrides)
+    rep = make_representation(representation, backend=backend, recipe=rec, weights=weights)
+    if getattr(rep, "kind", None) == "cnn":
+        rec = get_recipe(recipe, representation=rep, **overrides)
     if steps is not None:
         rec = rec.scaled(steps)
-    rep = make_representation(representation, backend=backend, recipe=rec)
 
     originals = None
     if images is not None:
@@ -308,95 +287,41 @@ def invert(images=None, *, targets: Optional[Tensor] = None, representation="hog
     R = restarts
     N = B * R
     C = rep.channels
-    J = rec.jitter
-    shape = (C, H + J - 1, W + J - 1)
+    sc = _engine.recipe_scales(rec, C, H, W)
+    sigma, prior_scale = sc["sigma"], sc["prior_scale"]
 
-    # Scales of the recipe (see pyinvert.recipes for what the authors' code does).
-    numel = C * H * W
-    if rec.prior_normalization == "sigma2":
-        sigma = rec.sigma if rec.sigma_reference_numel is None else \
-            rec.sigma * math.sqrt(numel / rec.sigma_reference_numel)
-        prior_scale = 0.5 / sigma ** 2
-        lr_mult = sigma ** 2
-    else:
-        sigma = rec.sigma
-        prior_scale = 1.0 / (H * W)
-        lr_mult = 1.0
-    if rec.lr_pixels:
-        lr_mult *= H * W
-
-    data_w = _per_row(rec.data_weight, B, R, "data_weight", dev, dtype)
-    tv_w = _per_row(rec.tv_weight, B, R, "tv_weight", dev, dtype) * prior_scale
-    norm_w = _per_row(rec.norm_weight, B, R, "norm_weight", dev, dtype) * prior_scale
+    data_w = _engine.per_row(rec.data_weight, B, 1, "data_weight", dev, dtype)
+    tv_w = _engine.per_row(rec.tv_weight, B, 1, "tv_weight", dev, dtype) * prior_scale
+    norm_w = _engine.per_row(rec.norm_weight, B, 1, "norm_weight", dev, dtype) * prior_scale
+    segments = None
+    if getattr(rep, "kind", None) == "cnn" and len(rep.layers) > 1:
+        segments = [(sg.start, sg.stop) for sg in rep.segments((H, W))]
+    if mask is not None:
+        if not isinstance(mask, Tensor):
+            raise TypeError(f"{fn}: expected mask to be a Tensor, got {type(mask).__name__}")
+        if tuple(mask.shape) not in (tuple(tgt.shape[1:]), tuple(tgt.shape)):
+            raise ValueError(f"{fn}: expected mask of shape {list(tgt.shape[1:])} (one code), "
+                             f"got {list(mask.shape)}")
+    objective = inversion_objective(tgt, data_weight=data_w, tv_weight=tv_w,
+                                    norm_weight=norm_w, beta=rec.beta, alpha=rec.alpha,
+                                    isotropic=rec.isotropic_norm, backend=backend, mask=mask,
+                                    segments=segments)
+    seeds = _engine.row_seeds(B, R, seeds, generator, fn)
+    out = _engine.run(objective, rep, rec, B=B, R=R, image_size=(H, W), channels=C,
+                      seeds=seeds, device=dev, dtype=dtype, batch_size=batch_size,
+                      progress=progress,
+                      callback=callback, desc=f"invert {getattr(rep, 'name', '')} ({rec.name})")
+    seconds = out.seconds
     targets_rows = tgt.repeat_interleave(R, dim=0) if R > 1 else tgt
-
-    if seeds is not None:
-        if len(seeds) != B or not all(isinstance(s, int) and not isinstance(s, bool)
-                                      for s in seeds):
-            raise ValueError(f"{fn}: expected seeds to be {B} ints (one per image), got {seeds!r}")
-        seeds = [int(torch.randint(2 ** 62, (1,), generator=torch.Generator().manual_seed(
-            (int(s) * 1000003 + r) % 2 ** 63)).item()) for s in seeds for r in range(R)]
+    x_all, code_all = out.x, (out.codes if N else tgt)
+    hist_all, err_all = out.loss_history, out.measure_history
+    fail_all, stop_all = out.failed, out.stopped_at
+    if N:
+        with torch.no_grad():
+            fe = Inversion(targets_rows.double(), mask=None if mask is None else mask.double(),
+                           segments=segments).evaluate(code_all.double(), None)[0]
     else:
-        gen = generator if generator is not None else \
-            torch.Generator().manual_seed(int(torch.randint(2 ** 62, (1,)).item()))
-        seeds = torch.randint(2 ** 62, (N,), generator=gen).tolist()
-
-    chunk = batch_size or max(N, 1)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=rec.iterations * math.ceil(N / chunk) if N else 0,
-                   desc=f"invert {getattr(rep, 'name', '')} ({rec.name})", unit="it",
-                   leave=False)
-    xs, hists, errs, fails, stops, codes = [], [], [], [], [], []
-    t0 = time.perf_counter()
-    try:
-        for start in range(0, N, chunk):
-            rows = slice(start, min(start + chunk, N))
-            x = _init_rows(rec, shape, seeds[rows], sigma, dtype).to(dev)
-            gens = [torch.Generator().manual_seed(int(s) ^ 0x5EED) for s in seeds[rows]]
-            objective = Objective(rep, targets_rows[rows], data_weight=data_w[rows],
-                                  tv_weight=tv_w[rows], norm_weight=norm_w[rows],
-                                  beta=rec.beta, alpha=rec.alpha, isotropic=rec.isotropic_norm,
-                                  backend=backend)
-            lr_scale = torch.full((x.shape[0],), lr_mult, device=dev, dtype=dtype)
-            hist, err, active, stopped = optimize(
-                x, objective, rec, image_size=(H, W), lr_scale=lr_scale, generators=gens,
-                progress=bar, callback=callback)
-            oy, ox = (J - 1) // 2, (J - 1) // 2
-            xc = x[..., oy:oy + H, ox:ox + W]
-            with torch.no_grad():
-                code = rep(xc)
-            xs.append(xc)
-            hists.append(hist)
-            errs.append(err)
-            fails.append(~active.cpu())
-            stops.append(stopped)
-            codes.append(code)
-    finally:
-        if bar is not None:
-            bar.close()
-    seconds = time.perf_counter() - t0
-
-    if N == 0:
-        x_all = torch.zeros((0, C, H, W), device=dev, dtype=dtype)
-        code_all = tgt
-        T = rec.iterations
-        hist_all = torch.zeros(0, T, dtype=torch.float64)
-        err_all = hist_all.clone()
-        fail_all = torch.zeros(0, dtype=torch.bool)
-        stop_all = torch.zeros(0, dtype=torch.long)
-    else:
-        T = max(h.shape[1] for h in hists)
-        pad = lambda h: torch.cat([h, h.new_full((h.shape[0], T - h.shape[1]), float("nan"))], 1)
-        x_all = torch.cat(xs)
-        code_all = torch.cat(codes)
-        hist_all = torch.cat([pad(h) for h in hists])
-        err_all = torch.cat([pad(h) for h in errs])
-        fail_all = torch.cat(fails)
-        stop_all = torch.cat(stops)
-    from pyinvert.metrics import feature_error as _feature_error
-    fe = _feature_error(code_all, targets_rows) if N else torch.zeros(0, dtype=torch.float64)
+        fe = torch.zeros(0, dtype=torch.float64)
     fe = torch.where(fail_all.to(fe.device), torch.full_like(fe, float("nan")), fe).cpu()
     recon = torch.nan_to_num(rep.postprocess(torch.nan_to_num(x_all, nan=0.0)))
 

@@ -58,9 +58,22 @@ class AdagradMomentumRule:
         x.add_(self.v)
 
 
+class NormalizedRule:
+    """DeepDream's step: ``x -= lr g / mean|g|`` per row (a fixed step length per image)."""
+
+    def reset(self):
+        pass
+
+    def step(self, x: Tensor, g: Tensor, lr: Tensor):
+        scale = g.abs().flatten(1).mean(1).clamp_min(1e-20)
+        x.sub_(g * _rows(lr / scale, g))
+
+
 def make_rule(recipe: Recipe):
     if recipe.optimizer == "momentum":
         return MomentumRule(recipe.momentum)
+    if recipe.optimizer == "normalized":
+        return NormalizedRule()
     return AdagradMomentumRule(recipe.momentum)
 
 

@@ -44,6 +44,40 @@ from typing import Optional, Tuple
 
 #: Names accepted by :func:`get_recipe`.
 RECIPES = ("cvpr2015", "ijcv2016")
+#: The visualization recipes (activation maximization, caricatures, DeepDream).
+VISUALIZATION_RECIPES = ("actmax", "caricature", "dream")
+
+# ---- CNN settings (data) ------------------------------------------------------------------
+#
+# CVPR 2015 (deep-goggle experiments/experiment_cnn.m) sets lambda_TV per AlexNet layer:
+# 1 for layers 1-6 (conv1 ... relu2), 10 for 7-12 (norm2 ... relu4), 100 for 13-20 (conv5 ...
+# fc8). For any net we map by the layer's receptive-field stride (pyinvert.cnn.CNN.stride):
+# <= 8 pixels -> 1, <= 16 -> 10, more (or no spatial grid) -> 100. On AlexNet this gives the
+# authors' values except norm2 (stride 8: 1 instead of 10) and conv5/relu5 (stride 16: 10
+# instead of 100); on MobileNetV2: features.0-6 -> 1, features.7-13 -> 10, features.14- and
+# the classifier -> 100.
+#: (max stride, lambda_TV) of the CVPR 2015 CNN recipe, first match wins.
+CVPR2015_CNN_TV_BY_STRIDE = ((8, 1.0), (16, 10.0), (None, 100.0))
+#: CVPR 2015 CNN schedule: 0.004 x [1 (100 iterations), 0.1 (200), 0.01 (100)].
+CVPR2015_CNN_STAGES = ((0.004, 100), (0.0004, 200), (0.00004, 100))
+#: deep-goggle's x0_sigma was measured for, and used with, 227 x 227 x 3 CNN inputs.
+CVPR2015_CNN_SIGMA_NUMEL = 227.0 * 227.0 * 3.0
+#: IJCV 2016 Fig. 6-7: the data weights C compared for CNN inversions (a per-image sweep).
+IJCV2016_CNN_DATA_WEIGHTS = (1.0, 20.0, 100.0, 300.0)
+
+
+def cvpr2015_cnn_tv_weight(stride: int) -> float:
+    """lambda_TV of the CVPR 2015 CNN recipe for a layer of this receptive-field stride."""
+    for top, value in CVPR2015_CNN_TV_BY_STRIDE:
+        if top is None or stride <= top:
+            return value
+    raise AssertionError("unreachable")
+
+
+def ijcv2016_jitter(stride: int) -> int:
+    """nnpreimage's jitter ``max(round(stride / 4), 1)``: offsets in [0, J) (randi(J) - 1),
+    exactly our :attr:`Recipe.jitter` convention."""
+    return max(int(round(stride / 4.0)), 1)
 
 
 @dataclass(frozen=True)
@@ -61,7 +95,8 @@ class Recipe:
     Attributes:
         name: the recipe's name.
         stages: the learning-rate schedule, a tuple of :class:`Stage`.
-        optimizer: "momentum" (CVPR 2015) or "adagrad_momentum" (IJCV 2016).
+        optimizer: "momentum" (CVPR 2015), "adagrad_momentum" (IJCV 2016) or "normalized"
+            (DeepDream: ``x -= lr g / mean|g|`` per image).
         momentum: momentum (and AdaGrad decay) factor.
         reset_momentum: zero the momentum (and the AdaGrad accumulator) when the lr changes.
         data_weight: C, the weight of the normalized data term (float or Tensor[B]).
@@ -165,14 +200,77 @@ def _ijcv2016() -> Recipe:
         init="uniform_quantile", bound=2 * B, jitter=3, dsift_bin_size=8, dsift_step=4)
 
 
+def _cvpr2015_cnn(stride: int) -> Recipe:
+    return dataclasses.replace(
+        _cvpr2015(), name="cvpr2015-cnn",
+        stages=tuple(Stage(lr, n) for lr, n in CVPR2015_CNN_STAGES),
+        tv_weight=cvpr2015_cnn_tv_weight(stride), sigma_reference_numel=CVPR2015_CNN_SIGMA_NUMEL,
+        extra={"stride": stride})
+
+
+def _ijcv2016_cnn(stride: int) -> Recipe:
+    # exp_inversion.m: 300 iterations with jitter, then 50 at 0.1 lr without, from the first
+    # result (our single run keeps x, and the AdaGrad state, between the two stages).
+    return dataclasses.replace(_ijcv2016(), name="ijcv2016-cnn", jitter=ijcv2016_jitter(stride),
+                               extra={"stride": stride})
+
+
+def _actmax(stride: int) -> Recipe:
+    # exp_maximization.m / get_preimage_opts('maximization'): the fast stage only (300
+    # iterations at lr with jitter), no leak (the "noleak" runs of exp_all.m), bound B+ = 160.
+    # The data weight replaces nnpreimage's (10000 / rf^2) / k / max-activation-over-data
+    # (we have no activation statistics): the objective is the raw activation times
+    # data_weight, chosen so that class logits reach p >= 0.9 (see tests/test_cnn_weights.py).
+    base = _ijcv2016()
+    return dataclasses.replace(base, name="actmax", stages=(base.stages[0],),
+                               data_weight=ACTMAX_DATA_WEIGHT, jitter=ijcv2016_jitter(stride),
+                               extra={"stride": stride})
+
+
+def _caricature(stride: int) -> Recipe:
+    # exp_enhance.m / get_preimage_opts('enhance'): from the image, the fast stage only,
+    # objective weight 1 on <max(Phi0,0)/|max(Phi0,0)|^2, Phi(x)>.
+    base = _ijcv2016()
+    return dataclasses.replace(base, name="caricature", stages=(base.stages[0],),
+                               data_weight=CARICATURE_DATA_WEIGHT,
+                               jitter=ijcv2016_jitter(stride), extra={"stride": stride})
+
+
+def _dream(stride: int) -> Recipe:
+    # Not in the papers: the usual DeepDream step (gradient ascent on 1/2 |Phi|^2 with the
+    # gradient normalized by its mean magnitude per image), in the 0-255 pixel scale,
+    # 10 steps of 1.5 per octave, jitter up to 32 pixels, no priors and no bound.
+    return Recipe(name="dream", stages=(Stage(1.5, 10, jitter=True),), optimizer="normalized",
+                  momentum=0.0, reset_momentum=False, data_weight=1.0, tv_weight=0.0,
+                  norm_weight=0.0, prior_normalization="pixels", sigma=80.0,
+                  sigma_reference_numel=None, lr_pixels=False, init="uniform_quantile",
+                  bound=None, jitter=32, extra={"stride": stride})
+
+
+#: Data weight of :func:`pyinvert.visualize.actmax` (the activation's multiplier).
+ACTMAX_DATA_WEIGHT = 1.0
+#: Data weight of :func:`pyinvert.visualize.caricature` (nnpreimage: 1).
+CARICATURE_DATA_WEIGHT = 1.0
+
 _FACTORIES = {"cvpr2015": _cvpr2015, "ijcv2016": _ijcv2016}
+_CNN_FACTORIES = {"cvpr2015": _cvpr2015_cnn, "ijcv2016": _ijcv2016_cnn, "actmax": _actmax,
+                  "caricature": _caricature, "dream": _dream}
 
 
-def get_recipe(recipe="cvpr2015", **overrides) -> Recipe:
+def get_recipe(recipe="cvpr2015", representation=None, **overrides) -> Recipe:
     """A named recipe (or a :class:`Recipe`) with fields overridden.
 
+    For a CNN representation (``representation.kind == "cnn"``) the names pick the CNN
+    variants, from the layer's receptive-field stride: "cvpr2015" -> "cvpr2015-cnn"
+    (lambda_TV by stride, the 400-iteration schedule, sigma for 227 x 227 x 3 inputs),
+    "ijcv2016" -> "ijcv2016-cnn" (jitter ``max(round(stride/4), 1)``), and the visualization
+    recipes "actmax", "caricature", "dream" (see the module's source for their constants).
+
     Args:
-        recipe: "cvpr2015", "ijcv2016" or a :class:`Recipe`. Default: "cvpr2015".
+        recipe: "cvpr2015", "ijcv2016", "actmax", "caricature", "dream" or a :class:`Recipe`.
+            Default: "cvpr2015".
+        representation: the representation the recipe is for (CNNs get their variants).
+            Default: None.
         **overrides: any :class:`Recipe` field, e.g. ``tv_weight=torch.tensor([0.5, 1, 2])``
             (a per-image sweep), ``stages=(Stage(0.01, 100),)``, ``bound=None``.
 
@@ -189,10 +287,18 @@ def get_recipe(recipe="cvpr2015", **overrides) -> Recipe:
     if isinstance(recipe, Recipe):
         base = recipe
     elif isinstance(recipe, str):
-        factory = _FACTORIES.get(recipe.lower())
-        if factory is None:
-            raise ValueError(f"get_recipe: expected recipe in {RECIPES}, got {recipe!r}")
-        base = factory()
+        key = recipe.lower()
+        if getattr(representation, "kind", None) == "cnn" and key in _CNN_FACTORIES:
+            base = _CNN_FACTORIES[key](int(representation.stride))
+        elif key in ("actmax", "caricature", "dream"):
+            stride = int(getattr(representation, "stride", 4))
+            base = _CNN_FACTORIES[key](stride)
+        else:
+            factory = _FACTORIES.get(key)
+            if factory is None:
+                raise ValueError(f"get_recipe: expected recipe in "
+                                 f"{RECIPES + VISUALIZATION_RECIPES}, got {recipe!r}")
+            base = factory()
     else:
         raise TypeError(f"get_recipe: expected recipe to be a str or Recipe, "
                         f"got {type(recipe).__name__}")
@@ -205,9 +311,9 @@ def get_recipe(recipe="cvpr2015", **overrides) -> Recipe:
         overrides["stages"] = tuple(s if isinstance(s, Stage) else Stage(*s)
                                     for s in overrides["stages"])
     r = dataclasses.replace(base, **overrides)
-    if r.optimizer not in ("momentum", "adagrad_momentum"):
-        raise ValueError(f"get_recipe: expected optimizer in ('momentum', 'adagrad_momentum'), "
-                         f"got {r.optimizer!r}")
+    if r.optimizer not in ("momentum", "adagrad_momentum", "normalized"):
+        raise ValueError(f"get_recipe: expected optimizer in ('momentum', 'adagrad_momentum', "
+                         f"'normalized'), got {r.optimizer!r}")
     if r.prior_normalization not in ("sigma2", "pixels"):
         raise ValueError(f"get_recipe: expected prior_normalization in ('sigma2', 'pixels'), "
                          f"got {r.prior_normalization!r}")

@@ -2,6 +2,8 @@
 
 The protocol (what :func:`pyinvert.invert` needs), so that CNN layers plug in the same way:
 
+CNN layers: :class:`pyinvert.cnn.CNN` (also exported here), "cnn:MODEL:LAYER" names.
+
 * ``forward(x) -> code``: the representation Phi on the optimized tensor x, [B, ...].
 * ``preprocess(images) -> x``: pixels in [0, 1], [B, C, H, W], to the optimized tensor's scale
   (e.g. ``255 gray - 128`` for HOG, as in the authors' code).
@@ -135,14 +137,18 @@ def _check_backend(backend):
         raise ValueError(f"invert: expected backend in ('fused', 'reference'), got {backend!r}")
 
 
-def make_representation(name, *, backend: str = "fused", recipe=None) -> Representation:
-    """A representation by name ("hog", "hogb", "dsift"), or the module itself.
+def make_representation(name, *, backend: str = "fused", recipe=None,
+                        weights="imagenet") -> Representation:
+    """A representation by name ("hog", "hogb", "dsift", "cnn:MODEL:LAYER[,LAYER...]"), or the
+    module itself.
 
     Args:
         name: a name or a :class:`Representation`-like module (returned as it is).
         backend: "fused" or "reference". Default: "fused".
         recipe: a :class:`pyinvert.recipes.Recipe` giving the DSIFT bin size and step; None
             uses the DSIFT defaults. Default: None.
+        weights: a CNN's weights: "imagenet", None (random initialization) or a path (see
+            :func:`pyinvert.models.load_model`). Default: "imagenet".
 
     Returns:
         The representation module.
@@ -153,6 +159,9 @@ def make_representation(name, *, backend: str = "fused", recipe=None) -> Represe
         raise TypeError(f"invert: expected representation to be a str or an nn.Module, "
                         f"got {type(name).__name__}")
     key = name.lower()
+    if key.startswith("cnn:"):
+        from pyinvert.cnn import cnn_from_spec
+        return cnn_from_spec(name, weights=weights)
     if key == "hog":
         return HOGRepresentation(backend=backend)
     if key == "hogb":
@@ -162,4 +171,12 @@ def make_representation(name, *, backend: str = "fused", recipe=None) -> Represe
             return DSIFTRepresentation(backend=backend)
         return DSIFTRepresentation(bin_size=recipe.dsift_bin_size, step=recipe.dsift_step,
                                    backend=backend)
-    raise ValueError(f"invert: expected representation in {REPRESENTATIONS}, got {name!r}")
+    raise ValueError(f"invert: expected representation in {REPRESENTATIONS} or "
+                     f"'cnn:MODEL:LAYER[,LAYER...]', got {name!r}")
+
+
+def __getattr__(name):
+    if name == "CNN":
+        from pyinvert.cnn import CNN
+        return CNN
+    raise AttributeError(name)

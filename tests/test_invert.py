@@ -206,7 +206,7 @@ def test_overrides_and_steps():
 
 def test_recipe_errors():
     with pytest.raises(ValueError, match=r"get_recipe: expected recipe in \('cvpr2015', "
-                                         r"'ijcv2016'\), got 'iccv'"):
+                                         r"'ijcv2016', 'actmax', 'caricature', 'dream'\), got 'iccv'"):
         get_recipe("iccv")
     with pytest.raises(ValueError, match=r"get_recipe: unknown recipe field\(s\) \['lambda'\]"):
         get_recipe("cvpr2015", **{"lambda": 1.0})
@@ -289,7 +289,8 @@ def test_input_errors(photos):
     with pytest.raises(ValueError, match="invert: expected batch_size to be None or an int >= 1"):
         invert(photos, batch_size=0, progress=False)
     with pytest.raises(ValueError, match=r"invert: expected representation in \('hog', 'hogb', "
-                                         r"'dsift'\), got 'sift'"):
+                                         r"'dsift'\) or 'cnn:MODEL:LAYER\[,LAYER...\]', "
+                                         r"got 'sift'"):
         invert(photos, representation="sift", progress=False)
     with pytest.raises(ValueError, match=r"invert: expected image_size=\(H, W\) with targets"):
         invert(targets=torch.zeros(1, 31, 2, 2), progress=False)
