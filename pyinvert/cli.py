@@ -1,5 +1,5 @@
 """Command line (also ``python -m pyinvert``): ``pyinvert invert``, ``actmax``, ``caricature``,
-``dream``, ``models`` and ``reproduce table1``.
+``dream``, ``models``, ``batch`` (see :mod:`pyinvert.batch`) and ``reproduce table1``.
 
 CNN layers: ``pyinvert invert IMAGES --rep cnn:mobilenet_v2:features.3,features.6`` inverts each
 listed layer separately (``--joint``: all of them as one code) and draws the per-layer grid
@@ -693,12 +693,14 @@ def build_parser() -> argparse.ArgumentParser:
         _cnn_common(c)
         _common(c, f"pyinvert-out/{name}", recipes=False)
 
+    from pyinvert.batch.command import add_parser as add_batch_parser
+    add_batch_parser(sub)
     m = sub.add_parser("models", help="list the model zoo, or describe a model's layers")
     m.add_argument("name", nargs="?", default=None, help="a model name")
     return parser
 
 
-_COMMANDS = ("invert", "reproduce", "actmax", "caricature", "dream", "models")
+_COMMANDS = ("invert", "reproduce", "actmax", "caricature", "dream", "models", "batch")
 
 
 def main(argv=None) -> int:
@@ -727,6 +729,8 @@ def main(argv=None) -> int:
         if args.invariance:
             return _guard(run_invert_cnn, args)
         return run_invert(args)
+    if args.command == "batch":
+        return args.func(args)
     if args.command == "actmax":
         return _guard(run_actmax, args)
     if args.command == "caricature":

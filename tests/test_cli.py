@@ -111,4 +111,4 @@ def test_module_entry_point():
     proc = subprocess.run([sys.executable, "-m", "pyinvert", "invert", "--help"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0
-    assert "--rep {hog,hogb,dsift}" in proc.stdout and "--recipe" in proc.stdout
+    assert "--rep REP" in proc.stdout and "cnn:MODEL:LAYER" in proc.stdout and "--recipe" in proc.stdout
