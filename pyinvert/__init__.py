@@ -1,7 +1,9 @@
 """pyinvert: understanding visual representations by inverting them.
 
 Fused C++/CUDA kernels for the image priors (TV_beta, alpha-norm) and for differentiable HOG
-and dense SIFT that equal VLFeat's, with pure-PyTorch references beside them.
+and dense SIFT that equal VLFeat's, with pure-PyTorch references beside them; one batched
+engine for inversion (:func:`invert`), activation maximization, caricatures, DeepDream and
+invariance maps of HOG, DSIFT and CNN layers (:mod:`pyinvert.models`: an offline model zoo).
 """
 from pyinvert import _ext  # noqa: F401  (loads the kernels first)
 from pyinvert import reference
@@ -9,6 +11,10 @@ from pyinvert.features import HOG, DenseSIFT, dsift, hog, render_hog
 from pyinvert.regularizers import ImagePrior, alpha_norm, image_prior, isotropic_norm, tv_norm
 from pyinvert import metrics
 from pyinvert.invert import InversionResult, invert
+from pyinvert import models, objectives
+from pyinvert.cnn import CNN
+from pyinvert.visualize import (VisualizationResult, actmax, caricature, dream, invariance_map,
+                                visualize)
 
 __version__ = "0.1.0"
 
@@ -17,4 +23,6 @@ __all__ = [
     "hog", "HOG", "render_hog", "dsift", "DenseSIFT",
     "reference",
     "invert", "InversionResult", "metrics",
+    "models", "objectives", "CNN", "visualize", "VisualizationResult", "actmax", "caricature",
+    "dream", "invariance_map",
 ]
