@@ -1,0 +1,177 @@
+"""Images per second of CNN layer inversion, and the engine's overhead over the bare network.
+
+For each batch size B (the bundled photos, 224 x 224, tiled to B images) and each recipe
+(IJCV 2016 and CVPR 2015, CNN variants), :func:`pyinvert.invert` runs ``--steps`` iterations
+of ``cnn:MODEL:LAYER`` (default MobileNetV2 ``features.6``), seeded. Two numbers:
+
+* images/s: B / (wall time of the whole ``invert`` call, targets and initialization
+  included), the fastest of ``--repeats`` runs;
+* overhead: in a second run of the same inversion, a callback runs the *bare* network after
+  every iteration: the network alone (``model`` cut after the layer, on the normalized crop
+  the iteration saw, then ``torch.autograd.grad`` to that input with a fixed gradient of the
+  code's shape), timed on its own. The iteration times (callback to callback, the bare pass
+  excluded) and the bare times are thus interleaved one to one; the minimum of each over all
+  iterations and repeats is taken (the machine is shared: another process's load slows the
+  2-thread runs a lot, and the minimum is the least disturbed), and
+  ``overhead = (iteration - bare) / bare``: everything an iteration does besides the network
+  (jitter crop, normalization, hooks, objective, image prior, update rule, projection,
+  NaN checks, histories).
+
+Before timing, the cut network is checked to give the representation's code (same values),
+so the bare pass computes what the inversion's forward computes.
+
+    python bench/bench_cnn.py [--steps 10] [--batches 1,8,32] [--recipes ijcv2016,cvpr2015]
+                              [--layer features.6] [--repeats 2] [--weights imagenet|none]
+                              [--threads N]
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import print_table, write_results  # noqa: E402
+
+import pyinvert  # noqa: E402
+from pyinvert import data  # noqa: E402
+from pyinvert.cnn import cnn_from_spec  # noqa: E402
+from pyinvert.invert import as_image_batch  # noqa: E402
+from pyinvert.transforms import center_crop  # noqa: E402
+
+
+def photos(B, size):
+    base = as_image_batch([str(p) for p in data.sample_paths()])
+    if base.shape[1] == 1:
+        base = base.expand(-1, 3, -1, -1)
+    if size != base.shape[-1]:
+        base = torch.nn.functional.interpolate(base, size=(size, size), mode="area")
+    reps = (B + base.shape[0] - 1) // base.shape[0]
+    return base.repeat(reps, 1, 1, 1)[:B].contiguous()
+
+
+def cut_network(rep, size):
+    """The network up to rep's (single) layer as a plain callable, without hooks: for a layer
+    ``"a.k"`` with ``model.a`` an nn.Sequential, ``model.a[:k + 1]``; checked against the
+    representation's code. Falls back to the representation's own hooked forward."""
+    layer = rep.layers[0]
+    parts = layer.split(".")
+    probe = torch.randn(2, 3, size, size) * 60
+    with torch.no_grad():
+        want = rep(probe)
+    if len(rep.layers) == 1 and len(parts) == 2 and parts[1].isdigit():
+        parent = getattr(rep.model, parts[0], None)
+        if isinstance(parent, nn.Sequential):
+            net = parent[:int(parts[1]) + 1]
+            with torch.no_grad():
+                got = net(rep.normalize(probe))
+            if got.shape == want.shape and torch.allclose(got, want, rtol=1e-5, atol=1e-5):
+                return net, "cut"
+    print(f"bench_cnn: no plain cut of {rep.name}; the bare pass uses the hooked forward")
+    return (lambda z: rep(z * torch.tensor(rep.std).view(1, 3, 1, 1) * 255.0)), "hooked"
+
+
+def bare_pass(net, xn, grad_out):
+    """The network's forward to the layer and the gradient to its input, alone."""
+    xn = xn.detach().requires_grad_(True)
+    out = net(xn)
+    g, = torch.autograd.grad(out, xn, grad_out)
+    return g
+
+
+def run_plain(images, rep, recipe, steps):
+    t0 = time.perf_counter()
+    res = pyinvert.invert(images, representation=rep, recipe=recipe, steps=steps,
+                          generator=torch.Generator().manual_seed(0), progress=False)
+    return time.perf_counter() - t0, res
+
+
+def run_interleaved(images, rep, recipe, steps, net, size):
+    """Per-iteration times (the bare pass excluded) and bare times, one after the other."""
+    iters, bares = [], []
+    state = {"t": None, "g": None}
+
+    def callback(t, x, loss, error, active):
+        now = time.perf_counter()
+        if state["t"] is not None:
+            iters.append(now - state["t"])
+        xn = rep.normalize(center_crop(x, (size, size))).contiguous()
+        if state["g"] is None:
+            with torch.no_grad():
+                out = net(xn)
+            gen = torch.Generator().manual_seed(1)
+            state["g"] = torch.randn(out.shape, generator=gen) / out[0].numel()
+        t0 = time.perf_counter()
+        bare_pass(net, xn, state["g"])
+        bares.append(time.perf_counter() - t0)
+        state["t"] = time.perf_counter()
+
+    pyinvert.invert(images, representation=rep, recipe=recipe, steps=steps + 1,
+                    generator=torch.Generator().manual_seed(0), progress=False,
+                    callback=callback)
+    return iters, bares
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--batches", default="1,8,32")
+    p.add_argument("--recipes", default="ijcv2016,cvpr2015")
+    p.add_argument("--model", default="mobilenet_v2")
+    p.add_argument("--layer", default="features.6")
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--repeats", type=int, default=2, help="runs per setting (min taken)")
+    p.add_argument("--weights", default="imagenet", help="'imagenet' or 'none' (random)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: torch's); 1 is far less disturbed by "
+                        "another process on a shared 2-core machine")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    weights = None if args.weights.lower() == "none" else args.weights
+    spec = f"cnn:{args.model}:{args.layer}"
+    rep = cnn_from_spec(spec, weights=weights)
+    net, bare_kind = cut_network(rep, args.size)
+    recipes = [r for r in args.recipes.split(",") if r]
+
+    rows = []
+    for B in [int(v) for v in args.batches.split(",")]:
+        images = photos(B, args.size)
+        run_plain(images[:1], rep, recipes[0], 2)  # warm-up
+        got = {r: {"wall": [], "iter": [], "bare": [], "load": []} for r in recipes}
+        for _ in range(args.repeats):
+            for r in recipes:  # interleaved: recipe after recipe, repeat after repeat
+                got[r]["load"].append(os.getloadavg()[0])
+                got[r]["wall"].append(run_plain(images, rep, r, args.steps)[0])
+                it, bt = run_interleaved(images, rep, r, args.steps, net, args.size)
+                got[r]["iter"] += it
+                got[r]["bare"] += bt
+        for r in recipes:
+            g = got[r]
+            it, bt = min(g["iter"]), min(g["bare"])
+            row = {"B": B, "recipe": r, "steps": args.steps, "img_per_s": B / min(g["wall"]),
+                   "iter_ms": 1e3 * it, "bare_ms": 1e3 * bt,
+                   "overhead_pct": 100.0 * (it - bt) / bt,
+                   "iter_median_ms": 1e3 * statistics.median(g["iter"]),
+                   "bare_median_ms": 1e3 * statistics.median(g["bare"]),
+                   "ms_per_image_step": 1e3 * it / B,
+                   "load_before": max(g["load"])}
+            rows.append(row)
+            print_table([row], list(row))
+    print()
+    print_table(rows, ["B", "recipe", "steps", "img_per_s", "iter_ms", "bare_ms",
+                       "overhead_pct", "ms_per_image_step", "load_before"])
+    write_results("cnn", {
+        "description": f"CNN layer inversion ({spec}, {args.size}x{args.size}), images/s "
+                       f"for {args.steps} steps (wall of invert), and per-iteration overhead "
+                       f"over the bare network forward+backward (min over iterations)",
+        "representation": spec, "weights": args.weights, "bare": bare_kind,
+        "repeats": args.repeats, "threads": torch.get_num_threads(), "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
