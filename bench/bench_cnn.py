@@ -13,7 +13,8 @@ of ``cnn:MODEL:LAYER`` (default MobileNetV2 ``features.6``), seeded. Two numbers
   excluded) and the bare times are thus interleaved one to one; the minimum of each over all
   iterations and repeats is taken (the machine is shared: another process's load slows the
   2-thread runs a lot, and the minimum is the least disturbed), and
-  ``overhead = (iteration - bare) / bare``: everything an iteration does besides the network
+  ``overhead = (iteration - bare) / bare`` (also the median over iterations of the same
+  ratio for each iteration and the bare pass right after it): everything an iteration does besides the network
   (jitter crop, normalization, hooks, objective, image prior, update rule, projection,
   NaN checks, histories).
 
@@ -22,7 +23,10 @@ so the bare pass computes what the inversion's forward computes.
 
     python bench/bench_cnn.py [--steps 10] [--batches 1,8,32] [--recipes ijcv2016,cvpr2015]
                               [--layer features.6] [--repeats 2] [--weights imagenet|none]
-                              [--threads N]
+                              [--threads N] [--hog-batches 1,16] [--hog-steps 10]
+
+It also times HOG inversion (CVPR 2015 recipe) at 224 x 224, ms per image-step at B = 1 and
+B = 16 (the batch job's batched-vs-one-at-a-time ratio depends on it).
 """
 import argparse
 import os
@@ -116,6 +120,37 @@ def run_interleaved(images, rep, recipe, steps, net, size):
     return iters, bares
 
 
+def hog_rows(args):
+    """HOG inversion (CVPR 2015 recipe) at 224 x 224: ms per image-step at each B of
+    --hog-batches, the batches interleaved, min over iterations and repeats."""
+    sizes = [int(v) for v in args.hog_batches.split(",") if v]
+    got = {B: {"iter": [], "wall": []} for B in sizes}
+    images = {B: photos(B, args.size) for B in sizes}
+    for B in sizes:  # warm-up
+        pyinvert.invert(images[B], representation="hog", steps=2, progress=False,
+                        generator=torch.Generator().manual_seed(0))
+    for _ in range(args.repeats):
+        for B in sizes:
+            ts = []
+            t0 = time.perf_counter()
+            pyinvert.invert(images[B], representation="hog", steps=args.hog_steps + 1,
+                            progress=False, generator=torch.Generator().manual_seed(0),
+                            callback=lambda *a: ts.append(time.perf_counter()))
+            got[B]["wall"].append(time.perf_counter() - t0)
+            got[B]["iter"] += [b - a for a, b in zip(ts, ts[1:])]
+    rows = []
+    for B in sizes:
+        it = min(got[B]["iter"])
+        rows.append({"B": B, "size": args.size, "iter_ms": 1e3 * it,
+                     "ms_per_image_step": 1e3 * it / B,
+                     "median_ms_per_image_step": 1e3 * statistics.median(got[B]["iter"]) / B,
+                     "wall_s": min(got[B]["wall"]), "steps": args.hog_steps + 1})
+    base = rows[0]["ms_per_image_step"]
+    for r in rows:
+        r["vs_first"] = base / r["ms_per_image_step"]
+    return rows
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=10)
@@ -129,6 +164,9 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads (default: torch's); 1 is far less disturbed by "
                         "another process on a shared 2-core machine")
+    p.add_argument("--hog-batches", default="1,16",
+                   help="batch sizes of the HOG timing ('' for none)")
+    p.add_argument("--hog-steps", type=int, default=10)
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -142,7 +180,8 @@ def main(argv=None):
     for B in [int(v) for v in args.batches.split(",")]:
         images = photos(B, args.size)
         run_plain(images[:1], rep, recipes[0], 2)  # warm-up
-        got = {r: {"wall": [], "iter": [], "bare": [], "load": []} for r in recipes}
+        got = {r: {"wall": [], "iter": [], "bare": [], "bare_next": [], "load": []}
+               for r in recipes}
         for _ in range(args.repeats):
             for r in recipes:  # interleaved: recipe after recipe, repeat after repeat
                 got[r]["load"].append(os.getloadavg()[0])
@@ -150,12 +189,15 @@ def main(argv=None):
                 it, bt = run_interleaved(images, rep, r, args.steps, net, args.size)
                 got[r]["iter"] += it
                 got[r]["bare"] += bt
+                got[r]["bare_next"] += bt[1:]  # the bare pass right after each iteration
         for r in recipes:
             g = got[r]
             it, bt = min(g["iter"]), min(g["bare"])
             row = {"B": B, "recipe": r, "steps": args.steps, "img_per_s": B / min(g["wall"]),
                    "iter_ms": 1e3 * it, "bare_ms": 1e3 * bt,
                    "overhead_pct": 100.0 * (it - bt) / bt,
+                   "overhead_paired_median_pct": 100.0 * statistics.median(
+                       (i - b) / b for i, b in zip(g["iter"], g["bare_next"])),
                    "iter_median_ms": 1e3 * statistics.median(g["iter"]),
                    "bare_median_ms": 1e3 * statistics.median(g["bare"]),
                    "ms_per_image_step": 1e3 * it / B,
@@ -164,13 +206,21 @@ def main(argv=None):
             print_table([row], list(row))
     print()
     print_table(rows, ["B", "recipe", "steps", "img_per_s", "iter_ms", "bare_ms",
-                       "overhead_pct", "ms_per_image_step", "load_before"])
+                       "overhead_pct", "overhead_paired_median_pct", "ms_per_image_step",
+                       "load_before"])
+    hog = hog_rows(args) if args.hog_batches else []
+    if hog:
+        print("\nHOG inversion (cvpr2015), ms per image-step:")
+        print_table(hog, list(hog[0]))
     write_results("cnn", {
         "description": f"CNN layer inversion ({spec}, {args.size}x{args.size}), images/s "
                        f"for {args.steps} steps (wall of invert), and per-iteration overhead "
                        f"over the bare network forward+backward (min over iterations)",
         "representation": spec, "weights": args.weights, "bare": bare_kind,
-        "repeats": args.repeats, "threads": torch.get_num_threads(), "rows": rows})
+        "repeats": args.repeats, "threads": torch.get_num_threads(), "rows": rows,
+        "hog": {"description": "HOG inversion (cvpr2015 recipe), ms per image-step (min over "
+                               "iterations), vs_first = speed-up over the first batch size",
+                "rows": hog}})
 
 
 if __name__ == "__main__":
