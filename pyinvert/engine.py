@@ -71,6 +71,18 @@ def row_seeds(B: int, R: int, seeds: Optional[Sequence[int]],
     return torch.randint(2 ** 62, (B * R,), generator=gen).tolist()
 
 
+def _quantile(v: Tensor, q: float) -> Tensor:
+    """``torch.quantile(v, q)`` (linear interpolation, the same values) from two selections
+    (``kthvalue``, linear time) instead of a full sort (20 ms per 3 x 225 x 225 row)."""
+    n = v.numel()
+    rank = q * (n - 1)
+    lo = int(math.floor(rank))
+    hi = min(lo + 1, n - 1)
+    below = torch.kthvalue(v, lo + 1).values
+    above = torch.kthvalue(v, hi + 1).values if hi != lo else below
+    return torch.lerp(below, above, torch.tensor(rank - lo, dtype=v.dtype))
+
+
 def init_rows(rec: Recipe, shape, seeds: Sequence[int], sigma: float, dtype) -> Tensor:
     """Initial optimized tensors, one per row, each from its own seeded generator (CPU)."""
     rows = []
@@ -81,7 +93,7 @@ def init_rows(rec: Recipe, shape, seeds: Sequence[int], sigma: float, dtype) -> 
             z = z / z.norm() * sigma
         else:
             z = 2 * torch.rand(shape, generator=g, dtype=torch.float64) - 1
-            m = torch.quantile(z.flatten(), 0.95)
+            m = _quantile(z.flatten(), 0.95)
             z = z / m * sigma / math.sqrt(3)
         rows.append(z.to(dtype))
     return torch.stack(rows) if rows else torch.zeros((0, *shape), dtype=dtype)

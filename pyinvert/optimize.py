@@ -54,7 +54,9 @@ class AdagradMomentumRule:
             self.G = torch.zeros_like(x)
         self.G.mul_(self.momentum).addcmul_(g, g)
         denom = self.G.sqrt().add_(_rows(1.0 / lr, g))
-        self.v.mul_(self.momentum).sub_(g / denom)
+        # v - g / denom in one pass (-1 * q is exact: the same values as a division and a
+        # subtraction).
+        self.v.mul_(self.momentum).addcdiv_(g, denom, value=-1.0)
         x.add_(self.v)
 
 
@@ -105,12 +107,20 @@ def optimize(x: Tensor, objective, recipe: Recipe, *, image_size, lr_scale: Tens
     """
     N = x.shape[0]
     T = recipe.iterations
-    history = torch.full((N, T), float("nan"), dtype=torch.float64)
-    errors = torch.full((N, T), float("nan"), dtype=torch.float64)
+    # Histories and stops live on x's device and are copied to the CPU once at the end: no
+    # per-step device -> host copy (a synchronization on a GPU).
+    hdtype = torch.float64 if x.device.type != "mps" else torch.float32
+    history = torch.full((N, T), float("nan"), dtype=hdtype, device=x.device)
+    errors = torch.full((N, T), float("nan"), dtype=hdtype, device=x.device)
     active = torch.ones(N, dtype=torch.bool, device=x.device)
-    stopped_at = torch.full((N,), -1, dtype=torch.long)
+    stopped_at = torch.full((N,), -1, dtype=torch.long, device=x.device)
     rule = make_rule(recipe)
     jitter = Jitter(recipe.jitter, image_size)
+
+    def result(t_end=None):
+        h, e = (history, errors) if t_end is None else (history[:, :t_end], errors[:, :t_end])
+        return h.double().cpu(), e.double().cpu(), active, stopped_at.cpu()
+
     prev_lr = None
     t = 0
     for stage in recipe.stages:
@@ -128,11 +138,10 @@ def optimize(x: Tensor, objective, recipe: Recipe, *, image_size, lr_scale: Tens
                 # One reduction pass: a row's gradient sum is finite iff all its entries are
                 # (an overflow of the sum itself would also stop the row, which is wanted).
                 finite = torch.isfinite(loss) & torch.isfinite(grad.flatten(1).sum(1))
-                newly = active & ~finite
-                if bool(newly.any()):
-                    stopped_at[newly.cpu()] = t
-                    active &= finite
-                if not bool(active.all()):
+                stopped_at.masked_fill_(active & ~finite, t)
+                active &= finite
+                n_active = int(active.sum()) if N else 0  # the step's one host sync
+                if n_active < N:
                     keep = _rows(active, grad)
                     grad = torch.where(keep, grad, torch.zeros_like(grad))
                     before = x.clone()
@@ -144,13 +153,13 @@ def optimize(x: Tensor, objective, recipe: Recipe, *, image_size, lr_scale: Tens
                     rule.step(x, grad, lr)
                     if recipe.bound is not None:
                         project_ball(x, recipe.bound)
-                history[:, t] = loss.detach().double().cpu()
-                errors[:, t] = error.detach().double().cpu()
+                history[:, t] = loss.detach()
+                errors[:, t] = error.detach()
             t += 1
             if progress is not None:
                 progress.update(1)
             if callback is not None and callback(t, x, loss.detach(), error.detach(), active):
-                return history[:, :t], errors[:, :t], active, stopped_at
-            if not bool(active.any()):
-                return history, errors, active, stopped_at
-    return history, errors, active, stopped_at
+                return result(t)
+            if n_active == 0:
+                return result()
+    return result()
