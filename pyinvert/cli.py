@@ -475,7 +475,7 @@ def run_invert_cnn(args) -> int:
                   f"PSNR {entry['psnr']:.2f} dB"
                   + (f"  SSIM {entry['ssim']:.3f}" if "ssim" in entry else "")
                   + ("  FAILED" if entry["failed"] else ""))
-    grid = figures.layer_grid(list(originals), per_rep, labels)
+    grid = figures.layer_grid(list(originals), per_rep, labels, names=row_names)
     save_image(out / "layers.png", grid)
     write_json(out / "summary.json", _clean({
         "representation": args.rep, "joint": args.joint, "recipe": args.recipe,
@@ -530,7 +530,7 @@ def run_actmax(args) -> int:
     res.save(out)
     titles = []
     for i, lab in enumerate(labels):
-        t = lab[:22]
+        t = lab
         if res.probabilities is not None:
             t += f" p={float(res.probabilities[i]):.2f}"
         titles.append(t)
@@ -645,6 +645,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CNN: match only these channels, e.g. 0,5,9 or 0:32")
     p.add_argument("--invariance", action="store_true",
                    help="with --restarts R >= 2: draw the per-pixel spread across restarts")
+    p.add_argument("--size", type=int, default=None,
+                   help="images are resized and centre-cropped to SIZE x SIZE (default: 224 "
+                        "for a cnn:... representation, the images' own size otherwise)")
     p.add_argument("--data-weight", type=_float_list, default=None,
                    help="data weight C, or a comma list: a sweep, one reconstruction per value "
                         "(e.g. 1,20,100,300 with --recipe ijcv2016)")
@@ -728,6 +731,9 @@ def main(argv=None) -> int:
                 parser.error(f"--{flag.replace('_', '-')} needs a cnn:MODEL:LAYER representation")
         if args.invariance:
             return _guard(run_invert_cnn, args)
+        if args.size is not None:
+            parser.error(f"--size needs a cnn:MODEL:LAYER representation or --invariance "
+                         f"({args.rep} inverts images at their own size), got --size {args.size}")
         return run_invert(args)
     if args.command == "batch":
         return args.func(args)
