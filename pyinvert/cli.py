@@ -523,6 +523,7 @@ def run_actmax(args) -> int:
     labels = [f"{u} {classes[u]}" if classes and 0 <= u < len(classes) else f"unit {u}"
               for u in units]
     res = actmax(rep, units, neuron=neuron, image_size=args.size, steps=args.steps,
+                 objective=args.objective,
                  data_weight=args.data_weight, generator=torch.Generator().manual_seed(args.seed),
                  device=args.device, batch_size=args.batch_size, backend=args.backend,
                  progress=not args.no_progress, labels=labels)
@@ -672,6 +673,11 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--size", type=int, default=224, help="image size (default: %(default)s)")
     a.add_argument("--data-weight", type=float, default=None,
                    help="weight of the activation (default: the recipe's)")
+    a.add_argument("--objective", choices=("auto", "activation", "log_probability"),
+                   default="auto",
+                   help="what is maximized: the activation / class score (IJCV eq. 4), or a "
+                        "class's log-probability; auto: log_probability for --class, else "
+                        "activation (default: %(default)s)")
     a.add_argument("--columns", type=int, default=4, help="tiles per row of the grid")
     _cnn_common(a)
     _common(a, "pyinvert-out/actmax", recipes=False)

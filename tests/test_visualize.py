@@ -198,3 +198,28 @@ def test_figures_shapes(photos):
     assert tiles.ndim == 3
     hm = figures.heat_map(torch.rand(SIZE, SIZE))
     assert hm.shape[:2] == (SIZE, SIZE)
+
+
+def test_actmax_objectives():
+    rep = CNN(net(), "6")
+    kw = dict(image_size=SIZE, steps=3, generator=gen(), progress=False)
+    auto = actmax(rep, [1, 2], **kw)
+    assert auto.settings["objective"] == "log_probability"
+    # the measure is taken on the last (jittered) step, the probability on the final image
+    torch.testing.assert_close(auto.measure, auto.probabilities.to(auto.measure.dtype),
+                               rtol=0, atol=1e-2)
+    raw = actmax(rep, [1, 2], objective="activation", **kw)
+    assert raw.settings["objective"] == "activation"
+    torch.testing.assert_close(raw.measure.double(), raw.codes.double()[[0, 1], [1, 2]],
+                               rtol=0.05, atol=1e-3)
+    conv = CNN(net(), "3")
+    assert actmax(conv, [1], **kw).settings["objective"] == "activation"
+    with pytest.raises(ValueError, match=r"actmax: objective 'log_probability' needs a layer of "
+                                         r"logits \(N, K\), got a code of shape \[1, 8, 8, 8\]"):
+        actmax(conv, [1], objective="log_probability", **kw)
+    with pytest.raises(ValueError, match=r"actmax: expected objective in \('auto', "
+                                         r"'activation', 'log_probability'\), got 'logit'"):
+        actmax(rep, [1], objective="logit", **kw)
+    with pytest.raises(ValueError, match=r"actmax: expected units in \[0, 6\) for a code of "
+                                         r"shape \[6\], got \[6\]"):
+        actmax(rep, [0, 6], **kw)
