@@ -236,6 +236,17 @@ def test_code_mask_window_and_channels():
 # fails under PYINVERT_REQUIRE_WEIGHTS=1). Sizes and steps are cut to keep these to about a
 # minute on 2 CPU cores; the thresholds come from measurements at these settings (see each). --
 
+@pytest.fixture
+def one_thread():
+    """These tests run single-threaded: the machine's 2 cores are shared with other jobs, and
+    oversubscribed intra-op threads spin (the logits test once took 381 s with 2 threads
+    while a benchmark ran, about 20 s with one)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _photo(name, size):
     import cv2
     from pyinvert.data import sample_path
@@ -244,7 +255,7 @@ def _photo(name, size):
     return torch.from_numpy(a.copy()).permute(2, 0, 1).float() / 255
 
 
-def test_early_layer_reconstruction_is_close_to_the_photo(imagenet_mobilenet):
+def test_early_layer_reconstruction_is_close_to_the_photo(imagenet_mobilenet, one_thread):
     # Measured (seed 0, 128 px, ijcv2016, 150 steps): SSIM 0.81 from features.3, feature
     # error 0.018. For scale: uniform noise 0.01, a flat mean-colour image 0.31, the photo
     # blurred with a Gaussian of sigma 4 px 0.48. The bar, 0.7, is far above all of them.
@@ -260,7 +271,7 @@ def test_early_layer_reconstruction_is_close_to_the_photo(imagenet_mobilenet):
     assert float(r.feature_error) < 0.05
 
 
-def test_logits_reconstruction_keeps_the_top1_class(imagenet_mobilenet):
+def test_logits_reconstruction_keeps_the_top1_class(imagenet_mobilenet, one_thread):
     # Measured (seed 0, 160 px, ijcv2016, 150 steps): cat -> Egyptian cat (p 0.73 on the
     # reconstruction), coffee -> espresso (0.99), camera -> tripod (1.00); the same classes
     # as the photos at 224 px. (Of the other bundled photos, astronaut keeps "bobsled"; rocket,
@@ -275,7 +286,7 @@ def test_logits_reconstruction_keeps_the_top1_class(imagenet_mobilenet):
     assert r.codes.argmax(1).tolist() == r.targets.argmax(1).tolist()
 
 
-def test_class_activation_maximization_reaches_p_09(imagenet_mobilenet):
+def test_class_activation_maximization_reaches_p_09(imagenet_mobilenet, one_thread):
     # Measured (seed 0, 128 px, 150 steps of the actmax recipe, class log-probability): tabby
     # 0.997, bell pepper 0.999, goldfish 1.0, golden retriever 0.999, flamingo 1.0, balloon
     # 1.0; at 224 px and 300 steps tabby 1.00 (the raw class score gave 0.29 there).
@@ -288,7 +299,7 @@ def test_class_activation_maximization_reaches_p_09(imagenet_mobilenet):
     assert not bool(r.failed.any())
 
 
-def test_caricature_amplifies_with_real_weights(imagenet_mobilenet):
+def test_caricature_amplifies_with_real_weights(imagenet_mobilenet, one_thread):
     # Measured (seed 0, 128 px, 60 steps): the normalized inner product goes from 1.0 to 1.10
     # at features.6 (weight 1).
     from pyinvert.visualize import caricature
