@@ -535,11 +535,15 @@ def run_actmax(args) -> int:
         if res.probabilities is not None:
             t += f" p={float(res.probabilities[i]):.2f}"
         titles.append(t)
-    save_image(out / "actmax.png", figures.labelled_grid(list(res.images.cpu()), titles,
-                                                         columns=args.columns))
+    # the grid with each image's contrast stretched (as the authors display them); the
+    # unit PNGs are the optimized images themselves
+    save_image(out / "actmax.png", figures.labelled_grid(
+        list(figures.stretch(res.images.cpu())), titles, columns=args.columns))
+    logp = res.settings.get("objective") == "log_probability"
     for i, lab in enumerate(labels):
         p = f"  p={float(res.probabilities[i]):.3f}" if res.probabilities is not None else ""
-        print(f"{lab}: activation {float(res.measure[i]):.3f}{p}"
+        m = "" if logp else f" activation {float(res.measure[i]):.3f}"
+        print(f"{lab}:{m}{p}"
               + ("  FAILED" if bool(res.failed[i]) else ""))
     print(f"wrote {out / 'actmax.png'} and {out / 'result.json'}")
     return 1 if bool(res.failed.any()) else 0

@@ -199,6 +199,31 @@ def heat_map(values: Tensor, vmax: Optional[float] = None) -> np.ndarray:
     return cv2.cvtColor(cv2.applyColorMap(a, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
 
 
+def stretch(images: Tensor, low: float = 0.005, high: float = 0.995) -> Tensor:
+    """Each image's contrast stretched to [0, 1] between its ``low`` and ``high`` quantiles
+    (over all channels, so colours keep their balance), as the authors display activation
+    maximizations (MatConvNet's ``vl_imsc``, with quantiles instead of min / max so that a
+    few extreme pixels do not flatten the rest).
+
+    Args:
+        images: [B, C, H, W] (or [C, H, W]) in [0, 1].
+        low: lower quantile mapped to 0. Default: 0.005.
+        high: upper quantile mapped to 1. Default: 0.995.
+
+    Returns:
+        Tensor of the same shape in [0, 1].
+    """
+    single = images.dim() == 3
+    x = images[None] if single else images
+    flat = x.detach().double().flatten(1)
+    if flat.shape[1] == 0:
+        return images
+    lo = flat.quantile(low, dim=1).view(-1, 1, 1, 1)
+    hi = flat.quantile(high, dim=1).view(-1, 1, 1, 1)
+    out = ((x.double() - lo) / (hi - lo).clamp_min(1e-6)).clamp(0, 1).to(images.dtype)
+    return out[0] if single else out
+
+
 def _tile_height(images, height: Optional[int]) -> int:
     """The tiles' height: ``height``, or the images' own height (at least 128 px so that
     tiny images and their titles stay readable)."""

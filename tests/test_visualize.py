@@ -223,3 +223,18 @@ def test_actmax_objectives():
     with pytest.raises(ValueError, match=r"actmax: expected units in \[0, 6\) for a code of "
                                          r"shape \[6\], got \[6\]"):
         actmax(rep, [0, 6], **kw)
+
+
+def test_stretch_spans_the_range_per_image():
+    g = gen(12)
+    faint = 0.45 + 0.1 * torch.rand(2, 3, 16, 16, generator=g)
+    faint[1] = 0.5  # a flat image stays finite
+    out = figures.stretch(faint)
+    assert out.shape == faint.shape
+    assert float(out[0].min()) == 0.0 and float(out[0].max()) == 1.0
+    assert torch.isfinite(out).all() and bool((out >= 0).all() & (out <= 1).all())
+    torch.testing.assert_close(figures.stretch(faint[0]), out[0])
+    # monotone: the order of the pixels is kept
+    a, b = faint[0].flatten(), out[0].flatten()
+    i, j = a.argmin(), a.argmax()
+    assert b[i] <= b[j]
