@@ -475,7 +475,7 @@ def run_invert_cnn(args) -> int:
                   f"PSNR {entry['psnr']:.2f} dB"
                   + (f"  SSIM {entry['ssim']:.3f}" if "ssim" in entry else "")
                   + ("  FAILED" if entry["failed"] else ""))
-    grid = figures.layer_grid(list(originals), per_rep, labels)
+    grid = figures.layer_grid(list(originals), per_rep, labels, names=row_names)
     save_image(out / "layers.png", grid)
     write_json(out / "summary.json", _clean({
         "representation": args.rep, "joint": args.joint, "recipe": args.recipe,
@@ -523,6 +523,7 @@ def run_actmax(args) -> int:
     labels = [f"{u} {classes[u]}" if classes and 0 <= u < len(classes) else f"unit {u}"
               for u in units]
     res = actmax(rep, units, neuron=neuron, image_size=args.size, steps=args.steps,
+                 objective=args.objective,
                  data_weight=args.data_weight, generator=torch.Generator().manual_seed(args.seed),
                  device=args.device, batch_size=args.batch_size, backend=args.backend,
                  progress=not args.no_progress, labels=labels)
@@ -530,15 +531,19 @@ def run_actmax(args) -> int:
     res.save(out)
     titles = []
     for i, lab in enumerate(labels):
-        t = lab[:22]
+        t = lab
         if res.probabilities is not None:
             t += f" p={float(res.probabilities[i]):.2f}"
         titles.append(t)
-    save_image(out / "actmax.png", figures.labelled_grid(list(res.images.cpu()), titles,
-                                                         columns=args.columns))
+    # the grid with each image's contrast stretched (as the authors display them); the
+    # unit PNGs are the optimized images themselves
+    save_image(out / "actmax.png", figures.labelled_grid(
+        list(figures.stretch(res.images.cpu())), titles, columns=args.columns))
+    logp = res.settings.get("objective") == "log_probability"
     for i, lab in enumerate(labels):
         p = f"  p={float(res.probabilities[i]):.3f}" if res.probabilities is not None else ""
-        print(f"{lab}: activation {float(res.measure[i]):.3f}{p}"
+        m = "" if logp else f" activation {float(res.measure[i]):.3f}"
+        print(f"{lab}:{m}{p}"
               + ("  FAILED" if bool(res.failed[i]) else ""))
     print(f"wrote {out / 'actmax.png'} and {out / 'result.json'}")
     return 1 if bool(res.failed.any()) else 0
@@ -645,6 +650,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CNN: match only these channels, e.g. 0,5,9 or 0:32")
     p.add_argument("--invariance", action="store_true",
                    help="with --restarts R >= 2: draw the per-pixel spread across restarts")
+    p.add_argument("--size", type=int, default=None,
+                   help="images are resized and centre-cropped to SIZE x SIZE (default: 224 "
+                        "for a cnn:... representation, the images' own size otherwise)")
     p.add_argument("--data-weight", type=_float_list, default=None,
                    help="data weight C, or a comma list: a sweep, one reconstruction per value "
                         "(e.g. 1,20,100,300 with --recipe ijcv2016)")
@@ -669,6 +677,11 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--size", type=int, default=224, help="image size (default: %(default)s)")
     a.add_argument("--data-weight", type=float, default=None,
                    help="weight of the activation (default: the recipe's)")
+    a.add_argument("--objective", choices=("auto", "activation", "log_probability"),
+                   default="auto",
+                   help="what is maximized: the activation / class score (IJCV eq. 4), or a "
+                        "class's log-probability; auto: log_probability for --class, else "
+                        "activation (default: %(default)s)")
     a.add_argument("--columns", type=int, default=4, help="tiles per row of the grid")
     _cnn_common(a)
     _common(a, "pyinvert-out/actmax", recipes=False)
@@ -728,6 +741,9 @@ def main(argv=None) -> int:
                 parser.error(f"--{flag.replace('_', '-')} needs a cnn:MODEL:LAYER representation")
         if args.invariance:
             return _guard(run_invert_cnn, args)
+        if args.size is not None:
+            parser.error(f"--size needs a cnn:MODEL:LAYER representation or --invariance "
+                         f"({args.rep} inverts images at their own size), got --size {args.size}")
         return run_invert(args)
     if args.command == "batch":
         return args.func(args)

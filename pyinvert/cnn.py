@@ -25,9 +25,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-#: torchvision's ImageNet normalization (RGB, images in [0, 1]).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from pyinvert.models.imagenet import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401 (re-exported)
 
 
 class _StopForward(Exception):
@@ -43,16 +41,41 @@ class Segment:
     shape: Tuple[int, ...]
 
 
-def _valid_layers_text(names: Sequence[str], limit: int = 400) -> str:
+def _valid_layers_text(names: Sequence[str], limit: int = 600,
+                       model_name: Optional[str] = None) -> str:
+    """The valid names for an error message; a long list is shortened to its top-level blocks
+    (names with at most one dot, e.g. ``features.6``, ``classifier.1``) plus a pointer."""
     text = ", ".join(names)
-    if len(text) > limit:
-        text = text[:limit].rsplit(", ", 1)[0] + f", ... ({len(names)} in all)"
-    return text
+    if len(text) <= limit:
+        return text
+    short = [n for n in names if n.count(".") <= 1]
+    where = (f"`pyinvert models {model_name}` lists them all" if model_name
+             else "see pyinvert.models.layer_names")
+    if short and len(short) < len(names):
+        text = ", ".join(short)
+        if len(text) <= 2 * limit:
+            return f"{text} (and {len(names) - len(short)} sublayers: {where})"
+    return text[:limit].rsplit(", ", 1)[0] + f", ... ({len(names)} in all; {where})"
 
 
 def layer_names(model: nn.Module) -> List[str]:
     """The names of ``model``'s submodules, in registration order (the root "" excluded)."""
     return [n for n, _ in model.named_modules() if n]
+
+
+def _suggested_layers(model: nn.Module) -> List[str]:
+    """The layer names an error message lists: the zoo's curated list
+    (:func:`pyinvert.models.layer_names`, in computation order, no plain containers or
+    dropouts) for a zoo model, every submodule name otherwise."""
+    from pyinvert.models import zoo
+    from pyinvert.models import layer_names as zoo_layer_names
+
+    if isinstance(model, tuple(zoo._CLASSES.values())):
+        try:
+            return zoo_layer_names(model)
+        except Exception:  # noqa: BLE001 (an unusual input size: fall back to all names)
+            pass
+    return layer_names(model)
 
 
 class CNN(nn.Module):
@@ -105,13 +128,12 @@ class CNN(nn.Module):
         if not layers:
             raise ValueError("CNN: expected at least one layer name, got none")
         modules = dict(model.named_modules())
-        valid = layer_names(model)
         for name in layers:
             if not isinstance(name, str):
                 raise TypeError(f"CNN: expected layer names as str, got {type(name).__name__}")
             if name not in modules or name == "":
                 raise ValueError(f"CNN: unknown layer {name!r}; valid layers are: "
-                                 f"{_valid_layers_text(valid)}")
+                                 f"{_valid_layers_text(_suggested_layers(model), model_name=model_name)}")
         if len(set(layers)) != len(layers):
             raise ValueError(f"CNN: expected distinct layer names, got {layers}")
         mean = torch.as_tensor(mean, dtype=torch.float64).flatten()
@@ -401,5 +423,5 @@ def cnn_from_spec(spec: str, weights="imagenet") -> CNN:
     from pyinvert import models
 
     model = models.load_model(model_name, weights=weights)
-    return CNN(model, layers, mean=getattr(models, "IMAGENET_MEAN", IMAGENET_MEAN),
-               std=getattr(models, "IMAGENET_STD", IMAGENET_STD), model_name=model_name)
+    return CNN(model, layers, mean=models.IMAGENET_MEAN, std=models.IMAGENET_STD,
+               model_name=model_name)

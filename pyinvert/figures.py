@@ -33,12 +33,50 @@ def _resize_height(a: np.ndarray, height: int) -> np.ndarray:
     return cv2.resize(a, (width, height), interpolation=interp)
 
 
-def _title(a: np.ndarray, text: str) -> np.ndarray:
+_FONT_SCALE = 0.45
+_LINE = 15
+
+
+def _wrap(text: str, width: int) -> list:
+    """``text`` split into lines that fit ``width`` pixels (at words; a word too long for a
+    line is cut into pieces)."""
     import cv2
 
-    strip = np.full((_TITLE, a.shape[1], 3), 255, np.uint8)
-    cv2.putText(strip, text, (2, _TITLE - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1,
-                cv2.LINE_AA)
+    def fits(t):
+        return cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, _FONT_SCALE, 1)[0][0] <= width
+
+    lines, cur = [], ""
+    for word in text.split():
+        cand = f"{cur} {word}" if cur else word
+        if fits(cand):
+            cur = cand
+            continue
+        if cur:
+            lines.append(cur)
+        cur = ""
+        while word and not fits(word):  # cut a word wider than a whole line
+            k = len(word)
+            while k > 1 and not fits(word[:k]):
+                k -= 1
+            lines.append(word[:k])
+            word = word[k:]
+        cur = word
+    if cur:
+        lines.append(cur)
+    return lines or [""]
+
+
+def _title(a: np.ndarray, text: str, lines: Optional[int] = None) -> np.ndarray:
+    """``a`` under a white strip with ``text``, wrapped to the image's width (never clipped);
+    ``lines`` reserves room for that many lines (for aligned tiles in a grid)."""
+    import cv2
+
+    wrapped = _wrap(text, a.shape[1] - 4)
+    n = max(len(wrapped), lines or 1)
+    strip = np.full((n * _LINE + 4, a.shape[1], 3), 255, np.uint8)
+    for k, line in enumerate(wrapped):
+        cv2.putText(strip, line, (2, (k + 1) * _LINE - 3), cv2.FONT_HERSHEY_SIMPLEX,
+                    _FONT_SCALE, (0, 0, 0), 1, cv2.LINE_AA)
     return np.concatenate([strip, a], 0)
 
 
@@ -161,9 +199,51 @@ def heat_map(values: Tensor, vmax: Optional[float] = None) -> np.ndarray:
     return cv2.cvtColor(cv2.applyColorMap(a, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
 
 
-def _tile(im, title: str, height: int) -> np.ndarray:
+def stretch(images: Tensor, low: float = 0.005, high: float = 0.995) -> Tensor:
+    """Each image's contrast stretched to [0, 1] between its ``low`` and ``high`` quantiles
+    (over all channels, so colours keep their balance), as the authors display activation
+    maximizations (MatConvNet's ``vl_imsc``, with quantiles instead of min / max so that a
+    few extreme pixels do not flatten the rest).
+
+    Args:
+        images: [B, C, H, W] (or [C, H, W]) in [0, 1].
+        low: lower quantile mapped to 0. Default: 0.005.
+        high: upper quantile mapped to 1. Default: 0.995.
+
+    Returns:
+        Tensor of the same shape in [0, 1].
+    """
+    single = images.dim() == 3
+    x = images[None] if single else images
+    flat = x.detach().double().flatten(1)
+    if flat.shape[1] == 0:
+        return images
+    lo = flat.quantile(low, dim=1).view(-1, 1, 1, 1)
+    hi = flat.quantile(high, dim=1).view(-1, 1, 1, 1)
+    out = ((x.double() - lo) / (hi - lo).clamp_min(1e-6)).clamp(0, 1).to(images.dtype)
+    return out[0] if single else out
+
+
+def _tile_height(images, height: Optional[int]) -> int:
+    """The tiles' height: ``height``, or the images' own height (at least 128 px so that
+    tiny images and their titles stay readable)."""
+    if height is not None:
+        return int(height)
+    return max([128] + [int(im.shape[-2] if isinstance(im, Tensor) else im.shape[0])
+                        for im in images])
+
+
+def _tile(im, title: str, height: int, lines: Optional[int] = None) -> np.ndarray:
     a = im if isinstance(im, np.ndarray) else to_uint8(im)
-    return _title(_rgb(_resize_height(_rgb(a), height)), title)
+    return _title(_rgb(_resize_height(_rgb(a), height)), title, lines)
+
+
+def _titled_tiles(images, titles, height: int) -> list:
+    """Tiles of one height whose titles take the same number of lines (images aligned)."""
+    ims = [_rgb(_resize_height(_rgb(im if isinstance(im, np.ndarray) else to_uint8(im)),
+                               height)) for im in images]
+    lines = max([1] + [len(_wrap(t, a.shape[1] - 4)) for a, t in zip(ims, titles)])
+    return [_title(a, t, lines) for a, t in zip(ims, titles)]
 
 
 def _grid(tiles: Sequence[np.ndarray], columns: int) -> np.ndarray:
@@ -180,49 +260,64 @@ def _grid(tiles: Sequence[np.ndarray], columns: int) -> np.ndarray:
 
 
 def layer_grid(originals: Sequence[Tensor], reconstructions: Sequence[Sequence[Tensor]],
-               layers: Sequence[str], height: int = 128) -> np.ndarray:
+               layers: Sequence[str], height: Optional[int] = None,
+               names: Optional[Sequence[str]] = None) -> np.ndarray:
     """The per-layer inversion figure: one row per image, the original then one
-    reconstruction per layer, each labelled.
+    reconstruction per layer, each labelled with its layer.
 
     Args:
         originals: B images [C, H, W] in [0, 1].
         reconstructions: per layer, B reconstructions (``reconstructions[l][b]``).
         layers: the layer names (column labels).
-        height: tile height. Default: 128.
+        height: tile height; None: the images' height (at least 128). Default: None.
+        names: the images' names, shown over the originals; None: "original". Default: None.
 
     Returns:
         HWC uint8 RGB array.
     """
-    tiles = []
+    h = _tile_height(list(originals), height)
+    images, titles = [], []
     for b, orig in enumerate(originals):
-        tiles.append(_tile(orig, "original", height))
+        images.append(orig)
+        titles.append(f"original {names[b]}" if names is not None else "original")
         for l, name in enumerate(layers):
-            tiles.append(_tile(reconstructions[l][b], name, height))
-    return _grid(tiles, 1 + len(layers))
+            images.append(reconstructions[l][b])
+            titles.append(name)
+    return _grid(_titled_tiles(images, titles, h), 1 + len(layers))
 
 
 def labelled_grid(images: Sequence[Tensor], labels: Sequence[str], columns: int = 4,
-                  height: int = 128) -> np.ndarray:
+                  height: Optional[int] = None) -> np.ndarray:
     """Tiles with a title each (e.g. one activation maximization per unit with its name and
-    p), ``columns`` per row."""
-    tiles = [_tile(im, lab, height) for im, lab in zip(images, labels)]
+    p), ``columns`` per row; long titles wrap, never clipped.
+
+    Args:
+        images: [C, H, W] images in [0, 1].
+        labels: a title per image.
+        columns: tiles per row. Default: 4.
+        height: tile height; None: the images' height (at least 128). Default: None.
+
+    Returns:
+        HWC uint8 RGB array.
+    """
+    tiles = _titled_tiles(list(images), list(labels), _tile_height(list(images), height))
     return _grid(tiles, max(1, min(columns, len(tiles))))
 
 
 def pair(original: Tensor, result: Tensor, titles: Sequence[str] = ("original", "result"),
          height: Optional[int] = None) -> np.ndarray:
-    """original | result (caricature, dream), one image high."""
-    h = height or original.shape[-2]
-    return _hstack([_tile(original, titles[0], h), _tile(result, titles[1], h)])
+    """original | result (caricature, dream), one image high (at least 128 px)."""
+    return _hstack(_titled_tiles([original, result], list(titles),
+                                 _tile_height([original], height)))
 
 
 def invariance_figure(original: Tensor, reconstructions: Sequence[Tensor], spread: Tensor,
-                      vmax: Optional[float] = None, height: int = 128) -> np.ndarray:
+                      vmax: Optional[float] = None, height: Optional[int] = None) -> np.ndarray:
     """original | the R reconstructions | the per-pixel spread across them (heat map)."""
-    tiles = [_tile(original, "original", height)]
-    tiles += [_tile(r, f"restart {k}", height) for k, r in enumerate(reconstructions)]
-    tiles.append(_tile(heat_map(spread, vmax), "std across restarts", height))
-    return _hstack(tiles)
+    ims = [original, *reconstructions, heat_map(spread, vmax)]
+    titles = ["original", *[f"restart {k}" for k in range(len(reconstructions))],
+              "std across restarts"]
+    return _hstack(_titled_tiles(ims, titles, _tile_height([original], height)))
 
 
 def window_figure(original: Tensor, reconstruction: Tensor, box, title: str = "window",
@@ -232,9 +327,9 @@ def window_figure(original: Tensor, reconstruction: Tensor, box, title: str = "w
     import cv2
 
     panels = []
-    for im, name in ((original, "original"), (reconstruction, title)):
+    for im in (original, reconstruction):
         a = np.ascontiguousarray(_rgb(to_uint8(im)))
         y0, x0, y1, x1 = (int(v) for v in box)
         cv2.rectangle(a, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), (255, 0, 0), 1)
-        panels.append(_tile(a, name, height or a.shape[0]))
-    return _hstack(panels)
+        panels.append(a)
+    return _hstack(_titled_tiles(panels, ["original", title], _tile_height(panels, height)))

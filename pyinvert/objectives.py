@@ -261,9 +261,7 @@ class Inversion(Objective):
     def map_rows(self, fn):
         m = self.mask
         if m is not None and self.mask_per_row:
-            m = fn(m)
-        elif m is not None:
-            m = fn(m.unsqueeze(0))[0] if False else m
+            m = fn(m)  # a shared mask (one code's shape) is not a per-row tensor
         out = Inversion.__new__(Inversion)
         out.targets = fn(self.targets)
         out.mask = m

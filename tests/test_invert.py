@@ -370,3 +370,31 @@ def test_per_image_seeds_make_rows_independent_of_the_batch(photos):
     torch.testing.assert_close(together.images[1:2], alone.images)
     with pytest.raises(ValueError, match="expected seeds to be 3 ints"):
         invert(x, steps=2, seeds=[1, 2], progress=False)
+
+
+# Numbers of invert() before it was rebuilt on the composable objectives and the shared engine
+# (commit 8524f46, same seeds and inputs; the rebuilt one gave bit-identical values when this
+# test was written).
+_PRE_OBJECTIVES = {
+    ("cvpr2015", "hog"): ([1.6442153453826904, 1.6348322629928589],
+                         [0.1216489922607125, 0.15921922876646785], 1041.7774977171794),
+    ("cvpr2015", "dsift"): ([1.700331211090088, 1.6626040935516357],
+                           [0.17530729980204326, 0.18189577659013684], 1041.7729796902859),
+    ("ijcv2016", "hog"): ([15.328458786010742, 18.161996841430664],
+                         [0.08469603426243072, 0.10252304997294724], 1016.4347449690104),
+    ("ijcv2016", "dsift"): ([12.217729568481445, 14.2000093460083],
+                           [0.029280764149366544, 0.045518795280349786], 1014.4981216490269),
+}
+
+
+@pytest.mark.parametrize("recipe,rep", sorted(_PRE_OBJECTIVES))
+def test_invert_via_objectives_equals_the_previous_numbers(recipe, rep):
+    img = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    r = invert(img, representation=rep, recipe=recipe, steps=12,
+               generator=torch.Generator().manual_seed(1), progress=False)
+    loss, fe, total = _PRE_OBJECTIVES[(recipe, rep)]
+    torch.testing.assert_close(r.loss_history[:, -1], torch.tensor(loss, dtype=r.loss_history.dtype),
+                               rtol=1e-4, atol=0)
+    torch.testing.assert_close(r.feature_error.double(), torch.tensor(fe, dtype=torch.float64),
+                               rtol=1e-4, atol=0)
+    assert float(r.images.double().sum()) == pytest.approx(total, rel=1e-5)
