@@ -53,7 +53,7 @@ def test_every_public_function_documents_its_defaults():
 
 
 @pytest.mark.parametrize("module", ["pyinvert.regularizers", "pyinvert.cnn", "pyinvert.invert",
-                                    "pyinvert.recipes",
+                                    "pyinvert.recipes", "pyinvert.objectives",
                                     "pyinvert.visualize"])
 def test_doctests(module):
     torch.manual_seed(0)
