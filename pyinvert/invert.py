@@ -5,10 +5,7 @@ image pixels <-> optimized tensor, and Phi), an objective (:mod:`pyinvert.object
 update loop (:mod:`pyinvert.optimize`), transforms (:mod:`pyinvert.transforms`) and a recipe
 (:mod:`pyinvert.recipes`, pure data).
 """
-import dataclasses
-import math
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
@@ -20,7 +17,7 @@ from torch import Tensor
 from pyinvert import engine as _engine
 from pyinvert import io as _io
 from pyinvert.objectives import Inversion, inversion_objective
-from pyinvert.recipes import Recipe, get_recipe
+from pyinvert.recipes import get_recipe
 from pyinvert.representations import make_representation
 
 
@@ -64,7 +61,7 @@ class InversionResult:
         return {
             "names": self.names,
             "feature_error": self.feature_error.tolist(),
-            "final_loss": _last_finite(self.loss_history).tolist(),
+            "final_loss": _io.last_finite(self.loss_history).tolist(),
             "failed": self.failed.tolist(),
             "stopped_at": self.stopped_at.tolist(),
             "seconds": self.seconds,
@@ -81,38 +78,13 @@ class InversionResult:
         if len(names) != self.images.shape[0]:
             raise ValueError(f"InversionResult.save: expected {self.images.shape[0]} names, "
                              f"got {len(names)}")
-        written = []
-        for i, name in enumerate(names):
-            if self.images.dim() == 5:
-                for r in range(self.images.shape[1]):
-                    written.append(_io.save_image(directory / f"{name}-r{r}.png",
-                                                  self.images[i, r]))
-            else:
-                written.append(_io.save_image(directory / f"{name}.png", self.images[i]))
+        written = _io.save_image_rows(directory, self.images, names)
         payload = {"settings": self.settings, **self.summary(), "names": names,
                    "loss_history": self.loss_history.tolist(),
                    "error_history": self.error_history.tolist()}
-        payload = _nan_to_none(payload)
+        payload = _io.nan_to_none(payload)
         written.append(_io.write_json(directory / "result.json", payload))
         return written
-
-
-def _last_finite(h: Tensor) -> Tensor:
-    """Last finite value along the last dim (NaN if none)."""
-    finite = torch.isfinite(h)
-    idx = torch.where(finite, torch.arange(h.shape[-1]).expand_as(h), -1).amax(-1)
-    out = h.gather(-1, idx.clamp_min(0).unsqueeze(-1)).squeeze(-1)
-    return torch.where(idx >= 0, out, torch.full_like(out, float("nan")))
-
-
-def _nan_to_none(v):
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, list):
-        return [_nan_to_none(u) for u in v]
-    if isinstance(v, dict):
-        return {k: _nan_to_none(u) for k, u in v.items()}
-    return v
 
 
 # ---- inputs ---------------------------------------------------------------------------------

@@ -5,10 +5,11 @@ Every write goes to a temporary file in the target directory and is then renamed
 target (``os.replace``), so a reader never sees a half-written file.
 """
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Union
+from typing import List, Sequence, Union
 
 import numpy as np
 import torch
@@ -125,3 +126,36 @@ def save_image(path: PathLike, image) -> Path:
     if not ok:
         raise ValueError(f"save_image: could not encode {path}")
     return atomic_write_bytes(path, buf.tobytes())
+
+
+def nan_to_none(v):
+    """A JSON-friendly copy of nested lists/dicts with NaN/Inf floats as None (JSON has none)."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, list):
+        return [nan_to_none(u) for u in v]
+    if isinstance(v, dict):
+        return {k: nan_to_none(u) for k, u in v.items()}
+    return v
+
+
+def last_finite(h: Tensor) -> Tensor:
+    """Last finite value along the last dim of a history (NaN where there is none)."""
+    finite = torch.isfinite(h)
+    idx = torch.where(finite, torch.arange(h.shape[-1]).expand_as(h), -1).amax(-1)
+    out = h.gather(-1, idx.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+    return torch.where(idx >= 0, out, torch.full_like(out, float("nan")))
+
+
+def save_image_rows(directory, images: Tensor, names: Sequence[str]) -> List[Path]:
+    """``<name>.png`` for each image of [B, C, H, W], or ``<name>-r<k>.png`` for each restart of
+    [B, R, C, H, W], each written atomically. Returns the paths."""
+    directory = Path(directory)
+    written = []
+    for i, name in enumerate(names):
+        if images.dim() == 5:
+            for r in range(images.shape[1]):
+                written.append(save_image(directory / f"{name}-r{r}.png", images[i, r]))
+        else:
+            written.append(save_image(directory / f"{name}.png", images[i]))
+    return written

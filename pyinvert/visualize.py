@@ -11,10 +11,9 @@ References:
     maximization), eq. (5) (caricatures), Sec. 5.2 (the variety of pre-images).
     A. Mordvintsev, C. Olah, M. Tyka, "Inceptionism: Going Deeper into Neural Networks", 2015.
 """
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Union
+from typing import Callable, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -26,16 +25,6 @@ from pyinvert.objectives import (Activation, Caricature, ClassLogProbability, De
                                  ImagePrior, Objective)
 from pyinvert.recipes import Recipe, get_recipe
 from pyinvert.representations import make_representation
-
-
-def _nan_to_none(v):
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, list):
-        return [_nan_to_none(u) for u in v]
-    if isinstance(v, dict):
-        return {k: _nan_to_none(u) for k, u in v.items()}
-    return v
 
 
 @dataclass
@@ -89,18 +78,11 @@ class VisualizationResult:
                                                         [f"image{i:03d}" for i in range(B)])
         if len(names) != B:
             raise ValueError(f"VisualizationResult.save: expected {B} names, got {len(names)}")
-        written = []
-        for i, name in enumerate(names):
-            if self.images.dim() == 5:
-                for r in range(self.images.shape[1]):
-                    written.append(_io.save_image(directory / f"{name}-r{r}.png",
-                                                  self.images[i, r]))
-            else:
-                written.append(_io.save_image(directory / f"{name}.png", self.images[i]))
+        written = _io.save_image_rows(directory, self.images, names)
         payload = {"settings": self.settings, **self.summary(), "names": names,
                    "loss_history": self.loss_history.tolist(),
                    "measure_history": self.measure_history.tolist()}
-        written.append(_io.write_json(directory / "result.json", _nan_to_none(payload)))
+        written.append(_io.write_json(directory / "result.json", _io.nan_to_none(payload)))
         return written
 
 
@@ -206,7 +188,7 @@ def visualize(objective: Objective, *, representation, B: Optional[int] = None, 
         return t.reshape(B, R, *t.shape[1:]) if (R > 1 and t is not None) else t
 
     images = torch.nan_to_num(rep.postprocess(torch.nan_to_num(out.x, nan=0.0))).detach()
-    last = _last_finite(out.measure_history) if out.measure_history.shape[0] else \
+    last = _io.last_finite(out.measure_history) if out.measure_history.shape[0] else \
         torch.zeros(0, dtype=torch.float64)
     settings = {"representation": rep.config() if hasattr(rep, "config") else str(rep),
                 "recipe": rec.to_dict(), "restarts": R, "image_size": [H, W],
@@ -221,13 +203,6 @@ def visualize(objective: Objective, *, representation, B: Optional[int] = None, 
         codes=shape_rows(out.codes.detach()) if out.codes is not None else None,
         originals=originals, settings=settings, seconds=out.seconds,
         names=list(names) if names is not None else [])
-
-
-def _last_finite(h: Tensor) -> Tensor:
-    finite = torch.isfinite(h)
-    idx = torch.where(finite, torch.arange(h.shape[-1]).expand_as(h), -1).amax(-1)
-    out = h.gather(-1, idx.clamp_min(0).unsqueeze(-1)).squeeze(-1)
-    return torch.where(idx >= 0, out, torch.full_like(out, float("nan")))
 
 
 def _unit_list(units, fn):
@@ -538,7 +513,7 @@ class InvarianceResult:
         for i, n in enumerate(names):
             written.append(_io.save_image(directory / f"{n}-spread.png",
                                           figures.heat_map(self.spread[i], vmax=top)))
-        written.append(_io.write_json(directory / "invariance.json", _nan_to_none(
+        written.append(_io.write_json(directory / "invariance.json", _io.nan_to_none(
             {"names": names, "mean_spread": self.mean_spread.tolist(), "max_spread": top,
              "restarts": self.inversion.restarts})))
         return written
