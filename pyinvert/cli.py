@@ -48,8 +48,10 @@ def _unique_names(paths):
     return names
 
 
-def _load_inputs(paths, min_size):
-    """[(name, path, tensor)] of the readable images and [(path, message)] of the others."""
+def _load_inputs(paths, min_size, prepare=None,
+                 needs=" (half a HOG cell / a DSIFT descriptor)"):
+    """[(name, path, tensor)] of the readable images (``prepare(tensor)`` applied) and
+    [(path, message)] of the others."""
     from pyinvert.io import load_image
 
     ok, bad = [], []
@@ -59,11 +61,13 @@ def _load_inputs(paths, min_size):
         except (FileNotFoundError, ValueError, TypeError) as error:
             bad.append((str(path), str(error)))
             continue
+        if prepare is not None:
+            img = prepare(img)
         H, W = img.shape[-2:]
         if H < min_size or W < min_size:
             bad.append((str(path), f"invert: image {path} is {H}x{W}, smaller than the "
-                                   f"{min_size}x{min_size} pixels the representation needs "
-                                   f"(half a HOG cell / a DSIFT descriptor)"))
+                                   f"{min_size}x{min_size} pixels the representation "
+                                   f"needs{needs}"))
             continue
         ok.append((name, str(path), img))
     return ok, bad
@@ -345,25 +349,11 @@ def _fit(img, size):
 
 def _load_fitted(paths, size, min_size):
     """[(name, path, tensor [3, size, size])] and [(path, message)]."""
-    from pyinvert.io import load_image
+    def prepare(img):
+        img = img.expand(3, -1, -1) if img.shape[0] == 1 else img[:3]
+        return _fit(img, size) if size is not None else img
 
-    ok, bad = [], []
-    for name, path in zip(_unique_names(paths), paths):
-        try:
-            img = load_image(path)
-        except (FileNotFoundError, ValueError, TypeError) as error:
-            bad.append((str(path), str(error)))
-            continue
-        if img.shape[0] == 1:
-            img = img.expand(3, -1, -1)
-        img = _fit(img[:3], size) if size is not None else img[:3]
-        H, W = img.shape[-2:]
-        if H < min_size or W < min_size:
-            bad.append((str(path), f"invert: image {path} is {H}x{W}, smaller than the "
-                                   f"{min_size}x{min_size} pixels the representation needs"))
-            continue
-        ok.append((name, str(path), img))
-    return ok, bad
+    return _load_inputs(paths, min_size, prepare, needs="")
 
 
 def _report_bad(bad):

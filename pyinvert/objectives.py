@@ -354,6 +354,8 @@ class Activation(Objective):
         x: the neuron's column; None with y None. Default: None.
     """
 
+    _checked_shape = None  # the code shape whose indices were last checked
+
     def __init__(self, channel, y=None, x=None):
         if (y is None) != (x is None):
             raise ValueError("Activation: expected both y and x for a neuron, or neither")
@@ -382,7 +384,9 @@ class Activation(Objective):
         N = code.shape[0]
         n = torch.arange(N, device=code.device)
         ch = self._rows(self.channel, N, code.device)
-        if bool(((ch < 0) | (ch >= code.shape[1])).any()) if N else False:
+        # The index checks read the device: once per code shape, not at every step.
+        check = N > 0 and self._checked_shape != tuple(code.shape)
+        if check and bool(((ch < 0) | (ch >= code.shape[1])).any()):
             raise ValueError(f"Activation: expected channel in [0, {code.shape[1]}), "
                              f"got {ch.tolist()}")
         if code.dim() == 2:
@@ -394,13 +398,14 @@ class Activation(Objective):
                 yy = self._rows(self.y, N, code.device)
                 xx = self._rows(self.x, N, code.device)
                 h, w = code.shape[-2:]
-                if N and bool(((yy < 0) | (yy >= h) | (xx < 0) | (xx >= w)).any()):
+                if check and bool(((yy < 0) | (yy >= h) | (xx < 0) | (xx >= w)).any()):
                     raise ValueError(f"Activation: expected the neuron inside the {h}x{w} grid, "
                                      f"got y={yy.tolist()}, x={xx.tolist()}")
                 a = code[n, ch, yy, xx]
         else:
             raise ValueError(f"Activation: expected a code of shape (N, K) or (N, C, h, w), "
                              f"got {list(code.shape)}")
+        self._checked_shape = tuple(code.shape)
         return -a, a
 
     def map_rows(self, fn):
