@@ -494,7 +494,7 @@ def run_actmax(args) -> int:
               file=sys.stderr)
         return 2
     if args.classes is not None:
-        layer = args.layer or _logits_layer(args.model, _weights(args))
+        layer = args.layer or _logits_layer(args.model)
         units = args.classes
     else:
         if args.layer is None:
@@ -539,20 +539,17 @@ def run_actmax(args) -> int:
     return 1 if bool(res.failed.any()) else 0
 
 
-def _logits_layer(model_name, weights):
-    """The last module with parameters (the classifier's linear layer)."""
-    from pyinvert.representations import make_representation
-    rep = make_representation(f"cnn:{model_name}:" + "__probe__", weights=weights) \
-        if False else None
+def _logits_layer(model_name):
+    """The last linear module (the classifier's logits), found on the meta device: the
+    structure only, without building the weights."""
     from pyinvert import models
-    model = models.build_model(model_name)
-    last = None
-    for name, module in model.named_modules():
-        if name and isinstance(module, torch.nn.Linear):
-            last = name
-    if last is None:
+    with torch.device("meta"):
+        model = models.build_model(model_name)
+    linear = [name for name, module in model.named_modules()
+              if isinstance(module, torch.nn.Linear)]
+    if not linear:
         raise ValueError(f"actmax: {model_name} has no linear classifier layer; give --layer")
-    return last
+    return linear[-1]
 
 
 def _run_image_command(args, kind) -> int:
