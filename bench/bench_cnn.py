@@ -48,9 +48,9 @@ from common import print_table, write_results  # noqa: E402
 
 import pyinvert  # noqa: E402
 from pyinvert import data  # noqa: E402
-from pyinvert.cnn import cnn_from_spec  # noqa: E402
-from pyinvert.invert import as_image_batch  # noqa: E402
-from pyinvert.transforms import center_crop  # noqa: E402
+from pyinvert.representations.cnn import cnn_from_spec  # noqa: E402
+from pyinvert.tasks.inversion import as_image_batch  # noqa: E402
+from pyinvert.optim.jitter import center_crop  # noqa: E402
 
 
 def photos(B, size):

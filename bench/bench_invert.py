@@ -17,7 +17,7 @@ from common import print_table, write_results  # noqa: E402
 
 import pyinvert  # noqa: E402
 from pyinvert import data  # noqa: E402
-from pyinvert.invert import as_image_batch  # noqa: E402
+from pyinvert.tasks.inversion import as_image_batch  # noqa: E402
 
 
 def photos(B, size):

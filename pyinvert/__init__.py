@@ -6,15 +6,18 @@ engine for inversion (:func:`invert`), activation maximization, caricatures, Dee
 invariance maps of HOG, DSIFT and CNN layers (:mod:`pyinvert.models`: an offline model zoo).
 """
 from pyinvert import _ext  # noqa: F401  (loads the kernels first)
+from pyinvert import _compat
 from pyinvert import reference
 from pyinvert.features import HOG, DenseSIFT, dsift, hog, render_hog
-from pyinvert.regularizers import ImagePrior, alpha_norm, image_prior, isotropic_norm, tv_norm
+from pyinvert.priors.handcrafted import ImagePrior, alpha_norm, image_prior, isotropic_norm, tv_norm
 from pyinvert import metrics
-from pyinvert.invert import InversionResult, invert
+from pyinvert.tasks.inversion import InversionResult, invert
 from pyinvert import models, objectives
-from pyinvert.cnn import CNN
-from pyinvert.visualize import (VisualizationResult, actmax, caricature, dream, invariance_map,
+from pyinvert.representations.cnn import CNN
+from pyinvert.tasks.visualization import (VisualizationResult, actmax, caricature, dream, invariance_map,
                                 visualize)
+
+_compat.install()
 
 __version__ = "0.1.0"
 

@@ -80,9 +80,9 @@ def _gray3(img):
 
 def run_invert(args) -> int:
     from pyinvert import data, figures, metrics
-    from pyinvert.invert import invert
+    from pyinvert.tasks.inversion import invert
     from pyinvert.io import save_image, write_json
-    from pyinvert.recipes import get_recipe
+    from pyinvert.optim.recipes import get_recipe
     from pyinvert.representations import make_representation
 
     paths = args.images or [str(p) for p in data.sample_paths()]
@@ -171,9 +171,9 @@ def table1(paths=None, *, reps=("hog", "hogb", "dsift"), recipe="cvpr2015", step
     table1.json and a montage (rows: original and each representation's reconstructions).
     """
     from pyinvert import data, figures, metrics
-    from pyinvert.invert import invert
+    from pyinvert.tasks.inversion import invert
     from pyinvert.io import save_image, write_json
-    from pyinvert.recipes import get_recipe
+    from pyinvert.optim.recipes import get_recipe
     from pyinvert.representations import make_representation
 
     paths = [str(p) for p in (paths or data.sample_paths())]
@@ -269,7 +269,7 @@ def _rep_spec(value: str) -> str:
     if v.lower() in ("hog", "hogb", "dsift"):
         return v.lower()
     if v.lower().startswith("cnn:"):
-        from pyinvert.cnn import parse_spec
+        from pyinvert.representations.cnn import parse_spec
         try:
             parse_spec(v)
         except ValueError as error:
@@ -364,7 +364,7 @@ def _report_bad(bad):
 def run_invert_cnn(args) -> int:
     """``pyinvert invert --rep cnn:...`` (and ``--invariance`` for any representation)."""
     from pyinvert import data, figures, metrics
-    from pyinvert.invert import invert
+    from pyinvert.tasks.inversion import invert
     from pyinvert.io import save_image, write_json
     from pyinvert.representations import make_representation
 
@@ -372,7 +372,7 @@ def run_invert_cnn(args) -> int:
     out = Path(args.out)
     is_cnn = args.rep.startswith("cnn:")
     if is_cnn:
-        from pyinvert.cnn import parse_spec
+        from pyinvert.representations.cnn import parse_spec
         model_name, layers = parse_spec(args.rep)
         groups = [layers] if args.joint else [[l] for l in layers]
         reps = [make_representation(f"cnn:{model_name}:{','.join(g)}", weights=_weights(args))
@@ -420,7 +420,7 @@ def run_invert_cnn(args) -> int:
                   names=row_names, mask=mask, **overrides)
         sub = out / label.replace(",", "+").replace("/", "_")
         if args.invariance:
-            from pyinvert.visualize import invariance_map
+            from pyinvert.tasks.visualization import invariance_map
             inv = invariance_map(rows_batch, restarts=args.restarts, **kw)
             inv.save(sub, row_names)
             res = inv.inversion
@@ -487,7 +487,7 @@ def run_actmax(args) -> int:
     from pyinvert import figures
     from pyinvert.io import save_image, write_json
     from pyinvert.representations import make_representation
-    from pyinvert.visualize import actmax
+    from pyinvert.tasks.visualization import actmax
 
     if (args.classes is None) == (args.channel is None):
         print("pyinvert: error: actmax: expected --class K or --layer L --channel K",
@@ -556,7 +556,7 @@ def _run_image_command(args, kind) -> int:
     from pyinvert import figures
     from pyinvert.io import save_image
     from pyinvert.representations import make_representation
-    from pyinvert.visualize import caricature, dream
+    from pyinvert.tasks.visualization import caricature, dream
 
     rep = make_representation(f"cnn:{args.model}:{args.layer}", weights=_weights(args))
     loaded, bad = _load_fitted(args.images, args.size, rep.min_size)

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from pyinvert import reference as _reference
-from pyinvert.regularizers import image_prior as _image_prior
+from pyinvert.priors.handcrafted import image_prior as _image_prior
 
 Weight = Union[float, Tensor]
 
@@ -207,7 +207,7 @@ class Inversion(Objective):
         mask: 0/1 (or any non-negative) weights of the shape of one code, shared by the rows,
             or [N, ...] per row; None for all. Default: None.
         segments: ``[(start, stop), ...]`` slices of the flattened code, one per layer (see
-            :meth:`pyinvert.cnn.CNN.segments`); None for one term. Default: None.
+            :meth:`pyinvert.representations.cnn.CNN.segments`); None for one term. Default: None.
 
     Shape:
         - code, targets: :math:`(N, ...)`; loss: :math:`(N,)`.

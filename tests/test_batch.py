@@ -305,7 +305,7 @@ def test_add_parser_wires_into_a_main_cli(tmp_path):
 # ---- grouping and batching ------------------------------------------------------------
 
 class InvertSpy:
-    """Wraps pyinvert.invert.invert, recording each call's batch size; fails batches larger
+    """Wraps pyinvert.tasks.inversion.invert, recording each call's batch size; fails batches larger
     than ``fail_above`` (to test the one-at-a-time fallback)."""
 
     def __init__(self, fail_above=None):

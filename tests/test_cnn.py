@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from pyinvert import models
-from pyinvert.cnn import CNN, Segment, parse_spec
+from pyinvert.representations.cnn import CNN, Segment, parse_spec
 from pyinvert.representations import make_representation
 
 
@@ -260,7 +260,7 @@ def test_early_layer_reconstruction_is_close_to_the_photo(imagenet_mobilenet, on
     # error 0.018. For scale: uniform noise 0.01, a flat mean-colour image 0.31, the photo
     # blurred with a Gaussian of sigma 4 px 0.48. The bar, 0.7, is far above all of them.
     from pyinvert import metrics
-    from pyinvert.invert import invert
+    from pyinvert.tasks.inversion import invert
 
     img = _photo("chelsea", 128)[None]
     rep = CNN(imagenet_mobilenet, "features.3", model_name="mobilenet_v2")
@@ -276,7 +276,7 @@ def test_logits_reconstruction_keeps_the_top1_class(imagenet_mobilenet, one_thre
     # reconstruction), coffee -> espresso (0.99), camera -> tripod (1.00); the same classes
     # as the photos at 224 px. (Of the other bundled photos, astronaut keeps "bobsled"; rocket,
     # whose own top-1 changes with the size, does not.)
-    from pyinvert.invert import invert
+    from pyinvert.tasks.inversion import invert
 
     img = torch.stack([_photo(n, 160) for n in ("chelsea", "coffee", "camera")])
     rep = CNN(imagenet_mobilenet, "classifier.1", model_name="mobilenet_v2")
@@ -290,7 +290,7 @@ def test_class_activation_maximization_reaches_p_09(imagenet_mobilenet, one_thre
     # Measured (seed 0, 128 px, 150 steps of the actmax recipe, class log-probability): tabby
     # 0.997, bell pepper 0.999, goldfish 1.0, golden retriever 0.999, flamingo 1.0, balloon
     # 1.0; at 224 px and 300 steps tabby 1.00 (the raw class score gave 0.29 there).
-    from pyinvert.visualize import actmax
+    from pyinvert.tasks.visualization import actmax
 
     rep = CNN(imagenet_mobilenet, "classifier.1", model_name="mobilenet_v2")
     r = actmax(rep, [281, 945, 1], image_size=128, steps=150,
@@ -302,7 +302,7 @@ def test_class_activation_maximization_reaches_p_09(imagenet_mobilenet, one_thre
 def test_caricature_amplifies_with_real_weights(imagenet_mobilenet, one_thread):
     # Measured (seed 0, 128 px, 60 steps): the normalized inner product goes from 1.0 to 1.10
     # at features.6 (weight 1).
-    from pyinvert.visualize import caricature
+    from pyinvert.tasks.visualization import caricature
 
     rep = CNN(imagenet_mobilenet, "features.6", model_name="mobilenet_v2")
     r = caricature(_photo("chelsea", 128)[None], rep, steps=60,

@@ -52,9 +52,10 @@ def test_every_public_function_documents_its_defaults():
     assert found["beta"] == "2.0" and found["isotropic"] == "False"
 
 
-@pytest.mark.parametrize("module", ["pyinvert.regularizers", "pyinvert.cnn", "pyinvert.invert",
-                                    "pyinvert.recipes", "pyinvert.objectives",
-                                    "pyinvert.visualize"])
+@pytest.mark.parametrize("module", ["pyinvert.priors.handcrafted", "pyinvert.representations.cnn",
+                                    "pyinvert.tasks.inversion",
+                                    "pyinvert.optim.recipes", "pyinvert.objectives",
+                                    "pyinvert.tasks.visualization"])
 def test_doctests(module):
     torch.manual_seed(0)
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)

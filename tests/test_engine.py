@@ -4,10 +4,10 @@ the loop's histories / NaN stops."""
 import pytest
 import torch
 
-from pyinvert.engine import _quantile, init_rows
-from pyinvert.optimize import AdagradMomentumRule, optimize
-from pyinvert.recipes import get_recipe
-from pyinvert.transforms import center_crop, jitter_crop
+from pyinvert.optim.engine import _quantile, init_rows
+from pyinvert.optim.loop import AdagradMomentumRule, optimize
+from pyinvert.optim.recipes import get_recipe
+from pyinvert.optim.jitter import center_crop, jitter_crop
 
 
 def crop_by_slices(x, size, offsets):

@@ -11,13 +11,14 @@ import pytest
 import torch
 
 import pyinvert
-from pyinvert import features, invert as invert_module, metrics
+from pyinvert import features, metrics
+from pyinvert.tasks import inversion as invert_module
 from pyinvert.data import sample_path
-from pyinvert.invert import InversionResult, as_image_batch, invert
-from pyinvert.optimize import project_ball
-from pyinvert.recipes import RECIPES, Recipe, Stage, get_recipe
+from pyinvert.tasks.inversion import InversionResult, as_image_batch, invert
+from pyinvert.optim.loop import project_ball
+from pyinvert.optim.recipes import RECIPES, Recipe, Stage, get_recipe
 from pyinvert.representations import make_representation
-from pyinvert.transforms import center_crop, jitter_crop, jitter_offsets
+from pyinvert.optim.jitter import center_crop, jitter_crop, jitter_offsets
 
 SIZE = 40
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from pyinvert import reference
-from pyinvert.cnn import CNN
+from pyinvert.representations.cnn import CNN
 from pyinvert.objectives import (Activation, AlphaNorm, Caricature, ClassLogProbability,
                                  DeepDream, Direction, ImagePrior, Inversion, Scaled, Sum,
                                  TotalVariation, inversion_objective)

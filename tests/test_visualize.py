@@ -9,10 +9,10 @@ import torch
 from torch import nn
 
 from pyinvert import figures
-from pyinvert.cnn import CNN
-from pyinvert.invert import invert
+from pyinvert.representations.cnn import CNN
+from pyinvert.tasks.inversion import invert
 from pyinvert.objectives import Activation, Inversion
-from pyinvert.visualize import (VisualizationResult, actmax, caricature, dream,
+from pyinvert.tasks.visualization import (VisualizationResult, actmax, caricature, dream,
                                 invariance_map, visualize)
 
 SIZE = 32

@@ -12,7 +12,7 @@ A manifest lists the items to invert, one per row, as CSV with a header or as JS
     {"id": "cat-tv2", "image": "photos/cat.jpg", "rep": "hog", "overrides": {"tv_weight": 2.0}}
 
 ``id``, ``image`` (relative to the manifest's folder, or absolute) and ``rep`` are required;
-``recipe``, ``restarts`` and ``overrides`` (a JSON object of :class:`pyinvert.recipes.Recipe`
+``recipe``, ``restarts`` and ``overrides`` (a JSON object of :class:`pyinvert.optim.recipes.Recipe`
 fields; ``stages`` as ``[[lr, iterations], ...]``) are optional. A manifest whose *form* is
 wrong (missing column, duplicate id, invalid JSON, ...) is rejected before anything runs,
 with every problem listed by line and field (exit status 2); an item whose *content* is

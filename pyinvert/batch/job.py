@@ -135,8 +135,8 @@ def item_seed(job_seed: int, item_id: str) -> int:
 
 def check_overrides(overrides: dict) -> dict:
     """Validate an item's recipe overrides (field names and value types) and convert them to
-    :func:`pyinvert.recipes.get_recipe` keyword arguments; raises :class:`ItemError`."""
-    from pyinvert.recipes import Recipe, Stage, get_recipe
+    :func:`pyinvert.optim.recipes.get_recipe` keyword arguments; raises :class:`ItemError`."""
+    from pyinvert.optim.recipes import Recipe, Stage, get_recipe
 
     fields = [f.name for f in dataclasses.fields(Recipe) if f.name not in ("name", "extra")]
     base = get_recipe("cvpr2015")
@@ -211,7 +211,7 @@ def _now() -> str:
 class _Task:
     index: int
     item: Item
-    recipe: object          # pyinvert.recipes.Recipe (overrides and steps applied)
+    recipe: object          # pyinvert.optim.recipes.Recipe (overrides and steps applied)
     rep: object             # the representation module
     restarts: int
     seed: int
@@ -462,7 +462,7 @@ class _Job:
 
     def _prepare(self, index: int) -> _Task:
         from pyinvert.io import load_image
-        from pyinvert.recipes import get_recipe
+        from pyinvert.optim.recipes import get_recipe
 
         item = self.items[index]
         overrides = check_overrides(item.overrides)
@@ -524,7 +524,7 @@ class _Job:
         self.log(f"item {item.id!r} (line {item.line}) failed: {message}", error=True)
 
     def _run_chunk(self, tasks: List[_Task]) -> None:
-        from pyinvert.invert import invert
+        from pyinvert.tasks.inversion import invert
         from pyinvert.io import load_image
 
         images, ok = [], []

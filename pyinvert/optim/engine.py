@@ -4,7 +4,7 @@ It runs an objective (:mod:`pyinvert.objectives`) over rows = images x restarts,
 each row seeded on its own (its result does not depend on its batch-mates), from noise (the
 recipe's initialization) or from given images placed at the centre of the jitter canvas (as
 nnpreimage's ``initialImage``), with the recipe's schedule and update rule
-(:func:`pyinvert.optimize.optimize`: per-row NaN freezing, callback, progress bar).
+(:func:`pyinvert.optim.loop.optimize`: per-row NaN freezing, callback, progress bar).
 """
 import math
 import time
@@ -15,13 +15,13 @@ import torch
 from torch import Tensor
 
 from pyinvert.objectives import Objective
-from pyinvert.optimize import optimize
-from pyinvert.recipes import Recipe
+from pyinvert.optim.loop import optimize
+from pyinvert.optim.recipes import Recipe
 
 
 def recipe_scales(rec: Recipe, C: int, H: int, W: int) -> dict:
     """sigma (the initialization's scale), the priors' multiplier and the lr multiplier of a
-    recipe for images of C x H x W values (see :mod:`pyinvert.recipes`)."""
+    recipe for images of C x H x W values (see :mod:`pyinvert.optim.recipes`)."""
     numel = C * H * W
     if rec.prior_normalization == "sigma2":
         sigma = rec.sigma if rec.sigma_reference_numel is None else \

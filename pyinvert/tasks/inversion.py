@@ -2,8 +2,8 @@
 
 The engine is made of independent parts: a representation (:mod:`pyinvert.representations`:
 image pixels <-> optimized tensor, and Phi), an objective (:mod:`pyinvert.objectives`), the
-update loop (:mod:`pyinvert.optimize`), transforms (:mod:`pyinvert.transforms`) and a recipe
-(:mod:`pyinvert.recipes`, pure data).
+update loop (:mod:`pyinvert.optim.loop`), transforms (:mod:`pyinvert.optim.jitter`) and a recipe
+(:mod:`pyinvert.optim.recipes`, pure data).
 """
 import os
 from dataclasses import dataclass, field
@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pyinvert import engine as _engine
+from pyinvert.optim import engine as _engine
 from pyinvert import io as _io
 from pyinvert.objectives import Inversion, inversion_objective
-from pyinvert.recipes import get_recipe
+from pyinvert.optim.recipes import get_recipe
 from pyinvert.representations import make_representation
 
 
@@ -158,12 +158,12 @@ def invert(images=None, *, targets: Optional[Tensor] = None, representation="hog
         targets: codes Phi0 [B, ...] to invert instead of images (needs ``image_size``).
             Default: None.
         representation: "hog", "hogb", "dsift", "cnn:MODEL:LAYER[,LAYER...]" or a
-            representation module (e.g. :class:`pyinvert.cnn.CNN`; see
+            representation module (e.g. :class:`pyinvert.representations.cnn.CNN`; see
             :mod:`pyinvert.representations`). Several CNN layers: the data term is the sum of
             the per-layer normalized terms. Default: "hog".
-        recipe: "cvpr2015", "ijcv2016" or a :class:`pyinvert.recipes.Recipe`; a CNN
+        recipe: "cvpr2015", "ijcv2016" or a :class:`pyinvert.optim.recipes.Recipe`; a CNN
             representation gets the CNN variant of the named recipe (see
-            :func:`pyinvert.recipes.get_recipe`). Default: "cvpr2015".
+            :func:`pyinvert.optim.recipes.get_recipe`). Default: "cvpr2015".
         steps: None runs the recipe's schedule; an int stretches/shortens it to that many
             iterations, stages keeping their shares. Default: None.
         restarts: independent reconstructions per image (R). Default: 1.
@@ -183,11 +183,11 @@ def invert(images=None, *, targets: Optional[Tensor] = None, representation="hog
             True stops that chunk. Default: None.
         names: names of the images (used by :meth:`InversionResult.save`). Default: None.
         mask: 0/1 weights over the code (one code's shape, e.g. from
-            :meth:`pyinvert.cnn.CNN.code_mask`): only the kept neurons are matched, normalized
+            :meth:`pyinvert.representations.cnn.CNN.code_mask`): only the kept neurons are matched, normalized
             by the masked target (the "neuron subset" reconstructions). Default: None.
         weights: the weights of a "cnn:MODEL:LAYER" representation ("imagenet", None for
             random, or a path). Default: "imagenet".
-        **overrides: any :class:`pyinvert.recipes.Recipe` field (e.g. ``tv_weight=2.0``,
+        **overrides: any :class:`pyinvert.optim.recipes.Recipe` field (e.g. ``tv_weight=2.0``,
             ``norm_weight=torch.tensor([...])``, ``bound=None``, ``jitter=1``).
 
     Returns:

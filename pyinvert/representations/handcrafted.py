@@ -2,7 +2,7 @@
 
 The protocol (what :func:`pyinvert.invert` needs), so that CNN layers plug in the same way:
 
-CNN layers: :class:`pyinvert.cnn.CNN` (also exported here), "cnn:MODEL:LAYER" names.
+CNN layers: :class:`pyinvert.representations.cnn.CNN` (also exported here), "cnn:MODEL:LAYER" names.
 
 * ``forward(x) -> code``: the representation Phi on the optimized tensor x, [B, ...].
 * ``preprocess(images) -> x``: pixels in [0, 1], [B, C, H, W], to the optimized tensor's scale
@@ -145,7 +145,7 @@ def make_representation(name, *, backend: str = "fused", recipe=None,
     Args:
         name: a name or a :class:`Representation`-like module (returned as it is).
         backend: "fused" or "reference". Default: "fused".
-        recipe: a :class:`pyinvert.recipes.Recipe` giving the DSIFT bin size and step; None
+        recipe: a :class:`pyinvert.optim.recipes.Recipe` giving the DSIFT bin size and step; None
             uses the DSIFT defaults. Default: None.
         weights: a CNN's weights: "imagenet", None (random initialization) or a path (see
             :func:`pyinvert.models.load_model`). Default: "imagenet".
@@ -160,7 +160,7 @@ def make_representation(name, *, backend: str = "fused", recipe=None,
                         f"got {type(name).__name__}")
     key = name.lower()
     if key.startswith("cnn:"):
-        from pyinvert.cnn import cnn_from_spec
+        from pyinvert.representations.cnn import cnn_from_spec
         return cnn_from_spec(name, weights=weights)
     if key == "hog":
         return HOGRepresentation(backend=backend)
@@ -174,9 +174,3 @@ def make_representation(name, *, backend: str = "fused", recipe=None,
     raise ValueError(f"invert: expected representation in {REPRESENTATIONS} or "
                      f"'cnn:MODEL:LAYER[,LAYER...]', got {name!r}")
 
-
-def __getattr__(name):
-    if name == "CNN":
-        from pyinvert.cnn import CNN
-        return CNN
-    raise AttributeError(name)

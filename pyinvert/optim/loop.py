@@ -9,8 +9,8 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import Tensor
 
-from pyinvert.recipes import Recipe
-from pyinvert.transforms import Jitter, center_crop
+from pyinvert.optim.recipes import Recipe
+from pyinvert.optim.jitter import Jitter, center_crop
 
 
 def _rows(v: Tensor, like: Tensor) -> Tensor:

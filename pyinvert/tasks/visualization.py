@@ -1,4 +1,4 @@
-"""Visualizations of a representation with the one engine (:mod:`pyinvert.engine`):
+"""Visualizations of a representation with the one engine (:mod:`pyinvert.optim.engine`):
 activation maximization, caricatures, DeepDream, invariance maps, and the general
 :func:`visualize` they are built on (which :func:`pyinvert.invert` shares).
 
@@ -19,11 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pyinvert import engine as _engine
+from pyinvert.optim import engine as _engine
 from pyinvert import io as _io
 from pyinvert.objectives import (Activation, Caricature, ClassLogProbability, DeepDream,
                                  ImagePrior, Objective)
-from pyinvert.recipes import Recipe, get_recipe
+from pyinvert.optim.recipes import Recipe, get_recipe
 from pyinvert.representations import make_representation
 
 
@@ -119,7 +119,7 @@ def visualize(objective: Objective, *, representation, B: Optional[int] = None, 
         init: None (the recipe's noise), or starting images [B, C, H, W] in [0, 1].
             Default: None.
         image_size: (H, W); needed without ``init``. Default: None.
-        recipe: a recipe name or :class:`pyinvert.recipes.Recipe`. Default: "ijcv2016".
+        recipe: a recipe name or :class:`pyinvert.optim.recipes.Recipe`. Default: "ijcv2016".
         steps: iterations (the schedule stretched/shortened); None: the recipe's.
             Default: None.
         restarts: rows per image. Default: 1.
@@ -151,7 +151,7 @@ def visualize(objective: Objective, *, representation, B: Optional[int] = None, 
         raise TypeError(f"{fn}: expected dtype float32 or float64, got {dtype}")
     x0 = originals = None
     if init is not None:
-        from pyinvert.invert import as_image_batch
+        from pyinvert.tasks.inversion import as_image_batch
         batch = as_image_batch(init, fn)
         dev = torch.device(device) if device is not None else batch.device
         batch = batch.to(device=dev, dtype=dtype)
@@ -237,10 +237,10 @@ def actmax(representation, units, *, neuron=None, image_size=224, recipe="actmax
     tiger cat / Egyptian cat), leaving p(class) low (measured on MobileNetV2 at 224 px, 300
     steps: p(tabby) = 0.29 at data weight 1, 0.76 at 10, 0.55 at 30), while the
     log-probability also pushes the neighbours down (p(tabby) = 1.00 at weight 1); see
-    :mod:`pyinvert.recipes` (``_actmax``).
+    :mod:`pyinvert.optim.recipes` (``_actmax``).
 
     Args:
-        representation: a CNN (:class:`pyinvert.cnn.CNN` or "cnn:MODEL:LAYER") of one layer.
+        representation: a CNN (:class:`pyinvert.representations.cnn.CNN` or "cnn:MODEL:LAYER") of one layer.
         units: channel / class indices, an int or a list (one image each).
         neuron: None (the whole channel), (y, x) in the layer's grid, or "center".
             Default: None.
@@ -271,7 +271,7 @@ def actmax(representation, units, *, neuron=None, image_size=224, recipe="actmax
 
     Example:
         >>> from torch import nn
-        >>> from pyinvert.cnn import CNN
+        >>> from pyinvert.representations.cnn import CNN
         >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
         ...                     nn.Flatten(), nn.Linear(8, 4))
         >>> res = actmax(CNN(net, "4"), [0, 3], image_size=16, steps=5, progress=False,
@@ -381,7 +381,7 @@ def caricature(images, representation, *, recipe="caricature", steps: Optional[i
         Mahendran & Vedaldi, IJCV 2016, eq. (5); nnpreimage exp_enhance.m (which computes
         Phi0 on the un-normalized image, an oversight we do not copy).
     """
-    from pyinvert.invert import as_image_batch
+    from pyinvert.tasks.inversion import as_image_batch
     rep = _resolve(representation, backend, weights)
     batch = as_image_batch(images, "caricature")
     dev = torch.device(device) if device is not None else batch.device
@@ -437,7 +437,7 @@ def dream(images, representation, *, octaves: int = 4, octave_scale: float = 1.4
     References:
         Mordvintsev, Olah & Tyka, "Inceptionism: Going Deeper into Neural Networks", 2015.
     """
-    from pyinvert.invert import as_image_batch
+    from pyinvert.tasks.inversion import as_image_batch
     fn = "dream"
     if isinstance(octaves, bool) or not isinstance(octaves, int) or octaves < 1:
         raise ValueError(f"{fn}: expected octaves to be an int >= 1, got {octaves!r}")
@@ -495,7 +495,7 @@ class InvarianceResult:
         spread: per-pixel standard deviation across the R reconstructions (mean over colour
             channels), in [0, 1] image units, [B, H, W].
         mean_spread: its mean per image, [B].
-        inversion: the :class:`pyinvert.invert.InversionResult` with restarts.
+        inversion: the :class:`pyinvert.tasks.inversion.InversionResult` with restarts.
     """
     spread: Tensor
     mean_spread: Tensor
@@ -533,7 +533,7 @@ def invariance_map(images, representation, *, restarts: int = 4, **kwargs) -> In
     Returns:
         An :class:`InvarianceResult`.
     """
-    from pyinvert.invert import invert
+    from pyinvert.tasks.inversion import invert
     if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 2:
         raise ValueError(f"invariance_map: expected restarts to be an int >= 2, got {restarts!r}")
     res = invert(images, representation=representation, restarts=restarts, **kwargs)

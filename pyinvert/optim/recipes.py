@@ -51,7 +51,7 @@ VISUALIZATION_RECIPES = ("actmax", "caricature", "dream")
 #
 # CVPR 2015 (deep-goggle experiments/experiment_cnn.m) sets lambda_TV per AlexNet layer:
 # 1 for layers 1-6 (conv1 ... relu2), 10 for 7-12 (norm2 ... relu4), 100 for 13-20 (conv5 ...
-# fc8). For any net we map by the layer's receptive-field stride (pyinvert.cnn.CNN.stride):
+# fc8). For any net we map by the layer's receptive-field stride (pyinvert.representations.cnn.CNN.stride):
 # <= 8 pixels -> 1, <= 16 -> 10, more (or no spatial grid) -> 100. On AlexNet this gives the
 # authors' values except norm2 (stride 8: 1 instead of 10) and conv5/relu5 (stride 16: 10
 # instead of 100); on MobileNetV2: features.0-6 -> 1, features.7-13 -> 10, features.14- and
@@ -220,7 +220,7 @@ def _actmax(stride: int) -> Recipe:
     # iterations at lr with jitter), no leak (the "noleak" runs of exp_all.m), bound B+ = 160.
     # The data weight replaces nnpreimage's (10000 / rf^2) / k / max-activation-over-data
     # (we have no activation statistics): the objective is the activation times data_weight.
-    # Deviation for a layer of logits: pyinvert.visualize.actmax maximizes the class's
+    # Deviation for a layer of logits: pyinvert.tasks.visualization.actmax maximizes the class's
     # log-softmax instead of the raw score (objective="auto"). Measured on MobileNetV2 at
     # 224 px with these settings (300 iterations, seed 0): the raw score gives p(tabby) = 0.29
     # (0.76 at data weight 10, 0.55 at 30; its neighbours tiger cat / Egyptian cat rise with
@@ -253,9 +253,9 @@ def _dream(stride: int) -> Recipe:
                   bound=None, jitter=32, extra={"stride": stride})
 
 
-#: Data weight of :func:`pyinvert.visualize.actmax` (the activation's multiplier).
+#: Data weight of :func:`pyinvert.tasks.visualization.actmax` (the activation's multiplier).
 ACTMAX_DATA_WEIGHT = 1.0
-#: Data weight of :func:`pyinvert.visualize.caricature` (nnpreimage: 1).
+#: Data weight of :func:`pyinvert.tasks.visualization.caricature` (nnpreimage: 1).
 CARICATURE_DATA_WEIGHT = 1.0
 
 _FACTORIES = {"cvpr2015": _cvpr2015, "ijcv2016": _ijcv2016}

@@ -1,0 +1,1 @@
+"""Tasks, one module each, all run on the one engine (:mod:`pyinvert.optim.engine`)."""
