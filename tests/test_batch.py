@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 PHOTOS = ("chelsea", "astronaut", "coffee", "rocket", "camera")
 # The engine's module (the package attribute pyinvert.invert is the function).
-INVERT_MODULE = importlib.import_module("pyinvert.invert")
+INVERT_MODULE = importlib.import_module("pyinvert.tasks.inversion")
 
 
 def write_photo(path, name="chelsea", size=48, crop=0, gray=False):
