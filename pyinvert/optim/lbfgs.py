@@ -1,0 +1,514 @@
+"""Batched L-BFGS with per-row state: every row of x is its own problem.
+
+Each row keeps its own curvature history (m pairs (s, y) in its own ring), its own two-loop
+recursion and its own strong-Wolfe line search (bracketing, Nocedal & Wright Alg. 3.5, then
+zoom, Alg. 3.6, with cubic interpolation, eq. 3.59). Rows in different phases (one
+extrapolating, one zooming, one starting its next iteration) share each closure call: all rows
+are evaluated at their own trial points. A row that has converged, stopped or met a NaN/Inf is
+frozen at its last accepted point. ``torch.optim.LBFGS`` instead treats the whole tensor as
+one problem: one history and one line search for all rows.
+
+Bit for bit: a row's result does not depend on its batch mates (given a closure whose per-row
+values do not). The arithmetic on rows is elementwise (add, mul, div, where, never a fused
+multiply-add, whose vectorized and scalar paths round differently), the per-row dot products
+are pairwise sums built from elementwise adds over a zero-padded power-of-two length (the same
+tree for B = 1 or B = 100, on any number of threads or device), and the maxima are exact.
+
+Stateful interface (for an engine that evaluates the objective itself)::
+
+    opt = LBFGS(x0, max_iter=200)
+    while not opt.done:
+        x = opt.ask()              # [B, ...] trial points (frozen rows: their final point)
+        f, g = evaluate(x)         # per-row values [B] and gradients [B, ...]
+        opt.tell(f, g)
+    opt.x, opt.info()
+
+``opt.step(closure)`` is one ask / evaluate / tell; :func:`lbfgs` loops it.
+
+References:
+    J. Nocedal, S. J. Wright. Numerical Optimization, 2nd ed., Springer 2006: Alg. 7.4 and
+    7.5 (L-BFGS two-loop recursion and iteration), Alg. 3.5 and 3.6 (strong-Wolfe line
+    search), eq. 3.59 (cubic interpolation), eq. 7.20 (initial Hessian scaling).
+    D. C. Liu, J. Nocedal. On the limited memory BFGS method for large scale optimization.
+    Mathematical Programming 45, 1989.
+"""
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Tuple, Union
+
+import torch
+from torch import Tensor
+
+#: Per-row stopping reasons, indexed by ``LBFGSInfo.status``.
+REASONS = ("running", "gradient", "step", "value", "direction", "max_iter", "max_eval",
+           "line_search", "nonfinite")
+RUNNING, GRADIENT, STEP, VALUE, DIRECTION, MAX_ITER, MAX_EVAL, LINE_SEARCH, NONFINITE = \
+    range(len(REASONS))
+_CONVERGED = (GRADIENT, STEP, VALUE, DIRECTION)
+
+
+@dataclass(frozen=True)
+class LBFGSInfo:
+    """Per-row outcome of :func:`lbfgs` (every field has shape [B]).
+
+    Attributes:
+        iterations: accepted steps (int64).
+        evaluations: closure values used by the row, the initial one included (int64).
+        converged: stopped by a tolerance (gradient, step, value or directional derivative).
+        value: the objective at the returned point.
+        status: index into ``REASONS``: "gradient" (max |g| <= tolerance_grad), "step"
+            (max |t d| <= tolerance_change), "value" (|f_k - f_k-1| < tolerance_change),
+            "direction" (g.d > -tolerance_change), "max_iter", "max_eval", "line_search" (no
+            decrease found), "nonfinite" (a NaN or Inf value or gradient: the row is frozen
+            at its last finite point), "running".
+    """
+    iterations: Tensor
+    evaluations: Tensor
+    converged: Tensor
+    value: Tensor
+    status: Tensor
+
+    @property
+    def reasons(self) -> List[str]:
+        """``status`` as words, one per row."""
+        return [REASONS[int(s)] for s in self.status]
+
+
+def _rowsum(v: Tensor) -> Tensor:
+    """Sum over dim 1 of [B, D] as a pairwise tree of elementwise adds: the same rounding for
+    every row whatever B, the thread count or the device."""
+    n = v.shape[1]
+    if n == 0:
+        return v.new_zeros(v.shape[0])
+    p = 1 << (n - 1).bit_length()
+    if p != n:
+        v = torch.nn.functional.pad(v, (0, p - n))
+    while p > 1:
+        p //= 2
+        v = v[:, :p] + v[:, p:]
+    return v[:, 0]
+
+
+def _dot(a: Tensor, b: Tensor) -> Tensor:
+    return _rowsum(a * b)
+
+
+def _amax(v: Tensor) -> Tensor:
+    return v.abs().amax(1) if v.shape[1] else v.new_zeros(v.shape[0])
+
+
+def _w(mask: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """torch.where with a per-row mask [B] against [B] or [B, D] values."""
+    if a.dim() == 2 or (isinstance(b, Tensor) and b.dim() == 2):
+        mask = mask[:, None]
+    return torch.where(mask, a, b)
+
+
+def _cubic(x1, f1, g1, x2, f2, g2, lo, hi):
+    """Minimizer of the cubic through (x1, f1, g1), (x2, f2, g2), clamped to [lo, hi]; the
+    midpoint of [lo, hi] where it has none (N&W eq. 3.59)."""
+    d1 = g1 + g2 - 3 * (f1 - f2) / (x1 - x2)
+    d2sq = d1 * d1 - g1 * g2
+    d2 = torch.sqrt(torch.clamp(d2sq, min=0))
+    up = x2 - (x2 - x1) * ((g2 + d2 - d1) / (g2 - g1 + 2 * d2))
+    down = x1 - (x1 - x2) * ((g1 + d2 - d1) / (g1 - g2 + 2 * d2))
+    pos = torch.where(x1 <= x2, up, down)
+    ok = (d2sq >= 0) & torch.isfinite(pos)
+    return torch.where(ok, torch.minimum(torch.maximum(pos, lo), hi), (lo + hi) / 2)
+
+
+def _check_options(fn, max_iter, max_eval, history_size, tolerance_grad, tolerance_change,
+                   line_search, lr, c1, c2, max_ls):
+    for name, v in (("max_iter", max_iter), ("history_size", history_size),
+                    ("max_ls", max_ls)) + ((("max_eval", max_eval),) if max_eval is not None
+                                           else ()):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise TypeError(f"{fn}: expected {name} to be an int, got {type(v).__name__}")
+        if v < 1:
+            raise ValueError(f"{fn}: expected {name} >= 1, got {v}")
+    for name, v in (("tolerance_grad", tolerance_grad), ("tolerance_change", tolerance_change),
+                    ("lr", lr), ("c1", c1), ("c2", c2)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise TypeError(f"{fn}: expected {name} to be a float, got {type(v).__name__}")
+        if not v >= 0:
+            raise ValueError(f"{fn}: expected {name} >= 0, got {v}")
+    if not 0 < c1 < c2 < 1:
+        raise ValueError(f"{fn}: expected 0 < c1 < c2 < 1 (Wolfe conditions), got c1={c1}, "
+                         f"c2={c2}")
+    if lr <= 0:
+        raise ValueError(f"{fn}: expected lr > 0, got {lr}")
+    if line_search not in ("strong_wolfe", None):
+        raise ValueError(f"{fn}: unknown line_search {line_search!r}; expected "
+                         f"'strong_wolfe' or None")
+
+
+class LBFGS:
+    """The state of a batched L-BFGS run, driven by ``ask`` / ``tell`` (module docstring).
+
+    Args:
+        x0: starting points, one problem per row (floating point, any device).
+        max_iter: iterations (accepted steps) per row. Default: 100.
+        max_eval: closure values per row, checked after each iteration (a line search may go
+            over by up to max_ls - 1). Default: None (max_iter * 5 // 4, as torch).
+        history_size: curvature pairs kept per row (m). Default: 100.
+        tolerance_grad: a row stops when max |g| <= tolerance_grad. Default: 1e-07.
+        tolerance_change: a row stops when max |t d| or the change of its value is below
+            this, or when g.d > -tolerance_change. Default: 1e-09.
+        line_search: "strong_wolfe", or None for fixed steps ``lr`` (the first step
+            ``min(1, 1 / |g|_1) lr``). Default: 'strong_wolfe'.
+        lr: the initial step of each line search (first iteration: ``min(1, 1/|g|_1) lr``).
+            Default: 1.0.
+        c1: sufficient decrease constant (Armijo). Default: 0.0001.
+        c2: curvature constant of the strong Wolfe conditions. Default: 0.9.
+        max_ls: closure values per line search. Default: 25.
+
+    Shape:
+        - x0: (B, ...); ``ask()`` returns (B, ...); ``tell`` takes values (B,) and gradients
+          (B, ...).
+    """
+
+    def __init__(self, x0: Tensor, *, max_iter: int = 100, max_eval: Optional[int] = None,
+                 history_size: int = 100, tolerance_grad: float = 1e-7,
+                 tolerance_change: float = 1e-9, line_search: Optional[str] = "strong_wolfe",
+                 lr: float = 1.0, c1: float = 1e-4, c2: float = 0.9, max_ls: int = 25,
+                 _fn: str = "LBFGS"):
+        self._fn = _fn
+        if not isinstance(x0, Tensor):
+            raise TypeError(f"{_fn}: expected x0 to be a Tensor, got {type(x0).__name__}")
+        if not x0.is_floating_point():
+            raise TypeError(f"{_fn}: expected a floating-point x0, got {x0.dtype}")
+        if x0.dim() < 1:
+            raise ValueError(f"{_fn}: expected x0 of shape (B, ...), got a 0-d tensor")
+        _check_options(_fn, max_iter, max_eval, history_size, tolerance_grad, tolerance_change,
+                       line_search, lr, c1, c2, max_ls)
+        self.max_iter, self.history_size, self.max_ls = max_iter, history_size, max_ls
+        self.max_eval = max_iter * 5 // 4 if max_eval is None else max_eval
+        self.tolerance_grad, self.tolerance_change = tolerance_grad, tolerance_change
+        self.line_search, self.lr, self.c1, self.c2 = line_search, lr, c1, c2
+        self.shape = x0.shape
+        B = x0.shape[0]
+        self._x = x0.detach().reshape(B, -1).clone()
+        dev, dt = x0.device, x0.dtype
+        vec = lambda v=0.0: torch.full((B,), v, dtype=dt, device=dev)  # noqa: E731
+        ints = lambda: torch.zeros(B, dtype=torch.int64, device=dev)  # noqa: E731
+        self.status = ints()
+        self.iterations, self.evaluations = ints(), ints()
+        self.f = vec(float("nan"))
+        self.g = torch.zeros_like(self._x)
+        self.d = torch.zeros_like(self._x)
+        self.t, self.f0, self.gtd0, self.d_norm = vec(), vec(), vec(), vec()
+        self.t_prev, self.f_prev, self.gtd_prev = vec(), vec(), vec()
+        self.g_prev = torch.zeros_like(self._x)
+        self.lo_t, self.lo_f, self.lo_gtd = vec(), vec(), vec()
+        self.lo_g = torch.zeros_like(self._x)
+        self.hi_t, self.hi_f, self.hi_gtd = vec(), vec(), vec()
+        self.zoom = torch.zeros(B, dtype=torch.bool, device=dev)
+        self.insuf = torch.zeros_like(self.zoom)
+        self.n_ls = ints()
+        # History: slot k of row b is S[k, b]; row b's newest pair is in slot head[b].
+        self.S = self._x.new_zeros((0,) + self._x.shape)
+        self.Y = torch.zeros_like(self.S)
+        self.rho = self._x.new_zeros(0, B)
+        self.updates, self.count = ints(), ints()
+        self.H_diag = vec(1.0)
+        self._started = False
+        self._trial = self._x
+
+    # ---- the interface -------------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        """True when every row has stopped."""
+        return not bool((self.status == RUNNING).any())
+
+    @property
+    def x(self) -> Tensor:
+        """The accepted points, shaped like x0."""
+        return self._x.view(self.shape)
+
+    def ask(self) -> Tensor:
+        """The points to evaluate next, shaped like x0: each running row at its own trial
+        point, each stopped row at its final point."""
+        return self._trial.view(self.shape)
+
+    def tell(self, values: Tensor, grad: Tensor) -> None:
+        """Take the values [B] and gradients [B, ...] at the points of the last ``ask``."""
+        B = self._x.shape[0]
+        if not isinstance(values, Tensor) or values.shape != (B,):
+            got = list(values.shape) if isinstance(values, Tensor) else type(values).__name__
+            raise ValueError(f"{self._fn}: expected per-row values of shape [{B}], got {got}")
+        if not isinstance(grad, Tensor) or grad.shape != self.shape:
+            got = list(grad.shape) if isinstance(grad, Tensor) else type(grad).__name__
+            raise ValueError(f"{self._fn}: expected gradients of shape {list(self.shape)}, "
+                             f"got {got}")
+        f = values.detach().to(self._x.dtype)
+        g = grad.detach().to(self._x.dtype).reshape(B, -1)
+        run = self.status == RUNNING
+        self.evaluations += run
+        finite = torch.isfinite(f) & (torch.isfinite(g).all(1) if g.shape[1] else True)
+        self.status = torch.where(run & ~finite, NONFINITE, self.status)
+        ok = run & finite
+        if not self._started:
+            self._started = True
+            self.f, self.g = _w(ok, f, self.f), _w(ok, g, self.g)
+            small = ok & (_amax(self.g) <= self.tolerance_grad)
+            self.status = torch.where(small, GRADIENT, self.status)
+            self._begin(ok & ~small)
+        else:
+            if self.line_search is None:
+                accept, t, fa, ga = ok, self.t, f, g
+            else:
+                accept, t, fa, ga = self._wolfe(ok, f, g)
+            self._finish(accept, t, fa, ga)
+        run = self.status == RUNNING
+        self._trial = _w(run, self._x + self.t[:, None] * self.d, self._x)
+
+    def step(self, closure: Callable[[Tensor], Union[Tensor, Tuple[Tensor, Tensor]]]) -> bool:
+        """One closure call for all rows (``ask``, evaluate, ``tell``); returns ``done``."""
+        f, g = _evaluate(closure, self.ask(), self._fn)
+        self.tell(f, g)
+        return self.done
+
+    def info(self) -> LBFGSInfo:
+        """The per-row counters, values and stopping reasons so far."""
+        conv = torch.zeros_like(self.status, dtype=torch.bool)
+        for s in _CONVERGED:
+            conv |= self.status == s
+        return LBFGSInfo(self.iterations.clone(), self.evaluations.clone(), conv,
+                         self.f.clone(), self.status.clone())
+
+    # ---- directions ------------------------------------------------------------------------
+
+    def _two_loop(self, rows: Tensor) -> Tensor:
+        """-H g for every row, with each row's own history (N&W Alg. 7.4)."""
+        B = self._x.shape[0]
+        ar = torch.arange(B, device=self._x.device)
+        q = -self.g
+        kmax = int(self.count[rows].max()) if bool(rows.any()) else 0
+        m = self.history_size
+        saved = []
+        for j in range(kmax):
+            valid = rows & (self.count > j)
+            slot = torch.where(valid, (self.updates - 1 - j) % m, 0)
+            s, y, rho = self.S[slot, ar], self.Y[slot, ar], self.rho[slot, ar]
+            a = _dot(s, q) * rho
+            q = _w(valid, q - a[:, None] * y, q)
+            saved.append((valid, s, y, rho, a))
+        r = q * self.H_diag[:, None]
+        for valid, s, y, rho, a in reversed(saved):
+            b = _dot(y, r) * rho
+            r = _w(valid, r + (a - b)[:, None] * s, r)
+        return r
+
+    def _begin(self, rows: Tensor) -> None:
+        """New direction and line-search start for ``rows`` (at their accepted points)."""
+        if not bool(rows.any()):
+            return
+        first = self.iterations == 0
+        self.d = _w(rows, _w(first, -self.g, self._two_loop(rows)), self.d)
+        gtd = _dot(self.g, self.d)
+        flat = rows & (gtd > -self.tolerance_change)
+        self.status = torch.where(flat, DIRECTION, self.status)
+        rows = rows & ~flat
+        t_first = torch.clamp(1.0 / _rowsum(self.g.abs()), max=1.0) * self.lr
+        self.t = _w(rows, _w(first, t_first, torch.full_like(self.t, self.lr)), self.t)
+        self.f0, self.gtd0 = _w(rows, self.f, self.f0), _w(rows, gtd, self.gtd0)
+        self.t_prev = _w(rows, torch.zeros_like(self.t), self.t_prev)
+        self.f_prev, self.gtd_prev = _w(rows, self.f, self.f_prev), _w(rows, gtd, self.gtd_prev)
+        self.g_prev = _w(rows, self.g, self.g_prev)
+        self.d_norm = _w(rows, _amax(self.d), self.d_norm)
+        self.zoom = self.zoom & ~rows
+        self.insuf = self.insuf & ~rows
+        self.n_ls = torch.where(rows, 0, self.n_ls)
+
+    # ---- the line search (N&W Alg. 3.5 and 3.6) ---------------------------------------------
+
+    def _wolfe(self, ok: Tensor, f: Tensor, g: Tensor):
+        t = self.t
+        gtd = _dot(g, self.d)
+        self.n_ls = self.n_ls + ok
+        out = ok & (self.n_ls >= self.max_ls)
+        armijo_fail = f > self.f0 + self.c1 * t * self.gtd0
+        curv = gtd.abs() <= -self.c2 * self.gtd0
+        # Bracketing: a step too long (A, or the slope turned, C) brackets a minimizer between
+        # the previous trial and this one; a step meeting both conditions (W) is accepted;
+        # otherwise extrapolate (E).
+        br, zm = ok & ~self.zoom, ok & self.zoom
+        A = br & (armijo_fail | ((self.n_ls > 2) & (f >= self.f_prev)))
+        W = br & ~A & curv
+        C = br & ~A & ~W & (gtd >= 0)
+        E = br & ~A & ~W & ~C
+        enter = A | C
+        new_lo = enter & (f < self.f_prev)
+        # Zoom: the new point replaces the high end (H, swapping ends if it is lower), or
+        # becomes the low end (L; accepted if it meets the curvature condition).
+        H = zm & (armijo_fail | (f >= self.lo_f))
+        swap = H & (f < self.lo_f)
+        L = zm & ~H
+        Z = L & curv
+        flip = L & ~curv & (gtd * (self.hi_t - self.lo_t) >= 0)
+        to_lo_new = new_lo | swap | L
+        hi_from_lo = swap | flip
+        hi_from_new = (enter & ~new_lo) | (H & ~swap)
+        hi_from_prev = new_lo
+        self.hi_t = _w(hi_from_new, t, _w(hi_from_lo, self.lo_t, _w(hi_from_prev, self.t_prev,
+                                                                      self.hi_t)))
+        self.hi_f = _w(hi_from_new, f, _w(hi_from_lo, self.lo_f, _w(hi_from_prev, self.f_prev,
+                                                                      self.hi_f)))
+        self.hi_gtd = _w(hi_from_new, gtd, _w(hi_from_lo, self.lo_gtd,
+                                              _w(hi_from_prev, self.gtd_prev, self.hi_gtd)))
+        lo_prev = enter & ~new_lo
+        self.lo_t = _w(to_lo_new, t, _w(lo_prev, self.t_prev, self.lo_t))
+        self.lo_f = _w(to_lo_new, f, _w(lo_prev, self.f_prev, self.lo_f))
+        self.lo_gtd = _w(to_lo_new, gtd, _w(lo_prev, self.gtd_prev, self.lo_gtd))
+        self.lo_g = _w(to_lo_new, g, _w(lo_prev, self.g_prev, self.lo_g))
+        self.zoom = self.zoom | enter
+        take_new = W | Z | (E & out)
+        zooming = enter | (zm & ~Z)
+        take_lo = zooming & (out | ((self.hi_t - self.lo_t).abs() * self.d_norm
+                                    < self.tolerance_change))
+        zooming = zooming & ~take_lo
+        # Extrapolation: a cubic step in [t + 0.01 (t - t_prev), 10 t].
+        ext = E & ~out
+        t_ext = _cubic(self.t_prev, self.f_prev, self.gtd_prev, t, f, gtd,
+                       t + 0.01 * (t - self.t_prev), t * 10)
+        self.t_prev, self.f_prev = _w(ext, t, self.t_prev), _w(ext, f, self.f_prev)
+        self.gtd_prev, self.g_prev = _w(ext, gtd, self.gtd_prev), _w(ext, g, self.g_prev)
+        # Zoom trial: a cubic step inside the bracket, kept 10% away from its ends when the
+        # last steps made too little progress.
+        lo_b, hi_b = torch.minimum(self.lo_t, self.hi_t), torch.maximum(self.lo_t, self.hi_t)
+        t_z = _cubic(self.lo_t, self.lo_f, self.lo_gtd, self.hi_t, self.hi_f, self.hi_gtd,
+                     lo_b, hi_b)
+        eps = 0.1 * (hi_b - lo_b)
+        near = torch.minimum(hi_b - t_z, t_z - lo_b) < eps
+        move = near & (self.insuf | (t_z >= hi_b) | (t_z <= lo_b))
+        t_z = torch.where(move, torch.where((t_z - hi_b).abs() < (t_z - lo_b).abs(),
+                                            hi_b - eps, lo_b + eps), t_z)
+        self.insuf = torch.where(zooming, near & ~move, self.insuf)
+        self.t = _w(ext, t_ext, _w(zooming, t_z, self.t))
+        accept = take_new | take_lo
+        return (accept, _w(take_new, t, self.lo_t), _w(take_new, f, self.lo_f),
+                _w(take_new, g, self.lo_g))
+
+    # ---- the end of an iteration ----------------------------------------------------------
+
+    def _finish(self, acc: Tensor, t: Tensor, f: Tensor, g: Tensor) -> None:
+        stuck = acc & (t == 0)
+        self.status = torch.where(stuck, LINE_SEARCH, self.status)
+        acc = acc & ~stuck
+        if not bool(acc.any()):
+            return
+        s = t[:, None] * self.d
+        y = g - self.g
+        ys, yy = _dot(y, s), _dot(y, y)
+        f_old = self.f
+        self._x = _w(acc, self._x + s, self._x)
+        self.f, self.g = _w(acc, f, self.f), _w(acc, g, self.g)
+        self.iterations = self.iterations + acc
+        tests = ((GRADIENT, _amax(g) <= self.tolerance_grad),
+                 (STEP, _amax(s) <= self.tolerance_change),
+                 (VALUE, (f - f_old).abs() < self.tolerance_change),
+                 (MAX_ITER, self.iterations >= self.max_iter),
+                 (MAX_EVAL, self.evaluations >= self.max_eval))
+        for code, hit in tests:
+            self.status = torch.where(acc & hit & (self.status == RUNNING), code, self.status)
+        cont = acc & (self.status == RUNNING)
+        # History update, skipped unless the curvature y.s is positive (as torch: > 1e-10).
+        upd = cont & (ys > 1e-10)
+        if bool(upd.any()):
+            m = self.history_size
+            need = min(m, int(self.updates[upd].max()) + 1)
+            if self.S.shape[0] < need:
+                grow = min(m, max(need, 2 * self.S.shape[0])) - self.S.shape[0]
+                self.S = torch.cat([self.S, self.S.new_zeros((grow,) + self.S.shape[1:])])
+                self.Y = torch.cat([self.Y, self.Y.new_zeros((grow,) + self.Y.shape[1:])])
+                self.rho = torch.cat([self.rho, self.rho.new_zeros(grow, self.rho.shape[1])])
+            rows = upd.nonzero().squeeze(1)
+            slots = self.updates[rows] % m
+            self.S[slots, rows] = s[rows]
+            self.Y[slots, rows] = y[rows]
+            self.rho[slots, rows] = 1.0 / ys[rows]
+            self.updates = self.updates + upd
+            self.count = torch.clamp(self.count + upd, max=m)
+            self.H_diag = _w(upd, ys / yy, self.H_diag)
+        self._begin(cont)
+
+
+def _evaluate(closure, x: Tensor, fn: str):
+    """(values [B], gradients like x) of the closure at x."""
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        out = closure(x)
+    if isinstance(out, tuple):
+        if len(out) != 2:
+            raise ValueError(f"{fn}: expected the closure to return values or (values, "
+                             f"gradients), got a tuple of {len(out)}")
+        return out
+    if not isinstance(out, Tensor):
+        raise TypeError(f"{fn}: expected the closure to return a Tensor of per-row values, "
+                        f"got {type(out).__name__}")
+    if out.shape != x.shape[:1]:
+        raise ValueError(f"{fn}: expected the closure to return per-row values of shape "
+                         f"[{x.shape[0]}], got {list(out.shape)}")
+    if not out.requires_grad:
+        raise ValueError(f"{fn}: the closure's values do not depend on x (no gradient); "
+                         f"return (values, gradients) to give the gradients yourself")
+    grad, = torch.autograd.grad(out.sum(), x, allow_unused=True)
+    return out, torch.zeros_like(x) if grad is None else grad
+
+
+def lbfgs(closure: Callable[[Tensor], Union[Tensor, Tuple[Tensor, Tensor]]], x0: Tensor, *,
+          max_iter: int = 100, max_eval: Optional[int] = None, history_size: int = 100,
+          tolerance_grad: float = 1e-7, tolerance_change: float = 1e-9,
+          line_search: Optional[str] = "strong_wolfe", lr: float = 1.0, c1: float = 1e-4,
+          c2: float = 0.9, max_ls: int = 25) -> Tuple[Tensor, LBFGSInfo]:
+    """Minimize B independent problems packed in one tensor with L-BFGS, row by row.
+
+    Each row has its own history, two-loop recursion and strong-Wolfe line search (module
+    docstring); all rows share each closure call. A row's result is bit for bit the same
+    alone and in a batch, given a closure whose rows do not interact.
+
+    Args:
+        closure: ``f(x)`` for x like x0 (requires grad): per-row values [B] (differentiated
+            with one backward of their sum), or a pair (values [B], gradients like x).
+        x0: starting points, one problem per row.
+        max_iter: iterations per row. Default: 100.
+        max_eval: closure values per row. Default: None (max_iter * 5 // 4).
+        history_size: curvature pairs per row. Default: 100.
+        tolerance_grad: stop a row when max |g| <= tolerance_grad. Default: 1e-07.
+        tolerance_change: stop a row when its step, its value change or its directional
+            derivative is below this. Default: 1e-09.
+        line_search: "strong_wolfe" or None (fixed steps). Default: 'strong_wolfe'.
+        lr: initial step of each line search. Default: 1.0.
+        c1: Armijo constant. Default: 0.0001.
+        c2: curvature constant. Default: 0.9.
+        max_ls: closure values per line search. Default: 25.
+
+    Returns:
+        ``(x, info)``: the points (like x0, detached) and an :class:`LBFGSInfo` with per-row
+        ``iterations``, ``evaluations``, ``converged``, ``value`` and ``status``.
+
+    Raises:
+        TypeError: x0 not a floating-point Tensor, an option of the wrong type, or a closure
+            returning no Tensor.
+        ValueError: an option out of range, an unknown line_search, or closure values not of
+            shape [B].
+
+    Shape:
+        - x0: (B, ...); closure values: (B,).
+
+    Example:
+        >>> target = torch.tensor([[1.0, 2.0], [-3.0, 0.5]], dtype=torch.float64)
+        >>> x, info = lbfgs(lambda x: ((x - target) ** 2).sum(1), torch.zeros_like(target))
+        >>> torch.allclose(x, target), info.converged.tolist(), info.reasons
+        (True, [True, True], ['gradient', 'gradient'])
+
+    References:
+        J. Nocedal, S. J. Wright. Numerical Optimization, 2nd ed., 2006, Alg. 7.4, 7.5, 3.5,
+        3.6. D. C. Liu, J. Nocedal. Mathematical Programming 45, 1989.
+    """
+    opt = LBFGS(x0, max_iter=max_iter, max_eval=max_eval, history_size=history_size,
+                tolerance_grad=tolerance_grad, tolerance_change=tolerance_change,
+                line_search=line_search, lr=lr, c1=c1, c2=c2, max_ls=max_ls, _fn="lbfgs")
+    while not opt.done:
+        opt.step(closure)
+    return opt.x.clone(), opt.info()
