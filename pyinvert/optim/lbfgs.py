@@ -32,6 +32,7 @@ References:
     D. C. Liu, J. Nocedal. On the limited memory BFGS method for large scale optimization.
     Mathematical Programming 45, 1989.
 """
+import math
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple, Union
 
@@ -186,7 +187,8 @@ class LBFGS:
         self.line_search, self.lr, self.c1, self.c2 = line_search, lr, c1, c2
         self.shape = x0.shape
         B = x0.shape[0]
-        self._x = x0.detach().reshape(B, -1).clone()
+        self._D = math.prod(x0.shape[1:])
+        self._x = x0.detach().reshape(B, self._D).clone()
         dev, dt = x0.device, x0.dtype
         vec = lambda v=0.0: torch.full((B,), v, dtype=dt, device=dev)  # noqa: E731
         ints = lambda: torch.zeros(B, dtype=torch.int64, device=dev)  # noqa: E731
@@ -241,7 +243,7 @@ class LBFGS:
             raise ValueError(f"{self._fn}: expected gradients of shape {list(self.shape)}, "
                              f"got {got}")
         f = values.detach().to(self._x.dtype)
-        g = grad.detach().to(self._x.dtype).reshape(B, -1)
+        g = grad.detach().to(self._x.dtype).reshape(B, self._D)
         run = self.status == RUNNING
         self.evaluations += run
         finite = torch.isfinite(f) & (torch.isfinite(g).all(1) if g.shape[1] else True)
