@@ -29,9 +29,9 @@ from pyinvert.models.mobilenetv2 import MobileNetV2
 from pyinvert.models.resnet import ResNet18
 from pyinvert.models.vgg import VGG16, VGG19
 from pyinvert.models.zoo import (MODELS, POOLING_MODELS, WEIGHT_FILES, WEIGHTS_ENV,
-                                 WEIGHTS_URL_BASE, WeightsHashError, WeightsNotFoundError, build_model,
-                                 find_weights, hub_checkpoint_path, imagenet_state_dict,
-                                 load_model, weights_url)
+                                 WEIGHTS_URL_BASE, WeightsHashError, WeightsNotFoundError,
+                                 build_model, find_weights, hub_checkpoint_path,
+                                 imagenet_state_dict, load_model, weights_url)
 
 __all__ = [
     "MODELS", "build_model", "load_model", "find_weights", "imagenet_state_dict",
