@@ -11,8 +11,8 @@ one problem: one history and one line search for all rows.
 Bit for bit: a row's result does not depend on its batch mates (given a closure whose per-row
 values do not). The arithmetic on rows is elementwise (add, mul, div, where, never a fused
 multiply-add, whose vectorized and scalar paths round differently), the per-row dot products
-are pairwise sums built from elementwise adds over a zero-padded power-of-two length (the same
-tree for B = 1 or B = 100, on any number of threads or device), and the maxima are exact.
+are pairwise sums built from elementwise adds (a tree that depends on the row length only:
+the same for B = 1 or B = 100, on any number of threads or device), and the maxima are exact.
 
 Stateful interface (for an engine that evaluates the objective itself)::
 
@@ -75,17 +75,18 @@ class LBFGSInfo:
 
 
 def _rowsum(v: Tensor) -> Tensor:
-    """Sum over dim 1 of [B, D] as a pairwise tree of elementwise adds: the same rounding for
-    every row whatever B, the thread count or the device."""
+    """Sum over dim 1 of [B, D] as a pairwise tree of elementwise adds, whose shape depends on
+    D only: the same rounding for every row whatever B, the thread count or the device. (An
+    odd level folds its last column into the one before.)"""
     n = v.shape[1]
     if n == 0:
         return v.new_zeros(v.shape[0])
-    p = 1 << (n - 1).bit_length()
-    if p != n:
-        v = torch.nn.functional.pad(v, (0, p - n))
-    while p > 1:
-        p //= 2
-        v = v[:, :p] + v[:, p:]
+    while n > 1:
+        h = n // 2
+        w = v[:, :h] + v[:, h:2 * h]
+        if n % 2:
+            w[:, h - 1] = w[:, h - 1] + v[:, 2 * h]
+        v, n = w, h
     return v[:, 0]
 
 
@@ -287,32 +288,41 @@ class LBFGS:
         q = -self.g
         kmax = int(self.count[rows].max()) if bool(rows.any()) else 0
         m = self.history_size
+        # Entries every row of `rows` has need no mask: the other rows' values are discarded.
+        kmin = int(self.count[rows].min()) if kmax else 0
         saved = []
         for j in range(kmax):
             valid = rows & (self.count > j)
             slot = torch.where(valid, (self.updates - 1 - j) % m, 0)
-            s, y, rho = self.S[slot, ar], self.Y[slot, ar], self.rho[slot, ar]
+            flat = slot * B + ar  # rows of the [slots * B, D] views: one memcpy per row
+            s = self.S.view(-1, self._D).index_select(0, flat)
+            y = self.Y.view(-1, self._D).index_select(0, flat)
+            rho = self.rho.view(-1).index_select(0, flat)
             a = _dot(s, q) * rho
-            q = _w(valid, q - a[:, None] * y, q)
-            saved.append((valid, s, y, rho, a))
+            q = q - a[:, None] * y if j < kmin else _w(valid, q - a[:, None] * y, q)
+            saved.append((j, valid, s, y, rho, a))
         r = q * self.H_diag[:, None]
-        for valid, s, y, rho, a in reversed(saved):
+        for j, valid, s, y, rho, a in reversed(saved):
             b = _dot(y, r) * rho
-            r = _w(valid, r + (a - b)[:, None] * s, r)
+            r = r + (a - b)[:, None] * s if j < kmin else _w(valid, r + (a - b)[:, None] * s, r)
         return r
 
     def _begin(self, rows: Tensor) -> None:
         """New direction and line-search start for ``rows`` (at their accepted points)."""
         if not bool(rows.any()):
             return
-        first = self.iterations == 0
-        self.d = _w(rows, _w(first, -self.g, self._two_loop(rows)), self.d)
+        first = rows & (self.iterations == 0)
+        any_first = bool(first.any())
+        d = self._two_loop(rows) if bool((rows & ~first).any()) else -self.g
+        self.d = _w(rows, _w(first, -self.g, d) if any_first else d, self.d)
         gtd = _dot(self.g, self.d)
         flat = rows & (gtd > -self.tolerance_change)
         self.status = torch.where(flat, DIRECTION, self.status)
         rows = rows & ~flat
-        t_first = torch.clamp(1.0 / _rowsum(self.g.abs()), max=1.0) * self.lr
-        self.t = _w(rows, _w(first, t_first, torch.full_like(self.t, self.lr)), self.t)
+        t = torch.full_like(self.t, self.lr)
+        if any_first:
+            t = _w(first, torch.clamp(1.0 / _rowsum(self.g.abs()), max=1.0) * self.lr, t)
+        self.t = _w(rows, t, self.t)
         self.f0, self.gtd0 = _w(rows, self.f, self.f0), _w(rows, gtd, self.gtd0)
         self.t_prev = _w(rows, torch.zeros_like(self.t), self.t_prev)
         self.f_prev, self.gtd_prev = _w(rows, self.f, self.f_prev), _w(rows, gtd, self.gtd_prev)
