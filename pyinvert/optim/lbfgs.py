@@ -199,11 +199,9 @@ class LBFGS:
         self.g = torch.zeros_like(self._x)
         self.d = torch.zeros_like(self._x)
         self.t, self.f0, self.gtd0, self.d_norm = vec(), vec(), vec(), vec()
-        self.t_prev, self.f_prev, self.gtd_prev = vec(), vec(), vec()
-        self.g_prev = torch.zeros_like(self._x)
-        self.lo_t, self.lo_f, self.lo_gtd = vec(), vec(), vec()
-        self.lo_g = torch.zeros_like(self._x)
-        self.hi_t, self.hi_f, self.hi_gtd = vec(), vec(), vec()
+        # Line-search points (t, f, g.d): the previous trial and the bracket's low/high ends.
+        self.prev, self.lo, self.hi = (self._x.new_zeros(B, 3) for _ in range(3))
+        self.g_prev, self.lo_g = torch.zeros_like(self._x), torch.zeros_like(self._x)
         self.zoom = torch.zeros(B, dtype=torch.bool, device=dev)
         self.insuf = torch.zeros_like(self.zoom)
         self.n_ls = ints()
@@ -324,8 +322,7 @@ class LBFGS:
             t = _w(first, torch.clamp(1.0 / _rowsum(self.g.abs()), max=1.0) * self.lr, t)
         self.t = _w(rows, t, self.t)
         self.f0, self.gtd0 = _w(rows, self.f, self.f0), _w(rows, gtd, self.gtd0)
-        self.t_prev = _w(rows, torch.zeros_like(self.t), self.t_prev)
-        self.f_prev, self.gtd_prev = _w(rows, self.f, self.f_prev), _w(rows, gtd, self.gtd_prev)
+        self.prev = _w(rows, torch.stack([torch.zeros_like(gtd), self.f, gtd], 1), self.prev)
         self.g_prev = _w(rows, self.g, self.g_prev)
         self.d_norm = _w(rows, _amax(self.d), self.d_norm)
         self.zoom = self.zoom & ~rows
@@ -335,61 +332,53 @@ class LBFGS:
     # ---- the line search (N&W Alg. 3.5 and 3.6) ---------------------------------------------
 
     def _wolfe(self, ok: Tensor, f: Tensor, g: Tensor):
+        """One evaluation of each running row's line search; the trial points (t, f, g.d) of
+        ``prev``, ``lo`` and ``hi`` are [B, 3] rows."""
         t = self.t
         gtd = _dot(g, self.d)
+        new = torch.stack([t, f, gtd], 1)
         self.n_ls = self.n_ls + ok
         out = ok & (self.n_ls >= self.max_ls)
         armijo_fail = f > self.f0 + self.c1 * t * self.gtd0
         curv = gtd.abs() <= -self.c2 * self.gtd0
-        # Bracketing: a step too long (A, or the slope turned, C) brackets a minimizer between
-        # the previous trial and this one; a step meeting both conditions (W) is accepted;
-        # otherwise extrapolate (E).
+        f_prev, lo_f = self.prev[:, 1], self.lo[:, 1]
+        # Bracketing: a step too long (A), or where the slope turned (C), brackets a minimizer
+        # with the previous trial; one meeting both conditions (W) is taken; else extrapolate.
         br, zm = ok & ~self.zoom, ok & self.zoom
-        A = br & (armijo_fail | ((self.n_ls > 2) & (f >= self.f_prev)))
+        A = br & (armijo_fail | ((self.n_ls > 2) & (f >= f_prev)))
         W = br & ~A & curv
         C = br & ~A & ~W & (gtd >= 0)
-        E = br & ~A & ~W & ~C
+        E = br & ~(A | W | C)
         enter = A | C
-        new_lo = enter & (f < self.f_prev)
-        # Zoom: the new point replaces the high end (H, swapping ends if it is lower), or
-        # becomes the low end (L; accepted if it meets the curvature condition).
-        H = zm & (armijo_fail | (f >= self.lo_f))
-        swap = H & (f < self.lo_f)
+        new_lo = enter & (f < f_prev)
+        # Zoom: the new point replaces the high end (H; the ends swap if it is lower than the
+        # low end), or becomes the low end (L; taken if it meets the curvature condition).
+        H = zm & (armijo_fail | (f >= lo_f))
+        swap = H & (f < lo_f)
         L = zm & ~H
         Z = L & curv
-        flip = L & ~curv & (gtd * (self.hi_t - self.lo_t) >= 0)
-        to_lo_new = new_lo | swap | L
-        hi_from_lo = swap | flip
-        hi_from_new = (enter & ~new_lo) | (H & ~swap)
-        hi_from_prev = new_lo
-        self.hi_t = _w(hi_from_new, t, _w(hi_from_lo, self.lo_t, _w(hi_from_prev, self.t_prev,
-                                                                      self.hi_t)))
-        self.hi_f = _w(hi_from_new, f, _w(hi_from_lo, self.lo_f, _w(hi_from_prev, self.f_prev,
-                                                                      self.hi_f)))
-        self.hi_gtd = _w(hi_from_new, gtd, _w(hi_from_lo, self.lo_gtd,
-                                              _w(hi_from_prev, self.gtd_prev, self.hi_gtd)))
-        lo_prev = enter & ~new_lo
-        self.lo_t = _w(to_lo_new, t, _w(lo_prev, self.t_prev, self.lo_t))
-        self.lo_f = _w(to_lo_new, f, _w(lo_prev, self.f_prev, self.lo_f))
-        self.lo_gtd = _w(to_lo_new, gtd, _w(lo_prev, self.gtd_prev, self.lo_gtd))
-        self.lo_g = _w(to_lo_new, g, _w(lo_prev, self.g_prev, self.lo_g))
+        flip = L & ~curv & (gtd * (self.hi[:, 0] - self.lo[:, 0]) >= 0)
+        self.hi = _w((enter & ~new_lo) | (H & ~swap), new,
+                     _w(swap | flip, self.lo, _w(new_lo, self.prev, self.hi)))
+        to_new, to_prev = new_lo | swap | L, enter & ~new_lo
+        self.lo = _w(to_new, new, _w(to_prev, self.prev, self.lo))
+        self.lo_g = _w(to_new, g, _w(to_prev, self.g_prev, self.lo_g))
         self.zoom = self.zoom | enter
+        lo_t, hi_t = self.lo[:, 0], self.hi[:, 0]
         take_new = W | Z | (E & out)
         zooming = enter | (zm & ~Z)
-        take_lo = zooming & (out | ((self.hi_t - self.lo_t).abs() * self.d_norm
-                                    < self.tolerance_change))
+        take_lo = zooming & (out | ((hi_t - lo_t).abs() * self.d_norm < self.tolerance_change))
         zooming = zooming & ~take_lo
         # Extrapolation: a cubic step in [t + 0.01 (t - t_prev), 10 t].
         ext = E & ~out
-        t_ext = _cubic(self.t_prev, self.f_prev, self.gtd_prev, t, f, gtd,
-                       t + 0.01 * (t - self.t_prev), t * 10)
-        self.t_prev, self.f_prev = _w(ext, t, self.t_prev), _w(ext, f, self.f_prev)
-        self.gtd_prev, self.g_prev = _w(ext, gtd, self.gtd_prev), _w(ext, g, self.g_prev)
+        t_prev = self.prev[:, 0]
+        t_ext = _cubic(t_prev, f_prev, self.prev[:, 2], t, f, gtd, t + 0.01 * (t - t_prev),
+                       t * 10)
+        self.prev, self.g_prev = _w(ext, new, self.prev), _w(ext, g, self.g_prev)
         # Zoom trial: a cubic step inside the bracket, kept 10% away from its ends when the
         # last steps made too little progress.
-        lo_b, hi_b = torch.minimum(self.lo_t, self.hi_t), torch.maximum(self.lo_t, self.hi_t)
-        t_z = _cubic(self.lo_t, self.lo_f, self.lo_gtd, self.hi_t, self.hi_f, self.hi_gtd,
-                     lo_b, hi_b)
+        lo_b, hi_b = torch.minimum(lo_t, hi_t), torch.maximum(lo_t, hi_t)
+        t_z = _cubic(*self.lo.unbind(1), *self.hi.unbind(1), lo_b, hi_b)
         eps = 0.1 * (hi_b - lo_b)
         near = torch.minimum(hi_b - t_z, t_z - lo_b) < eps
         move = near & (self.insuf | (t_z >= hi_b) | (t_z <= lo_b))
@@ -397,8 +386,7 @@ class LBFGS:
                                             hi_b - eps, lo_b + eps), t_z)
         self.insuf = torch.where(zooming, near & ~move, self.insuf)
         self.t = _w(ext, t_ext, _w(zooming, t_z, self.t))
-        accept = take_new | take_lo
-        return (accept, _w(take_new, t, self.lo_t), _w(take_new, f, self.lo_f),
+        return (take_new | take_lo, _w(take_new, t, lo_t), _w(take_new, f, self.lo[:, 1]),
                 _w(take_new, g, self.lo_g))
 
     # ---- the end of an iteration ----------------------------------------------------------
