@@ -118,17 +118,13 @@ def _cubic(x1, f1, g1, x2, f2, g2, lo, hi):
     return torch.where(ok, torch.minimum(torch.maximum(pos, lo), hi), (lo + hi) / 2)
 
 
-def _check_options(fn, max_iter, max_eval, history_size, tolerance_grad, tolerance_change,
-                   line_search, lr, c1, c2, max_ls):
-    for name, v in (("max_iter", max_iter), ("history_size", history_size),
-                    ("max_ls", max_ls)) + ((("max_eval", max_eval),) if max_eval is not None
-                                           else ()):
+def _check_options(fn, ints, floats, c1, c2, lr, line_search):
+    for name, v in ints.items():
         if isinstance(v, bool) or not isinstance(v, int):
             raise TypeError(f"{fn}: expected {name} to be an int, got {type(v).__name__}")
         if v < 1:
             raise ValueError(f"{fn}: expected {name} >= 1, got {v}")
-    for name, v in (("tolerance_grad", tolerance_grad), ("tolerance_change", tolerance_change),
-                    ("lr", lr), ("c1", c1), ("c2", c2)):
+    for name, v in floats.items():
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise TypeError(f"{fn}: expected {name} to be a float, got {type(v).__name__}")
         if not v >= 0:
@@ -148,20 +144,12 @@ class LBFGS:
 
     Args:
         x0: starting points, one problem per row (floating point, any device).
-        max_iter: iterations (accepted steps) per row. Default: 100.
-        max_eval: closure values per row, checked after each iteration (a line search may go
-            over by up to max_ls - 1). Default: None (max_iter * 5 // 4, as torch).
-        history_size: curvature pairs kept per row (m). Default: 100.
-        tolerance_grad: a row stops when max |g| <= tolerance_grad. Default: 1e-07.
-        tolerance_change: a row stops when max |t d| or the change of its value is below
-            this, or when g.d > -tolerance_change. Default: 1e-09.
-        line_search: "strong_wolfe", or None for fixed steps ``lr`` (the first step
-            ``min(1, 1 / |g|_1) lr``). Default: 'strong_wolfe'.
-        lr: the initial step of each line search (first iteration: ``min(1, 1/|g|_1) lr``).
-            Default: 1.0.
-        c1: sufficient decrease constant (Armijo). Default: 0.0001.
-        c2: curvature constant of the strong Wolfe conditions. Default: 0.9.
-        max_ls: closure values per line search. Default: 25.
+        max_iter, max_eval, history_size, tolerance_grad, tolerance_change, line_search, lr,
+            c1, c2, max_ls: as :func:`lbfgs` (the same defaults).
+
+    Attributes:
+        x: the accepted points (like x0); ``done``: every row has stopped; ``info()``: the
+            per-row :class:`LBFGSInfo` so far.
 
     Shape:
         - x0: (B, ...); ``ask()`` returns (B, ...); ``tell`` takes values (B,) and gradients
@@ -180,8 +168,12 @@ class LBFGS:
             raise TypeError(f"{_fn}: expected a floating-point x0, got {x0.dtype}")
         if x0.dim() < 1:
             raise ValueError(f"{_fn}: expected x0 of shape (B, ...), got a 0-d tensor")
-        _check_options(_fn, max_iter, max_eval, history_size, tolerance_grad, tolerance_change,
-                       line_search, lr, c1, c2, max_ls)
+        ints = dict(max_iter=max_iter, history_size=history_size, max_ls=max_ls)
+        if max_eval is not None:
+            ints["max_eval"] = max_eval
+        _check_options(_fn, ints, dict(tolerance_grad=tolerance_grad, lr=lr, c1=c1, c2=c2,
+                                       tolerance_change=tolerance_change),
+                       c1, c2, lr, line_search)
         self.max_iter, self.history_size, self.max_ls = max_iter, history_size, max_ls
         self.max_eval = max_iter * 5 // 4 if max_eval is None else max_eval
         self.tolerance_grad, self.tolerance_change = tolerance_grad, tolerance_change
@@ -471,14 +463,17 @@ def lbfgs(closure: Callable[[Tensor], Union[Tensor, Tuple[Tensor, Tensor]]], x0:
         closure: ``f(x)`` for x like x0 (requires grad): per-row values [B] (differentiated
             with one backward of their sum), or a pair (values [B], gradients like x).
         x0: starting points, one problem per row.
-        max_iter: iterations per row. Default: 100.
-        max_eval: closure values per row. Default: None (max_iter * 5 // 4).
-        history_size: curvature pairs per row. Default: 100.
-        tolerance_grad: stop a row when max |g| <= tolerance_grad. Default: 1e-07.
-        tolerance_change: stop a row when its step, its value change or its directional
-            derivative is below this. Default: 1e-09.
-        line_search: "strong_wolfe" or None (fixed steps). Default: 'strong_wolfe'.
-        lr: initial step of each line search. Default: 1.0.
+        max_iter: iterations (accepted steps) per row. Default: 100.
+        max_eval: closure values per row, checked after each iteration (a line search may go
+            over by up to max_ls - 1). Default: None (max_iter * 5 // 4, as torch).
+        history_size: curvature pairs kept per row (m). Default: 100.
+        tolerance_grad: a row stops when max |g| <= tolerance_grad. Default: 1e-07.
+        tolerance_change: a row stops when max |t d| or the change of its value is below
+            this, or when g.d > -tolerance_change. Default: 1e-09.
+        line_search: "strong_wolfe", or None for fixed steps of ``lr``. Default:
+            'strong_wolfe'.
+        lr: the initial step of each line search (the first iteration's is
+            ``min(1, 1 / |g|_1) lr``, as torch). Default: 1.0.
         c1: Armijo constant. Default: 0.0001.
         c2: curvature constant. Default: 0.9.
         max_ls: closure values per line search. Default: 25.
