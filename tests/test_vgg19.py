@@ -300,7 +300,7 @@ def test_pyinvert_models_vgg19_lists_its_layers(tmp_path):
                         "(ImageNet-normalized)")
     assert "vgg19-dcbb9e9d.pth" in lines[1]
     assert lines[4].split() == ["features.0", "Conv2d", "64x224x224", "1", "3"]
-    assert ["features.36", "MaxPool2d", "512x7x7", "32", "268"] in [l.split() for l in lines]
+    assert ["features.36", "MaxPool2d", "512x7x7", "32", "268"] in [line.split() for line in lines]
     assert lines[-1].split() == ["classifier.6", "Linear", "1000", "-", "-"]
     assert len(lines) == 4 + 43
     listing = models.models_command()
