@@ -129,11 +129,11 @@ def test_fixed_step_matches_torch():
 # Alone equals batched, bit for bit
 
 
-def _mixed_rows(dtype):
+def _mixed_rows(dtype, device="cpu"):
     """Rows of different problems that stop at different iterations and for different
     reasons: Rosenbrock from four starts, two quadratics, one NaN region, one max_iter."""
-    starts = torch.tensor(ROSENBROCK_STARTS + [[0.3, -0.2]] * 4, dtype=dtype)
-    problems = {4: quadratic(2, 1, dtype), 5: quadratic(2, 2, dtype)}
+    starts = torch.tensor(ROSENBROCK_STARTS + [[0.3, -0.2]] * 4, dtype=dtype, device=device)
+    problems = {i: tuple(v.to(device) for v in quadratic(2, i - 3, dtype)) for i in (4, 5)}
 
     def fn(i, r):
         if i in problems:
@@ -372,3 +372,21 @@ def test_texture_synthesis_on_mobilenet(imagenet_mobilenet):
     finally:
         torch.backends.mkldnn.enabled = enabled
     assert torch.equal(alone[0], x[1]) and torch.equal(info1.value[0], info.value[1])
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_cuda_batched_equals_alone_and_matches_cpu(dtype):
+    x0, fn = _mixed_rows(dtype, "cuda")
+    options = dict(max_iter=30, history_size=3)
+    x, info = lbfgs(rowwise(fn), x0, **options)
+    assert x.is_cuda and info.iterations.is_cuda
+    for i in range(len(x0)):
+        xi, _ = lbfgs(rowwise(lambda _, r, i=i: fn(i, r)), x0[i:i + 1], **options)
+        assert torch.equal(xi[0], x[i]), i
+    cpu_x0, cpu_fn = _mixed_rows(dtype)
+    cpu, cpu_info = lbfgs(rowwise(cpu_fn), cpu_x0, **options)
+    assert cpu_info.reasons[6] == info.reasons[6] == "nonfinite"
+    # The quadratics end at their solutions on both devices; the Rosenbrock rows near (1, 1).
+    torch.testing.assert_close(x[4:6].cpu(), cpu[4:6], rtol=0, atol=1e-5)
+    assert (info.value[[1, 2]] < 1e-6).all() and (cpu_info.value[[1, 2]] < 1e-6).all()
