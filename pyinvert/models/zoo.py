@@ -336,8 +336,9 @@ def load_model(name: str, weights: Union[None, str, os.PathLike] = None, *,
         The network (on the CPU, float32).
 
     Raises:
-        ValueError: unknown name, or a checkpoint whose keys or shapes do not fit (the message
-            lists the missing and unexpected keys).
+        ValueError: unknown name or pooling (or "avg" for a network that is not a VGG), or a
+            checkpoint whose keys or shapes do not fit (the message lists the missing and
+            unexpected keys).
         TypeError: ``weights`` is neither None, a str nor a path.
         WeightsNotFoundError: ``"imagenet"`` and no checkpoint found; the message names the
             file, the folder to put it in and the URL.
