@@ -52,6 +52,28 @@ VGG16_KEYS = {
     "classifier.6.weight": [1000, 4096], "classifier.6.bias": [1000],
 }
 
+VGG19_KEYS = {  # configuration E: four convolutions in blocks 3, 4 and 5
+    "features.0.weight": [64, 3, 3, 3], "features.0.bias": [64],
+    "features.2.weight": [64, 64, 3, 3], "features.2.bias": [64],
+    "features.5.weight": [128, 64, 3, 3], "features.5.bias": [128],
+    "features.7.weight": [128, 128, 3, 3], "features.7.bias": [128],
+    "features.10.weight": [256, 128, 3, 3], "features.10.bias": [256],
+    "features.12.weight": [256, 256, 3, 3], "features.12.bias": [256],
+    "features.14.weight": [256, 256, 3, 3], "features.14.bias": [256],
+    "features.16.weight": [256, 256, 3, 3], "features.16.bias": [256],
+    "features.19.weight": [512, 256, 3, 3], "features.19.bias": [512],
+    "features.21.weight": [512, 512, 3, 3], "features.21.bias": [512],
+    "features.23.weight": [512, 512, 3, 3], "features.23.bias": [512],
+    "features.25.weight": [512, 512, 3, 3], "features.25.bias": [512],
+    "features.28.weight": [512, 512, 3, 3], "features.28.bias": [512],
+    "features.30.weight": [512, 512, 3, 3], "features.30.bias": [512],
+    "features.32.weight": [512, 512, 3, 3], "features.32.bias": [512],
+    "features.34.weight": [512, 512, 3, 3], "features.34.bias": [512],
+    "classifier.0.weight": [4096, 25088], "classifier.0.bias": [4096],
+    "classifier.3.weight": [4096, 4096], "classifier.3.bias": [4096],
+    "classifier.6.weight": [1000, 4096], "classifier.6.bias": [1000],
+}
+
 RESNET18_KEYS = {
     "conv1.weight": [64, 3, 7, 7],
     "bn1.weight": [64], "bn1.bias": [64], "bn1.running_mean": [64], "bn1.running_var": [64],
@@ -100,10 +122,12 @@ MOBILENET_V2_KEYS = {
 }
 
 EXPECTED_KEYS = {"alexnet": (ALEXNET_KEYS, 16), "vgg16": (VGG16_KEYS, 32),
+                 "vgg19": (VGG19_KEYS, 38),
                  "resnet18": (RESNET18_KEYS, 122), "mobilenet_v2": (MOBILENET_V2_KEYS, 314)}
 # Keys that must NOT exist (torchvision has no such module).
 ABSENT_KEYS = {"alexnet": ["classifier.0.weight", "features.1.weight"],
                "vgg16": ["classifier.1.weight", "features.30.weight"],
+               "vgg19": ["classifier.1.weight", "features.36.weight", "features.18.weight"],
                "resnet18": ["layer1.0.downsample.0.weight", "relu.weight"],
                "mobilenet_v2": ["features.1.conv.3.weight", "classifier.0.weight"]}
 
@@ -142,12 +166,12 @@ def test_state_dict_names_and_shapes_match_torchvision(name):
 
 
 def test_models_tuple():
-    assert models.MODELS == ("alexnet", "vgg16", "resnet18", "mobilenet_v2")
+    assert models.MODELS == ("alexnet", "vgg16", "vgg19", "resnet18", "mobilenet_v2")
     assert set(models.WEIGHT_FILES) == set(models.MODELS)
 
 
-@pytest.mark.parametrize("name, size", [("alexnet", 64), ("vgg16", 32), ("resnet18", 32),
-                                        ("mobilenet_v2", 32)])
+@pytest.mark.parametrize("name, size", [("alexnet", 64), ("vgg16", 32), ("vgg19", 32),
+                                        ("resnet18", 32), ("mobilenet_v2", 32)])
 def test_logits_shape_and_batch_independence(name, size):
     net = built(name)
     assert not net.training
@@ -160,12 +184,16 @@ def test_logits_shape_and_batch_independence(name, size):
 
 
 # Shapes at 224x224 (C, H, W), effective stride and receptive field, by hand from the
-# architectures (e.g. VGG-16 pool5: RF 212, AlexNet pool5: RF 195, ResNet-18 layer4: RF 435).
+# architectures (e.g. VGG-16 pool5: RF 212, VGG-19 pool5: RF 268, AlexNet pool5: RF 195,
+# ResNet-18 layer4: RF 435).
 LAYER_SHAPES = {
     "alexnet": {"features.0": ((64, 55, 55), 4, 11), "features.5": ((192, 13, 13), 16, 67),
                 "features.12": ((256, 6, 6), 32, 195), "classifier.6": ((1000,), None, None)},
     "vgg16": {"features.0": ((64, 224, 224), 1, 3), "features.16": ((256, 28, 28), 8, 44),
               "features.30": ((512, 7, 7), 32, 212), "classifier.0": ((4096,), None, None)},
+    "vgg19": {"features.0": ((64, 224, 224), 1, 3), "features.18": ((256, 28, 28), 8, 52),
+              "features.27": ((512, 14, 14), 16, 124), "features.34": ((512, 14, 14), 16, 252),
+              "features.36": ((512, 7, 7), 32, 268), "classifier.6": ((1000,), None, None)},
     "resnet18": {"maxpool": ((64, 56, 56), 4, 11), "layer2.1": ((128, 28, 28), 8, 99),
                  "layer4.1": ((512, 7, 7), 32, 435), "fc": ((1000,), None, None)},
     "mobilenet_v2": {"features.0": ((32, 112, 112), 2, 3), "features.3": ((24, 56, 56), 4, 19),
@@ -250,7 +278,11 @@ def test_layer_names_order():
     assert vgg[:5] == ["features.0", "features.1", "features.2", "features.3", "features.4"]
     assert vgg[-7:] == ["features.30", "avgpool", "classifier.0", "classifier.1",
                         "classifier.3", "classifier.4", "classifier.6"]
-    assert [len(models.layer_names(n)) for n in models.MODELS] == [19, 37, 52, 159]
+    vgg19 = models.layer_names("vgg19")
+    assert vgg19[-8:] == ["features.35", "features.36", "avgpool", "classifier.0",
+                          "classifier.1", "classifier.3", "classifier.4", "classifier.6"]
+    assert vgg19[:37] == [f"features.{k}" for k in range(37)]
+    assert [len(models.layer_names(n)) for n in models.MODELS] == [19, 37, 43, 52, 159]
 
 
 def test_layer_names_of_real_model_match_forward_order():
@@ -282,9 +314,9 @@ def test_activations_are_not_in_place():
 
 
 def test_describe_and_layer_names_errors():
-    with pytest.raises(ValueError, match="describe: unknown model 'vgg19'; expected one of "
-                                         "alexnet, vgg16, resnet18, mobilenet_v2"):
-        models.describe("vgg19")
+    with pytest.raises(ValueError, match="describe: unknown model 'vgg11'; expected one of "
+                                         "alexnet, vgg16, vgg19, resnet18, mobilenet_v2"):
+        models.describe("vgg11")
     with pytest.raises(TypeError, match="layer_names: expected a model name or an nn.Module, "
                                         "got int"):
         models.layer_names(3)
@@ -311,7 +343,7 @@ def test_format_table_and_models_command():
     assert "MobileNetV2, 3.5M parameters" in one and "features.18" in one
     assert models.format_table(models.describe("mobilenet_v2")) in one
     with pytest.raises(ValueError, match="pyinvert models: unknown model 'resnet50'; expected "
-                                         "one of alexnet, vgg16, resnet18, mobilenet_v2"):
+                                         "one of alexnet, vgg16, vgg19, resnet18, mobilenet_v2"):
         models.models_command("resnet50")
 
 
@@ -338,10 +370,11 @@ def test_build_and_load_model_basics():
 
 def test_build_and_load_model_errors(tmp_path):
     with pytest.raises(ValueError, match="build_model: unknown model 'resnet50'; expected one "
-                                         "of alexnet, vgg16, resnet18, mobilenet_v2"):
+                                         "of alexnet, vgg16, vgg19, resnet18, mobilenet_v2"):
         models.build_model("resnet50")
     with pytest.raises(TypeError, match=r"build_model: expected name to be a str \(one of "
-                                        r"alexnet, vgg16, resnet18, mobilenet_v2\), got int"):
+                                        r"alexnet, vgg16, vgg19, resnet18, mobilenet_v2\), "
+                                        r"got int"):
         models.build_model(1)
     with pytest.raises(ValueError, match="load_model: unknown model 'ResNet18'"):
         models.load_model("ResNet18")
@@ -785,7 +818,7 @@ def test_documented_defaults_match_signature(name, obj):
 
 def test_defaults_are_found():
     assert documented_defaults(inspect.getdoc(models.load_model)) == {
-        "weights": "None", "download": "True"}
+        "weights": "None", "download": "True", "pooling": "'max'"}
 
 
 @pytest.mark.parametrize("module", ["pyinvert.models", "pyinvert.models.zoo",

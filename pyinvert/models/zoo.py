@@ -27,19 +27,23 @@ from torch import nn
 from pyinvert.models.alexnet import AlexNet
 from pyinvert.models.mobilenetv2 import MobileNetV2
 from pyinvert.models.resnet import ResNet18
-from pyinvert.models.vgg import VGG16
+from pyinvert.models.vgg import POOLINGS, VGG16, VGG19
 
 #: The architectures, by the names every function here takes.
-MODELS = ("alexnet", "vgg16", "resnet18", "mobilenet_v2")
+MODELS = ("alexnet", "vgg16", "vgg19", "resnet18", "mobilenet_v2")
 
-_CLASSES = {"alexnet": AlexNet, "vgg16": VGG16, "resnet18": ResNet18,
+_CLASSES = {"alexnet": AlexNet, "vgg16": VGG16, "vgg19": VGG19, "resnet18": ResNet18,
             "mobilenet_v2": MobileNetV2}
+
+#: The architectures that take ``pooling="avg"`` (their max poolings become average poolings).
+POOLING_MODELS = ("vgg16", "vgg19")
 
 #: torchvision's ImageNet checkpoint file of each architecture (the name carries a SHA-256
 #: prefix of the content).
 WEIGHT_FILES: Dict[str, str] = {
     "alexnet": "alexnet-owt-7be5be79.pth",
     "vgg16": "vgg16-397923af.pth",
+    "vgg19": "vgg19-dcbb9e9d.pth",
     "resnet18": "resnet18-f37072fd.pth",
     "mobilenet_v2": "mobilenet_v2-b0353104.pth",
 }
@@ -78,11 +82,21 @@ def _check_name(name, fn):
         raise ValueError(f"{fn}: unknown model {name!r}; expected one of {', '.join(MODELS)}")
 
 
-def build_model(name: str) -> nn.Module:
+def _check_pooling(name, pooling, fn):
+    if pooling not in POOLINGS:
+        raise ValueError(f"{fn}: unknown pooling {pooling!r}; expected 'max' or 'avg'")
+    if pooling != "max" and name not in POOLING_MODELS:
+        raise ValueError(f"{fn}: pooling={pooling!r} is for {', '.join(POOLING_MODELS)} "
+                         f"only, got model {name!r}")
+
+
+def build_model(name: str, *, pooling: str = "max") -> nn.Module:
     """A randomly initialized network with torchvision's module and parameter names.
 
     Args:
-        name: one of ``MODELS``: "alexnet", "vgg16", "resnet18", "mobilenet_v2".
+        name: one of ``MODELS``: "alexnet", "vgg16", "vgg19", "resnet18", "mobilenet_v2".
+        pooling: "max" (the architecture as published), or "avg" (VGG only: each 2x2 max
+            pooling becomes a 2x2 average pooling, as Gatys et al. do). Default: 'max'.
 
     Returns:
         The network in eval mode (parameters require grad). Initialization uses the global
@@ -94,6 +108,9 @@ def build_model(name: str) -> nn.Module:
         torch.Size([1, 1000])
     """
     _check_name(name, "build_model")
+    _check_pooling(name, pooling, "build_model")
+    if name in POOLING_MODELS:
+        return _CLASSES[name](pooling=pooling).eval()
     return _CLASSES[name]().eval()
 
 
@@ -298,11 +315,11 @@ def imagenet_state_dict(name: str, download: bool = True) -> dict:
 
 
 def load_model(name: str, weights: Union[None, str, os.PathLike] = None, *,
-               download: bool = True) -> nn.Module:
+               download: bool = True, pooling: str = "max") -> nn.Module:
     """A network ready to be inverted: eval mode, parameters frozen (requires_grad False).
 
     Args:
-        name: one of ``MODELS``: "alexnet", "vgg16", "resnet18", "mobilenet_v2".
+        name: one of ``MODELS``: "alexnet", "vgg16", "vgg19", "resnet18", "mobilenet_v2".
         weights: None for random weights (see ``build_model``); "imagenet" for torchvision's
             ImageNet checkpoint, found offline as the module docstring says; or the path of a
             checkpoint file (a state dict with torchvision's key names, possibly wrapped in
@@ -312,13 +329,16 @@ def load_model(name: str, weights: Union[None, str, os.PathLike] = None, *,
             Default: None.
         download: when the ImageNet weights are not found locally, try torchvision's URL.
             Default: True.
+        pooling: "max", or "avg" for VGG-16/19 with average poolings (the same weights; the
+            papers' choice for texture and style). Default: 'max'.
 
     Returns:
         The network (on the CPU, float32).
 
     Raises:
-        ValueError: unknown name, or a checkpoint whose keys or shapes do not fit (the message
-            lists the missing and unexpected keys).
+        ValueError: unknown name or pooling (or "avg" for a network that is not a VGG), or a
+            checkpoint whose keys or shapes do not fit (the message lists the missing and
+            unexpected keys).
         TypeError: ``weights`` is neither None, a str nor a path.
         WeightsNotFoundError: ``"imagenet"`` and no checkpoint found; the message names the
             file, the folder to put it in and the URL.
@@ -330,7 +350,8 @@ def load_model(name: str, weights: Union[None, str, os.PathLike] = None, *,
         (False, False)
     """
     _check_name(name, "load_model")
-    model = build_model(name)
+    _check_pooling(name, pooling, "load_model")
+    model = build_model(name, pooling=pooling)
     if weights is None:
         pass
     elif isinstance(weights, str) and weights == "imagenet":
