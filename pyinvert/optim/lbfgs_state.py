@@ -1,0 +1,380 @@
+"""The state machine behind :func:`pyinvert.optim.lbfgs.lbfgs` (read that module's docstring
+first): per-row histories, two-loop recursions and strong-Wolfe line searches, driven by
+``ask`` / ``tell``; :func:`evaluate` is the closure protocol (values, or values and gradients).
+"""
+import math
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from pyinvert.optim.rowwise import amax as _amax
+from pyinvert.optim.rowwise import rowsum as _rowsum
+from pyinvert.optim.rowwise import cubic_minimizer as _cubic
+from pyinvert.optim.rowwise import dot as _dot
+from pyinvert.optim.rowwise import where_rows as _w
+
+#: Per-row stopping reasons, indexed by ``LBFGSInfo.status``.
+REASONS = ("running", "gradient", "step", "value", "direction", "max_iter", "max_eval",
+           "line_search", "nonfinite")
+RUNNING, GRADIENT, STEP, VALUE, DIRECTION, MAX_ITER, MAX_EVAL, LINE_SEARCH, NONFINITE = \
+    range(len(REASONS))
+_CONVERGED = (GRADIENT, STEP, VALUE, DIRECTION)
+
+
+@dataclass(frozen=True)
+class LBFGSInfo:
+    """Per-row outcome of :func:`lbfgs` (every field has shape [B]).
+
+    Attributes:
+        iterations: accepted steps (int64).
+        evaluations: closure values used by the row, the initial one included (int64).
+        converged: stopped by a tolerance (gradient, step, value or directional derivative).
+        value: the objective at the returned point.
+        status: index into ``REASONS``: "gradient" (max |g| <= tolerance_grad), "step"
+            (max |t d| <= tolerance_change), "value" (|f_k - f_k-1| < tolerance_change),
+            "direction" (g.d > -tolerance_change), "max_iter", "max_eval", "line_search" (no
+            decrease found), "nonfinite" (a NaN or Inf value or gradient: the row is frozen
+            at its last finite point), "running".
+    """
+    iterations: Tensor
+    evaluations: Tensor
+    converged: Tensor
+    value: Tensor
+    status: Tensor
+
+    @property
+    def reasons(self) -> List[str]:
+        """``status`` as words, one per row."""
+        return [REASONS[int(s)] for s in self.status]
+
+
+def _check_options(fn, ints, floats, c1, c2, lr, line_search):
+    for name, v in ints.items():
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise TypeError(f"{fn}: expected {name} to be an int, got {type(v).__name__}")
+        if v < 1:
+            raise ValueError(f"{fn}: expected {name} >= 1, got {v}")
+    for name, v in floats.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise TypeError(f"{fn}: expected {name} to be a float, got {type(v).__name__}")
+        if not v >= 0:
+            raise ValueError(f"{fn}: expected {name} >= 0, got {v}")
+    if not 0 < c1 < c2 < 1:
+        raise ValueError(f"{fn}: expected 0 < c1 < c2 < 1 (Wolfe conditions), got c1={c1}, "
+                         f"c2={c2}")
+    if lr <= 0:
+        raise ValueError(f"{fn}: expected lr > 0, got {lr}")
+    if line_search not in ("strong_wolfe", None):
+        raise ValueError(f"{fn}: unknown line_search {line_search!r}; expected "
+                         f"'strong_wolfe' or None")
+
+
+class LBFGS:
+    """The state of a batched L-BFGS run, driven by ``ask`` / ``tell`` (module docstring).
+
+    Args:
+        x0: starting points, one problem per row (floating point, any device).
+        max_iter, max_eval, history_size, tolerance_grad, tolerance_change, line_search, lr,
+            c1, c2, max_ls: as :func:`lbfgs` (the same defaults).
+
+    Attributes:
+        x: the accepted points (like x0); ``done``: every row has stopped; ``info()``: the
+            per-row :class:`LBFGSInfo` so far.
+
+    Shape:
+        - x0: (B, ...); ``ask()`` returns (B, ...); ``tell`` takes values (B,) and gradients
+          (B, ...).
+    """
+
+    def __init__(self, x0: Tensor, *, max_iter: int = 100, max_eval: Optional[int] = None,
+                 history_size: int = 100, tolerance_grad: float = 1e-7,
+                 tolerance_change: float = 1e-9, line_search: Optional[str] = "strong_wolfe",
+                 lr: float = 1.0, c1: float = 1e-4, c2: float = 0.9, max_ls: int = 25,
+                 _fn: str = "LBFGS"):
+        self._fn = _fn
+        if not isinstance(x0, Tensor):
+            raise TypeError(f"{_fn}: expected x0 to be a Tensor, got {type(x0).__name__}")
+        if not x0.is_floating_point():
+            raise TypeError(f"{_fn}: expected a floating-point x0, got {x0.dtype}")
+        if x0.dim() < 1:
+            raise ValueError(f"{_fn}: expected x0 of shape (B, ...), got a 0-d tensor")
+        ints = dict(max_iter=max_iter, history_size=history_size, max_ls=max_ls)
+        if max_eval is not None:
+            ints["max_eval"] = max_eval
+        _check_options(_fn, ints, dict(tolerance_grad=tolerance_grad, lr=lr, c1=c1, c2=c2,
+                                       tolerance_change=tolerance_change),
+                       c1, c2, lr, line_search)
+        self.max_iter, self.history_size, self.max_ls = max_iter, history_size, max_ls
+        self.max_eval = max_iter * 5 // 4 if max_eval is None else max_eval
+        self.tolerance_grad, self.tolerance_change = tolerance_grad, tolerance_change
+        self.line_search, self.lr, self.c1, self.c2 = line_search, lr, c1, c2
+        self.shape = x0.shape
+        B = x0.shape[0]
+        self._D = math.prod(x0.shape[1:])
+        self._x = x0.detach().reshape(B, self._D).clone()
+        dev, dt = x0.device, x0.dtype
+        vec = lambda v=0.0: torch.full((B,), v, dtype=dt, device=dev)  # noqa: E731
+        ints = lambda: torch.zeros(B, dtype=torch.int64, device=dev)  # noqa: E731
+        self.status = ints()
+        self.iterations, self.evaluations = ints(), ints()
+        self.f = vec(float("nan"))
+        self.g = torch.zeros_like(self._x)
+        self.d = torch.zeros_like(self._x)
+        self.t, self.f0, self.gtd0, self.d_norm = vec(), vec(), vec(), vec()
+        # Line-search points (t, f, g.d): the previous trial and the bracket's low/high ends.
+        self.prev, self.lo, self.hi = (self._x.new_zeros(B, 3) for _ in range(3))
+        self.g_prev, self.lo_g = torch.zeros_like(self._x), torch.zeros_like(self._x)
+        self.zoom = torch.zeros(B, dtype=torch.bool, device=dev)
+        self.insuf = torch.zeros_like(self.zoom)
+        self.n_ls = ints()
+        # History: slot k of row b is S[k, b]; row b's newest pair is in slot head[b].
+        self.S = self._x.new_zeros((0,) + self._x.shape)
+        self.Y = torch.zeros_like(self.S)
+        self.rho = self._x.new_zeros(0, B)
+        self.updates, self.count = ints(), ints()
+        self.H_diag = vec(1.0)
+        self._started = False
+        self._trial = self._x
+
+    # ---- the interface -------------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        """True when every row has stopped."""
+        return not bool((self.status == RUNNING).any())
+
+    @property
+    def x(self) -> Tensor:
+        """The accepted points, shaped like x0."""
+        return self._x.view(self.shape)
+
+    def ask(self) -> Tensor:
+        """The points to evaluate next, shaped like x0: each running row at its own trial
+        point, each stopped row at its final point."""
+        return self._trial.view(self.shape)
+
+    def tell(self, values: Tensor, grad: Tensor) -> None:
+        """Take the values [B] and gradients [B, ...] at the points of the last ``ask``."""
+        B = self._x.shape[0]
+        if not isinstance(values, Tensor) or values.shape != (B,):
+            got = list(values.shape) if isinstance(values, Tensor) else type(values).__name__
+            raise ValueError(f"{self._fn}: expected per-row values of shape [{B}], got {got}")
+        if not isinstance(grad, Tensor) or grad.shape != self.shape:
+            got = list(grad.shape) if isinstance(grad, Tensor) else type(grad).__name__
+            raise ValueError(f"{self._fn}: expected gradients of shape {list(self.shape)}, "
+                             f"got {got}")
+        f = values.detach().to(self._x.dtype)
+        g = grad.detach().to(self._x.dtype).reshape(B, self._D)
+        run = self.status == RUNNING
+        self.evaluations += run
+        finite = torch.isfinite(f) & (torch.isfinite(g).all(1) if g.shape[1] else True)
+        self.status = torch.where(run & ~finite, NONFINITE, self.status)
+        ok = run & finite
+        if not self._started:
+            self._started = True
+            self.f, self.g = _w(ok, f, self.f), _w(ok, g, self.g)
+            small = ok & (_amax(self.g) <= self.tolerance_grad)
+            self.status = torch.where(small, GRADIENT, self.status)
+            self._begin(ok & ~small)
+        else:
+            if self.line_search is None:
+                accept, t, fa, ga = ok, self.t, f, g
+            else:
+                accept, t, fa, ga = self._wolfe(ok, f, g)
+            self._finish(accept, t, fa, ga)
+        run = self.status == RUNNING
+        self._trial = _w(run, self._x + self.t[:, None] * self.d, self._x)
+
+    def step(self, closure: Callable[[Tensor], Union[Tensor, Tuple[Tensor, Tensor]]]) -> bool:
+        """One closure call for all rows (``ask``, evaluate, ``tell``); returns ``done``."""
+        f, g = evaluate(closure, self.ask(), self._fn)
+        self.tell(f, g)
+        return self.done
+
+    def info(self) -> LBFGSInfo:
+        """The per-row counters, values and stopping reasons so far."""
+        conv = torch.zeros_like(self.status, dtype=torch.bool)
+        for s in _CONVERGED:
+            conv |= self.status == s
+        return LBFGSInfo(self.iterations.clone(), self.evaluations.clone(), conv,
+                         self.f.clone(), self.status.clone())
+
+    # ---- directions ------------------------------------------------------------------------
+
+    def _two_loop(self, rows: Tensor) -> Tensor:
+        """-H g for every row, with each row's own history (N&W Alg. 7.4)."""
+        B = self._x.shape[0]
+        ar = torch.arange(B, device=self._x.device)
+        q = -self.g
+        kmax = int(self.count[rows].max()) if bool(rows.any()) else 0
+        m = self.history_size
+        # Entries every row of `rows` has need no mask: the other rows' values are discarded.
+        kmin = int(self.count[rows].min()) if kmax else 0
+        saved = []
+        for j in range(kmax):
+            valid = rows & (self.count > j)
+            slot = torch.where(valid, (self.updates - 1 - j) % m, 0)
+            flat = slot * B + ar  # rows of the [slots * B, D] views: one memcpy per row
+            s = self.S.view(-1, self._D).index_select(0, flat)
+            y = self.Y.view(-1, self._D).index_select(0, flat)
+            rho = self.rho.view(-1).index_select(0, flat)
+            a = _dot(s, q) * rho
+            q = q - a[:, None] * y if j < kmin else _w(valid, q - a[:, None] * y, q)
+            saved.append((j, valid, s, y, rho, a))
+        r = q * self.H_diag[:, None]
+        for j, valid, s, y, rho, a in reversed(saved):
+            b = _dot(y, r) * rho
+            r = r + (a - b)[:, None] * s if j < kmin else _w(valid, r + (a - b)[:, None] * s, r)
+        return r
+
+    def _begin(self, rows: Tensor) -> None:
+        """New direction and line-search start for ``rows`` (at their accepted points)."""
+        if not bool(rows.any()):
+            return
+        first = rows & (self.iterations == 0)
+        any_first = bool(first.any())
+        d = self._two_loop(rows) if bool((rows & ~first).any()) else -self.g
+        self.d = _w(rows, _w(first, -self.g, d) if any_first else d, self.d)
+        gtd = _dot(self.g, self.d)
+        flat = rows & (gtd > -self.tolerance_change)
+        self.status = torch.where(flat, DIRECTION, self.status)
+        rows = rows & ~flat
+        t = torch.full_like(self.t, self.lr)
+        if any_first:
+            t = _w(first, torch.clamp(1.0 / _rowsum(self.g.abs()), max=1.0) * self.lr, t)
+        self.t = _w(rows, t, self.t)
+        self.f0, self.gtd0 = _w(rows, self.f, self.f0), _w(rows, gtd, self.gtd0)
+        self.prev = _w(rows, torch.stack([torch.zeros_like(gtd), self.f, gtd], 1), self.prev)
+        self.g_prev = _w(rows, self.g, self.g_prev)
+        self.d_norm = _w(rows, _amax(self.d), self.d_norm)
+        self.zoom = self.zoom & ~rows
+        self.insuf = self.insuf & ~rows
+        self.n_ls = torch.where(rows, 0, self.n_ls)
+
+    # ---- the line search (N&W Alg. 3.5 and 3.6) ---------------------------------------------
+
+    def _wolfe(self, ok: Tensor, f: Tensor, g: Tensor):
+        """One evaluation of each running row's line search; the trial points (t, f, g.d) of
+        ``prev``, ``lo`` and ``hi`` are [B, 3] rows."""
+        t = self.t
+        gtd = _dot(g, self.d)
+        new = torch.stack([t, f, gtd], 1)
+        self.n_ls = self.n_ls + ok
+        out = ok & (self.n_ls >= self.max_ls)
+        armijo_fail = f > self.f0 + self.c1 * t * self.gtd0
+        curv = gtd.abs() <= -self.c2 * self.gtd0
+        f_prev, lo_f = self.prev[:, 1], self.lo[:, 1]
+        # Bracketing: a step too long (A), or where the slope turned (C), brackets a minimizer
+        # with the previous trial; one meeting both conditions (W) is taken; else extrapolate.
+        br, zm = ok & ~self.zoom, ok & self.zoom
+        A = br & (armijo_fail | ((self.n_ls > 2) & (f >= f_prev)))
+        W = br & ~A & curv
+        C = br & ~A & ~W & (gtd >= 0)
+        E = br & ~(A | W | C)
+        enter = A | C
+        new_lo = enter & (f < f_prev)
+        # Zoom: the new point replaces the high end (H; the ends swap if it is lower than the
+        # low end), or becomes the low end (L; taken if it meets the curvature condition).
+        H = zm & (armijo_fail | (f >= lo_f))
+        swap = H & (f < lo_f)
+        L = zm & ~H
+        Z = L & curv
+        flip = L & ~curv & (gtd * (self.hi[:, 0] - self.lo[:, 0]) >= 0)
+        self.hi = _w((enter & ~new_lo) | (H & ~swap), new,
+                     _w(swap | flip, self.lo, _w(new_lo, self.prev, self.hi)))
+        to_new, to_prev = new_lo | swap | L, enter & ~new_lo
+        self.lo = _w(to_new, new, _w(to_prev, self.prev, self.lo))
+        self.lo_g = _w(to_new, g, _w(to_prev, self.g_prev, self.lo_g))
+        self.zoom = self.zoom | enter
+        lo_t, hi_t = self.lo[:, 0], self.hi[:, 0]
+        take_new = W | Z | (E & out)
+        zooming = enter | (zm & ~Z)
+        take_lo = zooming & (out | ((hi_t - lo_t).abs() * self.d_norm < self.tolerance_change))
+        zooming = zooming & ~take_lo
+        # Extrapolation: a cubic step in [t + 0.01 (t - t_prev), 10 t].
+        ext = E & ~out
+        t_prev = self.prev[:, 0]
+        t_ext = _cubic(t_prev, f_prev, self.prev[:, 2], t, f, gtd, t + 0.01 * (t - t_prev),
+                       t * 10)
+        self.prev, self.g_prev = _w(ext, new, self.prev), _w(ext, g, self.g_prev)
+        # Zoom trial: a cubic step inside the bracket, kept 10% away from its ends when the
+        # last steps made too little progress.
+        lo_b, hi_b = torch.minimum(lo_t, hi_t), torch.maximum(lo_t, hi_t)
+        t_z = _cubic(*self.lo.unbind(1), *self.hi.unbind(1), lo_b, hi_b)
+        eps = 0.1 * (hi_b - lo_b)
+        near = torch.minimum(hi_b - t_z, t_z - lo_b) < eps
+        move = near & (self.insuf | (t_z >= hi_b) | (t_z <= lo_b))
+        t_z = torch.where(move, torch.where((t_z - hi_b).abs() < (t_z - lo_b).abs(),
+                                            hi_b - eps, lo_b + eps), t_z)
+        self.insuf = torch.where(zooming, near & ~move, self.insuf)
+        self.t = _w(ext, t_ext, _w(zooming, t_z, self.t))
+        return (take_new | take_lo, _w(take_new, t, lo_t), _w(take_new, f, self.lo[:, 1]),
+                _w(take_new, g, self.lo_g))
+
+    # ---- the end of an iteration ----------------------------------------------------------
+
+    def _finish(self, acc: Tensor, t: Tensor, f: Tensor, g: Tensor) -> None:
+        stuck = acc & (t == 0)
+        self.status = torch.where(stuck, LINE_SEARCH, self.status)
+        acc = acc & ~stuck
+        if not bool(acc.any()):
+            return
+        s = t[:, None] * self.d
+        y = g - self.g
+        ys, yy = _dot(y, s), _dot(y, y)
+        f_old = self.f
+        self._x = _w(acc, self._x + s, self._x)
+        self.f, self.g = _w(acc, f, self.f), _w(acc, g, self.g)
+        self.iterations = self.iterations + acc
+        tests = ((GRADIENT, _amax(g) <= self.tolerance_grad),
+                 (STEP, _amax(s) <= self.tolerance_change),
+                 (VALUE, (f - f_old).abs() < self.tolerance_change),
+                 (MAX_ITER, self.iterations >= self.max_iter),
+                 (MAX_EVAL, self.evaluations >= self.max_eval))
+        for code, hit in tests:
+            self.status = torch.where(acc & hit & (self.status == RUNNING), code, self.status)
+        cont = acc & (self.status == RUNNING)
+        # History update, skipped unless the curvature y.s is positive (as torch: > 1e-10).
+        upd = cont & (ys > 1e-10)
+        if bool(upd.any()):
+            m = self.history_size
+            need = min(m, int(self.updates[upd].max()) + 1)
+            if self.S.shape[0] < need:
+                grow = min(m, max(need, 2 * self.S.shape[0])) - self.S.shape[0]
+                self.S = torch.cat([self.S, self.S.new_zeros((grow,) + self.S.shape[1:])])
+                self.Y = torch.cat([self.Y, self.Y.new_zeros((grow,) + self.Y.shape[1:])])
+                self.rho = torch.cat([self.rho, self.rho.new_zeros(grow, self.rho.shape[1])])
+            rows = upd.nonzero().squeeze(1)
+            slots = self.updates[rows] % m
+            self.S[slots, rows] = s[rows]
+            self.Y[slots, rows] = y[rows]
+            self.rho[slots, rows] = 1.0 / ys[rows]
+            self.updates = self.updates + upd
+            self.count = torch.clamp(self.count + upd, max=m)
+            self.H_diag = _w(upd, ys / yy, self.H_diag)
+        self._begin(cont)
+
+
+def evaluate(closure, x: Tensor, fn: str):
+    """(values [B], gradients like x) of the closure at x."""
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        out = closure(x)
+    if isinstance(out, tuple):
+        if len(out) != 2:
+            raise ValueError(f"{fn}: expected the closure to return values or (values, "
+                             f"gradients), got a tuple of {len(out)}")
+        return out
+    if not isinstance(out, Tensor):
+        raise TypeError(f"{fn}: expected the closure to return a Tensor of per-row values, "
+                        f"got {type(out).__name__}")
+    if out.shape != x.shape[:1]:
+        raise ValueError(f"{fn}: expected the closure to return per-row values of shape "
+                         f"[{x.shape[0]}], got {list(out.shape)}")
+    if not out.requires_grad:
+        raise ValueError(f"{fn}: the closure's values do not depend on x (no gradient); "
+                         f"return (values, gradients) to give the gradients yourself")
+    grad, = torch.autograd.grad(out.sum(), x, allow_unused=True)
+    return out, torch.zeros_like(x) if grad is None else grad
