@@ -54,8 +54,13 @@ def one_line(text, limit: int = MAX_LINE) -> str:
 
 
 def say(text) -> None:
-    """Lines on stdout (each made printable by :func:`shown`)."""
-    print("\n".join(shown(line) for line in str(text).split("\n")), flush=True)
+    """One line on stdout (made printable by :func:`shown`: a file name cannot break it)."""
+    print(shown(text), flush=True)
+
+
+def say_lines(text: str) -> None:
+    """A block of lines on stdout (a table, a listing), each made printable."""
+    print("\n".join(shown(line) for line in text.split("\n")), flush=True)
 
 
 def error(text) -> None:

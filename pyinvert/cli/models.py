@@ -1,7 +1,7 @@
 """``pyinvert models [NAME]``: the model zoo, or one model's layers."""
 from pyinvert import models
 from pyinvert.cli import common
-from pyinvert.cli.common import say
+from pyinvert.cli.common import say_lines
 
 
 def add_parser(subparsers):
@@ -12,5 +12,5 @@ def add_parser(subparsers):
 
 
 def run(args) -> int:
-    say(models.models_command(args.name))
+    say_lines(models.models_command(args.name))
     return 0

@@ -2,7 +2,7 @@
 from pathlib import Path
 
 from pyinvert.cli import common
-from pyinvert.cli.common import error, say
+from pyinvert.cli.common import error, say, say_lines
 from pyinvert.experiments import format_table1, table1
 
 REPS = ("hog", "hogb", "dsift")
@@ -45,6 +45,6 @@ def run(args) -> int:
     except OSError as e:
         error(common.cannot_write(f"the Table 1 results into {args.out}", e))
         return 1
-    say(format_table1(results))
+    say_lines(format_table1(results))
     say(f"wrote {Path(args.out) / 'table1.json'} and {Path(args.out) / 'table1-montage.png'}")
     return 1 if skipped else 0
