@@ -397,20 +397,20 @@ def output_names(paths: Sequence[PathLike], outputs: Callable[[str], Iterable[st
 
 
 def inputs_inside(paths: Sequence[PathLike], directory: PathLike) -> List[str]:
-    """The relative paths (with "/") of those ``paths`` that lie inside ``directory``: input
-    files an output must never overwrite."""
-    try:
-        root = Path(directory).resolve()
-    except (OSError, RuntimeError):
-        return []
+    """The relative paths (with "/") of those ``paths`` that lie inside ``directory`` (as
+    given, and with symbolic links resolved): input files an output must never overwrite."""
     inside = []
-    for p in paths:
+    for resolve in (os.path.abspath, os.path.realpath):
         try:
-            rel = Path(p).resolve().relative_to(root)
-        except (ValueError, OSError, RuntimeError):
+            root = Path(resolve(directory))
+        except (OSError, ValueError):
             continue
-        inside.append(rel.as_posix())
-    return inside
+        for p in paths:
+            try:
+                inside.append(Path(resolve(p)).relative_to(root).as_posix())
+            except (ValueError, OSError):
+                continue
+    return list(dict.fromkeys(inside))
 
 
 __all__ = ["DEFAULT_MAX_PIXELS", "MAX_PIXELS_ENV", "atomic_write_bytes", "write_json", "to_json",

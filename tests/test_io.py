@@ -271,3 +271,12 @@ def test_output_names_rule():
         files = {f.casefold() for f in outs(n)}
         assert not files & claimed
         claimed |= files
+
+
+def test_inputs_inside(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "elsewhere.png").write_bytes(b"x")
+    os.symlink(tmp_path / "elsewhere.png", tmp_path / "out" / "link.png")
+    paths = [tmp_path / "out" / "a.png", tmp_path / "out" / "link.png", tmp_path / "b.png",
+             tmp_path / "out" / "sub" / ".." / "c.png"]
+    assert sorted(io.inputs_inside(paths, tmp_path / "out")) == ["a.png", "c.png", "link.png"]

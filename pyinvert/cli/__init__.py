@@ -22,7 +22,8 @@ device, the pixel limit and the output folder (created, then a probe written) ar
 
 Exit status: 0 every input done; 1 some input failed or an output could not be written;
 2 a usage error (bad option, unknown model or layer, no usable device, output folder not
-writable) or no input could be processed.
+writable) or no input could be processed; 130 interrupted (Ctrl-C). ``batch`` documents its own
+(:mod:`pyinvert.batch.command`).
 """
 import argparse
 import sys
@@ -67,7 +68,11 @@ def main(argv=None) -> int:
         return 2
     if args.command != "batch":
         common.check_bounds(args.parser, args)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        common.error("interrupted")
+        return 130
 
 
 __all__ = ["main", "build_parser", "COMMANDS"]
