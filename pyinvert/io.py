@@ -19,6 +19,7 @@ import unicodedata
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
 
+import cv2
 import numpy as np
 import torch
 from torch import Tensor
@@ -192,8 +193,6 @@ def _quiet_codecs():
     the process's stderr) silenced for the duration: the caller reports a clear error
     instead. Nests and is safe across threads (the first to enter redirects, the last to
     leave restores)."""
-    import cv2
-
     with _quiet_lock:
         if _quiet_depth[0] == 0:
             level = cv2.utils.logging.getLogLevel()
@@ -259,8 +258,6 @@ def load_image(path: PathLike, max_pixels: Optional[int] = None) -> Tensor:
         ValueError: not a regular file (a folder, a device), unreadable, not an image, over the
             pixel limit, or with non-finite pixel values; or a bad ``max_pixels``.
     """
-    import cv2
-
     limit = max_pixels_setting(max_pixels)
     path = Path(path)
     try:
@@ -306,8 +303,6 @@ def to_uint8(image: Tensor) -> np.ndarray:
 
 def save_image(path: PathLike, image) -> Path:
     """Save a [C, H, W] tensor in [0, 1], or an HWC/HW uint8 RGB array, as a PNG, atomically."""
-    import cv2
-
     a = to_uint8(image) if isinstance(image, Tensor) else np.asarray(image)
     if a.ndim == 3 and a.shape[2] == 3:
         a = cv2.cvtColor(a, cv2.COLOR_RGB2BGR)

@@ -1,6 +1,8 @@
 """Image loading (gray, RGB, RGBA, 16-bit, errors) and atomic writes."""
 import json
 import os
+import struct
+import sys
 
 import cv2
 import numpy as np
@@ -8,6 +10,7 @@ import pytest
 import torch
 
 from pyinvert import io
+from pyinvert.imagesize import header_size
 
 
 def _write(path, array):
@@ -87,9 +90,6 @@ def test_to_uint8_nan():
 
 # ---- issue 11: non-finite pixels, pixel limit, folders, codecs' messages, umask, full disk ----
 
-import struct  # noqa: E402
-
-from pyinvert.imagesize import header_size  # noqa: E402
 
 FORMATS = ["png", "jpg", "bmp", "webp", "tiff", "ppm", "pgm", "pbm", "pam", "pfm", "ras",
            "hdr", "jp2", "avif", "gif"]
@@ -206,7 +206,6 @@ def test_codec_messages_are_silenced(tmp_path, capfd):
             io.load_image(tmp_path / name)
     captured = capfd.readouterr()
     assert captured.err == "" and captured.out == ""
-    import sys
     print("stderr still works", file=sys.stderr)
     os.write(2, b"fd 2 still works\n")
     assert capfd.readouterr().err == "stderr still works\nfd 2 still works\n"

@@ -1,9 +1,13 @@
 """Metrics: the normalized feature error, the Table 1 error, PSNR and SSIM."""
 import doctest
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from pyinvert import metrics
 
@@ -104,7 +108,6 @@ def test_doctests():
 def _ssim_whole(x, y, window_size=11, sigma=1.5, k1=0.01, k2=0.03):
     """SSIM in one pass over whole float64 images (the formula of metrics.ssim before it was
     computed in strips): the oracle of the bounded-memory version."""
-    import torch.nn.functional as F
     B, C, H, W = x.shape
     r = torch.arange(window_size, dtype=torch.float64) - (window_size - 1) / 2
     g = torch.exp(-r * r / (2 * sigma * sigma))
@@ -139,8 +142,6 @@ def test_ssim_of_a_large_image_in_bounded_memory():
     """Issue 11.10: an 8000^2 reconstruction died in SSIM (float64 maps of the whole image).
     A 2500^2 image in a fresh process: the peak memory grows by far less than the one-pass
     version's ~500 MB (ten float64 maps of 50 MB)."""
-    import subprocess
-    import sys
     code = ("import resource, torch\n"
             "from pyinvert import metrics\n"
             "x = torch.rand(1, 1, 2500, 2500); y = x.clone()\n"
@@ -149,7 +150,7 @@ def test_ssim_of_a_large_image_in_bounded_memory():
             "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
             "print(s, p, (peak - base) // 1024)\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=300, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr
     s, p, grown_mb = proc.stdout.split()
     assert float(s) == pytest.approx(1.0) and float(p) == pytest.approx(20.0, abs=1e-3)

@@ -220,7 +220,8 @@ def device_problem(spec: Optional[str]) -> Optional[str]:
                     f"{'' if torch.version.cuda else ', built without CUDA'}); use --device cpu")
         n = torch.cuda.device_count()
         if dev.index is not None and dev.index >= n:
-            return f"--device {spec}: no such GPU; {n} CUDA device(s) visible (cuda:0 to cuda:{n - 1})"
+            return (f"--device {spec}: no such GPU; {n} CUDA device(s) visible "
+                    f"(cuda:0 to cuda:{n - 1})")
     return None
 
 
@@ -341,7 +342,8 @@ def folder_name(label: str) -> str:
     given a hash of the whole so that it stays unique and under the file-name limit."""
     name = label.replace(",", "+").replace("/", "_")
     if len(name.encode()) > 120:
-        name = f"{name.encode()[:100].decode(errors='ignore')}+{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+        digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+        name = f"{name.encode()[:100].decode(errors='ignore')}+{digest}"
     return name
 
 
