@@ -206,6 +206,25 @@ def test_full_disk_at_the_summary_keeps_the_old_one(tmp_path, capsys, monkeypatc
     assert (out / "summary.json").read_text() == old and (out / "dog.json").is_file()
 
 
+def test_out_of_memory_in_one_inputs_figure_keeps_the_others(tmp_path, capsys, monkeypatch):
+    """8000^2 wrote the reconstruction, then died (in SSIM) with no JSON: a failure while
+    finishing one input's results is that input's error."""
+    real = pyinvert.metrics.ssim
+
+    def ssim(x, y, *args, **kwargs):
+        if x.shape[-1] == 48:
+            raise RuntimeError("DefaultCPUAllocator: not enough memory")
+        return real(x, y, *args, **kwargs)
+
+    monkeypatch.setattr(pyinvert.metrics, "ssim", ssim)
+    paths = [write_photo(tmp_path / "big.png", size=48), write_photo(tmp_path / "dog.png")]
+    rc, stdout, err = run(capsys, "invert", *paths, "--out", tmp_path / "out", *FAST)
+    assert rc == 1
+    assert error_lines(err) == [f"pyinvert: error: cannot finish the results of {paths[0]}: "
+                                f"RuntimeError: DefaultCPUAllocator: not enough memory"]
+    assert set(summary(tmp_path / "out")["images"]) == {"dog"}
+
+
 def test_full_disk_for_one_input_keeps_the_others(tmp_path, capsys, monkeypatch):
     _failing_writes(monkeypatch, {"cat-figure.png"})
     paths = [write_photo(tmp_path / "cat.png"), write_photo(tmp_path / "dog.png")]
@@ -276,6 +295,10 @@ def test_out_not_writable(tmp_path, capsys, no_work):
                                 f"{target}: {reason}"]
     rc, _, err = run(capsys, "invert", cat, "--out", "/sys/kernel/pyinvert-test", *FAST)
     assert rc == 2 and "cannot create the output folder /sys/kernel/pyinvert-test" in err
+    os.symlink(tmp_path / "nowhere", tmp_path / "broken")
+    rc, _, err = run(capsys, "invert", cat, "--out", tmp_path / "broken", *FAST)
+    assert rc == 2 and error_lines(err) == [f"pyinvert: error: --out {tmp_path / 'broken'} is a "
+                                            f"broken symbolic link, expected a folder"]
 
 
 def test_out_on_a_full_disk_is_found_before_any_work(tmp_path):

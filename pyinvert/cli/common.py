@@ -235,6 +235,8 @@ def out_problem(out: Path) -> Optional[str]:
     where = shown(out)
     if out.exists() and not out.is_dir():
         return f"--out {where} is a file, expected a folder"
+    if out.is_symlink() and not out.exists():
+        return f"--out {where} is a broken symbolic link, expected a folder"
     try:
         out.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):

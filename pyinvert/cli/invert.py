@@ -111,6 +111,10 @@ def run_handcrafted(args) -> int:
                 errors[path] = common.cannot_write(f"the results of {path} into {out}", e)
                 error(errors[path])
                 continue
+            except (MemoryError, RuntimeError) as e:  # figure or metrics of a huge image
+                errors[path] = f"cannot finish the results of {path}: {type(e).__name__}: {e}"
+                error(errors[path])
+                continue
             summary["images"][name] = record
             rows = record["results"]
             status = "FAILED" if any(r["failed"] for r in rows) else "ok"
