@@ -72,7 +72,25 @@ def test_cli_names_fuzz(spec, out_name):
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _check(root, spec, out_name):
+def _main(argv):
+    """(exit status, error lines) of the command line on ``argv``; no traceback, every error
+    on one line."""
+    stdout, stderr = _io.StringIO(), _io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        try:
+            rc = cli.main(argv)
+        except SystemExit as e:  # argparse
+            rc = e.code
+    err = stderr.getvalue()
+    event(f"exit status {rc}")
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert all(line.startswith("pyinvert: error: ") for line in lines), err
+    return rc, lines
+
+
+def _make_inputs(root, spec):
+    """The input files of ``spec``: (paths as given, {path: side} of the readable ones)."""
     for d in ("a", "b", "out", "sp ace", "-d"):
         (root / d).mkdir(exist_ok=True)
     (root / "file").write_text("not a folder")
@@ -98,23 +116,19 @@ def _check(root, spec, out_name):
             sizes[str(path)] = size
         expect[str(path)] = kind
         paths.append(str(path))
+    return paths, sizes
+
+
+def _check(root, spec, out_name):
+    paths, sizes = _make_inputs(root, spec)
     if not paths:
         event("no input")
         return
     out = root / out_name if out_name else root
     before = {p: Path(p).read_bytes() for p in paths if Path(p).is_file()}
-    stdout, stderr = _io.StringIO(), _io.StringIO()
-    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        try:
-            rc = cli.main(["invert", "--steps", "1", "--no-progress", f"--out={out}", "--",
-                           *paths])
-        except SystemExit as e:  # argparse
-            rc = e.code
-    err = stderr.getvalue()
-    event(f"exit status {rc}")
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert all(line.startswith("pyinvert: error: ") for line in lines), err
+    rc, lines = _main(["invert", "--steps", "1", "--no-progress", f"--out={out}", "--",
+                       *paths])
+    err = "\n".join(lines)
     assert {p: Path(p).read_bytes() for p in before} == before, "an input file was changed"
     bad_out = out_name in ("file", "file/sub")
     good = [p for p in paths if p in sizes]
@@ -140,3 +154,37 @@ def _check(root, spec, out_name):
             assert p in done, f"{p!r} has no outputs"
         else:
             assert p in summary["errors"] and any(shown(p) in line for line in lines), p
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+@given(inputs, outs)
+def test_cli_names_fuzz_caricature(spec, out_name):
+    """The same over ``caricature`` (a CNN command: random weights, 32 px, 1 step)."""
+    root = Path(tempfile.mkdtemp(prefix="pyinvert-fuzz-"))
+    try:
+        paths, sizes = _make_inputs(root, spec)
+        if not paths:
+            return
+        out = root / out_name if out_name else root
+        before = {p: Path(p).read_bytes() for p in paths if Path(p).is_file()}
+        rc, lines = _main(["caricature", "--layer", "features.2", "--weights", "random",
+                           "--size", "32", "--steps", "1", "--no-progress", f"--out={out}",
+                           "--", *paths])
+        assert {p: Path(p).read_bytes() for p in before} == before, "an input file was changed"
+        good = [p for p in paths if p in sizes]
+        if out_name in ("file", "file/sub") or not good:
+            assert rc == 2, (rc, lines)
+            return
+        assert rc == (1 if len(good) < len(paths) else 0), (rc, lines)
+        names = json.loads((out / "result.json").read_text())["names"]
+        keys = [os.path.normcase(f).casefold() for n in names
+                for f in (f"{n}.png", f"{n}-caricature.png")]
+        assert len(names) == len(good) and len(set(keys)) == len(keys)
+        for n in names:
+            assert load_image(out / f"{n}.png").shape == (3, 32, 32)
+            assert (out / f"{n}-caricature.png").is_file()
+        for p in paths:
+            if p not in sizes:
+                assert any(shown(p) in line for line in lines), p
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
