@@ -46,8 +46,8 @@ exit status: 0 all inputs done, 1 some input failed or an output could not be wr
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pyinvert", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Invert visual representations (Mahendran & Vedaldi, CVPR 2015 / IJCV "
-                    "2016). With no arguments: invert the HOG of the bundled photos into "
+        description="Invert visual representations (Mahendran & Vedaldi, CVPR 2015 / IJCV\n"
+                    "2016). With no arguments: invert the HOG of the bundled photos into\n"
                     "./pyinvert-out/.")
     sub = parser.add_subparsers(dest="command")
     for module in COMMANDS.values():

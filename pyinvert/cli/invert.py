@@ -22,7 +22,14 @@ NEEDS = " (half a HOG cell / a DSIFT descriptor)"
 
 
 def add_parser(subparsers):
-    p = subparsers.add_parser("invert", help="invert images' HOG / HOGb / DSIFT / CNN codes")
+    p = subparsers.add_parser(
+        "invert", help="invert images' HOG / HOGb / DSIFT / CNN codes",
+        epilog="Output names: each input is named after its file's stem; when a file it would "
+               "write is already another input's, a run-level file (summary.json, layers.png) "
+               "or an input file inside --out, the name becomes <stem>-1, <stem>-2, ... "
+               "(compared case-insensitively). Exit status: 0 all inputs done, 1 some input "
+               "failed or an output could not be written, 2 usage error or no input could be "
+               "processed.")
     p.add_argument("images", nargs="*", help="image files (default: the bundled photos)")
     p.add_argument("--rep", type=common.rep_spec, default="hog", metavar="REP",
                    help="hog, hogb, dsift or cnn:MODEL:LAYER[,LAYER...] (default: %(default)s)")
