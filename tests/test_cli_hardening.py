@@ -179,7 +179,7 @@ def test_cnn_commands_names(tmp_path, capsys):
 
 # ---- 7. a full disk while writing -----------------------------------------------------------
 
-def _failing_writes(monkeypatch, names):
+def failing_writes(monkeypatch, names):
     real = io.atomic_write_bytes
 
     def write(path, data):
@@ -195,7 +195,7 @@ def test_full_disk_at_the_summary_keeps_the_old_one(tmp_path, capsys, monkeypatc
     out = tmp_path / "out"
     assert run(capsys, "invert", cat, "--out", out, *FAST)[0] == 0
     old = (out / "summary.json").read_text()
-    _failing_writes(monkeypatch, {"summary.json"})
+    failing_writes(monkeypatch, {"summary.json"})
     rc, stdout, err = run(capsys, "invert", cat, write_photo(tmp_path / "dog.png"), "--out",
                           out, *FAST)
     assert rc == 1
@@ -223,7 +223,7 @@ def test_out_of_memory_in_one_inputs_figure_keeps_the_others(tmp_path, capsys, m
 
 
 def test_full_disk_for_one_input_keeps_the_others(tmp_path, capsys, monkeypatch):
-    _failing_writes(monkeypatch, {"cat-figure.png"})
+    failing_writes(monkeypatch, {"cat-figure.png"})
     paths = [write_photo(tmp_path / "cat.png"), write_photo(tmp_path / "dog.png")]
     out = tmp_path / "out"
     rc, stdout, err = run(capsys, "invert", *paths, "--out", out, *FAST)
@@ -242,7 +242,7 @@ def test_full_disk_for_one_input_keeps_the_others(tmp_path, capsys, monkeypatch)
     (["invert", "--rep", "cnn:mobilenet_v2:features.3"], "result.json"),
     (["actmax", "--layer", "features.3", "--channel", "1"], "actmax.png")])
 def test_full_disk_in_the_cnn_commands(tmp_path, capsys, monkeypatch, command, fail):
-    _failing_writes(monkeypatch, {fail})
+    failing_writes(monkeypatch, {fail})
     images = [] if command[0] == "actmax" else [write_photo(tmp_path / "cat.png", size=64)]
     rc, _, err = run(capsys, *command, *images, "--out", tmp_path / "o", *TINY)
     assert rc == 1

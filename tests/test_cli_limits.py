@@ -1,5 +1,6 @@
 """Issue 11 (hardening) on the command line, continued: the pixel limit (10), smaller problems
 (11), bounded counts (15) and file modes (16). Helpers: tests/test_cli_hardening.py."""
+import json
 import os
 
 import cv2
@@ -8,7 +9,8 @@ import pytest
 
 from pyinvert import cli
 from tests.test_cli import write_photo
-from tests.test_cli_hardening import FAST, TINY, error_lines, png_header, run, summary
+from tests.test_cli_hardening import (FAST, TINY, error_lines, failing_writes, png_header, run,
+                                      summary)
 
 
 # ---- 10. the pixel limit --------------------------------------------------------------------
@@ -143,3 +145,31 @@ def test_outputs_respect_the_umask(tmp_path, capsys, mask):
     assert [f.name for f in files] == ["cat-figure.png", "cat.json", "cat.png", "summary.json"]
     for f in files:
         assert f.stat().st_mode & 0o777 == 0o666 & ~mask, f
+
+
+# ---- reproduce table1: the same per-input errors, bounds and write failures -----------------
+
+def test_reproduce_table1_bad_inputs_and_full_disk(tmp_path, capsys, monkeypatch):
+    paths = [write_photo(tmp_path / f"{n}.png", n) for n in ("chelsea", "coffee")]
+    (tmp_path / "junk.png").write_bytes(b"junk")
+    (tmp_path / "huge.png").write_bytes(png_header(60000, 60000))
+    out = tmp_path / "t1"
+    rc, stdout, err = run(capsys, "reproduce", "table1", *paths, tmp_path / "junk.png",
+                          tmp_path / "huge.png", "--reps", "hog", "--out", out, *FAST)
+    assert rc == 1 and "ours HOG" in stdout
+    lines = error_lines(err)
+    assert len(lines) == 2 and "junk.png as an image" in lines[0] and "over the limit" in lines[1]
+    assert json.loads((out / "table1.json").read_text())["images"] == paths
+    rc, _, err = run(capsys, "reproduce", "table1", paths[0], "--reps", "hog", "--out", out,
+                     *FAST)
+    assert rc == 2 and error_lines(err) == ["pyinvert: error: table1: expected at least 2 "
+                                            "readable images (the error is normalized by their "
+                                            "mean pairwise distance), got 1"]
+    with pytest.raises(SystemExit):
+        cli.main(["reproduce", "table1", "--reps", "hog,sift"])
+    assert "--reps: expected some of hog, hogb, dsift, got 'hog,sift'" in capsys.readouterr().err
+    failing_writes(monkeypatch, {"table1-montage.png"})
+    rc, _, err = run(capsys, "reproduce", "table1", *paths, "--reps", "hog", "--out", out, *FAST)
+    assert rc == 1
+    assert error_lines(err) == [f"pyinvert: error: cannot write the Table 1 results into {out}: "
+                                f"No space left on device"]
