@@ -108,8 +108,18 @@ def psnr(x: Tensor, y: Tensor, data_range: float = 1.0) -> Tensor:
         tensor([20.0000], dtype=torch.float64)
     """
     _check_images("psnr", x, y)
-    mse = (x.double() - y.double()).square().flatten(1).mean(1)
+    B = x.shape[0]
+    xf, yf = x.reshape(B, -1), y.reshape(B, -1)
+    total = torch.zeros(B, dtype=torch.float64, device=x.device)
+    for i in range(0, xf.shape[1], _CHUNK):  # bounded memory: no float64 copy of the images
+        total += (xf[:, i:i + _CHUNK].double() - yf[:, i:i + _CHUNK].double()).square().sum(1)
+    mse = total / max(xf.shape[1], 1)
     return 10 * torch.log10(data_range ** 2 / mse)
+
+
+#: Elements per chunk of the image metrics (psnr, ssim): their memory stays bounded (a few
+#: times 8 x _CHUNK bytes) whatever the image size.
+_CHUNK = 1 << 20
 
 
 @functools.lru_cache(maxsize=8)
@@ -152,8 +162,23 @@ def ssim(x: Tensor, y: Tensor, data_range: float = 1.0, window_size: int = 11,
     if H < window_size or W < window_size:
         raise ValueError(f"ssim: expected H and W >= window_size={window_size}, got H={H}, W={W}")
     g = _gaussian_window(window_size, float(sigma)).to(x.device)
-    x = x.double().reshape(B * C, 1, H, W)
-    y = y.double().reshape(B * C, 1, H, W)
+    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    # bounded memory: strips of rows (each with window_size - 1 rows of overlap) of one plane
+    # at a time, in float64, summed; the same map as one pass over the whole image
+    rows = max(1, _CHUNK // W)
+    total = torch.zeros(B, dtype=torch.float64, device=x.device)
+    for b in range(B):
+        for c in range(C):
+            for r0 in range(0, H - window_size + 1, rows):
+                r1 = min(H, r0 + rows + window_size - 1)
+                total[b] += _ssim_map(x[b, c, r0:r1], y[b, c, r0:r1], g, c1, c2).sum()
+    count = (H - window_size + 1) * (W - window_size + 1)
+    return total / (C * count)
+
+
+def _ssim_map(x: Tensor, y: Tensor, g: Tensor, c1: float, c2: float) -> Tensor:
+    x = x.double()[None, None]
+    y = y.double()[None, None]
 
     def blur(t):
         t = F.conv2d(t, g.view(1, 1, -1, 1))
@@ -163,9 +188,6 @@ def ssim(x: Tensor, y: Tensor, data_range: float = 1.0, window_size: int = 11,
     sxx = blur(x * x) - mx * mx
     syy = blur(y * y) - my * my
     sxy = blur(x * y) - mx * my
-    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
-    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
-    return s.reshape(B, C, s.shape[-2] * s.shape[-1]).mean(2).mean(1)
-
+    return ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
 
 __all__ = ["feature_error", "table1_error", "pairwise_normalizer", "psnr", "ssim"]

@@ -1,9 +1,13 @@
 """Metrics: the normalized feature error, the Table 1 error, PSNR and SSIM."""
 import doctest
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from pyinvert import metrics
 
@@ -99,3 +103,55 @@ def test_ssim_properties():
 def test_doctests():
     failures, _ = doctest.testmod(metrics, extraglobs={"torch": torch})
     assert failures == 0
+
+
+def _ssim_whole(x, y, window_size=11, sigma=1.5, k1=0.01, k2=0.03):
+    """SSIM in one pass over whole float64 images (the formula of metrics.ssim before it was
+    computed in strips): the oracle of the bounded-memory version."""
+    B, C, H, W = x.shape
+    r = torch.arange(window_size, dtype=torch.float64) - (window_size - 1) / 2
+    g = torch.exp(-r * r / (2 * sigma * sigma))
+    g = g / g.sum()
+    x = x.double().reshape(B * C, 1, H, W)
+    y = y.double().reshape(B * C, 1, H, W)
+
+    def blur(t):
+        return F.conv2d(F.conv2d(t, g.view(1, 1, -1, 1)), g.view(1, 1, 1, -1))
+
+    mx, my = blur(x), blur(y)
+    sxx, syy, sxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
+    s = ((2 * mx * my + k1 ** 2) * (2 * sxy + k2 ** 2)) / ((mx * mx + my * my + k1 ** 2)
+                                                           * (sxx + syy + k2 ** 2))
+    return s.reshape(B, C, -1).mean(2).mean(1)
+
+
+@pytest.mark.parametrize("chunk", [7, 300, 1 << 20])
+@pytest.mark.parametrize("shape", [(2, 3, 40, 37), (1, 1, 11, 11), (1, 3, 64, 200)])
+def test_strips_equal_one_pass(monkeypatch, chunk, shape):
+    """Issue 11.10: psnr and ssim work in bounded chunks; the result is the one-pass one."""
+    monkeypatch.setattr(metrics, "_CHUNK", chunk)
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.rand(shape, generator=gen), torch.rand(shape, generator=gen)
+    torch.testing.assert_close(metrics.ssim(x, y), _ssim_whole(x, y), rtol=1e-12, atol=1e-14)
+    mse = (x.double() - y.double()).square().flatten(1).mean(1)
+    torch.testing.assert_close(metrics.psnr(x, y), 10 * torch.log10(1 / mse), rtol=1e-12,
+                               atol=1e-12)
+
+
+def test_ssim_of_a_large_image_in_bounded_memory():
+    """Issue 11.10: an 8000^2 reconstruction died in SSIM (float64 maps of the whole image).
+    A 2500^2 image in a fresh process: the peak memory grows by far less than the one-pass
+    version's ~500 MB (ten float64 maps of 50 MB)."""
+    code = ("import resource, torch\n"
+            "from pyinvert import metrics\n"
+            "x = torch.rand(1, 1, 2500, 2500); y = x.clone()\n"
+            "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            "s = float(metrics.ssim(x, y)); p = float(metrics.psnr(x, y + 0.1))\n"
+            "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            "print(s, p, (peak - base) // 1024)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr
+    s, p, grown_mb = proc.stdout.split()
+    assert float(s) == pytest.approx(1.0) and float(p) == pytest.approx(20.0, abs=1e-3)
+    assert int(grown_mb) < 250, f"ssim/psnr grew the peak memory by {grown_mb} MB"

@@ -443,16 +443,29 @@ def test_user_checkpoint_with_hash_in_name_is_checked(tmp_path, small_state):
     path = tmp_path / "tmp.pth"
     torch.save(small_state, path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    good = tmp_path / f"mine-{digest[:10]}.pth"
+    k = next(k for k in range(10, 65) if not digest[:k].isdigit())  # a hash has a letter
+    good = tmp_path / f"mine-{digest[:k]}.pth"
     path.rename(good)
     assert _same_weights(models.load_model("mobilenet_v2", good), small_state)
-    wrong = "0" * 8 if not digest.startswith("0" * 8) else "1" * 8
+    wrong = "deadbeef" if not digest.startswith("deadbeef") else "cafef00d"
     bad = tmp_path / f"mine-{wrong}.pth"
     bad.write_bytes(good.read_bytes())
     with pytest.raises(models.WeightsHashError,
                        match=f"checkpoint .*mine-{wrong}.pth is corrupt or not the expected "
                              f"file: its SHA-256 starts with {digest[:8]}, expected {wrong}"):
         models.load_model("mobilenet_v2", bad)
+
+
+def test_dated_checkpoint_name_is_not_a_hash(tmp_path, small_state):
+    """Issue 11: "...-20240101.pth" was read as a hash and rejected as corrupt; only
+    torchvision's form (hex digits with at least one letter) is checked."""
+    for name in ("mine-20240101.pth", "mine-1704067200.pth", "mine-00000000.pth"):
+        path = tmp_path / name
+        torch.save(small_state, path)
+        assert _same_weights(models.load_model("mobilenet_v2", path), small_state)
+    zoo.verify_checkpoint(tmp_path / "mine-20240101.pth")  # not checked: no error
+    with pytest.raises(models.WeightsHashError, match="expected 2024abcd"):
+        zoo.verify_checkpoint(tmp_path / "mine-20240101.pth", "2024abcd")
 
 
 # ---------------------------------------------------------------------------------------------

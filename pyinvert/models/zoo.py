@@ -61,7 +61,12 @@ WEIGHT_PACKAGES: Dict[str, tuple] = {
 #: The environment variable naming an explicit weights folder.
 WEIGHTS_ENV = "PYINVERT_WEIGHTS"
 
-_HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.[A-Za-z0-9]+$")
+#: torchvision's (and torch hub's) hash form: "-<8 to 64 hex digits>.<ext>" at the end of the
+#: name, with at least one letter a-f: a date ("-20240101") or any other all-digit number is
+#: not taken as a hash.
+_HASH_IN_NAME = re.compile(r"-((?=[0-9]*[a-f])[0-9a-f]{8,64})\.[A-Za-z0-9]+$")
+#: The hash of one of torchvision's own files (WEIGHT_FILES), digits only or not.
+_KNOWN_HASH = re.compile(r"-([0-9a-f]{8,64})\.[A-Za-z0-9]+$")
 _verified: Dict[tuple, str] = {}
 
 
@@ -184,7 +189,8 @@ def verify_checkpoint(path: Union[str, os.PathLike], expected: Optional[str] = N
     """Check that the SHA-256 of ``path`` starts with ``expected`` (by default the hex digits
     after the last "-" of its file name, e.g. "b0353104" in "mobilenet_v2-b0353104.pth").
 
-    A file whose name carries no such hash is not checked when ``expected`` is None.
+    A file whose name carries no such hash (8 to 64 hex digits, at least one of them a letter:
+    "-20240101.pth" is a date, not a hash) is not checked when ``expected`` is None.
     Results are cached per (path, size, mtime) within the process.
 
     Raises:
@@ -299,7 +305,7 @@ def imagenet_state_dict(name: str, download: bool = True) -> dict:
     looked = _candidates(name)
     for _, path in looked:
         if path.is_file():
-            verify_checkpoint(path, _HASH_IN_NAME.search(WEIGHT_FILES[name]).group(1))
+            verify_checkpoint(path, _KNOWN_HASH.search(WEIGHT_FILES[name]).group(1))
             return _as_state_dict(_load_file(path), path)
     download_error = None
     if download:
@@ -324,8 +330,9 @@ def load_model(name: str, weights: Union[None, str, os.PathLike] = None, *,
             ImageNet checkpoint, found offline as the module docstring says; or the path of a
             checkpoint file (a state dict with torchvision's key names, possibly wrapped in
             {"state_dict": ...} or {"model": ...}, or with DataParallel's "module." prefix).
-            A path whose file name ends in "-<8+ hex digits>.<ext>" is hash-checked like
-            torch hub does.
+            A path whose file name ends in "-<8 to 64 hex digits>.<ext>" with at least
+            one letter a-f among them (torchvision's form) is hash-checked like torch hub
+            does; a date or another all-digit number ("-20240101.pth") is not.
             Default: None.
         download: when the ImageNet weights are not found locally, try torchvision's URL.
             Default: True.
