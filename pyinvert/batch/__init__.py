@@ -55,8 +55,11 @@ that may pass, e.g. an exception inside the optimization, is always retried).
 
 Exit status: 0 every item ok, 1 some item failed, 2 a bad manifest or usage.
 """
-from pyinvert.batch.job import BatchOptions, Interrupted, JobLocked, UsageError, run_batch
+from pyinvert.batch.job import run_batch
 from pyinvert.batch.manifest import Item, ManifestError, read_manifest
+from pyinvert.batch.options import BatchOptions, UsageError
+from pyinvert.batch.signals import Interrupted
+from pyinvert.batch.store import JobLocked
 
 __all__ = ["run_batch", "BatchOptions", "read_manifest", "Item", "ManifestError",
            "UsageError", "JobLocked", "Interrupted"]

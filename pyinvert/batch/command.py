@@ -74,8 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args) -> int:
     """Run the job the parsed ``args`` describe; returns the exit status."""
-    from pyinvert.batch.job import MAX_BATCH_PIXELS, JobLocked, UsageError, run_batch
+    from pyinvert.batch.job import run_batch
     from pyinvert.batch.manifest import ManifestError
+    from pyinvert.batch.options import MAX_BATCH_PIXELS, UsageError
+    from pyinvert.batch.store import JobLocked
 
     try:
         job = run_batch(args.manifest, args.out, steps=args.steps, batch_size=args.batch_size,
