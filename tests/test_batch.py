@@ -195,7 +195,7 @@ def test_all_ok_exits_0(tmp_path):
     ('id,image,rep,overrides\na,x.png,hog,"[1, 2]"\n', ".csv",
      r"line 2: field 'overrides': expected a JSON object"),
     ("id,image,rep,restarts\na,x.png,hog,0\n", ".csv",
-     r"line 2: field 'restarts': expected an integer >= 1, got '0'"),
+     r"line 2: field 'restarts': expected an integer in \[1, 100\], got '0'"),
     ("id,image,rep\n,x.png,hog\n", ".csv", r"line 2: field 'id': empty"),
     ("id,image,rep\na,x.png,hog,extra\n", ".csv", r"line 2: 4 fields, but the header has 3"),
     ("id,image,rep\n", ".csv", r"no items"),

@@ -10,7 +10,9 @@
    kind and kept; an unknown name or layer, or missing weights, fail every item of it);
 4. the image: found, readable, at most :data:`pyinvert.batch.options.MAX_IMAGE_PIXELS`
    pixels, every pixel finite (a float TIFF, say, may hold NaN or Inf: the reason is
-   "non-finite pixel values"), large enough for the representation.
+   "non-finite pixel values"), large enough for the representation, and finite once the
+   representation has preprocessed it (a float pixel of 3e38 is finite, but not 255 times
+   it: "pixel values out of range").
 """
 import torch
 
@@ -120,6 +122,13 @@ class Preparer:
         if H < need or W < need:
             raise ItemError(f"image too small: {item.path} is {H}x{W} pixels, the "
                             f"representation {item.rep!r} needs at least {need}x{need}")
+        with torch.no_grad():
+            x0 = rep.preprocess(image[None].to(self.device))
+        if not bool(torch.isfinite(x0).all()):
+            raise ItemError(f"pixel values out of range: {item.path} has values in "
+                            f"[{float(image.min()):.4g}, {float(image.max()):.4g}], which the "
+                            f"representation {item.rep!r} turns into NaN/Inf (expected "
+                            f"[0, 1])")
         keep = self._kept + image.numel() <= KEEP_VALUES
         if keep:
             self._kept += image.numel()
