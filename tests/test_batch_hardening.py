@@ -3,13 +3,11 @@ in a clear one-line reason or error, the other items' results intact."""
 import csv
 import errno
 import json
-import math
 import os
 import re
 import signal
 import stat
 import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -551,3 +549,32 @@ def test_outputs_respect_the_umask(tmp_path):
     for p in [out / "summary.json", out / "summary.csv", out / "index.html",
               *(out / "items" / "a").glob("*.png")]:
         assert mode(p) == 0o644, p
+
+
+# ---- errors raised by batch name it ----------------------------------------------------------
+
+def test_errors_raised_by_batch_name_it(tmp_path):
+    write_photo(tmp_path / "a.png")
+    manifest = write_csv(tmp_path / "m.csv", [{"id": "a", "image": "a.png", "rep": "hog"}])
+    out = tmp_path / "o"
+    for kwargs, match in [({"steps": 0}, r"^batch: expected steps"),
+                          ({"restarts": True}, r"^batch: expected restarts"),
+                          ({"recipe": "eccv2099"}, r"^batch: expected recipe in"),
+                          ({"backend": "gpu"}, r"^batch: expected backend"),
+                          ({"seed": 1.5}, r"^batch: expected seed"),
+                          ({"device": "tpu9"}, r"^batch: expected device")]:
+        with pytest.raises(pb.UsageError, match=match):
+            pb.run_batch(manifest, out, verbose=False, **kwargs)
+    with pytest.raises(ManifestError, match=r"^batch: invalid manifest"):
+        pb.run_batch(tmp_path / "none.csv", out, verbose=False)
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(pb.UsageError, match=r"^batch: cannot write the output folder .*file/o"):
+        pb.run_batch(manifest, tmp_path / "file" / "o", verbose=False)
+    out.mkdir()
+    lock = store.JobLock(out)
+    assert lock.acquire()
+    try:
+        with pytest.raises(pb.JobLocked, match=r"^batch: another job is writing"):
+            pb.run_batch(manifest, out, verbose=False)
+    finally:
+        lock.release()

@@ -101,13 +101,17 @@ class Job:
             if self.device.type == "cuda" and self.dist.distributed and self.device.index is None:
                 self.device = torch.device("cuda", self.dist.local_rank)
                 self.prep.device = self.device
-            self.out.mkdir(parents=True, exist_ok=True)
             locked = True
-            if self.dist.is_main:
-                lock = _store.JobLock(self.out)
-                locked = lock.acquire()
-                if locked:
-                    _store.clean_partial(self.out)
+            try:
+                self.out.mkdir(parents=True, exist_ok=True)
+                if self.dist.is_main:
+                    lock = _store.JobLock(self.out)
+                    locked = lock.acquire()
+                    if locked:
+                        _store.clean_partial(self.out)
+            except OSError as error:
+                raise UsageError(f"batch: cannot write the output folder {self.out}: "
+                                 f"{error.strerror or error}") from None
             locked = self.dist.broadcast(locked)
             if not locked:
                 raise JobLocked(f"batch: another job is writing {self.out} (it holds "
