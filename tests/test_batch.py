@@ -102,6 +102,16 @@ def read_summary(out: Path):
     return summary, rows
 
 
+def run_job(manifest, out, *extra):
+    """``pyinvert batch MANIFEST --out OUT --steps 3 --quiet [extra]``: the exit status."""
+    return command.main([str(manifest), "--out", str(out), "--steps", "3", "--quiet", *extra])
+
+
+def items_by_id(out):
+    summary, _ = read_summary(out)
+    return {r["id"]: r for r in summary["items"]}
+
+
 def check_no_partial_files(out: Path):
     """Every item folder is complete: item.json parses, listed files exist with their
     checksums, PNGs decode; no temporary file is left."""
@@ -383,3 +393,14 @@ def test_add_parser_wires_into_a_main_cli(tmp_path):
     assert (tmp_path / "o" / "items" / "a" / "item.json").exists()
 
 
+
+
+@pytest.mark.parametrize("module", ["pyinvert.batch.manifest", "pyinvert.batch.overrides",
+                                    "pyinvert.batch.plan", "pyinvert.batch.report",
+                                    "pyinvert.batch.signals"])
+def test_batch_doctests(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

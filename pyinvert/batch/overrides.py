@@ -113,10 +113,11 @@ def check_overrides(overrides: dict) -> dict:
     Example:
         >>> check_overrides({"tv_weight": 2, "stages": [[0.01, 10]]})["tv_weight"]
         2.0
-        >>> check_overrides({"tv_weight": -1})
-        Traceback (most recent call last):
-        ...
-        pyinvert.batch.overrides.ItemError: overrides: field 'tv_weight': expected a finite number >= 0, got -1
+        >>> try:
+        ...     check_overrides({"tv_weight": -1})
+        ... except ItemError as error:
+        ...     print(error)
+        overrides: field 'tv_weight': expected a finite number >= 0, got -1
     """
     from pyinvert.optim.recipes import Recipe
 

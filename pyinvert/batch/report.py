@@ -80,8 +80,8 @@ def csv_cell(value):
     prefixed with ``'`` (numbers are written as they are).
 
     Example:
-        >>> csv_cell('=HYPERLINK("http://x", "y")'), csv_cell(-0.5), csv_cell("cat")
-        ('\'=HYPERLINK("http://x", "y")', -0.5, 'cat')
+        >>> print(csv_cell('=HYPERLINK("http://x", "y")'), csv_cell(-0.5), csv_cell("cat"))
+        '=HYPERLINK("http://x", "y") -0.5 cat
     """
     if value is None:
         return ""
