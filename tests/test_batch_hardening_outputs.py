@@ -72,6 +72,35 @@ def test_disk_full_at_a_progress_summary_does_not_stop_the_job(tmp_path, monkeyp
     assert sorted(p.name for p in (out / "items").iterdir()) == ["p0", "p1", "p2"]
 
 
+def test_disk_full_while_writing_items_fails_them_clearly_and_a_rerun_redoes_them(
+        tmp_path, monkeypatch, capsys):
+    write_photo(tmp_path / "a.png")
+    write_photo(tmp_path / "b.png", "coffee", size=40)
+    manifest = write_csv(tmp_path / "m.csv", [{"id": "a", "image": "a.png", "rep": "hog"},
+                                              {"id": "b", "image": "b.png", "rep": "hog"}])
+    out = tmp_path / "o"
+    real = pyinvert.io.atomic_write_bytes
+
+    def full(path, data):  # every PNG of item "b", and the summary: no space left
+        if Path(path).parent.name.startswith("b.") or Path(path).parent == out:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real(path, data)
+
+    monkeypatch.setattr(pyinvert.io, "atomic_write_bytes", full)
+    assert run_job(manifest, out) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "item 'b' (line 3) failed: writing the outputs failed: OSError: [Errno 28] No " \
+           "space left on device" in err
+    record = json.loads((out / "items" / "b" / "item.json").read_text())
+    assert record["status"] == "failed" and record["final"] is False
+    assert json.loads((out / "items" / "a" / "item.json").read_text())["status"] == "ok"
+    check_no_partial_files(out)
+    monkeypatch.undo()
+    assert run_job(manifest, out) == 0  # "b" is retried, "a" skipped
+    assert json.loads((out / "items" / "b" / "item.json").read_text())["status"] == "ok"
+
+
 # ---- 12. nothing unescaped reaches the HTML --------------------------------------------------
 
 EVIL = "<script>alert(1)</script>"
