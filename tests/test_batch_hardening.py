@@ -283,6 +283,10 @@ def test_item_and_image_counts_are_bounded(tmp_path, monkeypatch):
                                           for i in range(3)])
     with pytest.raises(ManifestError, match=r"3 items, more than the 2 a job takes"):
         read_manifest(path)
+    monkeypatch.setattr(manifest_mod, "MAX_MANIFEST_BYTES", path.stat().st_size - 1)
+    with pytest.raises(ManifestError, match=r"\d+ bytes, more than the \d+ a manifest may have"):
+        read_manifest(path)
+    monkeypatch.setattr(manifest_mod, "MAX_MANIFEST_BYTES", 1 << 28)
     monkeypatch.setattr(prepare, "MAX_IMAGE_PIXELS", 40 * 40)
     write_photo(tmp_path / "a.png", size=40)
     write_photo(tmp_path / "b.png", size=41)
@@ -294,6 +298,14 @@ def test_item_and_image_counts_are_bounded(tmp_path, monkeypatch):
     assert by_id["a"]["status"] == "ok"
     assert re.match(r"image too large: .*b\.png is 41x41 pixels, more than the 1600 a batch "
                     r"item takes$", by_id["b"]["error"])
+    monkeypatch.setattr(prepare, "MAX_BATCH_PIXELS_LIMIT", 3 * 40 * 40)
+    rows = [{"id": "r3", "image": "a.png", "rep": "hog", "restarts": 3},
+            {"id": "r4", "image": "a.png", "rep": "hog", "restarts": 4}]
+    assert run_job(write_csv(tmp_path / "m3.csv", rows), out) == 1
+    by_id = items_by_id(out)
+    assert by_id["r3"]["status"] == "ok"
+    assert by_id["r4"]["error"] == ("image too large for 4 restarts: 40x40 pixels x 4 is more "
+                                    "than the 4800 pixels one optimization takes")
 
 
 # A job whose set-up step ("manifest": reading the manifest, "hash": checking the items'

@@ -189,6 +189,7 @@ def test_cleanup_never_deletes_through_symlinks(tmp_path):
     (out / "items" / "linked").symlink_to(outside)                 # a linked item folder
     (out / ".partial").symlink_to(outside / "sub")                 # a linked staging folder
     (out / ".summary.json.abc.tmp").symlink_to(outside / "data.txt")  # a linked temporary
+    (out / ".lock").symlink_to(outside / "sub" / "item.json")       # a linked lock
     (out / "items" / "real").mkdir()
     (out / "items" / "real" / ".reconstruction.png.q.tmp").write_text("half")
     write_photo(tmp_path / "a.png")
@@ -201,6 +202,7 @@ def test_cleanup_never_deletes_through_symlinks(tmp_path):
     assert not os.path.lexists(out / ".summary.json.abc.tmp")       # the link itself went
     assert not (out / "items" / "real" / ".reconstruction.png.q.tmp").exists()
     assert not os.path.lexists(out / ".partial")
+    assert not (out / ".lock").is_symlink()
     assert (out / "items" / "a" / "item.json").is_file()
 
 

@@ -11,8 +11,9 @@ What is a manifest error and what is a failed item:
   ``image`` or ``rep``, an ``id`` that is not a string or a finite number, a duplicate
   ``id``, two ids whose folder names (:func:`item_slug`) would be the same or differ only in
   case, ``restarts`` that is not an integer in [1, 100], ``overrides`` that is not valid
-  JSON or not a JSON object, no items at all, or more than
-  :data:`pyinvert.batch.options.MAX_ITEMS`. Every such problem is listed, each with its line
+  JSON or not a JSON object, no items at all, more than
+  :data:`pyinvert.batch.options.MAX_ITEMS` items or
+  :data:`pyinvert.batch.options.MAX_MANIFEST_BYTES` bytes. Every such problem is listed, each with its line
   number and field.
 * Problems of *content*, found when an item is prepared or run, make only that item fail
   (recorded with its reason; the others go on): a missing or unreadable image, an image too
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
-from pyinvert.batch.options import MAX_ITEMS, MAX_RESTARTS
+from pyinvert.batch.options import MAX_ITEMS, MAX_MANIFEST_BYTES, MAX_RESTARTS
 
 REQUIRED = ("id", "image", "rep")
 OPTIONAL = ("recipe", "restarts", "overrides")
@@ -143,6 +144,10 @@ def read_manifest(path) -> List[Item]:
     """
     path = Path(path)
     try:
+        size = path.stat().st_size
+        if size > MAX_MANIFEST_BYTES:
+            raise ManifestError(path, [f"{size} bytes, more than the {MAX_MANIFEST_BYTES} a "
+                                       f"manifest may have (split it)"])
         raw = path.read_bytes()
     except OSError as error:
         raise ManifestError(path, [f"cannot read the manifest: {error.strerror or error}"])

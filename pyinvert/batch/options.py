@@ -11,7 +11,9 @@ what                        bound                                       when exc
 ``--restarts``, ``restarts``  1 .. :data:`MAX_RESTARTS`                   usage / manifest error
 ``--max-batch-pixels``      1 .. :data:`MAX_BATCH_PIXELS_LIMIT`         usage error
 items in a manifest         :data:`MAX_ITEMS`                           manifest error
+a manifest's size           :data:`MAX_MANIFEST_BYTES`                  manifest error
 an image's pixels (H x W)   :data:`MAX_IMAGE_PIXELS`                    the item fails
+H x W x restarts            :data:`MAX_BATCH_PIXELS_LIMIT`              the item fails
 stages / iterations         :data:`MAX_STAGES` / :data:`MAX_STEPS` in   the item fails
 (``overrides.stages``)      all
 ``jitter``, DSIFT sizes     see :mod:`pyinvert.batch.overrides`         the item fails
@@ -37,6 +39,8 @@ MAX_BATCH_PIXELS_LIMIT = 1 << 30
 MAX_IMAGE_PIXELS = 1 << 26
 #: Items of one manifest at most.
 MAX_ITEMS = 1_000_000
+#: Bytes of one manifest at most (256 MiB), checked before it is read.
+MAX_MANIFEST_BYTES = 1 << 28
 #: Stages of an ``overrides.stages`` schedule at most.
 MAX_STAGES = 100
 

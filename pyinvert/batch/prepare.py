@@ -9,7 +9,8 @@
 3. the representation (:func:`pyinvert.representations.make_representation`, once per
    kind and kept; an unknown name or layer, or missing weights, fail every item of it);
 4. the image: found, readable, at most :data:`pyinvert.batch.options.MAX_IMAGE_PIXELS`
-   pixels, every pixel finite (a float TIFF, say, may hold NaN or Inf: the reason is
+   pixels (and at most :data:`pyinvert.batch.options.MAX_BATCH_PIXELS_LIMIT` times its
+   restarts), every pixel finite (a float TIFF, say, may hold NaN or Inf: the reason is
    "non-finite pixel values"), large enough for the representation, and finite once the
    representation has preprocessed it (a float pixel of 3e38 is finite, but not 255 times
    it: "pixel values out of range").
@@ -17,7 +18,7 @@
 import torch
 
 from pyinvert.batch.manifest import Item
-from pyinvert.batch.options import MAX_IMAGE_PIXELS
+from pyinvert.batch.options import MAX_BATCH_PIXELS_LIMIT, MAX_IMAGE_PIXELS
 from pyinvert.batch.overrides import ItemError, check_overrides
 from pyinvert.batch.plan import Task, item_seed
 
@@ -118,6 +119,11 @@ class Preparer:
             recipe = self._recipe(item, overrides, representation=rep)
         image = load_checked(item.path)
         C, H, W = image.shape
+        restarts = self.restarts(item)
+        if H * W * restarts > MAX_BATCH_PIXELS_LIMIT:
+            raise ItemError(f"image too large for {restarts} restarts: {H}x{W} pixels x "
+                            f"{restarts} is more than the {MAX_BATCH_PIXELS_LIMIT} pixels "
+                            f"one optimization takes")
         need = int(getattr(rep, "min_size", 1))
         if H < need or W < need:
             raise ItemError(f"image too small: {item.path} is {H}x{W} pixels, the "
@@ -133,5 +139,5 @@ class Preparer:
         if keep:
             self._kept += image.numel()
         return Task(index=index, item=item, recipe=recipe, rep=rep,
-                    restarts=self.restarts(item), seed=item_seed(self.opts.seed, item.id),
+                    restarts=restarts, seed=item_seed(self.opts.seed, item.id),
                     height=H, width=W, channels=C, image=image if keep else None)
