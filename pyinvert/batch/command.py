@@ -4,8 +4,9 @@
 the exit status); ``python -m pyinvert.batch MANIFEST --out DIR`` uses them too.
 
 Exit status: 0 every item ok; 1 some item failed (or the summary could not be written); 2 a
-bad manifest or usage; 128 + N when stopped by signal N (143 for SIGTERM). Under torchrun the launcher itself exits 0 when every
-process did and 1 otherwise; the job's own status is in summary.json ("exit_status").
+bad manifest or usage; 128 + N when stopped by signal N (143 for SIGTERM). Under torchrun
+the launcher itself exits 0 when every process did and 1 otherwise; the job's own status is
+in summary.json ("exit_status").
 """
 import argparse
 import sys

@@ -13,8 +13,8 @@ What is a manifest error and what is a failed item:
   case, ``restarts`` that is not an integer in [1, 100], ``overrides`` that is not valid
   JSON or not a JSON object, no items at all, more than
   :data:`pyinvert.batch.options.MAX_ITEMS` items or
-  :data:`pyinvert.batch.options.MAX_MANIFEST_BYTES` bytes. Every such problem is listed, each with its line
-  number and field.
+  :data:`pyinvert.batch.options.MAX_MANIFEST_BYTES` bytes. Every such problem is listed,
+  each with its line number and field.
 * Problems of *content*, found when an item is prepared or run, make only that item fail
   (recorded with its reason; the others go on): a missing or unreadable image, an image too
   small for the representation, an unknown representation or layer, missing weights, an
