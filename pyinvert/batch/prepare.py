@@ -27,14 +27,17 @@ from pyinvert.batch.plan import Task, item_seed
 KEEP_VALUES = 1 << 28
 
 
+NON_FINITE = "non-finite pixel values"
+
+
 def check_pixels(image: torch.Tensor, path) -> None:
     """Raise :class:`ItemError` when some pixel of ``image`` is NaN or infinite."""
     finite = torch.isfinite(image)
     if not bool(finite.all()):
         bad = int((~finite).sum())
         nan = int(torch.isnan(image).sum())
-        raise ItemError(f"non-finite pixel values: {bad} of {image.numel()} values of {path} "
-                        f"are NaN ({nan}) or infinite ({bad - nan})")
+        raise ItemError(f"{NON_FINITE} in {path}: {bad} of {image.numel()} values are NaN "
+                        f"({nan}) or infinite ({bad - nan})")
 
 
 def load_checked(path, final: bool = True) -> torch.Tensor:
@@ -46,7 +49,11 @@ def load_checked(path, final: bool = True) -> torch.Tensor:
     try:
         image = load_image(path)
     except (OSError, ValueError, TypeError) as error:
-        raise ItemError(f"cannot read the image: {error}", final=final) from None
+        text = str(error)
+        if "non-finite pixel" in text:  # pyinvert.io.load_image's own check
+            raise ItemError(f"{NON_FINITE} in {path}: {text.replace('load_image: ', '', 1)}",
+                            final=final) from None
+        raise ItemError(f"cannot read the image: {text}", final=final) from None
     except Exception as error:
         raise ItemError(f"cannot read the image {path}: {type(error).__name__}: {error}",
                         final=final) from None
