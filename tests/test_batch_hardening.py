@@ -395,3 +395,12 @@ def test_errors_raised_by_batch_name_it(tmp_path):
             pb.run_batch(manifest, out, verbose=False)
     finally:
         lock.release()
+
+
+def test_a_bad_torchrun_environment_is_a_usage_error(tmp_path, monkeypatch, capsys):
+    write_photo(tmp_path / "a.png")
+    manifest = write_csv(tmp_path / "m.csv", [{"id": "a", "image": "a.png", "rep": "hog"}])
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    assert command.main([str(manifest), "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err == ("pyinvert batch: error: expected $WORLD_SIZE to be an "
+                                       "integer (as torchrun sets it), got 'two'\n")
