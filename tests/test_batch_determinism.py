@@ -18,11 +18,12 @@ from pyinvert import batch as pb
 from tests.conftest import REQUIRE_WEIGHTS
 from tests.test_batch import PYTHON, ROOT, _env, many_items, read_summary, write_csv
 
-#: The CNN tolerance the README states (30 steps at 64 px, alone vs a batch of 6, 1 vs 2
+#: The CNN tolerance the README states for 30 steps at 64 px (alone vs a batch of 6, 1 vs 2
 #: threads): reconstruction PNGs within this many levels of 255, feature errors within this
-#: relative difference.
-CNN_MAX_LEVELS = 16
-CNN_MAX_REL_FEATURE_ERROR = 5e-3
+#: relative difference (measured: 8 levels and 1.3e-3; in-process, up to 15 levels and
+#: 2.6e-3).
+CNN_MAX_LEVELS = 32
+CNN_MAX_REL_FEATURE_ERROR = 1e-2
 
 
 def outputs(out):
@@ -93,8 +94,9 @@ def test_cnn_items_agree_within_the_stated_tolerance(tmp_path):
     assert again == batched  # the same batch, threads and device: bit for bit
     alone = run_process(manifest, tmp_path / "b1", 1, *args, "--batch-size", "1")
     threads = run_process(manifest, tmp_path / "t2", 2, *args, "--batch-size", "6")
-    for other in (alone, threads):
-        levels, rel = _level_and_feature_differences(batched, other)
-        assert levels <= CNN_MAX_LEVELS and rel <= CNN_MAX_REL_FEATURE_ERROR, (levels, rel)
+    measured = [_level_and_feature_differences(batched, other) for other in (alone, threads)]
+    print("CNN alone vs batched, 1 vs 2 threads (levels, relative feature error):", measured)
+    for levels, rel in measured:
+        assert levels <= CNN_MAX_LEVELS and rel <= CNN_MAX_REL_FEATURE_ERROR, measured
     record = json.loads((tmp_path / "b6" / "items" / "item000" / "item.json").read_text())
     assert record["settings"]["recipe"]["name"] == "cvpr2015-cnn"  # the CNN recipe is used
