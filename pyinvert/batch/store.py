@@ -120,11 +120,12 @@ def remove_partial(out: Path) -> None:
 
 
 def _stale_temporaries(folder: Path):
-    """The ``.*.tmp`` entries of a real (not linked) folder."""
+    """The ``.*.tmp`` files and links (not folders) of a folder."""
     try:
         with os.scandir(folder) as entries:
             return [Path(e.path) for e in entries
-                    if e.name.startswith(".") and e.name.endswith(".tmp")]
+                    if e.name.startswith(".") and e.name.endswith(".tmp")
+                    and not e.is_dir(follow_symlinks=False)]
     except OSError:
         return []
 
@@ -142,8 +143,11 @@ def clean_partial(out: Path) -> None:
     items = out / "items"
     if items.is_symlink() or not items.is_dir():
         return
-    with os.scandir(items) as entries:
-        folders = [Path(e.path) for e in entries if e.is_dir(follow_symlinks=False)]
+    try:
+        with os.scandir(items) as entries:
+            folders = [Path(e.path) for e in entries if e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return
     for folder in folders:
         for p in _stale_temporaries(folder):
             _remove(p)
