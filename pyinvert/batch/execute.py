@@ -128,7 +128,12 @@ class Executor:
                 t.image = None
         job.guard.check()  # invert stopped early on a signal: its results are not kept
         with job.guard.deferred():
-            quality = image_metrics(result, first)
+            try:
+                quality = image_metrics(result, first)
+            except Exception as error:  # the metrics are a convenience: the items go on
+                job.log(f"PSNR/SSIM of a batch failed ({type(error).__name__}: {error})",
+                        error=True)
+                quality = (None, None)
             for i, t in enumerate(tasks):
                 try:
                     self._finish(t, result, i, len(tasks), quality)

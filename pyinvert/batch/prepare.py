@@ -92,6 +92,9 @@ class Preparer:
         except (ValueError, TypeError) as error:
             raise ItemError(f"recipe {name!r} with overrides {item.overrides_key}: "
                             f"{error}") from None
+        except Exception as error:  # e.g. a representation without what its recipe needs
+            raise ItemError(f"recipe {name!r} with overrides {item.overrides_key}: "
+                            f"{type(error).__name__}: {error}") from None
         return recipe
 
     def representation(self, item: Item, recipe):
