@@ -36,12 +36,19 @@ def item_seed(job_seed: int, item_id: str) -> int:
 def item_fingerprint(item: Item, digest: Optional[str], *, recipe: str, restarts: int,
                      steps: Optional[int], job_seed: int, backend: str) -> str:
     """The hash of everything that determines an item's outputs (a rerun skips the item
-    when its record has this fingerprint)."""
-    return _store.fingerprint({
+    when its record has this fingerprint).
+
+    A CNN item's payload also says that the recipe is the named recipe's CNN variant: the
+    records of earlier versions, which inverted CNN items with the plain recipe, do not
+    match and those items are done again (other items' fingerprints are unchanged)."""
+    payload = {
         "format": _store.ITEM_FORMAT, "id": item.id, "image_sha256": digest,
         "rep": item.rep, "recipe": recipe, "overrides": item.overrides,
         "restarts": restarts, "steps": steps, "seed": item_seed(job_seed, item.id),
-        "backend": backend})
+        "backend": backend}
+    if item.rep.lower().startswith("cnn:"):
+        payload["recipe_variant"] = "cnn"
+    return _store.fingerprint(payload)
 
 
 def deal(pending: Sequence[int], key, rank: int, world: int) -> List[int]:
