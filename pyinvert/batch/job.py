@@ -282,7 +282,10 @@ def run_batch(manifest, out, *, steps: Optional[int] = None, batch_size: int = 3
     """Invert every item of a manifest into ``out`` (see :mod:`pyinvert.batch`).
 
     Under torchrun, every process calls this with the same arguments: each does its share and
-    rank 0 writes the summary and the report. Called from the main thread, it handles
+    rank 0 writes the summary and the report. A HOG, HOGb or DSIFT item's outputs are bit for
+    bit the same whatever the batch size, thread count or number of processes; a CNN item's
+    only for the same batches, thread count and device (otherwise they differ by round-off
+    that the optimization amplifies: see ``pyinvert/batch/README.md`` for measured figures). Called from the main thread, it handles
     SIGTERM and SIGINT for its whole length (set-up included) and puts the previous handlers
     back when it returns.
 

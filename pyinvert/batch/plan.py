@@ -10,6 +10,9 @@
   channels) (:func:`groups`) and each group is cut into chunks of at most ``batch_size``
   images and ``max_batch_pixels`` pixels (:func:`chunks`); an image larger than the pixel
   budget is a chunk of its own. One chunk is one :func:`pyinvert.invert` call.
+
+The chunking changes no HOG, HOGb or DSIFT result (bit for bit); a CNN item's result depends
+on the size of its chunk and on the thread count through the network's round-off.
 """
 import hashlib
 from collections import OrderedDict
