@@ -3,9 +3,10 @@
 :func:`add_parser` adds it to an argparse subparsers object and :func:`run` runs it (returns
 the exit status); ``python -m pyinvert.batch MANIFEST --out DIR`` uses them too.
 
-Exit status: 0 every item ok; 1 some item failed; 2 a bad manifest or usage; 128 + N when
-stopped by signal N (143 for SIGTERM). Under torchrun the launcher itself exits 0 when every
-process did and 1 otherwise; the job's own status is in summary.json ("exit_status").
+Exit status: 0 every item ok; 1 some item failed (or the summary could not be written); 2 a
+bad manifest or usage; 128 + N when stopped by signal N (143 for SIGTERM). Under torchrun
+the launcher itself exits 0 when every process did and 1 otherwise; the job's own status is
+in summary.json ("exit_status").
 """
 import argparse
 import sys
@@ -23,7 +24,10 @@ EPILOG = """\
 manifest fields: id, image (relative to the manifest's folder, or absolute), rep (hog, hogb,
 dsift, cnn:MODEL:LAYER), and optionally recipe (cvpr2015, ijcv2016), restarts, overrides (a
 JSON object of recipe constants, e.g. {"tv_weight": 2.0}).
-exit status: 0 all items ok, 1 some failed, 2 bad manifest or usage, 143 stopped by SIGTERM.
+bounds: --steps and an item's iterations <= 100000, --batch-size <= 4096, restarts <= 100,
+--max-batch-pixels <= 2**30, an image <= 2**26 pixels, a manifest <= 1000000 items.
+exit status: 0 all items ok, 1 some failed (or the summary could not be written), 2 bad
+manifest or usage, 143 stopped by SIGTERM.
 """
 
 
@@ -31,9 +35,11 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("manifest", help="the manifest: a .csv (with a header) or .jsonl file")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--steps", type=int, default=None,
-                   help="iterations per inversion (default: the recipe's schedule)")
+                   help="iterations per inversion, at most 100000 (default: the recipe's "
+                        "schedule)")
     p.add_argument("--batch-size", type=int, default=32,
-                   help="images optimized together at most (default: %(default)s)")
+                   help="images optimized together at most, at most 4096 (default: "
+                        "%(default)s)")
     p.add_argument("--device", default=None,
                    help="cpu or cuda (under torchrun: each process its local GPU); "
                         "default: cpu")
@@ -43,7 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--recipe", choices=("cvpr2015", "ijcv2016"), default="cvpr2015",
                    help="recipe of the items that name none (default: %(default)s)")
     p.add_argument("--restarts", type=int, default=1,
-                   help="restarts of the items that give none (default: %(default)s)")
+                   help="restarts of the items that give none, at most 100 (default: "
+                        "%(default)s)")
     p.add_argument("--backend", choices=("fused", "reference"), default="fused")
     p.add_argument("--max-batch-pixels", type=int, default=None,
                    help="at most this many pixels (images x restarts x H x W) optimized "
@@ -74,8 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args) -> int:
     """Run the job the parsed ``args`` describe; returns the exit status."""
-    from pyinvert.batch.job import MAX_BATCH_PIXELS, JobLocked, UsageError, run_batch
+    from pyinvert.batch.job import run_batch
     from pyinvert.batch.manifest import ManifestError
+    from pyinvert.batch.options import MAX_BATCH_PIXELS, UsageError
+    from pyinvert.batch.store import JobLocked
 
     try:
         job = run_batch(args.manifest, args.out, steps=args.steps, batch_size=args.batch_size,

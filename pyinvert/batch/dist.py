@@ -13,6 +13,20 @@ from typing import Any, List, Optional
 import torch
 
 
+def _env_int(name: str, default: int) -> int:
+    from pyinvert.batch.options import UsageError
+
+    text = os.environ.get(name, "") or str(default)
+    try:
+        value = int(text)
+    except ValueError:
+        raise UsageError(f"batch: expected ${name} to be an integer (as torchrun sets it), "
+                         f"got {text!r}") from None
+    if value < 0:
+        raise UsageError(f"batch: expected ${name} >= 0, got {value}")
+    return value
+
+
 @dataclass
 class Dist:
     """Rank, world size and the few collectives the job uses (object lists, CPU side)."""
@@ -39,9 +53,8 @@ class Dist:
             return cls(rank=dist.get_rank(), world_size=dist.get_world_size(),
                        local_rank=int(os.environ.get("LOCAL_RANK", 0)), owns_group=False,
                        backend=str(dist.get_backend()))
-        world = int(os.environ.get("WORLD_SIZE", "1") or 1)
-        rank = int(os.environ.get("RANK", "0") or 0)
-        local = int(os.environ.get("LOCAL_RANK", "0") or 0)
+        world, rank, local = (_env_int(name, default) for name, default in
+                              (("WORLD_SIZE", 1), ("RANK", 0), ("LOCAL_RANK", 0)))
         if world <= 1:
             return cls(rank=0, world_size=1, local_rank=local)
         if not dist.is_available():

@@ -8,24 +8,31 @@ What is a manifest error and what is a failed item:
 * The manifest is rejected as a whole (:class:`ManifestError`, exit status 2, nothing runs)
   for problems of its *form*: a file that is neither CSV nor JSON lines, a line that is not
   valid JSON (or not an object), a missing required column or field, an empty ``id``,
-  ``image`` or ``rep``, a duplicate ``id``, ``restarts`` that is not an integer >= 1,
-  ``overrides`` that is not valid JSON or not a JSON object, or no items at all. Every such
-  problem is listed, each with its line number and field.
+  ``image`` or ``rep``, an ``id`` that is not a string or a finite number, a duplicate
+  ``id``, two ids whose folder names (:func:`item_slug`) would be the same or differ only in
+  case, ``restarts`` that is not an integer in [1, 100], ``overrides`` that is not valid
+  JSON or not a JSON object, no items at all, more than
+  :data:`pyinvert.batch.options.MAX_ITEMS` items or
+  :data:`pyinvert.batch.options.MAX_MANIFEST_BYTES` bytes. Every such problem is listed,
+  each with its line number and field.
 * Problems of *content*, found when an item is prepared or run, make only that item fail
   (recorded with its reason; the others go on): a missing or unreadable image, an image too
   small for the representation, an unknown representation or layer, missing weights, an
-  unknown recipe, an unknown override field or a value of the wrong type, a diverging
-  optimization.
+  unknown recipe, an unknown override field or a value of the wrong type or out of its
+  range (:mod:`pyinvert.batch.overrides`), non-finite pixel values, a diverging optimization.
 """
 import csv
 import hashlib
 import io
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
+
+from pyinvert.batch.options import MAX_ITEMS, MAX_MANIFEST_BYTES, MAX_RESTARTS
 
 REQUIRED = ("id", "image", "rep")
 OPTIONAL = ("recipe", "restarts", "overrides")
@@ -83,12 +90,28 @@ def canonical_json(value) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=True)
 
 
+_HASHED = re.compile(r".*-[0-9A-Fa-f]{10}\Z", re.DOTALL)
+
+
 def item_slug(item_id: str) -> str:
-    """A file-system-safe folder name for an id: the id itself when it is made of letters,
-    digits, ``.``, ``_`` and ``-`` only (and does not start with a dot), otherwise a cleaned
-    version followed by a hash of the id, so distinct ids never share a folder."""
+    """A file-system-safe folder name for an id.
+
+    The id itself when it is made of letters, digits, ``.``, ``_`` and ``-`` only, is at most
+    80 characters, does not start with a dot and does not end like a hashed name
+    (``-`` and 10 hex digits); otherwise a cleaned version followed by ``-`` and 10 hex
+    digits of the id's sha256. The two kinds of names never meet (only hashed names end
+    like one), so distinct ids share a folder only if their hashes agree;
+    :func:`read_manifest` rejects a manifest where two ids' names would be the same or
+    differ only in case (one folder on a case-insensitive file system).
+
+    Example:
+        >>> item_slug("cat-01"), item_slug("a b")
+        ('cat-01', 'a_b-c8687a08aa')
+        >>> item_slug("a_b-c8687a08aa")
+        'a_b-c8687a08aa-3a9b77c6e5'
+    """
     clean = re.sub(r"[^A-Za-z0-9._-]+", "_", item_id).lstrip(".")[:80] or "item"
-    if clean == item_id:
+    if clean == item_id and not _HASHED.match(item_id):
         return clean
     digest = hashlib.sha256(item_id.encode("utf-8")).hexdigest()[:10]
     return f"{clean}-{digest}"
@@ -121,6 +144,10 @@ def read_manifest(path) -> List[Item]:
     """
     path = Path(path)
     try:
+        size = path.stat().st_size
+        if size > MAX_MANIFEST_BYTES:
+            raise ManifestError(path, [f"{size} bytes, more than the {MAX_MANIFEST_BYTES} a "
+                                       f"manifest may have (split it)"])
         raw = path.read_bytes()
     except OSError as error:
         raise ManifestError(path, [f"cannot read the manifest: {error.strerror or error}"])
@@ -131,17 +158,29 @@ def read_manifest(path) -> List[Item]:
     fmt = detect_format(path, text)
     rows, problems = (_read_csv if fmt == "csv" else _read_jsonl)(text)
     base = path.resolve().parent
-    items, seen = [], {}
+    if len(rows) > MAX_ITEMS:
+        raise ManifestError(path, problems + [f"{len(rows)} items, more than the {MAX_ITEMS} "
+                                              f"a job takes (split the manifest)"])
+    items, seen, folders = [], {}, {}
     for line, row in rows:
         item = _make_item(line, row, base, problems)
-        raw_id = row.get("id")
-        raw_id = _text(raw_id) if isinstance(raw_id, (str, int)) else ""
-        if raw_id in seen:
-            problems.append(f"line {line}: field 'id': duplicate id {raw_id!r} "
-                            f"(first on line {seen[raw_id]})")
+        item_id = _id_text(row.get("id"))
+        if item_id is None:
             continue
-        if raw_id:
-            seen[raw_id] = line
+        if item_id in seen:
+            problems.append(f"line {line}: field 'id': duplicate id {item_id!r} "
+                            f"(first on line {seen[item_id]})")
+            continue
+        seen[item_id] = line
+        folder = item_slug(item_id)
+        other = folders.get(folder.casefold())
+        if other is not None:
+            problems.append(f"line {line}: field 'id': id {item_id!r} would share the folder "
+                            f"items/{folder} with id {other[0]!r} (line {other[1]})"
+                            + ("" if item_slug(other[0]) == folder else
+                               " on a case-insensitive file system"))
+            continue
+        folders[folder.casefold()] = (item_id, line)
         if item is not None:
             items.append(item)
     if not rows and not problems:
@@ -206,6 +245,17 @@ def _read_jsonl(text):
     return rows, problems
 
 
+def _id_text(value) -> Optional[str]:
+    """The id's text (a string, or a finite number written as JSON writes it), or None."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (str, int, float)):
+        return _text(value) or None
+    return None
+
+
 def _text(value) -> str:
     if value is None:
         return ""
@@ -226,6 +276,11 @@ def _make_item(line, row, base: Path, problems) -> Optional[Item]:
         if value is not None and (isinstance(value, (dict, list, bool)) or
                                   (name != "id" and not isinstance(value, str))):
             problems.append(f"line {line}: field {name!r}: expected a string, got {value!r}")
+            bad = True
+            continue
+        if name == "id" and isinstance(value, float) and not math.isfinite(value):
+            problems.append(f"line {line}: field 'id': expected a string or a finite number, "
+                            f"got {value!r}")
             bad = True
             continue
         text = _text(value)
@@ -249,12 +304,14 @@ def _make_item(line, row, base: Path, problems) -> Optional[Item]:
             if isinstance(restarts, bool) or (isinstance(restarts, float)
                                               and not restarts.is_integer()):
                 raise ValueError
-            restarts = int(restarts)
-            if restarts < 1:
+            if isinstance(restarts, float) and not math.isfinite(restarts):
                 raise ValueError
-        except (TypeError, ValueError):
-            problems.append(f"line {line}: field 'restarts': expected an integer >= 1, "
-                            f"got {row.get('restarts')!r}")
+            restarts = int(restarts)
+            if not 1 <= restarts <= MAX_RESTARTS:
+                raise ValueError
+        except (TypeError, ValueError, OverflowError):
+            problems.append(f"line {line}: field 'restarts': expected an integer in "
+                            f"[1, {MAX_RESTARTS}], got {row.get('restarts')!r}")
             bad = True
 
     overrides = row.get("overrides")

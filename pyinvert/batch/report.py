@@ -4,6 +4,13 @@ Both are rebuilt from the items' records and written atomically, as batches fini
 the end. The report is a static page (no server, relative links): the job's totals, then a
 grid with, for every item, its original and reconstruction thumbnails, status, metrics or
 error.
+
+Nothing reaches the page unescaped: every value written into the HTML, whatever its source
+(the manifest, a record read back from disk, the job's settings), goes through
+:func:`html.escape`, numbers through a number format, links through :func:`urllib.parse.quote`.
+In ``summary.csv`` a text cell that a spreadsheet would run as a formula (it begins with
+``=``, ``+``, ``-``, ``@``, a tab or a carriage return, after any spaces) is written with a
+``'`` in front (the OWASP rule); ``summary.json`` keeps the values as they are.
 """
 import csv
 import html
@@ -13,7 +20,8 @@ from pathlib import Path
 from typing import List, Optional
 from urllib.parse import quote
 
-from pyinvert.io import atomic_write_bytes, write_json
+from pyinvert import io as _io
+from pyinvert.batch.records import is_file_name, record_problems
 
 #: Columns of summary.csv (summary.json has the same keys per item).
 COLUMNS = ("id", "status", "error", "line", "image", "rep", "recipe", "restarts", "height",
@@ -28,12 +36,13 @@ def _finite(v):
 
 def summary_row(item, slug: str, record: Optional[dict], defaults: dict) -> dict:
     """One summary row: the item as written in the manifest, plus its record's outcome
-    (status "pending" while it has none)."""
+    (status "pending" while it has none, or when the record is not valid:
+    :func:`pyinvert.batch.records.record_problems`)."""
     row = {c: None for c in COLUMNS}
     row.update(id=item.id, line=item.line, image=item.image, rep=item.rep,
                recipe=item.recipe or defaults["recipe"],
                restarts=item.restarts or defaults["restarts"], status="pending")
-    if record is None:
+    if record is None or record_problems(record):
         return row
     metrics = record.get("metrics") or {}
     files = record.get("files") or {}
@@ -46,7 +55,7 @@ def summary_row(item, slug: str, record: Optional[dict], defaults: dict) -> dict
                record=f"{folder}/item.json", run_id=record.get("run_id"),
                finished_at=record.get("finished_at"))
     for key in ("original", "reconstruction", "figure"):
-        if files.get(key):
+        if is_file_name(files.get(key)):
             row[key] = f"{folder}/{files[key]}"
     return row
 
@@ -63,19 +72,48 @@ def totals(rows: List[dict]) -> dict:
     return counts
 
 
-def write_summary(out: Path, rows: List[dict], job: dict) -> None:
-    """summary.json ({"job": ..., "items": [...]}) and summary.csv, atomically."""
-    write_json(out / "summary.json", {"job": job, "items": rows})
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value):
+    """A summary.csv cell: None as empty, a text that would start a spreadsheet formula
+    prefixed with ``'`` (numbers are written as they are).
+
+    Example:
+        >>> print(csv_cell('=HYPERLINK("http://x", "y")'), csv_cell(-0.5), csv_cell("cat"))
+        '=HYPERLINK("http://x", "y") -0.5 cat
+    """
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.lstrip(" ")[:1] in _FORMULA_STARTS:
+        return "'" + value
+    return value
+
+
+def summary_csv(rows: List[dict]) -> bytes:
+    """summary.csv's bytes."""
     buf = io.StringIO(newline="")
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
     for r in rows:
-        writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in COLUMNS})
-    atomic_write_bytes(out / "summary.csv", buf.getvalue().encode("utf-8"))
+        writer.writerow({k: csv_cell(r.get(k)) for k in COLUMNS})
+    return buf.getvalue().encode("utf-8")
+
+
+def write_summary(out: Path, rows: List[dict], job: dict) -> None:
+    """summary.json ({"job": ..., "items": [...]}) and summary.csv, each atomically."""
+    _io.write_json(out / "summary.json", {"job": job, "items": rows})
+    _io.atomic_write_bytes(out / "summary.csv", summary_csv(rows))
 
 
 def _fmt(v, spec, unit=""):
-    return "&ndash;" if v is None else f"{v:{spec}}{unit}"
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return "&ndash;"
+    return html.escape(f"{v:{spec}}{unit}")
+
+
+def _int(v) -> str:
+    return html.escape(str(v)) if isinstance(v, int) and not isinstance(v, bool) else "?"
 
 
 _STYLE = """
@@ -126,21 +164,21 @@ def render_report(rows: List[dict], job: dict) -> str:
              f"{esc(str(job.get('run_id', '')))} &middot; {esc(str(job.get('updated_at', '')))}"
              f"</p>\n",
              "<p class=\"totals\" id=\"totals\">"
-             f"<b>{t['items']}</b> items &middot; <b>{t['ok']}</b> ok &middot; "
-             f"<b>{t['failed']}</b> failed"
-             + (f" &middot; <b>{t['pending']}</b> pending" if t["pending"] else "")
-             + f" &middot; this run: <b>{job.get('done_this_run', 0)}</b> done, "
-             f"{job.get('skipped', 0)} skipped (done before) in "
+             f"<b>{_int(t['items'])}</b> items &middot; <b>{_int(t['ok'])}</b> ok &middot; "
+             f"<b>{_int(t['failed'])}</b> failed"
+             + (f" &middot; <b>{_int(t['pending'])}</b> pending" if t["pending"] else "")
+             + f" &middot; this run: <b>{_int(job.get('done_this_run', 0))}</b> done, "
+             f"{_int(job.get('skipped', 0))} skipped (done before) in "
              f"<b>{_fmt(seconds, '.1f', ' s')}</b> ({_fmt(rate, '.3g', ' items/s')}) on "
-             f"{job.get('world_size', 1)} process(es)</p>\n",
+             f"{_int(job.get('world_size', 1))} process(es)</p>\n",
              "<div class=\"grid\">\n"]
     for r in rows:
-        status = r["status"] or "pending"
-        cls = status if status in ("ok", "failed") else "pending"
+        status = r["status"] if r["status"] in ("ok", "failed") else "pending"
+        cls = status
         parts.append(f"<figure class=\"item {cls}\" id=\"item-{esc(str(r['id']), quote=True)}\">"
                      "<div class=\"pair\">")
         for key in ("original", "reconstruction"):
-            if r.get(key):
+            if isinstance(r.get(key), str):
                 parts.append(f"<a href=\"{_href(r[key])}\"><img src=\"{_href(r[key])}\" "
                              f"alt=\"{key} of {esc(str(r['id']), quote=True)}\" "
                              f"title=\"{key}\"{lazy}></a>")
@@ -148,7 +186,8 @@ def render_report(rows: List[dict], job: dict) -> str:
         parts.append(f"<b>{esc(str(r['id']))}</b> <span class=\"status\">{esc(status)}</span>"
                      f"<br><span class=\"muted\">{esc(str(r.get('rep')))} &middot; "
                      f"{esc(str(r.get('recipe')))}"
-                     + (f" &middot; {r['height']}&times;{r['width']}" if r.get("height") else "")
+                     + (f" &middot; {_int(r['height'])}&times;{_int(r['width'])}"
+                        if r.get("height") is not None else "")
                      + "</span><br>")
         if status == "ok":
             parts.append(f"feature error {_fmt(r.get('feature_error'), '.4f')} &middot; "
@@ -156,7 +195,8 @@ def render_report(rows: List[dict], job: dict) -> str:
                          f"SSIM {_fmt(r.get('ssim'), '.3f')}<br>")
         elif status == "failed":
             parts.append(f"<span class=\"error\">{esc(str(r.get('error')))}</span><br>")
-        links = [f"<a href=\"{_href(r[k])}\">{k}</a>" for k in ("figure", "record") if r.get(k)]
+        links = [f"<a href=\"{_href(r[k])}\">{k}</a>" for k in ("figure", "record")
+                 if isinstance(r.get(k), str)]
         if links:
             parts.append(" &middot; ".join(links))
         parts.append("</figcaption></figure>\n")
@@ -166,4 +206,4 @@ def render_report(rows: List[dict], job: dict) -> str:
 
 def write_report(out: Path, rows: List[dict], job: dict) -> Path:
     """Write ``out/index.html`` atomically."""
-    return atomic_write_bytes(out / "index.html", render_report(rows, job).encode("utf-8"))
+    return _io.atomic_write_bytes(out / "index.html", render_report(rows, job).encode("utf-8"))

@@ -16,7 +16,11 @@ the finished folder is then renamed to ``DIR/items/<slug>`` in one step: a folde
 ``items/`` is always complete, whatever moment the job is killed at. A rerun skips an item
 whose ``item.json`` parses, whose fingerprint (image content, representation, recipe,
 overrides, restarts, steps, seed) matches, and whose files all exist with the recorded
-checksums; everything else is done again.
+checksums; everything else is done again. A record that does not pass
+:func:`pyinvert.batch.records.record_problems` counts as absent.
+
+Nothing here follows a symbolic link when it deletes: a link found where a staging folder,
+an item folder or a temporary file should be is removed itself, never what it points to.
 """
 import errno
 import hashlib
@@ -26,8 +30,13 @@ import shutil
 from pathlib import Path
 from typing import Optional
 
-ITEM_FORMAT = "pyinvert-batch-item/1"
+from pyinvert.batch.records import ITEM_FORMAT, record_problems  # noqa: F401
+
 PARTIAL = ".partial"
+
+
+class JobLocked(RuntimeError):
+    """Another job holds DIR/.lock."""
 
 
 def sha256_file(path) -> str:
@@ -57,12 +66,12 @@ def item_dir(out: Path, slug: str) -> Path:
 
 
 def read_record(out: Path, slug: str) -> Optional[dict]:
-    """The item's record, or None when absent or unreadable."""
+    """The item's record, or None when absent, unreadable or not a valid record."""
     try:
         record = json.loads((item_dir(out, slug) / "item.json").read_text("utf-8"))
     except (OSError, ValueError):
         return None
-    return record if isinstance(record, dict) else None
+    return record if not record_problems(record) else None
 
 
 def is_complete(out: Path, slug: str, record: Optional[dict], expected_fingerprint: str,
@@ -93,16 +102,55 @@ def is_complete(out: Path, slug: str, record: Optional[dict], expected_fingerpri
     return True
 
 
+def _remove(path: Path) -> None:
+    """Remove a file, a symbolic link (not its target) or a folder tree (rmtree never follows
+    links); errors are ignored."""
+    try:
+        if path.is_symlink() or not path.is_dir():
+            path.unlink()
+        else:
+            shutil.rmtree(path)
+    except OSError:
+        pass
+
+
+def remove_partial(out: Path) -> None:
+    """Remove ``out/.partial`` (a link there is unlinked, never followed)."""
+    _remove(out / PARTIAL)
+
+
+def _stale_temporaries(folder: Path):
+    """The ``.*.tmp`` files and links (not folders) of a folder."""
+    try:
+        with os.scandir(folder) as entries:
+            return [Path(e.path) for e in entries
+                    if e.name.startswith(".") and e.name.endswith(".tmp")
+                    and not e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return []
+
+
 def clean_partial(out: Path) -> None:
     """Remove what an interrupted job left: the staging folder and temporary files of the
-    atomic writers (``.<name>.*.tmp``) at the top of ``out`` and in the item folders."""
-    shutil.rmtree(out / PARTIAL, ignore_errors=True)
-    for pattern in (".*.tmp", "items/*/.*.tmp"):
-        for p in out.glob(pattern):
-            try:
-                p.unlink()
-            except OSError:
-                pass
+    atomic writers (``.<name>.*.tmp``) at the top of ``out`` and in the item folders.
+
+    Symbolic links are never followed: a linked ``.partial``, ``items`` or item folder is not
+    entered, a linked temporary file is unlinked itself.
+    """
+    _remove(out / PARTIAL)
+    for p in _stale_temporaries(out):
+        _remove(p)
+    items = out / "items"
+    if items.is_symlink() or not items.is_dir():
+        return
+    try:
+        with os.scandir(items) as entries:
+            folders = [Path(e.path) for e in entries if e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return
+    for folder in folders:
+        for p in _stale_temporaries(folder):
+            _remove(p)
 
 
 def commit_item(out: Path, slug: str, tag: str, write_files, record: dict) -> dict:
@@ -111,8 +159,11 @@ def commit_item(out: Path, slug: str, tag: str, write_files, record: dict) -> di
     ``write_files(folder)`` writes the item's files into ``folder`` and returns their names;
     their checksums go into the record, which is written last. Returns the record.
     """
-    stage = out / PARTIAL / f"{slug}.{tag}"
-    shutil.rmtree(stage, ignore_errors=True)
+    partial = out / PARTIAL
+    if partial.is_symlink():
+        _remove(partial)
+    stage = partial / f"{slug}.{tag}"
+    _remove(stage)
     stage.mkdir(parents=True)
     names = write_files(stage) if write_files is not None else []
     record = dict(record)
@@ -122,13 +173,13 @@ def commit_item(out: Path, slug: str, tag: str, write_files, record: dict) -> di
     final = item_dir(out, slug)
     final.parent.mkdir(parents=True, exist_ok=True)
     old = None
-    if final.exists():
-        old = out / PARTIAL / f"{slug}.{tag}.old"
-        shutil.rmtree(old, ignore_errors=True)
-        os.rename(final, old)
+    if os.path.lexists(final):
+        old = partial / f"{slug}.{tag}.old"
+        _remove(old)
+        os.rename(final, old)  # a link is moved itself, not its target
     os.rename(stage, final)
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        _remove(old)
     return record
 
 
@@ -143,7 +194,14 @@ class JobLock:
     def acquire(self) -> bool:
         import fcntl
 
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+        try:
+            self.fd = os.open(self.path, flags, 0o644)
+        except OSError as error:
+            if error.errno != errno.ELOOP:
+                raise
+            os.unlink(self.path)  # a link planted as DIR/.lock: never truncate its target
+            self.fd = os.open(self.path, flags, 0o644)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
