@@ -252,7 +252,8 @@ def l2_bytes():
 
 
 def bench_ops(args, info, deadline):
-    """B = 32 first (eager, fused, then compiled), then B = 1 and 256; JSON after each step."""
+    """Fused and eager at B = 32, 1, 256, then the compiled reference (in that order of B, as
+    long as its cap allows); the JSON file is rewritten after each step."""
     repeats = 10 if args.quick else 25
     rows, copy_ms = [], {}
     payload = {"gpu": info, "rows": rows,
@@ -279,7 +280,8 @@ def bench_ops(args, info, deadline):
             del case
             write("ops", payload)
 
-    eager_and_fused(32)
+    for B in [32] if args.quick else [32, 1, 256]:
+        eager_and_fused(B)
     compile_batches = [32] if args.quick else [32, 256, 1]
     for i, op in enumerate(OPS):
         cap = min(args.compile_cap, (deadline - time.time()) / (len(OPS) - i))
@@ -294,9 +296,6 @@ def bench_ops(args, info, deadline):
             f"B={r['B']} " + (f"{r['ms']:.3f} ms (compile {r['compile_s']:.0f} s)" if "ms" in r
                               else "SKIPPED: " + r.get("skipped", "?")) for r in got))
         write("ops", payload)
-    if not args.quick:
-        for B in (1, 256):
-            eager_and_fused(B)
     finish_rows(rows, copy_ms)
     write("ops", payload)
     return payload
@@ -370,7 +369,8 @@ def main():
     start = time.time()
     info = gpu_info()
     log(f"bench_gpu on {info['name']} (sm {info['capability']}), torch {info['torch']}")
-    ops = bench_ops(args, info, start + 0.7 * args.budget)
+    reserve = 20 if args.quick else 50  # seconds kept for the inversion benchmarks
+    ops = bench_ops(args, info, start + args.budget - reserve)
     inv = bench_inversion(args, info, start + args.budget)
     print()
     print_table([r for r in ops["rows"] if r["impl"] == "fused"],

@@ -67,7 +67,7 @@ class Check:
     def __init__(self, quick, log_dir):
         self.quick, self.log_dir = quick, log_dir
         self.start = time.time()
-        self.deadline = self.start + (170 if quick else 460)
+        self.deadline = self.start + (165 if quick else 450)
         self.phases = []  # (name, status, seconds, detail)
         self.log_file = open(log_dir / "gpu-check.log", "w")
 
@@ -282,18 +282,18 @@ def imports(python):
 
 def run_bench(check, python, info, tree, copy):
     budget = check.left() - 10
-    if budget < 40:
+    if budget < (30 if check.quick else 60):
         check.phase("bench", "SKIPPED", 0, f"only {budget:.0f} s left of the call's budget")
         return
     cap = 40 if check.quick else 60
-    cmd = [python, "bench/bench_gpu.py", "--budget", f"{budget - 20:.0f}", "--compile-cap", cap]
+    cmd = [python, "bench/bench_gpu.py", "--budget", f"{budget - 5:.0f}", "--compile-cap", cap]
     if check.quick:
         cmd.append("--quick")
     env = test_env(tree)  # but with torch's default (TF32) math, as users get it
     env.pop("NVIDIA_TF32_OVERRIDE")
     if "NVIDIA_TF32_OVERRIDE" in os.environ:
         env["NVIDIA_TF32_OVERRIDE"] = os.environ["NVIDIA_TF32_OVERRIDE"]
-    code, seconds, tail = check.run("bench", cmd, timeout=budget, cwd=tree, env=env)
+    code, seconds, tail = check.run("bench", cmd, timeout=budget + 20, cwd=tree, env=env)
     copied = []
     for path in sorted((tree / "bench" / "results").glob("*-cuda.json")) if copy else []:
         if info.get("gpus"):
