@@ -226,7 +226,8 @@ def test_env(tree):
 
 
 def run_tests(check, python, info, tree):
-    files = ["tests/test_cuda_ops.py", "tests/test_cuda_tasks.py"] if check.quick else ["tests"]
+    files = ([f"tests/{p.name}" for p in sorted((tree / "tests").glob("test_cuda_*.py"))]
+             if check.quick else ["tests"])
     cmd = [python, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
            "--junitxml", check.log_dir / "tests.xml", *files]
     if not check.quick:
