@@ -15,8 +15,9 @@ implementations may take different sides.
 Bandwidth: the fewest bytes an op's fwd+bwd must move (x read, the output written, its gradient
 read, dx written; what the op saves for its backward is not counted) over its time, against a
 device-to-device copy of the same number of bytes (read + write) timed the same way: the
-fraction ``bw_fraction`` = copy time / fused time. Inputs rotate among copies totalling at least
-twice the L2 cache, for the op and the copy alike.
+fraction ``bw_fraction`` = copy time / fused time. Inputs rotate among up to 16 copies (as many
+as make twice the L2 cache, where 16 suffice), for the op and the copy alike; at B = 1 the data
+fits in L2 anyway, and launches, not bytes, set the time.
 
 Inversion: ``pyinvert.invert`` of HOG and of ``cnn:mobilenet_v2:features.6`` (ImageNet weights if
 found offline, else random: the same work) at 224x224 for B = 1 ... 256, a fixed number of steps;
