@@ -5,11 +5,10 @@ summary and report. Since the file may have been edited by hand or tampered with
 record read is checked by :func:`record_problems` first; one that does not pass is treated
 as absent (the item is done again) and never reaches ``summary.csv`` or ``index.html``.
 """
-import json
 import re
 from typing import List
 
-from pyinvert.io import nan_to_none
+from pyinvert.io import to_json
 
 ITEM_FORMAT = "pyinvert-batch-item/1"
 
@@ -18,11 +17,8 @@ _SHA256 = re.compile(r"[0-9a-f]{64}\Z")
 _METRICS = ("feature_error", "psnr", "ssim")
 
 
-def jsonable(value):
-    """A JSON-safe copy: tensors and tuples become lists, NaN/Inf become None
-    (:func:`pyinvert.io.nan_to_none`)."""
-    text = json.dumps(value, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v))
-    return nan_to_none(json.loads(text))
+#: A JSON-safe copy (tensors and tuples become lists, NaN/Inf None): the one cleaner.
+jsonable = to_json
 
 
 def is_file_name(name) -> bool:
@@ -74,7 +70,7 @@ def record_problems(record) -> List[str]:
         if not isinstance(files, dict):
             problems.append("field 'files': expected an object of file names")
         else:
-            for key, name in files.items():
+            for name in files.values():
                 names += name if isinstance(name, list) else [name]
             if not all(is_file_name(n) for n in names):
                 problems.append(f"field 'files': expected plain file names, got {files!r:.80}")
