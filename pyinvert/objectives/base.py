@@ -141,8 +141,8 @@ class Sum(Objective):
     def evaluate(self, code, x):
         loss, measure = None, None
         for t in self.terms:
-            l, m = t.evaluate(code, x)
-            loss = l if loss is None else loss + l
+            term_loss, m = t.evaluate(code, x)
+            loss = term_loss if loss is None else loss + term_loss
             if measure is None:
                 measure = m
         return loss, measure
