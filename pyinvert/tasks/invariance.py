@@ -8,8 +8,11 @@ from torch import Tensor
 
 from pyinvert import figures
 from pyinvert import io as _io
+from pyinvert.optim.options import RunOptions
 from pyinvert.tasks.inversion import invert
 from pyinvert.tasks.result import Result
+
+RUN_FIELDS = tuple(RunOptions.__dataclass_fields__)
 
 
 @dataclass
@@ -51,7 +54,8 @@ class InvarianceResult(Result):
         return written
 
 
-def invariance_map(images, representation, *, restarts: int = 4, **kwargs) -> InvarianceResult:
+def invariance_map(images, representation, *, restarts: int = 4,
+                   options: Optional[RunOptions] = None, **kwargs) -> InvarianceResult:
     """Invert each image ``restarts`` times from different random starts (IJCV 2016 Sec. 5.2:
     the variety of pre-images) and measure, per pixel, how much the reconstructions differ:
     what the representation is invariant to varies most.
@@ -59,14 +63,21 @@ def invariance_map(images, representation, *, restarts: int = 4, **kwargs) -> In
     Args:
         images: images as for :func:`pyinvert.invert`.
         representation: the representation.
-        restarts: R >= 2 reconstructions per image. Default: 4.
-        **kwargs: any :func:`pyinvert.invert` option (recipe, steps, generator, ...).
+        restarts: R >= 2 reconstructions per image (``options.restarts`` when this is left
+            at 4 and options sets it). Default: 4.
+        options: a :class:`pyinvert.optim.options.RunOptions`. Default: None.
+        **kwargs: any other :func:`pyinvert.invert` option (recipe, steps, generator, ...).
 
     Returns:
         An :class:`InvarianceResult`.
     """
+    fn = "invariance_map"
+    if options is not None and options.restarts != 1 and restarts == 4:
+        restarts = options.restarts
     if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 2:
-        raise ValueError(f"invariance_map: expected restarts to be an int >= 2, got {restarts!r}")
-    res = invert(images, representation=representation, restarts=restarts, **kwargs)
+        raise ValueError(f"{fn}: expected restarts to be an int >= 2, got {restarts!r}")
+    run = {k: kwargs.pop(k) for k in RUN_FIELDS if k in kwargs}
+    opts = RunOptions.resolve(fn, options, **run, restarts=restarts)
+    res = invert(images, representation=representation, options=opts, **kwargs)
     spread = res.images.std(dim=1, unbiased=False).mean(1).cpu()
     return InvarianceResult(spread=spread, mean_spread=spread.flatten(1).mean(1), inversion=res)
