@@ -49,6 +49,7 @@ class FunctionRepresentation(Representation):
             Default: "cnn".
 
     Example:
+        >>> import torch
         >>> rep = FunctionRepresentation(lambda im: im.mean((2, 3)), name="mean colour")
         >>> rep(rep.preprocess(torch.full((1, 3, 8, 8), 0.25)))
         tensor([[0.2500, 0.2500, 0.2500]])
