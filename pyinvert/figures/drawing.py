@@ -93,11 +93,6 @@ def _tile_height(images, height: Optional[int]) -> int:
                         for im in images])
 
 
-def _tile(im, title: str, height: int, lines: Optional[int] = None) -> np.ndarray:
-    a = im if isinstance(im, np.ndarray) else to_uint8(im)
-    return _title(_rgb(_resize_height(_rgb(a), height)), title, lines)
-
-
 def _titled_tiles(images, titles, height: int) -> list:
     """Tiles of one height whose titles take the same number of lines (images aligned)."""
     ims = [_rgb(_resize_height(_rgb(im if isinstance(im, np.ndarray) else to_uint8(im)),

@@ -3,7 +3,6 @@ on the task's device and dtype, checked against the representation's smallest si
 the representation's optimized scale."""
 import os
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 import torch
@@ -102,8 +101,3 @@ def image_size_pair(image_size, fn: str, what: str = "image_size") -> tuple:
     H, W = (int(v) for v in image_size)
     return H, W
 
-
-def default_device(device, like: Optional[Tensor] = None) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    return like.device if like is not None else torch.device("cpu")
