@@ -257,15 +257,18 @@ def check_backend(backend, fn: str) -> str:
 
 
 def probe_stride(rep: Representation, sizes: Tuple[int, int] = (64, 96),
-                 default: int = 1, fn: Optional[str] = None) -> int:
-    """Receptive-field stride of a representation from forwards of zero images of two sizes:
-    input growth / output growth of a spatial [B, C, h, w] code; ``default`` for a code
-    without a spatial grid."""
+                 default: int = 1) -> int:
+    """Receptive-field stride of a representation from forwards of zero images of two sizes
+    (on its parameters' device): input growth / output growth of a spatial [B, C, h, w] code;
+    ``default`` for a code without a spatial grid."""
+    p = next(rep.parameters(), None)
+    like = dict(device=p.device, dtype=p.dtype) if p is not None and p.is_floating_point() \
+        else {}
     outs = []
     for s in sizes:
         s = max(s, rep.min_size)
         with torch.no_grad():
-            outs.append(rep(rep.preprocess(torch.zeros(1, rep.channels, s, s))))
+            outs.append(rep(rep.preprocess(torch.zeros(1, rep.channels, s, s, **like))))
     a, b = outs
     if a.dim() == 4 and b.dim() == 4 and b.shape[2] != a.shape[2]:
         return max(1, int(round((sizes[1] - sizes[0]) / (b.shape[2] - a.shape[2]))))
