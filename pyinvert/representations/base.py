@@ -23,8 +23,7 @@ protocol (:class:`RepresentationProtocol` states it as a ``typing.Protocol``):
 A representation has no state changed by ``forward`` and no device fixed at construction.
 """
 import math
-from typing import Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, Union, \
-    runtime_checkable
+from typing import Dict, List, Mapping, Protocol, Sequence, Tuple, Union, runtime_checkable
 
 import torch
 from torch import Tensor, nn
