@@ -1,4 +1,4 @@
-"""The one optimization engine behind :func:`pyinvert.invert` and :mod:`pyinvert.visualize`.
+"""The one optimization engine behind every task (:mod:`pyinvert.tasks`).
 
 It runs an objective (:mod:`pyinvert.objectives`) over rows = images x restarts, in chunks,
 each row seeded on its own (its result does not depend on its batch-mates), from noise (the
