@@ -192,6 +192,11 @@ def test_declared_protocol_keeps_its_own_scale():
 def test_registered_names_work_wherever_a_name_does():
     register_representation("pool4", lambda: (lambda im: F.avg_pool2d(im, 4)))
     assert "pool4" in registry.registered_representations()
+    register_representation("gone", lambda: None)
+    registry.unregister_representation("GONE")
+    assert "gone" not in registry.registered_representations()
+    with pytest.raises(KeyError, match="unregister_representation: 'gone' is not registered"):
+        registry.unregister_representation("gone")
     x = smooth_images(1, 32)
     res = pyinvert.invert(x, representation="POOL4", steps=20, generator=gen(), progress=False)
     assert res.settings["representation"]["name"] == "<lambda>"

@@ -14,9 +14,10 @@ from pyinvert.representations.generic import FunctionRepresentation
 from pyinvert.representations.handcrafted import DSIFTRepresentation, HOGRepresentation
 from pyinvert.representations.registry import (REPRESENTATIONS, as_representation,
                                                make_representation, register_representation,
-                                               registered_representations)
+                                               registered_representations,
+                                               unregister_representation)
 
 __all__ = ["Representation", "RepresentationProtocol", "Code", "HOGRepresentation",
            "DSIFTRepresentation", "CNN", "FunctionRepresentation", "as_representation",
-           "make_representation", "register_representation", "registered_representations",
+           "make_representation", "register_representation", "registered_representations", "unregister_representation",
            "REPRESENTATIONS", "to_gray", "to_rgb"]

@@ -30,10 +30,10 @@ def register_representation(name: str, factory: Callable, *, overwrite: bool = F
         overwrite: replace an earlier registration of ``name``. Default: False.
 
     Example:
-        >>> register_representation("mean-colour", lambda: (lambda im: im.mean((2, 3))),
-        ...                         overwrite=True)
+        >>> register_representation("mean-colour", lambda: (lambda im: im.mean((2, 3))))
         >>> as_representation("mean-colour").kind
         'cnn'
+        >>> unregister_representation("mean-colour")
     """
     fn = "register_representation"
     if not isinstance(name, str) or not name:
@@ -46,6 +46,14 @@ def register_representation(name: str, factory: Callable, *, overwrite: bool = F
     if key in _REGISTRY and not overwrite:
         raise ValueError(f"{fn}: {name!r} is already registered (pass overwrite=True)")
     _REGISTRY[key] = factory
+
+
+def unregister_representation(name: str) -> None:
+    """Remove a name added with :func:`register_representation` (KeyError if it is not)."""
+    key = name.lower() if isinstance(name, str) else name
+    if key not in _REGISTRY:
+        raise KeyError(f"unregister_representation: {name!r} is not registered")
+    del _REGISTRY[key]
 
 
 def registered_representations() -> tuple:
