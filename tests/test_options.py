@@ -92,3 +92,13 @@ def test_check_messages():
     with pytest.raises(ValueError, match=r"f: expected backend in \('fused', 'reference'\)"):
         RunOptions(backend="cuda").check("f")
     assert RunOptions(seeds=[1]).to_dict()["seeded"] is True
+
+
+def test_recipe_weight_errors_name_the_task():
+    with pytest.raises(ValueError, match=r"^actmax: expected tv_weight to be a float or of "
+                                         r"shape \(1,\), got \[3\]"):
+        pyinvert.actmax(tiny_cnn(), [0], image_size=8, steps=1, progress=False,
+                        tv_weight=torch.ones(3))
+    with pytest.raises(ValueError, match=r"^visualize: expected norm_weight to be a float"):
+        pyinvert.visualize(Activation(0), representation=tiny_cnn(), B=1, image_size=8,
+                           steps=1, progress=False, norm_weight=torch.ones(2))

@@ -28,12 +28,14 @@ def resolve(fn: str, representation, recipe, opts: RunOptions, weights, override
 
 
 def recipe_priors(rec: Recipe, B: int, channels: int, image_size, device, dtype,
-                  backend: str = "fused") -> ImagePrior:
-    """The recipe's TV_beta + N_alpha priors with its weights scaled for this image size."""
+                  backend: str = "fused", fn: str = "visualize") -> ImagePrior:
+    """The recipe's TV_beta + N_alpha priors with its weights scaled for this image size
+    (``fn`` names the caller in errors)."""
     H, W = image_size
     sc = _engine.recipe_scales(rec, channels, H, W)
-    tv = _engine.per_row(rec.tv_weight, B, 1, "tv_weight", device, dtype) * sc["prior_scale"]
-    nw = _engine.per_row(rec.norm_weight, B, 1, "norm_weight", device, dtype) * sc["prior_scale"]
+    scale = sc["prior_scale"]
+    tv = _engine.per_row(rec.tv_weight, B, 1, "tv_weight", device, dtype, fn) * scale
+    nw = _engine.per_row(rec.norm_weight, B, 1, "norm_weight", device, dtype, fn) * scale
     return ImagePrior(tv_weight=tv, beta=rec.beta, norm_weight=nw, alpha=rec.alpha,
                       isotropic=rec.isotropic_norm, backend=backend)
 

@@ -185,7 +185,7 @@ def invert(images=None, *, targets: Optional[Tensor] = None, representation="hog
                              f"got {list(mask.shape)}")
     data_w = _engine.per_row(rec.data_weight, B, 1, "data_weight", dev, dtype, fn)
     objective = Inversion(tgt, mask=mask, segments=segments) * data_w + \
-        common.recipe_priors(rec, B, C, (H, W), dev, dtype, opts.backend)
+        common.recipe_priors(rec, B, C, (H, W), dev, dtype, opts.backend, fn)
     out = common.run(fn, objective, rep, rec, opts, B=B, image_size=(H, W), device=dev,
                      parameterization=parameterization)
     code_all = out.codes if B * R else tgt

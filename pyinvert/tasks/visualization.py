@@ -142,7 +142,7 @@ def visualize(objective: Objective, *, representation, B: Optional[int] = None, 
     check_size(rep, H, W, fn)
     obj = objective
     if priors:
-        obj = obj + recipe_priors(rec, B, rep.channels, (H, W), dev, dtype, opts.backend)
+        obj = obj + recipe_priors(rec, B, rep.channels, (H, W), dev, dtype, opts.backend, fn)
     out = common.run(fn, obj, rep, rec, opts, B=B, image_size=(H, W), device=dev, init=x0,
                      init_noise=init_noise, parameterization=parameterization)
     last = _io.last_finite(out.measure_history) if out.measure_history.shape[0] else \
