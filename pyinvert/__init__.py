@@ -3,29 +3,47 @@
 Fused C++/CUDA kernels for the image priors (TV_beta, alpha-norm) and for differentiable HOG
 and dense SIFT that equal VLFeat's, with pure-PyTorch references beside them; one batched
 engine for inversion (:func:`invert`), activation maximization, caricatures, DeepDream and
-invariance maps of HOG, DSIFT and CNN layers (:mod:`pyinvert.models`: an offline model zoo).
+invariance maps of any representation: HOG, DSIFT, CNN layers (:mod:`pyinvert.models`: an
+offline model zoo), your own ``nn.Module`` or function.
+
+The package tree is the architecture: ``features/`` (the ops), ``reference/`` (their
+pure-PyTorch oracles), ``priors/``, ``representations/`` (the protocol and its Code),
+``objectives/``, ``optim/`` (options, parameterizations, engine, loop, rules, jitter,
+recipes), ``tasks/`` (one file per task), ``figures/``, ``models/``, ``batch/``, ``cli/``, and
+the rooms reserved for ``attribution/``, ``decoders/``, ``analysis/`` and ``training/``.
 """
 from pyinvert import _ext  # noqa: F401  (loads the kernels first)
 from pyinvert import _compat
-from pyinvert import reference
+from pyinvert import objectives  # before priors: ImagePrior is an objective term
+from pyinvert import metrics, models, reference
 from pyinvert.features import HOG, DenseSIFT, dsift, hog, render_hog
+from pyinvert.optim.options import RunOptions
+from pyinvert.optim.parameterizations import FourierImage, PixelCanvas
 from pyinvert.priors.handcrafted import ImagePrior, alpha_norm, image_prior, isotropic_norm, tv_norm
-from pyinvert import metrics
+from pyinvert.representations import (CNN, Code, Representation, as_representation,
+                                      register_representation)
+from pyinvert.tasks.caricature import caricature
+from pyinvert.tasks.dream import dream
+from pyinvert.tasks.invariance import InvarianceResult, invariance_map
 from pyinvert.tasks.inversion import InversionResult, invert
-from pyinvert import models, objectives
-from pyinvert.representations.cnn import CNN
-from pyinvert.tasks.visualization import (VisualizationResult, actmax, caricature, dream, invariance_map,
-                                visualize)
+from pyinvert.tasks.result import Result
+from pyinvert.tasks.visualization import VisualizationResult, actmax, visualize
 
 _compat.install()
 
 __version__ = "0.1.0"
 
 __all__ = [
+    # the ops and their module forms
     "image_prior", "tv_norm", "alpha_norm", "isotropic_norm", "ImagePrior",
     "hog", "HOG", "render_hog", "dsift", "DenseSIFT",
-    "reference",
-    "invert", "InversionResult", "metrics",
-    "models", "objectives", "CNN", "visualize", "VisualizationResult", "actmax", "caricature",
-    "dream", "invariance_map",
+    # representations
+    "Representation", "Code", "CNN", "as_representation", "register_representation",
+    # tasks and their results
+    "invert", "InversionResult", "visualize", "actmax", "caricature", "dream",
+    "invariance_map", "VisualizationResult", "InvarianceResult", "Result",
+    # how to run
+    "RunOptions", "PixelCanvas", "FourierImage",
+    # sub-packages
+    "reference", "metrics", "models", "objectives",
 ]

@@ -1,7 +1,10 @@
 """Old module paths (before the sub-packages) keep importing, with a DeprecationWarning:
 ``import pyinvert.recipes`` gives :mod:`pyinvert.optim.recipes`. ``pyinvert.invert`` and
 ``pyinvert.visualize`` are functions now and have no alias (their modules are
-:mod:`pyinvert.tasks.inversion` and :mod:`pyinvert.tasks.visualization`)."""
+:mod:`pyinvert.tasks.inversion` and :mod:`pyinvert.tasks.visualization`). ``pyinvert.objectives``
+and ``pyinvert.figures`` became packages under the same names (nothing to alias), and
+``pyinvert.tasks.visualization`` still gives ``caricature``, ``dream``, ``invariance_map`` and
+``InvarianceResult``, which moved to modules of their own."""
 import importlib
 import importlib.abc
 import importlib.util

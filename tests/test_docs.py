@@ -1,6 +1,7 @@
 """Docstrings: documented defaults match the signatures, and the examples run."""
 import doctest
 import importlib
+import importlib.util
 import inspect
 import re
 
@@ -52,10 +53,30 @@ def test_every_public_function_documents_its_defaults():
     assert found["beta"] == "2.0" and found["isotropic"] == "False"
 
 
-@pytest.mark.parametrize("module", ["pyinvert.priors.handcrafted", "pyinvert.representations.cnn",
-                                    "pyinvert.tasks.inversion",
-                                    "pyinvert.optim.recipes", "pyinvert.objectives",
-                                    "pyinvert.tasks.visualization"])
+def test_public_api_is_curated():
+    # __all__ is exact (every name exists, nothing public is left out by accident), no name
+    # shadows its own module, and no module is imported with *.
+    for name in pyinvert.__all__:
+        assert hasattr(pyinvert, name), name
+    public = {n for n in vars(pyinvert) if not n.startswith("_")}
+    modules = {n for n in public if inspect.ismodule(getattr(pyinvert, n))}
+    assert public - modules - {"annotations"} <= set(pyinvert.__all__), \
+        sorted(public - modules - set(pyinvert.__all__))
+    for name in pyinvert.__all__:
+        if not inspect.ismodule(getattr(pyinvert, name)):
+            assert importlib.util.find_spec(f"pyinvert.{name}") is None, \
+                f"pyinvert.{name} shadows the module of that name"
+
+
+DOCTEST_MODULES = [
+    "pyinvert.priors.handcrafted", "pyinvert.representations.cnn", "pyinvert.tasks.inversion",
+    "pyinvert.optim.recipes", "pyinvert.objectives", "pyinvert.tasks.visualization",
+    "pyinvert.representations.base", "pyinvert.representations.handcrafted",
+    "pyinvert.representations.generic", "pyinvert.representations.registry",
+    "pyinvert.optim.options", "pyinvert.optim.parameterizations"]
+
+
+@pytest.mark.parametrize("module", DOCTEST_MODULES)
 def test_doctests(module):
     torch.manual_seed(0)
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)

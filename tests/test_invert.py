@@ -12,9 +12,8 @@ import torch
 
 import pyinvert
 from pyinvert import features, metrics
-from pyinvert.tasks import inversion as invert_module
 from pyinvert.data import sample_path
-from pyinvert.tasks.inversion import InversionResult, as_image_batch, invert
+from pyinvert.tasks.inversion import as_image_batch, invert
 from pyinvert.optim.loop import project_ball
 from pyinvert.optim.recipes import RECIPES, Recipe, Stage, get_recipe
 from pyinvert.representations import make_representation

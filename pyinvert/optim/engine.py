@@ -1,4 +1,4 @@
-"""The one optimization engine behind :func:`pyinvert.invert` and :mod:`pyinvert.visualize`.
+"""The one optimization engine behind every task (:mod:`pyinvert.tasks`).
 
 It runs an objective (:mod:`pyinvert.objectives`) over rows = images x restarts, in chunks,
 each row seeded on its own (its result does not depend on its batch-mates), from noise (the
@@ -13,9 +13,11 @@ from typing import Callable, List, Optional, Sequence
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from pyinvert.objectives import Objective
 from pyinvert.optim.loop import optimize
+from pyinvert.optim.parameterizations import PixelCanvas, _quantile, init_rows  # noqa: F401
 from pyinvert.optim.recipes import Recipe
 
 
@@ -71,34 +73,6 @@ def row_seeds(B: int, R: int, seeds: Optional[Sequence[int]],
     return torch.randint(2 ** 62, (B * R,), generator=gen).tolist()
 
 
-def _quantile(v: Tensor, q: float) -> Tensor:
-    """``torch.quantile(v, q)`` (linear interpolation, the same values) from two selections
-    (``kthvalue``, linear time) instead of a full sort (20 ms per 3 x 225 x 225 row)."""
-    n = v.numel()
-    rank = q * (n - 1)
-    lo = int(math.floor(rank))
-    hi = min(lo + 1, n - 1)
-    below = torch.kthvalue(v, lo + 1).values
-    above = torch.kthvalue(v, hi + 1).values if hi != lo else below
-    return torch.lerp(below, above, torch.tensor(rank - lo, dtype=v.dtype))
-
-
-def init_rows(rec: Recipe, shape, seeds: Sequence[int], sigma: float, dtype) -> Tensor:
-    """Initial optimized tensors, one per row, each from its own seeded generator (CPU)."""
-    rows = []
-    for s in seeds:
-        g = torch.Generator().manual_seed(int(s))
-        if rec.init == "randn_norm":
-            z = torch.randn(shape, generator=g, dtype=torch.float64)
-            z = z / z.norm() * sigma
-        else:
-            z = 2 * torch.rand(shape, generator=g, dtype=torch.float64) - 1
-            m = _quantile(z.flatten(), 0.95)
-            z = z / m * sigma / math.sqrt(3)
-        rows.append(z.to(dtype))
-    return torch.stack(rows) if rows else torch.zeros((0, *shape), dtype=dtype)
-
-
 @dataclass
 class EngineOutput:
     """Per row (N = B R): the final images x (the centred H x W window, optimized scale),
@@ -116,8 +90,8 @@ class EngineOutput:
 def run(objective: Objective, representation, rec: Recipe, *, B: int, R: int, image_size,
         channels: int, seeds: Sequence[int], device, dtype, init: Optional[Tensor] = None,
         init_noise: float = 0.0, batch_size: Optional[int] = None, progress=True,
-        callback: Optional[Callable] = None, desc: str = "", final_codes: bool = True
-        ) -> EngineOutput:
+        callback: Optional[Callable] = None, desc: str = "", final_codes: bool = True,
+        parameterization=None) -> EngineOutput:
     """Optimize ``objective`` for B images x R restarts (see the module docstring).
 
     Args:
@@ -137,6 +111,8 @@ def run(objective: Objective, representation, rec: Recipe, *, B: int, R: int, im
         callback: ``callback(iteration, x, loss, measure, active)``; True stops the chunk.
         desc: the progress bar's label.
         final_codes: compute Phi of the final images.
+        parameterization: what is optimized (:mod:`pyinvert.optim.parameterizations`); None:
+            the pixel canvas.
     """
     H, W = (int(v) for v in image_size)
     N = B * R
@@ -150,9 +126,11 @@ def run(objective: Objective, representation, rec: Recipe, *, B: int, R: int, im
         if R > 1:
             init = init.repeat_interleave(R, 0)
     chunk = batch_size or max(N, 1)
+    param = parameterization if parameterization is not None else PixelCanvas()
+    to_image = None if param.projects else \
+        (lambda p: param.image(p, representation, shape[-2:]))
     bar, own_bar = None, False
     if progress is True:
-        from tqdm.auto import tqdm
         bar = tqdm(total=rec.iterations * math.ceil(N / chunk) if N else 0, desc=desc,
                    unit="it", leave=False)
         own_bar = True
@@ -173,20 +151,18 @@ def run(objective: Objective, representation, rec: Recipe, *, B: int, R: int, im
         for start in range(0, N, chunk):
             rows = slice(start, min(start + chunk, N))
             n = rows.stop - rows.start
-            if init is None:
-                x = init_rows(rec, shape, seeds[rows], sc["sigma"], dtype).to(dev)
-            else:
-                x = torch.zeros((n, *shape), device=dev, dtype=dtype)
-                x[..., o:o + H, o:o + W] = init[rows]
-                if init_noise:
-                    x += init_noise * init_rows(rec, shape, seeds[rows], sc["sigma"],
-                                                dtype).to(dev)
+            x = param.init(rec, shape, seeds[rows], sc["sigma"], dtype, dev, representation,
+                           start=None if init is None else init[rows], start_noise=init_noise)
             gens = [torch.Generator().manual_seed(int(s) ^ 0x5EED) for s in seeds[rows]]
             obj = objective.select(rows)
-            lr_scale = torch.full((n,), sc["lr_mult"], device=dev, dtype=dtype)
+            lr_scale = torch.full((n,), param.lr_scale(sc["lr_mult"], rec), device=dev,
+                                  dtype=dtype)
             hist, mhist, active, stopped = optimize(
                 x, step_objective(obj), rec, image_size=(H, W), lr_scale=lr_scale,
-                generators=gens, progress=bar, callback=callback)
+                generators=gens, progress=bar, callback=callback, to_image=to_image)
+            if to_image is not None:
+                with torch.no_grad():
+                    x = to_image(x)
             xc = x[..., o:o + H, o:o + W]
             if final_codes and representation is not None:
                 with torch.no_grad():

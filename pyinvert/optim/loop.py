@@ -1,4 +1,4 @@
-"""The batched optimization loop and the two update rules of the papers.
+"""The batched optimization loop (the update rules are in :mod:`pyinvert.optim.rules`).
 
 Every row of the optimized tensor is an independent problem: the rules are elementwise, the
 learning-rate multiplier is per row, and a row whose loss (or gradient) becomes NaN/Inf is
@@ -9,85 +9,15 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import Tensor
 
-from pyinvert.optim.recipes import Recipe
 from pyinvert.optim.jitter import Jitter, center_crop
-
-
-def _rows(v: Tensor, like: Tensor) -> Tensor:
-    return v.view(-1, *([1] * (like.dim() - 1)))
-
-
-class MomentumRule:
-    """CVPR 2015: ``v = m v - lr g; x += v``."""
-
-    def __init__(self, momentum: float):
-        self.momentum = momentum
-        self.v = None
-
-    def reset(self):
-        self.v = None
-
-    def step(self, x: Tensor, g: Tensor, lr: Tensor):
-        if self.v is None:
-            self.v = torch.zeros_like(x)
-        self.v.mul_(self.momentum).addcmul_(g, _rows(-lr, g))
-        x.add_(self.v)
-
-
-class AdagradMomentumRule:
-    """IJCV 2016: ``G = m G + g^2; v = m v - g / (1/lr + sqrt(G)); x += v``."""
-
-    def __init__(self, momentum: float):
-        self.momentum = momentum
-        self.v = None
-        self.G = None
-
-    def reset(self):
-        # nnpreimage zeroes the momentum on a learning-rate change; its AdaGrad accumulator
-        # keeps going (the reset there targets a misspelled variable), and so does ours.
-        self.v = None
-
-    def step(self, x: Tensor, g: Tensor, lr: Tensor):
-        if self.v is None:
-            self.v = torch.zeros_like(x)
-        if self.G is None:
-            self.G = torch.zeros_like(x)
-        self.G.mul_(self.momentum).addcmul_(g, g)
-        denom = self.G.sqrt().add_(_rows(1.0 / lr, g))
-        # v - g / denom in one pass (-1 * q is exact: the same values as a division and a
-        # subtraction).
-        self.v.mul_(self.momentum).addcdiv_(g, denom, value=-1.0)
-        x.add_(self.v)
-
-
-class NormalizedRule:
-    """DeepDream's step: ``x -= lr g / mean|g|`` per row (a fixed step length per image)."""
-
-    def reset(self):
-        pass
-
-    def step(self, x: Tensor, g: Tensor, lr: Tensor):
-        scale = g.abs().flatten(1).mean(1).clamp_min(1e-20)
-        x.sub_(g * _rows(lr / scale, g))
-
-
-def make_rule(recipe: Recipe):
-    if recipe.optimizer == "momentum":
-        return MomentumRule(recipe.momentum)
-    if recipe.optimizer == "normalized":
-        return NormalizedRule()
-    return AdagradMomentumRule(recipe.momentum)
-
-
-def project_ball(x: Tensor, bound: float) -> None:
-    """In place: scale each pixel's channel vector into the ball |x(v)| <= bound (IJCV 2016)."""
-    n = x.square().sum(1, keepdim=True).sqrt_()
-    x.mul_(torch.clamp(bound / n.clamp_min(1e-30), max=1.0))
+from pyinvert.optim.recipes import Recipe
+from pyinvert.optim.rules import (AdagradMomentumRule, MomentumRule,  # noqa: F401 (re-exported)
+                                  NormalizedRule, _rows, make_rule, project_ball)
 
 
 def optimize(x: Tensor, objective, recipe: Recipe, *, image_size, lr_scale: Tensor,
              generators: Sequence[torch.Generator], progress=None,
-             callback: Optional[Callable] = None):
+             callback: Optional[Callable] = None, to_image: Optional[Callable] = None):
     """Run the recipe's schedule on x in place.
 
     Args:
@@ -100,6 +30,8 @@ def optimize(x: Tensor, objective, recipe: Recipe, *, image_size, lr_scale: Tens
         progress: an object with ``update(n)`` (e.g. tqdm), or None.
         callback: called as ``callback(iteration, x, loss, error, active)`` after each step;
             returning True stops the run.
+        to_image: None when x is the image canvas itself (pixels: the recipe's bound projects
+            x); else the parameterization's map from x to the canvas (no projection).
 
     Returns:
         (history [N, T] of losses (NaN after a row stopped), errors [N, T], active [N] bool,
@@ -115,6 +47,7 @@ def optimize(x: Tensor, objective, recipe: Recipe, *, image_size, lr_scale: Tens
     active = torch.ones(N, dtype=torch.bool, device=x.device)
     stopped_at = torch.full((N,), -1, dtype=torch.long, device=x.device)
     rule = make_rule(recipe)
+    bound = recipe.bound if to_image is None else None
     jitter = Jitter(recipe.jitter, image_size)
 
     def result(t_end=None):
@@ -130,8 +63,9 @@ def optimize(x: Tensor, objective, recipe: Recipe, *, image_size, lr_scale: Tens
         lr = lr_scale * stage.lr
         for _ in range(stage.iterations):
             x.requires_grad_(True)
-            crop = jitter(x, generators) if stage.jitter else center_crop(x, image_size)
-            loss, error = objective(crop, x)
+            image = x if to_image is None else to_image(x)
+            crop = jitter(image, generators) if stage.jitter else center_crop(image, image_size)
+            loss, error = objective(crop, image)
             grad, = torch.autograd.grad(loss.sum(), x)
             x.requires_grad_(False)
             with torch.no_grad():
@@ -146,13 +80,13 @@ def optimize(x: Tensor, objective, recipe: Recipe, *, image_size, lr_scale: Tens
                     grad = torch.where(keep, grad, torch.zeros_like(grad))
                     before = x.clone()
                     rule.step(x, grad, torch.where(active, lr, torch.ones_like(lr)))
-                    if recipe.bound is not None:
-                        project_ball(x, recipe.bound)
+                    if bound is not None:
+                        project_ball(x, bound)
                     x.copy_(torch.where(keep, x, before))
                 else:
                     rule.step(x, grad, lr)
-                    if recipe.bound is not None:
-                        project_ball(x, recipe.bound)
+                    if bound is not None:
+                        project_ball(x, bound)
                 history[:, t] = loss.detach()
                 errors[:, t] = error.detach()
             t += 1

@@ -42,6 +42,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
+from pyinvert.representations.registry import as_representation
+
 #: Names accepted by :func:`get_recipe`.
 RECIPES = ("cvpr2015", "ijcv2016")
 #: The visualization recipes (activation maximization, caricatures, DeepDream).
@@ -146,13 +148,14 @@ class Recipe:
         """Total number of iterations of the schedule."""
         return sum(s.iterations for s in self.stages)
 
-    def scaled(self, steps: int) -> "Recipe":
+    def scaled(self, steps: int, fn: str = "invert") -> "Recipe":
         """The same recipe with the schedule stretched or shortened to ``steps`` iterations in
-        all (each stage keeps its share, at least one iteration)."""
+        all (each stage keeps its share, at least one iteration); ``fn`` names the caller in
+        errors."""
         if isinstance(steps, bool) or not isinstance(steps, int):
-            raise TypeError(f"invert: expected steps to be an int or None, got {type(steps).__name__}")
+            raise TypeError(f"{fn}: expected steps to be an int or None, got {type(steps).__name__}")
         if steps < 1:
-            raise ValueError(f"invert: expected steps >= 1, got {steps}")
+            raise ValueError(f"{fn}: expected steps >= 1, got {steps}")
         total = self.iterations
         counts = [max(1, round(s.iterations * steps / total)) for s in self.stages]
         # Make the counts add up to `steps` exactly (when steps >= number of stages).
@@ -266,7 +269,7 @@ _CNN_FACTORIES = {"cvpr2015": _cvpr2015_cnn, "ijcv2016": _ijcv2016_cnn, "actmax"
 def get_recipe(recipe="cvpr2015", representation=None, **overrides) -> Recipe:
     """A named recipe (or a :class:`Recipe`) with fields overridden.
 
-    For a CNN representation (``representation.kind == "cnn"``) the names pick the CNN
+    For a CNN representation (its protocol attribute ``kind == "cnn"``) the names pick the CNN
     variants, from the layer's receptive-field stride: "cvpr2015" -> "cvpr2015-cnn"
     (lambda_TV by stride, the 400-iteration schedule, sigma for 227 x 227 x 3 inputs),
     "ijcv2016" -> "ijcv2016-cnn" (jitter ``max(round(stride/4), 1)``), and the visualization
@@ -294,11 +297,12 @@ def get_recipe(recipe="cvpr2015", representation=None, **overrides) -> Recipe:
         base = recipe
     elif isinstance(recipe, str):
         key = recipe.lower()
-        if getattr(representation, "kind", None) == "cnn" and key in _CNN_FACTORIES:
-            base = _CNN_FACTORIES[key](int(representation.stride))
-        elif key in ("actmax", "caricature", "dream"):
-            stride = int(getattr(representation, "stride", 4))
-            base = _CNN_FACTORIES[key](stride)
+        rep = None if representation is None else \
+            as_representation(representation, fn="get_recipe")
+        if rep is not None and rep.kind == "cnn" and key in _CNN_FACTORIES:
+            base = _CNN_FACTORIES[key](int(rep.stride))
+        elif key in VISUALIZATION_RECIPES:
+            base = _CNN_FACTORIES[key](int(rep.stride) if rep is not None else 4)
         else:
             factory = _FACTORIES.get(key)
             if factory is None:

@@ -11,6 +11,8 @@ import torch
 from torch import Tensor, nn
 
 from pyinvert import _ext  # noqa: F401  (registers the op)
+from pyinvert import reference as _reference
+from pyinvert.objectives.base import Objective, check_weight, map_weight
 
 Weight = Union[float, Tensor]
 
@@ -188,10 +190,25 @@ def isotropic_norm(x: Tensor, alpha: float = 6.0) -> Tensor:
     return image_prior(x, tv_weight=0.0, norm_weight=1.0, alpha=alpha, isotropic=True)
 
 
-class ImagePrior(nn.Module):
-    """Module form of :func:`image_prior` with fixed hyper-parameters.
+class ImagePrior(Objective, nn.Module):
+    r"""The image priors ``tv_weight TV_beta(x) + norm_weight N_alpha(x)`` per image: the module
+    form of :func:`image_prior` and the prior term of an objective (IJCV 2016 eq. (2) and
+    Sec. 3.3-3.4; CVPR 2015 eq. (2)-(3)), one class for both.
 
-    Args: as :func:`image_prior` (weights may be Tensor[B] buffers for a per-image sweep).
+    ``prior(x)`` is the value [B]; as an :class:`pyinvert.objectives.Objective` it adds to
+    data terms (``100 * Inversion(t) + ImagePrior(...)``), and scaling it by a float or a
+    per-row Tensor scales its weights (the fused op's fast path, value and gradient in one
+    pass, is kept); a TV-only and a norm-only prior in a sum fuse into one call.
+
+    Args:
+        tv_weight: weight of TV_beta, a float or Tensor[B]. Default: 1.0.
+        beta: TV exponent. Default: 2.0.
+        norm_weight: weight of N_alpha (R_alpha when not isotropic). Default: 0.0.
+        alpha: norm exponent. Default: 6.0.
+        isotropic: N_alpha over the channels of a pixel (IJCV) instead of elementwise.
+            Default: False.
+        eps: TV smoothing (see :func:`image_prior`). Default: 0.0.
+        backend: "fused" (:func:`image_prior`) or "reference" (pure PyTorch). Default: "fused".
 
     Shape:
         - input: (B, C, H, W)
@@ -203,22 +220,84 @@ class ImagePrior(nn.Module):
         tensor([0., 0.])
     """
 
+    needs_code = False
+    _FIELDS = ("tv_weight", "beta", "norm_weight", "alpha", "isotropic", "eps", "backend")
+
     def __init__(self, *, tv_weight: Weight = 1.0, beta: float = 2.0, norm_weight: Weight = 0.0,
-                 alpha: float = 6.0, isotropic: bool = False, eps: float = 0.0):
-        super().__init__()
+                 alpha: float = 6.0, isotropic: bool = False, eps: float = 0.0,
+                 backend: str = "fused"):
+        nn.Module.__init__(self)
         fn = "ImagePrior"
+        if backend not in ("fused", "reference"):
+            raise ValueError(f"{fn}: expected backend in ('fused', 'reference'), got {backend!r}")
+        self.tv_weight = check_weight(tv_weight, fn)
+        self.norm_weight = check_weight(norm_weight, fn)
         self.beta = _positive(beta, "beta", fn)
         self.alpha = _positive(alpha, "alpha", fn)
         self.eps = _positive(eps, "eps", fn, allow_zero=True)
         self.isotropic = bool(isotropic)
-        self.tv_weight = tv_weight
-        self.norm_weight = norm_weight
+        self.backend = backend
 
-    def forward(self, x: Tensor) -> Tensor:
-        return image_prior(x, tv_weight=self.tv_weight, beta=self.beta,
-                           norm_weight=self.norm_weight, alpha=self.alpha,
-                           isotropic=self.isotropic, eps=self.eps)
+    def forward(self, *args) -> Tensor:
+        """``prior(x)`` (the module) or ``prior(code, x)`` (an objective): the value [B]."""
+        return self.evaluate(None, args[-1])[0]
+
+    __call__ = nn.Module.__call__
+
+    def evaluate(self, code, x):
+        f = image_prior if self.backend == "fused" else _reference.image_prior
+        return f(x, tv_weight=self.tv_weight, beta=self.beta, norm_weight=self.norm_weight,
+                 alpha=self.alpha, isotropic=self.isotropic, eps=self.eps), None
+
+    def _off(self, w) -> bool:
+        return not isinstance(w, Tensor) and w == 0.0
+
+    def _replace(self, **kw) -> "ImagePrior":
+        out = ImagePrior.__new__(ImagePrior)
+        nn.Module.__init__(out)
+        for k in self._FIELDS:
+            setattr(out, k, kw.get(k, getattr(self, k)))
+        return out
+
+    def __mul__(self, weight):
+        if not isinstance(weight, (int, float, Tensor)) or isinstance(weight, bool):
+            return NotImplemented
+        w = check_weight(weight, "ImagePrior")
+        return self._replace(tv_weight=self.tv_weight * w, norm_weight=self.norm_weight * w)
+
+    __rmul__ = __mul__
+
+    def __neg__(self):
+        return self * -1.0
+
+    def fuse(self, other):
+        """A TV-only and a norm-only prior (same backend) as one fused term."""
+        if not isinstance(other, ImagePrior) or other.backend != self.backend:
+            return None
+        if self._off(self.norm_weight) and other._off(other.tv_weight):
+            return self._replace(norm_weight=other.norm_weight, alpha=other.alpha,
+                                 isotropic=other.isotropic)
+        if self._off(self.tv_weight) and other._off(other.norm_weight):
+            return self._replace(tv_weight=other.tv_weight, beta=other.beta, eps=other.eps)
+        return None
+
+    def map_rows(self, fn):
+        return self._replace(tv_weight=map_weight(self.tv_weight, fn),
+                             norm_weight=map_weight(self.norm_weight, fn))
+
+    def to(self, *args, **kwargs) -> "ImagePrior":
+        """A copy with the weights moved (``to(device)``, ``to(dtype)``, ``to(device, dtype)``
+        as for a module)."""
+        device, dtype, _, _ = torch._C._nn._parse_to(*args, **kwargs)
+        return Objective.to(self, device=device, dtype=dtype)
+
+    def describe(self):
+        def w(v):
+            return "w[N]" if isinstance(v, Tensor) else v
+        return (f"ImagePrior(tv={w(self.tv_weight)}, beta={self.beta}, "
+                f"norm={w(self.norm_weight)}, alpha={self.alpha}, isotropic={self.isotropic})")
 
     def extra_repr(self) -> str:
         return (f"tv_weight={self.tv_weight}, beta={self.beta}, norm_weight={self.norm_weight}, "
-                f"alpha={self.alpha}, isotropic={self.isotropic}, eps={self.eps}")
+                f"alpha={self.alpha}, isotropic={self.isotropic}, eps={self.eps}, "
+                f"backend={self.backend!r}")

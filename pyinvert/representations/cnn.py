@@ -25,7 +25,11 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from pyinvert import models
+from pyinvert.models import layer_names  # noqa: F401 (the one layer list, re-exported)
 from pyinvert.models.imagenet import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401 (re-exported)
+from pyinvert.models.zoo import _CLASSES as _ZOO_CLASSES
+from pyinvert.representations.base import Code, Representation, to_rgb
 
 
 class _StopForward(Exception):
@@ -58,27 +62,19 @@ def _valid_layers_text(names: Sequence[str], limit: int = 600,
     return text[:limit].rsplit(", ", 1)[0] + f", ... ({len(names)} in all; {where})"
 
 
-def layer_names(model: nn.Module) -> List[str]:
-    """The names of ``model``'s submodules, in registration order (the root "" excluded)."""
-    return [n for n, _ in model.named_modules() if n]
-
-
 def _suggested_layers(model: nn.Module) -> List[str]:
     """The layer names an error message lists: the zoo's curated list
     (:func:`pyinvert.models.layer_names`, in computation order, no plain containers or
     dropouts) for a zoo model, every submodule name otherwise."""
-    from pyinvert.models import zoo
-    from pyinvert.models import layer_names as zoo_layer_names
-
-    if isinstance(model, tuple(zoo._CLASSES.values())):
+    if isinstance(model, tuple(_ZOO_CLASSES.values())):
         try:
-            return zoo_layer_names(model)
+            return layer_names(model)
         except Exception:  # noqa: BLE001 (an unusual input size: fall back to all names)
             pass
-    return layer_names(model)
+    return [n for n, _ in model.named_modules() if n]
 
 
-class CNN(nn.Module):
+class CNN(Representation):
     """The codes of named layers of a CNN, as a representation to invert or visualize.
 
     Args:
@@ -161,13 +157,7 @@ class CNN(nn.Module):
     def preprocess(self, images: Tensor) -> Tensor:
         """Images in [0, 1], [B, C, H, W] (C = 1 is repeated to RGB, an alpha channel is
         dropped), to the pixel scale ``255 (image - mean)``."""
-        C = images.shape[1]
-        if C == 1:
-            images = images.expand(-1, 3, -1, -1)
-        elif C == 4:
-            images = images[:, :3]
-        elif C != 3:
-            raise ValueError(f"CNN: expected images with 1, 3 or 4 channels, got C={C}")
+        images = to_rgb(images, "CNN")
         return (images - self._vec(self.mean, images)) * 255.0
 
     def postprocess(self, x: Tensor) -> Tensor:
@@ -344,6 +334,15 @@ class CNN(nn.Module):
         return {s.layer: code[:, s.start:s.stop].reshape(-1, *s.shape)
                 for s in self.segments(image_size)}
 
+    def as_code(self, value: Tensor, image_size=None) -> Code:
+        """A code (one layer's output, or the concatenation) as {layer: [B, ...]}."""
+        if len(self.layers) == 1:
+            return Code({self.layers[0]: value})
+        if image_size is None:
+            raise ValueError("CNN.as_code: expected image_size=(H, W) for a multi-layer code, "
+                             "got None")
+        return Code(self.split(value, image_size))
+
     def code_mask(self, image_size, *, window: Optional[int] = None,
                   channels: Optional[Sequence[int]] = None,
                   layer: Optional[str] = None) -> Tensor:
@@ -405,24 +404,23 @@ class CNN(nn.Module):
                 "pixel_scale": "255 (image - mean)", "stride": self.stride}
 
 
-def parse_spec(spec: str) -> Tuple[str, List[str]]:
-    """``"cnn:MODEL:LAYER[,LAYER...]"`` -> (model, [layers])."""
+def parse_spec(spec: str, fn: str = "invert") -> Tuple[str, List[str]]:
+    """``"cnn:MODEL:LAYER[,LAYER...]"`` -> (model, [layers]) (``fn`` names the caller in
+    errors)."""
     parts = spec.split(":")
     if len(parts) != 3 or parts[0].lower() != "cnn" or not parts[1] or not parts[2]:
-        raise ValueError(f"invert: expected a CNN representation as 'cnn:MODEL:LAYER[,LAYER...]'"
+        raise ValueError(f"{fn}: expected a CNN representation as 'cnn:MODEL:LAYER[,LAYER...]'"
                          f", got {spec!r}")
     layers = [s.strip() for s in parts[2].split(",") if s.strip()]
     if not layers:
-        raise ValueError(f"invert: expected at least one layer in {spec!r}")
+        raise ValueError(f"{fn}: expected at least one layer in {spec!r}")
     return parts[1], layers
 
 
-def cnn_from_spec(spec: str, weights="imagenet") -> CNN:
+def cnn_from_spec(spec: str, weights="imagenet", fn: str = "invert") -> CNN:
     """A :class:`CNN` from ``"cnn:MODEL:LAYER[,LAYER...]"`` with the zoo's model
     (:func:`pyinvert.models.load_model`, ``weights`` "imagenet", None (random) or a path)."""
-    model_name, layers = parse_spec(spec)
-    from pyinvert import models
-
+    model_name, layers = parse_spec(spec, fn)
     model = models.load_model(model_name, weights=weights)
     return CNN(model, layers, mean=models.IMAGENET_MEAN, std=models.IMAGENET_STD,
                model_name=model_name)

@@ -1,75 +1,30 @@
-"""Representations to invert: modules mapping the optimized tensor to a code.
+"""HOG and dense SIFT as representations to invert (the gray image in the authors' pixel scale
+``255 gray - 128``), wrapping :mod:`pyinvert.features` (fused kernels) or
+:mod:`pyinvert.reference` (pure PyTorch) by ``backend``.
 
-The protocol (what :func:`pyinvert.invert` needs), so that CNN layers plug in the same way:
-
-CNN layers: :class:`pyinvert.representations.cnn.CNN` (also exported here), "cnn:MODEL:LAYER" names.
-
-* ``forward(x) -> code``: the representation Phi on the optimized tensor x, [B, ...].
-* ``preprocess(images) -> x``: pixels in [0, 1], [B, C, H, W], to the optimized tensor's scale
-  (e.g. ``255 gray - 128`` for HOG, as in the authors' code).
-* ``postprocess(x) -> images``: back to pixels in [0, 1] (clamped), [B, C', H, W].
-* ``channels``: the number of channels of x.
-* ``min_size``: the smallest H and W accepted.
-* ``name`` and ``config()`` (JSON-friendly) for the records.
-
-A representation has no state changed by ``forward`` and no device fixed at construction.
+``as_representation(pyinvert.HOG(...))`` and ``as_representation(pyinvert.DenseSIFT(...))``
+give these, with the feature module's parameters.
 """
-from typing import Optional
-
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from pyinvert import features as _features
 from pyinvert import reference as _reference
-
-#: Names accepted by :func:`make_representation`.
-REPRESENTATIONS = ("hog", "hogb", "dsift")
-
-# ITU-R BT.601 luma, as MATLAB's rgb2gray (used by the authors).
-_GRAY = (0.2989, 0.5870, 0.1140)
-
-
-def to_gray(images: Tensor) -> Tensor:
-    """[B, C, H, W] in [0, 1] with C in (1, 3, 4) to [B, 1, H, W] (alpha ignored)."""
-    C = images.shape[1]
-    if C == 1:
-        return images
-    if C in (3, 4):
-        w = images.new_tensor(_GRAY).view(1, 3, 1, 1)
-        return (images[:, :3] * w).sum(1, keepdim=True)
-    raise ValueError(f"to_gray: expected images with 1, 3 or 4 channels, got C={C}")
-
-
-class Representation(nn.Module):
-    """Base class: gray images in the authors' pixel scale ``255 gray - 128``."""
-
-    name = "representation"
-    channels = 1
-    offset = 128.0
-    scale = 255.0
-
-    @property
-    def min_size(self) -> int:
-        return 1
-
-    def preprocess(self, images: Tensor) -> Tensor:
-        return to_gray(images) * self.scale - self.offset
-
-    def postprocess(self, x: Tensor) -> Tensor:
-        return ((x + self.offset) / self.scale).clamp(0, 1)
-
-    def config(self) -> dict:
-        return {"name": self.name}
+from pyinvert.features.dsift import keypoints
+from pyinvert.representations.base import (Code, Representation, check_backend,
+                                           matrix_picture, normalized_picture)
 
 
 class HOGRepresentation(Representation):
-    """VLFeat's UoCTTI HOG (31 dimensions per cell) of the gray image; HOGb with bilinear
-    orientation assignment.
+    """VLFeat's HOG of the gray image (UoCTTI, 31 dimensions per cell by default); HOGb with
+    bilinear orientation assignment.
 
     Args:
         cell_size: HOG cell size. Default: 8.
         bilinear_orientations: HOGb. Default: False.
         backend: "fused" (pyinvert.hog) or "reference" (pyinvert.reference.hog). Default: "fused".
+        num_orientations: undirected orientations. Default: 9.
+        variant: "uoctti" or "dalaltriggs". Default: "uoctti".
 
     Example:
         >>> rep = HOGRepresentation()
@@ -77,14 +32,24 @@ class HOGRepresentation(Representation):
         torch.Size([2, 31, 4, 4])
     """
 
+    kind = "handcrafted"
+
     def __init__(self, cell_size: int = 8, bilinear_orientations: bool = False,
-                 backend: str = "fused"):
+                 backend: str = "fused", num_orientations: int = 9, variant: str = "uoctti"):
         super().__init__()
-        _check_backend(backend)
+        self.backend = check_backend(backend, "HOGRepresentation")
         self.cell_size = cell_size
         self.bilinear_orientations = bilinear_orientations
-        self.backend = backend
+        self.num_orientations = num_orientations
+        self.variant = variant.lower()
         self.name = "hogb" if bilinear_orientations else "hog"
+
+    @classmethod
+    def from_module(cls, module: "_features.HOG", backend: str = "fused") -> "HOGRepresentation":
+        """The representation of a :class:`pyinvert.HOG` module's parameters."""
+        return cls(cell_size=module.cell_size, bilinear_orientations=module.bilinear_orientations,
+                   backend=backend, num_orientations=module.num_orientations,
+                   variant=module.variant)
 
     @property
     def min_size(self) -> int:
@@ -93,11 +58,25 @@ class HOGRepresentation(Representation):
 
     def forward(self, x: Tensor) -> Tensor:
         fn = _features.hog if self.backend == "fused" else _reference.hog
-        return fn(x, cell_size=self.cell_size, bilinear_orientations=self.bilinear_orientations)
+        return fn(x, cell_size=self.cell_size, num_orientations=self.num_orientations,
+                  variant=self.variant, bilinear_orientations=self.bilinear_orientations)
+
+    def render_code(self, code) -> Tensor:
+        """HOG glyphs (VLFeat's ``vl_hog_render``) of one image's code [D, h, w]."""
+        if isinstance(code, Code):
+            code = code[self.name][0]
+        code = code.detach().float().cpu()
+        if code.dim() != 3:
+            return matrix_picture(code)
+        return normalized_picture(_features.render_hog(
+            code, variant=self.variant, num_orientations=self.num_orientations, glyph_size=11))
 
     def config(self) -> dict:
-        return {"name": self.name, "cell_size": self.cell_size,
-                "bilinear_orientations": self.bilinear_orientations, "backend": self.backend}
+        out = {"name": self.name, "cell_size": self.cell_size,
+               "bilinear_orientations": self.bilinear_orientations, "backend": self.backend}
+        if (self.num_orientations, self.variant) != (9, "uoctti"):
+            out.update(num_orientations=self.num_orientations, variant=self.variant)
+        return out
 
 
 class DSIFTRepresentation(Representation):
@@ -107,16 +86,30 @@ class DSIFTRepresentation(Representation):
         bin_size: spatial bin size. Default: 8.
         step: sampling step. Default: 4.
         backend: "fused" or "reference". Default: "fused".
+        flat_window: VLFeat's flat-window approximation. Default: False.
+
+    Shape:
+        - code (forward): :math:`(B, N, 128)` (N descriptors, x fastest); as a :class:`Code`
+          the map :math:`(B, 128, N_y, N_x)`.
     """
 
     name = "dsift"
+    kind = "handcrafted"
 
-    def __init__(self, bin_size: int = 8, step: int = 4, backend: str = "fused"):
+    def __init__(self, bin_size: int = 8, step: int = 4, backend: str = "fused",
+                 flat_window: bool = False):
         super().__init__()
-        _check_backend(backend)
+        self.backend = check_backend(backend, "DSIFTRepresentation")
         self.bin_size = bin_size
         self.step = step
-        self.backend = backend
+        self.flat_window = flat_window
+
+    @classmethod
+    def from_module(cls, module: "_features.DenseSIFT",
+                    backend: str = "fused") -> "DSIFTRepresentation":
+        """The representation of a :class:`pyinvert.DenseSIFT` module's parameters."""
+        return cls(bin_size=module.bin_size, step=module.step, backend=backend,
+                   flat_window=module.flat_window)
 
     @property
     def min_size(self) -> int:
@@ -124,53 +117,21 @@ class DSIFTRepresentation(Representation):
 
     def forward(self, x: Tensor) -> Tensor:
         fn = _features.dsift if self.backend == "fused" else _reference.dsift
-        desc, _ = fn(x, step=self.step, bin_size=self.bin_size)
+        desc, _ = fn(x, step=self.step, bin_size=self.bin_size, flat_window=self.flat_window)
         return desc
 
+    def as_code(self, value: Tensor, image_size=None) -> Code:
+        if image_size is None:
+            raise ValueError("DSIFTRepresentation.as_code: expected image_size=(H, W) (the "
+                             "descriptor grid depends on it), got None")
+        centres = keypoints(*image_size, step=self.step, bin_size=self.bin_size)
+        ny = int(torch.unique(centres[:, 1]).numel())
+        nx = centres.shape[0] // max(ny, 1)
+        return Code({self.name: value.transpose(1, 2).reshape(value.shape[0], -1, ny, nx)})
+
     def config(self) -> dict:
-        return {"name": self.name, "bin_size": self.bin_size, "step": self.step,
-                "backend": self.backend}
-
-
-def _check_backend(backend):
-    if backend not in ("fused", "reference"):
-        raise ValueError(f"invert: expected backend in ('fused', 'reference'), got {backend!r}")
-
-
-def make_representation(name, *, backend: str = "fused", recipe=None,
-                        weights="imagenet") -> Representation:
-    """A representation by name ("hog", "hogb", "dsift", "cnn:MODEL:LAYER[,LAYER...]"), or the
-    module itself.
-
-    Args:
-        name: a name or a :class:`Representation`-like module (returned as it is).
-        backend: "fused" or "reference". Default: "fused".
-        recipe: a :class:`pyinvert.optim.recipes.Recipe` giving the DSIFT bin size and step; None
-            uses the DSIFT defaults. Default: None.
-        weights: a CNN's weights: "imagenet", None (random initialization) or a path (see
-            :func:`pyinvert.models.load_model`). Default: "imagenet".
-
-    Returns:
-        The representation module.
-    """
-    if isinstance(name, nn.Module):
-        return name
-    if not isinstance(name, str):
-        raise TypeError(f"invert: expected representation to be a str or an nn.Module, "
-                        f"got {type(name).__name__}")
-    key = name.lower()
-    if key.startswith("cnn:"):
-        from pyinvert.representations.cnn import cnn_from_spec
-        return cnn_from_spec(name, weights=weights)
-    if key == "hog":
-        return HOGRepresentation(backend=backend)
-    if key == "hogb":
-        return HOGRepresentation(bilinear_orientations=True, backend=backend)
-    if key == "dsift":
-        if recipe is None:
-            return DSIFTRepresentation(backend=backend)
-        return DSIFTRepresentation(bin_size=recipe.dsift_bin_size, step=recipe.dsift_step,
-                                   backend=backend)
-    raise ValueError(f"invert: expected representation in {REPRESENTATIONS} or "
-                     f"'cnn:MODEL:LAYER[,LAYER...]', got {name!r}")
-
+        out = {"name": self.name, "bin_size": self.bin_size, "step": self.step,
+               "backend": self.backend}
+        if self.flat_window:
+            out["flat_window"] = True
+        return out

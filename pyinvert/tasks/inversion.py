@@ -1,28 +1,29 @@
-"""``pyinvert.invert``: batched inversion of a representation, and its result.
+"""``pyinvert.invert``: the engine run on an :class:`pyinvert.objectives.Inversion` objective.
 
 The engine is made of independent parts: a representation (:mod:`pyinvert.representations`:
-image pixels <-> optimized tensor, and Phi), an objective (:mod:`pyinvert.objectives`), the
-update loop (:mod:`pyinvert.optim.loop`), transforms (:mod:`pyinvert.optim.jitter`) and a recipe
-(:mod:`pyinvert.optim.recipes`, pure data).
+image pixels <-> optimized tensor, and Phi), an objective (:mod:`pyinvert.objectives`), a
+parameterization (:mod:`pyinvert.optim.parameterizations`), the update loop
+(:mod:`pyinvert.optim.loop`), jitter (:mod:`pyinvert.optim.jitter`) and a recipe
+(:mod:`pyinvert.optim.recipes`, pure data); :mod:`pyinvert.tasks.common` and
+:mod:`pyinvert.tasks.inputs` are the preparation every task shares.
 """
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from pyinvert.optim import engine as _engine
 from pyinvert import io as _io
-from pyinvert.objectives import Inversion, inversion_objective
-from pyinvert.optim.recipes import get_recipe
-from pyinvert.representations import make_representation
+from pyinvert.objectives import Inversion
+from pyinvert.optim import engine as _engine
+from pyinvert.optim.options import RunOptions
+from pyinvert.tasks import common
+from pyinvert.tasks.inputs import as_image_batch, prepare_images  # noqa: F401 (re-exported)
+from pyinvert.tasks.result import Result, per_image
 
 
 @dataclass
-class InversionResult:
+class InversionResult(Result):
     """What :func:`invert` returns.
 
     Attributes:
@@ -52,9 +53,7 @@ class InversionResult:
     seconds: float = 0.0
     names: List[str] = field(default_factory=list)
 
-    @property
-    def restarts(self) -> int:
-        return int(self.settings.get("restarts", 1))
+    HISTORIES = ("loss_history", "error_history")
 
     def summary(self) -> dict:
         """Per-image numbers (JSON-friendly)."""
@@ -67,75 +66,6 @@ class InversionResult:
             "seconds": self.seconds,
         }
 
-    def save(self, directory, names: Optional[Sequence[str]] = None) -> List[Path]:
-        """Write every reconstruction as ``<name>.png`` (``<name>-r<k>.png`` with restarts) and
-        ``result.json`` (settings, per-image errors, loss histories) into ``directory``, each
-        file atomically. Returns the written paths."""
-        directory = Path(directory)
-        names = list(names) if names is not None else (self.names or
-                                                        [f"image{i:03d}" for i in
-                                                         range(self.images.shape[0])])
-        if len(names) != self.images.shape[0]:
-            raise ValueError(f"InversionResult.save: expected {self.images.shape[0]} names, "
-                             f"got {len(names)}")
-        written = _io.save_image_rows(directory, self.images, names)
-        payload = {"settings": self.settings, **self.summary(), "names": names,
-                   "loss_history": self.loss_history.tolist(),
-                   "error_history": self.error_history.tolist()}
-        payload = _io.nan_to_none(payload)
-        written.append(_io.write_json(directory / "result.json", payload))
-        return written
-
-
-# ---- inputs ---------------------------------------------------------------------------------
-
-def as_image_batch(images, fn: str = "invert") -> Tensor:
-    """Images (Tensor [B, C, H, W] / [C, H, W] in [0, 1], a list of numpy HWC arrays, tensors or
-    file paths) as one float Tensor [B, C, H, W]. Mixed gray/RGB lists become RGB."""
-    if isinstance(images, Tensor):
-        if images.dim() == 3:
-            images = images.unsqueeze(0)
-        if images.dim() != 4:
-            raise ValueError(f"{fn}: expected images of shape (B, C, H, W), "
-                             f"got {list(images.shape)}")
-        if not images.is_floating_point():
-            raise TypeError(f"{fn}: expected floating point images in [0, 1], got {images.dtype}")
-        if images.shape[1] not in (1, 3, 4):
-            raise ValueError(f"{fn}: expected images with 1, 3 or 4 channels, "
-                             f"got C={images.shape[1]}")
-        return images
-    if isinstance(images, (str, os.PathLike, np.ndarray)):
-        images = [images]
-    if not isinstance(images, (list, tuple)):
-        raise TypeError(f"{fn}: expected images as a Tensor, a list of arrays or a list of "
-                        f"paths, got {type(images).__name__}")
-    if not images:
-        raise ValueError(f"{fn}: expected at least one image, got an empty list")
-    tensors = []
-    for i, im in enumerate(images):
-        if isinstance(im, (str, os.PathLike)):
-            t = _io.load_image(im)
-        elif isinstance(im, np.ndarray):
-            t = _io.array_to_tensor(im, name=f"images[{i}]")
-        elif isinstance(im, Tensor):
-            t = im if im.dim() == 3 else None
-            if t is None:
-                raise ValueError(f"{fn}: expected images[{i}] of shape (C, H, W), "
-                                 f"got {list(im.shape)}")
-        else:
-            raise TypeError(f"{fn}: expected images[{i}] to be a path, numpy array or Tensor, "
-                            f"got {type(im).__name__}")
-        tensors.append(t.float()[:3])
-    sizes = {tuple(t.shape[1:]) for t in tensors}
-    if len(sizes) > 1:
-        raise ValueError(f"{fn}: expected images of one size to batch them, got sizes "
-                         f"{sorted(sizes)}; invert each size separately")
-    channels = max(t.shape[0] for t in tensors)
-    tensors = [t.expand(channels, -1, -1) if t.shape[0] == 1 else t for t in tensors]
-    return torch.stack(tensors)
-
-
-# ---- the engine -----------------------------------------------------------------------------
 
 def invert(images=None, *, targets: Optional[Tensor] = None, representation="hog",
            recipe="cvpr2015", steps: Optional[int] = None, restarts: int = 1,
@@ -144,7 +74,8 @@ def invert(images=None, *, targets: Optional[Tensor] = None, representation="hog
            device=None, dtype: torch.dtype = torch.float32, backend: str = "fused",
            image_size=None, progress: bool = True, callback: Optional[Callable] = None,
            names: Optional[Sequence[str]] = None, mask: Optional[Tensor] = None,
-           weights="imagenet", **overrides) -> InversionResult:
+           weights="imagenet", options: Optional[RunOptions] = None, parameterization=None,
+           **overrides) -> InversionResult:
     r"""Find images x with Phi(x) close to Phi0 = Phi(images) (or given target codes).
 
     All images (times ``restarts``) are optimized together in one tensor, in chunks of
@@ -157,9 +88,10 @@ def invert(images=None, *, targets: Optional[Tensor] = None, representation="hog
             float in [0, 1]) or a list of file paths; all of one size. Default: None.
         targets: codes Phi0 [B, ...] to invert instead of images (needs ``image_size``).
             Default: None.
-        representation: "hog", "hogb", "dsift", "cnn:MODEL:LAYER[,LAYER...]" or a
-            representation module (e.g. :class:`pyinvert.representations.cnn.CNN`; see
-            :mod:`pyinvert.representations`). Several CNN layers: the data term is the sum of
+        representation: "hog", "hogb", "dsift", "cnn:MODEL:LAYER[,LAYER...]", a registered
+            name, a :class:`pyinvert.CNN`, a :class:`pyinvert.HOG` / :class:`pyinvert.DenseSIFT`
+            module, any ``nn.Module`` or callable ``images -> code`` (see
+            :func:`pyinvert.representations.as_representation`). Several CNN layers: the data term is the sum of
             the per-layer normalized terms. Default: "hog".
         recipe: "cvpr2015", "ijcv2016" or a :class:`pyinvert.optim.recipes.Recipe`; a CNN
             representation gets the CNN variant of the named recipe (see
@@ -187,6 +119,11 @@ def invert(images=None, *, targets: Optional[Tensor] = None, representation="hog
             by the masked target (the "neuron subset" reconstructions). Default: None.
         weights: the weights of a "cnn:MODEL:LAYER" representation ("imagenet", None for
             random, or a path). Default: "imagenet".
+        options: a :class:`pyinvert.optim.options.RunOptions` (steps, restarts, batch_size,
+            generator, seeds, device, dtype, backend, progress, callback in one value; a
+            keyword left at its default takes its value from here). Default: None.
+        parameterization: what is optimized (:mod:`pyinvert.optim.parameterizations`); None:
+            the pixels (the papers). Default: None.
         **overrides: any :class:`pyinvert.optim.recipes.Recipe` field (e.g. ``tv_weight=2.0``,
             ``norm_weight=torch.tensor([...])``, ``bound=None``, ``jitter=1``).
 
@@ -214,38 +151,19 @@ def invert(images=None, *, targets: Optional[Tensor] = None, representation="hog
     if (images is None) == (targets is None):
         raise ValueError(f"{fn}: expected exactly one of images or targets, got "
                          f"{'both' if images is not None else 'neither'}")
-    if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1:
-        raise ValueError(f"{fn}: expected restarts to be an int >= 1, got {restarts!r}")
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
-                                   or batch_size < 1):
-        raise ValueError(f"{fn}: expected batch_size to be None or an int >= 1, "
-                         f"got {batch_size!r}")
-    if dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"{fn}: expected dtype float32 or float64, got {dtype}")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"{fn}: expected generator to be a torch.Generator, "
-                        f"got {type(generator).__name__}")
-    rec = get_recipe(recipe, **overrides)
-    rep = make_representation(representation, backend=backend, recipe=rec, weights=weights)
-    if getattr(rep, "kind", None) == "cnn":
-        rec = get_recipe(recipe, representation=rep, **overrides)
-    if steps is not None:
-        rec = rec.scaled(steps)
-
+    opts = RunOptions.resolve(fn, options, steps=steps, restarts=restarts,
+                              batch_size=batch_size, generator=generator, seeds=seeds,
+                              device=device, dtype=dtype, backend=backend, progress=progress,
+                              callback=callback)
+    dtype = opts.dtype
+    rep, rec = common.resolve(fn, representation, recipe, opts, weights, overrides,
+                              dsift_from_recipe=True)
     originals = None
     if images is not None:
-        batch = as_image_batch(images, fn)
-        dev = torch.device(device) if device is not None else batch.device
-        batch = batch.to(device=dev, dtype=dtype)
-        H, W = batch.shape[-2:]
-        if H < rep.min_size or W < rep.min_size:
-            raise ValueError(f"{fn}: expected images of at least {rep.min_size}x{rep.min_size} "
-                             f"pixels for {getattr(rep, 'name', 'the representation')}, "
-                             f"got {H}x{W}")
-        x0 = rep.preprocess(batch)
+        prep = prepare_images(images, rep, fn, opts.device, dtype)
         with torch.no_grad():
-            tgt = rep(x0)
-        originals = rep.postprocess(x0)
+            tgt = rep(prep.x)
+        originals, (H, W), dev = prep.originals, prep.size, prep.device
     else:
         if not isinstance(targets, Tensor):
             raise TypeError(f"{fn}: expected targets to be a torch.Tensor, "
@@ -253,62 +171,42 @@ def invert(images=None, *, targets: Optional[Tensor] = None, representation="hog
         if image_size is None:
             raise ValueError(f"{fn}: expected image_size=(H, W) with targets, got None")
         H, W = (int(v) for v in image_size)
-        dev = torch.device(device) if device is not None else targets.device
+        dev = torch.device(opts.device) if opts.device is not None else targets.device
         tgt = targets.detach().to(device=dev, dtype=dtype)
-    B = tgt.shape[0]
-    R = restarts
-    N = B * R
+    B, R = tgt.shape[0], opts.restarts
     C = rep.channels
-    sc = _engine.recipe_scales(rec, C, H, W)
-    sigma, prior_scale = sc["sigma"], sc["prior_scale"]
-
-    data_w = _engine.per_row(rec.data_weight, B, 1, "data_weight", dev, dtype)
-    tv_w = _engine.per_row(rec.tv_weight, B, 1, "tv_weight", dev, dtype) * prior_scale
-    norm_w = _engine.per_row(rec.norm_weight, B, 1, "norm_weight", dev, dtype) * prior_scale
-    segments = None
-    if getattr(rep, "kind", None) == "cnn" and len(rep.layers) > 1:
-        segments = [(sg.start, sg.stop) for sg in rep.segments((H, W))]
+    slices = rep.as_code(tgt, (H, W)).slices
+    segments = slices if len(slices) > 1 else None
     if mask is not None:
         if not isinstance(mask, Tensor):
             raise TypeError(f"{fn}: expected mask to be a Tensor, got {type(mask).__name__}")
         if tuple(mask.shape) not in (tuple(tgt.shape[1:]), tuple(tgt.shape)):
             raise ValueError(f"{fn}: expected mask of shape {list(tgt.shape[1:])} (one code), "
                              f"got {list(mask.shape)}")
-    objective = inversion_objective(tgt, data_weight=data_w, tv_weight=tv_w,
-                                    norm_weight=norm_w, beta=rec.beta, alpha=rec.alpha,
-                                    isotropic=rec.isotropic_norm, backend=backend, mask=mask,
-                                    segments=segments)
-    seeds = _engine.row_seeds(B, R, seeds, generator, fn)
-    out = _engine.run(objective, rep, rec, B=B, R=R, image_size=(H, W), channels=C,
-                      seeds=seeds, device=dev, dtype=dtype, batch_size=batch_size,
-                      progress=progress,
-                      callback=callback, desc=f"invert {getattr(rep, 'name', '')} ({rec.name})")
-    seconds = out.seconds
-    targets_rows = tgt.repeat_interleave(R, dim=0) if R > 1 else tgt
-    x_all, code_all = out.x, (out.codes if N else tgt)
-    hist_all, err_all = out.loss_history, out.measure_history
-    fail_all, stop_all = out.failed, out.stopped_at
-    if N:
+    data_w = _engine.per_row(rec.data_weight, B, 1, "data_weight", dev, dtype, fn)
+    objective = Inversion(tgt, mask=mask, segments=segments) * data_w + \
+        common.recipe_priors(rec, B, C, (H, W), dev, dtype, opts.backend, fn)
+    out = common.run(fn, objective, rep, rec, opts, B=B, image_size=(H, W), device=dev,
+                     parameterization=parameterization)
+    code_all = out.codes if B * R else tgt
+    if B * R:
+        targets_rows = tgt.repeat_interleave(R, dim=0) if R > 1 else tgt
         with torch.no_grad():
             fe = Inversion(targets_rows.double(), mask=None if mask is None else mask.double(),
                            segments=segments).evaluate(code_all.double(), None)[0]
     else:
         fe = torch.zeros(0, dtype=torch.float64)
-    fe = torch.where(fail_all.to(fe.device), torch.full_like(fe, float("nan")), fe).cpu()
-    recon = torch.nan_to_num(rep.postprocess(torch.nan_to_num(x_all, nan=0.0)))
-
-    def shape_rows(t):
-        return t.reshape(B, R, *t.shape[1:]) if R > 1 else t
-
+    fe = torch.where(out.failed.to(fe.device), torch.full_like(fe, float("nan")), fe).cpu()
     settings = {
-        "representation": rep.config() if hasattr(rep, "config") else str(rep),
-        "recipe": rec.to_dict(), "restarts": R, "batch_size": batch_size,
-        "image_size": [H, W], "device": str(dev), "dtype": str(dtype).replace("torch.", ""),
-        "backend": backend, "sigma": sigma, "iterations": rec.iterations,
-    }
+        "representation": rep.config(), "recipe": rec.to_dict(), "restarts": R,
+        "batch_size": opts.batch_size, "image_size": [H, W], "device": str(dev),
+        "dtype": str(dtype).replace("torch.", ""), "backend": opts.backend,
+        "sigma": _engine.recipe_scales(rec, C, H, W)["sigma"], "iterations": rec.iterations,
+        **common.parameterization_settings(parameterization)}
     return InversionResult(
-        images=shape_rows(recon.detach()), feature_error=shape_rows(fe),
-        loss_history=shape_rows(hist_all), error_history=shape_rows(err_all),
-        failed=shape_rows(fail_all), stopped_at=shape_rows(stop_all),
-        codes=shape_rows(code_all.detach()), targets=tgt, originals=originals,
-        settings=settings, seconds=seconds, names=list(names) if names is not None else [])
+        images=per_image(common.images_of(out, rep), B, R), feature_error=per_image(fe, B, R),
+        loss_history=per_image(out.loss_history, B, R),
+        error_history=per_image(out.measure_history, B, R),
+        failed=per_image(out.failed, B, R), stopped_at=per_image(out.stopped_at, B, R),
+        codes=per_image(code_all.detach(), B, R), targets=tgt, originals=originals,
+        settings=settings, seconds=out.seconds, names=list(names) if names is not None else [])
