@@ -308,3 +308,22 @@ def test_caricature_amplifies_with_real_weights(imagenet_mobilenet, one_thread):
     r = caricature(_photo("chelsea", 128)[None], rep, steps=60,
                    generator=torch.Generator().manual_seed(0), progress=False)
     assert float(r.measure[0]) > 1.05
+
+
+def test_cnn_accepts_vgg_layer_aliases():
+    with torch.device("meta"):
+        meta_net = models.build_model("vgg19")
+    assert CNN(meta_net, ["conv1_1", "relu4_2", "pool4"]).layers == \
+        ("features.0", "features.22", "features.27")
+    torch.manual_seed(0)
+    net = models.load_model("vgg16", pooling="avg")
+    rep = CNN(net, ["conv1_1", "pool2"])
+    assert rep.layers == ("features.0", "features.9") and rep.name == \
+        "cnn:vgg16:features.0,features.9"
+    x = rep.preprocess(torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
+    assert torch.equal(rep(x), CNN(net, ["features.0", "features.9"])(x))
+    with pytest.raises(ValueError, match="CNN: expected distinct layer names, got "
+                                         r"\['features.0', 'features.0'\]"):
+        CNN(net, ["conv1_1", "features.0"])
+    with pytest.raises(ValueError, match="CNN: unknown layer 'conv9_1'"):
+        CNN(net, "conv9_1")

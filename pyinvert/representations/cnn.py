@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from pyinvert import models
 from pyinvert.models import layer_names  # noqa: F401 (the one layer list, re-exported)
+from pyinvert.models.gatys import resolve_layer
 from pyinvert.models.imagenet import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401 (re-exported)
 from pyinvert.models.zoo import _CLASSES as _ZOO_CLASSES
 from pyinvert.representations.base import Code, Representation, to_rgb
@@ -81,7 +82,9 @@ class CNN(Representation):
         model: the network (e.g. from :func:`pyinvert.models.load_model`); it is put in eval
             mode (batch statistics would couple the images of a batch). Its parameters are not
             differentiated by the engine (gradients are taken w.r.t. the image only).
-        layers: a module name (``"features.6"``, ``"classifier.1"``) or a sequence of names.
+        layers: a module name (``"features.6"``, ``"classifier.1"``) or a sequence of names;
+            a model's layer aliases (VGG: ``"conv1_1"``, ``"relu4_2"``, ``"pool4"``) stand for
+            their module names, which :attr:`layers` then holds.
         mean: the normalization mean (RGB, images in [0, 1]). Default: IMAGENET_MEAN.
         std: the normalization std. Default: IMAGENET_STD.
         model_name: a short name for records and titles. Default: None (the class name,
@@ -123,6 +126,8 @@ class CNN(Representation):
         layers = list(layers)
         if not layers:
             raise ValueError("CNN: expected at least one layer name, got none")
+        # The papers' aliases ("conv1_1", "pool4" on VGG) become module names here.
+        layers = [resolve_layer(model, n) if isinstance(n, str) else n for n in layers]
         modules = dict(model.named_modules())
         for name in layers:
             if not isinstance(name, str):
