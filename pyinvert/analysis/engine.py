@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pyinvert.analysis.completion import complete
-from pyinvert.analysis.ridge import ChannelMap, RidgeAccumulator, ridge_batch, rows
+from pyinvert.analysis.ridge import (RIDGE_GRID, ChannelMap, RidgeAccumulator, ridge_batch,
+                                     identity_prior, rows, select_ridge)
 
 
 @dataclass
@@ -46,6 +47,7 @@ class Problem:
     key: tuple
     kernel: int
     completion: Optional[tuple] = None  # (rep, layer)
+    prior: str = "identity"  # "identity" (where the shapes agree) or "zero"
     map: Optional[ChannelMap] = None
     mean_y: Optional[Tensor] = None
     acc: Optional[RidgeAccumulator] = None
@@ -55,12 +57,26 @@ class Problem:
 
 
 def fit(problems: Dict[tuple, Problem], batches: Iterable[Dict[tuple, Chunk]], *,
-        ridge: float, streaming: bool, keep: bool) -> dict:
+        ridge, streaming: bool, keep: bool) -> dict:
     """Fit every problem's map by ridge regression; ``keep`` stores the chunks (for the
-    learned refinement). Returns timing and sizes."""
+    learned refinement). ``batches`` yields ``{key: Chunk}`` or ``({key: Chunk}, held)``:
+    with ``ridge="auto"`` the held chunks (by default every fifth) are a validation set that
+    picks the relative ridge of :data:`~pyinvert.analysis.ridge.RIDGE_GRID` with the smallest
+    error, then the map is refitted on all chunks. Returns timing, row counts and the ridges
+    chosen."""
+    auto = ridge == "auto"
+    if not auto and (isinstance(ridge, bool) or not isinstance(ridge, (int, float))
+                     or not ridge >= 0):
+        raise ValueError(f"fit: expected ridge to be a float >= 0 or 'auto', got {ridge!r}")
     t0 = time.perf_counter()
     n_rows: Dict[tuple, int] = {k: 0 for k in problems}
-    for batch in batches:
+    val: Dict[tuple, object] = {}
+    for i, batch in enumerate(batches):
+        if isinstance(batch, tuple):
+            batch, held = batch
+            held = auto and held
+        else:
+            held = auto and i % 5 == 4
         for key, ch in batch.items():
             p = problems[key]
             X, Y = rows(ch.x.double(), ch.y.double(), ch.valid, p.kernel)
@@ -68,28 +84,60 @@ def fit(problems: Dict[tuple, Problem], batches: Iterable[Dict[tuple, Chunk]], *
             if streaming:
                 if p.acc is None:
                     p.acc = RidgeAccumulator(X.shape[1], Y.shape[1], device=X.device)
-                p.acc.update(X, Y)
+                if held:
+                    if key not in val:
+                        val[key] = RidgeAccumulator(X.shape[1], Y.shape[1], device=X.device)
+                        val[key].share_shift(p.acc)
+                    val[key].update(X, Y)
+                else:
+                    p.acc.update(X, Y)
             else:
-                p.rows_x.append(X)
-                p.rows_y.append(Y)
+                (val.setdefault(key, ([], [])) if held else (p.rows_x, p.rows_y))[0].append(X)
+                (val[key] if held else (p.rows_x, p.rows_y))[1].append(Y)
             if keep:
                 p.stored.append(Chunk(ch.x.detach(), ch.valid, ch.y.detach(), None,
                                       ch.labels, ch.image_size))
+    chosen = {}
     for key, p in problems.items():
         if n_rows[key] == 0:
             raise ValueError(f"fit: no valid cell to fit {key} (the transformation moves every "
                              f"cell off the grid?)")
+        r = ridge
+        d_in = (p.acc.sx.shape[0] if streaming else p.rows_x[0].shape[1]) // (p.kernel ** 2)
+        d_out = p.acc.sy.shape[0] if streaming else p.rows_y[0].shape[1]
+        P = identity_prior(d_in, d_out, p.kernel) if p.prior == "identity" else None
+        if P is not None:
+            P = P.to(p.acc.sx.device if streaming else p.rows_x[0].device)
         if streaming:
-            W, b = p.acc.solve(ridge)
+            if auto and key in val and p.acc.n:
+                r, curve = select_ridge(p.acc, val[key], prior=P)
+                p.acc.merge(val[key])
+                chosen[str(key)] = {"ridge": r, "validation": curve}
+            elif auto:
+                r = 1e-3
+            W, b = p.acc.solve(r, P)
             p.mean_y = p.acc.mean_y
         else:
             X, Y = torch.cat(p.rows_x), torch.cat(p.rows_y)
-            W, b = ridge_batch(X, Y, ridge)
+            if auto and key in val:
+                Xv, Yv = torch.cat(val[key][0]), torch.cat(val[key][1])
+                errs = {}
+                for rr in RIDGE_GRID:
+                    Wr, br = ridge_batch(X, Y, rr, P)
+                    errs[rr] = float(((Xv @ Wr.T + br - Yv) ** 2).sum())
+                r = min(errs, key=lambda k: errs[k])
+                chosen[str(key)] = {"ridge": r}
+                X, Y = torch.cat([X, Xv]), torch.cat([Y, Yv])
+            elif auto:
+                r = 1e-3
+            W, b = ridge_batch(X, Y, r, P)
             p.mean_y = Y.mean(0)
             p.rows_x, p.rows_y = [], []
-        d_in = W.shape[1] // (p.kernel * p.kernel)
+        chosen.setdefault(str(key), {"ridge": r})
+        chosen[str(key)]["prior"] = "identity" if P is not None else "zero"
         p.map = ChannelMap(d_in, W.shape[0], p.kernel).to(W.device).set_linear(W, b)
-    return {"seconds": time.perf_counter() - t0, "rows": {str(k): v for k, v in n_rows.items()}}
+    return {"seconds": time.perf_counter() - t0, "rows": {str(k): v for k, v in n_rows.items()},
+            "ridge": chosen}
 
 
 def _fill(pred: Tensor, valid: Tensor, mean_y: Tensor) -> Tensor:
@@ -157,6 +205,12 @@ def evaluate(problems: Dict[tuple, Problem], batches: Iterable[Dict[tuple, Chunk
                 rep, layer = p.completion
                 with torch.no_grad():
                     for name, c in cands.items():
+                        if name == "none":  # one constant code: completed once
+                            if "none_label" not in s:
+                                s["none_label"] = complete(rep, layer, c[:1].float(),
+                                                           ch.image_size).argmax(1)
+                            _add(s, "agree_none", float((ch.labels == s["none_label"]).sum()))
+                            continue
                         code = c if name == "identity" else _fill(c, ch.valid, p.mean_y.double())
                         top = complete(rep, layer, code.float(), ch.image_size).argmax(1)
                         _add(s, f"agree_{name}", float((top == ch.labels).sum()))

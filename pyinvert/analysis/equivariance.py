@@ -45,11 +45,11 @@ def geometry_stride(rep) -> float:
 
 
 def equivariance(rep, images, transforms=("hflip",), *, method: str = "ridge", kernel: int = 1,
-                 ridge: float = 1e-3, crops: int = 128, test_crops: Optional[int] = None,
+                 ridge="auto", crops: int = 128, test_crops: Optional[int] = None,
                  size: Optional[int] = None, holdout: float = 0.25, chunk: int = 16,
                  streaming: bool = True, epochs: int = 2, lr: float = 1e-4,
                  generator: Optional[torch.Generator] = None, device=None,
-                 weights="imagenet") -> EquivarianceResult:
+                 weights="imagenet", prior: str = "identity") -> EquivarianceResult:
     r"""Fit M_g with Phi(gx) ~ M_g Phi(x) for every layer of ``rep`` and every transformation.
 
     Args:
@@ -63,7 +63,9 @@ def equivariance(rep, images, transforms=("hflip",), *, method: str = "ridge", k
             cross-entropy of the completed network against the network's top-1 on gx; CNN
             classifiers only). Default: "ridge".
         kernel: k of the k x k channel map (1: per cell). Default: 1.
-        ridge: regularization relative to the mean feature variance. Default: 1e-3.
+        ridge: regularization relative to the mean feature variance, or "auto" (every fifth
+            training chunk held out to pick it from
+            :data:`~pyinvert.analysis.ridge.RIDGE_GRID`, then a refit on all). Default: "auto".
         crops: training crops. Default: 128.
         test_crops: held-out crops; None: crops // 2. Default: None.
         size: crop side in pixels; None: min(128, smallest side / 1.5) rounded down to a
@@ -78,6 +80,8 @@ def equivariance(rep, images, transforms=("hflip",), *, method: str = "ridge", k
         device: where to compute; None: the representation's. Default: None.
         weights: a "cnn:..." representation's weights ("imagenet", None, or a path).
             Default: "imagenet".
+        prior: what the ridge penalty pulls the channel map towards: "identity" (M_g = the
+            permutation alone) or "zero" (M_g = the training mean). Default: "identity".
 
     Returns:
         An :class:`~pyinvert.analysis.results.EquivarianceResult`: per layer x transform the
@@ -115,8 +119,10 @@ def equivariance(rep, images, transforms=("hflip",), *, method: str = "ridge", k
     layers = layers_of(rep)
     classifier = is_classifier(rep)
     geos = {ly: geometry(rep, ly, (size, size)) for ly in layers}
+    if prior not in ("identity", "zero"):
+        raise ValueError(f"equivariance: expected prior in ('identity', 'zero'), got {prior!r}")
     problems = {(ly, g.name): engine.Problem((ly, g.name), kernel,
-                                            (rep, ly) if classifier else None)
+                                            (rep, ly) if classifier else None, prior)
                 for ly in layers for g in gs}
 
     def batches(sources, n, seed):
@@ -137,8 +143,18 @@ def equivariance(rep, images, transforms=("hflip",), *, method: str = "ridge", k
                                                          (size, size))
             yield out
 
-    seeds = torch.randint(0, 2 ** 31, (2,), generator=gen).tolist()
-    info = engine.run_problems(problems, lambda: batches(train, crops, seeds[0]),
+    seeds = torch.randint(0, 2 ** 31, (3,), generator=gen).tolist()
+
+    def train_batches():
+        # ridge="auto": the last training photo's crops (a fifth) validate the ridge
+        if ridge != "auto" or len(train) < 2 or crops < 2:
+            yield from batches(train, crops, seeds[0])
+            return
+        n_val = max(1, crops // 5)
+        yield from ((b, False) for b in batches(train[:-1], crops - n_val, seeds[0]))
+        yield from ((b, True) for b in batches(train[-1:], n_val, seeds[2]))
+
+    info = engine.run_problems(problems, train_batches,
                                lambda: batches(test, test_crops, seeds[1]), method=method,
                                ridge=ridge, streaming=streaming, epochs=epochs, lr=lr,
                                generator=gen)
@@ -149,10 +165,10 @@ def equivariance(rep, images, transforms=("hflip",), *, method: str = "ridge", k
             rows.append({"layer": ly, "transform": g.name, "exact": g.exact, **m})
     settings = {"representation": rep.config() if hasattr(rep, "config") else str(rep),
                 "transforms": [g.name for g in gs], "method": method, "kernel": kernel,
-                "ridge": ridge, "crops": crops, "test_crops": test_crops, "size": size,
+                "ridge": ridge, "prior": prior, "crops": crops, "test_crops": test_crops, "size": size,
                 "chunk": chunk, "streaming": streaming, **split,
                 "geometry": {ly: geos[ly].to_dict() for ly in layers},
-                "fit_seconds": info["fit"]["seconds"],
+                "fit_seconds": info["fit"]["seconds"], "ridge_chosen": info["fit"]["ridge"],
                 "learn": info.get("learn"), "evaluate_seconds": info["evaluate_seconds"]}
     if method == "learned":
         settings.update(epochs=epochs, lr=lr)

@@ -5,10 +5,12 @@ affine function of the k x k neighbourhood of input cells around it (Lenc & Veda
 structured sparse maps; k = 1 is a per-cell channel map shared over positions). It is fitted
 by ridge regression on the rows ``(unfold_k(X)[p], Y[p])`` of every valid cell p:
 
-    W = argmin sum_p |W (x_p - mu_x) - (y_p - mu_y)|^2 + lam |W|^2,   b = mu_y - W mu_x,
+    W = argmin sum_p |W (x_p - mu_x) - (y_p - mu_y)|^2 + lam |W - P|^2,   b = mu_y - W mu_x,
 
 with ``lam = ridge * trace(C_xx) / d`` (``ridge`` relative to the mean feature variance, so it
-does not depend on the features' scale), the bias unregularized.
+does not depend on the features' scale), the bias unregularized, and the prior P either 0 or
+the identity (:func:`identity_prior`, where the shapes agree: a strong ridge then falls back on
+the permutation / naive stitch, not on the mean).
 
 Two solvers with different algorithms, which the tests check agree: :class:`RidgeAccumulator`
 streams the sums ``sum x``, ``sum y``, ``sum x x^T``, ``sum x y^T`` (float64, shifted by the
@@ -160,16 +162,64 @@ class RidgeAccumulator:
     def mean_x(self) -> Tensor:
         return self.sx / self.n + self.shift_x
 
-    def solve(self, ridge: float = 1e-3) -> Tuple[Tensor, Tensor]:
-        """(W [d', d], b [d']) minimizing the ridge objective of the module docstring."""
+    def share_shift(self, other: "RidgeAccumulator") -> None:
+        """Use ``other``'s shifts (so that the two can be merged); before any update."""
+        if self.n:
+            raise ValueError("RidgeAccumulator.share_shift: expected an empty accumulator")
+        self.shift_x, self.shift_y = other.shift_x, other.shift_y
+
+    def merge(self, other: "RidgeAccumulator") -> "RidgeAccumulator":
+        """Add ``other``'s sums (same shifts) into this one; returns self."""
+        if other.n == 0:
+            return self
+        if self.n == 0:
+            self.shift_x, self.shift_y = other.shift_x, other.shift_y
+        elif not (torch.equal(self.shift_x, other.shift_x) and
+                  torch.equal(self.shift_y, other.shift_y)):
+            raise ValueError("RidgeAccumulator.merge: expected accumulators with the same "
+                             "shifts (see share_shift)")
+        self.n += other.n
+        for name in ("sx", "sy", "sxx", "sxy", "syy"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        return self
+
+    def error(self, W: Tensor, b: Tensor) -> float:
+        """``sum |W x + b - y|^2`` over the accumulated rows, from the sums alone."""
+        if self.n == 0:
+            return float("nan")
+        c = W @ self.shift_x + b - self.shift_y
+        e = (torch.sum((W.T @ W) * self.sxx) + 2 * c @ (W @ self.sx)
+             - 2 * torch.sum(W.T * self.sxy) + self.n * c @ c - 2 * c @ self.sy + self.syy)
+        return float(e)
+
+    def solve(self, ridge: float = 1e-3, prior: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        """(W [d', d], b [d']) minimizing the ridge objective of the module docstring (with
+        ``|W - prior|^2`` as the penalty when a prior [d', d] is given)."""
         if self.n == 0:
             raise ValueError("RidgeAccumulator.solve: no rows were accumulated (no valid cell?)")
         mx, my = self.sx / self.n, self.sy / self.n
         cxx = self.sxx - self.n * torch.outer(mx, mx)
         cxy = self.sxy - self.n * torch.outer(mx, my)
-        W = _solve_normal(cxx, cxy, ridge)
+        W = _solve_normal(cxx, cxy, ridge, prior)
         b = self.mean_y - W @ self.mean_x
         return W, b
+
+
+#: The relative ridges ``ridge="auto"`` tries.
+RIDGE_GRID = tuple(10.0 ** k for k in range(-6, 3))
+
+
+def select_ridge(train: RidgeAccumulator, val: RidgeAccumulator, grid=RIDGE_GRID,
+                 prior: Optional[Tensor] = None):
+    """The relative ridge of ``grid`` whose fit on ``train`` has the smallest error on ``val``;
+    returns (ridge, {ridge: validation error / sum |y - mean|^2})."""
+    errs = {}
+    for r in grid:
+        W, b = train.solve(r, prior)
+        errs[r] = val.error(W, b)
+    den = val.error(torch.zeros_like(W), train.mean_y)
+    best = min(errs, key=lambda r: errs[r])
+    return best, {f"{r:g}": e / max(den, 1e-300) for r, e in errs.items()}
 
 
 def _lam(cxx_trace: Tensor, d: int, ridge: float) -> float:
@@ -178,17 +228,30 @@ def _lam(cxx_trace: Tensor, d: int, ridge: float) -> float:
     return float(ridge * cxx_trace / d) if cxx_trace > 0 else float(ridge)
 
 
-def _solve_normal(cxx: Tensor, cxy: Tensor, ridge: float) -> Tensor:
+def identity_prior(in_channels: int, out_channels: int, kernel: int = 1, dtype=torch.float64,
+                   device=None) -> Optional[Tensor]:
+    """The identity map as a [D', D k^2] matrix (centre tap), or None when D != D'."""
+    if in_channels != out_channels:
+        return None
+    P = torch.zeros(out_channels, in_channels, kernel * kernel, dtype=dtype, device=device)
+    P[:, :, kernel * kernel // 2] = torch.eye(in_channels, dtype=dtype, device=device)
+    return P.flatten(1)
+
+
+def _solve_normal(cxx: Tensor, cxy: Tensor, ridge: float, prior: Optional[Tensor] = None) -> Tensor:
     d = cxx.shape[0]
     lam = _lam(torch.diagonal(cxx).sum(), d, ridge)
     A = cxx + lam * torch.eye(d, dtype=cxx.dtype, device=cxx.device)
+    if prior is not None:
+        cxy = cxy + lam * prior.T.to(cxy)
     L, info = torch.linalg.cholesky_ex(A)
     if int(info) == 0:
         return torch.cholesky_solve(cxy, L).T
     return torch.linalg.lstsq(A, cxy).solution.T  # singular (ridge = 0, rank-deficient)
 
 
-def ridge_batch(X: Tensor, Y: Tensor, ridge: float = 1e-3) -> Tuple[Tensor, Tensor]:
+def ridge_batch(X: Tensor, Y: Tensor, ridge: float = 1e-3,
+                prior: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
     """In-memory ridge regression of Y [N, d'] on X [N, d] (the augmented least-squares
     problem, QR); the same (W, b) as :class:`RidgeAccumulator`."""
     _check_dim(X.shape[1], "ridge_batch")
@@ -201,6 +264,7 @@ def ridge_batch(X: Tensor, Y: Tensor, ridge: float = 1e-3) -> Tuple[Tensor, Tens
     d = X.shape[1]
     lam = _lam((Xc * Xc).sum(), d, ridge)
     Xa = torch.cat([Xc, (lam ** 0.5) * torch.eye(d, dtype=X.dtype, device=X.device)])
-    Ya = torch.cat([Yc, Yc.new_zeros(d, Y.shape[1])])
+    Ya = torch.cat([Yc, Yc.new_zeros(d, Y.shape[1]) if prior is None
+                    else (lam ** 0.5) * prior.T.to(Yc)])
     W = torch.linalg.lstsq(Xa, Ya, driver="gelsd" if X.device.type == "cpu" else None).solution.T
     return W, my - W @ mx
