@@ -53,10 +53,13 @@ def logits(rep, x: Tensor) -> Tensor:
     return rep.model(rep.normalize(x))
 
 
-def untrained_copy(rep, seed: int = 0):
+def untrained_copy(rep, seed: int = 0, calibration=None):
     """The same representation with a randomly initialized network (PyTorch's default
-    initialization of every layer, BatchNorm statistics reset), seeded by ``seed`` without
-    touching the global random state."""
+    initialization of every layer), seeded by ``seed`` without touching the global random
+    state. BatchNorm statistics are reset, then, given ``calibration`` images [B, 3, H, W] in
+    [0, 1], re-estimated on them (one forward in training mode, cumulative averages): without
+    it the activations of a deep random network shrink or saturate layer after layer and the
+    baseline would measure that rather than what random filters keep."""
     from pyinvert.representations.cnn import CNN
 
     model = copy.deepcopy(rep.model)
@@ -67,6 +70,17 @@ def untrained_copy(rep, seed: int = 0):
                 m.reset_parameters()
             if hasattr(m, "reset_running_stats"):
                 m.reset_running_stats()
+    if calibration is not None:
+        bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        saved = [m.momentum for m in bns]
+        for m in bns:
+            m.momentum = None
+        tmp = CNN(model, rep.layers, mean=rep.mean, std=rep.std)  # (sets eval mode)
+        model.train()
+        with torch.no_grad():
+            model(tmp.normalize(tmp.preprocess(calibration)))
+        for m, mo in zip(bns, saved):
+            m.momentum = mo
     model.eval().requires_grad_(False)
     return CNN(model, rep.layers, mean=rep.mean, std=rep.std,
                model_name=f"{rep.model_name}-untrained")
