@@ -252,3 +252,18 @@ def run_problems(problems, train_batches: Callable, test_batches: Callable, *, m
     info["metrics"] = evaluate(problems, test_batches())
     info["evaluate_seconds"] = time.perf_counter() - t0
     return info
+
+
+def train_batches(batches: Callable, train: list, crops: int, ridge, seeds) -> Callable:
+    """The training batches, as a callable: with ``ridge="auto"`` and at least two training
+    photos, a fifth of the crops come from the last fifth of the photos (at least one) and are
+    marked held out (they validate the ridge); ``batches(photos, n, seed)`` yields chunks."""
+    def gen():
+        if ridge != "auto" or len(train) < 2 or crops < 2:
+            yield from batches(train, crops, seeds[0])
+            return
+        k = max(1, len(train) // 5)
+        n_val = max(1, crops // 5)
+        yield from ((b, False) for b in batches(train[:-k], crops - n_val, seeds[0]))
+        yield from ((b, True) for b in batches(train[-k:], n_val, seeds[2]))
+    return gen

@@ -135,15 +135,7 @@ def equivalence(rep_a, rep_b, images, *, method: str = "ridge", kernel: int = 1,
 
     seeds = torch.randint(0, 2 ** 31, (3,), generator=gen).tolist()
 
-    def train_batches():
-        if ridge != "auto" or len(train) < 2 or crops < 2:
-            yield from batches(train, crops, seeds[0])
-            return
-        n_val = max(1, crops // 5)
-        yield from ((b, False) for b in batches(train[:-1], crops - n_val, seeds[0]))
-        yield from ((b, True) for b in batches(train[-1:], n_val, seeds[2]))
-
-    info = engine.run_problems(problems, train_batches,
+    info = engine.run_problems(problems, engine.train_batches(batches, train, crops, ridge, seeds),
                                lambda: batches(test, test_crops, seeds[1]), method=method,
                                ridge=ridge, streaming=streaming, epochs=epochs, lr=lr,
                                generator=gen)

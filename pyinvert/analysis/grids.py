@@ -3,10 +3,12 @@ transformation map (the transformation g moved onto the grid).
 
 A layer's cell (i, j) is centred on the pixel ``(stride j + offset, stride i + offset)``. For
 HOG the offset is known, ``(cell_size - 1) / 2``; otherwise it is measured once by a probe (the
-centre of mass of |d Phi_ij / dx| for a middle cell of a random image). MobileNetV2-like
-"same"-padded networks give offset ~0 (cell i on pixel ``stride i``), not ``(stride - 1) / 2``:
-an hflip then maps cell i to ``w - 2 - i`` rather than ``w - 1 - i`` at stride 32, one whole
-cell, which the geometry gets right.
+centre of mass of |d Phi_ij / dx| for a middle cell of a random image). It matters: with
+offset 0 (cell i on pixel ``stride i``, the geometric centre of "same"-padded stride-2
+convolutions) an hflip maps cell i to ``w - i``, with ``(stride - 1) / 2`` to ``w - 1 - i``,
+one whole cell apart. For ImageNet MobileNetV2 the probe finds offsets close to
+``(stride - 1) / 2`` (13.5 and 11.5 at stride 32), and on flipped photos the ``w - 1 - i``
+permutation is indeed the better one (error 0.16 against 0.23 at ``features.18``).
 
 :func:`warp_grid` samples Phi(x) at the cells the transformation takes each cell of Phi(gx)
 from: an exact permutation (nearest cell) for exact transforms, bilinear otherwise; cells whose
@@ -132,3 +134,41 @@ def _stride(rep, layer, image_size, grid):
     if st is None:
         st = getattr(rep, "step", None) or image_size[1] / grid[1]
     return float(st)
+
+
+def hog_channel_permutation(g: Transform, num_orientations: int = 9):
+    """The channel part of M_g for UoCTTI HOG (``3 no + 4`` channels) under a flip (or their
+    product, rot180): a list ``perm`` with ``Phi(gx)[c] = (g Phi(x))[perm[c]]`` on aligned
+    grids. Returns None for other transformations (rot90 moves orientations by 90 degrees,
+    not a whole number of 180/no bins when no is odd).
+
+    Derivation (the layout of :func:`pyinvert.reference.hog`): a horizontal flip negates the
+    x derivative, so a gradient at angle theta goes to pi - theta: directed bin b (angle
+    b pi / no) -> (no - b) mod 2 no, undirected u -> (-u) mod no; the four texture channels
+    (the normalizations by the blocks up-left, up-right, down-left, down-right of the cell)
+    swap left and right, 0 <-> 1, 2 <-> 3. A vertical flip negates y: b -> (-b) mod 2 no,
+    u -> (-u) mod no, texture 0 <-> 2, 1 <-> 3. Pixels whose gradient lies exactly between
+    two bins (e.g. gx = 0: 90 degrees, between bins 4 and 5 for no = 9) break the tie the same
+    way before and after the flip, so on real 8-bit photos the identity holds up to those
+    (~0.2% error on the bundled photos); on continuous-valued images it is exact.
+    """
+    no = num_orientations
+    A = g.A.round()
+    if not g.exact:
+        return None
+    sx, sy = float(A[0, 0]), float(A[1, 1])
+    if float(A[0, 1]) != 0:
+        return None
+    if sx == -1 and sy == 1:
+        directed = [(no - b) % (2 * no) for b in range(2 * no)]
+        texture = [1, 0, 3, 2]
+    elif sx == 1 and sy == -1:
+        directed = [(-b) % (2 * no) for b in range(2 * no)]
+        texture = [2, 3, 0, 1]
+    elif sx == -1 and sy == -1:
+        directed = [(b + no) % (2 * no) for b in range(2 * no)]
+        texture = [3, 2, 1, 0]
+    else:
+        return list(range(3 * no + 4))
+    undirected = [2 * no + ((-u) % no if sx * sy < 0 else u) for u in range(no)]
+    return directed + undirected + [3 * no + t for t in texture]
