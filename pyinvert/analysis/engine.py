@@ -170,7 +170,7 @@ def learn(problems: Dict[tuple, Problem], *, epochs: int, lr: float,
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-                hist.append(float(loss))
+                hist.append(float(loss.detach()))
         m.requires_grad_(False)
         p.stored = []
         losses[str(key)] = {"first": hist[0] if hist else None, "last": hist[-1] if hist else None}
