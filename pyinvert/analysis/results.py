@@ -114,9 +114,12 @@ class EquivarianceResult(_Result):
                 m[L.index(r["layer"]), T.index(r["transform"])] = r[which]
         return m
 
-    def mapped_code(self, images: Tensor, transform: str, layer: Optional[str] = None):
+    def mapped_code(self, images: Tensor, transform: str, layer: Optional[str] = None,
+                    transformed: Optional[Tensor] = None):
         """(M_g Phi(x) [B, D, h, w], Phi(gx), valid [h, w]) for images [B, C, H, W] in [0, 1]
-        (H, W multiples of the stride for an exact cell permutation)."""
+        (H, W multiples of the stride for an exact cell permutation); gx is ``transformed``
+        (e.g. from :func:`~pyinvert.analysis.features.crop_pairs`, with context instead of
+        black corners) or ``g.apply(images)``."""
         rep = self.representation
         layer = layer or self.layers()[0]
         g = self.transforms.get(transform) or parse_transform(transform)
@@ -125,7 +128,8 @@ class EquivarianceResult(_Result):
         images = images.to(p.device) if p is not None else images
         with torch.no_grad():
             fx = layer_outputs(rep, rep.preprocess(images))[layer]
-            fg = layer_outputs(rep, rep.preprocess(g.apply(images)))[layer]
+            gx = g.apply(images) if transformed is None else transformed.to(images.device)
+            fg = layer_outputs(rep, rep.preprocess(gx))[layer]
             warped, valid = warp_grid(fx, g, self.geometry[layer], images.shape[-2:],
                                       fg.shape[-2:])
             code = m(warped.to(m.weight.dtype)).to(fx.dtype) * valid.to(fx.dtype)
