@@ -152,6 +152,7 @@ def equivalence(rep_a, rep_b, images, *, method: str = "ridge", kernel: int = 1,
                 "streaming": streaming, **split,
                 "geometry": {"a": geos["trained"].to_dict(), "b": geo_b.to_dict()},
                 "fit_seconds": info["fit"]["seconds"], "ridge_chosen": info["fit"]["ridge"],
+                "rows": info["fit"]["rows"],
                 "learn": info.get("learn"), "evaluate_seconds": info["evaluate_seconds"],
                 "identity_distance": _identity_distance(W, kernel) if W.shape[0] == W.shape[1]
                 // (kernel * kernel) else None, "map_shape": list(W.shape), "rank_bound": d}

@@ -160,6 +160,7 @@ def equivariance(rep, images, transforms=("hflip",), *, method: str = "ridge", k
                 "chunk": chunk, "streaming": streaming, **split,
                 "geometry": {ly: geos[ly].to_dict() for ly in layers},
                 "fit_seconds": info["fit"]["seconds"], "ridge_chosen": info["fit"]["ridge"],
+                "rows": info["fit"]["rows"],
                 "learn": info.get("learn"), "evaluate_seconds": info["evaluate_seconds"]}
     if method == "learned":
         settings.update(epochs=epochs, lr=lr)
