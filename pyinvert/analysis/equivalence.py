@@ -44,7 +44,7 @@ def equivalence(rep_a, rep_b, images, *, method: str = "ridge", kernel: int = 1,
         chunk: crops per batch. Default: 16.
         streaming: streaming (True) or in-memory ridge. Default: True.
         epochs: passes of the learned refinement. Default: 2.
-        lr: its Adam learning rate. Default: 1e-4.
+        lr: its Adam learning rate. Default: 0.0001.
         untrained: also fit the stitch from an untrained copy of A's network (of B's when A is
             not a CNN). Default: True.
         generator: seeds the crops and the untrained copy. Default: None.

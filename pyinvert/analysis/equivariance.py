@@ -58,7 +58,7 @@ def equivariance(rep, images, transforms=("hflip",), *, method: str = "ridge", k
             of [C, H, W] tensors; crops are drawn from them (see
             :func:`pyinvert.analysis.features.crop_pairs`).
         transforms: names ("hflip", "rot90", "rot45", "scale0.71", "translate0.1,0", "g*h") or
-            :class:`~pyinvert.analysis.transforms.Transform`\ s. Default: ("hflip",).
+            :class:`~pyinvert.analysis.transforms.Transform`\ s. Default: ('hflip',).
         method: "ridge" (closed form) or "learned" (the ridge map refined by Adam on the
             cross-entropy of the completed network against the network's top-1 on gx; CNN
             classifiers only). Default: "ridge".
@@ -75,7 +75,7 @@ def equivariance(rep, images, transforms=("hflip",), *, method: str = "ridge", k
         chunk: crops per batch (the memory bound of the streaming fit). Default: 16.
         streaming: accumulate X^T X per chunk (True) or solve on all rows at once. Default: True.
         epochs: passes of the learned refinement. Default: 2.
-        lr: Adam's learning rate of the learned refinement. Default: 1e-4.
+        lr: Adam's learning rate of the learned refinement. Default: 0.0001.
         generator: seeds the crops (a seeded run on the CPU is reproducible). Default: None.
         device: where to compute; None: the representation's. Default: None.
         weights: a "cnn:..." representation's weights ("imagenet", None, or a path).
@@ -90,7 +90,7 @@ def equivariance(rep, images, transforms=("hflip",), *, method: str = "ridge", k
 
     Example:
         >>> res = equivariance("hog", torch.rand(2, 3, 64, 64), ["hflip"], crops=4, size=32,
-        ...                    generator=torch.Generator().manual_seed(0))
+        ...                    ridge=1e-8, generator=torch.Generator().manual_seed(0))
         >>> res.error("hog", "hflip") < 1e-6
         True
 

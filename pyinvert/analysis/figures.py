@@ -35,7 +35,7 @@ def heat_table(values: Tensor, rows: Sequence[str], columns: Sequence[str],
 
     Example:
         >>> heat_table(torch.tensor([[0.1, 0.5]]), ["hog"], ["hflip", "rot45"]).shape
-        (78, 246, 3)
+        (52, 246, 3)
     """
     values = torch.as_tensor(values, dtype=torch.float64)
     if values.dim() != 2 or values.shape != (len(rows), len(columns)):

@@ -46,8 +46,8 @@ def warp_grid(features: Tensor, g: Transform, geo_in: Geometry, image_in, out_sh
         geo_in: the geometry of Phi(x)'s grid.
         image_in: (H, W) of x.
         out_shape: (h', w') of the output grid.
-        geo_out: the geometry of the output grid. Default: geo_in.
-        image_out: (H', W') of the output image. Default: image_in.
+        geo_out: the geometry of the output grid. Default: None (geo_in).
+        image_out: (H', W') of the output image. Default: None (image_in).
         mode: "nearest" (a permutation of cells) or "bilinear"; None: nearest for exact
             transforms. Default: None.
 
