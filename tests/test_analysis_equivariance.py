@@ -144,3 +144,14 @@ def test_errors():
         equivalence("cnn:mobilenet_v2:features.1,features.2", "hog", x)
     with pytest.raises(ValueError, match="split_sources: expected 0 < holdout < 1"):
         equivariance("hog", x, holdout=1.0)
+
+
+def test_a_linear_layer_is_a_one_cell_grid():
+    rep = CNN(_D4Pool(), "fc")  # logits [B, 3]: invariant, a 1 x 1 grid
+    res = equivariance(rep, torch.rand(8, 3, 40, 40), ["hflip", "rot90"], crops=24,
+                       test_crops=6, size=24, ridge=1e-9, prior="zero", generator=gen())
+    for name in ("hflip", "rot90"):
+        row = res.row("fc", name)
+        W, _ = res.maps[("fc", name)].linear()
+        torch.testing.assert_close(W, torch.eye(3, dtype=W.dtype), rtol=0, atol=1e-4)
+        assert row["cells"] == 6 and row["error_map"] < 1e-8 and row["top1_map"] == 1.0

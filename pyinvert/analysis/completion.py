@@ -35,6 +35,8 @@ def complete(rep, layer: str, code: Tensor, image_size) -> Tensor:
     H, W = image_size
 
     def hook(mod, inputs, output):
+        if output.dim() == 2 and code.dim() == 4 and tuple(code.shape[2:]) == (1, 1):
+            return code.reshape(output.shape).to(output.dtype)  # a non-spatial layer
         if tuple(output.shape) != tuple(code.shape):
             raise ValueError(f"complete: expected a code of shape {list(output.shape)} for "
                              f"layer {layer!r}, got {list(code.shape)}")

@@ -56,6 +56,9 @@ def warp_grid(features: Tensor, g: Transform, geo_in: Geometry, image_in, out_sh
     """
     geo_out = geo_out or geo_in
     image_out = tuple(image_out or image_in)
+    if tuple(features.shape[-2:]) == (1, 1) and tuple(out_shape) == (1, 1):
+        # one cell for the whole image (global pooling, a linear layer): g keeps it in place
+        return features.clone(), torch.ones(1, 1, dtype=torch.bool, device=features.device)
     mode = mode or ("nearest" if g.exact else "bilinear")
     ho, wo = out_shape
     dev = features.device
