@@ -169,7 +169,8 @@ def _run_equivalence(args):
 
     from pyinvert import invert, io
     from pyinvert.analysis.equivalence import equivalence
-    from pyinvert.analysis.features import crop_pairs, layers_of, load_sources, split_sources
+    from pyinvert.analysis.features import (crop_pairs, layers_of, load_sources, split_sources,
+                                            to_code)
     from pyinvert.analysis.figures import panel, single_layer
 
     res = equivalence(args.rep_a, args.rep_b, _images(args), untrained=not args.no_untrained,
@@ -183,10 +184,10 @@ def _run_equivalence(args):
         x, _ = crop_pairs(test[:1], [], 1, res.settings["size"],
                           torch.Generator().manual_seed(args.seed), rescale=False)
         rep_b = single_layer(res.rep_b, layers_of(res.rep_b)[0])
-        code = res.stitched_code(x)
         with torch.no_grad():
             direct = rep_b(rep_b.preprocess(x))
-        inv = invert(targets=torch.cat([code, direct.reshape(code.shape)]),
+        code = to_code(rep_b, res.stitched_code(x), direct)
+        inv = invert(targets=torch.cat([code, direct]),
                      image_size=tuple(x.shape[-2:]), representation=rep_b,
                      steps=args.invert_steps, progress=False,
                      generator=torch.Generator().manual_seed(args.seed))

@@ -31,13 +31,37 @@ def layers_of(rep) -> Tuple[str, ...]:
     return (getattr(rep, "name", type(rep).__name__.lower()),)
 
 
+def _is_dsift(rep) -> bool:
+    return hasattr(rep, "bin_size") and hasattr(rep, "step") and getattr(rep, "kind", None) != "cnn"
+
+
+def dsift_grid_shape(rep, image_size) -> Tuple[int, int]:
+    """(Ny, Nx) of dense SIFT's keypoint grid (x fastest in its [B, N, 128] output)."""
+    H, W = image_size
+    return ((H - 1 - 3 * rep.bin_size) // rep.step + 1, (W - 1 - 3 * rep.bin_size) // rep.step + 1)
+
+
 def layer_outputs(rep, x: Tensor) -> Dict[str, Tensor]:
-    """``{layer: [B, D, h, w]}`` of ``rep`` on x (the representation's input scale)."""
+    """``{layer: [B, D, h, w]}`` of ``rep`` on x (the representation's input scale); dense
+    SIFT's [B, N, 128] descriptors become their [B, 128, Ny, Nx] grid."""
     if getattr(rep, "kind", None) == "cnn":
         out = rep.layer_outputs(x)
     else:
-        out = {layers_of(rep)[0]: rep(x)}
+        code = rep(x)
+        if _is_dsift(rep) and code.dim() == 3:
+            ny, nx = dsift_grid_shape(rep, x.shape[-2:])
+            code = code.reshape(code.shape[0], ny, nx, code.shape[2]).permute(0, 3, 1, 2)
+        out = {layers_of(rep)[0]: code}
     return {k: (v if v.dim() == 4 else v.reshape(v.shape[0], -1, 1, 1)) for k, v in out.items()}
+
+
+def to_code(rep, grid: Tensor, like: Tensor) -> Tensor:
+    """A [B, D, h, w] grid back in the layout of the representation's own code ``like`` (what
+    :func:`pyinvert.invert` takes as targets): [B, N, 128] for dense SIFT, [B, D] for a
+    non-spatial layer."""
+    if _is_dsift(rep) and like.dim() == 3:
+        return grid.permute(0, 2, 3, 1).reshape(grid.shape[0], -1, grid.shape[1])
+    return grid.reshape(grid.shape[0], *like.shape[1:])
 
 
 def load_sources(images) -> Tuple[List[Tensor], List[str]]:

@@ -113,7 +113,7 @@ def invert_mapped(result, image: Tensor, transform: str, layer: Optional[str] = 
         errors}: images [C', H, W].
     """
     from pyinvert import invert
-    from pyinvert.analysis.features import layer_outputs
+    from pyinvert.analysis.features import layer_outputs, to_code
     from pyinvert.analysis.grids import warp_grid
 
     layer = layer or result.layers()[0]
@@ -126,8 +126,10 @@ def invert_mapped(result, image: Tensor, transform: str, layer: Optional[str] = 
         fx = layer_outputs(result.representation, result.representation.preprocess(
             x.to(code.device)))[layer]
         permuted, _ = warp_grid(fx, g, result.geometry[layer], x.shape[-2:], direct.shape[-2:])
-    mask = valid.to(code.dtype).expand(code.shape[1:]).contiguous()
-    targets = torch.cat([code, direct, permuted])
+    with torch.no_grad():
+        native = rep(rep.preprocess(gx.to(code.device)))  # the code's own layout
+    mask = to_code(rep, valid.to(code.dtype).expand(code.shape[1:])[None], native)[0]
+    targets = to_code(rep, torch.cat([code, direct, permuted]), native)
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     H, W = gx.shape[-2:]
     res = invert(targets=targets, image_size=(H, W), representation=rep, steps=steps, progress=False,

@@ -94,6 +94,9 @@ def geometry(rep, layer: str, image_size) -> Geometry:
     cs = getattr(rep, "cell_size", None)
     if cs is not None and getattr(rep, "kind", None) != "cnn":  # HOG: known in closed form
         geo = Geometry(float(cs), (cs - 1) / 2)
+    elif hasattr(rep, "bin_size") and hasattr(rep, "step") and getattr(rep, "kind", None) != "cnn":
+        # dense SIFT: the first descriptor centre is 1.5 bins in (vl_dsift_get_keypoints)
+        geo = Geometry(float(rep.step), 1.5 * rep.bin_size)
     else:
         geo = _probe(rep, layer, image_size)
     cache[layer] = geo
