@@ -72,5 +72,10 @@ def test_usage_errors(photos, tmp_path, capsys):
     assert args.func(args) == 2
     assert "pyinvert equivalence: error: invert: expected representation in" in \
         capsys.readouterr().err
+    args = p.parse_args(["equivariance", "--rep", "hog", "--transforms", "hflip", str(photos),
+                         "--out", str(tmp_path / "w"), "--crops", "4", "--size", "32",
+                         "--invert-layer", "conv1", "--invert-steps", "2"])
+    assert args.func(args) == 2
+    assert "--invert-layer: expected layers of --rep (hog), got conv1" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         p.parse_args(["equivariance", "--rep", "hog", "--ridge", "-1", str(photos), "--out", "z"])

@@ -15,8 +15,9 @@ Fit the transformation maps M_g with Phi(gx) ~ M_g Phi(x) (Lenc & Vedaldi) on cr
 photos and measure them on held-out photos. Writes DIR/equivariance.json (settings and one row
 per layer x transform), DIR/equivariance.txt (the table, also printed), DIR/equivariance_maps.pt,
 DIR/heat_error.png (the layer x transform table of the map's error), DIR/heat_top1.png (CNN
-classifiers: top-1 agreement) and DIR/invert_<layer>_<transform>.png (x, gx and the inversions
-of g Phi(x), M_g Phi(x) and Phi(gx); --invert-steps 0 skips them).
+classifiers: top-1 agreement) and DIR/invert_<layer>_<transform>.png for the first layer (or
+each --invert-layer): x, gx and the inversions of g Phi(x), M_g Phi(x) and Phi(gx) on a crop
+of the first held-out photo; --invert-steps 0 skips them.
 """
 
 EQUIVALENCE_DESCRIPTION = """\
@@ -83,6 +84,9 @@ def add_parser(subparsers):
     e.add_argument("--transforms", default="hflip,rot90,scale0.71",
                    help="comma-separated: hflip, vflip, rot90, rotNUM, scaleNUM, "
                         "translateDX,DY, g*h (default: %(default)s)")
+    e.add_argument("--invert-layer", action="append", default=None, metavar="LAYER",
+                   help="a layer whose mapped codes are inverted for the figures (repeatable; "
+                        "default: the first layer of --rep)")
     _common(e)
     e.set_defaults(func=run, analysis="equivariance")
     q = subparsers.add_parser("equivalence", help="fit and measure a stitch between two "
@@ -154,7 +158,12 @@ def _run_equivariance(args):
         gs = list(res.transforms.values())
         x, gx = crop_pairs(test[:1], gs, 1, size, torch.Generator().manual_seed(args.seed),
                            rescale=False)
-        for layer in layers:
+        chosen = args.invert_layer or layers[:1]
+        unknown = [ly for ly in chosen if ly not in layers]
+        if unknown:
+            raise ValueError(f"--invert-layer: expected layers of --rep ({', '.join(layers)}), "
+                             f"got {', '.join(unknown)}")
+        for layer in chosen:
             for g in gs:
                 pic, _ = mapped_inversion_figure(res, x[0], g.name, layer,
                                                  steps=args.invert_steps,
