@@ -92,3 +92,24 @@ def test_errors():
         ridge_batch(torch.rand(5, 2), torch.rand(5, 2), -1)
     with pytest.raises(ValueError, match="ridge_batch: expected at least one row"):
         ridge_batch(torch.zeros(0, 2), torch.zeros(0, 2))
+
+
+def test_merge_and_minus_with_different_shifts_are_exact():
+    X, Y = _data()
+    parts = []
+    for i in range(0, 400, 100):  # each accumulator has its own shift (its first chunk's mean)
+        a = RidgeAccumulator(6, 4)
+        a.update(X[i:i + 100] * (1 + i / 100), Y[i:i + 100])
+        parts.append(a)
+    Xs = torch.cat([X[i:i + 100] * (1 + i / 100) for i in range(0, 400, 100)])
+    total = RidgeAccumulator(6, 4)
+    for a in parts:
+        total.merge(a)
+    torch.testing.assert_close(total.solve(1e-3)[0], ridge_batch(Xs, Y, 1e-3)[0], rtol=0,
+                               atol=1e-9)
+    rest = total.minus(parts[0])
+    torch.testing.assert_close(rest.solve(1e-3)[0], ridge_batch(Xs[100:], Y[100:], 1e-3)[0],
+                               rtol=0, atol=1e-9)
+    W, b = rest.solve(0.1)
+    direct = float(((Xs[:100] @ W.T + b - Y[:100]) ** 2).sum())
+    assert parts[0].error(W, b) == pytest.approx(direct, rel=1e-10)

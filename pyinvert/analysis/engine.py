@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pyinvert.analysis.completion import complete
-from pyinvert.analysis.ridge import (RIDGE_GRID, ChannelMap, RidgeAccumulator, ridge_batch,
-                                     identity_prior, rows, select_ridge)
+from pyinvert.analysis.ridge import (RIDGE_GRID, ChannelMap, RidgeAccumulator, identity_prior,
+                                     ridge_batch, rows)
 
 
 @dataclass
@@ -59,41 +59,40 @@ class Problem:
 def fit(problems: Dict[tuple, Problem], batches: Iterable[Dict[tuple, Chunk]], *,
         ridge, streaming: bool, keep: bool) -> dict:
     """Fit every problem's map by ridge regression; ``keep`` stores the chunks (for the
-    learned refinement). ``batches`` yields ``{key: Chunk}`` or ``({key: Chunk}, held)``:
-    with ``ridge="auto"`` the held chunks (by default every fifth) are a validation set that
-    picks the relative ridge of :data:`~pyinvert.analysis.ridge.RIDGE_GRID` with the smallest
-    error, then the map is refitted on all chunks. Returns timing, row counts and the ridges
-    chosen."""
+    learned refinement). ``batches`` yields ``{key: Chunk}`` or ``({key: Chunk}, fold)``.
+
+    With ``ridge="auto"`` the relative ridge of :data:`~pyinvert.analysis.ridge.RIDGE_GRID`
+    is chosen by cross-validation over the folds (the photos are dealt into up to five folds
+    by :func:`train_batches`; plain batches: chunk i in fold i mod 5): for each ridge, the sum
+    over folds of the error on the fold of the map fitted on the others, computed from the
+    per-fold sums alone when streaming. The map is then refitted on all folds. Returns timing,
+    row counts and the ridges chosen (with their cross-validated relative errors)."""
     auto = ridge == "auto"
     if not auto and (isinstance(ridge, bool) or not isinstance(ridge, (int, float))
                      or not ridge >= 0):
         raise ValueError(f"fit: expected ridge to be a float >= 0 or 'auto', got {ridge!r}")
     t0 = time.perf_counter()
     n_rows: Dict[tuple, int] = {k: 0 for k in problems}
-    val: Dict[tuple, object] = {}
+    folds: Dict[tuple, Dict[int, object]] = {k: {} for k in problems}
     for i, batch in enumerate(batches):
         if isinstance(batch, tuple):
-            batch, held = batch
-            held = auto and held
+            batch, fold = batch
         else:
-            held = auto and i % 5 == 4
+            fold = i % 5
+        fold = int(fold) if auto else 0
         for key, ch in batch.items():
             p = problems[key]
             X, Y = rows(ch.x.double(), ch.y.double(), ch.valid, p.kernel)
             n_rows[key] += X.shape[0]
+            f = folds[key]
             if streaming:
-                if p.acc is None:
-                    p.acc = RidgeAccumulator(X.shape[1], Y.shape[1], device=X.device)
-                if held:
-                    if key not in val:
-                        val[key] = RidgeAccumulator(X.shape[1], Y.shape[1], device=X.device)
-                        val[key].share_shift(p.acc)
-                    val[key].update(X, Y)
-                else:
-                    p.acc.update(X, Y)
+                if fold not in f:
+                    f[fold] = RidgeAccumulator(X.shape[1], Y.shape[1], device=X.device)
+                f[fold].update(X, Y)
             else:
-                (val.setdefault(key, ([], [])) if held else (p.rows_x, p.rows_y))[0].append(X)
-                (val[key] if held else (p.rows_x, p.rows_y))[1].append(Y)
+                f.setdefault(fold, ([], []))
+                f[fold][0].append(X)
+                f[fold][1].append(Y)
             if keep:
                 p.stored.append(Chunk(ch.x.detach(), ch.valid, ch.y.detach(), None,
                                       ch.labels, ch.image_size))
@@ -102,42 +101,72 @@ def fit(problems: Dict[tuple, Problem], batches: Iterable[Dict[tuple, Chunk]], *
         if n_rows[key] == 0:
             raise ValueError(f"fit: no valid cell to fit {key} (the transformation moves every "
                              f"cell off the grid?)")
-        r = ridge
-        d_in = (p.acc.sx.shape[0] if streaming else p.rows_x[0].shape[1]) // (p.kernel ** 2)
-        d_out = p.acc.sy.shape[0] if streaming else p.rows_y[0].shape[1]
+        f = {k: v for k, v in folds[key].items()
+             if (v.n if streaming else sum(x.shape[0] for x in v[0]))}
+        any_fold = next(iter(f.values()))
+        d_x = any_fold.sx.shape[0] if streaming else any_fold[0][0].shape[1]
+        d_out = any_fold.sy.shape[0] if streaming else any_fold[1][0].shape[1]
+        d_in = d_x // (p.kernel ** 2)
+        dev = any_fold.sx.device if streaming else any_fold[0][0].device
         P = identity_prior(d_in, d_out, p.kernel) if p.prior == "identity" else None
-        if P is not None:
-            P = P.to(p.acc.sx.device if streaming else p.rows_x[0].device)
+        P = P.to(dev) if P is not None else None
+        r = ridge
         if streaming:
-            if auto and key in val and p.acc.n:
-                r, curve = select_ridge(p.acc, val[key], prior=P)
-                p.acc.merge(val[key])
-                chosen[str(key)] = {"ridge": r, "validation": curve}
+            total = RidgeAccumulator(d_x, d_out, device=dev)
+            for acc in f.values():
+                total.merge(acc)
+            if auto and len(f) >= 2:
+                r, curve = _cross_validate_streaming(total, f, P)
+                chosen[str(key)] = {"ridge": r, "cv_error": curve, "folds": len(f)}
             elif auto:
                 r = 1e-3
-            W, b = p.acc.solve(r, P)
-            p.mean_y = p.acc.mean_y
+            W, b = total.solve(r, P)
+            p.mean_y = total.mean_y
         else:
-            X, Y = torch.cat(p.rows_x), torch.cat(p.rows_y)
-            if auto and key in val:
-                Xv, Yv = torch.cat(val[key][0]), torch.cat(val[key][1])
-                errs = {}
-                for rr in RIDGE_GRID:
-                    Wr, br = ridge_batch(X, Y, rr, P)
-                    errs[rr] = float(((Xv @ Wr.T + br - Yv) ** 2).sum())
-                r = min(errs, key=lambda k: errs[k])
-                chosen[str(key)] = {"ridge": r}
-                X, Y = torch.cat([X, Xv]), torch.cat([Y, Yv])
+            Xs = {k: torch.cat(v[0]) for k, v in f.items()}
+            Ys = {k: torch.cat(v[1]) for k, v in f.items()}
+            if auto and len(f) >= 2:
+                r, curve = _cross_validate_batch(Xs, Ys, P)
+                chosen[str(key)] = {"ridge": r, "cv_error": curve, "folds": len(f)}
             elif auto:
                 r = 1e-3
+            X, Y = torch.cat(list(Xs.values())), torch.cat(list(Ys.values()))
             W, b = ridge_batch(X, Y, r, P)
             p.mean_y = Y.mean(0)
-            p.rows_x, p.rows_y = [], []
         chosen.setdefault(str(key), {"ridge": r})
         chosen[str(key)]["prior"] = "identity" if P is not None else "zero"
         p.map = ChannelMap(d_in, W.shape[0], p.kernel).to(W.device).set_linear(W, b)
     return {"seconds": time.perf_counter() - t0, "rows": {str(k): v for k, v in n_rows.items()},
             "ridge": chosen}
+
+
+def _cross_validate_streaming(total: RidgeAccumulator, folds: dict, prior):
+    errs = {r: 0.0 for r in RIDGE_GRID}
+    den = 0.0
+    for acc in folds.values():
+        rest = total.minus(acc)
+        if rest.n == 0:
+            continue
+        den += acc.error(torch.zeros(acc.sy.shape[0], acc.sx.shape[0], dtype=torch.float64,
+                                     device=acc.sx.device), rest.mean_y)
+        for r in RIDGE_GRID:
+            errs[r] += acc.error(*rest.solve(r, prior))
+    best = min(errs, key=lambda k: errs[k])
+    return best, {f"{r:g}": e / max(den, 1e-300) for r, e in errs.items()}
+
+
+def _cross_validate_batch(Xs: dict, Ys: dict, prior):
+    errs = {r: 0.0 for r in RIDGE_GRID}
+    den = 0.0
+    for k in Xs:
+        Xr = torch.cat([Xs[j] for j in Xs if j != k])
+        Yr = torch.cat([Ys[j] for j in Ys if j != k])
+        den += float(((Ys[k] - Yr.mean(0)) ** 2).sum())
+        for r in RIDGE_GRID:
+            W, b = ridge_batch(Xr, Yr, r, prior)
+            errs[r] += float(((Xs[k] @ W.T + b - Ys[k]) ** 2).sum())
+    best = min(errs, key=lambda k: errs[k])
+    return best, {f"{r:g}": e / max(den, 1e-300) for r, e in errs.items()}
 
 
 def _fill(pred: Tensor, valid: Tensor, mean_y: Tensor) -> Tensor:
@@ -254,16 +283,19 @@ def run_problems(problems, train_batches: Callable, test_batches: Callable, *, m
     return info
 
 
-def train_batches(batches: Callable, train: list, crops: int, ridge, seeds) -> Callable:
-    """The training batches, as a callable: with ``ridge="auto"`` and at least two training
-    photos, a fifth of the crops come from the last fifth of the photos (at least one) and are
-    marked held out (they validate the ridge); ``batches(photos, n, seed)`` yields chunks."""
+def train_batches(batches: Callable, train: list, crops: int, ridge, seeds,
+                  max_folds: int = 5) -> Callable:
+    """The training batches, as a callable. With ``ridge="auto"`` and at least two training
+    photos, the photos are dealt into ``min(max_folds, photos)`` folds (photo i into fold
+    i mod F) and each fold's crops (a share of ``crops``) come as ``(chunk, fold)``, so that
+    :func:`fit` cross-validates the ridge across photos; ``batches(photos, n, seed)`` yields
+    chunks."""
     def gen():
         if ridge != "auto" or len(train) < 2 or crops < 2:
             yield from batches(train, crops, seeds[0])
             return
-        k = max(1, len(train) // 5)
-        n_val = max(1, crops // 5)
-        yield from ((b, False) for b in batches(train[:-k], crops - n_val, seeds[0]))
-        yield from ((b, True) for b in batches(train[-k:], n_val, seeds[2]))
+        F = min(max_folds, len(train), crops)
+        for f in range(F):
+            n = crops // F + (1 if f < crops % F else 0)
+            yield from ((b, f) for b in batches(train[f::F], n, seeds[0] + 7919 * f))
     return gen

@@ -163,25 +163,55 @@ class RidgeAccumulator:
         return self.sx / self.n + self.shift_x
 
     def share_shift(self, other: "RidgeAccumulator") -> None:
-        """Use ``other``'s shifts (so that the two can be merged); before any update."""
+        """Use ``other``'s shifts; before any update."""
         if self.n:
             raise ValueError("RidgeAccumulator.share_shift: expected an empty accumulator")
         self.shift_x, self.shift_y = other.shift_x, other.shift_y
 
+    def rebased(self, shift_x: Tensor, shift_y: Tensor) -> "RidgeAccumulator":
+        """The same rows, their sums taken about other shifts (exact algebra)."""
+        out = RidgeAccumulator(self.sx.shape[0], self.sy.shape[0], device=self.sx.device)
+        out.shift_x, out.shift_y, out.n = shift_x, shift_y, self.n
+        if self.n == 0:
+            return out
+        dx, dy, n = self.shift_x - shift_x, self.shift_y - shift_y, self.n
+        out.sx = self.sx + n * dx
+        out.sy = self.sy + n * dy
+        out.sxx = self.sxx + torch.outer(dx, self.sx) + torch.outer(self.sx, dx) + \
+            n * torch.outer(dx, dx)
+        out.sxy = self.sxy + torch.outer(dx, self.sy) + torch.outer(self.sx, dy) + \
+            n * torch.outer(dx, dy)
+        out.syy = self.syy + 2 * (dy @ self.sy) + n * (dy @ dy)
+        return out
+
+    def _aligned(self, other: "RidgeAccumulator") -> "RidgeAccumulator":
+        if other.n == 0 or (torch.equal(self.shift_x, other.shift_x) and
+                            torch.equal(self.shift_y, other.shift_y)):
+            return other
+        return other.rebased(self.shift_x, self.shift_y)
+
     def merge(self, other: "RidgeAccumulator") -> "RidgeAccumulator":
-        """Add ``other``'s sums (same shifts) into this one; returns self."""
+        """Add ``other``'s rows into this one; returns self."""
         if other.n == 0:
             return self
-        if self.n == 0:
+        if self.n == 0 and self.shift_x is None:
             self.shift_x, self.shift_y = other.shift_x, other.shift_y
-        elif not (torch.equal(self.shift_x, other.shift_x) and
-                  torch.equal(self.shift_y, other.shift_y)):
-            raise ValueError("RidgeAccumulator.merge: expected accumulators with the same "
-                             "shifts (see share_shift)")
+        other = self._aligned(other)
         self.n += other.n
         for name in ("sx", "sy", "sxx", "sxy", "syy"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         return self
+
+    def minus(self, other: "RidgeAccumulator") -> "RidgeAccumulator":
+        """A new accumulator of this one's rows without ``other``'s (which must be among
+        them)."""
+        other = self._aligned(other)
+        out = RidgeAccumulator(self.sx.shape[0], self.sy.shape[0], device=self.sx.device)
+        out.shift_x, out.shift_y = self.shift_x, self.shift_y
+        out.n = self.n - other.n
+        for name in ("sx", "sy", "sxx", "sxy", "syy"):
+            setattr(out, name, getattr(self, name) - getattr(other, name))
+        return out
 
     def error(self, W: Tensor, b: Tensor) -> float:
         """``sum |W x + b - y|^2`` over the accumulated rows, from the sums alone."""
