@@ -49,7 +49,7 @@ def _common(p):
     p.add_argument("--kernel", type=int, default=1,
                    help="k of the k x k channel map (default: %(default)s)")
     p.add_argument("--ridge", type=_ridge, default="auto",
-                   help="relative ridge, or 'auto' (validated on a held-out training photo) "
+                   help="relative ridge, or 'auto' (cross-validated over folds of the training photos) "
                         "(default: %(default)s)")
     p.add_argument("--crops", type=int, default=128, help="training crops (default: %(default)s)")
     p.add_argument("--test-crops", type=int, default=None,

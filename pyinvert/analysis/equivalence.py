@@ -35,7 +35,8 @@ def equivalence(rep_a, rep_b, images, *, method: str = "ridge", kernel: int = 1,
         images: photos, as :func:`~pyinvert.analysis.equivariance.equivariance` takes them.
         method: "ridge" or "learned" (B must be a CNN classifier). Default: "ridge".
         kernel: k of the k x k channel map. Default: 1.
-        ridge: relative ridge, or "auto" (validated). Default: "auto".
+        ridge: relative ridge, or "auto" (cross-validated over folds of the training
+            photos). Default: "auto".
         crops: training crops. Default: 128.
         test_crops: held-out crops; None: crops // 2. Default: None.
         size: crop side; None: as equivariance's, for the larger of the two strides.

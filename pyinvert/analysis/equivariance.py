@@ -63,9 +63,9 @@ def equivariance(rep, images, transforms=("hflip",), *, method: str = "ridge", k
             cross-entropy of the completed network against the network's top-1 on gx; CNN
             classifiers only). Default: "ridge".
         kernel: k of the k x k channel map (1: per cell). Default: 1.
-        ridge: regularization relative to the mean feature variance, or "auto" (every fifth
-            training chunk held out to pick it from
-            :data:`~pyinvert.analysis.ridge.RIDGE_GRID`, then a refit on all). Default: "auto".
+        ridge: regularization relative to the mean feature variance, or "auto" (picked from
+            :data:`~pyinvert.analysis.ridge.RIDGE_GRID` by cross-validation over up to five
+            folds of the training photos, then a refit on all). Default: "auto".
         crops: training crops. Default: 128.
         test_crops: held-out crops; None: crops // 2. Default: None.
         size: crop side in pixels; None: min(128, smallest side / 1.5) rounded down to a
