@@ -1,5 +1,6 @@
 """Command line (also ``python -m pyinvert``): ``pyinvert invert``, ``actmax``, ``caricature``,
-``dream``, ``models``, ``batch`` (see :mod:`pyinvert.batch`) and ``reproduce table1``; one
+``dream``, ``models``, ``batch`` (see :mod:`pyinvert.batch`), ``reproduce table1``,
+``equivariance`` and ``equivalence`` (:mod:`pyinvert.analysis.command`); one
 module per subcommand (``add_parser(subparsers)`` + ``run(args)``).
 
 CNN layers: ``pyinvert invert IMAGES --rep cnn:mobilenet_v2:features.3,features.6`` inverts each
@@ -28,6 +29,7 @@ writable) or no input could be processed; 130 interrupted (Ctrl-C). ``batch`` do
 import argparse
 import sys
 
+from pyinvert.analysis import command as analysis_command
 from pyinvert.batch import command as batch_command
 from pyinvert.cli import (actmax, caricature, common, dream, invert, models,  # noqa: F401
                           reproduce)
@@ -35,7 +37,8 @@ from pyinvert.cli import (actmax, caricature, common, dream, invert, models,  # 
 #: The subcommands, in the order of ``pyinvert --help``.
 COMMANDS = {"invert": invert, "reproduce": reproduce, "actmax": actmax,
             "caricature": caricature, "dream": dream, "models": models,
-            "batch": batch_command}
+            "batch": batch_command, "equivariance": analysis_command,
+            "equivalence": analysis_command}
 
 EPILOG = """\
 exit status: 0 all inputs done, 1 some input failed or an output could not be written,
@@ -50,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "2016). With no arguments: invert the HOG of the bundled photos into\n"
                     "./pyinvert-out/.")
     sub = parser.add_subparsers(dest="command")
-    for module in COMMANDS.values():
+    for module in dict.fromkeys(COMMANDS.values()):  # a module may add several subcommands
         module.add_parser(sub)
     return parser
 
@@ -66,7 +69,7 @@ def main(argv=None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    if args.command != "batch":
+    if "parser" in vars(args):  # the subcommands that share common.BOUNDS
         common.check_bounds(args.parser, args)
     try:
         return args.func(args)
