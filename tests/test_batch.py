@@ -58,7 +58,7 @@ def good_and_bad_rows(folder: Path):
     """Rows of a manifest with good items and one of every kind of bad item, and the
     expected reason (a regex) of each bad one."""
     (folder / "img").mkdir()
-    for i, name in enumerate(PHOTOS):
+    for name in PHOTOS:
         write_photo(folder / "img" / f"{name}.png", name, gray=(name == "camera"))
     write_photo(folder / "img" / "chelsea-crop.png", "chelsea", crop=40)
     write_photo(folder / "img" / "tiny.png", "chelsea", size=3)

@@ -150,11 +150,12 @@ def read_manifest(path) -> List[Item]:
                                        f"manifest may have (split it)"])
         raw = path.read_bytes()
     except OSError as error:
-        raise ManifestError(path, [f"cannot read the manifest: {error.strerror or error}"])
+        raise ManifestError(path, [f"cannot read the manifest: {error.strerror or error}"]) \
+            from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        raise ManifestError(path, [f"not UTF-8 text ({error})"])
+        raise ManifestError(path, [f"not UTF-8 text ({error})"]) from None
     fmt = detect_format(path, text)
     rows, problems = (_read_csv if fmt == "csv" else _read_jsonl)(text)
     base = path.resolve().parent

@@ -74,14 +74,16 @@ def integer(value: str) -> int:
     try:
         return int(value.strip().replace("_", ""))
     except (ValueError, AttributeError):
-        raise argparse.ArgumentTypeError(f"expected an integer, got {one_line(value, 40)!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected an integer, got {one_line(value, 40)!r}") from None
 
 
 def positive_float(value: str) -> float:
     try:
         v = float(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {one_line(value, 40)!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected a number, got {one_line(value, 40)!r}") from None
     if not math.isfinite(v) or v <= 0:
         raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {v}")
     return v
@@ -116,10 +118,10 @@ def index_list(value: str) -> List[int]:
                 raise OverflowError
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected indices like 0,5,9 or 0:32, got "
-                                         f"{one_line(value, 40)!r}")
+                                         f"{one_line(value, 40)!r}") from None
     except OverflowError:
         raise argparse.ArgumentTypeError(f"expected at most {MAX_UNITS} indices >= 0, got "
-                                         f"{one_line(value, 40)!r}")
+                                         f"{one_line(value, 40)!r}") from None
     if not out:
         raise argparse.ArgumentTypeError(f"expected at least one index, got {value!r}")
     bad = [v for v in out if not 0 <= v <= MAX_INDEX]
@@ -196,7 +198,7 @@ def rep_spec(value: str) -> str:
         try:
             cnn_spec(v)
         except ValueError as e:
-            raise argparse.ArgumentTypeError(one_line(e, 200))
+            raise argparse.ArgumentTypeError(one_line(e, 200)) from None
         return v
     raise argparse.ArgumentTypeError(f"invalid choice: {one_line(value, 60)!r} (choose from hog, "
                                      f"hogb, dsift or cnn:MODEL:LAYER[,LAYER...])")

@@ -240,7 +240,7 @@ class CNN(Representation):
                 if not name:
                     continue
 
-                def hook(module, inputs, output, name=name):
+                def hook(module, inputs, output, name=name, order=order):
                     if isinstance(output, Tensor):
                         order.append((name, tuple(output.shape)))
                 handles.append(module.register_forward_hook(hook))
