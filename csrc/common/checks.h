@@ -75,8 +75,8 @@ inline void check_prior_arguments(const at::Tensor& x, const at::Tensor& tv_weig
   const int64_t B = x.size(0);
   for (const auto& [w, name] : {std::pair<const at::Tensor&, const char*>{tv_weight, "tv_weight"},
                                 {norm_weight, "norm_weight"}}) {
-    TORCH_CHECK(w.dim() == 1 && w.size(0) == B, "image_prior: expected ", name, " of shape (",
-                B, ",), got ", w.sizes());
+    TORCH_CHECK(w.dim() == 1 && w.size(0) == B, "image_prior: expected ", name, " of shape (", B,
+                ",), got ", w.sizes());
     check_same_device_dtype(w, x, "image_prior", name);
   }
   check_finite_scalar(beta, "image_prior", "beta", 0, false);
@@ -87,10 +87,10 @@ inline void check_prior_arguments(const at::Tensor& x, const at::Tensor& tv_weig
   const double* w = both.data_ptr<double>();
   for (int64_t i = 0; i < 2 * B; ++i) {
     const char* name = i < B ? "tv_weight" : "norm_weight";
-    TORCH_CHECK_VALUE(std::isfinite(w[i]), "image_prior: expected ", name,
-                      " to be finite, got ", w[i], " for image ", i % B);
-    TORCH_CHECK_VALUE(w[i] >= 0, "image_prior: expected ", name, " >= 0, got ", w[i],
-                      " for image ", i % B);
+    TORCH_CHECK_VALUE(std::isfinite(w[i]), "image_prior: expected ", name, " to be finite, got ",
+                      w[i], " for image ", i % B);
+    TORCH_CHECK_VALUE(w[i] >= 0, "image_prior: expected ", name, " >= 0, got ", w[i], " for image ",
+                      i % B);
   }
 }
 

@@ -29,6 +29,7 @@
 //
 // The backward pass is the exact derivative of this function where it is smooth; the channel
 // choice, the hard orientation bins and the 0.2 clamps are treated as locally constant.
+#include <climits>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -542,10 +543,15 @@ PYI_HOST_DEVICE T image_gradient_at(const T* dgx, const T* dgy, const int32_t* c
 // -1 (no gradient; the bins are then not read) or in [0, C) with bin 0 in [0, 2 no) and bin 1 in
 // [-1, 2 no). The forward only saves such entries; the check guards the private op against
 // tensors it did not make.
+// Branch-free, so that the CPU driver's pass over the entries vectorizes.
 PYI_HOST_DEVICE bool valid_pixel_entry(int32_t channel, int32_t bin0, int32_t bin1, int64_t C,
                                        int64_t no) {
-  if (channel < 0) return channel == -1;
-  return channel < C && bin0 >= 0 && bin0 < 2 * no && bin1 >= -1 && bin1 < 2 * no;
+  const int32_t channels = C < INT32_MAX ? int32_t(C) : INT32_MAX;
+  const int32_t bins = int32_t(2 * no);  // no <= kMaxOrientations = 2^24
+  const bool none = channel == -1;
+  const bool some = (channel >= 0) & (channel < channels) & (bin0 >= 0) & (bin0 < bins) &
+                    (bin1 >= -1) & (bin1 < bins);
+  return none | some;
 }
 
 // ---- host: the input checks of the ops -------------------------------------------------------

@@ -327,7 +327,6 @@ struct BackwardRows {
   const int32_t* info = nullptr;
   const T* jac = nullptr;
   int64_t next = 0;               // next pixel row to compute
-  bool invalid = false;           // an entry of `info` failed hog::valid_pixel_entry (skipped)
 
   explicit BackwardRows(const HogGrid<T>& grid)
       : g(grid),
@@ -362,10 +361,6 @@ struct BackwardRows {
     const int32_t* in = info + (y - 1) * n;
     const T* J = jac + (y - 1) * n;
     for (int64_t i = 0; i < n; ++i) {
-      if (!hog::valid_pixel_entry(in[i], in[interior + i], in[2 * interior + i], g.C, g.no)) {
-        invalid = true;
-        continue;
-      }
       if (in[i] < 0) continue;
       const hog::CellSplit<T>& sx = g.sx[i + 1];
       const T* d0r = interp.data() + in[interior + i] * stride + (sx.bin + 1);
@@ -414,8 +409,24 @@ PYI_CLONES_EXACT void image_gradient_row(const HogGrid<T>& g, const BackwardRows
   }
 }
 
-// Returns the first image whose saved pixel entries are out of range (hog::valid_pixel_entry;
-// such entries are skipped), or -1.
+// Whether the saved entries of interior rows [r0, r1) of one image (`info` at the image, planes
+// `interior` apart) pass hog::valid_pixel_entry: one vectorized pass, before the rows are used.
+inline bool pixel_entries_valid(const int32_t* info, int64_t interior, int64_t n, int64_t r0,
+                                int64_t r1, int64_t C, int64_t no) {
+  int bad = 0;
+  const int32_t* ch = info + r0 * n;
+  const int32_t* b0 = ch + interior;
+  const int32_t* b1 = b0 + interior;
+  const int64_t count = (r1 - r0) * n;
+#pragma omp simd reduction(| : bad)
+  for (int64_t i = 0; i < count; ++i) {
+    bad |= !hog::valid_pixel_entry(ch[i], b0[i], b1[i], C, no);
+  }
+  return bad == 0;
+}
+
+// Returns the first image whose saved pixel entries are out of range (hog::valid_pixel_entry),
+// or -1; the rows of a task that holds one are not computed.
 template <typename T>
 int64_t hog_backward_impl(const HogGrid<T>& g, const T* grad, const T* hist, const int32_t* info,
                           const T* jac, T* dx) {
@@ -466,14 +477,20 @@ int64_t hog_backward_impl(const HogGrid<T>& g, const T* grad, const T* hist, con
   at::parallel_for(0, g.B * g.H, grain_for(g.W * g.C), [&](int64_t begin, int64_t end) {
     BackwardRows<T> rows(g);
     for_each_row_run(begin, end, g.H, [&](int64_t b, int64_t y0, int64_t y1) {
-      rows.start(dhist.data() + b * hist_size, info + b * 3 * rows.interior,
-                 jac + b * 4 * rows.interior, y0);
+      // The task computes pixel rows y0-1 .. y1 (interior rows y0-2 .. y1-1 of `info`).
+      const int32_t* image_info = info + b * 3 * rows.interior;
+      const int64_t r0 = std::max<int64_t>(y0 - 2, 0);
+      const int64_t r1 = std::max<int64_t>(std::min<int64_t>(y1, g.H - 2), r0);
+      if (!pixel_entries_valid(image_info, rows.interior, std::max<int64_t>(g.W - 2, 0), r0, r1,
+                               g.C, g.no)) {
+        bad.report(b);
+        return;
+      }
+      rows.start(dhist.data() + b * hist_size, image_info, jac + b * 4 * rows.interior, y0);
       for (int64_t y = y0; y < y1; ++y) {
         rows.advance(y);  // rows y-1, y, y+1 are ready
         image_gradient_row(g, rows, dx + b * image + y * g.W, y);
       }
-      if (rows.invalid) bad.report(b);
-      rows.invalid = false;
     });
   });
   return bad.get();

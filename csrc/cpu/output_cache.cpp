@@ -39,8 +39,8 @@ size_t capacity_from_environment() {
   }
   TORCH_CHECK_VALUE(valid && megabytes <= kMaxMegabytes,
                     "pyinvert: expected PYINVERT_OUTPUT_CACHE_MB to be a whole number of "
-                    "megabytes (0 disables the output cache, at most ", kMaxMegabytes, "), got '",
-                    text, "'");
+                    "megabytes (0 disables the output cache, at most ",
+                    kMaxMegabytes, "), got '", text, "'");
   return size_t(megabytes) << 20;
 }
 
@@ -99,7 +99,8 @@ void release_block(void* context) { output_cache().release(static_cast<Block*>(c
 at::Tensor empty_recycled(at::IntArrayRef sizes, const at::TensorOptions& options) {
   int64_t numel = 1;
   for (int64_t s : sizes) numel *= s;
-  const size_t nbytes = size_t(numel) * c10::elementSize(c10::typeMetaToScalarType(options.dtype()));
+  const size_t nbytes =
+      size_t(numel) * c10::elementSize(c10::typeMetaToScalarType(options.dtype()));
   OutputCache& cache = output_cache();
   if (nbytes < kMinRecycledBytes || cache.capacity() == 0) return at::empty(sizes, options);
   Block* block = cache.acquire(nbytes);

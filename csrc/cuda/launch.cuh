@@ -29,8 +29,8 @@
 namespace pyinvert {
 namespace cuda {
 
-constexpr int kThreads = 256;               // threads per block
-constexpr int64_t kMaxBlocks = 1 << 20;     // grid size cap (the grid-stride loops cover more)
+constexpr int kThreads = 256;            // threads per block
+constexpr int64_t kMaxBlocks = 1 << 20;  // grid size cap (the grid-stride loops cover more)
 
 // Blocks for n items, one thread each, at most kMaxBlocks (and at least 1: n may be 0).
 inline unsigned int blocks_for(int64_t n) {
@@ -54,7 +54,9 @@ inline cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream();
 #define __forceinline__ inline
 #define __shared__ static
 #define PYI_LAUNCH_CHECK()
-struct PyiHostIndex { unsigned x, y; };
+struct PyiHostIndex {
+  unsigned x, y;
+};
 static const PyiHostIndex blockIdx{0, 0}, threadIdx{0, 0}, blockDim{1, 1}, gridDim{1, 1};
 inline int atomicMin(int* address, int value) {
   const int old = *address;
@@ -119,8 +121,8 @@ __device__ __forceinline__ int flag_index(int64_t b) {
 
 // Reports to `flag` the images (numel_per_image values each) holding a NaN or Inf among x[0, n).
 template <typename T>
-__global__ void report_nonfinite_kernel(const T* __restrict__ x, int64_t n,
-                                        int64_t numel_per_image, int* __restrict__ flag) {
+__global__ void report_nonfinite_kernel(const T* __restrict__ x, int64_t n, int64_t numel_per_image,
+                                        int* __restrict__ flag) {
   PYI_GRID_STRIDE(i, n) {
     if (!is_finite(x[i])) atomicMin(flag, flag_index(i / numel_per_image));
   }
