@@ -217,7 +217,7 @@ def test_op_checks_its_own_arguments():
     x = torch.zeros(2, 1, 4, 4)
     with pytest.raises(RuntimeError, match=r"image_prior: expected tv_weight of shape \(2,\)"):
         torch.ops.pyinvert.image_prior(x, torch.ones(3), torch.ones(2), 2.0, 6.0, False, 0.0, True)
-    with pytest.raises(RuntimeError, match=r"image_prior: expected beta > 0, got -1"):
+    with pytest.raises(ValueError, match=r"image_prior: expected beta > 0, got -1"):
         torch.ops.pyinvert.image_prior(x, torch.ones(2), torch.ones(2), -1.0, 6.0, False, 0.0, True)
     with pytest.raises(RuntimeError, match=r"expected tv_weight of dtype Float, got Double"):
         torch.ops.pyinvert.image_prior(x, torch.ones(2, dtype=torch.float64), torch.ones(2), 2.0,

@@ -29,10 +29,15 @@
 //
 // The backward pass is the exact derivative of this function where it is smooth; the channel
 // choice, the hard orientation bins and the 0.2 clamps are treated as locally constant.
+#include <climits>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
+#include <torch/types.h>
+
+#include "common/checks.h"
 #include "common/macros.h"
 #include "common/rounding.h"
 
@@ -97,6 +102,15 @@ PYI_HOST_DEVICE int64_t num_cells(int64_t size, int64_t cell_size) {
 PYI_HOST_DEVICE int64_t descriptor_size(int64_t num_orientations, int variant) {
   return variant == kUoctti ? 3 * num_orientations + 4 : 4 * num_orientations;
 }
+
+// The sizes of one call: B images of C x H x W pixels, cells of cs pixels (Hc x Wc of them,
+// plane = Hc * Wc), no orientations, D = descriptor_size(no, variant). Passed by value to the
+// CUDA kernels.
+struct Geometry {
+  int64_t B, C, H, W, cs, no, Hc, Wc, plane, D;
+  int variant;
+  bool bilinear;
+};
 
 // Where pixel coordinate `p` falls between cell centres: cell `bin` (may be -1) gets weight
 // w1, cell bin + 1 gets w2 = 1 - w1. VLFeat: h = (p + 0.5) / cs - 0.5 in double, stored as
@@ -523,6 +537,97 @@ PYI_HOST_DEVICE T image_gradient_at(const T* dgx, const T* dgy, const int32_t* c
   return image_gradient(l ? dgx[i - 1] : T(0), l ? ch[i - 1] : -1, r ? dgx[i + 1] : T(0),
                         r ? ch[i + 1] : -1, u ? dgy[i - W] : T(0), u ? ch[i - W] : -1,
                         d ? dgy[i + W] : T(0), d ? ch[i + W] : -1, c);
+}
+
+// Whether a saved pixel entry (channel, bin 0, bin 1) can be used by the backward pass: channel
+// -1 (no gradient; the bins are then not read) or in [0, C) with bin 0 in [0, 2 no) and bin 1 in
+// [-1, 2 no). The forward only saves such entries; the check guards the private op against
+// tensors it did not make.
+// Branch-free, so that the CPU driver's pass over the entries vectorizes.
+PYI_HOST_DEVICE bool valid_pixel_entry(int32_t channel, int32_t bin0, int32_t bin1, int64_t C,
+                                       int64_t no) {
+  const int32_t channels = C < INT32_MAX ? int32_t(C) : INT32_MAX;
+  const int32_t bins = int32_t(2 * no);  // no <= kMaxOrientations = 2^24
+  const bool none = channel == -1;
+  const bool some = (channel >= 0) & (channel < channels) & (bin0 >= 0) & (bin0 < bins) &
+                    (bin1 >= -1) & (bin1 < bins);
+  return none | some;
+}
+
+// ---- host: the input checks of the ops -------------------------------------------------------
+// (shared by cpu/hog_kernel.cpp and cuda/hog_kernel.cu; messages start with the op name and give
+// expected vs actual, as pyinvert/features/hog.py's own checks do)
+
+// The checked arguments of hog (and of _hog_backward, op = "_hog_backward") as a Geometry.
+inline Geometry checked_geometry(const at::Tensor& x, int64_t cell_size, int64_t num_orientations,
+                                 int64_t variant, bool bilinear, const char* op = "hog") {
+  check_image_batch(x, op);
+  TORCH_CHECK(x.size(1) >= 1, op, ": expected x with at least 1 channel, got C=", x.size(1));
+  TORCH_CHECK(cell_size >= 1, op, ": expected cell_size >= 1, got ", cell_size);
+  TORCH_CHECK(num_orientations >= 1 && num_orientations <= kMaxOrientations, op,
+              ": expected 1 <= num_orientations <= ", kMaxOrientations, ", got ",
+              num_orientations);
+  TORCH_CHECK(variant == kUoctti || variant == kDalalTriggs, op,
+              ": expected variant 0 (uoctti) or 1 (dalaltriggs), got ", variant);
+  Geometry g;
+  g.B = x.size(0);
+  g.C = x.size(1);
+  g.H = x.size(2);
+  g.W = x.size(3);
+  g.cs = cell_size;
+  g.no = num_orientations;
+  g.Hc = num_cells(g.H, cell_size);
+  g.Wc = num_cells(g.W, cell_size);
+  TORCH_CHECK(g.Hc >= 1 && g.Wc >= 1, op, ": expected H and W >= ", cell_size - cell_size / 2,
+              " (at least half a cell of cell_size=", cell_size, "), got H=", g.H, ", W=", g.W);
+  g.plane = g.Hc * g.Wc;
+  g.variant = int(variant);
+  g.D = descriptor_size(num_orientations, g.variant);
+  g.bilinear = bilinear;
+  return g;
+}
+
+// Shape of the per-pixel data the forward saves for the backward: [B, rows, H-2, W-2] (rows = 3
+// for the int32 channel and bins, 4 for the Jacobian), or [0] when nothing is saved.
+inline std::vector<int64_t> pixel_shape(const Geometry& g, int64_t rows, bool saved) {
+  if (!saved) return {0};
+  return {g.B, rows, g.H > 2 ? g.H - 2 : 0, g.W > 2 ? g.W - 2 : 0};
+}
+
+// The backward op's tensors: shapes, devices and dtypes. The index values in `pixels` are
+// checked by the drivers where they read them (valid_pixel_entry; an entry out of range makes
+// the op raise check_pixel_entries' error, never read out of bounds).
+inline void check_backward_inputs(const at::Tensor& grad, const at::Tensor& hist,
+                                  const at::Tensor& pixels, const at::Tensor& jac,
+                                  const at::Tensor& x, const Geometry& g) {
+  const char* op = "_hog_backward";
+  check_same_device_dtype(grad, x, op, "grad");
+  check_same_device_dtype(hist, x, op, "hist");
+  check_same_device_dtype(jac, x, op, "jacobian");
+  TORCH_CHECK(pixels.device() == x.device() && pixels.scalar_type() == at::kInt, op,
+              ": expected pixels of dtype Int on ", x.device(), ", got ", pixels.scalar_type(),
+              " on ", pixels.device());
+  const std::vector<int64_t> grad_shape{g.B, g.D, g.Hc, g.Wc};
+  const std::vector<int64_t> hist_shape{g.B, 2 * g.no, g.Hc, g.Wc};
+  TORCH_CHECK(grad.sizes() == at::IntArrayRef(grad_shape), op, ": expected grad of shape ",
+              at::IntArrayRef(grad_shape), ", got ", grad.sizes());
+  TORCH_CHECK(hist.sizes() == at::IntArrayRef(hist_shape), op, ": expected hist of shape ",
+              at::IntArrayRef(hist_shape), ", got ", hist.sizes());
+  const std::vector<int64_t> info_shape = pixel_shape(g, 3, true);
+  const std::vector<int64_t> jac_shape = pixel_shape(g, 4, true);
+  TORCH_CHECK(pixels.sizes() == at::IntArrayRef(info_shape), op, ": expected pixels of shape ",
+              at::IntArrayRef(info_shape), ", got ", pixels.sizes(),
+              " (was the forward called with save_for_backward=True?)");
+  TORCH_CHECK(jac.sizes() == at::IntArrayRef(jac_shape), op, ": expected jacobian of shape ",
+              at::IntArrayRef(jac_shape), ", got ", jac.sizes());
+}
+
+// The error for an entry of `pixels` that valid_pixel_entry() refuses, found in image b.
+inline void check_pixel_entries(int64_t bad_image, const Geometry& g) {
+  TORCH_CHECK_VALUE(bad_image < 0, "_hog_backward: expected pixels as hog saves them "
+                    "(channel -1 or in [0, ", g.C, ") with bins in [0, ", 2 * g.no,
+                    ") and [-1, ", 2 * g.no, ")), got an out-of-range entry in image ",
+                    bad_image);
 }
 
 }  // namespace hog

@@ -2,7 +2,8 @@
 // _rn intrinsics, so nvcc can neither contract a*b + c into one FMA rounding nor use fast-math
 // approximations; VLFeat's float results (our reference) round every operation. On the host the
 // plain operators round each operation too: the HOG and DSIFT kernels are built for baseline
-// x86-64 (no FMA instructions to contract into) and never with -ffast-math.
+// x86-64 (no FMA instructions to contract into), their AVX2 clones without FMA
+// (cpu/simd.h: PYI_CLONES_EXACT), and never with -ffast-math.
 #pragma once
 
 #include <cmath>

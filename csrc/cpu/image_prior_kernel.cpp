@@ -15,24 +15,19 @@
 #include "common/checks.h"
 #include "common/prior_math.h"
 #include "cpu/output_cache.h"
+#include "cpu/simd.h"
 
 namespace pyinvert {
 namespace {
 
 constexpr int64_t kRowsPerTask = 16;
 
-// The row loops are compiled twice, for AVX2+FMA and for the baseline x86-64 ISA, and the
-// loader picks the clone the CPU supports: twice the SIMD width without -march=native.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define PYI_SIMD_CLONES __attribute__((target_clones("arch=haswell", "default")))
-#else
-#define PYI_SIMD_CLONES
-#endif
+// The row loops get the AVX2+FMA clone (cpu/simd.h: PYI_CLONES_FAST, no bit-for-bit reference).
 
 // slope*dx and slope*dy of one row of the TV term; returns the row's sum of TV values.
 // `below` is the next row, or nullptr for the last row (dy = 0 there).
 template <int TWO_E, typename T>
-PYI_SIMD_CLONES T tv_row(const T* row, const T* below, int64_t W, T eps, T beta, T exponent, T* sdx, T* sdy) {
+PYI_CLONES_FAST T tv_row(const T* row, const T* below, int64_t W, T eps, T beta, T exponent, T* sdx, T* sdy) {
   T sum = 0;
   if (W == 0) return sum;
   // Column W-1 has dx = 0; `below` == nullptr (last row) has dy = 0.
@@ -60,7 +55,7 @@ PYI_SIMD_CLONES T tv_row(const T* row, const T* below, int64_t W, T eps, T beta,
 // Gradient of TV at one row: each pixel gathers what it sends (-slope*(dx+dy)) and what its
 // left neighbour (slope*dx) and upper neighbour (slope*dy, previous row) send to it.
 template <typename T>
-PYI_SIMD_CLONES void tv_grad_row(const T* sdx, const T* sdy, const T* sdy_above, int64_t W, T weight, T* g) {
+PYI_CLONES_FAST void tv_grad_row(const T* sdx, const T* sdy, const T* sdy_above, int64_t W, T weight, T* g) {
   if (W == 0) return;
   g[0] = weight * (sdy_above[0] - sdx[0] - sdy[0]);
 #pragma omp simd
@@ -71,7 +66,7 @@ PYI_SIMD_CLONES void tv_grad_row(const T* sdx, const T* sdy, const T* sdy_above,
 
 // The elementwise alpha-norm on one row: sum of |x|^alpha; adds weight*d/dx to g if g != null.
 template <int TWO_E, typename T>
-PYI_SIMD_CLONES T norm_row(const T* x, int64_t W, T alpha, T exponent, T weight, T* g) {
+PYI_CLONES_FAST T norm_row(const T* x, int64_t W, T alpha, T exponent, T weight, T* g) {
   T sum = 0;
   if (g != nullptr) {
 #pragma omp simd reduction(+ : sum)
@@ -93,7 +88,7 @@ PYI_SIMD_CLONES T norm_row(const T* x, int64_t W, T alpha, T exponent, T weight,
 // The isotropic N_alpha on one row of all C channels (pixel offset 0 of channel c at
 // x + c * plane): sum over pixels of (sum_c x_c^2)^(alpha/2); adds the gradient if g != null.
 template <int TWO_E, typename T>
-PYI_SIMD_CLONES T isotropic_row(const T* x, int64_t C, int64_t plane, int64_t W, T alpha, T exponent, T weight,
+PYI_CLONES_FAST T isotropic_row(const T* x, int64_t C, int64_t plane, int64_t W, T alpha, T exponent, T weight,
                 T* g, T* scratch) {
   T* s = scratch;
   for (int64_t j = 0; j < W; ++j) s[j] = 0;

@@ -2,6 +2,7 @@
 
 #include <c10/core/CPUAllocator.h>
 
+#include <cstdint>
 #include <cstdlib>
 #include <mutex>
 #include <string>
@@ -19,12 +20,33 @@ struct Block {
   size_t nbytes;
 };
 
+// PYINVERT_OUTPUT_CACHE_MB: a whole number of megabytes (surrounding blanks allowed), default
+// 1024, 0 disables the cache. Anything else raises (pyinvert/_ext.py checks it at import with the
+// same words; this is for a value set later in the process, before the first op call).
+size_t capacity_from_environment() {
+  constexpr uint64_t kMaxMegabytes = uint64_t(1) << 40;  // 1 EB: far above any real memory
+  const char* env = std::getenv("PYINVERT_OUTPUT_CACHE_MB");
+  if (env == nullptr) return size_t(1024) << 20;
+  const std::string text(env);
+  const size_t begin = text.find_first_not_of(" \t\n");
+  const size_t end = text.find_last_not_of(" \t\n");
+  bool valid = begin != std::string::npos;
+  uint64_t megabytes = 0;
+  for (size_t i = begin; valid && i <= end; ++i) {
+    const char c = text[i];
+    valid = c >= '0' && c <= '9' && megabytes <= kMaxMegabytes;
+    megabytes = megabytes * 10 + uint64_t(c - '0');
+  }
+  TORCH_CHECK_VALUE(valid && megabytes <= kMaxMegabytes,
+                    "pyinvert: expected PYINVERT_OUTPUT_CACHE_MB to be a whole number of "
+                    "megabytes (0 disables the output cache, at most ",
+                    kMaxMegabytes, "), got '", text, "'");
+  return size_t(megabytes) << 20;
+}
+
 class OutputCache {
  public:
-  OutputCache() {
-    const char* env = std::getenv("PYINVERT_OUTPUT_CACHE_MB");
-    capacity_ = (env ? std::stoull(env) : 1024ull) << 20;
-  }
+  OutputCache() : capacity_(capacity_from_environment()) {}
 
   Block* acquire(size_t nbytes) {
     {
@@ -77,7 +99,8 @@ void release_block(void* context) { output_cache().release(static_cast<Block*>(c
 at::Tensor empty_recycled(at::IntArrayRef sizes, const at::TensorOptions& options) {
   int64_t numel = 1;
   for (int64_t s : sizes) numel *= s;
-  const size_t nbytes = size_t(numel) * c10::elementSize(c10::typeMetaToScalarType(options.dtype()));
+  const size_t nbytes =
+      size_t(numel) * c10::elementSize(c10::typeMetaToScalarType(options.dtype()));
   OutputCache& cache = output_cache();
   if (nbytes < kMinRecycledBytes || cache.capacity() == 0) return at::empty(sizes, options);
   Block* block = cache.acquire(nbytes);

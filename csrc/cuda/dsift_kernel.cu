@@ -1,14 +1,15 @@
 // Dense SIFT on CUDA: VLFeat 0.9.21's vl_dsift_process (see common/dsift_math.h) and its gradient.
-// One thread per output element and stage, every stage a gather (no atomics: deterministic); the
+// One thread per output element and stage, every stage a gather (deterministic: the only
+// atomic reports a refused input); the
 // per-pixel math, the filters and the normalization are the header's, shared with the CPU.
 // Buffers keep the orientation t fastest, as the CPU driver does:
 //   channels [B][H][W][8], rows [B][R][W][8] (pooled along y at the R sampled rows),
 //   descriptors [B][N][128].
 // The flat window's running sums are sequential per line (one thread per line), as VLFeat's.
+// The orientation stages (every pixel a centre once) report the images with a non-finite pixel;
+// each op reads that flag back after its launches (one synchronization) and raises.
+// Launch conventions: cuda/launch.cuh.
 #include <ATen/Dispatch.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 #include <torch/types.h>
 
@@ -18,6 +19,8 @@
 
 #include "common/checks.h"
 #include "common/dsift_math.h"
+#include "common/finite.h"
+#include "cuda/launch.cuh"
 
 namespace pyinvert {
 namespace {
@@ -27,26 +30,20 @@ using dsift::kDescriptorSize;
 using dsift::kNumBinT;
 using dsift::kNumBinXY;
 
-constexpr int kThreads = 256;
-
-int blocks_for(int64_t n) {
-  return static_cast<int>(std::min<int64_t>((n + kThreads - 1) / kThreads, 1 << 20));
-}
-
-#define PYI_GRID_STRIDE(i, n)                                                            \
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (n); \
-       i += static_cast<int64_t>(blockDim.x) * gridDim.x)
+using cuda::blocks_for;
+using cuda::kThreads;
 
 // --- forward stages ----------------------------------------------------------------------------
 
 template <typename T>
 __global__ void orientation_kernel(const T* __restrict__ x, T* __restrict__ channels, int64_t n,
-                                   int H, int W) {
+                                   int H, int W, int* __restrict__ nonfinite) {
   const int64_t pixels = n * H * static_cast<int64_t>(W);
   PYI_GRID_STRIDE(i, pixels) {
     const int xx = static_cast<int>(i % W);
     const int y = static_cast<int>((i / W) % H);
     const int64_t b = i / (static_cast<int64_t>(W) * H);
+    if (!is_finite(x[i])) atomicMin(nonfinite, cuda::flag_index(b));
     const auto p = dsift::pixel_orientation(x + b * H * static_cast<int64_t>(W), H, W, xx, y);
     T* out = channels + i * kNumBinT;
     for (int t = 0; t < kNumBinT; ++t) out[t] = T(0);
@@ -201,12 +198,14 @@ __global__ void pool_rows_backward_kernel(const T* __restrict__ d_rows, T* __res
 template <typename T>
 __global__ void orientation_backward_kernel(const T* __restrict__ x,
                                             const T* __restrict__ d_channels,
-                                            T* __restrict__ d_gradient, int64_t n, int H, int W) {
+                                            T* __restrict__ d_gradient, int64_t n, int H, int W,
+                                            int* __restrict__ nonfinite) {
   const int64_t plane = static_cast<int64_t>(H) * W;
   PYI_GRID_STRIDE(i, n * plane) {
     const int xx = static_cast<int>(i % W);
     const int y = static_cast<int>((i / W) % H);
     const int64_t b = i / plane;
+    if (!is_finite(x[i])) atomicMin(nonfinite, cuda::flag_index(b));
     const auto p = dsift::pixel_orientation(x + b * plane, H, W, xx, y);
     const T* dc = d_channels + i * kNumBinT;
     T* dg = d_gradient + b * 2 * plane + (i - b * plane);
@@ -231,68 +230,65 @@ __global__ void gradient_backward_kernel(const T* __restrict__ d_gradient, T* __
 
 template <typename T>
 at::Tensor to_device(const std::vector<T>& values, const at::Tensor& like, at::ScalarType type) {
-  at::Tensor host = at::empty({static_cast<int64_t>(values.size())},
-                              at::TensorOptions().dtype(type).pinned_memory(true));
-  std::copy(values.begin(), values.end(), host.data_ptr<T>());
-  return host.to(like.device(), /*non_blocking=*/true);
+  return cuda::upload(values, like.device(), type);
 }
 
 // Forward into out ([B][N][128]); the histograms before normalization are copied to
 // `histograms` when it is defined.
 template <typename T>
 void dsift_forward_cuda(const at::Tensor& x, at::Tensor& out, at::Tensor& histograms,
-                        const Geometry& g) {
+                        const Geometry& g, int* nonfinite) {
   const int64_t n = x.size(0);
   const int64_t row8 = static_cast<int64_t>(g.width) * kNumBinT;
   const auto options = x.options();
-  auto stream = c10::cuda::getCurrentCUDAStream();
+  const auto stream = cuda::current_stream();
   at::Tensor channels = at::empty({n, g.height, g.width, kNumBinT}, options);
   at::Tensor rows = at::empty({n, g.num_rows(), g.width, kNumBinT}, options);
   const T* xp = x.data_ptr<T>();
   T* hp = out.data_ptr<T>();
 
   orientation_kernel<T><<<blocks_for(n * g.height * g.width), kThreads, 0, stream>>>(
-      xp, channels.data_ptr<T>(), n, g.height, g.width);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+      xp, channels.data_ptr<T>(), n, g.height, g.width, nonfinite);
+  PYI_LAUNCH_CHECK();
   if (!g.flat_window) {
     const std::vector<float> k = dsift::gaussian_bin_kernels(g.bin_size);
     at::Tensor kernels = to_device(std::vector<T>(k.begin(), k.end()), x, x.scalar_type());
     pool_rows_kernel<T><<<blocks_for(n * g.num_rows() * row8), kThreads, 0, stream>>>(
         channels.data_ptr<T>(), rows.data_ptr<T>(), kernels.data_ptr<T>(), g, n);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    PYI_LAUNCH_CHECK();
     pool_cols_kernel<T><<<blocks_for(n * g.num_rows() * g.num_cols() * kNumBinT), kThreads, 0,
                           stream>>>(rows.data_ptr<T>(), hp, kernels.data_ptr<T>(), g, n);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    PYI_LAUNCH_CHECK();
   } else {
     const std::vector<float> w = dsift::flat_window_weights(g.bin_size);
     at::Tensor weights = to_device(std::vector<T>(w.begin(), w.end()), x, x.scalar_type());
     at::Tensor scratch = at::empty({n, g.height + g.bin_size, row8}, options);
     pool_rows_flat_kernel<T><<<blocks_for(n * row8), kThreads, 0, stream>>>(
         channels.data_ptr<T>(), rows.data_ptr<T>(), scratch.data_ptr<T>(), g, n);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    PYI_LAUNCH_CHECK();
     const int64_t lines = n * g.num_rows() * kNumBinT;
     at::Tensor scratch_x = at::empty({g.width + g.bin_size, lines}, options);
     pool_cols_flat_kernel<T><<<blocks_for(lines), kThreads, 0, stream>>>(
         rows.data_ptr<T>(), hp, scratch_x.data_ptr<T>(), weights.data_ptr<T>(), g, n);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    PYI_LAUNCH_CHECK();
   }
   if (histograms.defined()) histograms.copy_(out);
   normalize_kernel<T><<<blocks_for(n * g.num_frames()), kThreads, 0, stream>>>(
       hp, n * g.num_frames());
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  PYI_LAUNCH_CHECK();
 }
 
 template <typename T>
 void dsift_backward_cuda(const at::Tensor& grad, const at::Tensor& histograms, const at::Tensor& x,
-                         at::Tensor& grad_x, const Geometry& g) {
+                         at::Tensor& grad_x, const Geometry& g, int* nonfinite) {
   const int64_t n = x.size(0);
   const int64_t row8 = static_cast<int64_t>(g.width) * kNumBinT;
   const auto options = x.options();
-  auto stream = c10::cuda::getCurrentCUDAStream();
+  const auto stream = cuda::current_stream();
   at::Tensor h = at::empty({n, g.num_frames(), kDescriptorSize}, options);  // dL/dh
   normalize_backward_kernel<T><<<blocks_for(n * g.num_frames()), kThreads, 0, stream>>>(
       grad.data_ptr<T>(), histograms.data_ptr<T>(), h.data_ptr<T>(), n * g.num_frames());
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  PYI_LAUNCH_CHECK();
 
   const std::vector<T> kernels = dsift::pooling_kernels<T>(g.bin_size, g.flat_window);
   const auto cols_t = dsift::transpose_pooling<T>(g, g.width, g.num_cols(), kernels);
@@ -308,35 +304,38 @@ void dsift_backward_cuda(const at::Tensor& grad, const at::Tensor& histograms, c
   pool_cols_backward_kernel<T><<<blocks_for(n * g.num_rows() * row8), kThreads, 0, stream>>>(
       h.data_ptr<T>(), d_rows.data_ptr<T>(), c_off.data_ptr<int>(), c_smp.data_ptr<int>(),
       c_w.data_ptr<T>(), g, n);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  PYI_LAUNCH_CHECK();
   at::Tensor d_channels = at::empty({n, g.height, g.width, kNumBinT}, options);
   pool_rows_backward_kernel<T><<<blocks_for(n * g.height * row8), kThreads, 0, stream>>>(
       d_rows.data_ptr<T>(), d_channels.data_ptr<T>(), r_off.data_ptr<int>(),
       r_smp.data_ptr<int>(), r_w.data_ptr<T>(), g, n);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  PYI_LAUNCH_CHECK();
   at::Tensor d_gradient = at::empty({n, 2, g.height, g.width}, options);
   orientation_backward_kernel<T><<<blocks_for(n * g.height * g.width), kThreads, 0, stream>>>(
-      x.data_ptr<T>(), d_channels.data_ptr<T>(), d_gradient.data_ptr<T>(), n, g.height, g.width);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+      x.data_ptr<T>(), d_channels.data_ptr<T>(), d_gradient.data_ptr<T>(), n, g.height, g.width,
+      nonfinite);
+  PYI_LAUNCH_CHECK();
   gradient_backward_kernel<T><<<blocks_for(n * g.height * g.width), kThreads, 0, stream>>>(
       d_gradient.data_ptr<T>(), grad_x.data_ptr<T>(), n, g.height, g.width);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  PYI_LAUNCH_CHECK();
 }
 
 std::tuple<at::Tensor, at::Tensor> dsift_forward_kernel(const at::Tensor& x, int64_t step,
                                                         int64_t bin_size, bool flat_window,
                                                         bool return_histograms) {
   const Geometry g = dsift::checked_geometry(x, step, bin_size, flat_window, "dsift");
-  const c10::cuda::CUDAGuard guard(x.device());
+  const cuda::DeviceGuard guard(x.device());
   const int64_t batch = x.size(0);
   at::Tensor out = at::empty({batch, g.num_frames(), kDescriptorSize}, x.options());
   at::Tensor histograms = return_histograms ? at::empty_like(out) : at::empty({0}, x.options());
   if (batch == 0) return {out, histograms};
   const at::Tensor xc = x.contiguous();
   at::Tensor copy_to = return_histograms ? histograms : at::Tensor();
+  cuda::ErrorFlag nonfinite(x);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dsift_forward_cuda", [&] {
-    dsift_forward_cuda<scalar_t>(xc, out, copy_to, g);
+    dsift_forward_cuda<scalar_t>(xc, out, copy_to, g, nonfinite.data());
   });
+  check_finite_pixels(nonfinite.read(), "dsift");
   return {out, histograms};
 }
 
@@ -345,16 +344,18 @@ at::Tensor dsift_backward_kernel(const at::Tensor& grad, const at::Tensor& x,
                                  bool flat_window) {
   const Geometry g = dsift::checked_geometry(x, step, bin_size, flat_window, "_dsift_backward");
   dsift::check_backward_inputs(grad, histograms, x, g);
-  const c10::cuda::CUDAGuard guard(x.device());
+  const cuda::DeviceGuard guard(x.device());
   const int64_t batch = x.size(0);
   at::Tensor grad_x = at::empty({batch, 1, g.height, g.width}, x.options());
   if (batch == 0) return grad_x;
   const at::Tensor xc = x.contiguous();
   const at::Tensor gc = grad.contiguous();
   const at::Tensor hc = histograms.contiguous();
+  cuda::ErrorFlag nonfinite(x);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dsift_backward_cuda", [&] {
-    dsift_backward_cuda<scalar_t>(gc, hc, xc, grad_x, g);
+    dsift_backward_cuda<scalar_t>(gc, hc, xc, grad_x, g, nonfinite.data());
   });
+  check_finite_pixels(nonfinite.read(), "_dsift_backward");
   return grad_x;
 }
 

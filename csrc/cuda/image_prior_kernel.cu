@@ -2,20 +2,19 @@
 // each thread gathers the TV slopes its neighbours send it (recomputing them: two extra power
 // terms per pixel are cheaper on a GPU than a second pass), writes its gradient once, and
 // adds its value into a per-block partial sum in double. Partials are reduced in a fixed order,
-// so results are deterministic for a given launch.
+// so results are deterministic for a given launch. The grid is 2-D (pixel blocks x images; at
+// most 65535 images per call); the other conventions are cuda/launch.cuh's.
 #include <ATen/Dispatch.h>
-#include <c10/cuda/CUDAStream.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
 #include "common/checks.h"
 #include "common/prior_math.h"
+#include "cuda/launch.cuh"
 
 namespace pyinvert {
 namespace {
 
-constexpr int kThreads = 256;
+using cuda::kThreads;
 
 struct PriorConfig {
   int tv_two_e, norm_two_e;
@@ -98,7 +97,7 @@ std::tuple<at::Tensor, at::Tensor> image_prior_forward_kernel(
     double beta, double alpha, bool isotropic, double eps, bool compute_grad) {
   check_image_batch(x_in, "image_prior");
   check_prior_arguments(x_in, tv_weight_in, norm_weight_in, beta, alpha, eps);
-  const c10::cuda::CUDAGuard guard(x_in.device());
+  const cuda::DeviceGuard guard(x_in.device());
   const at::Tensor x = x_in.contiguous();
   const at::Tensor tv_weight = tv_weight_in.contiguous();
   const at::Tensor norm_weight = norm_weight_in.contiguous();
@@ -114,13 +113,13 @@ std::tuple<at::Tensor, at::Tensor> image_prior_forward_kernel(
   const PriorConfig cfg{classify_exponent(beta), classify_exponent(alpha), beta, alpha, eps,
                         isotropic, compute_grad};
   const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(B));
-  auto stream = c10::cuda::getCurrentCUDAStream();
+  const auto stream = cuda::current_stream();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "image_prior", [&] {
     image_prior_forward_impl<scalar_t><<<grid, kThreads, 0, stream>>>(
         x.data_ptr<scalar_t>(), tv_weight.data_ptr<scalar_t>(), norm_weight.data_ptr<scalar_t>(),
         C, H, W, cfg, compute_grad ? grad.data_ptr<scalar_t>() : nullptr,
         partial.data_ptr<double>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    PYI_LAUNCH_CHECK();
   });
   return {partial.sum(1).to(x.scalar_type()), grad};
 }

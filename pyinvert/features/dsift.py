@@ -120,6 +120,11 @@ def dsift(x, *, step=4, bin_size=8, flat_window=False):
         on screen); keypoints as ``vl_dsift_get_keypoints`` gives them: the descriptor centres
         (x, y), 0-based, x fastest.
 
+    Raises:
+        ValueError: arguments out of range, or a NaN / Inf pixel anywhere in ``x`` ("dsift:
+            expected finite pixel values, got NaN/Inf in image b", b the first such image).
+        TypeError: arguments of the wrong type.
+
     Shape:
         - x: :math:`(B, 1, H, W)`, float32 or float64, CPU or CUDA, any strides, B may be 0,
           :math:`H, W \geq 3 \cdot bin\_size + 1`.

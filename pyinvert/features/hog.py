@@ -159,6 +159,11 @@ def hog(x: Tensor, *, cell_size: int = 8, num_orientations: int = 9, variant: st
         The HOG array, indexed (image, dimension, cell row, cell column); VLFeat's own buffer
         is the (dimension, cell row, cell column) array of one image.
 
+    Raises:
+        ValueError: arguments out of range, or a NaN / Inf pixel anywhere in ``x`` ("hog:
+            expected finite pixel values, got NaN/Inf in image b", b the first such image).
+        TypeError: arguments of the wrong type.
+
     Shape:
         - x: :math:`(B, C, H, W)` with :math:`C \ge 1`, :math:`B \ge 0`.
         - Output: :math:`(B, D, H_c, W_c)` with :math:`H_c = \lfloor (H + \lfloor s/2 \rfloor)

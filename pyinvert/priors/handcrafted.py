@@ -4,6 +4,7 @@ This module is the only one that touches ``torch.ops.pyinvert.image_prior``: it 
 arguments, registers the op's fake kernel and autograd formula, and offers the function /
 ``nn.Module`` pair.
 """
+import math
 from numbers import Real
 from typing import Union
 
@@ -29,6 +30,8 @@ def _check_images(x, name: str) -> None:
 def _positive(value, name: str, fn: str, *, allow_zero: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, Real):
         raise TypeError(f"{fn}: expected {name} to be a number, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise ValueError(f"{fn}: expected {name} to be finite, got {value}")
     ok = value >= 0 if allow_zero else value > 0
     if not ok:
         raise ValueError(f"{fn}: expected {name} {'>=' if allow_zero else '>'} 0, got {value}")
@@ -36,7 +39,9 @@ def _positive(value, name: str, fn: str, *, allow_zero: bool = False) -> float:
 
 
 def _per_image(weight: Weight, x: Tensor, name: str, fn: str) -> Tensor:
-    """A float or a Tensor[B] (or 0-dim) weight as a contiguous Tensor[B] like x."""
+    """A float or a Tensor[B] (or 0-dim) weight as a contiguous Tensor[B] like x. A float must
+    be finite and >= 0 (checked here); a Tensor's values are checked by the op (which names the
+    image), so that a CUDA weight costs no extra synchronization here."""
     B = x.shape[0]
     if isinstance(weight, Tensor):
         if weight.dim() == 0:
@@ -46,10 +51,18 @@ def _per_image(weight: Weight, x: Tensor, name: str, fn: str) -> Tensor:
                              f"got {list(weight.shape)}")
         # Weights are constants of the objective: the prior is not differentiated w.r.t. them.
         return weight.detach().to(device=x.device, dtype=x.dtype).contiguous()
+    _check_float_weight(weight, name, fn)
+    return torch.full((B,), float(weight), dtype=x.dtype, device=x.device)
+
+
+def _check_float_weight(weight, name: str, fn: str) -> None:
     if isinstance(weight, bool) or not isinstance(weight, Real):
         raise TypeError(f"{fn}: expected {name} to be a float or a Tensor, "
                         f"got {type(weight).__name__}")
-    return torch.full((B,), float(weight), dtype=x.dtype, device=x.device)
+    if not math.isfinite(weight):
+        raise ValueError(f"{fn}: expected {name} to be finite, got {weight}")
+    if weight < 0:
+        raise ValueError(f"{fn}: expected {name} >= 0, got {weight}")
 
 
 @torch.library.register_fake("pyinvert::image_prior")
@@ -81,8 +94,10 @@ def _backward(ctx, grad_value, _grad_of_grad):
     # an inversion always needs both, and a second sweep would read x again from memory, which
     # is what bounds this op. Backward only scales it by grad_value. When every scale is 1 (the
     # usual `loss = prior.sum()`, with the lambdas passed as weights) the stored gradient itself
-    # is returned, saving a full read and write of it; autograd may then accumulate into it, so
-    # a second backward through the same call (retain_graph=True) is refused with an error.
+    # is returned, saving a full read and write of it. Autograd's own accumulation into x.grad
+    # never modifies it (x.grad gets a copy while the graph holds it), so further backward calls
+    # (retain_graph=True) give the same gradient; only a caller who changes the returned tensor
+    # in place (a torch.autograd.grad result) makes the next backward through this call raise.
     try:
         (grad,) = ctx.saved_tensors
     except RuntimeError as error:
@@ -122,15 +137,30 @@ def image_prior(x: Tensor, *, tv_weight: Weight = 1.0, beta: float = 2.0,
     gradient. Where a power's base is 0 and its derivative is undefined the gradient is 0. A
     term whose weight is 0 is switched off (not evaluated). Weights are not differentiated.
 
+    Repeated backward passes through one call (``retain_graph=True``) give the same gradient
+    each time (accumulated into ``x.grad`` as usual). One exception: when every output's
+    gradient is 1 (e.g. ``value.sum()``) on the CPU, backward returns the stored gradient tensor
+    itself (no copy); if the caller modifies that tensor in place (say the result of
+    ``torch.autograd.grad``), a later backward through the same call raises ``RuntimeError``
+    ("a second backward ... is not supported"): call ``image_prior`` again instead. Second
+    derivatives are not supported: the stored gradient is a constant to autograd (with
+    ``create_graph=True`` its dependence on ``x`` is not recorded).
+
+    ``x`` is not checked for NaN / Inf (they propagate to the value and gradient, which is how an
+    inversion detects a diverging image); every numeric argument is: ``beta``, ``alpha`` and
+    ``eps`` must be finite and in range, and the weights finite and >= 0 (``ValueError``
+    otherwise, naming the argument and, for a per-image weight, the image).
+
     Args:
         x: images, any strides, float32 or float64, CPU or CUDA.
-        tv_weight: weight of TV_beta, a float or a Tensor[B] (a per-image sweep). Default: 1.0.
-        beta: exponent of TV, > 0. Default: 2.0.
-        norm_weight: weight of the alpha-norm, a float or a Tensor[B]. Default: 0.0.
-        alpha: exponent of the norm, > 0. Default: 6.0.
+        tv_weight: weight of TV_beta, >= 0, a float or a Tensor[B] (a per-image sweep).
+            Default: 1.0.
+        beta: exponent of TV, finite and > 0. Default: 2.0.
+        norm_weight: weight of the alpha-norm, >= 0, a float or a Tensor[B]. Default: 0.0.
+        alpha: exponent of the norm, finite and > 0. Default: 6.0.
         isotropic: use the IJCV 2016 isotropic N_alpha (norm over channels first) instead of
             the CVPR 2015 elementwise alpha-norm. Default: False.
-        eps: added under the TV power, >= 0 (smooths beta < 2 at 0). Default: 0.0.
+        eps: added under the TV power, finite and >= 0 (smooths beta < 2 at 0). Default: 0.0.
 
     Returns:
         The prior of each image.
@@ -236,6 +266,9 @@ class ImagePrior(Objective, nn.Module):
         self.alpha = _positive(alpha, "alpha", fn)
         self.eps = _positive(eps, "eps", fn, allow_zero=True)
         self.isotropic = bool(isotropic)
+        for name, weight in (("tv_weight", tv_weight), ("norm_weight", norm_weight)):
+            if not isinstance(weight, Tensor):
+                _check_float_weight(weight, name, fn)
         self.backend = backend
 
     def forward(self, *args) -> Tensor:
