@@ -35,21 +35,33 @@ class _State:
         self.ref, self.patch, self.ys, self.xs = ref, patch, ys, xs
 
 
+def _put(dst, src, dy, dx):
+    """dst[n, :, dy[n] + i, dx[n] + j] = src[n, :, i, j] where inside dst; one slice
+    assignment per distinct offset (copies of a batch share few offsets)."""
+    N, h, w = src.shape[0], src.shape[-2], src.shape[-1]
+    hd, wd = dst.shape[-2], dst.shape[-1]
+    groups = {}
+    for n, key in enumerate(zip(dy.tolist(), dx.tolist())):
+        groups.setdefault(key, []).append(n)
+    for (a, b), idx in groups.items():
+        r0, r1, c0, c1 = max(0, -a), min(h, hd - a), max(0, -b), min(w, wd - b)
+        if r1 <= r0 or c1 <= c0:
+            continue
+        if len(idx) == N:
+            dst[:, :, a + r0:a + r1, b + c0:b + c1] = src[:, :, r0:r1, c0:c1]
+        else:
+            it = torch.tensor(idx, device=dst.device)
+            dst[it, :, a + r0:a + r1, b + c0:b + c1] = src[it, :, r0:r1, c0:c1]
+    return dst
+
+
 def _crop(state, r0, c0, hc, wc, pad, fill):
     """(N, C, hc, wc) crops starting at rows r0 / cols c0 (N,) of the copies' activations,
     in coordinates where -pad is the first padding row (filled with ``fill``)."""
-    ref, patch = state.ref, state.patch
-    N, h, w = patch.shape[0], patch.shape[-2], patch.shape[-1]
-    ref_pad = F.pad(ref, (pad, pad, pad, pad), value=fill) if pad else ref
-    rows = r0[:, None] + torch.arange(hc, device=ref.device)          # (N, hc), unpadded
-    cols = c0[:, None] + torch.arange(wc, device=ref.device)
-    from_ref = ref_pad[:, (rows + pad)[:, :, None], (cols + pad)[:, None, :]]
-    from_ref = from_ref.permute(1, 0, 2, 3)
-    pr, pc = rows - state.ys[:, None], cols - state.xs[:, None]
-    inside = (((pr >= 0) & (pr < h))[:, :, None] & ((pc >= 0) & (pc < w))[:, None, :])
-    n = torch.arange(N, device=ref.device)[:, None, None]
-    from_patch = patch[n, :, pr.clamp(0, h - 1)[:, :, None], pc.clamp(0, w - 1)[:, None, :]]
-    return torch.where(inside[:, None], from_patch.permute(0, 3, 1, 2), from_ref)
+    ref = F.pad(state.ref, (pad, pad, pad, pad), value=fill) if pad else state.ref
+    crop = torch.stack([ref[:, r + pad:r + pad + hc, c + pad:c + pad + wc]
+                        for r, c in zip(r0.tolist(), c0.tolist())])
+    return _put(crop, state.patch, state.ys - r0, state.xs - c0)
 
 
 def _geometry(module):
@@ -195,16 +207,9 @@ def _run_patch(steps, st, refs):
 
 
 def _paste(st):
-    N, (C, H, W) = st.patch.shape[0], st.ref.shape
-    ys, xs = st.ys, st.xs
-    full = st.ref.expand(N, C, H, W)
-    rows = torch.arange(H, device=full.device)[None] - ys[:, None]
-    cols = torch.arange(W, device=full.device)[None] - xs[:, None]
-    h, w = st.patch.shape[-2:]
-    inside = (((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :])
-    n = torch.arange(N, device=full.device)[:, None, None]
-    vals = st.patch[n, :, rows.clamp(0, h - 1)[:, :, None], cols.clamp(0, w - 1)[:, None, :]]
-    return torch.where(inside[:, None], vals.permute(0, 3, 1, 2), full)
+    """The copies' full activations: the clean one with each copy's patch pasted in."""
+    full = st.ref.expand(st.patch.shape[0], *st.ref.shape).clone()
+    return _put(full, st.patch, st.ys, st.xs)
 
 
 class IncrementalOcclusion:
@@ -214,12 +219,12 @@ class IncrementalOcclusion:
     engine.prepare(image, baseline)`` and ``run(boxes)`` -> (N, K) logits.
     """
 
-    def __init__(self, stages, head, pre, max_fraction=0.5):
+    def __init__(self, stages, head, pre, max_fraction=0.7):
         self.stages, self.head, self.pre = stages, head, pre
         self.max_fraction = max_fraction
 
     @classmethod
-    def for_model(cls, model, pre, max_fraction=0.5):
+    def for_model(cls, model, pre, max_fraction=0.7):
         from pyinvert.attribution.core import _identity
         from pyinvert.models import VGG16, AlexNet, MobileNetV2, ResNet18, normalize
 
@@ -264,13 +269,11 @@ class IncrementalOcclusion:
             ww = max(x1 - x0 for _, _, x0, x1 in boxes)
             ys = torch.tensor([min(y0, H - wh) for y0, _, _, _ in boxes])
             xs = torch.tensor([min(x0, W - ww) for _, _, x0, _ in boxes])
-            patch = image.expand(len(boxes), *image.shape).clone()
+            patch = torch.stack([image[:, y:y + wh, x:x + ww]
+                                 for y, x in zip(ys.tolist(), xs.tolist())])
             for i, (y0, y1, x0, x1) in enumerate(boxes):
-                patch[i, :, y0:y1, x0:x1] = baseline[:, y0:y1, x0:x1]
-            n = torch.arange(len(boxes))[:, None, None]
-            rows = ys[:, None] + torch.arange(wh)
-            cols = xs[:, None] + torch.arange(ww)
-            patch = patch[n, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+                py, px = y0 - int(ys[i]), x0 - int(xs[i])
+                patch[i, :, py:py + y1 - y0, px:px + x1 - x0] = baseline[:, y0:y1, x0:x1]
             st = _State(cached[0][0], self.pre(patch), ys, xs)
             z, i = None, 0
             for i, (module, steps) in enumerate(self.stages):
