@@ -87,7 +87,9 @@ def attribution_grid(image: Tensor, maps: Dict[str, Tensor], row_labels: Sequenc
     for t in range(T):
         y = head + t * (lab + ch + pad)
         _text(canvas, _fit(row_labels[t], canvas.shape[1]), pad + 2, y + 13, 0.42, (20, 20, 140))
-        tiles = [orig] + [overlay(image, maps[m][t]) for m in maps]
+        # occlusion: only score drops are evidence for the class (a rise shows as cold)
+        tiles = [orig] + [overlay(image, maps[m][t].clamp(min=0) if m == "occlusion"
+                                  else maps[m][t]) for m in maps]
         for j, tile in enumerate(tiles):
             tile = cv2.resize(tile, (cell, ch), interpolation=cv2.INTER_NEAREST) \
                 if tile.shape[1] != cell else tile

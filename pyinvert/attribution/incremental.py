@@ -219,12 +219,12 @@ class IncrementalOcclusion:
     engine.prepare(image, baseline)`` and ``run(boxes)`` -> (N, K) logits.
     """
 
-    def __init__(self, stages, head, pre, max_fraction=0.7):
+    def __init__(self, stages, head, pre, max_fraction=0.5):
         self.stages, self.head, self.pre = stages, head, pre
         self.max_fraction = max_fraction
 
     @classmethod
-    def for_model(cls, model, pre, max_fraction=0.7):
+    def for_model(cls, model, pre, max_fraction=0.5):
         from pyinvert.attribution.core import _identity
         from pyinvert.models import VGG16, AlexNet, MobileNetV2, ResNet18, normalize
 
