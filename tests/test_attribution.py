@@ -8,6 +8,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from pyinvert.attribution import attribute, backward_rule
+from pyinvert.data import sample_path
 from pyinvert.models import load_model, normalize
 
 torch.set_num_threads(1)
@@ -259,3 +260,53 @@ def test_errors_model():
         attribute(torch.rand(1, 3, 8, 8), net.eval(), "guided_backprop", targets=0)
     with pytest.raises(TypeError, match="nn.Module or a zoo name"):
         attribute(torch.rand(1, 3, 8, 8), 3)
+
+
+def test_smoothgrad_equals_its_definition(tiny):
+    x = torch.rand(2, 3, 12, 12, dtype=torch.float64)
+    r = attribute(x, tiny, "smoothgrad", targets=[[0, 4], [1, 2]], preprocess=None,
+                  samples=3, noise=0.2, generator=torch.Generator().manual_seed(5))
+    eps = torch.randn((3,) + tuple(x.shape), generator=torch.Generator().manual_seed(5),
+                      dtype=x.dtype)
+    sigma = 0.2 * (x.flatten(1).amax(1) - x.flatten(1).amin(1))
+    for k in range(2):
+        grads = []
+        for s in range(3):
+            xs = (x + sigma.view(2, 1, 1, 1) * eps[s]).requires_grad_(True)
+            idx = torch.tensor([[[0, 4], [1, 2]][b][k] for b in range(2)])[:, None]
+            out = tiny(xs).gather(1, idx)
+            grads.append(torch.autograd.grad(out.sum(), xs)[0])
+        g = torch.stack(grads)
+        torch.testing.assert_close(r.gradients["smoothgrad"][:, k], g.mean(0))
+        torch.testing.assert_close(r.maps["smoothgrad"][:, k], g.abs().amax(2).mean(0))
+    zero = attribute(x, tiny, ["smoothgrad", "guided_backprop"], targets=1, preprocess=None,
+                     samples=2, noise=0.0, base="guided_backprop")
+    torch.testing.assert_close(zero.maps["smoothgrad"], zero.maps["guided_backprop"])
+
+
+def test_guided_gradcam_is_guided_times_upsampled_cam(mnv2):
+    x = torch.rand(1, 3, 64, 64)
+    r = attribute(x, mnv2, ["guided_gradcam", "guided_backprop", "gradcam"], targets=[[5, 9]])
+    prod = r.gradients["guided_backprop"] * r.maps["gradcam"][:, :, None]
+    torch.testing.assert_close(r.gradients["guided_gradcam"], prod)
+    assert (r.maps["gradcam"] >= 0).all()
+    raw = attribute(x, mnv2, "gradcam", targets=[[5, 9]], relu=False).info["gradcam"]
+    torch.testing.assert_close(r.info["gradcam"]["layer_maps"],
+                               raw["layer_maps"].clamp(min=0))
+
+
+def test_result_save_and_summary(mnv2, tmp_path):
+    import numpy as np
+
+    from pyinvert.io import load_image
+
+    r = attribute([sample_path("chelsea")], mnv2, ["saliency", "occlusion"], size=64,
+                  targets=[[281, 285]], window=16, stride=16)
+    assert r.names == ["chelsea"] and "tabby" in r.summary()
+    paths = r.save(tmp_path)
+    assert (tmp_path / "chelsea_saliency_281.png").is_file()
+    np.testing.assert_array_equal(np.load(tmp_path / "chelsea_occlusion.npy"),
+                                  r.maps["occlusion"][0].numpy())
+    assert load_image(tmp_path / "chelsea_grid.png").shape[1] > 2 * 64
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert len(paths) == 1 + 4 + 2 + 1

@@ -82,9 +82,9 @@ class AttributionResult:
 
     def save(self, directory) -> List[Path]:
         """Write, per image, ``<name>_grid.png`` (original | one overlay per method, a row per
-        target), ``<name>_<method>.npy`` (the (T, H, W) maps) and ``summary.json``, each
-        atomically. Returns the paths written."""
-        from pyinvert.attribution.figures import attribution_grid
+        target), ``<name>_<method>_<target>.png`` (each overlay), ``<name>_<method>.npy``
+        (the (T, H, W) maps) and ``summary.json``, each atomically. Returns the paths."""
+        from pyinvert.attribution.figures import attribution_grid, overlay
         from pyinvert.io import atomic_write_bytes, save_image, write_json
 
         out = Path(directory)
@@ -96,6 +96,10 @@ class AttributionResult:
                                     rows)
             written.append(save_image(out / f"{name}_grid.png", grid))
             for m, v in self.maps.items():
+                for k, c in enumerate(self.targets[b].tolist()):
+                    shown = v[b, k].clamp(min=0) if m == "occlusion" else v[b, k]
+                    written.append(save_image(out / f"{name}_{m}_{c}.png",
+                                              overlay(self.images[b], shown)))
                 buf = io.BytesIO()
                 np.save(buf, v[b].detach().cpu().numpy())
                 written.append(atomic_write_bytes(out / f"{name}_{m}.npy", buf.getvalue()))
