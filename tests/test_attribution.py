@@ -14,6 +14,19 @@ from pyinvert.models import load_model, normalize
 torch.set_num_threads(1)
 
 
+def imagenet_mobilenet_or_skip():
+    """The real MobileNetV2; skips (fails under PYINVERT_REQUIRE_WEIGHTS=1) without weights."""
+    from pyinvert import models
+    from tests.conftest import REQUIRE_WEIGHTS
+
+    try:
+        return models.load_model("mobilenet_v2", "imagenet", download=False)
+    except models.WeightsNotFoundError:
+        if REQUIRE_WEIGHTS:
+            pytest.fail("PYINVERT_REQUIRE_WEIGHTS=1 but the MobileNetV2 weights are missing")
+        pytest.skip("MobileNetV2 ImageNet weights are not installed")
+
+
 class Tiny(nn.Module):
     """MobileNetV2-like: ReLU6 module in place, F.relu6, residual, in-place LeakyReLU,
     F.hardtanh, Tensor.relu."""
@@ -141,7 +154,7 @@ def _module_hook_reference(model, rule):
 
 @pytest.fixture(scope="module")
 def mnv2():
-    return load_model("mobilenet_v2", "imagenet", download=False)
+    return imagenet_mobilenet_or_skip()
 
 
 @pytest.mark.parametrize("rule,method", [("deconvnet", "deconvnet"),

@@ -20,7 +20,7 @@ def test_attribute_command_writes_grids_and_json(tmp_path):
     out = tmp_path / "out"
     rc = _run(["attribute", str(sample_path("chelsea")), str(sample_path("coffee")),
                "--methods", "saliency,guided_backprop,gradcam,occlusion", "--size", "64",
-               "--window", "16", "--stride", "16", "--targets", "281,285", "--out", str(out)])
+               "--window", "16", "--stride", "16", "--targets", "281,285", "--weights", "random", "--out", str(out)])
     assert rc == 0
     summary = json.loads((out / "summary.json").read_text())
     assert [im["targets"] for im in summary["images"]] == [[281, 285], [281, 285]]
@@ -52,7 +52,8 @@ def test_patches_command(tmp_path, capsys):
         save_image(folder / f"{name}.png", load_image(sample_path(name)))
     out = tmp_path / "p.png"
     assert _run(["patches", str(folder), "--model", "mobilenet_v2", "--layer", "features.4",
-                 "--channels", "0:4", "--k", "2", "--size", "64", "--out", str(out)]) == 0
+                 "--channels", "0:4", "--k", "2", "--size", "64", "--weights", "random",
+                 "--out", str(out)]) == 0
     hits = json.loads(out.with_suffix(".json").read_text())
     assert hits["channels"] == [0, 1, 2, 3] and len(hits["hits"][0]) == 2
     assert load_image(out).shape[1] > 4 * 48

@@ -10,14 +10,16 @@ from pyinvert.attribution.evaluation import (deletion_insertion, pointing_game,
 from pyinvert.attribution.patches import receptive_field, top_patches
 from pyinvert.data import sample_path
 from pyinvert.models import describe, load_model, prepare_image
+from tests.test_attribution import imagenet_mobilenet_or_skip
 
 torch.set_num_threads(1)
+
 PHOTOS = [sample_path(n) for n in ("chelsea", "coffee", "astronaut", "rocket")]
 
 
 @pytest.fixture(scope="module")
 def mnv2():
-    return load_model("mobilenet_v2", "imagenet", download=False)
+    return imagenet_mobilenet_or_skip()
 
 
 def test_spearman_and_ssim_against_definitions():

@@ -104,8 +104,9 @@ def test_gradcam_equals_captum(resnet, images):
                                        ("vgg16", 40)])
 def test_incremental_occlusion_equals_full(name, size):
     torch.manual_seed(2)
-    net = load_model(name, "imagenet", download=False) if name == "mobilenet_v2" \
-        else load_model(name)
+    from tests.test_attribution import imagenet_mobilenet_or_skip
+
+    net = imagenet_mobilenet_or_skip() if name == "mobilenet_v2" else load_model(name)
     x = torch.rand(1, 3, size, size)
     kw = dict(targets=[[1, 2]], window=16, stride=8, baseline=0.5)
     a = attribute(x, net, "occlusion", incremental=False, **kw).maps["occlusion"]
@@ -124,3 +125,15 @@ def test_occlusion_errors(resnet):
                   window=4, stride=4, incremental=True)
     with pytest.raises(TypeError, match="window to be an int"):
         attribute(x, net, "occlusion", window=2.5)
+
+
+def test_occlusion_probability_drop_equals_captum(resnet, images):
+    net, wrapped = resnet
+    soft = nn.Sequential(wrapped, nn.Softmax(1)).eval()
+    occ = captum.Occlusion(soft)
+    ref = _per_target(lambda t: occ.attribute(
+        images.clone(), sliding_window_shapes=(3, 16, 16), strides=(3, 16, 16),
+        baselines=0.5, target=t)[:, 0])
+    r = attribute(images, net, "occlusion", targets=TARGETS, window=16, stride=16,
+                  baseline=0.5, output="probability")
+    _close(r.maps["occlusion"], ref)

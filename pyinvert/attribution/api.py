@@ -124,7 +124,7 @@ def _names(images, B):
     return [f"image{i}" for i in range(B)]
 
 
-def attribute(images, model, methods=("saliency",), targets=None, layer=None, *,
+def attribute(images, model, methods="saliency", targets=None, layer=None, *,
               preprocess="auto", size: Optional[int] = None, output: str = "logit",
               generator: Optional[torch.Generator] = None, **options) -> AttributionResult:
     """Attribution maps of ``model``'s scores for ``images`` by one or several methods.
@@ -136,7 +136,7 @@ def attribute(images, model, methods=("saliency",), targets=None, layer=None, *,
             (``"mobilenet_v2"``: its ImageNet weights, found offline).
         methods: names from ``METHODS`` (saliency, deconvnet, guided_backprop, gradcam,
             guided_gradcam, integrated_gradients, smoothgrad, occlusion), or one name.
-            Default: ("saliency",).
+            Default: "saliency".
         targets: None (each image's top-1), an int, one int per image, or one list of ints
             per image (several targets in one forward pass).
         layer: Grad-CAM's layer, a module name or module; None: the zoo default

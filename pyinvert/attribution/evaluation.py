@@ -88,6 +88,14 @@ def randomization_test(images, model, methods=("saliency",), targets=None, *,
     ``seed``-ed generator; BatchNorm reset (weight 1, bias 0, running mean 0, var 1). The
     targets stay those of the trained model.
 
+    Args:
+        images, targets, size, preprocess, **options: as in :func:`attribute`.
+        model: the trained network (not modified: a copy is randomized).
+        methods: the methods compared. Default: ('saliency',).
+        layers: module names randomized in turn, top first. Default: None
+            (``cascade_layers(model)``).
+        seed: seed of the re-initialization. Default: 0.
+
     Returns:
         dict with ``stages`` (["trained", layer names...]), and per method
         ``spearman_abs``, ``spearman``, ``ssim``: (stages, B, T) tensors.
@@ -155,6 +163,15 @@ def deletion_insertion(images, model, maps: Tensor, targets, *, steps: int = 32,
     ``steps`` equal steps; the softmax probability of the target after each step gives the
     curve, and its area (trapezoid rule over the fraction in [0, 1]) the AUC. Low deletion AUC
     and high insertion AUC are better.
+
+    Args:
+        images, model, targets, preprocess, size: as in :func:`attribute`.
+        maps: (B, T, H, W) the maps ranked.
+        steps: steps of the curve. Default: 32.
+        modes: "deletion" and/or "insertion". Default: ('deletion', 'insertion').
+        blur_sigma: the insertion start's Gaussian blur, in pixels. Default: 5.0.
+        baseline: the deleted pixels' value. Default: 0.0.
+        batch_size: images per forward pass. Default: 32.
 
     Returns:
         ``{mode: (B, T, steps + 1) curve, mode + "_auc": (B, T)}``.

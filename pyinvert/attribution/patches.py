@@ -138,10 +138,10 @@ def top_patches(images_or_folder, model, layer, channels, k: int = 9, *, size: i
 
     Example:
         >>> from pyinvert.models import load_model
-        >>> r = top_patches(torch.rand(4, 3, 64, 64), load_model("vgg16"), "features.4",
+        >>> r = top_patches(torch.rand(4, 3, 64, 64), load_model("resnet18"), "maxpool",
         ...                 "0:2", k=2, size=64)
         >>> [len(h) for h in r.hits], r.crops[0].shape[-1]
-        ([2, 2], 16)
+        ([2, 2], 11)
     """
     from pyinvert.attribution.core import _one_image, resolve_preprocess
     from pyinvert.attribution.gradient import resolve_layer
