@@ -73,8 +73,9 @@ def test_integrated_gradients_completeness_improves_with_steps(resnet, images):
     assert r_many < r_few
 
 
-@pytest.mark.parametrize("window,stride", [(16, 8), (24, 20)])
-def test_occlusion_equals_captum(resnet, images, window, stride):
+@pytest.mark.parametrize("window,stride,batch", [(16, 8, 64), (24, 18, 1)])
+def test_occlusion_equals_captum(resnet, images, window, stride, batch):
+    """(24, 18): the last window is cut at the border, and one copy per batch."""
     net, wrapped = resnet
     occ = captum.Occlusion(wrapped)
     ref = _per_target(lambda t: occ.attribute(
@@ -83,7 +84,7 @@ def test_occlusion_equals_captum(resnet, images, window, stride):
         perturbations_per_eval=16)[:, 0])
     for incremental in (False, True):
         r = attribute(images, net, "occlusion", targets=TARGETS, window=window, stride=stride,
-                      incremental=incremental)
+                      incremental=incremental, batch_size=batch)
         assert r.info["occlusion"]["incremental"] is incremental
         _close(r.maps["occlusion"], ref)
 

@@ -81,13 +81,20 @@ def _out_range(start, size, full_out, k, s, p):
 
 
 class _Local:
+    """A convolution or max pooling, then the pointwise units after it (``post``): only the
+    group's output is cached, not each unit's."""
+
     def __init__(self, module):
         self.m = module
+        self.post = []
         self.k, self.s, self.p = _geometry(module)
         self.fill = float("-inf") if isinstance(module, nn.MaxPool2d) else 0.0
 
     def full(self, x):
-        return self.m(x[None])[0]
+        y = self.m(x[None])
+        for p in self.post:
+            y = p(y)
+        return y[0]
 
     def patch(self, st, ref_out):
         (kh, kw), (sh, sw), (ph, pw) = self.k, self.s, self.p
@@ -104,6 +111,8 @@ class _Local:
             out = F.conv2d(crop, m.weight, m.bias, m.stride, 0, m.dilation, m.groups)
         else:
             out = F.max_pool2d(crop, m.kernel_size, m.stride, 0)
+        for p in self.post:
+            out = p(out)
         return _State(ref_out, out, oy, ox)
 
 
@@ -160,7 +169,11 @@ def _convert(module):
             sub = _convert(child)
             if sub is None:
                 return None
-            steps += sub
+            for step in sub:         # a unit after a conv joins it: one cached output
+                if isinstance(step, _Point) and steps and isinstance(steps[-1], _Local):
+                    steps[-1].post.append(step.m)
+                else:
+                    steps.append(step)
         return steps
     if isinstance(module, InvertedResidual):
         branch = _convert(module.conv)
@@ -251,8 +264,9 @@ class IncrementalOcclusion:
             stages.append((m, _convert(m)))
         return cls(stages, head, pre, max_fraction)
 
-    def prepare(self, image, baseline):
-        """Cache the clean activations of ``image`` (C, H, W); returns ``run(boxes)``."""
+    def prepare(self, image, baseline, window):
+        """Cache the clean activations of ``image`` (C, H, W); returns ``run(boxes)`` for
+        boxes no larger than ``window`` (h, w)."""
         x = self.pre(image[None])[0]
         cached = []                      # per stage: (its input, the refs of its steps)
         for module, steps in self.stages:
@@ -265,8 +279,7 @@ class IncrementalOcclusion:
         H, W = image.shape[-2:]
 
         def run(boxes):
-            wh = max(y1 - y0 for y0, y1, _, _ in boxes)
-            ww = max(x1 - x0 for _, _, x0, x1 in boxes)
+            wh, ww = window
             ys = torch.tensor([min(y0, H - wh) for y0, _, _, _ in boxes])
             xs = torch.tensor([min(x0, W - ww) for _, _, x0, _ in boxes])
             patch = torch.stack([image[:, y:y + wh, x:x + ww]
@@ -277,7 +290,7 @@ class IncrementalOcclusion:
             st = _State(cached[0][0], self.pre(patch), ys, xs)
             z, i = None, 0
             for i, (module, steps) in enumerate(self.stages):
-                if steps is None or i >= len(cached):
+                if steps is None or i >= len(cached) or not cached[i][1]:
                     break
                 H_i, W_i = st.ref.shape[-2:]
                 if st.patch.shape[-2] * st.patch.shape[-1] > self.max_fraction * H_i * W_i:
@@ -285,6 +298,8 @@ class IncrementalOcclusion:
                 st = _run_patch(steps, st, iter(cached[i][1]))
             else:
                 i = len(self.stages)
+            for j in range(i, len(cached)):       # never read again: free them
+                cached[j] = (cached[j][0], [])
             z = _paste(st)
             for module, _ in self.stages[i:]:
                 z = module(z)

@@ -80,7 +80,8 @@ def occlusion(model, pre, x, targets, *, output="logit", layer=None, window=16, 
             count[y0:y1, x0:x1] += 1
         for b in range(B):
             s0 = clean[b, t[b]]
-            run = engine.prepare(x[b], base[b]) if engine is not None else None
+            run = engine.prepare(x[b], base[b], _pair(window, "window")) if engine \
+                else None
             for lo in range(0, len(boxes), n_chunk):
                 chunk = boxes[lo:lo + n_chunk]
                 if run is not None:
