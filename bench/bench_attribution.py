@@ -158,8 +158,8 @@ def main():
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--ppe", type=int, nargs="+", default=[1, 8, 32],
                    help="captum perturbations_per_eval values tried (default: 1 8 32)")
-    p.add_argument("--batch", type=int, default=8,
-                   help="pyinvert's incremental occlusion batch_size (default: 8)")
+    p.add_argument("--batch", type=int, default=4,
+                   help="pyinvert's incremental occlusion batch_size (default: 4)")
     p.add_argument("--plain-batch", type=int, default=1,
                    help="batch_size of the plain re-run (on this CPU 1 beats 8; default: 1)")
     p.add_argument("--quick", action="store_true", help="size 112, ppe 8 16 only")

@@ -43,14 +43,15 @@ def windows(H: int, W: int, window, stride):
 
 
 def occlusion(model, pre, x, targets, *, output="logit", layer=None, window=16, stride=8,
-              baseline="black", batch_size=64, incremental="auto"):
+              baseline="black", batch_size=4, incremental="auto"):
     """Occlusion maps (B, T, H, W): mean over covering windows of S(x) - S(x occluded).
 
     Args:
         window, stride: ints or (h, w) pairs, in pixels. Defaults: 16, 8.
         baseline: what fills a window: "black", "white", a number or a tensor broadcastable
             to the images. Default: "black".
-        batch_size: occluded copies evaluated at once (bounds the memory). Default: 64.
+        batch_size: occluded copies evaluated at once (bounds the memory; on a CPU small
+            batches are fastest: MobileNetV2 at 224, 4 beats 8, 16 and 64). Default: 4.
         incremental: "auto" (incremental inference when the model is supported), True
             (required) or False (re-run the whole network on each copy).
     """
