@@ -323,3 +323,23 @@ def test_result_save_and_summary(mnv2, tmp_path):
     assert load_image(tmp_path / "chelsea_grid.png").shape[1] > 2 * 64
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
     assert len(paths) == 1 + 4 + 2 + 1
+
+
+ALL_OPTS = {"integrated_gradients": dict(steps=3), "occlusion": dict(window=4, stride=4),
+            "smoothgrad": dict(samples=2)}
+ALL = ["saliency", "deconvnet", "guided_backprop", "gradcam", "guided_gradcam",
+       "integrated_gradients", "smoothgrad", "occlusion"]
+
+
+@pytest.mark.parametrize("method", ALL)
+def test_empty_and_non_contiguous_inputs(tiny, method):
+    kw = dict(preprocess=None, layer="c2", **ALL_OPTS.get(method, {}))
+    empty = attribute(torch.zeros(0, 3, 12, 12, dtype=torch.float64), tiny, method, **kw)
+    assert empty.maps[method].shape == (0, 1, 12, 12) and empty.targets.shape == (0, 1)
+    x = torch.rand(2, 3, 12, 24, dtype=torch.float64)[:, :, :, ::2]
+    assert not x.is_contiguous()
+    a = attribute(x, tiny, method, targets=[[1, 2]] * 2,
+                  generator=torch.Generator().manual_seed(0), **kw)
+    b = attribute(x.contiguous(), tiny, method, targets=[[1, 2]] * 2,
+                  generator=torch.Generator().manual_seed(0), **kw)
+    torch.testing.assert_close(a.maps[method], b.maps[method])
