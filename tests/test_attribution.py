@@ -240,13 +240,22 @@ def test_batch_equals_single_and_targets_in_one_call(mnv2):
     assert r.targets.tolist() == tg and r.scores.shape == (3, 3)
 
 
-def test_gradient_rules_gradcheck():
-    """float64 gradcheck of the chain-rule path through the patched units (rule gradient is
-    autograd's own; the guided rule is checked against its definition above)."""
-    net = nn.Sequential(nn.Conv2d(3, 3, 3), nn.ReLU6(), nn.Flatten(), nn.Linear(3 * 4 * 4, 2))
-    net = net.double().eval()
-    x = torch.rand(1, 3, 6, 6, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda v: net(v), (x,))
+@pytest.mark.parametrize("unit", ["relu", "relu6", "hardtanh", "leaky"])
+def test_unit_gradient_rule_gradcheck(unit):
+    """float64 gradcheck of the rule function's chain-rule branch (its local derivative read
+    from the output), away from the kinks."""
+    from pyinvert.attribution.rules import _Unit
+
+    run, lo, hi, slope = {"relu": (torch.relu, 0.0, float("inf"), None),
+                          "relu6": (F.relu6, 0.0, 6.0, None),
+                          "hardtanh": (lambda t: F.hardtanh(t, -1.0, 2.0), -1.0, 2.0, None),
+                          "leaky": (lambda t: F.leaky_relu(t, 0.2), None, None, 0.2)}[unit]
+    x = torch.linspace(-3, 8, 45, dtype=torch.float64)
+    kinks = torch.tensor([-1.0, 0.0, 2.0, 6.0], dtype=torch.float64)
+    x = x[(x[:, None] - kinks).abs().amin(1) > 0.1]
+    x = x.clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda v: _Unit.apply(v, run, lo, hi, slope, "gradient"),
+                                    (x,))
 
 
 @pytest.mark.parametrize("bad,match", [
