@@ -55,7 +55,7 @@ def receptive_field(model: nn.Module, layer: nn.Module, size: int):
     finally:
         for h in handles:
             h.remove()
-    return out["g"]
+    return tuple(int(v) if float(v).is_integer() else float(v) for v in out["g"])
 
 
 @dataclass
