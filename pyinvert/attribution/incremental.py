@@ -55,12 +55,16 @@ def _put(dst, src, dy, dx):
     return dst
 
 
-def _crop(state, r0, c0, hc, wc, pad, fill):
-    """(N, C, hc, wc) crops starting at rows r0 / cols c0 (N,) of the copies' activations,
-    in coordinates where -pad is the first padding row (filled with ``fill``)."""
-    ref = F.pad(state.ref, (pad, pad, pad, pad), value=fill) if pad else state.ref
-    crop = torch.stack([ref[:, r + pad:r + pad + hc, c + pad:c + pad + wc]
-                        for r, c in zip(r0.tolist(), c0.tolist())])
+def _crop(state, r0, c0, hc, wc, fill):
+    """(N, C, hc, wc) crops starting at rows r0 / cols c0 (N,) of the copies' activations;
+    rows and columns outside the activation (the convolution's padding) hold ``fill``."""
+    ref = state.ref
+    C, H, W = ref.shape
+    crop = ref.new_full((len(r0), C, hc, wc), fill)
+    for n, (r, c) in enumerate(zip(r0.tolist(), c0.tolist())):
+        a0, a1, b0, b1 = max(r, 0), min(r + hc, H), max(c, 0), min(c + wc, W)
+        if a1 > a0 and b1 > b0:
+            crop[n, :, a0 - r:a1 - r, b0 - c:b1 - c] = ref[:, a0:a1, b0:b1]
     return _put(crop, state.patch, state.ys - r0, state.xs - c0)
 
 
@@ -105,7 +109,7 @@ class _Local:
         if ph != pw:
             raise ValueError("incremental: expected equal row and column padding")
         crop = _crop(st, oy * sh - ph, ox * sw - pw, (h - 1) * sh + kh, (w - 1) * sw + kw,
-                     ph, self.fill)
+                     self.fill)
         m = self.m
         if isinstance(m, nn.Conv2d):
             out = F.conv2d(crop, m.weight, m.bias, m.stride, 0, m.dilation, m.groups)
@@ -135,7 +139,7 @@ def _union(a, b, H, W):
         return lo.clamp(max=full - n), n
     ys, h = band(a.ys, a.patch.shape[-2], b.ys, b.patch.shape[-2], H)
     xs, w = band(a.xs, a.patch.shape[-1], b.xs, b.patch.shape[-1], W)
-    return _crop(a, ys, xs, h, w, 0, 0.0), _crop(b, ys, xs, h, w, 0, 0.0), ys, xs
+    return _crop(a, ys, xs, h, w, 0.0), _crop(b, ys, xs, h, w, 0.0), ys, xs
 
 
 class _Residual:
@@ -265,17 +269,11 @@ class IncrementalOcclusion:
         return cls(stages, head, pre, max_fraction)
 
     def prepare(self, image, baseline, window):
-        """Cache the clean activations of ``image`` (C, H, W); returns ``run(boxes)`` for
-        boxes no larger than ``window`` (h, w)."""
-        x = self.pre(image[None])[0]
-        cached = []                      # per stage: (its input, the refs of its steps)
-        for module, steps in self.stages:
-            refs = []
-            out = _run_full(steps, x, refs) if steps is not None else None
-            cached.append((x, refs))
-            if steps is None:
-                break
-            x = out
+        """For ``image`` (C, H, W) returns ``run(boxes)`` (boxes no larger than ``window``
+        (h, w)). The clean activations of a stage are computed and cached the first time a
+        batch reaches it incrementally, so only the stages before the switch are kept."""
+        inputs = [self.pre(image[None])[0]]   # the clean input of each stage reached
+        refs = []                              # the cached outputs of each stage's steps
         H, W = image.shape[-2:]
 
         def run(boxes):
@@ -287,19 +285,20 @@ class IncrementalOcclusion:
             for i, (y0, y1, x0, x1) in enumerate(boxes):
                 py, px = y0 - int(ys[i]), x0 - int(xs[i])
                 patch[i, :, py:py + y1 - y0, px:px + x1 - x0] = baseline[:, y0:y1, x0:x1]
-            st = _State(cached[0][0], self.pre(patch), ys, xs)
-            z, i = None, 0
+            st = _State(inputs[0], self.pre(patch), ys, xs)
+            i = 0
             for i, (module, steps) in enumerate(self.stages):
-                if steps is None or i >= len(cached) or not cached[i][1]:
-                    break
                 H_i, W_i = st.ref.shape[-2:]
-                if st.patch.shape[-2] * st.patch.shape[-1] > self.max_fraction * H_i * W_i:
+                if steps is None or (st.patch.shape[-2] * st.patch.shape[-1]
+                                     > self.max_fraction * H_i * W_i):
                     break
-                st = _run_patch(steps, st, iter(cached[i][1]))
+                if i == len(refs):
+                    cache = []
+                    inputs.append(_run_full(steps, inputs[i], cache))
+                    refs.append(cache)
+                st = _run_patch(steps, st, iter(refs[i]))
             else:
                 i = len(self.stages)
-            for j in range(i, len(cached)):       # never read again: free them
-                cached[j] = (cached[j][0], [])
             z = _paste(st)
             for module, _ in self.stages[i:]:
                 z = module(z)
