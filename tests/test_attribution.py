@@ -9,7 +9,7 @@ from torch.nn import functional as F
 
 from pyinvert.attribution import attribute, backward_rule
 from pyinvert.data import sample_path
-from pyinvert.models import load_model, normalize
+from pyinvert.models import normalize
 
 torch.set_num_threads(1)
 

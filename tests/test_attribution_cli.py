@@ -2,7 +2,6 @@
 import argparse
 import json
 
-import pytest
 
 from pyinvert.attribution.command import add_parser
 from pyinvert.data import sample_path

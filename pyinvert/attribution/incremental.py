@@ -8,8 +8,9 @@ patch's input crop is assembled from the copy's changed values and the clean ima
 activation (zero padding outside the image, as the convolution pads), and the layer runs with
 padding 0 on the crop. Exact, not approximate: the crop holds exactly the values the full
 layer would read. Once a changed region covers more than ``max_fraction`` of its layer (the
-paper's projective-field threshold), the patches are pasted into the cached activations and
-the rest of the network runs in full on the batch.
+paper's projective-field threshold), the patches are pasted into the clean activation and
+the rest of the network runs in full on the batch. The clean activations are cached per image,
+only for the stages before that switch (computed the first time a batch reaches them).
 
 Patch sizes are the same for every copy of a batch (the window's size, border windows moved
 inside the image: a superset of the changed region), so each layer is one batched call.
@@ -147,9 +148,6 @@ class _Residual:
 
     def __init__(self, branch, shortcut, post, add):
         self.branch, self.shortcut, self.post, self.add = branch, shortcut, post, add
-
-    def full(self, x):
-        raise RuntimeError("unused")  # residual steps are run with _run_steps
 
 
 def _convert(module):

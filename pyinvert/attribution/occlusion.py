@@ -11,7 +11,6 @@ et al., SIGMOD 2019); the result is the same.
 import math
 
 import torch
-from torch import Tensor
 
 from pyinvert.attribution.core import resolve_targets, scores_of
 from pyinvert.attribution.gradient import baseline_of

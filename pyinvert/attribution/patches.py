@@ -8,7 +8,7 @@ channel's candidates are merged with its running top-k, so memory is O(batch + c
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import List
 
 import numpy as np
 import torch
