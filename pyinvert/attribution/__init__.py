@@ -1,15 +1,20 @@
-"""Attribution: which pixels of an image a unit's value depends on. Reserved; nothing here yet.
+"""Attribution: which pixels a network's score depends on, and how to test the answer.
 
-What goes here, one module per part (captum's call shape, ``Method(representation).attribute(
-images, target=...)``, returning tensors on the input's device for the whole batch):
-
-* ``rules.py``: backward rules of one unit as data (backprop, deconvnet, guided backprop, as
-  in Mahendran & Vedaldi's "Salient deconvolutional networks", ECCV 2016), applied by
-  patching the function (``F.relu`` and in-place ops included), not by module hooks;
-* ``gradients.py``: gradient, gradient x input, integrated gradients, SmoothGrad;
-* ``perturbation.py``: occlusion and meaningful perturbations (an optimization on the one
-  engine, :mod:`pyinvert.optim.engine`, with a mask parameterization);
-* ``evaluation.py``: deletion / insertion curves and pointing games.
-
-A method takes any representation (:func:`pyinvert.representations.as_representation`).
+Gradient methods (saliency, deconvnet, guided backprop, Grad-CAM, guided Grad-CAM, integrated
+gradients, SmoothGrad) and occlusion, through one entry point :func:`attribute`; backward rules
+of the ReLU family (:func:`backward_rule`) that see ReLU6, LeakyReLU, hardtanh, ``F.relu`` and
+in-place units; maximally activating patches (:func:`top_patches`); and evaluations: the
+model-parameter randomization test, deletion / insertion curves and the pointing game.
 """
+from pyinvert.attribution.api import GRADIENT_METHODS, METHODS, AttributionResult, attribute
+from pyinvert.attribution.evaluation import (cascade_layers, deletion_insertion,
+                                             pointing_game, randomization_figure,
+                                             randomization_test, spearman, ssim)
+from pyinvert.attribution.gradient import DEFAULT_LAYERS
+from pyinvert.attribution.patches import TopPatches, receptive_field, top_patches
+from pyinvert.attribution.rules import RULES, backward_rule
+
+__all__ = ["attribute", "AttributionResult", "METHODS", "GRADIENT_METHODS", "DEFAULT_LAYERS",
+           "backward_rule", "RULES", "top_patches", "TopPatches", "receptive_field",
+           "randomization_test", "randomization_figure", "cascade_layers",
+           "deletion_insertion", "pointing_game", "spearman", "ssim"]
