@@ -10,18 +10,21 @@ The package tree is the architecture: ``features/`` (the ops), ``reference/`` (t
 pure-PyTorch oracles), ``priors/``, ``representations/`` (the protocol and its Code),
 ``objectives/``, ``optim/`` (options, parameterizations, engine, loop, rules, jitter,
 recipes), ``tasks/`` (one file per task), ``figures/``, ``models/``, ``batch/``, ``cli/``, and
-the rooms reserved for ``attribution/``, ``decoders/``, ``analysis/`` and ``training/``.
+``attribution/`` (saliency, backward rules, Grad-CAM, occlusion, their evaluations),
+``analysis/`` (equivariance and equivalence), and the rooms reserved for ``decoders/`` and
+``training/``.
 """
 from pyinvert import _ext  # noqa: F401  (loads the kernels first)
 from pyinvert import _compat
 from pyinvert import objectives  # before priors: ImagePrior is an objective term
-from pyinvert import metrics, models, reference
+from pyinvert import analysis, attribution, metrics, models, reference
 from pyinvert.features import HOG, DenseSIFT, dsift, hog, render_hog
 from pyinvert.optim.options import RunOptions
 from pyinvert.optim.parameterizations import FourierImage, PixelCanvas
 from pyinvert.priors.handcrafted import ImagePrior, alpha_norm, image_prior, isotropic_norm, tv_norm
 from pyinvert.representations import (CNN, Code, Representation, as_representation,
                                       register_representation)
+from pyinvert.attribution import AttributionResult, attribute, top_patches
 from pyinvert.tasks.caricature import caricature
 from pyinvert.tasks.dream import dream
 from pyinvert.tasks.invariance import InvarianceResult, invariance_map
@@ -42,8 +45,10 @@ __all__ = [
     # tasks and their results
     "invert", "InversionResult", "visualize", "actmax", "caricature", "dream",
     "invariance_map", "VisualizationResult", "InvarianceResult", "Result",
+    # attribution
+    "attribute", "AttributionResult", "top_patches",
     # how to run
     "RunOptions", "PixelCanvas", "FourierImage",
     # sub-packages
-    "reference", "metrics", "models", "objectives",
+    "reference", "metrics", "models", "objectives", "analysis", "attribution",
 ]

@@ -121,9 +121,9 @@ PYI_HOST_DEVICE void fast_atan2_backward(T y, T x, T& d_y, T& d_x) {
 
 template <typename T>
 struct PixelOrientation {
-  T gx, gy;     // image gradient
-  T modulus;    // fast_sqrt(gx^2 + gy^2)
-  T frac;       // weight of bin `upper`; bin `lower` gets 1 - frac
+  T gx, gy;   // image gradient
+  T modulus;  // fast_sqrt(gx^2 + gy^2)
+  T frac;     // weight of bin `upper`; bin `lower` gets 1 - frac
   int lower, upper;
 };
 
@@ -185,8 +185,8 @@ PYI_HOST_DEVICE T upper_weight(const PixelOrientation<T>& p) {
 
 // Backward of the pixel's two channel values to its gradient (gx, gy).
 template <typename T>
-PYI_HOST_DEVICE void pixel_orientation_backward(const PixelOrientation<T>& p, T d_lower,
-                                                T d_upper, T& d_gx, T& d_gy) {
+PYI_HOST_DEVICE void pixel_orientation_backward(const PixelOrientation<T>& p, T d_lower, T d_upper,
+                                                T& d_gx, T& d_gy) {
   if (!(p.modulus > T(0))) {  // below the 1e-8 threshold: the channels are 0 nearby
     d_gx = T(0);
     d_gy = T(0);
@@ -236,8 +236,7 @@ struct Geometry {
   // Index in the [N, 128] output of (row sample r, column sample c, orientation t).
   PYI_HOST_DEVICE int64_t output_index(int r, int c, int t) const {
     const int64_t frame = static_cast<int64_t>(r / kNumBinXY) * frames_x + c / kNumBinXY;
-    return frame * kDescriptorSize +
-           ((r % kNumBinXY) * kNumBinXY + c % kNumBinXY) * kNumBinT + t;
+    return frame * kDescriptorSize + ((r % kNumBinXY) * kNumBinXY + c % kNumBinXY) * kNumBinT + t;
   }
 };
 
@@ -598,8 +597,8 @@ PYI_HOST_DEVICE void normalize_descriptor_backward(const T* h, const T* grad, T*
 inline Geometry checked_geometry(const at::Tensor& x, int64_t step, int64_t bin_size,
                                  bool flat_window, const char* op) {
   check_image_batch(x, op);
-  TORCH_CHECK(x.size(1) == 1, op, ": expected x of shape (B, 1, H, W) (grayscale), got ",
-              x.sizes(), "; convert RGB with x.mean(1, keepdim=True) or a luminance weighting");
+  TORCH_CHECK(x.size(1) == 1, op, ": expected x of shape (B, 1, H, W) (grayscale), got ", x.sizes(),
+              "; convert RGB with x.mean(1, keepdim=True) or a luminance weighting");
   TORCH_CHECK(step >= 1, op, ": expected step >= 1, got ", step);
   TORCH_CHECK(bin_size >= 1, op, ": expected bin_size >= 1, got ", bin_size);
   TORCH_CHECK(x.size(2) <= (1 << 24) && x.size(3) <= (1 << 24) && step <= (1 << 24) &&
@@ -614,8 +613,8 @@ inline Geometry checked_geometry(const at::Tensor& x, int64_t step, int64_t bin_
   g.frames_y = frames_along(g.height, g.step, g.bin_size);
   g.frames_x = frames_along(g.width, g.step, g.bin_size);
   const int64_t frame = (kNumBinXY - 1) * bin_size + 1;
-  TORCH_CHECK(g.frames_x > 0 && g.frames_y > 0, op, ": expected x of at least ", frame, "x",
-              frame, " pixels (3 * bin_size + 1) for one descriptor, got ", g.height, "x", g.width);
+  TORCH_CHECK(g.frames_x > 0 && g.frames_y > 0, op, ": expected x of at least ", frame, "x", frame,
+              " pixels (3 * bin_size + 1) for one descriptor, got ", g.height, "x", g.width);
   return g;
 }
 

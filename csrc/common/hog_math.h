@@ -44,7 +44,7 @@
 namespace pyinvert {
 namespace hog {
 
-constexpr int kUoctti = 0;       // must match pyinvert/features/hog.py
+constexpr int kUoctti = 0;  // must match pyinvert/features/hog.py
 constexpr int kDalalTriggs = 1;
 constexpr double kPi = 3.141592653589793;
 constexpr double kClamp = 0.2;
@@ -211,8 +211,8 @@ PYI_HOST_DEVICE void orientation_vote(T gx, T gy, T ox_k, T oy_k, int32_t k, int
 // The same update restricted to the best bin (enough for hard assignment): bin 0 evolves
 // exactly as in orientation_vote, which only uses w0 and b0 to update them.
 template <typename T>
-PYI_HOST_DEVICE void orientation_vote_best(T gx, T gy, T ox_k, T oy_k, int32_t k, int32_t no,
-                                           T& w0, int32_t& b0) {
+PYI_HOST_DEVICE void orientation_vote_best(T gx, T gy, T ox_k, T oy_k, int32_t k, int32_t no, T& w0,
+                                           int32_t& b0) {
   const T s = rn_add(rn_mul(gx, ox_k), rn_mul(gy, oy_k));
   const bool negative = s < T(0);
   const T a = negative ? -s : s;
@@ -324,8 +324,8 @@ PYI_HOST_DEVICE T cell_norm(const T* h, int64_t plane, int64_t no) {
 
 // Block j of cell (cx, cy), j = 0..3 (upper-left, upper-right, lower-left, lower-right):
 // the x and y index pairs of its 2x2 cells, clamped to the grid as VLFeat does.
-PYI_HOST_DEVICE void block_cells(int j, int64_t cx, int64_t cy, int64_t Wc, int64_t Hc,
-                                 int64_t* xs, int64_t* ys) {
+PYI_HOST_DEVICE void block_cells(int j, int64_t cx, int64_t cy, int64_t Wc, int64_t Hc, int64_t* xs,
+                                 int64_t* ys) {
   if (j % 2 == 0) {
     xs[0] = cx > 0 ? cx - 1 : 0;
     xs[1] = cx;
@@ -458,8 +458,7 @@ PYI_HOST_DEVICE int block_count(int d, int jx, int64_t c, int64_t n) {
 // block-sum gradients `db` (4 per cell, cell-major). Adds 2 u_k dn to both directed bins.
 template <typename T>
 PYI_HOST_DEVICE void cell_norm_backward(const T* h, const double* db, int64_t cx, int64_t cy,
-                                        int64_t Wc, int64_t Hc, int64_t plane, int64_t no,
-                                        T* dh) {
+                                        int64_t Wc, int64_t Hc, int64_t plane, int64_t no, T* dh) {
   double dn = 0;
   for (int dy = -1; dy <= 1; ++dy) {
     const int64_t qy = cy + dy;
@@ -506,8 +505,8 @@ PYI_HOST_DEVICE T bin_gradient(const T* dh, int64_t o, const CellSplit<T>& sx,
 // out[0] = out[Wc + 1] = 0, so that a pixel of the row gets bin_gradient() as
 // sx.w1 * out[sx.bin + 1] + sx.w2 * out[sx.bin + 2] without bound checks.
 template <typename T>
-PYI_HOST_DEVICE void bin_gradient_row(const T* dh_o, const CellSplit<T>& sy, int64_t Wc,
-                                      int64_t Hc, T* out) {
+PYI_HOST_DEVICE void bin_gradient_row(const T* dh_o, const CellSplit<T>& sy, int64_t Wc, int64_t Hc,
+                                      T* out) {
   const bool top = sy.bin >= 0, bottom = sy.bin < Hc - 1;
   const T* r1 = dh_o + (top ? sy.bin : 0) * Wc;
   const T* r2 = dh_o + (bottom ? sy.bin + 1 : 0) * Wc;
@@ -522,8 +521,7 @@ PYI_HOST_DEVICE void bin_gradient_row(const T* dh_o, const CellSplit<T>& sy, int
 // where that neighbour chose channel c. Branch-free (the CPU driver vectorizes it over rows).
 template <typename T>
 PYI_HOST_DEVICE T image_gradient(T dgx_left, int32_t ch_left, T dgx_right, int32_t ch_right,
-                                 T dgy_up, int32_t ch_up, T dgy_down, int32_t ch_down,
-                                 int32_t c) {
+                                 T dgy_up, int32_t ch_up, T dgy_down, int32_t ch_down, int32_t c) {
   return (pick(ch_left == c, dgx_left) - pick(ch_right == c, dgx_right)) +
          (pick(ch_up == c, dgy_up) - pick(ch_down == c, dgy_down));
 }
@@ -565,8 +563,7 @@ inline Geometry checked_geometry(const at::Tensor& x, int64_t cell_size, int64_t
   TORCH_CHECK(x.size(1) >= 1, op, ": expected x with at least 1 channel, got C=", x.size(1));
   TORCH_CHECK(cell_size >= 1, op, ": expected cell_size >= 1, got ", cell_size);
   TORCH_CHECK(num_orientations >= 1 && num_orientations <= kMaxOrientations, op,
-              ": expected 1 <= num_orientations <= ", kMaxOrientations, ", got ",
-              num_orientations);
+              ": expected 1 <= num_orientations <= ", kMaxOrientations, ", got ", num_orientations);
   TORCH_CHECK(variant == kUoctti || variant == kDalalTriggs, op,
               ": expected variant 0 (uoctti) or 1 (dalaltriggs), got ", variant);
   Geometry g;
@@ -624,10 +621,11 @@ inline void check_backward_inputs(const at::Tensor& grad, const at::Tensor& hist
 
 // The error for an entry of `pixels` that valid_pixel_entry() refuses, found in image b.
 inline void check_pixel_entries(int64_t bad_image, const Geometry& g) {
-  TORCH_CHECK_VALUE(bad_image < 0, "_hog_backward: expected pixels as hog saves them "
-                    "(channel -1 or in [0, ", g.C, ") with bins in [0, ", 2 * g.no,
-                    ") and [-1, ", 2 * g.no, ")), got an out-of-range entry in image ",
-                    bad_image);
+  TORCH_CHECK_VALUE(bad_image < 0,
+                    "_hog_backward: expected pixels as hog saves them "
+                    "(channel -1 or in [0, ",
+                    g.C, ") with bins in [0, ", 2 * g.no, ") and [-1, ", 2 * g.no,
+                    ")), got an out-of-range entry in image ", bad_image);
 }
 
 }  // namespace hog

@@ -65,25 +65,36 @@ PYI_HOST_DEVICE T power_factor(T s, T exponent) {
 template <typename T>
 PYI_HOST_DEVICE T power_factor_dynamic(int two_e, T s, T exponent) {
   switch (two_e) {
-    case -1: return power_factor<-1>(s, exponent);
-    case 0: return power_factor<0>(s, exponent);
-    case 1: return power_factor<1>(s, exponent);
-    case 2: return power_factor<2>(s, exponent);
-    case 3: return power_factor<3>(s, exponent);
-    case 4: return power_factor<4>(s, exponent);
-    case 5: return power_factor<5>(s, exponent);
-    case 6: return power_factor<6>(s, exponent);
-    case 7: return power_factor<7>(s, exponent);
-    case 8: return power_factor<8>(s, exponent);
-    default: return power_factor<kGeneralTwoE>(s, exponent);
+    case -1:
+      return power_factor<-1>(s, exponent);
+    case 0:
+      return power_factor<0>(s, exponent);
+    case 1:
+      return power_factor<1>(s, exponent);
+    case 2:
+      return power_factor<2>(s, exponent);
+    case 3:
+      return power_factor<3>(s, exponent);
+    case 4:
+      return power_factor<4>(s, exponent);
+    case 5:
+      return power_factor<5>(s, exponent);
+    case 6:
+      return power_factor<6>(s, exponent);
+    case 7:
+      return power_factor<7>(s, exponent);
+    case 8:
+      return power_factor<8>(s, exponent);
+    default:
+      return power_factor<kGeneralTwoE>(s, exponent);
   }
 }
 
 // Forward differences at (i, j) of one H x W plane, replicated boundary (0 in the last
 // column / row), as in the authors' TV code.
 template <typename T>
-PYI_HOST_DEVICE void forward_differences(const T* plane, int64_t i, int64_t j, int64_t H,
-                                         int64_t W, T* dx, T* dy) {
+PYI_HOST_DEVICE void forward_differences(const T* plane, int64_t i, int64_t j, int64_t H, int64_t W,
+                                         T* dx, T* dy) {
   const T center = plane[i * W + j];
   *dx = (j + 1 < W) ? plane[i * W + j + 1] - center : T(0);
   *dy = (i + 1 < H) ? plane[(i + 1) * W + j] - center : T(0);

@@ -50,9 +50,9 @@ struct Lanes8 {
 // Per-call constant tables in the input's precision.
 template <typename T>
 struct Tables {
-  std::vector<T> kernels;       // [4][taps] forward Gaussian-window kernels
-  std::vector<T> flat_weights;  // [4] flat-window bin weights
-  std::vector<T> backward_kernels;  // [4][taps] the pooling kernels the backward transposes
+  std::vector<T> kernels;              // [4][taps] forward Gaussian-window kernels
+  std::vector<T> flat_weights;         // [4] flat-window bin weights
+  std::vector<T> backward_kernels;     // [4][taps] the pooling kernels the backward transposes
   dsift::TransposedPooling<T> rows_t;  // backward only
 };
 
@@ -182,8 +182,8 @@ struct Stages {
           T* out = hb + g.output_index(r, c, 0);
           const T w = tab.flat_weights[c % kNumBinXY] * wy;  // VLFeat: w = wx * wy
           for (int t = 0; t < kNumBinT; ++t) {
-            out[t] = w * dsift::triangle_filter_value(buf.data(), g.position(c), delta, kNumBinT,
-                                                      t, scale);
+            out[t] = w * dsift::triangle_filter_value(buf.data(), g.position(c), delta, kNumBinT, t,
+                                                      scale);
           }
         }
       }
@@ -346,9 +346,8 @@ void backward_images(const Stages<T>& s, Buffers<T>& buf, const T* grad, const T
     s.check_finite(x, b, e);
     s.orientation_backward(x, buf.channels.data(), buf.d_gradient.data(), b, e);
   });
-  run(parallel, s.orientation_items(), [&](int64_t b, int64_t e) {
-    s.gradient_backward(buf.d_gradient.data(), grad_x, b, e);
-  });
+  run(parallel, s.orientation_items(),
+      [&](int64_t b, int64_t e) { s.gradient_backward(buf.d_gradient.data(), grad_x, b, e); });
 }
 
 // A batch at least as large as the thread pool is split over images (each image sequential,
@@ -373,13 +372,12 @@ int64_t dsift_forward_impl(const T* x, T* out, T* histograms, int64_t batch, con
   FirstBadImage bad;
   const int64_t plane = static_cast<int64_t>(g.height) * g.width;
   const int64_t descriptors = g.num_frames() * static_cast<int64_t>(kDescriptorSize);
-  for_each_image_group<T>(batch, g, false,
-                          [&](Buffers<T>& buf, int64_t b0, int64_t n, bool parallel) {
-                            const Stages<T> s(g, tab, n, b0, &bad);
-                            forward_images(s, buf, x + b0 * plane, out + b0 * descriptors,
-                                           histograms ? histograms + b0 * descriptors : nullptr,
-                                           parallel);
-                          });
+  for_each_image_group<T>(
+      batch, g, false, [&](Buffers<T>& buf, int64_t b0, int64_t n, bool parallel) {
+        const Stages<T> s(g, tab, n, b0, &bad);
+        forward_images(s, buf, x + b0 * plane, out + b0 * descriptors,
+                       histograms ? histograms + b0 * descriptors : nullptr, parallel);
+      });
   return bad.get();
 }
 
@@ -390,13 +388,12 @@ int64_t dsift_backward_impl(const T* grad, const T* histograms, const T* x, T* g
   FirstBadImage bad;
   const int64_t plane = static_cast<int64_t>(g.height) * g.width;
   const int64_t descriptors = g.num_frames() * static_cast<int64_t>(kDescriptorSize);
-  for_each_image_group<T>(batch, g, true,
-                          [&](Buffers<T>& buf, int64_t b0, int64_t n, bool parallel) {
-                            const Stages<T> s(g, tab, n, b0, &bad);
-                            backward_images(s, buf, grad + b0 * descriptors,
-                                            histograms + b0 * descriptors, x + b0 * plane,
-                                            grad_x + b0 * plane, parallel);
-                          });
+  for_each_image_group<T>(
+      batch, g, true, [&](Buffers<T>& buf, int64_t b0, int64_t n, bool parallel) {
+        const Stages<T> s(g, tab, n, b0, &bad);
+        backward_images(s, buf, grad + b0 * descriptors, histograms + b0 * descriptors,
+                        x + b0 * plane, grad_x + b0 * plane, parallel);
+      });
   return bad.get();
 }
 
@@ -406,8 +403,8 @@ std::tuple<at::Tensor, at::Tensor> dsift_forward_kernel(const at::Tensor& x, int
   const Geometry g = dsift::checked_geometry(x, step, bin_size, flat_window, "dsift");
   const int64_t batch = x.size(0);
   at::Tensor out = empty_recycled({batch, g.num_frames(), kDescriptorSize}, x.options());
-  at::Tensor histograms = return_histograms ? empty_recycled(out.sizes(), x.options())
-                                             : at::empty({0}, x.options());
+  at::Tensor histograms =
+      return_histograms ? empty_recycled(out.sizes(), x.options()) : at::empty({0}, x.options());
   if (batch == 0) return {out, histograms};
   const at::Tensor xc = x.contiguous();
   int64_t bad_image = -1;
@@ -434,8 +431,8 @@ at::Tensor dsift_backward_kernel(const at::Tensor& grad, const at::Tensor& x,
   int64_t bad_image = -1;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dsift_backward", [&] {
     bad_image = dsift_backward_impl<scalar_t>(gc.data_ptr<scalar_t>(), hc.data_ptr<scalar_t>(),
-                                              xc.data_ptr<scalar_t>(),
-                                              grad_x.data_ptr<scalar_t>(), batch, g);
+                                              xc.data_ptr<scalar_t>(), grad_x.data_ptr<scalar_t>(),
+                                              batch, g);
   });
   check_finite_pixels(bad_image, "_dsift_backward");
   return grad_x;

@@ -79,8 +79,7 @@ template <typename T>
 struct RowScratch {
   std::vector<T> gx, gy, mag, w0, w1;
   std::vector<int32_t> channel, b0, b1;
-  explicit RowScratch(int64_t W)
-      : gx(W), gy(W), mag(W), w0(W), w1(W), channel(W), b0(W), b1(W) {}
+  explicit RowScratch(int64_t W) : gx(W), gy(W), mag(W), w0(W), w1(W), channel(W), b0(W), b1(W) {}
 };
 
 // In-place square roots of a row (correctly rounded, as sqrtf). std::sqrt does not vectorize
@@ -106,7 +105,7 @@ inline void sqrt_row(double* v, int64_t n) {
 // compiler vectorizes it; the per-pixel operations are those of hog_math.h, in the same order.
 template <typename T>
 PYI_CLONES_EXACT void row_orientations(const HogGrid<T>& g, const T* xb, int64_t y,
-                                    RowScratch<T>& r) {
+                                       RowScratch<T>& r) {
   const int64_t n = g.W - 2;
   T* gx = r.gx.data();
   T* gy = r.gy.data();
@@ -194,8 +193,7 @@ void accumulate_row(const HogGrid<T>& g, const RowScratch<T>& s, const hog::Cell
         hog::orientation_finish(s.w0[i], s.b0[i], s.w1[i], s.b1[i], mag, g.no, BILINEAR);
     if (save.info) {
       T J[4];
-      hog::pixel_jacobian(r, s.gx[i], s.gy[i], mag, g.ox.data(), g.oy.data(), BILINEAR, g.no,
-                          J);
+      hog::pixel_jacobian(r, s.gx[i], s.gy[i], mag, g.ox.data(), g.oy.data(), BILINEAR, g.no, J);
       // A gradient without a bin (its scores overflowed to NaN) is saved as no gradient.
       save.info[i] = r.bin[0] >= 0 ? s.channel[i] : -1;
       save.info[save.plane + i] = r.bin[0];
@@ -276,8 +274,7 @@ void cell_norm_rows(const HogGrid<T>& g, const T* hb, int64_t r0, int64_t r1, T*
 // or nullptr. Returns the first image with a non-finite pixel (its output is not computed), or
 // -1.
 template <typename T>
-int64_t hog_forward_impl(const HogGrid<T>& g, const T* x, T* hist, T* out, int32_t* info,
-                         T* jac) {
+int64_t hog_forward_impl(const HogGrid<T>& g, const T* x, T* hist, T* out, int32_t* info, T* jac) {
   FirstBadImage bad;
   std::vector<T> norms(g.B * g.plane);
   const int64_t image = g.C * g.H * g.W;
@@ -327,11 +324,10 @@ struct BackwardRows {
   const T* dh = nullptr;
   const int32_t* info = nullptr;
   const T* jac = nullptr;
-  int64_t next = 0;               // next pixel row to compute
+  int64_t next = 0;  // next pixel row to compute
 
   explicit BackwardRows(const HogGrid<T>& grid)
-      : g(grid),
-        interior(std::max<int64_t>(grid.H - 2, 0) * std::max<int64_t>(grid.W - 2, 0)),
+      : g(grid), interior(std::max<int64_t>(grid.H - 2, 0) * std::max<int64_t>(grid.W - 2, 0)),
         gx(3 * grid.W), gy(3 * grid.W), interp(2 * grid.no * (grid.Wc + 2)), ch(3 * grid.W) {}
 
   int64_t slot(int64_t y) const { return ((y % 3) + 3) % 3 * g.W; }
@@ -382,7 +378,7 @@ struct BackwardRows {
 // gathers from its 4 neighbours' central differences (rows y-1, y, y+1 of `rows`).
 template <typename T>
 PYI_CLONES_EXACT void image_gradient_row(const HogGrid<T>& g, const BackwardRows<T>& rows, T* out,
-                                      int64_t y) {
+                                         int64_t y) {
   const T* gx = rows.gx.data() + rows.slot(y);
   const int32_t* ch = rows.ch.data() + rows.slot(y);
   const T* gy_up = rows.gy.data() + rows.slot(y - 1);
@@ -394,12 +390,12 @@ PYI_CLONES_EXACT void image_gradient_row(const HogGrid<T>& g, const BackwardRows
     T* o = out + c * g.H * g.W;
     const int32_t c32 = int32_t(c);
     if (g.W == 1) {
-      o[0] = hog::image_gradient(T(0), -1, T(0), -1, gy_up[0], ch_up[0], gy_down[0],
-                                 ch_down[0], c32);
+      o[0] =
+          hog::image_gradient(T(0), -1, T(0), -1, gy_up[0], ch_up[0], gy_down[0], ch_down[0], c32);
       continue;
     }
-    o[0] = hog::image_gradient(T(0), -1, gx[1], ch[1], gy_up[0], ch_up[0], gy_down[0],
-                               ch_down[0], c32);
+    o[0] = hog::image_gradient(T(0), -1, gx[1], ch[1], gy_up[0], ch_up[0], gy_down[0], ch_down[0],
+                               c32);
 #pragma omp simd
     for (int64_t x_ = 1; x_ < e; ++x_) {
       o[x_] = hog::image_gradient(gx[x_ - 1], ch[x_ - 1], gx[x_ + 1], ch[x_ + 1], gy_up[x_],
@@ -451,8 +447,7 @@ int64_t hog_backward_impl(const HogGrid<T>& g, const T* grad, const T* hist, con
           double f[4];
           hog::block_factors(norms.data() + b * g.plane, cx, cy, g.Wc, g.Hc, f);
           hog::cell_descriptor_backward(hist + b * hist_size + i, f, grad + b * g.D * g.plane + i,
-                                        g.plane, g.no, g.variant,
-                                        dhist.data() + b * hist_size + i,
+                                        g.plane, g.no, g.variant, dhist.data() + b * hist_size + i,
                                         dblock.data() + (b * g.plane + i) * 4);
         }
       }
@@ -463,8 +458,8 @@ int64_t hog_backward_impl(const HogGrid<T>& g, const T* grad, const T* hist, con
       for (int64_t cy = r0; cy < r1; ++cy) {
         for (int64_t cx = 0; cx < g.Wc; ++cx) {
           const int64_t i = cy * g.Wc + cx;
-          hog::cell_norm_backward(hist + b * hist_size + i, dblock.data() + b * g.plane * 4, cx,
-                                  cy, g.Wc, g.Hc, g.plane, g.no, dhist.data() + b * hist_size + i);
+          hog::cell_norm_backward(hist + b * hist_size + i, dblock.data() + b * g.plane * 4, cx, cy,
+                                  g.Wc, g.Hc, g.plane, g.no, dhist.data() + b * hist_size + i);
         }
       }
     });
@@ -505,17 +500,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> hog_forward_kernel(
   const at::Tensor xc = x.contiguous();
   at::Tensor out = empty_recycled({g.B, g.D, g.Hc, g.Wc}, x.options());
   at::Tensor hist = empty_recycled({g.B, 2 * g.no, g.Hc, g.Wc}, x.options());
-  at::Tensor info = empty_recycled(hog::pixel_shape(g, 3, save_for_backward),
-                                   x.options().dtype(at::kInt));
+  at::Tensor info =
+      empty_recycled(hog::pixel_shape(g, 3, save_for_backward), x.options().dtype(at::kInt));
   at::Tensor jac = empty_recycled(hog::pixel_shape(g, 4, save_for_backward), x.options());
   if (g.B == 0) return {out, hist, info, jac};
   int64_t bad_image = -1;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "hog", [&] {
     const HogGrid<scalar_t> grid(g);
-    bad_image = hog_forward_impl<scalar_t>(
-        grid, xc.data_ptr<scalar_t>(), hist.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
-        save_for_backward ? info.data_ptr<int32_t>() : nullptr,
-        save_for_backward ? jac.data_ptr<scalar_t>() : nullptr);
+    bad_image = hog_forward_impl<scalar_t>(grid, xc.data_ptr<scalar_t>(), hist.data_ptr<scalar_t>(),
+                                           out.data_ptr<scalar_t>(),
+                                           save_for_backward ? info.data_ptr<int32_t>() : nullptr,
+                                           save_for_backward ? jac.data_ptr<scalar_t>() : nullptr);
   });
   check_finite_pixels(bad_image, "hog");
   return {out, hist, info, jac};
@@ -536,9 +531,9 @@ at::Tensor hog_backward_kernel(const at::Tensor& grad, const at::Tensor& x, cons
   int64_t bad_image = -1;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "_hog_backward", [&] {
     const HogGrid<scalar_t> grid(g);
-    bad_image = hog_backward_impl<scalar_t>(grid, gc.data_ptr<scalar_t>(),
-                                            hc.data_ptr<scalar_t>(), ic.data_ptr<int32_t>(),
-                                            jc.data_ptr<scalar_t>(), dx.data_ptr<scalar_t>());
+    bad_image = hog_backward_impl<scalar_t>(grid, gc.data_ptr<scalar_t>(), hc.data_ptr<scalar_t>(),
+                                            ic.data_ptr<int32_t>(), jc.data_ptr<scalar_t>(),
+                                            dx.data_ptr<scalar_t>());
   });
   hog::check_pixel_entries(bad_image, g);
   return dx;

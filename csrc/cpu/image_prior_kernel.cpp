@@ -27,17 +27,18 @@ constexpr int64_t kRowsPerTask = 16;
 // slope*dx and slope*dy of one row of the TV term; returns the row's sum of TV values.
 // `below` is the next row, or nullptr for the last row (dy = 0 there).
 template <int TWO_E, typename T>
-PYI_CLONES_FAST T tv_row(const T* row, const T* below, int64_t W, T eps, T beta, T exponent, T* sdx, T* sdy) {
+PYI_CLONES_FAST T tv_row(const T* row, const T* below, int64_t W, T eps, T beta, T exponent, T* sdx,
+                         T* sdy) {
   T sum = 0;
   if (W == 0) return sum;
   // Column W-1 has dx = 0; `below` == nullptr (last row) has dy = 0.
-#define PYI_TV_PIXEL(J, DX, DY)                                 \
-  {                                                             \
-    const T dx = (DX), dy = (DY), s = dx * dx + dy * dy + eps;  \
-    const T p = power_factor<TWO_E>(s, exponent);               \
-    sum += p * s;                                               \
-    sdx[J] = beta * p * dx;                                     \
-    sdy[J] = beta * p * dy;                                     \
+#define PYI_TV_PIXEL(J, DX, DY)                                \
+  {                                                            \
+    const T dx = (DX), dy = (DY), s = dx * dx + dy * dy + eps; \
+    const T p = power_factor<TWO_E>(s, exponent);              \
+    sum += p * s;                                              \
+    sdx[J] = beta * p * dx;                                    \
+    sdy[J] = beta * p * dy;                                    \
   }
   if (below != nullptr) {
 #pragma omp simd reduction(+ : sum)
@@ -55,7 +56,8 @@ PYI_CLONES_FAST T tv_row(const T* row, const T* below, int64_t W, T eps, T beta,
 // Gradient of TV at one row: each pixel gathers what it sends (-slope*(dx+dy)) and what its
 // left neighbour (slope*dx) and upper neighbour (slope*dy, previous row) send to it.
 template <typename T>
-PYI_CLONES_FAST void tv_grad_row(const T* sdx, const T* sdy, const T* sdy_above, int64_t W, T weight, T* g) {
+PYI_CLONES_FAST void tv_grad_row(const T* sdx, const T* sdy, const T* sdy_above, int64_t W,
+                                 T weight, T* g) {
   if (W == 0) return;
   g[0] = weight * (sdy_above[0] - sdx[0] - sdy[0]);
 #pragma omp simd
@@ -88,8 +90,8 @@ PYI_CLONES_FAST T norm_row(const T* x, int64_t W, T alpha, T exponent, T weight,
 // The isotropic N_alpha on one row of all C channels (pixel offset 0 of channel c at
 // x + c * plane): sum over pixels of (sum_c x_c^2)^(alpha/2); adds the gradient if g != null.
 template <int TWO_E, typename T>
-PYI_CLONES_FAST T isotropic_row(const T* x, int64_t C, int64_t plane, int64_t W, T alpha, T exponent, T weight,
-                T* g, T* scratch) {
+PYI_CLONES_FAST T isotropic_row(const T* x, int64_t C, int64_t plane, int64_t W, T alpha,
+                                T exponent, T weight, T* g, T* scratch) {
   T* s = scratch;
   for (int64_t j = 0; j < W; ++j) s[j] = 0;
   for (int64_t c = 0; c < C; ++c) {
@@ -126,22 +128,51 @@ using IsotropicRowFn = T (*)(const T*, int64_t, int64_t, int64_t, T, T, T, T*, T
 template <typename T, template <int> class Pick>
 auto pick_by_exponent(int two_e) {
   switch (two_e) {
-    case -1: return Pick<-1>::template get<T>();
-    case 0: return Pick<0>::template get<T>();
-    case 1: return Pick<1>::template get<T>();
-    case 2: return Pick<2>::template get<T>();
-    case 3: return Pick<3>::template get<T>();
-    case 4: return Pick<4>::template get<T>();
-    case 5: return Pick<5>::template get<T>();
-    case 6: return Pick<6>::template get<T>();
-    case 7: return Pick<7>::template get<T>();
-    case 8: return Pick<8>::template get<T>();
-    default: return Pick<kGeneralTwoE>::template get<T>();
+    case -1:
+      return Pick<-1>::template get<T>();
+    case 0:
+      return Pick<0>::template get<T>();
+    case 1:
+      return Pick<1>::template get<T>();
+    case 2:
+      return Pick<2>::template get<T>();
+    case 3:
+      return Pick<3>::template get<T>();
+    case 4:
+      return Pick<4>::template get<T>();
+    case 5:
+      return Pick<5>::template get<T>();
+    case 6:
+      return Pick<6>::template get<T>();
+    case 7:
+      return Pick<7>::template get<T>();
+    case 8:
+      return Pick<8>::template get<T>();
+    default:
+      return Pick<kGeneralTwoE>::template get<T>();
   }
 }
-template <int E> struct PickTv { template <typename T> static TvRowFn<T> get() { return &tv_row<E, T>; } };
-template <int E> struct PickNorm { template <typename T> static NormRowFn<T> get() { return &norm_row<E, T>; } };
-template <int E> struct PickIsotropic { template <typename T> static IsotropicRowFn<T> get() { return &isotropic_row<E, T>; } };
+template <int E>
+struct PickTv {
+  template <typename T>
+  static TvRowFn<T> get() {
+    return &tv_row<E, T>;
+  }
+};
+template <int E>
+struct PickNorm {
+  template <typename T>
+  static NormRowFn<T> get() {
+    return &norm_row<E, T>;
+  }
+};
+template <int E>
+struct PickIsotropic {
+  template <typename T>
+  static IsotropicRowFn<T> get() {
+    return &isotropic_row<E, T>;
+  }
+};
 
 template <typename T>
 void image_prior_forward_impl(const T* x, const T* tv_weight, const T* norm_weight, int64_t B,
@@ -191,8 +222,8 @@ void image_prior_forward_impl(const T* x, const T* tv_weight, const T* norm_weig
           const int64_t offset = c * plane + i * W;
           if (tw != T(0)) {
             const T* r = xb + offset;
-            tv_sum += tv_fn(r, i + 1 < H ? r + W : nullptr, W, eps_t, beta_t, beta_exp, sdx,
-                            sdy[c]);
+            tv_sum +=
+                tv_fn(r, i + 1 < H ? r + W : nullptr, W, eps_t, beta_t, beta_exp, sdx, sdy[c]);
             if (gb) tv_grad_row(sdx, sdy[c], sdy_above[c], W, tw, gb + offset);
             std::swap(sdy[c], sdy_above[c]);
           } else if (gb) {
@@ -227,24 +258,23 @@ std::tuple<at::Tensor, at::Tensor> image_prior_forward_kernel(
   const at::Tensor norm_weight = norm_weight_in.contiguous();
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   at::Tensor value = at::zeros({B}, x.options());
-  at::Tensor grad = compute_grad ? empty_recycled(x.sizes(), x.options()) : at::empty({0}, x.options());
+  at::Tensor grad =
+      compute_grad ? empty_recycled(x.sizes(), x.options()) : at::empty({0}, x.options());
   if (x.numel() == 0) {
     if (compute_grad) grad.zero_();
     return {value, grad};
   }
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "image_prior", [&] {
-    image_prior_forward_impl<scalar_t>(
-        x.data_ptr<scalar_t>(), tv_weight.data_ptr<scalar_t>(), norm_weight.data_ptr<scalar_t>(),
-        B, C, H, W, beta, alpha, isotropic, eps, value.data_ptr<scalar_t>(),
-        compute_grad ? grad.data_ptr<scalar_t>() : nullptr);
+    image_prior_forward_impl<scalar_t>(x.data_ptr<scalar_t>(), tv_weight.data_ptr<scalar_t>(),
+                                       norm_weight.data_ptr<scalar_t>(), B, C, H, W, beta, alpha,
+                                       isotropic, eps, value.data_ptr<scalar_t>(),
+                                       compute_grad ? grad.data_ptr<scalar_t>() : nullptr);
   });
   return {value, grad};
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(pyinvert, CPU, m) {
-  m.impl("image_prior", &image_prior_forward_kernel);
-}
+TORCH_LIBRARY_IMPL(pyinvert, CPU, m) { m.impl("image_prior", &image_prior_forward_kernel); }
 
 }  // namespace pyinvert

@@ -256,8 +256,9 @@ void dsift_forward_cuda(const at::Tensor& x, at::Tensor& out, at::Tensor& histog
     pool_rows_kernel<T><<<blocks_for(n * g.num_rows() * row8), kThreads, 0, stream>>>(
         channels.data_ptr<T>(), rows.data_ptr<T>(), kernels.data_ptr<T>(), g, n);
     PYI_LAUNCH_CHECK();
-    pool_cols_kernel<T><<<blocks_for(n * g.num_rows() * g.num_cols() * kNumBinT), kThreads, 0,
-                          stream>>>(rows.data_ptr<T>(), hp, kernels.data_ptr<T>(), g, n);
+    pool_cols_kernel<T>
+        <<<blocks_for(n * g.num_rows() * g.num_cols() * kNumBinT), kThreads, 0, stream>>>(
+            rows.data_ptr<T>(), hp, kernels.data_ptr<T>(), g, n);
     PYI_LAUNCH_CHECK();
   } else {
     const std::vector<float> w = dsift::flat_window_weights(g.bin_size);
@@ -273,8 +274,8 @@ void dsift_forward_cuda(const at::Tensor& x, at::Tensor& out, at::Tensor& histog
     PYI_LAUNCH_CHECK();
   }
   if (histograms.defined()) histograms.copy_(out);
-  normalize_kernel<T><<<blocks_for(n * g.num_frames()), kThreads, 0, stream>>>(
-      hp, n * g.num_frames());
+  normalize_kernel<T>
+      <<<blocks_for(n * g.num_frames()), kThreads, 0, stream>>>(hp, n * g.num_frames());
   PYI_LAUNCH_CHECK();
 }
 
@@ -307,8 +308,8 @@ void dsift_backward_cuda(const at::Tensor& grad, const at::Tensor& histograms, c
   PYI_LAUNCH_CHECK();
   at::Tensor d_channels = at::empty({n, g.height, g.width, kNumBinT}, options);
   pool_rows_backward_kernel<T><<<blocks_for(n * g.height * row8), kThreads, 0, stream>>>(
-      d_rows.data_ptr<T>(), d_channels.data_ptr<T>(), r_off.data_ptr<int>(),
-      r_smp.data_ptr<int>(), r_w.data_ptr<T>(), g, n);
+      d_rows.data_ptr<T>(), d_channels.data_ptr<T>(), r_off.data_ptr<int>(), r_smp.data_ptr<int>(),
+      r_w.data_ptr<T>(), g, n);
   PYI_LAUNCH_CHECK();
   at::Tensor d_gradient = at::empty({n, 2, g.height, g.width}, options);
   orientation_backward_kernel<T><<<blocks_for(n * g.height * g.width), kThreads, 0, stream>>>(

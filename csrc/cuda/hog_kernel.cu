@@ -184,9 +184,8 @@ __global__ void hog_pixel_save_kernel(const T* __restrict__ x, const T* __restri
 // `invalid` (the op then raises).
 template <typename T>
 __global__ void hog_pixel_backward_kernel(const int32_t* __restrict__ info,
-                                          const T* __restrict__ jac,
-                                          const T* __restrict__ dhist, Geometry g,
-                                          T* __restrict__ dgx, T* __restrict__ dgy,
+                                          const T* __restrict__ jac, const T* __restrict__ dhist,
+                                          Geometry g, T* __restrict__ dgx, T* __restrict__ dgy,
                                           int32_t* __restrict__ channel,
                                           int* __restrict__ invalid) {
   const int64_t pixels = g.H * g.W, interior = (g.H - 2) * (g.W - 2);
@@ -228,8 +227,8 @@ __global__ void hog_image_backward_kernel(const T* __restrict__ dgx, const T* __
   PYI_GRID_STRIDE(t, n) {
     const int64_t b = t / (g.C * pixels), c = (t / pixels) % g.C, p = t % pixels;
     const int64_t o = b * pixels;
-    dx[t] = hog::image_gradient_at(dgx + o, dgy + o, channel + o, int32_t(c), p % g.W, p / g.W,
-                                   g.W, g.H);
+    dx[t] = hog::image_gradient_at(dgx + o, dgy + o, channel + o, int32_t(c), p % g.W, p / g.W, g.W,
+                                   g.H);
   }
 }
 
@@ -244,8 +243,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> hog_forward_kernel(
   const at::Tensor xc = x.contiguous();
   at::Tensor out = at::empty({g.B, g.D, g.Hc, g.Wc}, x.options());
   at::Tensor hist = at::empty({g.B, 2 * g.no, g.Hc, g.Wc}, x.options());
-  at::Tensor info = at::empty(hog::pixel_shape(g, 3, save_for_backward),
-                              x.options().dtype(at::kInt));
+  at::Tensor info =
+      at::empty(hog::pixel_shape(g, 3, save_for_backward), x.options().dtype(at::kInt));
   at::Tensor jac = at::empty(hog::pixel_shape(g, 4, save_for_backward), x.options());
   if (g.B == 0) return {out, hist, info, jac};
   at::Tensor norms = at::empty({g.B, g.Hc, g.Wc}, x.options());

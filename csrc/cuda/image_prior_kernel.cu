@@ -56,8 +56,14 @@ __global__ void image_prior_forward_impl(const T* __restrict__ x, const T* __res
         T sdx, sdy, left_sdx, left_sdy, up_sdx, up_sdy;
         sum += double(tw) * double(tv_at(xc, i, j, H, W, cfg, &sdx, &sdy));
         g = -(sdx + sdy);
-        if (j > 0) { tv_at(xc, i, j - 1, H, W, cfg, &left_sdx, &left_sdy); g += left_sdx; }
-        if (i > 0) { tv_at(xc, i - 1, j, H, W, cfg, &up_sdx, &up_sdy); g += up_sdy; }
+        if (j > 0) {
+          tv_at(xc, i, j - 1, H, W, cfg, &left_sdx, &left_sdy);
+          g += left_sdx;
+        }
+        if (i > 0) {
+          tv_at(xc, i - 1, j, H, W, cfg, &up_sdx, &up_sdy);
+          g += up_sdy;
+        }
         g *= tw;
       }
       const T v = xc[pixel];
@@ -110,15 +116,14 @@ std::tuple<at::Tensor, at::Tensor> image_prior_forward_kernel(
   TORCH_CHECK(B <= 65535, "image_prior: expected at most 65535 images per call on CUDA, got ", B);
   const int64_t blocks = (H * W + kThreads - 1) / kThreads;
   at::Tensor partial = at::empty({B, blocks}, x.options().dtype(at::kDouble));
-  const PriorConfig cfg{classify_exponent(beta), classify_exponent(alpha), beta, alpha, eps,
-                        isotropic, compute_grad};
+  const PriorConfig cfg{
+      classify_exponent(beta), classify_exponent(alpha), beta, alpha, eps, isotropic, compute_grad};
   const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(B));
   const auto stream = cuda::current_stream();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "image_prior", [&] {
     image_prior_forward_impl<scalar_t><<<grid, kThreads, 0, stream>>>(
-        x.data_ptr<scalar_t>(), tv_weight.data_ptr<scalar_t>(), norm_weight.data_ptr<scalar_t>(),
-        C, H, W, cfg, compute_grad ? grad.data_ptr<scalar_t>() : nullptr,
-        partial.data_ptr<double>());
+        x.data_ptr<scalar_t>(), tv_weight.data_ptr<scalar_t>(), norm_weight.data_ptr<scalar_t>(), C,
+        H, W, cfg, compute_grad ? grad.data_ptr<scalar_t>() : nullptr, partial.data_ptr<double>());
     PYI_LAUNCH_CHECK();
   });
   return {partial.sum(1).to(x.scalar_type()), grad};
@@ -126,8 +131,6 @@ std::tuple<at::Tensor, at::Tensor> image_prior_forward_kernel(
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(pyinvert, CUDA, m) {
-  m.impl("image_prior", &image_prior_forward_kernel);
-}
+TORCH_LIBRARY_IMPL(pyinvert, CUDA, m) { m.impl("image_prior", &image_prior_forward_kernel); }
 
 }  // namespace pyinvert

@@ -1,6 +1,7 @@
 """Command line (also ``python -m pyinvert``): ``pyinvert invert``, ``actmax``, ``caricature``,
 ``dream``, ``models``, ``batch`` (see :mod:`pyinvert.batch`), ``reproduce table1``,
-``equivariance`` and ``equivalence`` (:mod:`pyinvert.analysis.command`); one
+``equivariance`` and ``equivalence`` (:mod:`pyinvert.analysis.command`), ``attribute`` and
+``patches`` (:mod:`pyinvert.attribution.command`); one
 module per subcommand (``add_parser(subparsers)`` + ``run(args)``).
 
 CNN layers: ``pyinvert invert IMAGES --rep cnn:mobilenet_v2:features.3,features.6`` inverts each
@@ -30,6 +31,7 @@ import argparse
 import sys
 
 from pyinvert.analysis import command as analysis_command
+from pyinvert.attribution import command as attribution_command
 from pyinvert.batch import command as batch_command
 from pyinvert.cli import (actmax, caricature, common, dream, invert, models,  # noqa: F401
                           reproduce)
@@ -38,7 +40,8 @@ from pyinvert.cli import (actmax, caricature, common, dream, invert, models,  # 
 COMMANDS = {"invert": invert, "reproduce": reproduce, "actmax": actmax,
             "caricature": caricature, "dream": dream, "models": models,
             "batch": batch_command, "equivariance": analysis_command,
-            "equivalence": analysis_command}
+            "equivalence": analysis_command, "attribute": attribution_command,
+            "patches": attribution_command}
 
 EPILOG = """\
 exit status: 0 all inputs done, 1 some input failed or an output could not be written,
