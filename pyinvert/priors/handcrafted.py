@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from pyinvert import _ext  # noqa: F401  (registers the op)
 from pyinvert import reference as _reference
-from pyinvert.objectives.base import Objective, check_weight, map_weight
+from pyinvert.objectives.base import Objective, Scaled, check_weight, map_weight
 
 Weight = Union[float, Tensor]
 
@@ -296,6 +296,9 @@ class ImagePrior(Objective, nn.Module):
         if not isinstance(weight, (int, float, Tensor)) or isinstance(weight, bool):
             return NotImplemented
         w = check_weight(weight, "ImagePrior")
+        if bool((torch.as_tensor(w) < 0).any()):
+            # The op's weights must be >= 0: a negative factor scales the value instead.
+            return Scaled(self, w)
         return self._replace(tv_weight=self.tv_weight * w, norm_weight=self.norm_weight * w)
 
     __rmul__ = __mul__
