@@ -117,3 +117,29 @@ def test_optimize_histories_and_nan_stop():
     assert torch.isnan(hist[1, 2:]).all() and torch.isfinite(hist[[0, 2]]).all()
     torch.testing.assert_close(err[[0, 2]], 2 * hist[[0, 2]])
     assert torch.isfinite(x1).all()
+
+
+def test_optimize_stops_a_row_whose_step_overflows_x():
+    # A finite loss and gradient whose step overflows float32 x: that row stops (zeroed and
+    # reported), the next Phi never sees a non-finite pixel, the other rows go on unchanged.
+    rec = get_recipe("cvpr2015").scaled(4)
+    x = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    gens = [torch.Generator().manual_seed(i) for i in range(3)]
+    scale = torch.tensor([1.0, 1e4, 1.0])  # row 1: finite gradient sums, an overflowing step
+
+    def objective(crop, full):
+        assert torch.isfinite(crop).all(), "Phi saw a non-finite pixel"
+        loss = (crop.flatten(1) * scale[:, None]).sum(1)
+        return loss, loss.detach()
+
+    x1 = x.clone()
+    hist, _, active, stopped = optimize(x1, objective, rec, image_size=(8, 8),
+                                        lr_scale=torch.tensor([1.0, 3e38, 1.0]),
+                                        generators=gens)
+    assert stopped.tolist() == [-1, 0, -1] and active.tolist() == [True, False, True]
+    assert torch.isfinite(x1).all() and (x1[1] == 0).all()
+    x2 = x[[0, 2]].clone()
+    scale = torch.tensor([1.0, 1.0])
+    optimize(x2, objective, rec, image_size=(8, 8), lr_scale=torch.ones(2),
+             generators=[torch.Generator().manual_seed(i) for i in (0, 2)])
+    assert torch.equal(x1[[0, 2]], x2)

@@ -262,7 +262,7 @@ def test_cli_refuses_a_nonfinite_image(tmp_path):
     image[4, 5, 1] = np.nan
     path = tmp_path / "nan.tiff"
     assert cv2.imwrite(str(path), image)
-    for rep, op in (("hog", "hog"), ("dsift", "dsift")):
+    for rep in ("hog", "dsift"):
         result = subprocess.run(
             [sys.executable, "-m", "pyinvert", "invert", str(path), "--rep", rep, "--steps", "2",
              "--no-progress", "--out", str(tmp_path / "out")],
