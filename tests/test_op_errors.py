@@ -315,3 +315,19 @@ def test_good_output_cache_settings_work(value):
         print("ok")
     """, PYINVERT_OUTPUT_CACHE_MB=value)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("rep,backend", [("hog", "reference"), ("dsift", "reference"),
+                                         ("cnn:mobilenet_v2:features.3", "fused"),
+                                         (lambda im: im.mean((2, 3)), "fused")])
+def test_every_representation_refuses_nonfinite_images_at_the_entry_point(rep, backend):
+    # Not only the fused HOG/DSIFT ops: the tasks' shared input preparation checks the pixels.
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    x[1, 0, 3, 3] = float("inf")
+    with pytest.raises(ValueError, match=r"invert: expected finite pixel values, got NaN/Inf "
+                                         r"in image 1"):
+        pyinvert.invert(x, representation=rep, backend=backend, steps=1, progress=False,
+                        weights=None)
+    with pytest.raises(ValueError, match=r"caricature: expected finite pixel values"):
+        pyinvert.caricature(x[1:] * float("nan"), "cnn:mobilenet_v2:features.3", steps=1,
+                            weights=None, progress=False)

@@ -25,7 +25,7 @@ def as_image_batch(images, fn: str = "invert") -> Tensor:
         if images.shape[1] not in (1, 3, 4):
             raise ValueError(f"{fn}: expected images with 1, 3 or 4 channels, "
                              f"got C={images.shape[1]}")
-        return images
+        return check_finite(images, fn)
     if isinstance(images, (str, os.PathLike, np.ndarray)):
         images = [images]
     if not isinstance(images, (list, tuple)):
@@ -54,7 +54,17 @@ def as_image_batch(images, fn: str = "invert") -> Tensor:
                          f"{sorted(sizes)}; invert each size separately")
     channels = max(t.shape[0] for t in tensors)
     tensors = [t.expand(channels, -1, -1) if t.shape[0] == 1 else t for t in tensors]
-    return torch.stack(tensors)
+    return check_finite(torch.stack(tensors), fn)
+
+
+def check_finite(images: Tensor, fn: str) -> Tensor:
+    """``images`` [B, ...], or a ValueError naming ``fn`` and the first image holding a NaN or
+    an infinite value (for every representation, not only those whose ops check)."""
+    bad = ~torch.isfinite(images.reshape(images.shape[0], -1)).all(1)
+    if bool(bad.any()):
+        raise ValueError(f"{fn}: expected finite pixel values, got NaN/Inf in image "
+                         f"{int(bad.nonzero()[0, 0])}")
+    return images
 
 
 def check_size(rep, H: int, W: int, fn: str) -> None:
