@@ -60,7 +60,9 @@ def as_image_batch(images, fn: str = "invert") -> Tensor:
 def check_finite(images: Tensor, fn: str) -> Tensor:
     """``images`` [B, ...], or a ValueError naming ``fn`` and the first image holding a NaN or
     an infinite value (for every representation, not only those whose ops check)."""
-    bad = ~torch.isfinite(images.reshape(images.shape[0], -1)).all(1)
+    if images.numel() == 0:
+        return images
+    bad = ~torch.isfinite(images.flatten(1)).all(1)
     if bool(bad.any()):
         raise ValueError(f"{fn}: expected finite pixel values, got NaN/Inf in image "
                          f"{int(bad.nonzero()[0, 0])}")
