@@ -9,6 +9,16 @@
 """
 import argparse
 import sys
+from pathlib import Path
+
+import torch
+
+from pyinvert import io
+from pyinvert.analysis.equivalence import equivalence
+from pyinvert.analysis.equivariance import equivariance
+from pyinvert.analysis.features import crop_pairs, layers_of, load_sources, split_sources, to_code
+from pyinvert.analysis.figures import heat_table, mapped_inversion_figure, panel, single_layer
+from pyinvert.tasks.inversion import invert
 
 EQUIVARIANCE_DESCRIPTION = """\
 Fit the transformation maps M_g with Phi(gx) ~ M_g Phi(x) (Lenc & Vedaldi) on crops of the
@@ -107,8 +117,6 @@ def _images(args):
 
 
 def _kwargs(args):
-    import torch
-
     return dict(method=args.method, kernel=args.kernel, ridge=args.ridge, crops=args.crops,
                 test_crops=args.test_crops, size=args.size, holdout=args.holdout,
                 chunk=args.chunk, streaming=not args.in_memory, prior=args.prior,
@@ -130,15 +138,6 @@ def run(args) -> int:
 
 
 def _run_equivariance(args):
-    from pathlib import Path
-
-    import torch
-
-    from pyinvert import io
-    from pyinvert.analysis.equivariance import equivariance
-    from pyinvert.analysis.features import crop_pairs
-    from pyinvert.analysis.figures import heat_table, mapped_inversion_figure
-
     res = equivariance(args.rep, _images(args), args.transforms, **_kwargs(args))
     out = Path(args.out)
     res.save(out, "equivariance")
@@ -150,8 +149,6 @@ def _run_equivariance(args):
         io.save_image(out / "heat_top1.png", heat_table(1 - res.matrix("top1_map"), layers,
                                                         names, "1 - top-1 agreement"))
     if args.invert_steps > 0:
-        from pyinvert.analysis.features import load_sources, split_sources
-
         sources, snames = load_sources(_images(args))
         _, test, _ = split_sources(sources, snames, args.holdout)
         size = res.settings["size"]
@@ -172,16 +169,6 @@ def _run_equivariance(args):
 
 
 def _run_equivalence(args):
-    from pathlib import Path
-
-    import torch
-
-    from pyinvert import invert, io
-    from pyinvert.analysis.equivalence import equivalence
-    from pyinvert.analysis.features import (crop_pairs, layers_of, load_sources, split_sources,
-                                            to_code)
-    from pyinvert.analysis.figures import panel, single_layer
-
     res = equivalence(args.rep_a, args.rep_b, _images(args), untrained=not args.no_untrained,
                       **_kwargs(args))
     out = Path(args.out)

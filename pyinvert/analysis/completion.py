@@ -11,6 +11,8 @@ import copy
 import torch
 from torch import Tensor, nn
 
+from pyinvert.representations.cnn import CNN
+
 
 def is_classifier(rep) -> bool:
     """A CNN representation whose model ends in class scores [B, K]."""
@@ -62,8 +64,6 @@ def untrained_copy(rep, seed: int = 0, calibration=None):
     [0, 1], re-estimated on them (one forward in training mode, cumulative averages): without
     it the activations of a deep random network shrink or saturate layer after layer and the
     baseline would measure that rather than what random filters keep."""
-    from pyinvert.representations.cnn import CNN
-
     model = copy.deepcopy(rep.model)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -17,7 +17,9 @@ from pyinvert.analysis.features import (crop_pairs, layer_outputs, layers_of, lo
                                         split_sources)
 from pyinvert.analysis.grids import geometry, warp_grid
 from pyinvert.analysis.results import EquivalenceResult
+from pyinvert.analysis.ridge import identity_prior
 from pyinvert.analysis.transforms import IDENTITY
+from pyinvert.representations import make_representation
 
 
 def equivalence(rep_a, rep_b, images, *, method: str = "ridge", kernel: int = 1, ridge="auto",
@@ -68,8 +70,6 @@ def equivalence(rep_a, rep_b, images, *, method: str = "ridge", kernel: int = 1,
         K. Lenc and A. Vedaldi, "Understanding image representations by measuring their
         equivariance and equivalence", CVPR 2015, Sec. 2.2 and 4 (stitching, Tab. 4).
     """
-    from pyinvert.representations import make_representation
-
     gen = generator if generator is not None else torch.Generator().manual_seed(
         int(torch.randint(0, 2 ** 31, ())))
     _check_count("crops", crops)
@@ -166,7 +166,5 @@ def equivalence(rep_a, rep_b, images, *, method: str = "ridge", kernel: int = 1,
 
 def _identity_distance(W, kernel) -> float:
     """|W - I|_F / |I|_F of a square stitch (centre tap)."""
-    from pyinvert.analysis.ridge import identity_prior
-
     P = identity_prior(W.shape[0], W.shape[0], kernel).to(W)
     return float((W - P).norm() / P.norm())

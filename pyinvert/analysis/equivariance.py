@@ -17,12 +17,11 @@ from pyinvert.analysis.features import (crop_pairs, layer_outputs, layers_of, lo
 from pyinvert.analysis.grids import geometry, warp_grid
 from pyinvert.analysis.results import EquivarianceResult
 from pyinvert.analysis.transforms import parse_transforms
+from pyinvert.representations import make_representation
 
 
 def prepare(rep, images, size, holdout, device, weights):
     """(rep on device, train photos, test photos, split info, crop size)."""
-    from pyinvert.representations import make_representation
-
     rep = make_representation(rep, weights=weights)
     rep = rep.to(device) if device is not None else rep
     sources, names = load_sources(images)

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pyinvert import io
 from pyinvert.analysis.transforms import Transform, sample
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -68,8 +69,6 @@ def load_sources(images) -> Tuple[List[Tensor], List[str]]:
     """Photos from a folder, a list of paths, a Tensor [B, C, H, W] or a list of [C, H, W]
     tensors, as RGB [3, H, W] in [0, 1] (gray repeated), with names. A folder's images are
     taken in sorted order."""
-    from pyinvert import io
-
     if isinstance(images, Tensor):
         if images.dim() == 3:
             images = images.unsqueeze(0)

@@ -5,16 +5,21 @@ Images are uint8 RGB arrays (H, W, 3); :func:`pyinvert.io.save_image` writes the
 """
 from typing import Optional, Sequence
 
+import cv2
 import numpy as np
 import torch
 from torch import Tensor
+
+from pyinvert import io
+from pyinvert.analysis.features import layer_outputs, to_code
+from pyinvert.analysis.grids import warp_grid
+from pyinvert.representations.cnn import CNN
+from pyinvert.tasks.inversion import invert
 
 _FONT = 0  # cv2.FONT_HERSHEY_SIMPLEX
 
 
 def _text(img: np.ndarray, text: str, org, scale=0.4, color=(0, 0, 0)):
-    import cv2
-
     cv2.putText(img, text, org, _FONT, scale, color, 1, cv2.LINE_AA)
 
 
@@ -62,10 +67,6 @@ def heat_table(values: Tensor, rows: Sequence[str], columns: Sequence[str],
 
 
 def _tile(image: Tensor, title: str, height: int) -> np.ndarray:
-    import cv2
-
-    from pyinvert import io
-
     a = io.to_uint8(image)
     if a.ndim == 2:
         a = np.repeat(a[:, :, None], 3, 2)
@@ -95,8 +96,6 @@ def panel(images: Sequence[Tensor], titles: Sequence[str], height: int = 160) ->
 def single_layer(rep, layer: str):
     """The representation to invert one layer's code with (the CNN restricted to ``layer``)."""
     if getattr(rep, "kind", None) == "cnn" and len(rep.layers) > 1:
-        from pyinvert.representations.cnn import CNN
-
         return CNN(rep.model, layer, mean=rep.mean, std=rep.std, model_name=rep.model_name)
     return rep
 
@@ -112,10 +111,6 @@ def invert_mapped(result, image: Tensor, transform: str, layer: Optional[str] = 
         "permuted" (of the cells moved only, g Phi(x)), "errors": the inversions' feature
         errors}: images [C', H, W].
     """
-    from pyinvert import invert
-    from pyinvert.analysis.features import layer_outputs, to_code
-    from pyinvert.analysis.grids import warp_grid
-
     layer = layer or result.layers()[0]
     rep = single_layer(result.representation, layer)
     g = result.transforms.get(transform)

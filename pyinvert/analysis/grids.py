@@ -20,6 +20,7 @@ from typing import Dict, Tuple
 import torch
 from torch import Tensor
 
+from pyinvert.analysis.features import layer_outputs
 from pyinvert.analysis.transforms import Transform, sample
 
 
@@ -104,8 +105,6 @@ def geometry(rep, layer: str, image_size) -> Geometry:
 
 
 def _probe(rep, layer, image_size) -> Geometry:
-    from pyinvert.analysis.features import layer_outputs
-
     H, W = image_size
     p = next(rep.parameters(), None)
     dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32

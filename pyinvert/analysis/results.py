@@ -8,7 +8,8 @@ from typing import Dict, List, Optional
 import torch
 from torch import Tensor
 
-from pyinvert.analysis.features import layer_outputs
+from pyinvert import io
+from pyinvert.analysis.features import layer_outputs, layers_of
 from pyinvert.analysis.grids import warp_grid
 from pyinvert.analysis.transforms import IDENTITY, parse_transform
 
@@ -50,8 +51,6 @@ class _Result:
     def save(self, directory, name: str) -> List[Path]:
         """``<name>.json`` (settings and rows), ``<name>.txt`` (the table) and ``<name>_maps.pt``
         (the maps' state dicts) in ``directory``."""
-        from pyinvert import io
-
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         out = [io.write_json(d / f"{name}.json", io.nan_to_none(_jsonable(self.to_dict())))]
@@ -163,8 +162,6 @@ class EquivalenceResult(_Result):
 
     def stitched_code(self, images: Tensor) -> Tensor:
         """E Phi_A(x) on B's grid, for images [B, C, H, W] in [0, 1]."""
-        from pyinvert.analysis.features import layers_of
-
         (la,), (lb,) = layers_of(self.rep_a), layers_of(self.rep_b)
         m = self.maps[("trained",)]
         with torch.no_grad():

@@ -24,6 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pyinvert.analysis.equivalence import equivalence
+from pyinvert.representations.cnn import CNN
+
 #: The shape classes of :func:`shapes`, in label order.
 SHAPES = ("disk", "ring", "cross", "hstripes", "vstripes")
 
@@ -129,8 +132,6 @@ def train_small_cnn(seed: int, steps: int = 300, batch: int = 32, lr: float = 3e
 
 def small_cnn_rep(model: nn.Module, layer: str, name: str):
     """A :class:`pyinvert.CNN` of a SmallNet layer, with its training normalization."""
-    from pyinvert.representations.cnn import CNN
-
     return CNN(model, layer, mean=MEAN, std=STD, model_name=name)
 
 
@@ -142,8 +143,6 @@ def seed_experiment(layer: str = "features.6", seeds=(0, 1), steps: int = 300,
         {"training": [A's and B's training records], "result": the EquivalenceResult (rows
         "trained": A into B, "untrained": an untrained SmallNet into B), "self": A into A}.
     """
-    from pyinvert.analysis.equivalence import equivalence
-
     a, info_a = train_small_cnn(seeds[0], steps=steps)
     b, info_b = train_small_cnn(seeds[1], steps=steps)
     rep_a = small_cnn_rep(a, layer, f"smallnet-seed{seeds[0]}")

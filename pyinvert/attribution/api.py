@@ -12,7 +12,10 @@ from torch import Tensor, nn
 
 from pyinvert.attribution import gradient
 from pyinvert.attribution.core import as_batch, resolve_preprocess, resolve_targets
+from pyinvert.attribution.figures import attribution_grid, overlay
 from pyinvert.attribution.occlusion import occlusion
+from pyinvert.io import atomic_write_bytes, save_image, write_json
+from pyinvert.models import imagenet_classes, load_model
 
 #: Methods with an input-space gradient signal, by name.
 GRADIENT_METHODS = {
@@ -59,8 +62,6 @@ class AttributionResult:
 
     def labels(self) -> List[List[str]]:
         """Per image and target, "class-name (index)" for ImageNet outputs, else the index."""
-        from pyinvert.models import imagenet_classes
-
         classes = imagenet_classes()
         return [[f"{classes[c]} ({c})" if 0 <= c < len(classes) else str(c) for c in row]
                 for row in self.targets.tolist()]
@@ -84,9 +85,6 @@ class AttributionResult:
         """Write, per image, ``<name>_grid.png`` (original | one overlay per method, a row per
         target), ``<name>_<method>_<target>.png`` (each overlay), ``<name>_<method>.npy``
         (the (T, H, W) maps) and ``summary.json``, each atomically. Returns the paths."""
-        from pyinvert.attribution.figures import attribution_grid, overlay
-        from pyinvert.io import atomic_write_bytes, save_image, write_json
-
         out = Path(directory)
         written = []
         labels = self.labels()
@@ -175,7 +173,6 @@ def attribute(images, model, methods="saliency", targets=None, layer=None, *,
         :mod:`pyinvert.attribution.occlusion` cites its paper and equation.
     """
     if isinstance(model, str):
-        from pyinvert.models import load_model
         model = load_model(model, "imagenet", download=False)
     if not isinstance(model, nn.Module):
         raise TypeError(f"attribute: expected model to be an nn.Module or a zoo name, "

@@ -17,6 +17,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from pyinvert.attribution.api import METHODS, attribute
+from pyinvert.attribution.patches import IMAGE_SUFFIXES, top_patches
+from pyinvert.io import write_json
+from pyinvert.models import WeightsNotFoundError, load_model
+
 ATTRIBUTE_DESCRIPTION = """\
 Attribution maps of a classifier's scores for IMAGES (files or folders of images), one
 labelled grid per image: original | one heatmap overlay per method, a row per target.
@@ -95,15 +100,11 @@ def add_parser(subparsers):
 
 
 def _model(args):
-    from pyinvert.models import load_model
-
     weights = None if args.weights == "random" else args.weights
     return load_model(args.model, weights, download=False).to(args.device)
 
 
 def _image_files(items):
-    from pyinvert.attribution.patches import IMAGE_SUFFIXES
-
     files = []
     for item in items:
         path = Path(item)
@@ -129,9 +130,6 @@ def _targets(text):
 
 
 def run_attribute(args) -> int:
-    from pyinvert.attribution.api import METHODS, attribute
-    from pyinvert.io import write_json
-
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     bad = [m for m in methods if m not in METHODS]
     if bad:
@@ -180,9 +178,6 @@ def _channels_arg(text):
 
 
 def run_patches(args) -> int:
-    from pyinvert.attribution.patches import top_patches
-    from pyinvert.io import write_json
-
     if not Path(args.folder).is_dir():
         raise FileNotFoundError(f"patches: no such folder: {args.folder}")
     r = top_patches(args.folder, _model(args), args.layer, _channels_arg(args.channels),
@@ -205,7 +200,6 @@ def run(args) -> int:
     try:
         return fn(args)
     except (ValueError, FileNotFoundError, TypeError) as error:
-        from pyinvert.models import WeightsNotFoundError
         name = getattr(args, "command_name", "attribute")
         msg = str(error)
         if isinstance(error, WeightsNotFoundError):

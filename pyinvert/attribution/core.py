@@ -15,6 +15,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from pyinvert.attribution.rules import backward_rule
+from pyinvert.io import array_to_tensor, load_image
+from pyinvert.models import VGG16, AlexNet, MobileNetV2, ResNet18, normalize, prepare_image
 
 OUTPUTS = ("logit", "probability")
 
@@ -23,16 +25,12 @@ BATCHED_BACKWARD_ON_CPU = False
 
 
 def zoo_classes():
-    from pyinvert.models import VGG16, AlexNet, MobileNetV2, ResNet18
-
     return (AlexNet, VGG16, ResNet18, MobileNetV2)
 
 
 def resolve_preprocess(model: nn.Module, preprocess, fn: str) -> Callable[[Tensor], Tensor]:
     """``"auto"``: ImageNet normalization for the zoo models, identity otherwise; None:
     identity; a callable: itself."""
-    from pyinvert.models import normalize
-
     if isinstance(preprocess, str):
         if preprocess != "auto":
             raise ValueError(f"{fn}: expected preprocess to be \"auto\", None or a callable, "
@@ -51,9 +49,6 @@ def _identity(x):
 
 
 def _one_image(image, size, fn) -> Tensor:
-    from pyinvert.io import array_to_tensor, load_image
-    from pyinvert.models import prepare_image
-
     if isinstance(image, (str, os.PathLike)):
         t = load_image(image)
     elif isinstance(image, np.ndarray):

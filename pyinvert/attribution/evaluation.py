@@ -8,7 +8,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from pyinvert.attribution.api import attribute
 from pyinvert.attribution.core import as_batch, resolve_preprocess, resolve_targets
+from pyinvert.attribution.figures import line_plot
 
 
 def spearman(a: Tensor, b: Tensor) -> Tensor:
@@ -100,8 +102,6 @@ def randomization_test(images, model, methods=("saliency",), targets=None, *,
         dict with ``stages`` (["trained", layer names...]), and per method
         ``spearman_abs``, ``spearman``, ``ssim``: (stages, B, T) tensors.
     """
-    from pyinvert.attribution.api import attribute
-
     x = as_batch(images, size, "randomization_test")
     pre = resolve_preprocess(model, preprocess, "randomization_test")
     if targets is None:
@@ -134,8 +134,6 @@ def randomization_test(images, model, methods=("saliency",), targets=None, *,
 
 def randomization_figure(result: dict, metric: str = "spearman_abs") -> np.ndarray:
     """Line plot of the mean ``metric`` per stage, one line per method."""
-    from pyinvert.attribution.figures import line_plot
-
     series = {m: v[metric].flatten(1).mean(1).tolist() for m, v in result.items()
               if isinstance(v, dict)}
     return line_plot(series, result["stages"], f"cascading randomization: {metric}",

@@ -2,9 +2,12 @@
 randomization-test plot. Images are HWC uint8 RGB numpy arrays (drawn with OpenCV)."""
 from typing import Dict, List, Sequence
 
+import cv2
 import numpy as np
 import torch
 from torch import Tensor
+
+from pyinvert.io import to_uint8
 
 _FONT = 0  # cv2.FONT_HERSHEY_SIMPLEX
 
@@ -18,8 +21,6 @@ TITLES = {"saliency": "saliency", "deconvnet": "deconvnet", "guided_backprop": "
 def heat(m: Tensor, percentile: float = 99.0) -> np.ndarray:
     """(H, W) map -> HWC uint8 RGB colour image: |m| scaled by its ``percentile``-th
     percentile (signed maps shown by magnitude), OpenCV's JET colormap."""
-    import cv2
-
     a = m.detach().float().abs().cpu().numpy()
     top = float(np.percentile(a, percentile)) if a.size else 0.0
     a = np.clip(a / top, 0, 1) if top > 0 else np.zeros_like(a)
@@ -28,8 +29,6 @@ def heat(m: Tensor, percentile: float = 99.0) -> np.ndarray:
 
 
 def to_rgb8(image: Tensor) -> np.ndarray:
-    from pyinvert.io import to_uint8
-
     a = to_uint8(image)
     return np.repeat(a[:, :, None], 3, 2) if a.ndim == 2 else a
 
@@ -41,15 +40,11 @@ def overlay(image: Tensor, m: Tensor, alpha: float = 0.55) -> np.ndarray:
 
 
 def _text(canvas, text, x, y, scale=0.42, color=(0, 0, 0)):
-    import cv2
-
     cv2.putText(canvas, text, (x, y), _FONT, scale, color, 1, cv2.LINE_AA)
 
 
 def _fit(text, width, scale=0.42):
     """``text`` cut (ending in "~") to fit ``width`` pixels."""
-    import cv2
-
     cut = text
     while cut and cv2.getTextSize(cut + ("~" if cut != text else ""), _FONT, scale,
                                   1)[0][0] > width - 4:
@@ -79,7 +74,6 @@ def attribution_grid(image: Tensor, maps: Dict[str, Tensor], row_labels: Sequenc
     ch = int(round(H * scale))
     canvas = np.full((head + T * (lab + ch + pad), len(cols) * (cell + pad) + pad, 3), 255,
                      np.uint8)
-    import cv2
 
     for j, name in enumerate(cols):
         _text(canvas, _fit(TITLES.get(name, name), cell), pad + j * (cell + pad) + 2, 15, 0.45)
@@ -101,8 +95,6 @@ def attribution_grid(image: Tensor, maps: Dict[str, Tensor], row_labels: Sequenc
 def tile_grid(tiles: List[List[np.ndarray]], row_labels: Sequence[str], cell: int = 64,
               pad: int = 3) -> np.ndarray:
     """Rows of equal-size tiles (resized to ``cell``) with a label to the left of each row."""
-    import cv2
-
     label_w = 90
     n = max((len(r) for r in tiles), default=0)
     canvas = np.full((pad + len(tiles) * (cell + pad), label_w + n * (cell + pad) + pad, 3),
@@ -120,8 +112,6 @@ def tile_grid(tiles: List[List[np.ndarray]], row_labels: Sequence[str], cell: in
 def line_plot(series: Dict[str, Sequence[float]], xlabels: Sequence[str], title: str,
               ylim=(-1.0, 1.0), size=(640, 360)) -> np.ndarray:
     """A small line chart (one coloured line per series, a legend, x tick labels)."""
-    import cv2
-
     Wd, Hd = size
     canvas = np.full((Hd, Wd, 3), 255, np.uint8)
     left, right, top, bottom = 50, 150, 30, 90

@@ -176,6 +176,7 @@ def smoothgrad(model, pre, x, targets, *, output="logit", layer=None, base="sali
     ``base`` method's maps (and raw signals) over ``samples`` copies of the image with
     Gaussian noise of standard deviation ``noise * (x.max() - x.min())`` per image (section
     3.1's noise level), drawn from ``generator``, in chunks of ``batch_size`` images."""
+    # import here: pyinvert.attribution.api imports pyinvert.attribution.gradient (cycle)
     from pyinvert.attribution.api import GRADIENT_METHODS
 
     if base not in GRADIENT_METHODS or base == "smoothgrad":

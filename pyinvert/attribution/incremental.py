@@ -23,6 +23,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pyinvert.attribution.core import _identity
+from pyinvert.models import VGG16, AlexNet, MobileNetV2, ResNet18, normalize
+from pyinvert.models.mobilenetv2 import InvertedResidual
+from pyinvert.models.resnet import BasicBlock
+
 _POINT = (nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.LeakyReLU, nn.Identity,
           nn.Dropout)
 
@@ -152,9 +157,6 @@ class _Residual:
 
 def _convert(module):
     """The steps of a supported module, or None."""
-    from pyinvert.models.mobilenetv2 import InvertedResidual
-    from pyinvert.models.resnet import BasicBlock
-
     if isinstance(module, nn.Conv2d):
         ok = (module.dilation == (1, 1) and module.padding_mode == "zeros"
               and not isinstance(module.padding, str))
@@ -240,9 +242,6 @@ class IncrementalOcclusion:
 
     @classmethod
     def for_model(cls, model, pre, max_fraction=0.5):
-        from pyinvert.attribution.core import _identity
-        from pyinvert.models import VGG16, AlexNet, MobileNetV2, ResNet18, normalize
-
         if pre is not normalize and pre is not _identity:
             return None
         if isinstance(model, (AlexNet, VGG16, MobileNetV2)):

@@ -14,6 +14,7 @@ import torch
 
 from pyinvert.attribution.core import resolve_targets, scores_of
 from pyinvert.attribution.gradient import baseline_of
+from pyinvert.attribution.incremental import IncrementalOcclusion
 
 
 def _pair(v, name):
@@ -54,8 +55,6 @@ def occlusion(model, pre, x, targets, *, output="logit", layer=None, window=16, 
         incremental: "auto" (incremental inference when the model is supported), True
             (required) or False (re-run the whole network on each copy).
     """
-    from pyinvert.attribution.incremental import IncrementalOcclusion
-
     if incremental not in ("auto", True, False):
         raise ValueError(f"attribute: expected incremental in ('auto', True, False), "
                          f"got {incremental!r}")

@@ -14,6 +14,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from pyinvert.attribution.core import _one_image, resolve_preprocess
+from pyinvert.attribution.figures import tile_grid, to_rgb8
+from pyinvert.attribution.gradient import resolve_layer
+from pyinvert.io import save_image
+from pyinvert.models import load_model, prepare_image
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -78,14 +84,10 @@ class TopPatches:
     figure: np.ndarray = field(repr=False, default=None)
 
     def save(self, path) -> Path:
-        from pyinvert.io import save_image
-
         return save_image(path, self.figure)
 
 
 def _image_stream(images, size, fn):
-    from pyinvert.attribution.core import _one_image
-
     if isinstance(images, (str, os.PathLike)) and Path(images).is_dir():
         files = sorted(p for p in Path(images).iterdir()
                        if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -143,14 +145,8 @@ def top_patches(images_or_folder, model, layer, channels, k: int = 9, *, size: i
         >>> [len(h) for h in r.hits], r.crops[0].shape[-1]
         ([2, 2], 11)
     """
-    from pyinvert.attribution.core import _one_image, resolve_preprocess
-    from pyinvert.attribution.gradient import resolve_layer
-    from pyinvert.attribution.figures import tile_grid, to_rgb8
-    from pyinvert.models import prepare_image
-
     fn = "top_patches"
     if isinstance(model, str):
-        from pyinvert.models import load_model
         model = load_model(model, "imagenet", download=False)
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"{fn}: expected k to be an int >= 1, got {k!r}")

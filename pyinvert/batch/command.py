@@ -11,6 +11,11 @@ in summary.json ("exit_status").
 import argparse
 import sys
 
+from pyinvert.batch.job import run_batch
+from pyinvert.batch.manifest import ManifestError
+from pyinvert.batch.options import MAX_BATCH_PIXELS, UsageError
+from pyinvert.batch.store import JobLocked
+
 DESCRIPTION = """\
 Invert the items of a manifest (CSV with a header, or JSON lines) into DIR: for each item a
 reconstruction PNG, a figure and a JSON of metrics under DIR/items/<id>/, then
@@ -81,11 +86,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args) -> int:
     """Run the job the parsed ``args`` describe; returns the exit status."""
-    from pyinvert.batch.job import run_batch
-    from pyinvert.batch.manifest import ManifestError
-    from pyinvert.batch.options import MAX_BATCH_PIXELS, UsageError
-    from pyinvert.batch.store import JobLocked
-
     try:
         job = run_batch(args.manifest, args.out, steps=args.steps, batch_size=args.batch_size,
                         device=args.device, seed=args.seed, recipe=args.recipe,

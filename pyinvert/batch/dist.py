@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from typing import Any, List, Optional
 
 import torch
+import torch.distributed as dist
+
+from pyinvert.batch.options import UsageError
 
 
 def _env_int(name: str, default: int) -> int:
-    from pyinvert.batch.options import UsageError
-
     text = os.environ.get(name, "") or str(default)
     try:
         value = int(text)
@@ -47,8 +48,6 @@ class Dist:
     @classmethod
     def from_env(cls, device: str = "cpu", timeout_s: float = 86400.0) -> "Dist":
         """Join torchrun's process group when WORLD_SIZE > 1 (or reuse one already joined)."""
-        import torch.distributed as dist
-
         if dist.is_available() and dist.is_initialized():
             return cls(rank=dist.get_rank(), world_size=dist.get_world_size(),
                        local_rank=int(os.environ.get("LOCAL_RANK", 0)), owns_group=False,
@@ -69,14 +68,12 @@ class Dist:
 
     def barrier(self) -> None:
         if self.distributed:
-            import torch.distributed as dist
             dist.barrier()
 
     def all_gather(self, obj: Any) -> List[Any]:
         """Every rank's ``obj``, in rank order."""
         if not self.distributed:
             return [obj]
-        import torch.distributed as dist
         out = [None] * self.world_size
         dist.all_gather_object(out, obj)
         return out
@@ -85,14 +82,12 @@ class Dist:
         """Rank 0's ``obj`` on every rank."""
         if not self.distributed:
             return obj
-        import torch.distributed as dist
         box = [obj]
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
     def close(self) -> None:
         if self.owns_group:
-            import torch.distributed as dist
             if dist.is_initialized():
                 dist.destroy_process_group()
             self.owns_group = False

@@ -21,11 +21,14 @@ from typing import List
 
 import torch
 
+import pyinvert
+from pyinvert import figures, metrics
 from pyinvert.batch import store as _store
 from pyinvert.batch.overrides import ItemError
 from pyinvert.batch.plan import Task, item_seed
 from pyinvert.batch.prepare import load_checked
 from pyinvert.batch.records import jsonable
+from pyinvert.io import save_image
 
 
 def now() -> str:
@@ -83,8 +86,6 @@ class Executor:
 
     def run_chunk(self, tasks: List[Task]) -> None:
         """Invert ``tasks`` (one group's, at most a batch) together and record each item."""
-        import pyinvert
-
         job = self.job
         images, ok = [], []
         for t in tasks:
@@ -142,9 +143,6 @@ class Executor:
                                        f"{error}", final=False)
 
     def _finish(self, task: Task, result, i: int, batch_items: int, quality) -> None:
-        from pyinvert import figures
-        from pyinvert.io import save_image
-
         job = self.job
         R = task.restarts
         recon = result.images[i].cpu()
@@ -212,8 +210,6 @@ class Executor:
 def image_metrics(result, task: Task):
     """PSNR and SSIM of every reconstruction against its original, [B, R] each (None where
     not sensible), computed for the whole batch at once."""
-    from pyinvert import metrics
-
     recon = result.images.cpu()
     B, R = recon.shape[0], task.restarts
     recon = recon.reshape(B * R, *recon.shape[-3:])

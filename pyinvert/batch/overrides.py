@@ -16,6 +16,7 @@ import math
 from typing import Dict, Optional, Tuple
 
 from pyinvert.batch.options import MAX_STAGES, MAX_STEPS
+from pyinvert.optim.recipes import Recipe, Stage
 
 #: Largest jitter (pixels) and DSIFT bin size / step accepted in overrides.
 MAX_JITTER = 256
@@ -73,8 +74,6 @@ def _int_in(value, low: int, high: int) -> bool:
 
 
 def _stages(where: str, value):
-    from pyinvert.optim.recipes import Stage
-
     if not isinstance(value, list) or not value:
         raise ItemError(f"{where}: expected a non-empty list of [lr, iterations] or "
                         f"[lr, iterations, jitter], got {value!r}")
@@ -119,8 +118,6 @@ def check_overrides(overrides: dict) -> dict:
         ...     print(error)
         overrides: field 'tv_weight': expected a finite number >= 0, got -1
     """
-    from pyinvert.optim.recipes import Recipe
-
     fields = [f.name for f in dataclasses.fields(Recipe) if f.name not in ("name", "extra")]
     out = {}
     for key, value in overrides.items():

@@ -17,10 +17,13 @@
 """
 import torch
 
+from pyinvert import representations
 from pyinvert.batch.manifest import Item
 from pyinvert.batch.options import MAX_BATCH_PIXELS_LIMIT, MAX_IMAGE_PIXELS
 from pyinvert.batch.overrides import ItemError, check_overrides
 from pyinvert.batch.plan import Task, item_seed
+from pyinvert.io import load_image
+from pyinvert.optim.recipes import get_recipe
 
 # Loaded images kept in memory between preparing and running (float32 values); beyond this
 # they are read again when their batch runs.
@@ -42,8 +45,6 @@ def check_pixels(image: torch.Tensor, path) -> None:
 
 def load_checked(path, final: bool = True) -> torch.Tensor:
     """The image at ``path`` ([C, H, W] in [0, 1]), checked: readable, not too large, finite."""
-    from pyinvert.io import load_image
-
     if not path.is_file():
         raise ItemError(f"image not found: {path}", final=final)
     try:
@@ -82,8 +83,6 @@ class Preparer:
         return item.restarts or self.opts.restarts
 
     def _recipe(self, item: Item, overrides: dict, representation=None):
-        from pyinvert.optim.recipes import get_recipe
-
         name = self.recipe_name(item)
         try:
             recipe = get_recipe(name, representation=representation, **dict(overrides))
@@ -99,8 +98,6 @@ class Preparer:
 
     def representation(self, item: Item, recipe):
         """The item's representation module (made once per rep, recipe and overrides)."""
-        from pyinvert import representations
-
         key = (item.rep, recipe.name, item.overrides_key)
         if key not in self._reps:
             try:

@@ -192,7 +192,7 @@ class JobLock:
         self.fd = None
 
     def acquire(self) -> bool:
-        import fcntl
+        import fcntl  # optional dependency: a POSIX-only module (no fcntl on Windows)
 
         flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
         try:

@@ -17,6 +17,9 @@ from typing import Dict, Sequence, Union
 import torch
 from torch import nn
 
+from pyinvert.models.layers import _trace
+from pyinvert.models.zoo import _CLASSES, _check_name, build_model
+
 #: Gatys et al. 2015: the layers whose Gram matrices describe a texture (on VGG-19).
 TEXTURE_LAYERS = ("conv1_1", "pool1", "pool2", "pool3", "pool4")
 #: Gatys et al. 2016: the style layers ...
@@ -39,8 +42,6 @@ def layer_aliases(model: Union[str, nn.Module]) -> Dict[str, str]:
         ('features.30', 'features.36')
     """
     if isinstance(model, str):
-        from pyinvert.models.zoo import _CLASSES, _check_name
-
         _check_name(model, "layer_aliases")
         return dict(getattr(_CLASSES[model], "layer_aliases", {}))
     if not isinstance(model, nn.Module):
@@ -84,8 +85,6 @@ def resolve_layer(model: nn.Module, name: str) -> str:
 
 def _channels(model: nn.Module, names: Sequence[str]) -> Dict[str, tuple]:
     """{module name: output shape without the batch} from a small probe forward."""
-    from pyinvert.models.layers import _trace
-
     error = None
     for size in (64, 224):
         try:
@@ -118,8 +117,6 @@ def gram_parameter_count(model: Union[str, nn.Module], layers: Sequence[str]) ->
         2080
     """
     if isinstance(model, str):
-        from pyinvert.models.zoo import _check_name, build_model
-
         _check_name(model, "gram_parameter_count")
         with torch.device("meta"):
             model = build_model(model)

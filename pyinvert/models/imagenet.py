@@ -6,9 +6,12 @@ import os
 from pathlib import Path
 from typing import List, Tuple, Union
 
+import cv2
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from pyinvert.io import array_to_tensor, load_image
 
 #: Per-channel (R, G, B) mean of ImageNet in [0, 1], as torchvision's checkpoints expect.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -82,8 +85,6 @@ def denormalize(x: Tensor) -> Tensor:
 
 
 def _to_chw(image, fn) -> Tensor:
-    from pyinvert.io import array_to_tensor, load_image
-
     if isinstance(image, (str, os.PathLike)):
         return load_image(image)
     if isinstance(image, np.ndarray):
@@ -100,8 +101,6 @@ def _to_chw(image, fn) -> Tensor:
 
 
 def _resize_crop(chw: Tensor, size: int, short: int) -> Tensor:
-    import cv2
-
     C, H, W = chw.shape
     if H < 1 or W < 1:
         raise ValueError(f"prepare_image: expected a non-empty image, got {C}x{H}x{W}")

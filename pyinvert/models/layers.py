@@ -14,6 +14,8 @@ from typing import List, Optional, Union
 import torch
 from torch import Tensor, nn
 
+from pyinvert.models.zoo import MODELS, WEIGHT_FILES, build_model, find_weights, hub_checkpoint_path
+
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 _IDENTITY_IN_EVAL = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
                      nn.FeatureAlphaDropout, nn.Identity)
@@ -122,8 +124,6 @@ def _selected(model: nn.Module, trace) -> list:
 
 
 def _as_model(name_or_model, fn):
-    from pyinvert.models.zoo import MODELS, build_model
-
     if isinstance(name_or_model, nn.Module):
         return name_or_model
     if isinstance(name_or_model, str):
@@ -239,8 +239,6 @@ def models_command(name: Optional[str] = None) -> str:
     Raises:
         ValueError: unknown model name (the message lists the known ones).
     """
-    from pyinvert.models.zoo import MODELS, WEIGHT_FILES, find_weights, hub_checkpoint_path
-
     if name is not None and name not in MODELS:
         raise ValueError(f"pyinvert models: unknown model {name!r}; expected one of "
                          f"{', '.join(MODELS)}")
