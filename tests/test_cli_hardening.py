@@ -331,3 +331,19 @@ def test_bad_device_is_one_line_before_any_work(tmp_path, capsys, no_work, comma
         assert rc == 2 and stdout == ""
         (line,) = error_lines(err)
         assert line.startswith("pyinvert: error: --device ") and message in line
+
+
+@pytest.mark.parametrize("command", [["invert"], ["caricature", "--model", "mobilenet_v2",
+                                                  "--layer", "features.3", *TINY[:4]]])
+def test_an_unreadable_input_inside_out_is_never_overwritten(tmp_path, capsys, command):
+    # Found by tests/test_cli_fuzz.py: `summary.png.png` (readable) and out/summary.png.png
+    # (corrupt) - the first input's reconstruction `summary.png.png` took the second's path.
+    out = tmp_path / "out"
+    out.mkdir()
+    write_photo(tmp_path / "summary.png.png")
+    bad = out / "summary.png.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    before = bad.read_bytes()
+    extra = FAST if command == ["invert"] else ["--steps", "2", "--no-progress"]
+    rc, _, _ = run(capsys, *command, tmp_path / "summary.png.png", bad, *extra, "--out", out)
+    assert rc == 1 and bad.read_bytes() == before

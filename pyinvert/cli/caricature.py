@@ -55,7 +55,7 @@ def run_amplify(args, kind: str) -> int:
         return 2
     out = Path(args.out)
     names = common.names_for([p for p, _ in loaded], out,
-                             lambda n: [f"{n}.png", f"{n}-{kind}.png"], ["result.json"])
+                             lambda n: [f"{n}.png", f"{n}-{kind}.png"], ["result.json"], inputs=args.images)
     batch = torch.stack([t for _, t in loaded])
     gen = torch.Generator().manual_seed(args.seed)
     if kind == "caricature":

@@ -335,10 +335,12 @@ def fitted(size: Optional[int]) -> Callable:
 
 
 def names_for(paths: Sequence[str], out: Path, outputs: Callable[[str], Iterable[str]],
-              reserved: Iterable[str] = ()) -> List[str]:
+              reserved: Iterable[str] = (), inputs: Optional[Sequence[str]] = None) -> List[str]:
     """The output names of ``paths`` (:func:`pyinvert.io.output_names`): no input's files are
-    another input's, a run-level file (``reserved``) or an input file inside ``out``."""
-    return io.output_names(paths, outputs, [*reserved, *io.inputs_inside(paths, out)])
+    another input's, a run-level file (``reserved``) or an input file inside ``out``, among
+    ``inputs`` (every input given, the unreadable ones too; default: ``paths``)."""
+    inside = io.inputs_inside(paths if inputs is None else inputs, out)
+    return io.output_names(paths, outputs, [*reserved, *inside])
 
 
 def folder_name(label: str) -> str:

@@ -95,7 +95,7 @@ def run_handcrafted(args) -> int:
         error("no image could be processed")
         return 2
     names = common.names_for([p for p, _ in loaded], out, _outputs(args.restarts),
-                             reserved=["summary.json"])
+                             reserved=["summary.json"], inputs=paths)
     generator = torch.Generator().manual_seed(args.seed)
     groups = OrderedDict()
     for name, (path, img) in zip(names, loaded):

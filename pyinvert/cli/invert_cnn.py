@@ -74,7 +74,7 @@ def run(args) -> int:
                                                  for f in ("result.json", "invariance.json")]
     names = common.names_for([p for p, _ in loaded], out,
                              _outputs(subs, rows_of, args.restarts, args.window is not None,
-                                      args.invariance), reserved)
+                                      args.invariance), reserved, inputs=paths)
     batch = torch.stack([t for _, t in loaded])
     overrides = {}
     rows_batch, row_names = batch, [r for n in names for r in rows_of(n)]
