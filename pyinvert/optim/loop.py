@@ -90,9 +90,10 @@ def optimize(x: Tensor, objective, recipe: Recipe, *, image_size, lr_scale: Tens
                 # A finite step can still overflow x: such a row stops here (zeroed, reported),
                 # so that Phi, which refuses non-finite pixels, never sees it.
                 overflow = ~torch.isfinite(x.flatten(1).sum(1))
-                x.masked_fill_(_rows(overflow, x), 0.0)
-                stopped_at.masked_fill_(active & overflow, t)
-                active &= ~overflow
+                if bool(overflow.any()):  # rare: the masking pass only then
+                    x.masked_fill_(_rows(overflow, x), 0.0)
+                    stopped_at.masked_fill_(active & overflow, t)
+                    active &= ~overflow
                 history[:, t] = loss.detach()
                 errors[:, t] = error.detach()
             t += 1
