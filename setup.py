@@ -3,6 +3,7 @@
 Set PYINVERT_CUDA=1 to force the CUDA build (e.g. to compile-check it on a machine without a GPU),
 PYINVERT_CUDA=0 to skip it.
 """
+
 import glob
 import os
 
@@ -32,12 +33,19 @@ def extension():
             "pyinvert._C",
             cpp_sources + cuda_sources,
             include_dirs=include_dirs,
-            extra_compile_args={"cxx": cxx_flags + ["-DPYINVERT_WITH_CUDA"],
-                                "nvcc": ["-O3", "--use_fast_math"]},
+            extra_compile_args={
+                "cxx": cxx_flags + ["-DPYINVERT_WITH_CUDA"],
+                "nvcc": ["-O3", "--use_fast_math"],
+            },
             extra_link_args=link_flags,
         )
-    return CppExtension("pyinvert._C", cpp_sources, include_dirs=include_dirs,
-                        extra_compile_args={"cxx": cxx_flags}, extra_link_args=link_flags)
+    return CppExtension(
+        "pyinvert._C",
+        cpp_sources,
+        include_dirs=include_dirs,
+        extra_compile_args={"cxx": cxx_flags},
+        extra_link_args=link_flags,
+    )
 
 
 setup(

@@ -11,6 +11,7 @@
 Usage:
     PYTHONPATH=$PWD OMP_NUM_THREADS=1 python bench/bench_attribution.py [--quick]
 """
+
 import argparse
 import json
 import os
@@ -56,14 +57,28 @@ def one_occlusion(impl, window, stride, ppe, size, out):
         occ = Occlusion(wrapped)
 
         def call():
-            return occ.attribute(x, sliding_window_shapes=(3, window, window),
-                                 strides=(3, stride, stride), baselines=0.0, target=target,
-                                 perturbations_per_eval=ppe)[:, 0]
+            return occ.attribute(
+                x,
+                sliding_window_shapes=(3, window, window),
+                strides=(3, stride, stride),
+                baselines=0.0,
+                target=target,
+                perturbations_per_eval=ppe,
+            )[:, 0]
     else:
+
         def call():
-            return attribute(x, model, "occlusion", targets=target, window=window,
-                             stride=stride, batch_size=ppe,
-                             incremental=impl == "incremental").maps["occlusion"][:, 0]
+            return attribute(
+                x,
+                model,
+                "occlusion",
+                targets=target,
+                window=window,
+                stride=stride,
+                batch_size=ppe,
+                incremental=impl == "incremental",
+            ).maps["occlusion"][:, 0]
+
     before = _rss_kib()
     t0 = time.perf_counter()
     m = call()
@@ -76,13 +91,23 @@ def one_occlusion(impl, window, stride, ppe, size, out):
 class _Norm(torch.nn.Module):
     def forward(self, x):
         from pyinvert.models import normalize
+
         return normalize(x)
 
 
 def run_child(impl, window, stride, ppe, size, tmp):
     out = tmp / f"{impl}-{window}-{stride}-{ppe}.pt"
-    cmd = [sys.executable, __file__, "--child", impl, str(window), str(stride), str(ppe),
-           str(size), str(out)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        impl,
+        str(window),
+        str(stride),
+        str(ppe),
+        str(size),
+        str(out),
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
     if res.returncode:
         raise RuntimeError(res.stderr[-2000:])
@@ -95,8 +120,10 @@ def bench_occlusion(args, tmp):
     repeats is the least disturbed), after checking every map against captum's."""
     rows = []
     for window, stride in args.windows:
-        cases = [("captum", p) for p in args.ppe] + [("plain", args.plain_batch),
-                                                     ("incremental", args.batch)]
+        cases = [("captum", p) for p in args.ppe] + [
+            ("plain", args.plain_batch),
+            ("incremental", args.batch),
+        ]
         results, ref = {}, None
         for rep in range(args.repeats):
             for impl, ppe in cases:
@@ -109,28 +136,53 @@ def bench_occlusion(args, tmp):
                 old = results.get((impl, ppe))
                 if old is None or rec["seconds"] < old["seconds"]:
                     results[(impl, ppe)] = dict(rec, err=err)
-                print(f"  w{window}/s{stride} {impl:12s} batch {ppe:3d} run {rep}: "
-                      f"{rec['seconds']:.2f} s, {rec['peak_extra_mib']:.1f} MiB", flush=True)
+                print(
+                    f"  w{window}/s{stride} {impl:12s} batch {ppe:3d} run {rep}: "
+                    f"{rec['seconds']:.2f} s, {rec['peak_extra_mib']:.1f} MiB",
+                    flush=True,
+                )
         for (impl, ppe), rec in results.items():
-            rows.append({"window": window, "stride": stride, "impl": impl, "batch": ppe,
-                         "seconds": rec["seconds"], "peak_mib": rec["peak_extra_mib"],
-                         "max_err_vs_captum": rec["err"]})
+            rows.append(
+                {
+                    "window": window,
+                    "stride": stride,
+                    "impl": impl,
+                    "batch": ppe,
+                    "seconds": rec["seconds"],
+                    "peak_mib": rec["peak_extra_mib"],
+                    "max_err_vs_captum": rec["err"],
+                }
+            )
         captum = [r for k, r in results.items() if k[0] == "captum"]
         best = min(captum, key=lambda r: r["seconds"])
         for impl, b in (("plain", args.plain_batch), ("incremental", args.batch)):
             r = results[(impl, b)]
-            rows.append({"window": window, "stride": stride, "impl": f"ratio {impl}",
-                         "speedup_vs_captum_best": best["seconds"] / r["seconds"],
-                         "memory_vs_captum_fastest": r["peak_extra_mib"]
-                         / best["peak_extra_mib"],
-                         "memory_vs_captum_least": r["peak_extra_mib"]
-                         / min(c["peak_extra_mib"] for c in captum)})
-        print_table([r for r in rows if r["window"] == window and "seconds" in r],
-                    ["window", "stride", "impl", "batch", "seconds", "peak_mib",
-                     "max_err_vs_captum"])
-        print_table([r for r in rows if r["window"] == window and "seconds" not in r],
-                    ["window", "stride", "impl", "speedup_vs_captum_best",
-                     "memory_vs_captum_fastest", "memory_vs_captum_least"])
+            rows.append(
+                {
+                    "window": window,
+                    "stride": stride,
+                    "impl": f"ratio {impl}",
+                    "speedup_vs_captum_best": best["seconds"] / r["seconds"],
+                    "memory_vs_captum_fastest": r["peak_extra_mib"] / best["peak_extra_mib"],
+                    "memory_vs_captum_least": r["peak_extra_mib"]
+                    / min(c["peak_extra_mib"] for c in captum),
+                }
+            )
+        print_table(
+            [r for r in rows if r["window"] == window and "seconds" in r],
+            ["window", "stride", "impl", "batch", "seconds", "peak_mib", "max_err_vs_captum"],
+        )
+        print_table(
+            [r for r in rows if r["window"] == window and "seconds" not in r],
+            [
+                "window",
+                "stride",
+                "impl",
+                "speedup_vs_captum_best",
+                "memory_vs_captum_fastest",
+                "memory_vs_captum_least",
+            ],
+        )
     return rows
 
 
@@ -144,20 +196,44 @@ def bench_gradients(args):
     sal = Saliency(wrapped)
     rows = []
     ten = list(range(10))
-    for method, kw in (("saliency", {}), ("guided_backprop", {}), ("gradcam", {}),
-                       ("integrated_gradients", {"steps": 8})):
-        one = median_time(lambda: attribute(x, model, method, targets=0, **kw), warmup=1,
-                          repeats=3, min_seconds=0)
-        many = median_time(lambda: attribute(x, model, method, targets=[ten], **kw),
-                           warmup=1, repeats=3, min_seconds=0)
-        rows.append({"method": method, "one_target_s": one, "ten_targets_one_call_s": many,
-                     "ten_over_ten_singles": many / (10 * one)})
+    for method, kw in (
+        ("saliency", {}),
+        ("guided_backprop", {}),
+        ("gradcam", {}),
+        ("integrated_gradients", {"steps": 8}),
+    ):
+        one = median_time(
+            lambda: attribute(x, model, method, targets=0, **kw), warmup=1, repeats=3, min_seconds=0
+        )
+        many = median_time(
+            lambda: attribute(x, model, method, targets=[ten], **kw),
+            warmup=1,
+            repeats=3,
+            min_seconds=0,
+        )
+        rows.append(
+            {
+                "method": method,
+                "one_target_s": one,
+                "ten_targets_one_call_s": many,
+                "ten_over_ten_singles": many / (10 * one),
+            }
+        )
         print_table(rows[-1:], list(rows[-1]))
-    cap = median_time(lambda: [sal.attribute(x.clone(), target=t, abs=True) for t in ten],
-                      warmup=1, repeats=3, min_seconds=0)
+    cap = median_time(
+        lambda: [sal.attribute(x.clone(), target=t, abs=True) for t in ten],
+        warmup=1,
+        repeats=3,
+        min_seconds=0,
+    )
     ours = rows[0]["ten_targets_one_call_s"]
-    rows.append({"method": "captum Saliency, 10 calls", "ten_calls_s": cap,
-                 "pyinvert_one_call_speedup": cap / ours})
+    rows.append(
+        {
+            "method": "captum Saliency, 10 calls",
+            "ten_calls_s": cap,
+            "pyinvert_one_call_speedup": cap / ours,
+        }
+    )
     print_table(rows[-1:], list(rows[-1]))
     return rows
 
@@ -169,35 +245,66 @@ def main():
         return
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", type=int, default=224)
-    p.add_argument("--ppe", type=int, nargs="+", default=[1, 8, 32],
-                   help="captum perturbations_per_eval values tried (default: 1 8 32)")
-    p.add_argument("--batch", type=int, default=4,
-                   help="pyinvert's incremental occlusion batch_size (default: 4)")
-    p.add_argument("--plain-batch", type=int, default=1,
-                   help="batch_size of the plain re-run (on this CPU 1 beats 8; default: 1)")
+    p.add_argument(
+        "--ppe",
+        type=int,
+        nargs="+",
+        default=[1, 8, 32],
+        help="captum perturbations_per_eval values tried (default: 1 8 32)",
+    )
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=4,
+        help="pyinvert's incremental occlusion batch_size (default: 4)",
+    )
+    p.add_argument(
+        "--plain-batch",
+        type=int,
+        default=1,
+        help="batch_size of the plain re-run (on this CPU 1 beats 8; default: 1)",
+    )
     p.add_argument("--quick", action="store_true", help="size 112, ppe 8 16 only")
-    p.add_argument("--repeats", type=int, default=1,
-                   help="runs of each occlusion case; the fastest counts (default: 1)")
-    p.add_argument("--windows", default="32x16,16x8",
-                   help="window x stride configurations (default: %(default)s)")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="runs of each occlusion case; the fastest counts (default: 1)",
+    )
+    p.add_argument(
+        "--windows",
+        default="32x16,16x8",
+        help="window x stride configurations (default: %(default)s)",
+    )
     p.add_argument("--skip-occlusion", action="store_true")
     args = p.parse_args()
     if args.quick:
         args.size, args.ppe = 112, [8, 16]
     args.windows = [tuple(int(v) for v in c.split("x")) for c in args.windows.split(",")]
     import tempfile
+
     with tempfile.TemporaryDirectory() as d:
         occ = [] if args.skip_occlusion else bench_occlusion(args, Path(d))
     grads = bench_gradients(args)
     if not args.quick:
         path = Path(__file__).resolve().parent / "results" / "attribution.json"
         kept = []
-        if path.is_file():   # rows of configurations not rerun this time are kept
+        if path.is_file():  # rows of configurations not rerun this time are kept
             done = set(args.windows)
-            kept = [r for r in json.loads(path.read_text()).get("occlusion", [])
-                    if (r["window"], r["stride"]) not in done]
-        write_results("attribution", {"size": args.size, "occlusion": kept + occ,
-                                      "gradients": grads, "command": " ".join(sys.argv)})
+            kept = [
+                r
+                for r in json.loads(path.read_text()).get("occlusion", [])
+                if (r["window"], r["stride"]) not in done
+            ]
+        write_results(
+            "attribution",
+            {
+                "size": args.size,
+                "occlusion": kept + occ,
+                "gradients": grads,
+                "command": " ".join(sys.argv),
+            },
+        )
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ independent of its batch and process).
 
     python bench/bench_batch.py [--steps 200] [--sizes 32,64,224] [--items 64] [--repeats 2]
 """
+
 import argparse
 import csv
 import json
@@ -50,7 +51,7 @@ def make_items(folder: Path, n: int, size: int):
         photo = photos[i % len(photos)]
         k = i // len(photos)  # crop k: k pixels off each side, then back to the full size
         h, w = photo.shape[:2]
-        crop = photo[k * 3:h - k * 3, k * 5 % 17:w - k * 2] if k else photo
+        crop = photo[k * 3 : h - k * 3, k * 5 % 17 : w - k * 2] if k else photo
         image = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
         name = f"img{i:03d}.png"
         cv2.imwrite(str(folder / name), image)
@@ -65,14 +66,16 @@ def make_items(folder: Path, n: int, size: int):
 
 def run_job(cmd, out: Path):
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"]
-                                     if env.get("PYTHONPATH") else "")
+    env["PYTHONPATH"] = str(ROOT) + (
+        os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
+    )
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
-        raise SystemExit(f"bench_batch: {' '.join(cmd)} failed ({proc.returncode}):\n"
-                         f"{proc.stderr[-3000:]}")
+        raise SystemExit(
+            f"bench_batch: {' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
+        )
     summary = json.loads((out / "summary.json").read_text())
     return summary, wall
 
@@ -84,13 +87,35 @@ def measure(size, args, tmp: Path):
     manifest, ids = make_items(folder, args.items, size)
     common = ["--steps", str(args.steps), "--quiet"]
     runs = {
-        "batched": [sys.executable, "-m", "pyinvert.batch", str(manifest),
-                    "--batch-size", str(args.items)],
-        "one_at_a_time": [sys.executable, "-m", "pyinvert.batch", str(manifest),
-                          "--batch-size", "1"],
-        "2_processes": [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                        "--nproc-per-node", "2", "-m", "pyinvert.batch", str(manifest),
-                        "--batch-size", str(args.items)],
+        "batched": [
+            sys.executable,
+            "-m",
+            "pyinvert.batch",
+            str(manifest),
+            "--batch-size",
+            str(args.items),
+        ],
+        "one_at_a_time": [
+            sys.executable,
+            "-m",
+            "pyinvert.batch",
+            str(manifest),
+            "--batch-size",
+            "1",
+        ],
+        "2_processes": [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "pyinvert.batch",
+            str(manifest),
+            "--batch-size",
+            str(args.items),
+        ],
     }
     rows = {}
     for repeat in range(args.repeats):  # interleaved: a disturbance hits one repeat of each
@@ -101,11 +126,18 @@ def measure(size, args, tmp: Path):
             job = summary["job"]
             if job["ok"] != args.items:
                 raise SystemExit(f"bench_batch: {name}: {job['ok']} of {args.items} items ok")
-            row = {"size": size, "run": name, "processes": job["world_size"],
-                   "items": job["ok"], "seconds": job["seconds"],
-                   "items_per_s": job["ok"] / job["seconds"], "wall_s": wall,
-                   "wall_items_per_s": job["ok"] / wall, "load_before": load_before,
-                   "all_seconds": [job["seconds"]]}
+            row = {
+                "size": size,
+                "run": name,
+                "processes": job["world_size"],
+                "items": job["ok"],
+                "seconds": job["seconds"],
+                "items_per_s": job["ok"] / job["seconds"],
+                "wall_s": wall,
+                "wall_items_per_s": job["ok"] / wall,
+                "load_before": load_before,
+                "all_seconds": [job["seconds"]],
+            }
             print_table([row], [k for k in row if k != "all_seconds"])
             best = rows.get(name)
             if best is not None:
@@ -132,8 +164,12 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--sizes", default="32,64,224", help="image sizes, one job each")
     p.add_argument("--items", type=int, default=64)
-    p.add_argument("--repeats", type=int, default=2,
-                   help="runs of each setting, interleaved; the fastest is kept")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=2,
+        help="runs of each setting, interleaved; the fastest is kept",
+    )
     args = p.parse_args(argv)
 
     rows, ratios = [], []
@@ -142,30 +178,44 @@ def main(argv=None):
             part = measure(size, args, Path(tmp))
             rows += part
             by = {r["run"]: r for r in part}
-            ratios.append({
-                "size": size,
-                "batched_over_one_at_a_time": by["batched"]["items_per_s"]
-                / by["one_at_a_time"]["items_per_s"],
-                "two_processes_over_one": by["2_processes"]["items_per_s"]
-                / by["batched"]["items_per_s"]})
+            ratios.append(
+                {
+                    "size": size,
+                    "batched_over_one_at_a_time": by["batched"]["items_per_s"]
+                    / by["one_at_a_time"]["items_per_s"],
+                    "two_processes_over_one": by["2_processes"]["items_per_s"]
+                    / by["batched"]["items_per_s"],
+                }
+            )
     print()
-    print_table(rows, ["size", "run", "processes", "items", "seconds", "items_per_s",
-                       "wall_s", "load_before"])
+    print_table(
+        rows,
+        ["size", "run", "processes", "items", "seconds", "items_per_s", "wall_s", "load_before"],
+    )
     print()
     print_table(ratios, ["size", "batched_over_one_at_a_time", "two_processes_over_one"])
     for r in ratios:
-        print(f"{r['size']}x{r['size']}: batched / one at a time = "
-              f"{r['batched_over_one_at_a_time']:.2f}x (criterion >= 4x: "
-              f"{'met' if r['batched_over_one_at_a_time'] >= 4 else 'NOT met'})")
-    write_results("batch", {
-        "description": f"{args.items}-item HOG batch job (cvpr2015, {args.steps} steps, "
-                       f"photos and crops at each size), items/s from the job's own time "
-                       f"(summary.json seconds); batched = --batch-size {args.items}, one at "
-                       f"a time = --batch-size 1, 2 processes = torchrun --nproc-per-node 2 "
-                       f"(1 thread each); every run's reconstructions identical",
-        "steps": args.steps, "items": args.items, "repeats": args.repeats,
-        "identical_reconstructions": True,
-        "ratios": ratios, "rows": rows})
+        print(
+            f"{r['size']}x{r['size']}: batched / one at a time = "
+            f"{r['batched_over_one_at_a_time']:.2f}x (criterion >= 4x: "
+            f"{'met' if r['batched_over_one_at_a_time'] >= 4 else 'NOT met'})"
+        )
+    write_results(
+        "batch",
+        {
+            "description": f"{args.items}-item HOG batch job (cvpr2015, {args.steps} steps, "
+            f"photos and crops at each size), items/s from the job's own time "
+            f"(summary.json seconds); batched = --batch-size {args.items}, one at "
+            f"a time = --batch-size 1, 2 processes = torchrun --nproc-per-node 2 "
+            f"(1 thread each); every run's reconstructions identical",
+            "steps": args.steps,
+            "items": args.items,
+            "repeats": args.repeats,
+            "identical_reconstructions": True,
+            "ratios": ratios,
+            "rows": rows,
+        },
+    )
 
 
 if __name__ == "__main__":

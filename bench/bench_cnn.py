@@ -33,6 +33,7 @@ so the bare pass computes what the inversion's forward computes.
 It also times HOG inversion (CVPR 2015 recipe) at 224 x 224, ms per image-step at B = 1 and
 B = 16 (the batch job's batched-vs-one-at-a-time ratio depends on it).
 """
+
 import argparse
 import os
 import statistics
@@ -75,7 +76,7 @@ def cut_network(rep, size):
     if len(rep.layers) == 1 and len(parts) == 2 and parts[1].isdigit():
         parent = getattr(rep.model, parts[0], None)
         if isinstance(parent, nn.Sequential):
-            net = parent[:int(parts[1]) + 1]
+            net = parent[: int(parts[1]) + 1]
             with torch.no_grad():
                 got = net(rep.normalize(probe))
             if got.shape == want.shape and torch.allclose(got, want, rtol=1e-5, atol=1e-5):
@@ -88,14 +89,20 @@ def bare_pass(net, xn, grad_out):
     """The network's forward to the layer and the gradient to its input, alone."""
     xn = xn.detach().requires_grad_(True)
     out = net(xn)
-    g, = torch.autograd.grad(out, xn, grad_out)
+    (g,) = torch.autograd.grad(out, xn, grad_out)
     return g
 
 
 def run_plain(images, rep, recipe, steps):
     t0 = time.perf_counter()
-    res = pyinvert.invert(images, representation=rep, recipe=recipe, steps=steps,
-                          generator=torch.Generator().manual_seed(0), progress=False)
+    res = pyinvert.invert(
+        images,
+        representation=rep,
+        recipe=recipe,
+        steps=steps,
+        generator=torch.Generator().manual_seed(0),
+        progress=False,
+    )
     return time.perf_counter() - t0, res
 
 
@@ -119,9 +126,15 @@ def run_interleaved(images, rep, recipe, steps, net, size):
         bares.append(time.perf_counter() - t0)
         state["t"] = time.perf_counter()
 
-    pyinvert.invert(images, representation=rep, recipe=recipe, steps=steps + 1,
-                    generator=torch.Generator().manual_seed(0), progress=False,
-                    callback=callback)
+    pyinvert.invert(
+        images,
+        representation=rep,
+        recipe=recipe,
+        steps=steps + 1,
+        generator=torch.Generator().manual_seed(0),
+        progress=False,
+        callback=callback,
+    )
     return iters, bares
 
 
@@ -132,24 +145,41 @@ def hog_rows(args):
     got = {B: {"iter": [], "wall": []} for B in sizes}
     images = {B: photos(B, args.size) for B in sizes}
     for B in sizes:  # warm-up
-        pyinvert.invert(images[B], representation="hog", steps=2, progress=False,
-                        generator=torch.Generator().manual_seed(0))
+        pyinvert.invert(
+            images[B],
+            representation="hog",
+            steps=2,
+            progress=False,
+            generator=torch.Generator().manual_seed(0),
+        )
     for _ in range(args.repeats):
         for B in sizes:
             ts = []
             t0 = time.perf_counter()
-            pyinvert.invert(images[B], representation="hog", steps=args.hog_steps + 1,
-                            progress=False, generator=torch.Generator().manual_seed(0),
-                            callback=lambda *a: ts.append(time.perf_counter()))
+            pyinvert.invert(
+                images[B],
+                representation="hog",
+                steps=args.hog_steps + 1,
+                progress=False,
+                generator=torch.Generator().manual_seed(0),
+                callback=lambda *a: ts.append(time.perf_counter()),
+            )
             got[B]["wall"].append(time.perf_counter() - t0)
             got[B]["iter"] += [b - a for a, b in zip(ts, ts[1:])]
     rows = []
     for B in sizes:
         it = min(got[B]["iter"])
-        rows.append({"B": B, "size": args.size, "iter_ms": 1e3 * it,
-                     "ms_per_image_step": 1e3 * it / B,
-                     "median_ms_per_image_step": 1e3 * statistics.median(got[B]["iter"]) / B,
-                     "wall_s": min(got[B]["wall"]), "steps": args.hog_steps + 1})
+        rows.append(
+            {
+                "B": B,
+                "size": args.size,
+                "iter_ms": 1e3 * it,
+                "ms_per_image_step": 1e3 * it / B,
+                "median_ms_per_image_step": 1e3 * statistics.median(got[B]["iter"]) / B,
+                "wall_s": min(got[B]["wall"]),
+                "steps": args.hog_steps + 1,
+            }
+        )
     base = rows[0]["ms_per_image_step"]
     for r in rows:
         r["vs_first"] = base / r["ms_per_image_step"]
@@ -168,8 +198,17 @@ class _StandIn(torch.nn.Module):
         with torch.no_grad():
             self.shape = tuple(rep(torch.zeros(1, 3, size, size)).shape[1:])
         self.stride = size // self.shape[-1]
-        for k in ("channels", "kind", "name", "layers", "min_size", "preprocess",
-                  "postprocess", "config", "layer_strides"):
+        for k in (
+            "channels",
+            "kind",
+            "name",
+            "layers",
+            "min_size",
+            "preprocess",
+            "postprocess",
+            "config",
+            "layer_strides",
+        ):
             if hasattr(rep, k):
                 object.__setattr__(self, k, getattr(rep, k))
 
@@ -182,9 +221,15 @@ class _StandIn(torch.nn.Module):
 def run_engine_only(images, standin, recipe, steps):
     """Per-iteration times of the same inversion with the stand-in network."""
     ts = []
-    pyinvert.invert(images, representation=standin, recipe=recipe, steps=steps + 1,
-                    generator=torch.Generator().manual_seed(0), progress=False,
-                    callback=lambda *a: ts.append(time.perf_counter()))
+    pyinvert.invert(
+        images,
+        representation=standin,
+        recipe=recipe,
+        steps=steps + 1,
+        generator=torch.Generator().manual_seed(0),
+        progress=False,
+        callback=lambda *a: ts.append(time.perf_counter()),
+    )
     return [b - a for a, b in zip(ts, ts[1:])]
 
 
@@ -198,11 +243,16 @@ def main(argv=None):
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--repeats", type=int, default=2, help="runs per setting (min taken)")
     p.add_argument("--weights", default="imagenet", help="'imagenet' or 'none' (random)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch threads (default: torch's); 1 is far less disturbed by "
-                        "another process on a shared 2-core machine")
-    p.add_argument("--hog-batches", default="1,16",
-                   help="batch sizes of the HOG timing ('' for none)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default: torch's); 1 is far less disturbed by "
+        "another process on a shared 2-core machine",
+    )
+    p.add_argument(
+        "--hog-batches", default="1,16", help="batch sizes of the HOG timing ('' for none)"
+    )
     p.add_argument("--hog-steps", type=int, default=10)
     args = p.parse_args(argv)
     if args.threads:
@@ -218,8 +268,10 @@ def main(argv=None):
     for B in [int(v) for v in args.batches.split(",")]:
         images = photos(B, args.size)
         run_plain(images[:1], rep, recipes[0], 2)  # warm-up
-        got = {r: {"wall": [], "iter": [], "bare": [], "bare_next": [], "load": [], "eng": []}
-               for r in recipes}
+        got = {
+            r: {"wall": [], "iter": [], "bare": [], "bare_next": [], "load": [], "eng": []}
+            for r in recipes
+        }
         for _ in range(args.repeats):
             for r in recipes:  # interleaved: recipe after recipe, repeat after repeat
                 got[r]["load"].append(os.getloadavg()[0])
@@ -232,37 +284,66 @@ def main(argv=None):
         for r in recipes:
             g = got[r]
             it, bt = min(g["iter"]), min(g["bare"])
-            row = {"B": B, "recipe": r, "steps": args.steps, "img_per_s": B / min(g["wall"]),
-                   "iter_ms": 1e3 * it, "bare_ms": 1e3 * bt,
-                   "overhead_pct": 100.0 * (it - bt) / bt,
-                   "overhead_paired_median_pct": 100.0 * statistics.median(
-                       (i - b) / b for i, b in zip(g["iter"], g["bare_next"])),
-                   "engine_only_ms": 1e3 * min(g["eng"]),
-                   "overhead_direct_pct": 100.0 * min(g["eng"]) / bt,
-                   "iter_median_ms": 1e3 * statistics.median(g["iter"]),
-                   "bare_median_ms": 1e3 * statistics.median(g["bare"]),
-                   "ms_per_image_step": 1e3 * it / B,
-                   "load_before": max(g["load"])}
+            row = {
+                "B": B,
+                "recipe": r,
+                "steps": args.steps,
+                "img_per_s": B / min(g["wall"]),
+                "iter_ms": 1e3 * it,
+                "bare_ms": 1e3 * bt,
+                "overhead_pct": 100.0 * (it - bt) / bt,
+                "overhead_paired_median_pct": 100.0
+                * statistics.median((i - b) / b for i, b in zip(g["iter"], g["bare_next"])),
+                "engine_only_ms": 1e3 * min(g["eng"]),
+                "overhead_direct_pct": 100.0 * min(g["eng"]) / bt,
+                "iter_median_ms": 1e3 * statistics.median(g["iter"]),
+                "bare_median_ms": 1e3 * statistics.median(g["bare"]),
+                "ms_per_image_step": 1e3 * it / B,
+                "load_before": max(g["load"]),
+            }
             rows.append(row)
             print_table([row], list(row))
     print()
-    print_table(rows, ["B", "recipe", "steps", "img_per_s", "iter_ms", "bare_ms",
-                       "overhead_pct", "overhead_paired_median_pct", "engine_only_ms",
-                       "overhead_direct_pct", "ms_per_image_step",
-                       "load_before"])
+    print_table(
+        rows,
+        [
+            "B",
+            "recipe",
+            "steps",
+            "img_per_s",
+            "iter_ms",
+            "bare_ms",
+            "overhead_pct",
+            "overhead_paired_median_pct",
+            "engine_only_ms",
+            "overhead_direct_pct",
+            "ms_per_image_step",
+            "load_before",
+        ],
+    )
     hog = hog_rows(args) if args.hog_batches else []
     if hog:
         print("\nHOG inversion (cvpr2015), ms per image-step:")
         print_table(hog, list(hog[0]))
-    write_results("cnn", {
-        "description": f"CNN layer inversion ({spec}, {args.size}x{args.size}), images/s "
-                       f"for {args.steps} steps (wall of invert), and per-iteration overhead "
-                       f"over the bare network forward+backward (min over iterations)",
-        "representation": spec, "weights": args.weights, "bare": bare_kind,
-        "repeats": args.repeats, "threads": torch.get_num_threads(), "rows": rows,
-        "hog": {"description": "HOG inversion (cvpr2015 recipe), ms per image-step (min over "
-                               "iterations), vs_first = speed-up over the first batch size",
-                "rows": hog}})
+    write_results(
+        "cnn",
+        {
+            "description": f"CNN layer inversion ({spec}, {args.size}x{args.size}), images/s "
+            f"for {args.steps} steps (wall of invert), and per-iteration overhead "
+            f"over the bare network forward+backward (min over iterations)",
+            "representation": spec,
+            "weights": args.weights,
+            "bare": bare_kind,
+            "repeats": args.repeats,
+            "threads": torch.get_num_threads(),
+            "rows": rows,
+            "hog": {
+                "description": "HOG inversion (cvpr2015 recipe), ms per image-step (min over "
+                "iterations), vs_first = speed-up over the first batch size",
+                "rows": hog,
+            },
+        },
+    )
 
 
 if __name__ == "__main__":

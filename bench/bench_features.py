@@ -17,6 +17,7 @@ and see the load average recorded with the results.
 
 Usage: python bench/bench_features.py [--batches 1 32] [--quick] [--no-peers] [--threads N]
 """
+
 import argparse
 import os
 import sys
@@ -60,6 +61,7 @@ def fwd(fn, x, kwargs, pick=lambda out: out):
     def run():
         with torch.no_grad():
             return pick(fn(x, **kwargs))
+
     return run
 
 
@@ -68,6 +70,7 @@ def fwd_bwd(fn, x, kwargs, pick=lambda out: out):
         x.grad = None
         pick(fn(x, **kwargs)).square().sum().backward()
         return x.grad
+
     return run
 
 
@@ -82,8 +85,10 @@ def check(name, ours, expected, tol, what, relative=False):
     scale = expected.abs().max().item() if expected.numel() else 0.0
     limit = tol * (max(scale, 1e-30) if relative else max(1.0, scale))
     if not err <= limit:
-        raise Disagreement(f"{name} {what} disagrees with its reference (max abs error {err:.2e}"
-                           f", reference scale {scale:.2e})")
+        raise Disagreement(
+            f"{name} {what} disagrees with its reference (max abs error {err:.2e}"
+            f", reference scale {scale:.2e})"
+        )
     return err / max(scale, 1e-30) if relative else err
 
 
@@ -95,8 +100,9 @@ def check_op(name, op, ref, x, kwargs, pick, vl_fn=None):
     bin boundaries), where two correct implementations may pick different one-sided
     derivatives."""
     out = fwd(op, x, kwargs, pick)()
-    report = {"max_abs_vs_reference": check(name, out, fwd(ref, x, kwargs, pick)(), 1e-5,
-                                            "forward")}
+    report = {
+        "max_abs_vs_reference": check(name, out, fwd(ref, x, kwargs, pick)(), 1e-5, "forward")
+    }
     gen = torch.Generator().manual_seed(0)
     weights = torch.randn(out.shape, generator=gen)
     noisy = x + 1e-3 * torch.rand(x.shape, generator=gen)
@@ -105,8 +111,9 @@ def check_op(name, op, ref, x, kwargs, pick, vl_fn=None):
         xg = noisy.clone().requires_grad_()
         (pick(fn(xg, **kwargs)) * weights).sum().backward()
         grads.append(xg.grad)
-    report["max_rel_grad_vs_reference"] = check(name, grads[0], grads[1], 1e-4, "gradient",
-                                                relative=True)
+    report["max_rel_grad_vs_reference"] = check(
+        name, grads[0], grads[1], 1e-4, "gradient", relative=True
+    )
     if vl_fn is not None:
         expected = torch.stack([torch.from_numpy(vl_fn(x[b].numpy())) for b in range(len(x))])
         report["max_abs_vs_vlfeat"] = check(name, out, expected, 1e-4, "forward (VLFeat)")
@@ -121,27 +128,56 @@ def hog_peers(x, quick, name):
     rows = {}
     if vlfeat.available():
         from pyinvert.vlfeat.hog import vl_hog
-        rows[f"vlfeat ({name})"] = (timer(lambda: [vl_hog(
-            im, s["cell_size"], s["num_orientations"], s["variant"], s["bilinear_orientations"])
-            for im in images], quick), "same output, C, 1 thread")
+
+        rows[f"vlfeat ({name})"] = (
+            timer(
+                lambda: [
+                    vl_hog(
+                        im,
+                        s["cell_size"],
+                        s["num_orientations"],
+                        s["variant"],
+                        s["bilinear_orientations"],
+                    )
+                    for im in images
+                ],
+                quick,
+            ),
+            "same output, C, 1 thread",
+        )
     else:
         print("vlfeat: skipped: not available")
     if name != "hog":
         return rows
     try:
         from skimage.feature import hog as sk_hog
+
         hwc = [np.ascontiguousarray(im.transpose(1, 2, 0)) for im in images]
-        rows["skimage.feature.hog"] = (timer(lambda: [sk_hog(
-            im, orientations=9, pixels_per_cell=(8, 8), cells_per_block=(2, 2),
-            channel_axis=-1) for im in hwc], quick), "Dalal-Triggs blocks, not equal")
+        rows["skimage.feature.hog"] = (
+            timer(
+                lambda: [
+                    sk_hog(
+                        im,
+                        orientations=9,
+                        pixels_per_cell=(8, 8),
+                        cells_per_block=(2, 2),
+                        channel_axis=-1,
+                    )
+                    for im in hwc
+                ],
+                quick,
+            ),
+            "Dalal-Triggs blocks, not equal",
+        )
     except ImportError:
         print("skimage.feature.hog: skipped: not available")
     if int(cv2.__version__.split(".")[0]) >= 4:
         descriptor = cv2.HOGDescriptor((224, 224), (16, 16), (8, 8), (8, 8), 9)
-        u8 = [np.ascontiguousarray((im.transpose(1, 2, 0) * 255).astype(np.uint8))
-              for im in images]
-        rows["cv2.HOGDescriptor"] = (timer(lambda: [descriptor.compute(im) for im in u8], quick),
-                                     "Dalal-Triggs blocks, uint8, not equal")
+        u8 = [np.ascontiguousarray((im.transpose(1, 2, 0) * 255).astype(np.uint8)) for im in images]
+        rows["cv2.HOGDescriptor"] = (
+            timer(lambda: [descriptor.compute(im) for im in u8], quick),
+            "Dalal-Triggs blocks, uint8, not equal",
+        )
     else:
         print("cv2.HOGDescriptor: skipped: needs OpenCV 4.x")
     return rows
@@ -151,18 +187,24 @@ def dsift_peers(gray, quick):
     rows = {}
     try:
         from pyinvert.vlfeat.dsift import vl_dsift
+
         images = [np.ascontiguousarray(gray[b, 0].numpy()) for b in range(len(gray))]
-        rows["vlfeat (dsift)"] = (timer(lambda: [vl_dsift(im, **DSIFT_SETTINGS)
-                                                 for im in images], quick),
-                                  "same output, C, 1 thread")
+        rows["vlfeat (dsift)"] = (
+            timer(lambda: [vl_dsift(im, **DSIFT_SETTINGS) for im in images], quick),
+            "same output, C, 1 thread",
+        )
     except (ImportError, NotImplementedError, RuntimeError) as error:
         print(f"vlfeat dsift: skipped: not available ({error})")
     try:
         from kornia.feature import DenseSIFTDescriptor
-        module = DenseSIFTDescriptor(num_ang_bins=8, num_spatial_bins=4, spatial_bin_size=8,
-                                     stride=4, padding=0)
+
+        module = DenseSIFTDescriptor(
+            num_ang_bins=8, num_spatial_bins=4, spatial_bin_size=8, stride=4, padding=0
+        )
         rows["kornia DenseSIFTDescriptor"] = (
-            timer(fwd(lambda t: module(t), gray, {}), quick), "batched, not equal")
+            timer(fwd(lambda t: module(t), gray, {}), quick),
+            "batched, not equal",
+        )
     except ImportError:
         print("kornia.feature.DenseSIFTDescriptor: skipped: not available")
     return rows
@@ -172,7 +214,7 @@ def bench_feature(feature, op, ref, x, kwargs, pick, quick, vl_fn, peers):
     """Rows for one feature at one batch size; None if the op is not available."""
     B = len(x)
     try:
-        agreement = check_op(feature, op, ref, x[:min(B, 4)], kwargs, pick, vl_fn)
+        agreement = check_op(feature, op, ref, x[: min(B, 4)], kwargs, pick, vl_fn)
     except NotImplementedError as error:
         print(f"{feature}: skipped: not available ({error})")
         return None, None
@@ -181,18 +223,47 @@ def bench_feature(feature, op, ref, x, kwargs, pick, quick, vl_fn, peers):
         return None, {"disagreement": str(error)}
     rows = []
     xg = x.clone().requires_grad_()
-    for mode, make in (("fwd", lambda f: fwd(f, x, kwargs, pick)),
-                       ("fwd+bwd", lambda f: fwd_bwd(f, xg, kwargs, pick))):
+    for mode, make in (
+        ("fwd", lambda f: fwd(f, x, kwargs, pick)),
+        ("fwd+bwd", lambda f: fwd_bwd(f, xg, kwargs, pick)),
+    ):
         t_ours = timer(make(op), quick)
         t_ref = timer(make(ref), quick)
-        rows.append(dict(feature=feature, mode=mode, B=B, impl="pyinvert", ms=t_ours * 1e3,
-                         ref_over_impl=t_ref / t_ours, note=""))
-        rows.append(dict(feature=feature, mode=mode, B=B, impl="reference", ms=t_ref * 1e3,
-                         ref_over_impl=1.0, note="pure PyTorch autograd"))
+        rows.append(
+            dict(
+                feature=feature,
+                mode=mode,
+                B=B,
+                impl="pyinvert",
+                ms=t_ours * 1e3,
+                ref_over_impl=t_ref / t_ours,
+                note="",
+            )
+        )
+        rows.append(
+            dict(
+                feature=feature,
+                mode=mode,
+                B=B,
+                impl="reference",
+                ms=t_ref * 1e3,
+                ref_over_impl=1.0,
+                note="pure PyTorch autograd",
+            )
+        )
         if mode == "fwd":
             for name, (seconds, note) in peers().items():
-                rows.append(dict(feature=feature, mode=mode, B=B, impl=name, ms=seconds * 1e3,
-                                 ref_over_impl=t_ref / seconds, note=note))
+                rows.append(
+                    dict(
+                        feature=feature,
+                        mode=mode,
+                        B=B,
+                        impl=name,
+                        ms=seconds * 1e3,
+                        ref_over_impl=t_ref / seconds,
+                        note=note,
+                    )
+                )
     return rows, agreement
 
 
@@ -201,8 +272,9 @@ def main():
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--no-peers", action="store_true", help="skip VLFeat/skimage/cv2/kornia")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads (default: torch's default)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's default)"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -215,25 +287,44 @@ def main():
             vl_fn = None
             if vlfeat.available():
                 from pyinvert.vlfeat.hog import vl_hog
+
                 vl_fn = lambda im, s=kwargs: vl_hog(  # noqa: E731
-                    im, s["cell_size"], s["num_orientations"], s["variant"],
-                    s["bilinear_orientations"])
-            peers = (lambda: {}) if args.no_peers else (
-                lambda name=name: hog_peers(x, args.quick, name))
-            r, a = bench_feature(name, pyinvert.hog, reference.hog, x, kwargs, lambda o: o,
-                                 args.quick, vl_fn, peers)
+                    im,
+                    s["cell_size"],
+                    s["num_orientations"],
+                    s["variant"],
+                    s["bilinear_orientations"],
+                )
+            peers = (
+                (lambda: {})
+                if args.no_peers
+                else (lambda name=name: hog_peers(x, args.quick, name))
+            )
+            r, a = bench_feature(
+                name, pyinvert.hog, reference.hog, x, kwargs, lambda o: o, args.quick, vl_fn, peers
+            )
             rows += r or []
             if a:
                 agreement[f"{name} B={B}"] = a
         vl_dsift_fn = None
         try:
             from pyinvert.vlfeat.dsift import vl_dsift
+
             vl_dsift_fn = lambda im: vl_dsift(im[0], **DSIFT_SETTINGS)[0]  # noqa: E731
         except ImportError:
             pass
         peers = (lambda: {}) if args.no_peers else (lambda: dsift_peers(gray, args.quick))
-        r, a = bench_feature("dsift", pyinvert.dsift, reference.dsift, gray, DSIFT_SETTINGS,
-                             lambda out: out[0], args.quick, vl_dsift_fn, peers)
+        r, a = bench_feature(
+            "dsift",
+            pyinvert.dsift,
+            reference.dsift,
+            gray,
+            DSIFT_SETTINGS,
+            lambda out: out[0],
+            args.quick,
+            vl_dsift_fn,
+            peers,
+        )
         rows += r or []
         if a:
             agreement[f"dsift B={B}"] = a
@@ -244,13 +335,21 @@ def main():
     print_table(rows, ["feature", "mode", "B", "impl", "ms", "ref_over_impl", "note"])
     print("\nref_over_impl: reference time / this implementation's time (higher is faster)")
     for key, report in agreement.items():
-        print(f"agreement {key}: " + ", ".join(
-            f"{k}={v:.2e}" if isinstance(v, float) else f"{k}: {v}" for k, v in report.items()))
-    write_results("features", {
-        "rows": rows, "agreement": agreement,
-        "settings": {"hog": HOG_SETTINGS, "dsift": DSIFT_SETTINGS, "image": "3x224x224 photos"},
-        "loadavg": os.getloadavg(),
-    })
+        print(
+            f"agreement {key}: "
+            + ", ".join(
+                f"{k}={v:.2e}" if isinstance(v, float) else f"{k}: {v}" for k, v in report.items()
+            )
+        )
+    write_results(
+        "features",
+        {
+            "rows": rows,
+            "agreement": agreement,
+            "settings": {"hog": HOG_SETTINGS, "dsift": DSIFT_SETTINGS, "image": "3x224x224 photos"},
+            "loadavg": os.getloadavg(),
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ Every JSON file names the GPU. Without a CUDA device this prints SKIPPED and exi
 
 Usage: python bench/bench_gpu.py [--quick] [--budget SECONDS] [--compile-cap SECONDS]
 """
+
 import argparse
 import json
 import math
@@ -52,12 +53,19 @@ PRIOR = dict(tv_weight=1.0, beta=2.0, norm_weight=1e-3, alpha=6.0)
 HOG = dict(cell_size=8, num_orientations=9, variant="uoctti")
 DSIFT = dict(step=4, bin_size=8)
 OPS = {  # name -> (fused, reference, channels, input transform)
-    "prior": (lambda x: pyinvert.image_prior(x, **PRIOR),
-              lambda x: reference.image_prior(x, **PRIOR), 3, lambda x: x * 255 - 128),
-    "hog": (lambda x: pyinvert.hog(x, **HOG), lambda x: reference.hog(x, **HOG), 3,
-            lambda x: x),
-    "dsift": (lambda x: pyinvert.dsift(x, **DSIFT)[0], lambda x: reference.dsift(x, **DSIFT)[0],
-              1, lambda x: x),
+    "prior": (
+        lambda x: pyinvert.image_prior(x, **PRIOR),
+        lambda x: reference.image_prior(x, **PRIOR),
+        3,
+        lambda x: x * 255 - 128,
+    ),
+    "hog": (lambda x: pyinvert.hog(x, **HOG), lambda x: reference.hog(x, **HOG), 3, lambda x: x),
+    "dsift": (
+        lambda x: pyinvert.dsift(x, **DSIFT)[0],
+        lambda x: reference.dsift(x, **DSIFT)[0],
+        1,
+        lambda x: x,
+    ),
 }
 
 
@@ -67,17 +75,23 @@ def log(*args):
 
 def gpu_info():
     p = torch.cuda.get_device_properties(0)
-    return {"name": p.name, "capability": f"{p.major}.{p.minor}", "sms": p.multi_processor_count,
-            "memory_gib": round(p.total_memory / 2**30, 1),
-            "l2_mib": round(getattr(p, "L2_cache_size", 0) / 2**20, 1),
-            "torch": torch.__version__, "cuda": torch.version.cuda,
-            "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
-            "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32}
+    return {
+        "name": p.name,
+        "capability": f"{p.major}.{p.minor}",
+        "sms": p.multi_processor_count,
+        "memory_gib": round(p.total_memory / 2**30, 1),
+        "l2_mib": round(getattr(p, "L2_cache_size", 0) / 2**20, 1),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+        "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+    }
 
 
 def photos(B, channels, size=224):
     """[B, C, size, size] float32 on the GPU: the bundled photos, cycled."""
     import cv2
+
     folder = Path(pyinvert.__file__).resolve().parent / "data"
     images = []
     for path in sorted(folder.glob("*.png")):
@@ -96,8 +110,9 @@ def cuda_time(fn, *, warmup=3, repeats=20, max_seconds=3.0):
         fn()
     torch.cuda.synchronize()
     times, start_wall = [], time.perf_counter()
-    while len(times) < repeats and (len(times) < 3 or time.perf_counter() - start_wall
-                                    < max_seconds):
+    while len(times) < repeats and (
+        len(times) < 3 or time.perf_counter() - start_wall < max_seconds
+    ):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         fn()
@@ -131,6 +146,7 @@ class Case:
             x.grad = None
             fn(x).backward(self.grad)
             return x.grad
+
         return run
 
     def value_and_grad(self, fn):
@@ -166,8 +182,7 @@ AGREE = {"forward": 1e-4, "gradient": 1e-3}  # float32 against the eager float32
 
 def time_impl(case, name, fn, ref_values, repeats):
     errors = agreement(case, fn, ref_values)
-    row = {"op": case.name, "B": case.B, "impl": name, **{f"err_{k}": v for k, v in
-                                                          errors.items()}}
+    row = {"op": case.name, "B": case.B, "impl": name, **{f"err_{k}": v for k, v in errors.items()}}
     if any(not errors[k] <= AGREE[k] for k in AGREE):
         row["skipped"] = f"disagrees with the reference {errors}: not timed"
         log(f"{case.name} B={case.B} {name}: SKIPPED: {row['skipped']}")
@@ -184,8 +199,12 @@ def compiled_worker(args):
     first_compile = 0.0
     for B in args.batches:
         if first_compile and time.time() + 1.5 * first_compile > args.deadline:
-            print(json.dumps({"op": args.op, "B": B, "impl": "compiled",
-                              "skipped": "compile cap reached"}), flush=True)
+            print(
+                json.dumps(
+                    {"op": args.op, "B": B, "impl": "compiled", "skipped": "compile cap reached"}
+                ),
+                flush=True,
+            )
             continue
         case = Case(args.op, B, l2)
         t0 = time.perf_counter()
@@ -202,8 +221,18 @@ def compiled_worker(args):
 def run_compiled(op, batches, cap, repeats):
     """Rows of the compiled reference from a worker subprocess killed after `cap` seconds."""
     deadline = time.time() + cap
-    cmd = [sys.executable, __file__, "--worker", op, "--batches", *map(str, batches),
-           "--deadline", str(deadline), "--repeats", str(repeats)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        op,
+        "--batches",
+        *map(str, batches),
+        "--deadline",
+        str(deadline),
+        "--repeats",
+        str(repeats),
+    ]
     torch.cuda.empty_cache()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -215,9 +244,11 @@ def run_compiled(op, batches, cap, repeats):
     done = {r["B"] for r in rows}
     for B in batches:
         if B not in done:
-            reason = (f"torch.compile did not finish within the {cap:.0f} s cap"
-                      if proc.returncode in (None, -9) else
-                      f"compile worker failed (exit {proc.returncode}): {err.strip()[-300:]}")
+            reason = (
+                f"torch.compile did not finish within the {cap:.0f} s cap"
+                if proc.returncode in (None, -9)
+                else f"compile worker failed (exit {proc.returncode}): {err.strip()[-300:]}"
+            )
             rows.append({"op": op, "B": B, "impl": "compiled", "skipped": reason})
     return rows
 
@@ -257,9 +288,17 @@ def bench_ops(args, info, deadline):
     long as its cap allows); the JSON file is rewritten after each step."""
     repeats = 10 if args.quick else 25
     rows, copy_ms = [], {}
-    payload = {"gpu": info, "rows": rows,
-               "settings": {"prior": PRIOR, "hog": HOG, "dsift": DSIFT, "compile": "default mode",
-                            "image": "224x224 photos, float32"}}
+    payload = {
+        "gpu": info,
+        "rows": rows,
+        "settings": {
+            "prior": PRIOR,
+            "hog": HOG,
+            "dsift": DSIFT,
+            "compile": "default mode",
+            "image": "224x224 photos, float32",
+        },
+    }
     info["copy_GBps_1GiB"] = copy_ceiling_GBps()
 
     def eager_and_fused(B):
@@ -274,8 +313,10 @@ def bench_ops(args, info, deadline):
             fused.update(bytes=case.bytes, copies=case.copies)
             rows.extend([fused, time_impl(case, "eager", OPS[op][1], ref_values, repeats)])
             copy_ms[(op, B)] = 1e3 * case.copy_time()
-            log(f"{op} B={B}: fused {fused.get('ms', float('nan')):.3f} ms, "
-                f"eager {rows[-1].get('ms', float('nan')):.3f} ms")
+            log(
+                f"{op} B={B}: fused {fused.get('ms', float('nan')):.3f} ms, "
+                f"eager {rows[-1].get('ms', float('nan')):.3f} ms"
+            )
             del case
             write("ops", payload)
 
@@ -285,15 +326,25 @@ def bench_ops(args, info, deadline):
     for i, op in enumerate(OPS):
         cap = min(args.compile_cap, (deadline - time.time()) / (len(OPS) - i))
         if cap < 15:
-            rows.extend({"op": op, "B": B, "impl": "compiled", "skipped": "budget"}
-                        for B in compile_batches)
+            rows.extend(
+                {"op": op, "B": B, "impl": "compiled", "skipped": "budget"} for B in compile_batches
+            )
             log(f"{op}: compiled reference SKIPPED: budget")
             continue
         got = run_compiled(op, compile_batches, cap, repeats)
         rows.extend(got)
-        log(f"{op}: compiled " + ", ".join(
-            f"B={r['B']} " + (f"{r['ms']:.3f} ms (compile {r['compile_s']:.0f} s)" if "ms" in r
-                              else "SKIPPED: " + r.get("skipped", "?")) for r in got))
+        log(
+            f"{op}: compiled "
+            + ", ".join(
+                f"B={r['B']} "
+                + (
+                    f"{r['ms']:.3f} ms (compile {r['compile_s']:.0f} s)"
+                    if "ms" in r
+                    else "SKIPPED: " + r.get("skipped", "?")
+                )
+                for r in got
+            )
+        )
         write("ops", payload)
     finish_rows(rows, copy_ms)
     write("ops", payload)
@@ -302,8 +353,13 @@ def bench_ops(args, info, deadline):
 
 def inversion_speed(rep, B, steps, size=224):
     images = photos(B, 3, size).clamp(0, 1)
-    kw = dict(representation=rep, steps=steps, device=DEVICE, progress=False,
-              generator=torch.Generator().manual_seed(0))
+    kw = dict(
+        representation=rep,
+        steps=steps,
+        device=DEVICE,
+        progress=False,
+        generator=torch.Generator().manual_seed(0),
+    )
     pyinvert.invert(images, **dict(kw, steps=2))  # warm-up (cuDNN, allocator, this B's shapes)
     torch.cuda.synchronize()
     t0 = time.perf_counter()
@@ -314,6 +370,7 @@ def inversion_speed(rep, B, steps, size=224):
 
 def bench_inversion(args, info, deadline):
     from pyinvert import models
+
     try:
         model, weights = models.load_model("mobilenet_v2", "imagenet", download=False), "imagenet"
     except models.WeightsNotFoundError:
@@ -322,16 +379,28 @@ def bench_inversion(args, info, deadline):
     steps = 10 if args.quick else 20
     batches = [1, 32] if args.quick else [1, 4, 16, 64, 256]
     rows = []
-    payload = {"gpu": info, "rows": rows, "steps": steps, "image": "224x224 photos",
-               "cnn": {"layer": "mobilenet_v2 features.6", "weights": weights}}
+    payload = {
+        "gpu": info,
+        "rows": rows,
+        "steps": steps,
+        "image": "224x224 photos",
+        "cnn": {"layer": "mobilenet_v2 features.6", "weights": weights},
+    }
     for name, rep in (("hog", "hog"), ("cnn", cnn)):
         for B in batches:
             if time.time() > deadline:
                 rows.append({"rep": name, "B": B, "skipped": "budget"})
                 continue
             seconds = inversion_speed(rep, B, steps)
-            rows.append({"rep": name, "B": B, "seconds": seconds, "images_per_s": B / seconds,
-                         "ms_per_step": 1e3 * seconds / steps})
+            rows.append(
+                {
+                    "rep": name,
+                    "B": B,
+                    "seconds": seconds,
+                    "images_per_s": B / seconds,
+                    "ms_per_step": 1e3 * seconds / steps,
+                }
+            )
             log(f"{name} inversion B={B}: {B / seconds:.1f} images/s")
             write("inversion", payload)
         one = next((r for r in rows if r["rep"] == name and r["B"] == 1 and "seconds" in r), None)
@@ -352,20 +421,28 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="B = 32 only, fewer repeats")
     parser.add_argument("--budget", type=float, default=240, help="seconds for the whole run")
-    parser.add_argument("--compile-cap", type=float, default=60,
-                        help="seconds for compiling and timing one op's compiled reference")
+    parser.add_argument(
+        "--compile-cap",
+        type=float,
+        default=60,
+        help="seconds for compiling and timing one op's compiled reference",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--batches", type=int, nargs="+", help=argparse.SUPPRESS)
     parser.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--repeats", type=int, default=25, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not torch.cuda.is_available():
-        log(f"bench_gpu: SKIPPED: no CUDA device (torch {torch.__version__}, built with CUDA "
-            f"{torch.version.cuda}); nothing was measured")
+        log(
+            f"bench_gpu: SKIPPED: no CUDA device (torch {torch.__version__}, built with CUDA "
+            f"{torch.version.cuda}); nothing was measured"
+        )
         return 0
     if not torch._C._dispatch_has_kernel_for_dispatch_key("pyinvert::hog", "CUDA"):
-        log("bench_gpu: FAILED: a CUDA device is present but pyinvert was built without its CUDA "
-            "kernels (build with PYINVERT_CUDA=1: ./run gpu-check does)")
+        log(
+            "bench_gpu: FAILED: a CUDA device is present but pyinvert was built without its CUDA "
+            "kernels (build with PYINVERT_CUDA=1: ./run gpu-check does)"
+        )
         return 2
     if args.worker:
         args.op = args.worker
@@ -378,8 +455,10 @@ def main():
     ops = bench_ops(args, info, start + args.budget - reserve)
     inv = bench_inversion(args, info, start + args.budget)
     print()
-    print_table([r for r in ops["rows"] if r["impl"] == "fused"],
-                ["op", "B", "ms", "vs_eager", "vs_compiled", "GBps", "copy_GBps", "bw_fraction"])
+    print_table(
+        [r for r in ops["rows"] if r["impl"] == "fused"],
+        ["op", "B", "ms", "vs_eager", "vs_compiled", "GBps", "copy_GBps", "bw_fraction"],
+    )
     print()
     print_table(inv["rows"], ["rep", "B", "images_per_s", "ms_per_step", "vs_one_at_a_time"])
     log(f"wrote {RESULTS_DIR / 'ops-cuda.json'} and {RESULTS_DIR / 'inversion-cuda.json'}")

@@ -5,6 +5,7 @@ bundled photos (tiled to B images); before timing, a short run checks that they 
 
     python bench/bench_invert.py [--iterations 100] [--batches 1,8,32] [--size 224]
 """
+
 import argparse
 import sys
 import time
@@ -30,8 +31,14 @@ def photos(B, size):
 
 def run(images, backend, iterations):
     t0 = time.perf_counter()
-    res = pyinvert.invert(images, representation="hog", steps=iterations, backend=backend,
-                          generator=torch.Generator().manual_seed(0), progress=False)
+    res = pyinvert.invert(
+        images,
+        representation="hog",
+        steps=iterations,
+        backend=backend,
+        generator=torch.Generator().manual_seed(0),
+        progress=False,
+    )
     return time.perf_counter() - t0, res
 
 
@@ -65,11 +72,17 @@ def main(argv=None):
         rows.append(row)
         print_table([row], list(row))
     print()
-    print_table(rows, ["B", "size", "iterations", "fused_img_per_s", "reference_img_per_s",
-                       "speedup"])
-    write_results("invert", {"description": "HOG inversion (cvpr2015 recipe), images/s, "
-                                            "fused vs reference backend",
-                             "agreement_max_abs_diff": diff, "rows": rows})
+    print_table(
+        rows, ["B", "size", "iterations", "fused_img_per_s", "reference_img_per_s", "speedup"]
+    )
+    write_results(
+        "invert",
+        {
+            "description": "HOG inversion (cvpr2015 recipe), images/s, fused vs reference backend",
+            "agreement_max_abs_diff": diff,
+            "rows": rows,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ them with default settings, and state GLIBC_TUNABLES if it was set.
 
 Usage: python bench/bench_priors.py [--batches 1 8 32 128] [--no-compile] [--quick]
 """
+
 import argparse
 import os
 import sys
@@ -36,12 +37,15 @@ def forward_backward(fn, x, kwargs):
         x.grad = None
         fn(x, **kwargs).sum().backward()
         return x.grad
+
     return step
 
 
 def check_agreement(x, kwargs, compiled):
-    steps = {"fused": forward_backward(pyinvert.image_prior, x, kwargs),
-             "eager": forward_backward(reference.image_prior, x, kwargs)}
+    steps = {
+        "fused": forward_backward(pyinvert.image_prior, x, kwargs),
+        "eager": forward_backward(reference.image_prior, x, kwargs),
+    }
     if compiled is not None:
         steps["compiled"] = forward_backward(compiled, x, kwargs)
     values = {k: (fn(), None) for k, fn in steps.items()}
@@ -50,8 +54,10 @@ def check_agreement(x, kwargs, compiled):
     for name, grad in grads.items():
         err = ((grad - ref).abs().max() / ref.abs().max()).item()
         if err > 1e-4:
-            raise SystemExit(f"bench_priors: {name} disagrees with the reference "
-                             f"(max rel. grad error {err:.2e}); not timing")
+            raise SystemExit(
+                f"bench_priors: {name} disagrees with the reference "
+                f"(max rel. grad error {err:.2e}); not timing"
+            )
     return steps
 
 
@@ -66,18 +72,22 @@ def main():
 
     rows = []
     for prior_name, kwargs in PRIORS.items():
-        compiled = None if args.no_compile else torch.compile(reference.image_prior,
-                                                              dynamic=False)
+        compiled = None if args.no_compile else torch.compile(reference.image_prior, dynamic=False)
         for B in args.batches:
             x = (torch.rand(B, 3, 224, 224) * 255 - 128).requires_grad_()
             steps = check_agreement(x, kwargs, compiled)
             times = {name: median_time(fn, **timing) for name, fn in steps.items()}
             nbytes = 2 * x.numel() * x.element_size()
             copy_bw = copy_bandwidth(x.numel() * x.element_size())
-            row = dict(prior=prior_name, B=B,
-                       fused_ms=1e3 * times["fused"], eager_ms=1e3 * times["eager"],
-                       vs_eager=times["eager"] / times["fused"],
-                       fused_GBps=nbytes / times["fused"] / 1e9, copy_GBps=copy_bw / 1e9)
+            row = dict(
+                prior=prior_name,
+                B=B,
+                fused_ms=1e3 * times["fused"],
+                eager_ms=1e3 * times["eager"],
+                vs_eager=times["eager"] / times["fused"],
+                fused_GBps=nbytes / times["fused"] / 1e9,
+                copy_GBps=copy_bw / 1e9,
+            )
             row["bw_fraction"] = row["fused_GBps"] / row["copy_GBps"]
             if "compiled" in times:
                 row["compiled_ms"] = 1e3 * times["compiled"]
@@ -85,11 +95,29 @@ def main():
             rows.append(row)
             print_table([row], list(row))
     print()
-    columns = ["prior", "B", "fused_ms", "eager_ms", "compiled_ms", "vs_eager", "vs_compiled",
-               "fused_GBps", "copy_GBps", "bw_fraction"]
+    columns = [
+        "prior",
+        "B",
+        "fused_ms",
+        "eager_ms",
+        "compiled_ms",
+        "vs_eager",
+        "vs_compiled",
+        "fused_GBps",
+        "copy_GBps",
+        "bw_fraction",
+    ]
     print_table(rows, columns)
-    write_results("priors", {"rows": rows, "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
-                             "shape": [3, 224, 224], "dtype": "float32", "priors": PRIORS})
+    write_results(
+        "priors",
+        {
+            "rows": rows,
+            "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
+            "shape": [3, 224, 224],
+            "dtype": "float32",
+            "priors": PRIORS,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Timings are medians over repeated calls after warm-up (steady state: caches, all
 thread pool warmed). Speed is reported as ratios between implementations measured in the same
 run, since absolute times on a shared 2-core machine drift.
 """
+
 import json
 import os
 import platform
@@ -25,8 +26,9 @@ def median_time(fn, *, warmup=3, repeats=15, min_seconds=0.5, max_repeats=200):
         fn()
     times = []
     start = time.perf_counter()
-    while len(times) < repeats or (time.perf_counter() - start < min_seconds
-                                   and len(times) < max_repeats):
+    while len(times) < repeats or (
+        time.perf_counter() - start < min_seconds and len(times) < max_repeats
+    ):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
@@ -54,10 +56,12 @@ def machine_info():
 
 def print_table(rows, columns):
     """Print rows (dicts) as an aligned text table with the given column keys."""
+
     def fmt(v):
         if isinstance(v, float):
             return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
         return str(v)
+
     cells = [[fmt(r.get(c, "")) for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
     print("  ".join(c.rjust(w) for c, w in zip(columns, widths)))

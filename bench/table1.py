@@ -2,6 +2,7 @@
 
 Same as ``pyinvert reproduce table1``; extra arguments go to it, e.g. ``--steps 200``.
 """
+
 import sys
 
 from pyinvert.cli import main

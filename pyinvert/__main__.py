@@ -1,4 +1,5 @@
 """``python -m pyinvert``: the command line (see pyinvert.cli)."""
+
 import sys
 
 from pyinvert.cli import main

@@ -5,6 +5,7 @@
 and ``pyinvert.figures`` became packages under the same names (nothing to alias), and
 ``pyinvert.tasks.visualization`` still gives ``caricature``, ``dream``, ``invariance_map`` and
 ``InvarianceResult``, which moved to modules of their own."""
+
 import importlib
 import importlib.abc
 import importlib.util
@@ -29,8 +30,9 @@ class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def create_module(self, spec):
         new = MOVED[spec.name]
-        warnings.warn(f"{spec.name} moved to {new}; import it from there", DeprecationWarning,
-                      stacklevel=3)
+        warnings.warn(
+            f"{spec.name} moved to {new}; import it from there", DeprecationWarning, stacklevel=3
+        )
         return importlib.import_module(new)
 
     def exec_module(self, module):

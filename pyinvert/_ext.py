@@ -1,5 +1,6 @@
 """Loads the compiled kernels (pyinvert._C), which registers the torch.ops.pyinvert ops, and
 checks the environment settings the kernels read."""
+
 import os
 
 import torch
@@ -24,7 +25,8 @@ def check_environment(environ=None) -> None:
     if not (value.isascii() and value.isdigit()) or int(value) > _MAX_CACHE_MB:
         raise ValueError(
             f"pyinvert: expected {OUTPUT_CACHE_ENV} to be a whole number of megabytes (0 disables "
-            f"the output cache, at most {_MAX_CACHE_MB}), got {text!r}")
+            f"the output cache, at most {_MAX_CACHE_MB}), got {text!r}"
+        )
 
 
 check_environment()

@@ -6,6 +6,7 @@ JPEG 2000 (JP2 and raw codestreams) and AVIF. :func:`pyinvert.io.load_image` use
 image over its pixel limit (a "decompression bomb": a few kilobytes that decode to gigabytes)
 without allocating its pixels.
 """
+
 import re
 import struct
 from typing import Optional, Tuple
@@ -34,9 +35,9 @@ def _jpeg(d: bytes) -> Optional[Size]:
         if marker in (0x01, *range(0xD0, 0xD8)):  # no length
             i += 2
             continue
-        (length,) = struct.unpack(">H", d[i + 2:i + 4])
+        (length,) = struct.unpack(">H", d[i + 2 : i + 4])
         if marker in _SOF and i + 9 <= len(d):
-            h, w = struct.unpack(">HH", d[i + 5:i + 9])
+            h, w = struct.unpack(">HH", d[i + 5 : i + 9])
             return w, h
         if marker in (0xD9, 0xDA):  # end of image / start of scan before any frame header
             return None
@@ -78,22 +79,22 @@ def _tiff(d: bytes) -> Optional[Size]:
     try:
         if big:
             (ifd,) = struct.unpack(end + "Q", d[8:16])
-            (count,) = struct.unpack(end + "Q", d[ifd:ifd + 8])
+            (count,) = struct.unpack(end + "Q", d[ifd : ifd + 8])
             first, step = ifd + 8, 20
         else:
             (ifd,) = struct.unpack(end + "I", d[4:8])
-            (count,) = struct.unpack(end + "H", d[ifd:ifd + 2])
+            (count,) = struct.unpack(end + "H", d[ifd : ifd + 2])
             first, step = ifd + 2, 12
         found = {}
         for k in range(min(count, 4096)):
             e = first + k * step
-            tag, typ = struct.unpack(end + "HH", d[e:e + 4])
+            tag, typ = struct.unpack(end + "HH", d[e : e + 4])
             if tag in (256, 257):
                 v = e + (12 if big else 8)
                 fmt = {3: "H", 4: "I", 16: "Q"}.get(typ)
                 if fmt is None:
                     return None
-                (found[tag],) = struct.unpack(end + fmt, d[v:v + struct.calcsize(fmt)])
+                (found[tag],) = struct.unpack(end + fmt, d[v : v + struct.calcsize(fmt)])
         if 256 in found and 257 in found:
             return found[256], found[257]
     except struct.error:
@@ -128,7 +129,7 @@ def _exr(d: bytes) -> Optional[Size]:
     i = d.find(b"dataWindow\x00box2i\x00")
     if i < 0 or len(d) < i + 37:
         return None
-    x0, y0, x1, y1 = struct.unpack("<iiii", d[i + 21:i + 37])
+    x0, y0, x1, y1 = struct.unpack("<iiii", d[i + 21 : i + 37])
     return x1 - x0 + 1, y1 - y0 + 1
 
 
@@ -136,7 +137,7 @@ def _jp2(d: bytes) -> Optional[Size]:
     i = d.find(b"ihdr")
     if i < 0 or len(d) < i + 12:
         return None
-    h, w = struct.unpack(">II", d[i + 4:i + 12])
+    h, w = struct.unpack(">II", d[i + 4 : i + 12])
     return w, h
 
 
@@ -149,10 +150,10 @@ def _j2k(d: bytes) -> Optional[Size]:
 
 def _avif(d: bytes) -> Optional[Size]:
     best = None
-    for m in re.finditer(rb"ispe", d[:1 << 20]):
+    for m in re.finditer(rb"ispe", d[: 1 << 20]):
         i = m.start()
         if len(d) >= i + 16:
-            w, h = struct.unpack(">II", d[i + 8:i + 16])
+            w, h = struct.unpack(">II", d[i + 8 : i + 16])
             if best is None or w * h > best[0] * best[1]:
                 best = (w, h)
     return best
@@ -172,8 +173,11 @@ _FORMATS = (
     (lambda d: d[:4] == b"\x76\x2f\x31\x01", "OpenEXR", _exr),
     (lambda d: d[:12] == b"\x00\x00\x00\x0cjP  \r\n\x87\n", "JPEG 2000", _jp2),
     (lambda d: d[:2] == b"\xff\x4f", "JPEG 2000 codestream", _j2k),
-    (lambda d: d[4:8] == b"ftyp" and d[8:12] in (b"avif", b"avis", b"mif1", b"msf1"), "AVIF",
-     _avif),
+    (
+        lambda d: d[4:8] == b"ftyp" and d[8:12] in (b"avif", b"avis", b"mif1", b"msf1"),
+        "AVIF",
+        _avif,
+    ),
 )
 
 

@@ -9,6 +9,7 @@ disk) leaves the previous file as it was. New files get the usual mode (0666 les
 ``$PYINVERT_MAX_PIXELS``, or its ``max_pixels`` argument) from the file header, before decoding
 it, and an image with non-finite pixels (a float TIFF with NaN or Inf).
 """
+
 import contextlib
 import json
 import math
@@ -39,6 +40,7 @@ MAX_NAME_BYTES = 160
 
 
 # ---- atomic writes and JSON -----------------------------------------------------------------
+
 
 def _umask() -> int:
     try:  # Linux: read it without changing it (os.umask is process-wide, racy with threads)
@@ -113,6 +115,7 @@ def write_json(path: PathLike, payload) -> Path:
 
 # ---- loading --------------------------------------------------------------------------------
 
+
 def max_pixels_setting(value=None) -> int:
     """The pixel limit in force: ``value``, else ``$PYINVERT_MAX_PIXELS``, else
     :data:`DEFAULT_MAX_PIXELS`.
@@ -133,11 +136,15 @@ def max_pixels_setting(value=None) -> int:
         if n != value and not isinstance(value, str):
             raise ValueError
     except (ValueError, TypeError, OverflowError):
-        raise ValueError(f"load_image: expected {source} to be a whole number of pixels in "
-                         f"[1, {PIXEL_LIMIT_CEILING}], got {str(value)[:40]!r}") from None
+        raise ValueError(
+            f"load_image: expected {source} to be a whole number of pixels in "
+            f"[1, {PIXEL_LIMIT_CEILING}], got {str(value)[:40]!r}"
+        ) from None
     if not 1 <= n <= PIXEL_LIMIT_CEILING:
-        raise ValueError(f"load_image: expected {source} in [1, {PIXEL_LIMIT_CEILING}] "
-                         f"(OpenCV's own limit), got {n}")
+        raise ValueError(
+            f"load_image: expected {source} in [1, {PIXEL_LIMIT_CEILING}] "
+            f"(OpenCV's own limit), got {n}"
+        )
     return n
 
 
@@ -153,31 +160,35 @@ def array_to_tensor(array: np.ndarray, name: str = "image", *, bgr: bool = False
         TypeError: not a numpy array, or an unsupported dtype.
     """
     if not isinstance(array, np.ndarray):
-        raise TypeError(f"load_image: expected {name} to be a numpy array, "
-                        f"got {type(array).__name__}")
+        raise TypeError(
+            f"load_image: expected {name} to be a numpy array, got {type(array).__name__}"
+        )
     if array.ndim == 2:
         array = array[:, :, None]
     if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
-        raise ValueError(f"load_image: expected {name} of shape (H, W), (H, W, 1), (H, W, 3) or "
-                         f"(H, W, 4), got {list(array.shape)}")
+        raise ValueError(
+            f"load_image: expected {name} of shape (H, W), (H, W, 1), (H, W, 3) or "
+            f"(H, W, 4), got {list(array.shape)}"
+        )
     scale = {np.dtype(np.uint8): 1 / 255.0, np.dtype(np.uint16): 1 / 65535.0}.get(array.dtype)
-    if scale is None and not (np.issubdtype(array.dtype, np.floating)
-                              or array.dtype == np.bool_):
-        raise TypeError(f"load_image: expected {name} of dtype uint8, uint16 or float, "
-                        f"got {array.dtype}")
+    if scale is None and not (np.issubdtype(array.dtype, np.floating) or array.dtype == np.bool_):
+        raise TypeError(
+            f"load_image: expected {name} of dtype uint8, uint16 or float, got {array.dtype}"
+        )
     if np.issubdtype(array.dtype, np.floating):
         bad = array.size - int(np.count_nonzero(np.isfinite(array)))
         if bad:
-            raise ValueError(f"load_image: {name} has {bad} non-finite pixel value(s) (NaN or "
-                             f"Inf); expected finite values in [0, 1]")
+            raise ValueError(
+                f"load_image: {name} has {bad} non-finite pixel value(s) (NaN or "
+                f"Inf); expected finite values in [0, 1]"
+            )
     C = 1 if array.shape[2] == 1 else 3
     order = [2, 1, 0] if bgr and C == 3 else list(range(C))
     H, W = array.shape[:2]
     out = torch.empty(C, H, W, dtype=torch.float32)
     for c, k in enumerate(order):
         plane = array[:, :, k]
-        out[c].copy_(torch.from_numpy(plane.astype(np.uint8) if plane.dtype == np.bool_
-                                      else plane))
+        out[c].copy_(torch.from_numpy(plane.astype(np.uint8) if plane.dtype == np.bool_ else plane))
     if scale is not None:
         out.mul_(scale)
     return out
@@ -230,17 +241,20 @@ def _read_bytes(path: Path, limit: int) -> bytes:
                 head += f.read(min(size, 64 << 20) - len(head))
                 kind, wh = header_size(head)
             if wh is not None and wh[0] * wh[1] > limit:
-                raise ValueError(f"load_image: {path} is a {wh[0]}x{wh[1]} {kind} image "
-                                 f"({wh[0] * wh[1]} pixels), over the limit of {limit} pixels "
-                                 f"(raise it with --max-pixels or ${MAX_PIXELS_ENV})")
+                raise ValueError(
+                    f"load_image: {path} is a {wh[0]}x{wh[1]} {kind} image "
+                    f"({wh[0] * wh[1]} pixels), over the limit of {limit} pixels "
+                    f"(raise it with --max-pixels or ${MAX_PIXELS_ENV})"
+                )
             if size > 16 * limit + (16 << 20):
-                raise ValueError(f"load_image: {path} is {size} bytes, more than any image of "
-                                 f"at most {limit} pixels takes (the pixel limit; raise it "
-                                 f"with --max-pixels or ${MAX_PIXELS_ENV})")
+                raise ValueError(
+                    f"load_image: {path} is {size} bytes, more than any image of "
+                    f"at most {limit} pixels takes (the pixel limit; raise it "
+                    f"with --max-pixels or ${MAX_PIXELS_ENV})"
+                )
             return head + f.read()
     except OSError as error:
-        raise ValueError(f"load_image: cannot read {path}: "
-                         f"{error.strerror or error}") from None
+        raise ValueError(f"load_image: cannot read {path}: {error.strerror or error}") from None
 
 
 def load_image(path: PathLike, max_pixels: Optional[int] = None) -> Tensor:
@@ -273,8 +287,9 @@ def load_image(path: PathLike, max_pixels: Optional[int] = None) -> Tensor:
     data = _read_bytes(path, limit)
     try:
         with _quiet_codecs():
-            image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) \
-                if data else None
+            image = (
+                cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+            )
     except cv2.error as error:
         reason = str(error).strip().splitlines()[-1][:200]
         raise ValueError(f"load_image: cannot decode {path} ({reason})") from None
@@ -282,13 +297,16 @@ def load_image(path: PathLike, max_pixels: Optional[int] = None) -> Tensor:
     if image is None:
         raise ValueError(f"load_image: cannot read {path} as an image (unknown or corrupt format)")
     if image.shape[0] * image.shape[1] > limit:  # a format whose header was not read
-        raise ValueError(f"load_image: {path} is {image.shape[1]}x{image.shape[0]} "
-                         f"({image.shape[0] * image.shape[1]} pixels), over the limit of "
-                         f"{limit} pixels (raise it with --max-pixels or ${MAX_PIXELS_ENV})")
+        raise ValueError(
+            f"load_image: {path} is {image.shape[1]}x{image.shape[0]} "
+            f"({image.shape[0] * image.shape[1]} pixels), over the limit of "
+            f"{limit} pixels (raise it with --max-pixels or ${MAX_PIXELS_ENV})"
+        )
     return array_to_tensor(image, name=str(path), bgr=image.ndim == 3)
 
 
 # ---- saving ---------------------------------------------------------------------------------
+
 
 def to_uint8(image: Tensor) -> np.ndarray:
     """[C, H, W] or [H, W] tensor in [0, 1] to an HWC (or HW) uint8 array (NaN -> 0)."""
@@ -336,6 +354,7 @@ def save_image_rows(directory, images: Tensor, names: Sequence[str]) -> List[Pat
 
 # ---- output names ---------------------------------------------------------------------------
 
+
 def _key(relative: str) -> str:
     """Two relative paths name the same file on a case-insensitive or normalizing file system
     (macOS, Windows) when their keys are equal."""
@@ -351,8 +370,9 @@ def _stem(path: PathLike) -> str:
     return stem
 
 
-def output_names(paths: Sequence[PathLike], outputs: Callable[[str], Iterable[str]],
-                 reserved: Iterable[str] = ()) -> List[str]:
+def output_names(
+    paths: Sequence[PathLike], outputs: Callable[[str], Iterable[str]], reserved: Iterable[str] = ()
+) -> List[str]:
     """One output name per input, such that no two inputs' files are the same file.
 
     The rule: input i is named after its file's stem (cut to :data:`MAX_NAME_BYTES` bytes;
@@ -384,8 +404,10 @@ def output_names(paths: Sequence[PathLike], outputs: Callable[[str], Iterable[st
             if len(set(files)) == len(files) and not any(f in claimed for f in files):
                 break
         else:  # a claimed file blocks at most one candidate per output pattern
-            raise ValueError(f"output_names: no free name for {path} (outputs(name) must give "
-                             f"distinct files for distinct names)")
+            raise ValueError(
+                f"output_names: no free name for {path} (outputs(name) must give "
+                f"distinct files for distinct names)"
+            )
         claimed.update({f: name for f in files})
         names.append(name)
     return names
@@ -408,6 +430,20 @@ def inputs_inside(paths: Sequence[PathLike], directory: PathLike) -> List[str]:
     return list(dict.fromkeys(inside))
 
 
-__all__ = ["DEFAULT_MAX_PIXELS", "MAX_PIXELS_ENV", "atomic_write_bytes", "write_json", "to_json",
-           "nan_to_none", "load_image", "array_to_tensor", "max_pixels_setting", "to_uint8",
-           "save_image", "save_image_rows", "last_finite", "output_names", "inputs_inside"]
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "MAX_PIXELS_ENV",
+    "atomic_write_bytes",
+    "write_json",
+    "to_json",
+    "nan_to_none",
+    "load_image",
+    "array_to_tensor",
+    "max_pixels_setting",
+    "to_uint8",
+    "save_image",
+    "save_image_rows",
+    "last_finite",
+    "output_names",
+    "inputs_inside",
+]

@@ -6,6 +6,7 @@ References:
     Z. Wang et al., "Image Quality Assessment: From Error Visibility to Structural Similarity",
     IEEE TIP 2004 (SSIM).
 """
+
 import functools
 
 import torch
@@ -18,8 +19,10 @@ def _check_pair(fn, a, b, names=("code", "target")):
         if not isinstance(v, Tensor):
             raise TypeError(f"{fn}: expected {n} to be a torch.Tensor, got {type(v).__name__}")
     if a.shape != b.shape:
-        raise ValueError(f"{fn}: expected {names[0]} and {names[1]} of the same shape, "
-                         f"got {list(a.shape)} and {list(b.shape)}")
+        raise ValueError(
+            f"{fn}: expected {names[0]} and {names[1]} of the same shape, "
+            f"got {list(a.shape)} and {list(b.shape)}"
+        )
     if a.dim() < 1:
         raise ValueError(f"{fn}: expected a batch dimension, got shape {list(a.shape)}")
 
@@ -51,11 +54,14 @@ def pairwise_normalizer(targets: Tensor) -> Tensor:
     between the codes of an image set (all ordered pairs, the diagonal included, as
     ``mean(pdist2(Y0', Y0').^2)`` in the authors' evaluation). Needs N >= 2."""
     if not isinstance(targets, Tensor):
-        raise TypeError(f"table1_error: expected targets to be a torch.Tensor, "
-                        f"got {type(targets).__name__}")
+        raise TypeError(
+            f"table1_error: expected targets to be a torch.Tensor, got {type(targets).__name__}"
+        )
     if targets.shape[0] < 2:
-        raise ValueError(f"table1_error: expected at least 2 target codes (the normalizer is "
-                         f"their mean pairwise distance), got {targets.shape[0]}")
+        raise ValueError(
+            f"table1_error: expected at least 2 target codes (the normalizer is "
+            f"their mean pairwise distance), got {targets.shape[0]}"
+        )
     y = targets.double().flatten(1)
     return torch.cdist(y, y).square().mean()
 
@@ -112,9 +118,9 @@ def psnr(x: Tensor, y: Tensor, data_range: float = 1.0) -> Tensor:
     xf, yf = x.reshape(B, -1), y.reshape(B, -1)
     total = torch.zeros(B, dtype=torch.float64, device=x.device)
     for i in range(0, xf.shape[1], _CHUNK):  # bounded memory: no float64 copy of the images
-        total += (xf[:, i:i + _CHUNK].double() - yf[:, i:i + _CHUNK].double()).square().sum(1)
+        total += (xf[:, i : i + _CHUNK].double() - yf[:, i : i + _CHUNK].double()).square().sum(1)
     mse = total / max(xf.shape[1], 1)
-    return 10 * torch.log10(data_range ** 2 / mse)
+    return 10 * torch.log10(data_range**2 / mse)
 
 
 #: Elements per chunk of the image metrics (psnr, ssim): their memory stays bounded (a few
@@ -129,8 +135,15 @@ def _gaussian_window(size: int, sigma: float) -> Tensor:
     return g / g.sum()
 
 
-def ssim(x: Tensor, y: Tensor, data_range: float = 1.0, window_size: int = 11,
-         sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03) -> Tensor:
+def ssim(
+    x: Tensor,
+    y: Tensor,
+    data_range: float = 1.0,
+    window_size: int = 11,
+    sigma: float = 1.5,
+    k1: float = 0.01,
+    k2: float = 0.03,
+) -> Tensor:
     r"""Structural similarity (Wang et al. 2004) per image, averaged over channels.
 
     Local means, variances and covariance use a Gaussian window (size 11, sigma 1.5) over the
@@ -189,5 +202,6 @@ def _ssim_map(x: Tensor, y: Tensor, g: Tensor, c1: float, c2: float) -> Tensor:
     syy = blur(y * y) - my * my
     sxy = blur(x * y) - mx * my
     return ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
+
 
 __all__ = ["feature_error", "table1_error", "pairwise_normalizer", "psnr", "ssim"]

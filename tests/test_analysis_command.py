@@ -1,5 +1,6 @@
 """The equivariance / equivalence subcommands (pyinvert.analysis.command), on a parser built
 here (the lead registers them in pyinvert's CLI)."""
+
 import argparse
 import json
 
@@ -32,9 +33,24 @@ def photos(tmp_path):
 
 def test_equivariance_command_writes_json_table_and_figures(photos, tmp_path, capsys):
     out = tmp_path / "out"
-    args = _parser().parse_args(["equivariance", "--rep", "hog", "--transforms", "hflip,rot45",
-                                 str(photos), "--out", str(out), "--crops", "10", "--size", "32",
-                                 "--invert-steps", "5"])
+    args = _parser().parse_args(
+        [
+            "equivariance",
+            "--rep",
+            "hog",
+            "--transforms",
+            "hflip,rot45",
+            str(photos),
+            "--out",
+            str(out),
+            "--crops",
+            "10",
+            "--size",
+            "32",
+            "--invert-steps",
+            "5",
+        ]
+    )
     assert args.func(args) == 0
     data = json.loads((out / "equivariance.json").read_text())
     rows = {r["transform"]: r for r in data["rows"]}
@@ -50,9 +66,27 @@ def test_equivariance_command_writes_json_table_and_figures(photos, tmp_path, ca
 
 def test_equivalence_command(photos, tmp_path, capsys):
     out = tmp_path / "eq"
-    args = _parser().parse_args(["equivalence", "--a", "hog", "--b", "hog", str(photos),
-                                 "--out", str(out), "--crops", "6", "--size", "32",
-                                 "--invert-steps", "3", "--ridge", "1e-6", "--in-memory"])
+    args = _parser().parse_args(
+        [
+            "equivalence",
+            "--a",
+            "hog",
+            "--b",
+            "hog",
+            str(photos),
+            "--out",
+            str(out),
+            "--crops",
+            "6",
+            "--size",
+            "32",
+            "--invert-steps",
+            "3",
+            "--ridge",
+            "1e-6",
+            "--in-memory",
+        ]
+    )
     assert args.func(args) == 0
     data = json.loads((out / "equivalence.json").read_text())
     assert data["rows"][0]["stitch"] == "trained" and data["rows"][0]["error_map"] < 1e-6
@@ -62,19 +96,50 @@ def test_equivalence_command(photos, tmp_path, capsys):
 
 def test_usage_errors(photos, tmp_path, capsys):
     p = _parser()
-    args = p.parse_args(["equivariance", "--rep", "hog", "--transforms", "shear", str(photos),
-                         "--out", str(tmp_path / "x")])
+    args = p.parse_args(
+        [
+            "equivariance",
+            "--rep",
+            "hog",
+            "--transforms",
+            "shear",
+            str(photos),
+            "--out",
+            str(tmp_path / "x"),
+        ]
+    )
     assert args.func(args) == 2
-    assert "pyinvert equivariance: error: parse_transform: unknown transform 'shear'" in \
-        capsys.readouterr().err
-    args = p.parse_args(["equivalence", "--a", "hog", "--b", "nope", str(photos),
-                         "--out", str(tmp_path / "y")])
+    assert (
+        "pyinvert equivariance: error: parse_transform: unknown transform 'shear'"
+        in capsys.readouterr().err
+    )
+    args = p.parse_args(
+        ["equivalence", "--a", "hog", "--b", "nope", str(photos), "--out", str(tmp_path / "y")]
+    )
     assert args.func(args) == 2
-    assert "pyinvert equivalence: error: invert: expected representation in" in \
-        capsys.readouterr().err
-    args = p.parse_args(["equivariance", "--rep", "hog", "--transforms", "hflip", str(photos),
-                         "--out", str(tmp_path / "w"), "--crops", "4", "--size", "32",
-                         "--invert-layer", "conv1", "--invert-steps", "2"])
+    assert (
+        "pyinvert equivalence: error: invert: expected representation in" in capsys.readouterr().err
+    )
+    args = p.parse_args(
+        [
+            "equivariance",
+            "--rep",
+            "hog",
+            "--transforms",
+            "hflip",
+            str(photos),
+            "--out",
+            str(tmp_path / "w"),
+            "--crops",
+            "4",
+            "--size",
+            "32",
+            "--invert-layer",
+            "conv1",
+            "--invert-steps",
+            "2",
+        ]
+    )
     assert args.func(args) == 2
     assert "--invert-layer: expected layers of --rep (hog), got conv1" in capsys.readouterr().err
     with pytest.raises(SystemExit):

@@ -1,4 +1,5 @@
 """pyinvert.analysis docstrings: documented defaults match the signatures, examples run."""
+
 import doctest
 import importlib
 import inspect
@@ -21,8 +22,9 @@ def test_documented_defaults_match_signature(name):
     params = inspect.signature(target).parameters
     for arg, text in documented_defaults(doc).items():
         default = params[arg].default
-        assert text.split(" (")[0].strip("'\"") == str(default) or text == repr(default), \
+        assert text.split(" (")[0].strip("'\"") == str(default) or text == repr(default), (
             f"{name}: {arg} documented as {text!r}, signature says {default!r}"
+        )
 
 
 def test_the_main_entry_points_document_their_defaults():
@@ -30,10 +32,18 @@ def test_the_main_entry_points_document_their_defaults():
     assert found["ridge"] == '"auto"' and found["crops"] == "128" and len(found) >= 15
 
 
-@pytest.mark.parametrize("module", ["pyinvert.analysis", "pyinvert.analysis.transforms",
-                                    "pyinvert.analysis.ridge", "pyinvert.analysis.figures",
-                                    "pyinvert.analysis.seeds", "pyinvert.analysis.equivalence",
-                                    "pyinvert.analysis.equivariance"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "pyinvert.analysis",
+        "pyinvert.analysis.transforms",
+        "pyinvert.analysis.ridge",
+        "pyinvert.analysis.figures",
+        "pyinvert.analysis.seeds",
+        "pyinvert.analysis.equivalence",
+        "pyinvert.analysis.equivariance",
+    ],
+)
 def test_doctests(module):
     torch.manual_seed(0)
     mod = importlib.import_module(module)

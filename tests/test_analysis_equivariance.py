@@ -1,5 +1,6 @@
 """Equivariance, invariance and stitching (pyinvert.analysis), on HOG, tiny CNNs and
 MobileNetV2 at 64 px, with the thresholds the maps must meet."""
+
 from pathlib import Path
 
 import pytest
@@ -21,13 +22,22 @@ def gen(seed=0):
 def test_hog_hflip_map_is_the_closed_form_permutation():
     # continuous-valued images: no gradient exactly between two orientation bins
     x = torch.rand(6, 1, 64, 64, dtype=torch.float64)
-    res = equivariance("hog", x, ["hflip", "vflip"], crops=12, test_crops=4, size=48,
-                       ridge=1e-9, prior="zero", generator=gen())
+    res = equivariance(
+        "hog",
+        x,
+        ["hflip", "vflip"],
+        crops=12,
+        test_crops=4,
+        size=48,
+        ridge=1e-9,
+        prior="zero",
+        generator=gen(),
+    )
     # UoCTTI HOG has one exact linear dependency between its channels: the undirected
     # channels sum to 0.5 sqrt(18) times the sum of the texture channels. The map is unique
     # up to it: compare on its orthogonal complement (the ridge finds the min-norm map).
     v = torch.zeros(31, dtype=torch.float64)
-    v[18:27], v[27:] = 1.0, -0.5 * 18 ** 0.5
+    v[18:27], v[27:] = 1.0, -0.5 * 18**0.5
     Q = torch.eye(31, dtype=torch.float64) - torch.outer(v, v) / (v @ v)
     for name in ("hflip", "vflip"):
         W, b = res.maps[("hog", name)].linear()
@@ -40,8 +50,9 @@ def test_hog_hflip_map_is_the_closed_form_permutation():
 
 
 def test_hog_on_photos_hflip_exact_rot45_worse_but_better_than_nothing():
-    res = equivariance("hog", DATA, ["hflip", "rot45"], crops=24, test_crops=8, size=64,
-                       generator=gen())
+    res = equivariance(
+        "hog", DATA, ["hflip", "rot45"], crops=24, test_crops=8, size=64, generator=gen()
+    )
     hflip, rot = res.error("hog", "hflip"), res.error("hog", "rot45")
     assert hflip <= 1e-2
     assert rot > 5 * hflip
@@ -74,8 +85,17 @@ class _D4Pool(nn.Module):
 def test_an_invariant_representation_gives_the_identity():
     rep = CNN(_D4Pool(), "pool")
     x = torch.rand(8, 3, 40, 40)
-    res = equivariance(rep, x, ["hflip", "rot90"], crops=24, test_crops=6, size=24,
-                       ridge=1e-9, prior="zero", generator=gen())
+    res = equivariance(
+        rep,
+        x,
+        ["hflip", "rot90"],
+        crops=24,
+        test_crops=6,
+        size=24,
+        ridge=1e-9,
+        prior="zero",
+        generator=gen(),
+    )
     for name in ("hflip", "rot90"):
         W, b = res.maps[("pool", name)].linear()
         torch.testing.assert_close(W, torch.eye(6, dtype=W.dtype), rtol=0, atol=1e-4)
@@ -94,9 +114,17 @@ def test_streaming_equals_in_memory():
 
 
 def test_self_stitching_mobilenet_gives_the_identity_and_keeps_top1():
-    res = equivalence("cnn:mobilenet_v2:features.6", "cnn:mobilenet_v2:features.6", DATA,
-                      crops=16, test_crops=20, size=64, prior="zero", untrained=False,
-                      generator=gen())
+    res = equivalence(
+        "cnn:mobilenet_v2:features.6",
+        "cnn:mobilenet_v2:features.6",
+        DATA,
+        crops=16,
+        test_crops=20,
+        size=64,
+        prior="zero",
+        untrained=False,
+        generator=gen(),
+    )
     row = res.row("trained")
     assert row["error_map"] < 1e-6 and row["top1_map"] >= 0.95
     assert res.settings["identity_distance"] < 1e-3
@@ -120,8 +148,19 @@ def test_learned_refinement_lowers_the_task_loss():
     torch.manual_seed(0)
     rep = small_cnn_rep(SmallNet().eval(), "features.6", "smallnet")
     x = torch.rand(16, 3, 32, 32)
-    res = equivariance(rep, x, ["rot90"], method="learned", crops=32, test_crops=8, size=32,
-                       epochs=3, lr=3e-3, chunk=8, generator=gen())
+    res = equivariance(
+        rep,
+        x,
+        ["rot90"],
+        method="learned",
+        crops=32,
+        test_crops=8,
+        size=32,
+        epochs=3,
+        lr=3e-3,
+        chunk=8,
+        generator=gen(),
+    )
     loss = res.settings["learn"]["loss"]["('features.6', 'rot90')"]
     assert loss["last"] < loss["first"]
 
@@ -148,8 +187,17 @@ def test_errors():
 
 def test_a_linear_layer_is_a_one_cell_grid():
     rep = CNN(_D4Pool(), "fc")  # logits [B, 3]: invariant, a 1 x 1 grid
-    res = equivariance(rep, torch.rand(8, 3, 40, 40), ["hflip", "rot90"], crops=24,
-                       test_crops=6, size=24, ridge=1e-9, prior="zero", generator=gen())
+    res = equivariance(
+        rep,
+        torch.rand(8, 3, 40, 40),
+        ["hflip", "rot90"],
+        crops=24,
+        test_crops=6,
+        size=24,
+        ridge=1e-9,
+        prior="zero",
+        generator=gen(),
+    )
     for name in ("hflip", "rot90"):
         row = res.row("fc", name)
         W, _ = res.maps[("fc", name)].linear()

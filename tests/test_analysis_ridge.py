@@ -1,16 +1,26 @@
 """Streaming and in-memory ridge regression, and the channel map (pyinvert.analysis.ridge)."""
+
 import pytest
 import torch
 
-from pyinvert.analysis.ridge import (ChannelMap, RidgeAccumulator, identity_prior, ridge_batch,
-                                     rows, select_ridge)
+from pyinvert.analysis.ridge import (
+    ChannelMap,
+    RidgeAccumulator,
+    identity_prior,
+    ridge_batch,
+    rows,
+    select_ridge,
+)
 
 
 def _data(n=400, d=6, e=4, seed=0):
     g = torch.Generator().manual_seed(seed)
     X = torch.randn(n, d, generator=g, dtype=torch.float64) * 3 + 5  # far from 0: shifts matter
-    Y = X @ torch.randn(d, e, generator=g, dtype=torch.float64) + 2 + \
-        0.3 * torch.randn(n, e, generator=g, dtype=torch.float64)
+    Y = (
+        X @ torch.randn(d, e, generator=g, dtype=torch.float64)
+        + 2
+        + 0.3 * torch.randn(n, e, generator=g, dtype=torch.float64)
+    )
     return X, Y
 
 
@@ -21,7 +31,7 @@ def test_streaming_equals_batch(ridge, prior):
     P = identity_prior(6, 6) if prior else None
     acc = RidgeAccumulator(6, 6)
     for i in range(0, 400, 37):  # uneven chunks
-        acc.update(X[i:i + 37], Y[i:i + 37])
+        acc.update(X[i : i + 37], Y[i : i + 37])
     acc.update(X[:0], Y[:0])  # an empty chunk is a no-op
     W1, b1 = acc.solve(ridge, P)
     W2, b2 = ridge_batch(X, Y, ridge, P)
@@ -54,8 +64,7 @@ def test_validation_error_from_the_sums_and_ridge_selection():
     best, curve = select_ridge(tr, va)
     assert best <= 1e-2 and curve["100"] > curve["1e-06"]  # a well-posed problem: small ridge
     merged = tr.merge(va)
-    torch.testing.assert_close(merged.solve(1e-3)[0], ridge_batch(X, Y, 1e-3)[0], rtol=0,
-                               atol=1e-9)
+    torch.testing.assert_close(merged.solve(1e-3)[0], ridge_batch(X, Y, 1e-3)[0], rtol=0, atol=1e-9)
 
 
 @pytest.mark.parametrize("kernel", [1, 3])
@@ -79,12 +88,18 @@ def test_channel_map_applies_the_fitted_rows(kernel):
 def test_errors():
     with pytest.raises(ValueError, match="ChannelMap: expected an odd kernel >= 1, got 2"):
         ChannelMap(3, 3, 2)
-    with pytest.raises(ValueError, match=r"RidgeAccumulator: the regression input has D k\^2 = "
-                                         r"9000 dimensions"):
+    with pytest.raises(
+        ValueError,
+        match=r"RidgeAccumulator: the regression input has D k\^2 = "
+        r"9000 dimensions",
+    ):
         RidgeAccumulator(9000, 3)
     acc = RidgeAccumulator(3, 2)
-    with pytest.raises(ValueError, match=r"RidgeAccumulator.update: expected X \[N, 3\] and Y "
-                                         r"\[N, 2\], got \[4, 2\] and \[4, 2\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"RidgeAccumulator.update: expected X \[N, 3\] and Y "
+        r"\[N, 2\], got \[4, 2\] and \[4, 2\]",
+    ):
         acc.update(torch.zeros(4, 2), torch.zeros(4, 2))
     with pytest.raises(ValueError, match="RidgeAccumulator.solve: no rows were accumulated"):
         acc.solve()
@@ -99,17 +114,17 @@ def test_merge_and_minus_with_different_shifts_are_exact():
     parts = []
     for i in range(0, 400, 100):  # each accumulator has its own shift (its first chunk's mean)
         a = RidgeAccumulator(6, 4)
-        a.update(X[i:i + 100] * (1 + i / 100), Y[i:i + 100])
+        a.update(X[i : i + 100] * (1 + i / 100), Y[i : i + 100])
         parts.append(a)
-    Xs = torch.cat([X[i:i + 100] * (1 + i / 100) for i in range(0, 400, 100)])
+    Xs = torch.cat([X[i : i + 100] * (1 + i / 100) for i in range(0, 400, 100)])
     total = RidgeAccumulator(6, 4)
     for a in parts:
         total.merge(a)
-    torch.testing.assert_close(total.solve(1e-3)[0], ridge_batch(Xs, Y, 1e-3)[0], rtol=0,
-                               atol=1e-9)
+    torch.testing.assert_close(total.solve(1e-3)[0], ridge_batch(Xs, Y, 1e-3)[0], rtol=0, atol=1e-9)
     rest = total.minus(parts[0])
-    torch.testing.assert_close(rest.solve(1e-3)[0], ridge_batch(Xs[100:], Y[100:], 1e-3)[0],
-                               rtol=0, atol=1e-9)
+    torch.testing.assert_close(
+        rest.solve(1e-3)[0], ridge_batch(Xs[100:], Y[100:], 1e-3)[0], rtol=0, atol=1e-9
+    )
     W, b = rest.solve(0.1)
     direct = float(((Xs[:100] @ W.T + b - Y[:100]) ** 2).sum())
     assert parts[0].error(W, b) == pytest.approx(direct, rel=1e-10)

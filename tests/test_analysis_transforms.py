@@ -1,10 +1,17 @@
 """The transformation group and its action on images and feature grids (pyinvert.analysis)."""
+
 import pytest
 import torch
 
 from pyinvert.analysis.grids import Geometry, hog_channel_permutation, warp_grid
-from pyinvert.analysis.transforms import (HFLIP, IDENTITY, parse_transform, parse_transforms,
-                                          rotation, sample)
+from pyinvert.analysis.transforms import (
+    HFLIP,
+    IDENTITY,
+    parse_transform,
+    parse_transforms,
+    rotation,
+    sample,
+)
 
 EXACT = ["hflip", "vflip", "rot90", "rot180", "rot270", "hflip*rot90", "vflip*rot90*hflip"]
 
@@ -34,7 +41,7 @@ def test_composition_and_inverse():
     r = rotation(37.0)
     torch.testing.assert_close((r.inverse() * r).A, IDENTITY.A, rtol=0, atol=1e-12)
     assert not r.exact and parse_transform("scale0.71").footprint() == pytest.approx(1 / 0.71)
-    assert parse_transform("rot45").footprint() == pytest.approx(2 ** 0.5)
+    assert parse_transform("rot45").footprint() == pytest.approx(2**0.5)
 
 
 def test_parse_list_and_errors():
@@ -81,6 +88,7 @@ def test_hog_permutation_is_exact_on_continuous_images():
     for name in ("hflip", "vflip", "rot180"):
         g = parse_transform(name)
         fg = rep(g.apply(x))
-        torch.testing.assert_close(g.apply(f)[:, hog_channel_permutation(g)], fg,
-                                   rtol=0, atol=1e-12)
+        torch.testing.assert_close(
+            g.apply(f)[:, hog_channel_permutation(g)], fg, rtol=0, atol=1e-12
+        )
     assert hog_channel_permutation(parse_transform("rot90")) is None

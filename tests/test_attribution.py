@@ -1,5 +1,6 @@
 """Backward rules and gradient methods: an independent hand-written reference rule, captum as
 an oracle where captum is right, batch = single, several targets = one call per target."""
+
 import copy
 
 import pytest
@@ -99,9 +100,10 @@ def tiny():
     return Tiny().double().eval()
 
 
-@pytest.mark.parametrize("rule,method", [("gradient", "saliency"),
-                                         ("deconvnet", "deconvnet"),
-                                         ("guided", "guided_backprop")])
+@pytest.mark.parametrize(
+    "rule,method",
+    [("gradient", "saliency"), ("deconvnet", "deconvnet"), ("guided", "guided_backprop")],
+)
 def test_rules_equal_hand_written_reference(tiny, rule, method):
     x = torch.rand(3, 3, 12, 12, dtype=torch.float64)
     r = attribute(x, tiny, method, targets=[[1, 3]] * 3, preprocess=None)
@@ -113,14 +115,13 @@ def test_rules_equal_hand_written_reference(tiny, rule, method):
 
 def test_rules_differ_from_gradient_and_count_units(tiny):
     x = torch.rand(2, 3, 12, 12, dtype=torch.float64)
-    r = attribute(x, tiny, ["saliency", "deconvnet", "guided_backprop"], targets=2,
-                  preprocess=None)
+    r = attribute(x, tiny, ["saliency", "deconvnet", "guided_backprop"], targets=2, preprocess=None)
     g = r.gradients
     assert (g["guided_backprop"] - g["saliency"]).abs().max() > 1e-3 * g["saliency"].abs().max()
     assert (g["deconvnet"] - g["saliency"]).abs().max() > 1e-3 * g["saliency"].abs().max()
     with backward_rule("guided") as info:
         tiny(x.requires_grad_())
-    assert info["count"] == 5          # ReLU6, relu6, LeakyReLU, hardtanh, Tensor.relu
+    assert info["count"] == 5  # ReLU6, relu6, LeakyReLU, hardtanh, Tensor.relu
 
 
 def test_rule_engine_restores_functions_and_checks():
@@ -146,6 +147,7 @@ def _module_hook_reference(model, rule):
         if rule == "deconvnet":
             return (grad_out[0].clamp(min=0),)
         return (grad_in[0].clamp(min=0),)  # grad_in = grad_out * 1[0 < x < 6]
+
     for m in net.modules():
         if isinstance(m, nn.ReLU6):
             m.register_full_backward_hook(hook)
@@ -157,8 +159,7 @@ def mnv2():
     return imagenet_mobilenet_or_skip()
 
 
-@pytest.mark.parametrize("rule,method", [("deconvnet", "deconvnet"),
-                                         ("guided", "guided_backprop")])
+@pytest.mark.parametrize("rule,method", [("deconvnet", "deconvnet"), ("guided", "guided_backprop")])
 def test_mobilenet_v2_rules_equal_module_hook_reference(mnv2, rule, method):
     torch.manual_seed(1)
     x = torch.rand(2, 3, 64, 64)
@@ -166,7 +167,7 @@ def test_mobilenet_v2_rules_equal_module_hook_reference(mnv2, rule, method):
     ref_net = _module_hook_reference(mnv2, rule)
     for k in range(2):
         xr = x.clone().requires_grad_(True)
-        s = ref_net(normalize(xr)).gather(1, r.targets[:, k:k + 1]).sum()
+        s = ref_net(normalize(xr)).gather(1, r.targets[:, k : k + 1]).sum()
         ref = torch.autograd.grad(s, xr)[0]
         scale = ref.abs().max()
         assert (r.gradients[method][:, k] - ref).abs().max() <= 1e-5 * scale
@@ -200,8 +201,18 @@ class _Norm(nn.Module):
 def test_inplace_relu_model_and_functional(tiny):
     """torchvision-style nn.ReLU(inplace=True) and F.relu(inplace=True) get the rule too."""
     torch.manual_seed(2)
-    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(inplace=True), nn.Conv2d(4, 4, 3),
-                        _InplaceF(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)).double().eval()
+    net = (
+        nn.Sequential(
+            nn.Conv2d(3, 4, 3),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(4, 4, 3),
+            _InplaceF(),
+            nn.Flatten(),
+            nn.Linear(4 * 6 * 6, 3),
+        )
+        .double()
+        .eval()
+    )
     x = torch.rand(2, 3, 10, 10, dtype=torch.float64)
     r = attribute(x, net, ["saliency", "guided_backprop"], targets=1, preprocess=None)
     # reference by hand
@@ -233,10 +244,9 @@ def test_batch_equals_single_and_targets_in_one_call(mnv2):
     r = attribute(x, mnv2, methods, targets=tg, steps=4)
     for b in range(3):
         for k in range(3):
-            one = attribute(x[b:b + 1], mnv2, methods, targets=tg[b][k], steps=4)
+            one = attribute(x[b : b + 1], mnv2, methods, targets=tg[b][k], steps=4)
             for m in methods:
-                torch.testing.assert_close(r.maps[m][b, k], one.maps[m][0, 0],
-                                           rtol=1e-4, atol=1e-6)
+                torch.testing.assert_close(r.maps[m][b, k], one.maps[m][0, 0], rtol=1e-4, atol=1e-6)
     assert r.targets.tolist() == tg and r.scores.shape == (3, 3)
 
 
@@ -246,29 +256,33 @@ def test_unit_gradient_rule_gradcheck(unit):
     from the output), away from the kinks."""
     from pyinvert.attribution.rules import _Unit
 
-    run, lo, hi, slope = {"relu": (torch.relu, 0.0, float("inf"), None),
-                          "relu6": (F.relu6, 0.0, 6.0, None),
-                          "hardtanh": (lambda t: F.hardtanh(t, -1.0, 2.0), -1.0, 2.0, None),
-                          "leaky": (lambda t: F.leaky_relu(t, 0.2), None, None, 0.2)}[unit]
+    run, lo, hi, slope = {
+        "relu": (torch.relu, 0.0, float("inf"), None),
+        "relu6": (F.relu6, 0.0, 6.0, None),
+        "hardtanh": (lambda t: F.hardtanh(t, -1.0, 2.0), -1.0, 2.0, None),
+        "leaky": (lambda t: F.leaky_relu(t, 0.2), None, None, 0.2),
+    }[unit]
     x = torch.linspace(-3, 8, 45, dtype=torch.float64)
     kinks = torch.tensor([-1.0, 0.0, 2.0, 6.0], dtype=torch.float64)
     x = x[(x[:, None] - kinks).abs().amin(1) > 0.1]
     x = x.clone().requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda v: _Unit.apply(v, run, lo, hi, slope, "gradient"),
-                                    (x,))
+    assert torch.autograd.gradcheck(lambda v: _Unit.apply(v, run, lo, hi, slope, "gradient"), (x,))
 
 
-@pytest.mark.parametrize("bad,match", [
-    (dict(methods="nope"), "expected methods from"),
-    (dict(methods="saliency", steps=3), "taken by none of"),
-    (dict(methods="saliency", targets=[[1], [1, 2]]), "same number of targets"),
-    (dict(methods="saliency", targets=[1, 2, 3]), "targets for 2 image"),
-    (dict(methods="saliency", targets=5000), r"expected targets in \[0, 1000\)"),
-    (dict(methods="saliency", output="prob"), "expected output in"),
-    (dict(methods="gradcam", layer="features.99"), "has no layer"),
-    (dict(methods="integrated_gradients", steps=0), "steps to be an int >= 1"),
-    (dict(methods="smoothgrad", base="occlusion"), "smoothgrad's base"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        (dict(methods="nope"), "expected methods from"),
+        (dict(methods="saliency", steps=3), "taken by none of"),
+        (dict(methods="saliency", targets=[[1], [1, 2]]), "same number of targets"),
+        (dict(methods="saliency", targets=[1, 2, 3]), "targets for 2 image"),
+        (dict(methods="saliency", targets=5000), r"expected targets in \[0, 1000\)"),
+        (dict(methods="saliency", output="prob"), "expected output in"),
+        (dict(methods="gradcam", layer="features.99"), "has no layer"),
+        (dict(methods="integrated_gradients", steps=0), "steps to be an int >= 1"),
+        (dict(methods="smoothgrad", base="occlusion"), "smoothgrad's base"),
+    ],
+)
 def test_errors(mnv2, bad, match):
     with pytest.raises(ValueError, match=match):
         attribute(torch.rand(2, 3, 32, 32), mnv2, **bad)
@@ -286,10 +300,19 @@ def test_errors_model():
 
 def test_smoothgrad_equals_its_definition(tiny):
     x = torch.rand(2, 3, 12, 12, dtype=torch.float64)
-    r = attribute(x, tiny, "smoothgrad", targets=[[0, 4], [1, 2]], preprocess=None,
-                  samples=3, noise=0.2, generator=torch.Generator().manual_seed(5))
-    eps = torch.randn((3,) + tuple(x.shape), generator=torch.Generator().manual_seed(5),
-                      dtype=x.dtype)
+    r = attribute(
+        x,
+        tiny,
+        "smoothgrad",
+        targets=[[0, 4], [1, 2]],
+        preprocess=None,
+        samples=3,
+        noise=0.2,
+        generator=torch.Generator().manual_seed(5),
+    )
+    eps = torch.randn(
+        (3,) + tuple(x.shape), generator=torch.Generator().manual_seed(5), dtype=x.dtype
+    )
     sigma = 0.2 * (x.flatten(1).amax(1) - x.flatten(1).amin(1))
     for k in range(2):
         grads = []
@@ -301,8 +324,16 @@ def test_smoothgrad_equals_its_definition(tiny):
         g = torch.stack(grads)
         torch.testing.assert_close(r.gradients["smoothgrad"][:, k], g.mean(0))
         torch.testing.assert_close(r.maps["smoothgrad"][:, k], g.abs().amax(2).mean(0))
-    zero = attribute(x, tiny, ["smoothgrad", "guided_backprop"], targets=1, preprocess=None,
-                     samples=2, noise=0.0, base="guided_backprop")
+    zero = attribute(
+        x,
+        tiny,
+        ["smoothgrad", "guided_backprop"],
+        targets=1,
+        preprocess=None,
+        samples=2,
+        noise=0.0,
+        base="guided_backprop",
+    )
     torch.testing.assert_close(zero.maps["smoothgrad"], zero.maps["guided_backprop"])
 
 
@@ -313,8 +344,7 @@ def test_guided_gradcam_is_guided_times_upsampled_cam(mnv2):
     torch.testing.assert_close(r.gradients["guided_gradcam"], prod)
     assert (r.maps["gradcam"] >= 0).all()
     raw = attribute(x, mnv2, "gradcam", targets=[[5, 9]], relu=False).info["gradcam"]
-    torch.testing.assert_close(r.info["gradcam"]["layer_maps"],
-                               raw["layer_maps"].clamp(min=0))
+    torch.testing.assert_close(r.info["gradcam"]["layer_maps"], raw["layer_maps"].clamp(min=0))
 
 
 def test_result_save_and_summary(mnv2, tmp_path):
@@ -322,22 +352,41 @@ def test_result_save_and_summary(mnv2, tmp_path):
 
     from pyinvert.io import load_image
 
-    r = attribute([sample_path("chelsea")], mnv2, ["saliency", "occlusion"], size=64,
-                  targets=[[281, 285]], window=16, stride=16)
+    r = attribute(
+        [sample_path("chelsea")],
+        mnv2,
+        ["saliency", "occlusion"],
+        size=64,
+        targets=[[281, 285]],
+        window=16,
+        stride=16,
+    )
     assert r.names == ["chelsea"] and "tabby" in r.summary()
     paths = r.save(tmp_path)
     assert (tmp_path / "chelsea_saliency_281.png").is_file()
-    np.testing.assert_array_equal(np.load(tmp_path / "chelsea_occlusion.npy"),
-                                  r.maps["occlusion"][0].numpy())
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "chelsea_occlusion.npy"), r.maps["occlusion"][0].numpy()
+    )
     assert load_image(tmp_path / "chelsea_grid.png").shape[1] > 2 * 64
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
     assert len(paths) == 1 + 4 + 2 + 1
 
 
-ALL_OPTS = {"integrated_gradients": dict(steps=3), "occlusion": dict(window=4, stride=4),
-            "smoothgrad": dict(samples=2)}
-ALL = ["saliency", "deconvnet", "guided_backprop", "gradcam", "guided_gradcam",
-       "integrated_gradients", "smoothgrad", "occlusion"]
+ALL_OPTS = {
+    "integrated_gradients": dict(steps=3),
+    "occlusion": dict(window=4, stride=4),
+    "smoothgrad": dict(samples=2),
+}
+ALL = [
+    "saliency",
+    "deconvnet",
+    "guided_backprop",
+    "gradcam",
+    "guided_gradcam",
+    "integrated_gradients",
+    "smoothgrad",
+    "occlusion",
+]
 
 
 @pytest.mark.parametrize("method", ALL)
@@ -347,10 +396,17 @@ def test_empty_and_non_contiguous_inputs(tiny, method):
     assert empty.maps[method].shape == (0, 1, 12, 12) and empty.targets.shape == (0, 1)
     x = torch.rand(2, 3, 12, 24, dtype=torch.float64)[:, :, :, ::2]
     assert not x.is_contiguous()
-    a = attribute(x, tiny, method, targets=[[1, 2]] * 2,
-                  generator=torch.Generator().manual_seed(0), **kw)
-    b = attribute(x.contiguous(), tiny, method, targets=[[1, 2]] * 2,
-                  generator=torch.Generator().manual_seed(0), **kw)
+    a = attribute(
+        x, tiny, method, targets=[[1, 2]] * 2, generator=torch.Generator().manual_seed(0), **kw
+    )
+    b = attribute(
+        x.contiguous(),
+        tiny,
+        method,
+        targets=[[1, 2]] * 2,
+        generator=torch.Generator().manual_seed(0),
+        **kw,
+    )
     torch.testing.assert_close(a.maps[method], b.maps[method])
 
 

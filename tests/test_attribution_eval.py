@@ -1,12 +1,18 @@
 """Evaluations (randomization test, deletion / insertion, pointing game) and top patches."""
+
 import numpy as np
 import pytest
 import torch
 
 from pyinvert.attribution import attribute
-from pyinvert.attribution.evaluation import (deletion_insertion, pointing_game,
-                                             randomization_figure, randomization_test,
-                                             spearman, ssim)
+from pyinvert.attribution.evaluation import (
+    deletion_insertion,
+    pointing_game,
+    randomization_figure,
+    randomization_test,
+    spearman,
+    ssim,
+)
 from pyinvert.attribution.patches import receptive_field, top_patches
 from pyinvert.data import sample_path
 from pyinvert.models import describe, load_model, prepare_image
@@ -40,8 +46,9 @@ def test_randomization_test_reproduces_the_papers_finding(mnv2, tmp_path):
     randomized and stay decorrelated; guided backprop's barely change until the lower
     layers are randomized."""
     layers = ["classifier.1", "features.18", "features.14", "features.7", "features.0"]
-    r = randomization_test(PHOTOS[:3], mnv2, ["saliency", "guided_backprop"], size=64,
-                           layers=layers)
+    r = randomization_test(
+        PHOTOS[:3], mnv2, ["saliency", "guided_backprop"], size=64, layers=layers
+    )
     assert r["stages"] == ["trained"] + layers
     sal = r["saliency"]["spearman_abs"].flatten(1).mean(1)
     gbp = r["guided_backprop"]["spearman_abs"].flatten(1).mean(1)
@@ -59,7 +66,7 @@ def test_gradcam_beats_random_maps_on_deletion(mnv2):
     ours = deletion_insertion(a.images, mnv2, a.maps["gradcam"], a.targets, **kw)
     g = torch.Generator().manual_seed(0)
     rand = []
-    for _ in range(2):   # random maps as smooth as Grad-CAM's (its 3x3 layer, upsampled)
+    for _ in range(2):  # random maps as smooth as Grad-CAM's (its 3x3 layer, upsampled)
         low = torch.rand(4, 1, 3, 3, generator=g)
         m = torch.nn.functional.interpolate(low, size=(96, 96), mode="bilinear")
         rand.append(deletion_insertion(a.images, mnv2, m, a.targets, **kw)["deletion_auc"])
@@ -68,13 +75,12 @@ def test_gradcam_beats_random_maps_on_deletion(mnv2):
 
 def test_deletion_insertion_curve_ends(mnv2):
     a = attribute(PHOTOS[:1], mnv2, "saliency", size=64)
-    r = deletion_insertion(a.images, mnv2, a.maps["saliency"], a.targets, steps=4,
-                           blur_sigma=2.0)
+    r = deletion_insertion(a.images, mnv2, a.maps["saliency"], a.targets, steps=4, blur_sigma=2.0)
     p0 = torch.softmax(mnv2(__import__("pyinvert").models.normalize(a.images)), 1)
-    torch.testing.assert_close(r["deletion"][0, 0, 0], p0[0, a.targets[0, 0]], atol=1e-5,
-                               rtol=1e-4)
-    torch.testing.assert_close(r["insertion"][0, 0, -1], p0[0, a.targets[0, 0]], atol=1e-5,
-                               rtol=1e-4)
+    torch.testing.assert_close(r["deletion"][0, 0, 0], p0[0, a.targets[0, 0]], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        r["insertion"][0, 0, -1], p0[0, a.targets[0, 0]], atol=1e-5, rtol=1e-4
+    )
     assert r["deletion"].shape == (1, 1, 5) and r["insertion_auc"].shape == (1, 1)
     with pytest.raises(ValueError, match="expected maps of shape"):
         deletion_insertion(a.images, mnv2, a.maps["saliency"][:, :, :8], a.targets)
@@ -84,12 +90,11 @@ def test_deletion_insertion_curve_ends(mnv2):
 
 def test_pointing_game():
     maps = torch.zeros(2, 2, 50, 50)
-    maps[0, 0, 10, 10] = 1     # inside the box
-    maps[0, 1, 40, 40] = 1     # 20 px from the box's corner (> 15)
-    maps[1, 0, 30, 30] = 1     # within tolerance of the second box
+    maps[0, 0, 10, 10] = 1  # inside the box
+    maps[0, 1, 40, 40] = 1  # 20 px from the box's corner (> 15)
+    maps[1, 0, 30, 30] = 1  # within tolerance of the second box
     maps[1, 1, 0, 0] = 1
-    boxes = [[(5, 5, 20, 20), (0, 0, 26, 26)], [[(0, 0, 2, 2), (31, 31, 40, 40)],
-                                                 (20, 20, 30, 30)]]
+    boxes = [[(5, 5, 20, 20), (0, 0, 26, 26)], [[(0, 0, 2, 2), (31, 31, 40, 40)], (20, 20, 30, 30)]]
     r = pointing_game(maps, boxes)
     assert r["hits"].tolist() == [[True, False], [True, False]] and r["accuracy"] == 0.5
     with pytest.raises(ValueError, match="expected boxes for 2 images"):
@@ -98,22 +103,27 @@ def test_pointing_game():
 
 def test_top_patches_streamed_equals_brute_force(tmp_path):
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3, padding=1), torch.nn.ReLU(),
-                              torch.nn.Conv2d(6, 6, 3, padding=1),
-                              torch.nn.MaxPool2d(2), torch.nn.Flatten(),
-                              torch.nn.Linear(6 * 16 * 16, 3)).eval()
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 6, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(6, 6, 3, padding=1),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(),
+        torch.nn.Linear(6 * 16 * 16, 3),
+    ).eval()
     x = torch.rand(5, 3, 32, 32)
     a = top_patches(x, net, "3", "0:3", k=3, size=32, batch_size=2)
     b = top_patches(x, net, "3", [0, 1, 2], k=3, size=32, batch_size=5)
     key = [[(h["image"], h["y"], h["x"]) for h in row] for row in a.hits]
     assert key == [[(h["image"], h["y"], h["x"]) for h in row] for row in b.hits]
     with torch.no_grad():
-        xp = prepare_image(x, 32)           # top_patches' resize + centre crop
+        xp = prepare_image(x, 32)  # top_patches' resize + centre crop
         acts = net[:4](xp)[:, :3]
     for c in range(3):
         per_image = acts[:, c].flatten(1).max(1).values
         assert [h["value"] for h in a.hits[c]] == pytest.approx(
-            per_image.topk(3).values.tolist(), rel=1e-6)
+            per_image.topk(3).values.tolist(), rel=1e-6
+        )
         h = a.hits[c][0]
         assert acts[h["image"], c, h["y"], h["x"]].item() == pytest.approx(h["value"])
     jump, rf, start = a.receptive_field
@@ -123,7 +133,7 @@ def test_top_patches_streamed_equals_brute_force(tmp_path):
     y0 = int(round(start + h["y"] * jump - (rf - 1) / 2))
     x0 = int(round(start + h["x"] * jump - (rf - 1) / 2))
     padded = torch.nn.functional.pad(xp[h["image"]], (6, 6, 6, 6), value=0.5)
-    torch.testing.assert_close(a.crops[0][0], padded[:, y0 + 6:y0 + 12, x0 + 6:x0 + 12])
+    torch.testing.assert_close(a.crops[0][0], padded[:, y0 + 6 : y0 + 12, x0 + 6 : x0 + 12])
     assert a.figure.shape[2] == 3 and a.save(tmp_path / "p.png").is_file()
 
 
@@ -139,7 +149,8 @@ def test_top_patches_folder_and_errors(tmp_path):
     with pytest.raises(ValueError, match=r"expected channels in \[0, 24\)"):
         top_patches(tmp_path, net, "features.3", [30], size=32)
     with pytest.raises(ValueError, match="no images"):
-        top_patches(tmp_path / "none", net, "features.3", [1], size=32) \
-            if (tmp_path / "none").mkdir() is None else None
+        top_patches(tmp_path / "none", net, "features.3", [1], size=32) if (
+            tmp_path / "none"
+        ).mkdir() is None else None
     with pytest.raises(ValueError, match="expected k to be an int >= 1"):
         top_patches(tmp_path, net, "features.3", [1], k=0)

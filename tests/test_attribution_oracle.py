@@ -1,6 +1,7 @@
 """captum (test-only dependency) as the oracle where captum is right: saliency, integrated
 gradients, occlusion and Grad-CAM on zoo networks with nn.ReLU (random weights); and the
 incremental occlusion against the full recomputation."""
+
 import pytest
 import torch
 from torch import nn
@@ -53,21 +54,25 @@ def test_integrated_gradients_equals_captum(resnet, images):
     net, wrapped = resnet
     r = attribute(images, net, "integrated_gradients", targets=TARGETS, steps=8)
     ig = captum.IntegratedGradients(wrapped)
-    ref = _per_target(lambda t: ig.attribute(images.clone(), baselines=0.0, target=t,
-                                             n_steps=8, method="gausslegendre"))
+    ref = _per_target(
+        lambda t: ig.attribute(
+            images.clone(), baselines=0.0, target=t, n_steps=8, method="gausslegendre"
+        )
+    )
     _close(r.gradients["integrated_gradients"], ref)
     delta = r.info["integrated_gradients"]["score_difference"]
     res = r.info["integrated_gradients"]["completeness_residual"]
-    torch.testing.assert_close(r.gradients["integrated_gradients"].flatten(2).sum(2) - delta,
-                               res)
+    torch.testing.assert_close(r.gradients["integrated_gradients"].flatten(2).sum(2) - delta, res)
 
 
 def test_integrated_gradients_completeness_improves_with_steps(resnet, images):
     net, _ = resnet
-    few = attribute(images[:1], net, "integrated_gradients", targets=3, steps=2,
-                    ig_method="riemann_right")
-    many = attribute(images[:1], net, "integrated_gradients", targets=3, steps=64,
-                     ig_method="riemann_right")
+    few = attribute(
+        images[:1], net, "integrated_gradients", targets=3, steps=2, ig_method="riemann_right"
+    )
+    many = attribute(
+        images[:1], net, "integrated_gradients", targets=3, steps=64, ig_method="riemann_right"
+    )
     r_few = few.info["integrated_gradients"]["completeness_residual"].abs().item()
     r_many = many.info["integrated_gradients"]["completeness_residual"].abs().item()
     assert r_many < r_few
@@ -78,13 +83,27 @@ def test_occlusion_equals_captum(resnet, images, window, stride, batch):
     """(24, 18): the last window is cut at the border, and one copy per batch."""
     net, wrapped = resnet
     occ = captum.Occlusion(wrapped)
-    ref = _per_target(lambda t: occ.attribute(
-        images.clone(), sliding_window_shapes=(3, window, window),
-        strides=(3, stride, stride), baselines=0.0, target=t,
-        perturbations_per_eval=16)[:, 0])
+    ref = _per_target(
+        lambda t: occ.attribute(
+            images.clone(),
+            sliding_window_shapes=(3, window, window),
+            strides=(3, stride, stride),
+            baselines=0.0,
+            target=t,
+            perturbations_per_eval=16,
+        )[:, 0]
+    )
     for incremental in (False, True):
-        r = attribute(images, net, "occlusion", targets=TARGETS, window=window, stride=stride,
-                      incremental=incremental, batch_size=batch)
+        r = attribute(
+            images,
+            net,
+            "occlusion",
+            targets=TARGETS,
+            window=window,
+            stride=stride,
+            incremental=incremental,
+            batch_size=batch,
+        )
         assert r.info["occlusion"]["incremental"] is incremental
         _close(r.maps["occlusion"], ref)
 
@@ -93,16 +112,15 @@ def test_gradcam_equals_captum(resnet, images):
     net, wrapped = resnet
     r = attribute(images, net, "gradcam", targets=TARGETS, layer="layer3")
     gc = captum.LayerGradCam(wrapped, net.layer3)
-    ref = _per_target(lambda t: gc.attribute(images.clone(), target=t,
-                                             relu_attributions=True)[:, 0])
+    ref = _per_target(
+        lambda t: gc.attribute(images.clone(), target=t, relu_attributions=True)[:, 0]
+    )
     _close(r.info["gradcam"]["layer_maps"], ref)
-    up = torch.nn.functional.interpolate(ref, size=(64, 64), mode="bilinear",
-                                         align_corners=False)
+    up = torch.nn.functional.interpolate(ref, size=(64, 64), mode="bilinear", align_corners=False)
     _close(r.maps["gradcam"], up)
 
 
-@pytest.mark.parametrize("name,size", [("mobilenet_v2", 96), ("alexnet", 72),
-                                       ("vgg16", 40)])
+@pytest.mark.parametrize("name,size", [("mobilenet_v2", 96), ("alexnet", 72), ("vgg16", 40)])
 def test_incremental_occlusion_equals_full(name, size):
     torch.manual_seed(2)
     from tests.test_attribution import imagenet_mobilenet_or_skip
@@ -122,8 +140,14 @@ def test_occlusion_errors(resnet):
     with pytest.raises(ValueError, match="no larger than the image"):
         attribute(x, net, "occlusion", window=32)
     with pytest.raises(ValueError, match="incremental occlusion supports"):
-        attribute(x, nn.Sequential(nn.Flatten(), nn.Linear(768, 4)).eval(), "occlusion",
-                  window=4, stride=4, incremental=True)
+        attribute(
+            x,
+            nn.Sequential(nn.Flatten(), nn.Linear(768, 4)).eval(),
+            "occlusion",
+            window=4,
+            stride=4,
+            incremental=True,
+        )
     with pytest.raises(TypeError, match="window to be an int"):
         attribute(x, net, "occlusion", window=2.5)
 
@@ -132,9 +156,23 @@ def test_occlusion_probability_drop_equals_captum(resnet, images):
     net, wrapped = resnet
     soft = nn.Sequential(wrapped, nn.Softmax(1)).eval()
     occ = captum.Occlusion(soft)
-    ref = _per_target(lambda t: occ.attribute(
-        images.clone(), sliding_window_shapes=(3, 16, 16), strides=(3, 16, 16),
-        baselines=0.5, target=t)[:, 0])
-    r = attribute(images, net, "occlusion", targets=TARGETS, window=16, stride=16,
-                  baseline=0.5, output="probability")
+    ref = _per_target(
+        lambda t: occ.attribute(
+            images.clone(),
+            sliding_window_shapes=(3, 16, 16),
+            strides=(3, 16, 16),
+            baselines=0.5,
+            target=t,
+        )[:, 0]
+    )
+    r = attribute(
+        images,
+        net,
+        "occlusion",
+        targets=TARGETS,
+        window=16,
+        stride=16,
+        baseline=0.5,
+        output="probability",
+    )
     _close(r.maps["occlusion"], ref)

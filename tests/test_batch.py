@@ -2,6 +2,7 @@
 ``tests/test_batch_*.py`` files share (grouping, resume and kills, torchrun:
 ``test_batch_run.py``; the report: ``test_batch_report.py``; hardening:
 ``test_batch_hardening.py``; determinism: ``test_batch_determinism.py``)."""
+
 import csv
 import json
 import math
@@ -44,8 +45,12 @@ def write_csv(path, rows, header=("id", "image", "rep", "recipe", "restarts", "o
         w = csv.writer(f)
         w.writerow(header)
         for r in rows:
-            w.writerow([r.get(h, "") if not isinstance(r.get(h), dict) else json.dumps(r[h])
-                        for h in header])
+            w.writerow(
+                [
+                    r.get(h, "") if not isinstance(r.get(h), dict) else json.dumps(r[h])
+                    for h in header
+                ]
+            )
     return path
 
 
@@ -69,28 +74,52 @@ def good_and_bad_rows(folder: Path):
         {"id": "camera-gray", "image": "img/camera.png", "rep": "hog"},
         {"id": "cat crop/1", "image": str(folder / "img" / "chelsea-crop.png"), "rep": "hogb"},
         {"id": "coffee-r2", "image": "img/coffee.png", "rep": "hog", "restarts": 2},
-        {"id": "rocket-dsift", "image": "img/rocket.png", "rep": "dsift",
-         "recipe": "ijcv2016"},
-        {"id": "cat-tv", "image": "img/chelsea.png", "rep": "hog",
-         "overrides": {"tv_weight": 2.0}},
+        {"id": "rocket-dsift", "image": "img/rocket.png", "rep": "dsift", "recipe": "ijcv2016"},
+        {"id": "cat-tv", "image": "img/chelsea.png", "rep": "hog", "overrides": {"tv_weight": 2.0}},
     ]
     bad = [
         ({"id": "missing", "image": "img/nothere.png", "rep": "hog"}, r"image not found"),
         ({"id": "junk", "image": "img/junk.png", "rep": "hog"}, r"cannot read the image"),
-        ({"id": "tiny", "image": "img/tiny.png", "rep": "hog"},
-         r"image too small: .* 3x3 pixels"),
-        ({"id": "bad-rep", "image": "img/chelsea.png", "rep": "sift3000"},
-         r"representation 'sift3000'"),
-        ({"id": "bad-layer", "image": "img/chelsea.png", "rep": "cnn:nosuchnet:conv9"},
-         r"representation 'cnn:nosuchnet:conv9'"),
-        ({"id": "bad-field", "image": "img/chelsea.png", "rep": "hog",
-          "overrides": {"tv_wieght": 2.0}}, r"unknown recipe field 'tv_wieght'"),
-        ({"id": "bad-value", "image": "img/chelsea.png", "rep": "hog",
-          "overrides": {"tv_weight": "lots"}}, r"field 'tv_weight': expected a finite number"),
-        ({"id": "bad-recipe", "image": "img/chelsea.png", "rep": "hog", "recipe": "eccv2099"},
-         r"recipe 'eccv2099'"),
-        ({"id": "diverges", "image": "img/chelsea.png", "rep": "hog",
-          "overrides": {"stages": [[1e10, 4]]}}, r"diverged: the loss became NaN/Inf"),
+        ({"id": "tiny", "image": "img/tiny.png", "rep": "hog"}, r"image too small: .* 3x3 pixels"),
+        (
+            {"id": "bad-rep", "image": "img/chelsea.png", "rep": "sift3000"},
+            r"representation 'sift3000'",
+        ),
+        (
+            {"id": "bad-layer", "image": "img/chelsea.png", "rep": "cnn:nosuchnet:conv9"},
+            r"representation 'cnn:nosuchnet:conv9'",
+        ),
+        (
+            {
+                "id": "bad-field",
+                "image": "img/chelsea.png",
+                "rep": "hog",
+                "overrides": {"tv_wieght": 2.0},
+            },
+            r"unknown recipe field 'tv_wieght'",
+        ),
+        (
+            {
+                "id": "bad-value",
+                "image": "img/chelsea.png",
+                "rep": "hog",
+                "overrides": {"tv_weight": "lots"},
+            },
+            r"field 'tv_weight': expected a finite number",
+        ),
+        (
+            {"id": "bad-recipe", "image": "img/chelsea.png", "rep": "hog", "recipe": "eccv2099"},
+            r"recipe 'eccv2099'",
+        ),
+        (
+            {
+                "id": "diverges",
+                "image": "img/chelsea.png",
+                "rep": "hog",
+                "overrides": {"stages": [[1e10, 4]]},
+            },
+            r"diverged: the loss became NaN/Inf",
+        ),
     ]
     return good, bad
 
@@ -122,8 +151,7 @@ def check_no_partial_files(out: Path):
             assert store.sha256_file(folder / name) == digest
         for png in folder.glob("*.png"):
             assert cv2.imread(str(png), cv2.IMREAD_UNCHANGED) is not None, png
-    leftovers = [p for p in out.rglob("*") if p.name.endswith(".tmp")
-                 and ".partial" not in p.parts]
+    leftovers = [p for p in out.rglob("*") if p.name.endswith(".tmp") and ".partial" not in p.parts]
     assert not leftovers
     for name in ("summary.json", "index.html"):
         if (out / name).exists():
@@ -133,8 +161,8 @@ def check_no_partial_files(out: Path):
     return folders
 
 
-
 # ---- shared helpers: spies, items, a CNN stand-in, subprocesses ----------------------
+
 
 class InvertSpy:
     """Wraps pyinvert.invert, recording each call's batch size; fails batches larger
@@ -168,6 +196,7 @@ class MissingWeights(FileNotFoundError):
 
 class TinyCNN(Representation):
     """3-channel conv + ReLU: a stand-in for a "cnn:MODEL:LAYER" representation."""
+
     name = "cnn:tiny:conv1"
     channels = 3
 
@@ -193,21 +222,30 @@ class TinyCNN(Representation):
 
 def _env():
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"]
-                                     if env.get("PYTHONPATH") else "")
+    env["PYTHONPATH"] = str(ROOT) + (
+        os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
+    )
     env.setdefault("OMP_NUM_THREADS", "1")
     return env
 
 
 def _done_items(out: Path):
-    return sorted(p.parent.name for p in (out / "items").glob("*/item.json")) \
-        if (out / "items").exists() else []
+    return (
+        sorted(p.parent.name for p in (out / "items").glob("*/item.json"))
+        if (out / "items").exists()
+        else []
+    )
 
 
 def _start(manifest, out, *extra):
-    return subprocess.Popen([PYTHON, "-m", "pyinvert.batch", str(manifest), "--out", str(out),
-                             *extra], cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [PYTHON, "-m", "pyinvert.batch", str(manifest), "--out", str(out), *extra],
+        cwd=ROOT,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for_items(proc, out, n, timeout=180):
@@ -220,15 +258,20 @@ def _wait_for_items(proc, out, n, timeout=180):
 
 # ---- a manifest with good and bad items -------------------------------------------------
 
+
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
 def test_good_items_have_outputs_bad_items_their_reason(tmp_path, fmt, capsys):
     good, bad = good_and_bad_rows(tmp_path)
     rows = good + [r for r, _ in bad]
-    manifest = (write_csv(tmp_path / "m.csv", rows) if fmt == "csv"
-                else write_jsonl(tmp_path / "m.jsonl", rows))
+    manifest = (
+        write_csv(tmp_path / "m.csv", rows)
+        if fmt == "csv"
+        else write_jsonl(tmp_path / "m.jsonl", rows)
+    )
     out = tmp_path / "out"
-    code = command.main([str(manifest), "--out", str(out), "--steps", "6", "--batch-size", "8",
-                         "--quiet"])
+    code = command.main(
+        [str(manifest), "--out", str(out), "--steps", "6", "--batch-size", "8", "--quiet"]
+    )
     assert code == 1
     summary, csv_rows = read_summary(out)
     by_id = {r["id"]: r for r in summary["items"]}
@@ -241,16 +284,22 @@ def test_good_items_have_outputs_bad_items_their_reason(tmp_path, fmt, capsys):
         assert record["status"] == "ok" and record["id"] == r["id"]
         assert 0 < record["metrics"]["feature_error"] < 1.5
         assert math.isfinite(record["metrics"]["psnr"]) and -1 <= record["metrics"]["ssim"] <= 1
-        names = ["reconstruction.png"] if not r.get("restarts") else \
-            [f"reconstruction-r{k}.png" for k in range(r["restarts"])]
+        names = (
+            ["reconstruction.png"]
+            if not r.get("restarts")
+            else [f"reconstruction-r{k}.png" for k in range(r["restarts"])]
+        )
         for name in names + ["original.png", "figure.png"]:
             im = cv2.imread(str(folder / name), cv2.IMREAD_UNCHANGED)
             assert im is not None and im.shape[0] >= 48, name
         assert cv2.imread(str(folder / names[0]), cv2.IMREAD_UNCHANGED).shape == (48, 48)
-        assert row["reconstruction"] == f"items/{item_slug(r['id'])}/" + \
-            record["files"]["reconstruction"]
-        assert float(dict((c["id"], c) for c in csv_rows)[r["id"]]["psnr"]) == \
-            pytest.approx(row["psnr"])
+        assert (
+            row["reconstruction"]
+            == f"items/{item_slug(r['id'])}/" + record["files"]["reconstruction"]
+        )
+        assert float(dict((c["id"], c) for c in csv_rows)[r["id"]]["psnr"]) == pytest.approx(
+            row["psnr"]
+        )
     for r, reason in bad:
         row = by_id[r["id"]]
         assert row["status"] == "failed", row
@@ -273,34 +322,60 @@ def test_good_items_have_outputs_bad_items_their_reason(tmp_path, fmt, capsys):
 def test_all_ok_exits_0(tmp_path):
     write_photo(tmp_path / "a.png")
     manifest = write_csv(tmp_path / "m.csv", [{"id": "a", "image": "a.png", "rep": "hog"}])
-    assert command.main([str(manifest), "--out", str(tmp_path / "o"), "--steps", "3",
-                         "--quiet"]) == 0
+    assert (
+        command.main([str(manifest), "--out", str(tmp_path / "o"), "--steps", "3", "--quiet"]) == 0
+    )
 
 
 # ---- manifest validation ------------------------------------------------------------------
 
-@pytest.mark.parametrize("text, suffix, match", [
-    ("id,image\na,x.png\n", ".csv", r"line 1: header: missing column\(s\) \['rep'\]"),
-    ("id,image,rep\na,x.png,hog\nb,y.png,hog\na,z.png,hog\n", ".csv",
-     r"line 4: field 'id': duplicate id 'a' \(first on line 2\)"),
-    ('id,image,rep,overrides\na,x.png,hog,"{tv_weight: 2}"\n', ".csv",
-     r"line 2: field 'overrides': not valid JSON"),
-    ('id,image,rep,overrides\na,x.png,hog,"[1, 2]"\n', ".csv",
-     r"line 2: field 'overrides': expected a JSON object"),
-    ("id,image,rep,restarts\na,x.png,hog,0\n", ".csv",
-     r"line 2: field 'restarts': expected an integer in \[1, 100\], got '0'"),
-    ("id,image,rep\n,x.png,hog\n", ".csv", r"line 2: field 'id': empty"),
-    ("id,image,rep\na,x.png,hog,extra\n", ".csv", r"line 2: 4 fields, but the header has 3"),
-    ("id,image,rep\n", ".csv", r"no items"),
-    ('{"id": "a", "image": "x.png", "rep": "hog"}\n{"id": "b", "image": "y.png"\n', ".jsonl",
-     r"line 2: not valid JSON"),
-    ('{"id": "a", "image": "x.png"}\n', ".jsonl", r"line 1: field 'rep': missing"),
-    ('["a", "x.png", "hog"]\n', ".jsonl", r"line 1: expected a JSON object, got list"),
-    ('{"id": "a", "image": "x.png", "rep": "hog", "overrides": "{oops"}\n', ".jsonl",
-     r"line 1: field 'overrides': not valid JSON"),
-    ('{"id": "a", "image": "x.png", "rep": "hog", "restarts": 1.5}\n', ".jsonl",
-     r"line 1: field 'restarts'"),
-])
+
+@pytest.mark.parametrize(
+    "text, suffix, match",
+    [
+        ("id,image\na,x.png\n", ".csv", r"line 1: header: missing column\(s\) \['rep'\]"),
+        (
+            "id,image,rep\na,x.png,hog\nb,y.png,hog\na,z.png,hog\n",
+            ".csv",
+            r"line 4: field 'id': duplicate id 'a' \(first on line 2\)",
+        ),
+        (
+            'id,image,rep,overrides\na,x.png,hog,"{tv_weight: 2}"\n',
+            ".csv",
+            r"line 2: field 'overrides': not valid JSON",
+        ),
+        (
+            'id,image,rep,overrides\na,x.png,hog,"[1, 2]"\n',
+            ".csv",
+            r"line 2: field 'overrides': expected a JSON object",
+        ),
+        (
+            "id,image,rep,restarts\na,x.png,hog,0\n",
+            ".csv",
+            r"line 2: field 'restarts': expected an integer in \[1, 100\], got '0'",
+        ),
+        ("id,image,rep\n,x.png,hog\n", ".csv", r"line 2: field 'id': empty"),
+        ("id,image,rep\na,x.png,hog,extra\n", ".csv", r"line 2: 4 fields, but the header has 3"),
+        ("id,image,rep\n", ".csv", r"no items"),
+        (
+            '{"id": "a", "image": "x.png", "rep": "hog"}\n{"id": "b", "image": "y.png"\n',
+            ".jsonl",
+            r"line 2: not valid JSON",
+        ),
+        ('{"id": "a", "image": "x.png"}\n', ".jsonl", r"line 1: field 'rep': missing"),
+        ('["a", "x.png", "hog"]\n', ".jsonl", r"line 1: expected a JSON object, got list"),
+        (
+            '{"id": "a", "image": "x.png", "rep": "hog", "overrides": "{oops"}\n',
+            ".jsonl",
+            r"line 1: field 'overrides': not valid JSON",
+        ),
+        (
+            '{"id": "a", "image": "x.png", "rep": "hog", "restarts": 1.5}\n',
+            ".jsonl",
+            r"line 1: field 'restarts'",
+        ),
+    ],
+)
 def test_manifest_errors_name_the_line_and_field(tmp_path, text, suffix, match):
     path = tmp_path / f"m{suffix}"
     path.write_text(text)
@@ -310,7 +385,7 @@ def test_manifest_errors_name_the_line_and_field(tmp_path, text, suffix, match):
 
 def test_bad_manifest_exits_2_and_lists_every_problem(tmp_path, capsys):
     path = tmp_path / "m.csv"
-    path.write_text('id,image,rep,overrides\na,x.png,hog,{bad\na,y.png,hog,\n')
+    path.write_text("id,image,rep,overrides\na,x.png,hog,{bad\na,y.png,hog,\n")
     out = tmp_path / "out"
     assert command.main([str(path), "--out", str(out)]) == 2
     err = capsys.readouterr().err
@@ -323,9 +398,11 @@ def test_bad_manifest_exits_2_and_lists_every_problem(tmp_path, capsys):
 def test_manifest_sniffing_paths_and_values(tmp_path):
     (tmp_path / "sub").mkdir()
     path = tmp_path / "sub" / "list.txt"  # no known extension: sniffed
-    path.write_text('{"id": 7, "image": "../a.png", "rep": "hog", "restarts": "2", '
-                    '"overrides": {"tv_weight": 2}}\n\n'
-                    '{"id": "b", "image": "/abs/b.png", "rep": "dsift", "overrides": null}\n')
+    path.write_text(
+        '{"id": 7, "image": "../a.png", "rep": "hog", "restarts": "2", '
+        '"overrides": {"tv_weight": 2}}\n\n'
+        '{"id": "b", "image": "/abs/b.png", "rep": "dsift", "overrides": null}\n'
+    )
     a, b = read_manifest(path)
     assert a.id == "7" and a.path.resolve() == (tmp_path / "a.png").resolve()
     assert a.restarts == 2 and a.overrides == {"tv_weight": 2} and a.line == 1
@@ -370,9 +447,14 @@ def test_a_second_job_on_the_same_folder_is_refused(tmp_path, capsys):
     lock = store.JobLock(out)
     assert lock.acquire()
     try:
-        code = subprocess.run([PYTHON, "-m", "pyinvert.batch", str(manifest), "--out", str(out),
-                               "--steps", "2"], cwd=ROOT, env=_env(), capture_output=True,
-                              text=True, timeout=120)
+        code = subprocess.run(
+            [PYTHON, "-m", "pyinvert.batch", str(manifest), "--out", str(out), "--steps", "2"],
+            cwd=ROOT,
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert code.returncode == 2 and "another job is writing" in code.stderr
     finally:
         lock.release()
@@ -386,18 +468,34 @@ def test_add_parser_wires_into_a_main_cli(tmp_path):
     command.add_parser(sub)
     write_photo(tmp_path / "a.png")
     manifest = write_csv(tmp_path / "m.csv", [{"id": "a", "image": "a.png", "rep": "hog"}])
-    args = parser.parse_args(["batch", str(manifest), "--out", str(tmp_path / "o"),
-                              "--steps", "2", "--quiet", "--batch-size", "4"])
+    args = parser.parse_args(
+        [
+            "batch",
+            str(manifest),
+            "--out",
+            str(tmp_path / "o"),
+            "--steps",
+            "2",
+            "--quiet",
+            "--batch-size",
+            "4",
+        ]
+    )
     assert args.command == "batch" and args.batch_size == 4
     assert args.func(args) == 0
     assert (tmp_path / "o" / "items" / "a" / "item.json").exists()
 
 
-
-
-@pytest.mark.parametrize("module", ["pyinvert.batch.manifest", "pyinvert.batch.overrides",
-                                    "pyinvert.batch.plan", "pyinvert.batch.report",
-                                    "pyinvert.batch.signals"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "pyinvert.batch.manifest",
+        "pyinvert.batch.overrides",
+        "pyinvert.batch.plan",
+        "pyinvert.batch.report",
+        "pyinvert.batch.signals",
+    ],
+)
 def test_batch_doctests(module):
     import doctest
     import importlib

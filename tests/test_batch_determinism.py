@@ -7,6 +7,7 @@ counts and in other processes (issue 11 item 17; the claim is in pyinvert/batch/
 * CNN items: the same only for the same batch, thread count and device; otherwise within
   the stated tolerance (checked on MobileNetV2 with its ImageNet weights).
 """
+
 import json
 import subprocess
 
@@ -28,16 +29,23 @@ CNN_MAX_REL_FEATURE_ERROR = 1e-2
 
 def outputs(out):
     summary, _ = read_summary(out)
-    return {r["id"]: ((out / r["reconstruction"]).read_bytes(), r["feature_error"])
-            for r in summary["items"]}
+    return {
+        r["id"]: ((out / r["reconstruction"]).read_bytes(), r["feature_error"])
+        for r in summary["items"]
+    }
 
 
 def run_process(manifest, out, threads, *extra):
     env = _env()
     env["OMP_NUM_THREADS"] = str(threads)
-    result = subprocess.run([PYTHON, "-m", "pyinvert.batch", str(manifest), "--out", str(out),
-                             "--quiet", *extra], cwd=ROOT, env=env, capture_output=True,
-                            text=True, timeout=600)
+    result = subprocess.run(
+        [PYTHON, "-m", "pyinvert.batch", str(manifest), "--out", str(out), "--quiet", *extra],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     return outputs(out)
 
@@ -54,7 +62,8 @@ def test_handcrafted_items_are_bit_for_bit_alone_or_batched(tmp_path, rep):
 
 def test_handcrafted_items_are_bit_for_bit_across_thread_counts(tmp_path):
     rows = many_items(tmp_path, 3, size=64) + [
-        {"id": f"d{i}", "image": f"p{i}.png", "rep": "dsift"} for i in range(3)]
+        {"id": f"d{i}", "image": f"p{i}.png", "rep": "dsift"} for i in range(3)
+    ]
     manifest = write_csv(tmp_path / "m.csv", rows)
     one = run_process(manifest, tmp_path / "t1", 1, "--steps", "6")
     two = run_process(manifest, tmp_path / "t2", 2, "--steps", "6")

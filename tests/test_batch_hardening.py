@@ -1,6 +1,7 @@
 """``pyinvert batch`` hardening (issue 11, batch items 2, 3, 6 and 15; 7, 12-14 and 16 are in
 ``test_batch_hardening_outputs.py``): every failure ends in a clear one-line reason or error,
 the other items' results intact."""
+
 import json
 import re
 import signal
@@ -17,8 +18,17 @@ from pyinvert import batch as pb
 from pyinvert.batch import command, manifest as manifest_mod, prepare, store
 from pyinvert.batch.manifest import ManifestError, item_slug, read_manifest
 from pyinvert.batch.overrides import ItemError, check_overrides
-from tests.test_batch import (items_by_id, run_job, PYTHON, ROOT, _env, read_summary,
-                              write_csv, write_jsonl, write_photo)
+from tests.test_batch import (
+    items_by_id,
+    run_job,
+    PYTHON,
+    ROOT,
+    _env,
+    read_summary,
+    write_csv,
+    write_jsonl,
+    write_photo,
+)
 
 
 # ---- 2. every override value finite and in its range -------------------------------------
@@ -36,19 +46,24 @@ BAD_OVERRIDES = [
     ({"bound": -1}, r"field 'bound': expected a finite number > 0 or null"),
     ({"sigma_reference_numel": float("-inf")}, r"field 'sigma_reference_numel'"),
     ({"jitter": 0}, r"field 'jitter': expected an integer in \[1, 256\], got 0"),
-    ({"jitter": 10 ** 9}, r"field 'jitter': expected an integer in \[1, 256\]"),
+    ({"jitter": 10**9}, r"field 'jitter': expected an integer in \[1, 256\]"),
     ({"jitter": 2.0}, r"field 'jitter': expected an integer"),
     ({"dsift_bin_size": 0}, r"field 'dsift_bin_size': expected an integer in \[1, 256\]"),
     ({"dsift_step": -4}, r"field 'dsift_step'"),
     ({"optimizer": "sgd"}, r"field 'optimizer': expected one of \('momentum'"),
     ({"init": 3}, r"field 'init': expected one of"),
     ({"lr_pixels": 1}, r"field 'lr_pixels': expected true or false, got 1"),
-    ({"stages": [[-0.004, 10]]}, r"field 'stages': expected \[lr > 0, iterations in "
-                                 r"\[1, 100000\]\]"),
+    (
+        {"stages": [[-0.004, 10]]},
+        r"field 'stages': expected \[lr > 0, iterations in "
+        r"\[1, 100000\]\]",
+    ),
     ({"stages": [[float("nan"), 10]]}, r"field 'stages': expected \[lr > 0"),
-    ({"stages": [[0.004, 10 ** 9]]}, r"field 'stages': expected \[lr > 0, iterations in"),
-    ({"stages": [[0.004, 60000], [0.001, 60000]]},
-     r"field 'stages': expected at most 100000 iterations in all, got 120000"),
+    ({"stages": [[0.004, 10**9]]}, r"field 'stages': expected \[lr > 0, iterations in"),
+    (
+        {"stages": [[0.004, 60000], [0.001, 60000]]},
+        r"field 'stages': expected at most 100000 iterations in all, got 120000",
+    ),
     ({"stages": [[0.004, 1]] * 101}, r"field 'stages': expected at most 100 stages, got 101"),
     ({"stages": []}, r"field 'stages': expected a non-empty list"),
     ({"tv_weight": "2"}, r"field 'tv_weight': expected a finite number >= 0, got '2'"),
@@ -56,8 +71,11 @@ BAD_OVERRIDES = [
 ]
 
 
-@pytest.mark.parametrize("overrides, reason", BAD_OVERRIDES,
-                         ids=[f"{k}={v!r:.20}" for (o, _) in BAD_OVERRIDES for k, v in o.items()])
+@pytest.mark.parametrize(
+    "overrides, reason",
+    BAD_OVERRIDES,
+    ids=[f"{k}={v!r:.20}" for (o, _) in BAD_OVERRIDES for k, v in o.items()],
+)
 def test_override_out_of_range_is_an_item_error_naming_the_field(overrides, reason):
     with pytest.raises(ItemError, match=reason):
         check_overrides(overrides)
@@ -80,8 +98,10 @@ def test_every_recipe_field_has_a_range_check():
 def test_bad_overrides_fail_their_items_and_the_others_run(tmp_path):
     write_photo(tmp_path / "a.png")
     rows = [{"id": "good", "image": "a.png", "rep": "hog", "overrides": {"tv_weight": 2.0}}]
-    rows += [{"id": f"bad{i}", "image": "a.png", "rep": "hog", "overrides": o}
-             for i, (o, _) in enumerate(BAD_OVERRIDES)]
+    rows += [
+        {"id": f"bad{i}", "image": "a.png", "rep": "hog", "overrides": o}
+        for i, (o, _) in enumerate(BAD_OVERRIDES)
+    ]
     out = tmp_path / "o"
     # JSON lines (NaN / Infinity are JSON extensions the manifest reader accepts).
     assert run_job(write_jsonl(tmp_path / "m.jsonl", rows), out) == 1
@@ -97,9 +117,15 @@ def test_bad_overrides_fail_their_items_and_the_others_run(tmp_path):
 
 # ---- 3. non-finite pixels: one clear reason ------------------------------------------------
 
+
 def write_float_tiff(path, value, size=48, where=(5, 7)):
-    image = cv2.resize(cv2.imread(str(pyinvert.data.sample_path("chelsea")),
-                                  cv2.IMREAD_GRAYSCALE), (size, size)).astype(np.float32) / 255
+    image = (
+        cv2.resize(
+            cv2.imread(str(pyinvert.data.sample_path("chelsea")), cv2.IMREAD_GRAYSCALE),
+            (size, size),
+        ).astype(np.float32)
+        / 255
+    )
     image[where] = value
     assert cv2.imwrite(str(path), image)
     return path
@@ -129,8 +155,10 @@ def test_non_finite_pixels_found_when_the_image_is_read_again(tmp_path, monkeypa
     monkeypatch.setattr(prepare, "KEEP_VALUES", 0)
     write_photo(tmp_path / "a.png")
     write_float_tiff(tmp_path / "b.tiff", 0.5)
-    rows = [{"id": "a", "image": "a.png", "rep": "hog"},
-            {"id": "b", "image": "b.tiff", "rep": "hog"}]
+    rows = [
+        {"id": "a", "image": "a.png", "rep": "hog"},
+        {"id": "b", "image": "b.tiff", "rep": "hog"},
+    ]
     real = prepare.load_checked
     calls = {"b": 0}
 
@@ -154,15 +182,19 @@ def test_pixels_that_overflow_the_representation_are_out_of_range(tmp_path):
     # A finite float pixel far outside [0, 1] becomes Inf in the representation's scale.
     write_float_tiff(tmp_path / "huge.tiff", 3e38)
     write_photo(tmp_path / "a.png")
-    rows = [{"id": "huge", "image": "huge.tiff", "rep": "hog"},
-            {"id": "a", "image": "a.png", "rep": "hog"}]
+    rows = [
+        {"id": "huge", "image": "huge.tiff", "rep": "hog"},
+        {"id": "a", "image": "a.png", "rep": "hog"},
+    ]
     out = tmp_path / "o"
     assert run_job(write_csv(tmp_path / "m.csv", rows), out) == 1
     by_id = items_by_id(out)
     assert by_id["a"]["status"] == "ok"
-    assert re.match(r"pixel values out of range: .*huge\.tiff has values in \[0\.\d+, 3e\+38\], "
-                    r"which the representation 'hog' turns into NaN/Inf \(expected \[0, 1\]\)$",
-                    by_id["huge"]["error"]), by_id["huge"]["error"]
+    assert re.match(
+        r"pixel values out of range: .*huge\.tiff has values in \[0\.\d+, 3e\+38\], "
+        r"which the representation 'hog' turns into NaN/Inf \(expected \[0, 1\]\)$",
+        by_id["huge"]["error"],
+    ), by_id["huge"]["error"]
 
 
 def test_a_code_that_is_not_finite_is_said_so(tmp_path, monkeypatch):
@@ -174,28 +206,38 @@ def test_a_code_that_is_not_finite_is_said_so(tmp_path, monkeypatch):
             return super().forward(x) * float("inf")
 
     real = reps.make_representation
-    monkeypatch.setattr(reps, "make_representation", lambda name, **kw: Overflowing()
-                        if name == "cnn:tiny:inf" else real(name, **kw))
+    monkeypatch.setattr(
+        reps,
+        "make_representation",
+        lambda name, **kw: Overflowing() if name == "cnn:tiny:inf" else real(name, **kw),
+    )
     write_photo(tmp_path / "a.png", size=32)
-    rows = [{"id": "inf", "image": "a.png", "rep": "cnn:tiny:inf"},
-            {"id": "a", "image": "a.png", "rep": "hog"}]
+    rows = [
+        {"id": "inf", "image": "a.png", "rep": "cnn:tiny:inf"},
+        {"id": "a", "image": "a.png", "rep": "hog"},
+    ]
     out = tmp_path / "o"
     assert run_job(write_csv(tmp_path / "m.csv", rows), out) == 1
     by_id = items_by_id(out)
     assert by_id["a"]["status"] == "ok"
-    assert by_id["inf"]["error"] == ("the representation's code of the image is not finite "
-                                     "(NaN or Inf): the image cannot be inverted")
+    assert by_id["inf"]["error"] == (
+        "the representation's code of the image is not finite "
+        "(NaN or Inf): the image cannot be inverted"
+    )
 
 
 # ---- 6. folder names are injective -------------------------------------------------------
+
 
 def test_an_id_that_looks_like_a_hashed_folder_gets_its_own(tmp_path):
     assert item_slug("a b") == "a_b-c8687a08aa"
     assert item_slug("a_b-c8687a08aa") != item_slug("a b")
     write_photo(tmp_path / "a.png")
     write_photo(tmp_path / "b.png", "coffee")
-    rows = [{"id": "a b", "image": "a.png", "rep": "hog"},
-            {"id": "a_b-c8687a08aa", "image": "b.png", "rep": "hog"}]
+    rows = [
+        {"id": "a b", "image": "a.png", "rep": "hog"},
+        {"id": "a_b-c8687a08aa", "image": "b.png", "rep": "hog"},
+    ]
     manifest = write_csv(tmp_path / "m.csv", rows)
     out = tmp_path / "o"
     assert run_job(manifest, out) == 0
@@ -206,22 +248,36 @@ def test_an_id_that_looks_like_a_hashed_folder_gets_its_own(tmp_path):
     assert job["skipped"] == 2 and job["done_this_run"] == 0
 
 
-@pytest.mark.parametrize("text, match", [
-    ('{"id": 1.5, "image": "a.png", "rep": "hog"}\n'
-     '{"id": 1.5, "image": "b.png", "rep": "hog"}\n',
-     r"line 2: field 'id': duplicate id '1.5' \(first on line 1\)"),
-    ('{"id": 2, "image": "a.png", "rep": "hog"}\n'
-     '{"id": "2", "image": "b.png", "rep": "hog"}\n',
-     r"line 2: field 'id': duplicate id '2'"),
-    ('{"id": NaN, "image": "a.png", "rep": "hog"}\n',
-     r"line 1: field 'id': expected a string or a finite number, got nan"),
-    ('{"id": "Cat", "image": "a.png", "rep": "hog"}\n'
-     '{"id": "cat", "image": "b.png", "rep": "hog"}\n',
-     r"line 2: field 'id': id 'cat' would share the folder items/cat with id 'Cat' \(line 1\) "
-     r"on a case-insensitive file system"),
-    ('{"id": "A b", "image": "a.png", "rep": "hog"}\n{"id": "A_B-C8687A08AA", "image": "b", '
-     '"rep": "hog"}\n{"id": "a b", "image": "c.png", "rep": "hog"}\n', None),
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        (
+            '{"id": 1.5, "image": "a.png", "rep": "hog"}\n'
+            '{"id": 1.5, "image": "b.png", "rep": "hog"}\n',
+            r"line 2: field 'id': duplicate id '1.5' \(first on line 1\)",
+        ),
+        (
+            '{"id": 2, "image": "a.png", "rep": "hog"}\n'
+            '{"id": "2", "image": "b.png", "rep": "hog"}\n',
+            r"line 2: field 'id': duplicate id '2'",
+        ),
+        (
+            '{"id": NaN, "image": "a.png", "rep": "hog"}\n',
+            r"line 1: field 'id': expected a string or a finite number, got nan",
+        ),
+        (
+            '{"id": "Cat", "image": "a.png", "rep": "hog"}\n'
+            '{"id": "cat", "image": "b.png", "rep": "hog"}\n',
+            r"line 2: field 'id': id 'cat' would share the folder items/cat with id 'Cat' \(line 1\) "
+            r"on a case-insensitive file system",
+        ),
+        (
+            '{"id": "A b", "image": "a.png", "rep": "hog"}\n{"id": "A_B-C8687A08AA", "image": "b", '
+            '"rep": "hog"}\n{"id": "a b", "image": "c.png", "rep": "hog"}\n',
+            None,
+        ),
+    ],
+)
 def test_ids_that_would_share_a_folder_reject_the_manifest(tmp_path, text, match):
     path = tmp_path / "m.jsonl"
     path.write_text(text)
@@ -236,24 +292,45 @@ def test_ids_that_would_share_a_folder_reject_the_manifest(tmp_path, text, match
 def test_a_hash_collision_is_caught_after_sanitizing(tmp_path, monkeypatch):
     # Force every hashed name to collide: the check after sanitizing still catches it.
     monkeypatch.setattr(manifest_mod, "item_slug", lambda item_id: "same")
-    path = write_csv(tmp_path / "m.csv", [{"id": "x y", "image": "a.png", "rep": "hog"},
-                                          {"id": "x/y", "image": "b.png", "rep": "hog"}])
-    with pytest.raises(ManifestError, match=r"line 3: field 'id': id 'x/y' would share the "
-                                            r"folder items/same with id 'x y' \(line 2\)$"):
+    path = write_csv(
+        tmp_path / "m.csv",
+        [
+            {"id": "x y", "image": "a.png", "rep": "hog"},
+            {"id": "x/y", "image": "b.png", "rep": "hog"},
+        ],
+    )
+    with pytest.raises(
+        ManifestError,
+        match=r"line 3: field 'id': id 'x/y' would share the "
+        r"folder items/same with id 'x y' \(line 2\)$",
+    ):
         read_manifest(path)
 
 
 # ---- 15. every count is bounded; SIGTERM works during set-up -------------------------------
 
-@pytest.mark.parametrize("text, suffix, match", [
-    ('{"id": "a", "image": "a.png", "rep": "hog", "restarts": 1e300}\n', ".jsonl",
-     r"line 1: field 'restarts': expected an integer in \[1, 100\], got 1e\+300"),
-    ('{"id": "a", "image": "a.png", "rep": "hog", "restarts": Infinity}\n', ".jsonl",
-     r"line 1: field 'restarts': expected an integer in \[1, 100\], got inf"),
-    ("id,image,rep,restarts\na,a.png,hog,1e300\n", ".csv",
-     r"line 2: field 'restarts': expected an integer in \[1, 100\], got '1e300'"),
-    ("id,image,rep,restarts\na,a.png,hog,101\n", ".csv", r"line 2: field 'restarts'"),
-])
+
+@pytest.mark.parametrize(
+    "text, suffix, match",
+    [
+        (
+            '{"id": "a", "image": "a.png", "rep": "hog", "restarts": 1e300}\n',
+            ".jsonl",
+            r"line 1: field 'restarts': expected an integer in \[1, 100\], got 1e\+300",
+        ),
+        (
+            '{"id": "a", "image": "a.png", "rep": "hog", "restarts": Infinity}\n',
+            ".jsonl",
+            r"line 1: field 'restarts': expected an integer in \[1, 100\], got inf",
+        ),
+        (
+            "id,image,rep,restarts\na,a.png,hog,1e300\n",
+            ".csv",
+            r"line 2: field 'restarts': expected an integer in \[1, 100\], got '1e300'",
+        ),
+        ("id,image,rep,restarts\na,a.png,hog,101\n", ".csv", r"line 2: field 'restarts'"),
+    ],
+)
 def test_restarts_are_bounded_in_the_manifest(tmp_path, text, suffix, match):
     path = tmp_path / f"m{suffix}"
     path.write_text(text)
@@ -261,12 +338,15 @@ def test_restarts_are_bounded_in_the_manifest(tmp_path, text, suffix, match):
         read_manifest(path)
 
 
-@pytest.mark.parametrize("args, match", [
-    (["--restarts", "1000"], r"expected restarts to be an int in \[1, 100\], got 1000"),
-    (["--steps", str(10 ** 9)], r"expected steps to be an int in \[1, 100000\]"),
-    (["--batch-size", str(10 ** 6)], r"expected batch_size to be an int in \[1, 4096\]"),
-    (["--max-batch-pixels", str(2 ** 40)], r"expected max_batch_pixels to be an int in"),
-])
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["--restarts", "1000"], r"expected restarts to be an int in \[1, 100\], got 1000"),
+        (["--steps", str(10**9)], r"expected steps to be an int in \[1, 100000\]"),
+        (["--batch-size", str(10**6)], r"expected batch_size to be an int in \[1, 4096\]"),
+        (["--max-batch-pixels", str(2**40)], r"expected max_batch_pixels to be an int in"),
+    ],
+)
 def test_job_options_are_bounded(tmp_path, capsys, args, match):
     write_photo(tmp_path / "a.png")
     manifest = write_csv(tmp_path / "m.csv", [{"id": "a", "image": "a.png", "rep": "hog"}])
@@ -278,8 +358,9 @@ def test_job_options_are_bounded(tmp_path, capsys, args, match):
 
 def test_item_and_image_counts_are_bounded(tmp_path, monkeypatch):
     monkeypatch.setattr(manifest_mod, "MAX_ITEMS", 2)
-    path = write_csv(tmp_path / "m.csv", [{"id": str(i), "image": "a.png", "rep": "hog"}
-                                          for i in range(3)])
+    path = write_csv(
+        tmp_path / "m.csv", [{"id": str(i), "image": "a.png", "rep": "hog"} for i in range(3)]
+    )
     with pytest.raises(ManifestError, match=r"3 items, more than the 2 a job takes"):
         read_manifest(path)
     monkeypatch.setattr(manifest_mod, "MAX_MANIFEST_BYTES", path.stat().st_size - 1)
@@ -289,22 +370,31 @@ def test_item_and_image_counts_are_bounded(tmp_path, monkeypatch):
     monkeypatch.setattr(prepare, "MAX_IMAGE_PIXELS", 40 * 40)
     write_photo(tmp_path / "a.png", size=40)
     write_photo(tmp_path / "b.png", size=41)
-    rows = [{"id": "a", "image": "a.png", "rep": "hog"}, {"id": "b", "image": "b.png",
-                                                          "rep": "hog"}]
+    rows = [
+        {"id": "a", "image": "a.png", "rep": "hog"},
+        {"id": "b", "image": "b.png", "rep": "hog"},
+    ]
     out = tmp_path / "o"
     assert run_job(write_csv(tmp_path / "m2.csv", rows), out) == 1
     by_id = items_by_id(out)
     assert by_id["a"]["status"] == "ok"
-    assert re.match(r"image too large: .*b\.png is 41x41 pixels, more than the 1600 a batch "
-                    r"item takes$", by_id["b"]["error"])
+    assert re.match(
+        r"image too large: .*b\.png is 41x41 pixels, more than the 1600 a batch "
+        r"item takes$",
+        by_id["b"]["error"],
+    )
     monkeypatch.setattr(prepare, "MAX_BATCH_PIXELS_LIMIT", 3 * 40 * 40)
-    rows = [{"id": "r3", "image": "a.png", "rep": "hog", "restarts": 3},
-            {"id": "r4", "image": "a.png", "rep": "hog", "restarts": 4}]
+    rows = [
+        {"id": "r3", "image": "a.png", "rep": "hog", "restarts": 3},
+        {"id": "r4", "image": "a.png", "rep": "hog", "restarts": 4},
+    ]
     assert run_job(write_csv(tmp_path / "m3.csv", rows), out) == 1
     by_id = items_by_id(out)
     assert by_id["r3"]["status"] == "ok"
-    assert by_id["r4"]["error"] == ("image too large for 4 restarts: 40x40 pixels x 4 is more "
-                                    "than the 4800 pixels one optimization takes")
+    assert by_id["r4"]["error"] == (
+        "image too large for 4 restarts: 40x40 pixels x 4 is more "
+        "than the 4800 pixels one optimization takes"
+    )
 
 
 # A job whose set-up step ("manifest": reading the manifest, "hash": checking the items'
@@ -339,9 +429,25 @@ def test_sigterm_stops_the_job_during_set_up(tmp_path, phase):
     write_photo(tmp_path / "a.png")
     manifest = write_csv(tmp_path / "m.csv", [{"id": "a", "image": "a.png", "rep": "hog"}])
     out, marker = tmp_path / "o", tmp_path / "marker"
-    proc = subprocess.Popen([PYTHON, "-c", SLOW_SETUP, phase, str(marker), str(manifest),
-                             "--out", str(out), "--steps", "2"], cwd=ROOT, env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            PYTHON,
+            "-c",
+            SLOW_SETUP,
+            phase,
+            str(marker),
+            str(manifest),
+            "--out",
+            str(out),
+            "--steps",
+            "2",
+        ],
+        cwd=ROOT,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while not marker.exists():
@@ -358,8 +464,10 @@ def test_sigterm_stops_the_job_during_set_up(tmp_path, phase):
     assert proc.returncode == 128 + signal.SIGTERM, stderr
     assert "Traceback" not in stderr
     if phase == "manifest":
-        assert stderr.strip() == "pyinvert batch: stopped by SIGTERM during set-up; nothing " \
-                                 "was written"
+        assert (
+            stderr.strip() == "pyinvert batch: stopped by SIGTERM during set-up; nothing "
+            "was written"
+        )
         assert not out.exists()
     else:
         assert "stopped by SIGTERM; finished items are kept" in stderr
@@ -370,16 +478,19 @@ def test_sigterm_stops_the_job_during_set_up(tmp_path, phase):
 
 # ---- errors raised by batch name it ----------------------------------------------------------
 
+
 def test_errors_raised_by_batch_name_it(tmp_path):
     write_photo(tmp_path / "a.png")
     manifest = write_csv(tmp_path / "m.csv", [{"id": "a", "image": "a.png", "rep": "hog"}])
     out = tmp_path / "o"
-    for kwargs, match in [({"steps": 0}, r"^batch: expected steps"),
-                          ({"restarts": True}, r"^batch: expected restarts"),
-                          ({"recipe": "eccv2099"}, r"^batch: expected recipe in"),
-                          ({"backend": "gpu"}, r"^batch: expected backend"),
-                          ({"seed": 1.5}, r"^batch: expected seed"),
-                          ({"device": "tpu9"}, r"^batch: expected device")]:
+    for kwargs, match in [
+        ({"steps": 0}, r"^batch: expected steps"),
+        ({"restarts": True}, r"^batch: expected restarts"),
+        ({"recipe": "eccv2099"}, r"^batch: expected recipe in"),
+        ({"backend": "gpu"}, r"^batch: expected backend"),
+        ({"seed": 1.5}, r"^batch: expected seed"),
+        ({"device": "tpu9"}, r"^batch: expected device"),
+    ]:
         with pytest.raises(pb.UsageError, match=match):
             pb.run_batch(manifest, out, verbose=False, **kwargs)
     with pytest.raises(ManifestError, match=r"^batch: invalid manifest"):
@@ -402,5 +513,7 @@ def test_a_bad_torchrun_environment_is_a_usage_error(tmp_path, monkeypatch, caps
     manifest = write_csv(tmp_path / "m.csv", [{"id": "a", "image": "a.png", "rep": "hog"}])
     monkeypatch.setenv("WORLD_SIZE", "two")
     assert command.main([str(manifest), "--out", str(tmp_path / "o")]) == 2
-    assert capsys.readouterr().err == ("pyinvert batch: error: expected $WORLD_SIZE to be an "
-                                       "integer (as torchrun sets it), got 'two'\n")
+    assert capsys.readouterr().err == (
+        "pyinvert batch: error: expected $WORLD_SIZE to be an "
+        "integer (as torchrun sets it), got 'two'\n"
+    )

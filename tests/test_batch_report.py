@@ -1,4 +1,5 @@
 """``pyinvert batch``: the summary and the report page (in headless Chromium)."""
+
 import inspect
 import os
 import re
@@ -17,10 +18,13 @@ from tests.test_batch import good_and_bad_rows, write_csv, write_photo
 
 # ---- the report ---------------------------------------------------------------------------
 
+
 def test_report_escapes_text_and_links_relatively(tmp_path):
     write_photo(tmp_path / "a.png")
-    rows = [{"id": "<b>x</b>&\"y\"", "image": "a.png", "rep": "hog"},
-            {"id": "bad <script>alert(1)</script>", "image": "<nope>.png", "rep": "hog"}]
+    rows = [
+        {"id": '<b>x</b>&"y"', "image": "a.png", "rep": "hog"},
+        {"id": "bad <script>alert(1)</script>", "image": "<nope>.png", "rep": "hog"},
+    ]
     out = tmp_path / "o"
     pb.run_batch(write_csv(tmp_path / "m.csv", rows), out, steps=2, verbose=False)
     text = (out / "index.html").read_text()
@@ -45,21 +49,32 @@ def test_report_renders_thumbnails_in_headless_chromium(tmp_path):
     browser = _chromium()
     good, bad = good_and_bad_rows(tmp_path)
     out = tmp_path / "o"
-    pb.run_batch(write_csv(tmp_path / "m.csv", good + [bad[0][0], bad[2][0]]), out, steps=4,
-                 verbose=False)
+    pb.run_batch(
+        write_csv(tmp_path / "m.csv", good + [bad[0][0], bad[2][0]]), out, steps=4, verbose=False
+    )
     url = (out / "index.html").resolve().as_uri()
-    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000"]
-    dom = subprocess.run(flags + ["--dump-dom", url], capture_output=True, text=True,
-                         timeout=120)
+    flags = [
+        browser,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=5000",
+    ]
+    dom = subprocess.run(flags + ["--dump-dom", url], capture_output=True, text=True, timeout=120)
     loaded = re.search(r'data-images="(\d+)" data-images-loaded="(\d+)"', dom.stdout)
     assert loaded, dom.stdout[-2000:] + dom.stderr[-2000:]
     n_images = 2 * len(good)
     assert int(loaded.group(1)) == n_images and int(loaded.group(2)) == n_images
 
     shot = tmp_path / "shot.png"
-    subprocess.run(flags + [f"--screenshot={shot}", "--window-size=1000,800", url],
-                   capture_output=True, text=True, timeout=120)
+    subprocess.run(
+        flags + [f"--screenshot={shot}", "--window-size=1000,800", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     image = cv2.imread(str(shot), cv2.IMREAD_GRAYSCALE)
     assert image is not None and image.shape == (800, 1000)
     assert image.std() > 20  # not blank
@@ -79,11 +94,11 @@ def test_summary_rows_and_totals():
 
 def read_manifest_item():
     from pyinvert.batch.manifest import Item
+
     return Item(id="a b", image="x.png", path=Path("/x.png"), rep="hog", line=2)
 
 
 def test_run_batch_documents_its_defaults():
-
     from tests.test_docs import documented_defaults
 
     doc = inspect.getdoc(pb.run_batch)
@@ -93,4 +108,3 @@ def test_run_batch_documents_its_defaults():
     for name, text in found.items():
         default = params[name].default
         assert text == repr(default) or text.strip("'\"") == str(default), (name, text)
-

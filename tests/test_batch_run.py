@@ -1,4 +1,5 @@
 """``pyinvert batch``: grouping and batching, CNN-style items, resume after kills, torchrun."""
+
 import json
 import signal
 import subprocess
@@ -9,13 +10,28 @@ import pytest
 
 from pyinvert import batch as pb
 from pyinvert.batch import command, job as batch_job
-from tests.test_batch import (INVERT_MODULE, PYTHON, ROOT, InvertSpy, MissingWeights, TinyCNN,
-                              _done_items, _env, _start, _wait_for_items,
-                              check_no_partial_files, good_and_bad_rows, many_items,
-                              read_summary, write_csv, write_photo)
+from tests.test_batch import (
+    INVERT_MODULE,
+    PYTHON,
+    ROOT,
+    InvertSpy,
+    MissingWeights,
+    TinyCNN,
+    _done_items,
+    _env,
+    _start,
+    _wait_for_items,
+    check_no_partial_files,
+    good_and_bad_rows,
+    many_items,
+    read_summary,
+    write_csv,
+    write_photo,
+)
 
 
 # ---- grouping and batching ------------------------------------------------------------
+
 
 @pytest.fixture
 def spy(monkeypatch):
@@ -34,19 +50,23 @@ def test_items_of_one_kind_run_in_ceil_n_over_batch_calls(tmp_path, spy):
 
 def test_groups_split_by_size_rep_and_restarts(tmp_path, spy):
     rows = many_items(tmp_path, 6, sizes=(40, 48))
-    rows += [{"id": "d", "image": "p0.png", "rep": "dsift"},
-             {"id": "r2", "image": "p0.png", "rep": "hog", "restarts": 2}]
+    rows += [
+        {"id": "d", "image": "p0.png", "rep": "dsift"},
+        {"id": "r2", "image": "p0.png", "rep": "hog", "restarts": 2},
+    ]
     manifest = write_csv(tmp_path / "m.csv", rows)
     job = pb.run_batch(manifest, tmp_path / "o", steps=2, batch_size=8, verbose=False)
     assert job["ok"] == 8
-    assert sorted(spy.calls) == sorted([(3, (40, 40), 1), (3, (48, 48), 1), (1, (40, 40), 1),
-                                        (1, (40, 40), 2)])
+    assert sorted(spy.calls) == sorted(
+        [(3, (40, 40), 1), (3, (48, 48), 1), (1, (40, 40), 1), (1, (40, 40), 2)]
+    )
 
 
 def test_pixel_budget_splits_batches(tmp_path, spy):
     manifest = write_csv(tmp_path / "m.csv", many_items(tmp_path, 5))
-    pb.run_batch(manifest, tmp_path / "o", steps=2, batch_size=8, verbose=False,
-                 max_batch_pixels=2 * 40 * 40)
+    pb.run_batch(
+        manifest, tmp_path / "o", steps=2, batch_size=8, verbose=False, max_batch_pixels=2 * 40 * 40
+    )
     assert sorted(c[0] for c in spy.calls) == [1, 2, 2]
 
 
@@ -95,8 +115,8 @@ def test_results_do_not_depend_on_batching(tmp_path):
     assert c != (tmp_path / "a" / "items" / rows[0]["id"] / "reconstruction.png").read_bytes()
 
 
-
 # ---- CNN-style representations (a tiny registered stand-in) -----------------------------
+
 
 def test_cnn_representations_and_their_errors(tmp_path, monkeypatch):
     import pyinvert.representations as reps
@@ -116,23 +136,29 @@ def test_cnn_representations_and_their_errors(tmp_path, monkeypatch):
     monkeypatch.setattr(reps, "make_representation", make)
     write_photo(tmp_path / "a.png", size=32)
     write_photo(tmp_path / "b.png", "coffee", size=32)
-    rows = [{"id": "a", "image": "a.png", "rep": "cnn:tiny:conv1"},
-            {"id": "b", "image": "b.png", "rep": "cnn:tiny:conv1"},
-            {"id": "layer", "image": "a.png", "rep": "cnn:tiny:fc9"},
-            {"id": "weights", "image": "a.png", "rep": "cnn:nosuchweights:conv1"}]
+    rows = [
+        {"id": "a", "image": "a.png", "rep": "cnn:tiny:conv1"},
+        {"id": "b", "image": "b.png", "rep": "cnn:tiny:conv1"},
+        {"id": "layer", "image": "a.png", "rep": "cnn:tiny:fc9"},
+        {"id": "weights", "image": "a.png", "rep": "cnn:nosuchweights:conv1"},
+    ]
     out = tmp_path / "o"
     job = pb.run_batch(write_csv(tmp_path / "m.csv", rows), out, steps=3, verbose=False)
     summary, _ = read_summary(out)
     by_id = {r["id"]: r for r in summary["items"]}
     assert by_id["a"]["status"] == by_id["b"]["status"] == "ok"
-    assert cv2.imread(str(out / by_id["a"]["reconstruction"]), cv2.IMREAD_UNCHANGED).shape == \
-        (32, 32, 3)
+    assert cv2.imread(str(out / by_id["a"]["reconstruction"]), cv2.IMREAD_UNCHANGED).shape == (
+        32,
+        32,
+        3,
+    )
     assert "unknown layer 'fc9'" in by_id["layer"]["error"]
     assert "no weights for nosuchweights" in by_id["weights"]["error"]
     assert job["exit_status"] == 1
 
 
 # ---- resume -------------------------------------------------------------------------------
+
 
 def test_rerun_skips_complete_items_and_redoes_changed_or_damaged_ones(tmp_path, monkeypatch):
     rows = many_items(tmp_path, 4)
@@ -152,16 +178,15 @@ def test_rerun_skips_complete_items_and_redoes_changed_or_damaged_ones(tmp_path,
         assert record["run_id"] == run1
         assert (out / "items" / r["id"] / "item.json").stat().st_mtime_ns == stamps[r["id"]]
 
-    write_photo(tmp_path / "p0.png", "rocket", size=40)                      # changed input
+    write_photo(tmp_path / "p0.png", "rocket", size=40)  # changed input
     (out / "items" / "item001" / "reconstruction.png").write_bytes(b"broken")  # damaged output
-    (out / "items" / "item002" / "item.json").unlink()                         # no done marker
+    (out / "items" / "item002" / "item.json").unlink()  # no done marker
     third = pb.run_batch(manifest, out, steps=2, verbose=False)
     assert third["done_this_run"] == 3 and third["skipped"] == 1
     assert sorted(c[0] for c in s.calls) == [3]
     summary, _ = read_summary(out)
     runs = {r["id"]: r["run_id"] for r in summary["items"]}
-    assert runs["item003"] == run1 and {runs[f"item00{i}"] for i in range(3)} == \
-        {third["run_id"]}
+    assert runs["item003"] == run1 and {runs[f"item00{i}"] for i in range(3)} == {third["run_id"]}
     check_no_partial_files(out)
 
     s.calls.clear()
@@ -195,6 +220,7 @@ def test_stale_partial_files_are_removed_on_start(tmp_path):
 
 # ---- kill and resume (subprocesses) ----------------------------------------------------------
 
+
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_killed_job_resumes_every_item_done_exactly_once(tmp_path, sig):
     # 10 items of ~0.2 s each (128 px, 80 steps, one at a time): killed after the second.
@@ -218,14 +244,20 @@ def test_killed_job_resumes_every_item_done_exactly_once(tmp_path, sig):
     done_first = _done_items(out)
     assert 2 <= len(done_first) < n
     check_no_partial_files(out)
-    first = {name: json.loads((out / "items" / name / "item.json").read_text())
-             for name in done_first}
+    first = {
+        name: json.loads((out / "items" / name / "item.json").read_text()) for name in done_first
+    }
     run1 = {r["run_id"] for r in first.values()}
     assert len(run1) == 1
 
-    result = subprocess.run([PYTHON, "-m", "pyinvert.batch", str(manifest), "--out", str(out),
-                             *args], cwd=ROOT, env=_env(), capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [PYTHON, "-m", "pyinvert.batch", str(manifest), "--out", str(out), *args],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert f"{len(done_first)} item(s) already done (skipped)" in result.stdout
     check_no_partial_files(out)
@@ -237,13 +269,14 @@ def test_killed_job_resumes_every_item_done_exactly_once(tmp_path, sig):
     for r in summary["items"]:
         record = json.loads((out / "items" / r["id"] / "item.json").read_text())
         if r["id"] in first:
-            assert record == first[r["id"]]            # untouched by the second run
+            assert record == first[r["id"]]  # untouched by the second run
         else:
-            assert record["run_id"] == run2            # done (once) by the second run
+            assert record["run_id"] == run2  # done (once) by the second run
     assert summary["job"]["done_this_run"] == n - len(done_first)
 
 
 # ---- torchrun -------------------------------------------------------------------------------
+
 
 def test_torchrun_two_processes_match_one_process(tmp_path):
     good, bad = good_and_bad_rows(tmp_path)
@@ -254,14 +287,32 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
     env = _env()
     env["OMP_NUM_THREADS"] = "1"
     result = subprocess.run(
-        [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         "-m", "pyinvert.batch", str(manifest), "--out", str(two), "--steps", "5"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        [
+            PYTHON,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "pyinvert.batch",
+            str(manifest),
+            "--out",
+            str(two),
+            "--steps",
+            "5",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert "[rank 0]" in result.stdout and "[rank 1]" in result.stdout, result.stderr
     assert result.returncode == 1  # torchrun: some process exited non-zero (items failed)
     s1, _ = read_summary(one)
     s2, csv2 = read_summary(two)
-    assert [r["id"] for r in csv2] == [r["id"] for r in rows]   # one summary, every item
+    assert [r["id"] for r in csv2] == [r["id"] for r in rows]  # one summary, every item
     assert s2["job"]["world_size"] == 2 and s2["job"]["exit_status"] == 1
     ranks = set()
     for a, b in zip(s1["items"], s2["items"]):
@@ -289,5 +340,3 @@ def test_cuda_job_matches_cpu_job(tmp_path):
         ra = cv2.imread(str(tmp_path / "cpu" / x["reconstruction"]), cv2.IMREAD_UNCHANGED)
         rb = cv2.imread(str(tmp_path / "gpu" / y["reconstruction"]), cv2.IMREAD_UNCHANGED)
         assert np.abs(ra.astype(int) - rb.astype(int)).max() <= 2
-
-

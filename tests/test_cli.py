@@ -1,4 +1,5 @@
 """The command line end to end on a temporary directory: outputs, bad inputs, Table 1."""
+
 import json
 import subprocess
 import sys
@@ -31,8 +32,9 @@ def test_invert_end_to_end(tmp_path, capsys):
     a = write_photo(tmp_path / "cat.png")
     b = write_photo(tmp_path / "coffee.png", "coffee", mode="gray")
     out = tmp_path / "out"
-    code = cli.main(["invert", a, b, "--steps", "8", "--out", str(out), "--no-progress",
-                     "--seed", "1"])
+    code = cli.main(
+        ["invert", a, b, "--steps", "8", "--out", str(out), "--no-progress", "--seed", "1"]
+    )
     assert code == 0
     for name in ("cat", "coffee"):
         rec = cv2.imread(str(out / f"{name}.png"), cv2.IMREAD_UNCHANGED)
@@ -58,8 +60,22 @@ def test_bad_inputs_are_reported_and_others_kept(tmp_path, capsys):
     junk.write_bytes(b"not an image")
     missing = str(tmp_path / "missing.png")
     out = tmp_path / "out"
-    code = cli.main(["invert", good, missing, str(junk), small, rgba, deep, "--steps", "4",
-                     "--out", str(out), "--no-progress"])
+    code = cli.main(
+        [
+            "invert",
+            good,
+            missing,
+            str(junk),
+            small,
+            rgba,
+            deep,
+            "--steps",
+            "4",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert code == 1
     err = capsys.readouterr().err
     assert "no such file" in err and "missing.png" in err
@@ -73,16 +89,24 @@ def test_bad_inputs_are_reported_and_others_kept(tmp_path, capsys):
 
 
 def test_nothing_readable_exits_nonzero(tmp_path, capsys):
-    assert cli.main(["invert", str(tmp_path / "nope.png"), "--out", str(tmp_path / "o"),
-                     "--no-progress"]) == 2
+    assert (
+        cli.main(
+            ["invert", str(tmp_path / "nope.png"), "--out", str(tmp_path / "o"), "--no-progress"]
+        )
+        == 2
+    )
     assert "no image could be processed" in capsys.readouterr().err
 
 
 def test_restarts_and_argument_errors(tmp_path, capsys):
     a = write_photo(tmp_path / "a.png")
     out = tmp_path / "out"
-    assert cli.main(["invert", a, "--steps", "4", "--restarts", "2", "--out", str(out),
-                     "--no-progress"]) == 0
+    assert (
+        cli.main(
+            ["invert", a, "--steps", "4", "--restarts", "2", "--out", str(out), "--no-progress"]
+        )
+        == 0
+    )
     assert (out / "a-r0.png").is_file() and (out / "a-r1.png").is_file()
     with pytest.raises(SystemExit) as e:
         cli.main(["invert", a, "--steps", "0"])
@@ -96,8 +120,23 @@ def test_restarts_and_argument_errors(tmp_path, capsys):
 def test_reproduce_table1(tmp_path, capsys):
     paths = [write_photo(tmp_path / f"{n}.png", n) for n in ("chelsea", "coffee", "astronaut")]
     out = tmp_path / "t1"
-    assert cli.main(["reproduce", "table1", *paths, "--reps", "hog,hogb", "--steps", "8",
-                     "--out", str(out), "--no-progress"]) == 0
+    assert (
+        cli.main(
+            [
+                "reproduce",
+                "table1",
+                *paths,
+                "--reps",
+                "hog,hogb",
+                "--steps",
+                "8",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "reported (paper)" in text and "28.10" in text and "66.20" in text
     payload = json.loads((out / "table1.json").read_text())
@@ -109,10 +148,18 @@ def test_reproduce_table1(tmp_path, capsys):
 
 
 def test_module_entry_point():
-    proc = subprocess.run([sys.executable, "-m", "pyinvert", "invert", "--help"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pyinvert", "invert", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0
-    assert "--rep REP" in proc.stdout and "cnn:MODEL:LAYER" in proc.stdout and "--recipe" in proc.stdout
+    assert (
+        "--rep REP" in proc.stdout
+        and "cnn:MODEL:LAYER" in proc.stdout
+        and "--recipe" in proc.stdout
+    )
 
 
 # ---- CNN subcommands on tiny settings (random weights, 64 px, 3 steps) ----------------------
@@ -130,8 +177,18 @@ def test_cnn_invert_several_layers_writes_the_grid(tmp_path, capsys):
     a = write_photo(tmp_path / "cat.png", size=80)
     b = write_photo(tmp_path / "coffee.png", name="coffee", size=80)
     out = tmp_path / "out"
-    rc = cli.main(["invert", a, b, "--rep", "cnn:mobilenet_v2:features.3,classifier.1",
-                   "--out", str(out), *TINY])
+    rc = cli.main(
+        [
+            "invert",
+            a,
+            b,
+            "--rep",
+            "cnn:mobilenet_v2:features.3,classifier.1",
+            "--out",
+            str(out),
+            *TINY,
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     grid = _png(out / "layers.png")
     assert grid.shape[0] > 2 * 128 and grid.shape[1] > 3 * 128  # 2 rows x 3 tiles >= 128 px
@@ -149,13 +206,36 @@ def test_cnn_invert_several_layers_writes_the_grid(tmp_path, capsys):
 def test_cnn_invert_joint_window_channels(tmp_path, capsys):
     a = write_photo(tmp_path / "cat.png", size=64)
     out = tmp_path / "w"
-    rc = cli.main(["invert", a, "--rep", "cnn:mobilenet_v2:features.6", "--window", "2",
-                   "--channels", "0:8", "--out", str(out), *TINY])
+    rc = cli.main(
+        [
+            "invert",
+            a,
+            "--rep",
+            "cnn:mobilenet_v2:features.6",
+            "--window",
+            "2",
+            "--channels",
+            "0:8",
+            "--out",
+            str(out),
+            *TINY,
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     assert _png(out / "features.6" / "cat-window.png").shape[0] >= 128
     out = tmp_path / "j"
-    rc = cli.main(["invert", a, "--rep", "cnn:mobilenet_v2:features.3,features.6", "--joint",
-                   "--out", str(out), *TINY])
+    rc = cli.main(
+        [
+            "invert",
+            a,
+            "--rep",
+            "cnn:mobilenet_v2:features.3,features.6",
+            "--joint",
+            "--out",
+            str(out),
+            *TINY,
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     assert (out / "features.3+features.6" / "cat.png").exists() and (out / "layers.png").exists()
 
@@ -163,15 +243,43 @@ def test_cnn_invert_joint_window_channels(tmp_path, capsys):
 def test_cnn_invert_restarts_invariance(tmp_path, capsys):
     a = write_photo(tmp_path / "cat.png", size=64)
     out = tmp_path / "inv"
-    rc = cli.main(["invert", a, "--rep", "cnn:mobilenet_v2:features.3", "--restarts", "2",
-                   "--invariance", "--out", str(out), *TINY])
+    rc = cli.main(
+        [
+            "invert",
+            a,
+            "--rep",
+            "cnn:mobilenet_v2:features.3",
+            "--restarts",
+            "2",
+            "--invariance",
+            "--out",
+            str(out),
+            *TINY,
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     d = out / "features.3"
-    for f in ("cat-r0.png", "cat-r1.png", "cat-spread.png", "cat-invariance.png",
-              "invariance.json", "result.json"):
+    for f in (
+        "cat-r0.png",
+        "cat-r1.png",
+        "cat-spread.png",
+        "cat-invariance.png",
+        "invariance.json",
+        "result.json",
+    ):
         assert (d / f).exists(), f
-    rc = cli.main(["invert", a, "--rep", "cnn:mobilenet_v2:features.3", "--invariance",
-                   "--out", str(out), *TINY])
+    rc = cli.main(
+        [
+            "invert",
+            a,
+            "--rep",
+            "cnn:mobilenet_v2:features.3",
+            "--invariance",
+            "--out",
+            str(out),
+            *TINY,
+        ]
+    )
     assert rc == 2
     assert "--invariance needs --restarts R >= 2" in capsys.readouterr().err
 
@@ -204,8 +312,20 @@ def test_actmax_classes_and_channels(tmp_path, capsys):
     rec = json.loads((out / "result.json").read_text())
     assert len(rec["probability"]) == 2 and rec["labels"][0] == "281 tabby"
     out = tmp_path / "ch"
-    rc = cli.main(["actmax", "--layer", "features.6", "--channel", "1,2", "--neuron", "center",
-                   "--out", str(out), *TINY])
+    rc = cli.main(
+        [
+            "actmax",
+            "--layer",
+            "features.6",
+            "--channel",
+            "1,2",
+            "--neuron",
+            "center",
+            "--out",
+            str(out),
+            *TINY,
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     assert (out / "unit0001.png").exists() and (out / "actmax.png").exists()
     assert json.loads((out / "result.json").read_text())["settings"]["neuron"] == [3, 3]
@@ -220,8 +340,7 @@ def test_caricature_and_dream(tmp_path, capsys):
     assert _png(out / "cat-caricature.png").shape[0] >= 128
     assert (out / "result.json").exists()
     out = tmp_path / "dream"
-    rc = cli.main(["dream", a, "--layer", "features.6", "--octaves", "2", "--out", str(out),
-                   *TINY])
+    rc = cli.main(["dream", a, "--layer", "features.6", "--octaves", "2", "--out", str(out), *TINY])
     assert rc == 0, capsys.readouterr().err
     assert _png(out / "cat.png").shape[:2] == (64, 64)  # back to the input size
     assert (out / "cat-dream.png").exists()

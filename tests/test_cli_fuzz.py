@@ -10,6 +10,7 @@ done / a bad output folder), as documented; no traceback; every error on one lin
 has its outputs (its own size: no other input wrote them) or an error line naming it; no input
 file is changed; no file is claimed by two inputs.
 """
+
 import contextlib
 import io as _io
 import json
@@ -27,21 +28,67 @@ from pyinvert import cli
 from pyinvert.io import load_image
 from pyinvert.cli.common import shown
 
-SPECIAL = ["summary", "summary.json", "cat-figure", "cat", "Cat", "CAT-FIGURE", "cat-1",
-           "cat-r0", "cat.json", "-", "--", "-x", "--out", "..", ".", "...", " ", " cat ",
-           ".hidden", "x" * 200, "\u00e9" * 120, "caf\u00e9", "cafe\u0301", "\u732b", "a b",
-           "\U0001F408", "layers", "result", "new\nline", "tab\there", os.fsdecode(b"bad\xff")]
+SPECIAL = [
+    "summary",
+    "summary.json",
+    "cat-figure",
+    "cat",
+    "Cat",
+    "CAT-FIGURE",
+    "cat-1",
+    "cat-r0",
+    "cat.json",
+    "-",
+    "--",
+    "-x",
+    "--out",
+    "..",
+    ".",
+    "...",
+    " ",
+    " cat ",
+    ".hidden",
+    "x" * 200,
+    "\u00e9" * 120,
+    "caf\u00e9",
+    "cafe\u0301",
+    "\u732b",
+    "a b",
+    "\U0001f408",
+    "layers",
+    "result",
+    "new\nline",
+    "tab\there",
+    os.fsdecode(b"bad\xff"),
+]
 
-name_text = st.text(st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="/\\"),
-                    min_size=1, max_size=40)
+name_text = st.text(
+    st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="/\\"),
+    min_size=1,
+    max_size=40,
+)
 stems = st.one_of(st.sampled_from(SPECIAL), name_text)
 kinds = st.sampled_from(["ok", "ok", "ok", "corrupt", "missing", "folder"])
 folders = st.sampled_from(["", "a", "b", "a/..", "out", "sp ace", "-d"])
-inputs = st.lists(st.tuples(stems, kinds, folders, st.sampled_from([".png", ".PNG", ".jpg",
-                                                                     ".png.png", ""])),
-                  min_size=1, max_size=5)
-outs = st.sampled_from(["out", "out/deeper/\u00e9 x", "a", "", "a/../out2", "-o", "file",
-                        "file/sub", "out/..", "sp ace/-"])
+inputs = st.lists(
+    st.tuples(stems, kinds, folders, st.sampled_from([".png", ".PNG", ".jpg", ".png.png", ""])),
+    min_size=1,
+    max_size=5,
+)
+outs = st.sampled_from(
+    [
+        "out",
+        "out/deeper/\u00e9 x",
+        "a",
+        "",
+        "a/../out2",
+        "-o",
+        "file",
+        "file/sub",
+        "out/..",
+        "sp ace/-",
+    ]
+)
 
 
 def _fit(stem, suffix):
@@ -126,8 +173,7 @@ def _check(root, spec, out_name):
         return
     out = root / out_name if out_name else root
     before = {p: Path(p).read_bytes() for p in paths if Path(p).is_file()}
-    rc, lines = _main(["invert", "--steps", "1", "--no-progress", f"--out={out}", "--",
-                       *paths])
+    rc, lines = _main(["invert", "--steps", "1", "--no-progress", f"--out={out}", "--", *paths])
     err = "\n".join(lines)
     assert {p: Path(p).read_bytes() for p in before} == before, "an input file was changed"
     bad_out = out_name in ("file", "file/sub")
@@ -167,9 +213,23 @@ def test_cli_names_fuzz_caricature(spec, out_name):
             return
         out = root / out_name if out_name else root
         before = {p: Path(p).read_bytes() for p in paths if Path(p).is_file()}
-        rc, lines = _main(["caricature", "--layer", "features.2", "--weights", "random",
-                           "--size", "32", "--steps", "1", "--no-progress", f"--out={out}",
-                           "--", *paths])
+        rc, lines = _main(
+            [
+                "caricature",
+                "--layer",
+                "features.2",
+                "--weights",
+                "random",
+                "--size",
+                "32",
+                "--steps",
+                "1",
+                "--no-progress",
+                f"--out={out}",
+                "--",
+                *paths,
+            ]
+        )
         assert {p: Path(p).read_bytes() for p in before} == before, "an input file was changed"
         good = [p for p in paths if p in sizes]
         if out_name in ("file", "file/sub") or not good:
@@ -177,8 +237,11 @@ def test_cli_names_fuzz_caricature(spec, out_name):
             return
         assert rc == (1 if len(good) < len(paths) else 0), (rc, lines)
         names = json.loads((out / "result.json").read_text())["names"]
-        keys = [os.path.normcase(f).casefold() for n in names
-                for f in (f"{n}.png", f"{n}-caricature.png")]
+        keys = [
+            os.path.normcase(f).casefold()
+            for n in names
+            for f in (f"{n}.png", f"{n}-caricature.png")
+        ]
         assert len(names) == len(good) and len(set(keys)) == len(keys)
         for n in names:
             assert load_image(out / f"{n}.png").shape == (3, 32, 32)

@@ -1,5 +1,6 @@
 """Issue 11 (hardening) on the command line: each failure of the issue reproduced, then its
 variants. Tiny settings: 40-px images, 2 HOG steps; CNN commands with random weights, 64 px."""
+
 import errno
 import json
 import os
@@ -41,24 +42,33 @@ def summary(out):
 
 def png_header(width, height):
     """A PNG file of a few bytes whose header says width x height (a decompression bomb)."""
+
     def chunk(kind, data):
         crc = struct.pack(">I", zlib.crc32(kind + data))
         return struct.pack(">I", len(data)) + kind + data + crc
+
     ihdr = struct.pack(">II5B", width, height, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
-            + chunk(b"IDAT", zlib.compress(b"\x00" * 1000)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 1000))
+        + chunk(b"IEND", b"")
+    )
 
 
 @pytest.fixture
 def no_work(monkeypatch):
     """Any optimization started fails the test: the checks must come before any work."""
+
     def boom(*args, **kwargs):
         raise AssertionError("work started before the checks")
+
     for name in ("invert", "actmax", "caricature", "dream", "invariance_map"):
         monkeypatch.setattr(pyinvert, name, boom)
 
 
 # ---- 3. non-finite pixels -------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
 def test_non_finite_pixels_are_a_per_input_error(tmp_path, capsys, value):
@@ -69,9 +79,11 @@ def test_non_finite_pixels_are_a_per_input_error(tmp_path, capsys, value):
     out = tmp_path / "out"
     rc, stdout, err = run(capsys, "invert", good, tmp_path / "bad.tiff", "--out", out, *FAST)
     assert rc == 1
-    assert error_lines(err) == [f"pyinvert: error: load_image: {tmp_path / 'bad.tiff'} has 1 "
-                                f"non-finite pixel value(s) (NaN or Inf); expected finite "
-                                f"values in [0, 1]"]
+    assert error_lines(err) == [
+        f"pyinvert: error: load_image: {tmp_path / 'bad.tiff'} has 1 "
+        f"non-finite pixel value(s) (NaN or Inf); expected finite "
+        f"values in [0, 1]"
+    ]
     assert "bad:" not in stdout and "good: feature error" in stdout
     s = summary(out)
     assert set(s["images"]) == {"good"} and list(s["errors"]) == [str(tmp_path / "bad.tiff")]
@@ -83,8 +95,10 @@ def test_non_finite_pixels_in_the_cnn_commands(tmp_path, capsys):
     a[0, 0, 2] = np.nan
     assert cv2.imwrite(str(tmp_path / "bad.tiff"), a)
     good = write_photo(tmp_path / "good.png", size=64)
-    for command in (["caricature", "--layer", "features.3"],
-                    ["invert", "--rep", "cnn:mobilenet_v2:features.3"]):
+    for command in (
+        ["caricature", "--layer", "features.3"],
+        ["invert", "--rep", "cnn:mobilenet_v2:features.3"],
+    ):
         out = tmp_path / command[0]
         rc, _, err = run(capsys, *command, good, tmp_path / "bad.tiff", "--out", out, *TINY)
         assert rc == 1 and "bad.tiff has 1 non-finite pixel value(s)" in err
@@ -92,6 +106,7 @@ def test_non_finite_pixels_in_the_cnn_commands(tmp_path, capsys):
 
 
 # ---- 5. output names ------------------------------------------------------------------------
+
 
 def _records(out):
     s = summary(out)
@@ -102,9 +117,11 @@ def test_same_stems_get_their_own_outputs(tmp_path, capsys):
     """`a/cat.png b/cat.png cat-1.png` wrote two results and silently dropped one."""
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    paths = [write_photo(tmp_path / "a" / "cat.png", size=40),
-             write_photo(tmp_path / "b" / "cat.png", size=48),
-             write_photo(tmp_path / "cat-1.png", size=56)]
+    paths = [
+        write_photo(tmp_path / "a" / "cat.png", size=40),
+        write_photo(tmp_path / "b" / "cat.png", size=48),
+        write_photo(tmp_path / "cat-1.png", size=56),
+    ]
     out = tmp_path / "out"
     rc, _, err = run(capsys, "invert", *paths, "--out", out, *FAST)
     assert rc == 0, err
@@ -113,8 +130,10 @@ def test_same_stems_get_their_own_outputs(tmp_path, capsys):
     files = set()
     for path, size in zip(paths, (40, 48, 56)):
         r = records[path]["results"][0]
-        assert cv2.imread(str(out / r["reconstruction"]), cv2.IMREAD_UNCHANGED).shape[:2] == \
-            (size, size)
+        assert cv2.imread(str(out / r["reconstruction"]), cv2.IMREAD_UNCHANGED).shape[:2] == (
+            size,
+            size,
+        )
         files |= {r["reconstruction"], r["figure"]}
     assert len(files) == 6
 
@@ -122,9 +141,11 @@ def test_same_stems_get_their_own_outputs(tmp_path, capsys):
 def test_an_input_named_like_another_inputs_output(tmp_path, capsys):
     """`foo.png foo-figure.png` overwrote foo's figure; `summary.png` had its JSON replaced
     by the run summary; `x.png x-r0.png` with restarts."""
-    paths = [write_photo(tmp_path / "foo.png", size=40),
-             write_photo(tmp_path / "foo-figure.png", size=48),
-             write_photo(tmp_path / "summary.png", size=56)]
+    paths = [
+        write_photo(tmp_path / "foo.png", size=40),
+        write_photo(tmp_path / "foo-figure.png", size=48),
+        write_photo(tmp_path / "summary.png", size=56),
+    ]
     out = tmp_path / "out"
     rc, _, err = run(capsys, "invert", *paths, "--out", out, *FAST)
     assert rc == 0, err
@@ -135,22 +156,33 @@ def test_an_input_named_like_another_inputs_output(tmp_path, capsys):
     assert cv2.imread(str(out / figure["reconstruction"])).shape[:2] == (48, 48)
     assert summ["reconstruction"] == "summary-1.png"
     assert "settings" in summary(out)  # the run summary, not summary.png's record
-    assert json.loads((out / (summ["reconstruction"][:-4] + ".json")).read_text())["image"] \
-        == paths[2]
-    paths = [write_photo(tmp_path / "x.png", size=40),
-             write_photo(tmp_path / "x-r0.png", size=48)]
+    assert (
+        json.loads((out / (summ["reconstruction"][:-4] + ".json")).read_text())["image"] == paths[2]
+    )
+    paths = [write_photo(tmp_path / "x.png", size=40), write_photo(tmp_path / "x-r0.png", size=48)]
     out = tmp_path / "restarts"
     rc, _, err = run(capsys, "invert", *paths, "--restarts", "2", "--out", out, *FAST)
     assert rc == 0, err
     assert cv2.imread(str(out / "x-r0.png")).shape[:2] == (40, 40)
-    assert len({f for r in _records(out).values() for e in r["results"]
-                for f in (e["reconstruction"], e["figure"])}) == 8
+    assert (
+        len(
+            {
+                f
+                for r in _records(out).values()
+                for e in r["results"]
+                for f in (e["reconstruction"], e["figure"])
+            }
+        )
+        == 8
+    )
 
 
 def test_inputs_inside_the_output_folder_are_never_overwritten(tmp_path, capsys):
-    paths = [write_photo(tmp_path / "cat.png", size=40),
-             write_photo(tmp_path / "CAT-figure.png", size=48),
-             write_photo(tmp_path / "summary.json.png", size=40)]
+    paths = [
+        write_photo(tmp_path / "cat.png", size=40),
+        write_photo(tmp_path / "CAT-figure.png", size=48),
+        write_photo(tmp_path / "summary.json.png", size=40),
+    ]
     before = {p: open(p, "rb").read() for p in paths}
     rc, _, err = run(capsys, "invert", *paths, "--out", tmp_path, *FAST)
     assert rc == 0, err
@@ -162,22 +194,34 @@ def test_cnn_commands_names(tmp_path, capsys):
     (tmp_path / "a").mkdir()
     paths = [write_photo(tmp_path / n, size=64) for n in ("a/x.png", "x.png", "x-window.png")]
     out = tmp_path / "cnn"
-    rc, _, err = run(capsys, "invert", *paths, "--rep", "cnn:mobilenet_v2:features.3",
-                     "--window", "2", "--out", out, *TINY)
+    rc, _, err = run(
+        capsys,
+        "invert",
+        *paths,
+        "--rep",
+        "cnn:mobilenet_v2:features.3",
+        "--window",
+        "2",
+        "--out",
+        out,
+        *TINY,
+    )
     assert rc == 0, err
     names = summary(out)["images"]
     assert sorted(names.values()) == sorted(paths) and len(names) == 3
     files = {f for n in names for f in (f"{n}.png", f"{n}-window.png")}
     assert len(files) == 6 and all((out / "features.3" / f).is_file() for f in files)
     out = tmp_path / "car"
-    rc, stdout, err = run(capsys, "caricature", *paths[:2], "--layer", "features.3", "--out",
-                          out, *TINY)
+    rc, stdout, err = run(
+        capsys, "caricature", *paths[:2], "--layer", "features.3", "--out", out, *TINY
+    )
     assert rc == 0, err
     assert (out / "x.png").is_file() and (out / "x-1.png").is_file()
     assert "x-1: caricature" in stdout
 
 
 # ---- 7. a full disk while writing -----------------------------------------------------------
+
 
 def failing_writes(monkeypatch, names):
     real = io.atomic_write_bytes
@@ -196,11 +240,14 @@ def test_full_disk_at_the_summary_keeps_the_old_one(tmp_path, capsys, monkeypatc
     assert run(capsys, "invert", cat, "--out", out, *FAST)[0] == 0
     old = (out / "summary.json").read_text()
     failing_writes(monkeypatch, {"summary.json"})
-    rc, stdout, err = run(capsys, "invert", cat, write_photo(tmp_path / "dog.png"), "--out",
-                          out, *FAST)
+    rc, stdout, err = run(
+        capsys, "invert", cat, write_photo(tmp_path / "dog.png"), "--out", out, *FAST
+    )
     assert rc == 1
-    assert error_lines(err) == [f"pyinvert: error: cannot write {out / 'summary.json'}: No "
-                                f"space left on device (the previous summary, if any, is kept)"]
+    assert error_lines(err) == [
+        f"pyinvert: error: cannot write {out / 'summary.json'}: No "
+        f"space left on device (the previous summary, if any, is kept)"
+    ]
     assert (out / "summary.json").read_text() == old and (out / "dog.json").is_file()
 
 
@@ -213,12 +260,15 @@ def test_out_of_memory_in_one_inputs_figure_keeps_the_others(tmp_path, capsys, m
         if x.shape[-1] == 48:
             raise RuntimeError("DefaultCPUAllocator: not enough memory")
         return real(x, y, *args, **kwargs)
+
     monkeypatch.setattr(pyinvert.metrics, "ssim", ssim)
     paths = [write_photo(tmp_path / "big.png", size=48), write_photo(tmp_path / "dog.png")]
     rc, stdout, err = run(capsys, "invert", *paths, "--out", tmp_path / "out", *FAST)
     assert rc == 1
-    assert error_lines(err) == [f"pyinvert: error: cannot finish the results of {paths[0]}: "
-                                f"RuntimeError: DefaultCPUAllocator: not enough memory"]
+    assert error_lines(err) == [
+        f"pyinvert: error: cannot finish the results of {paths[0]}: "
+        f"RuntimeError: DefaultCPUAllocator: not enough memory"
+    ]
     assert set(summary(tmp_path / "out")["images"]) == {"dog"}
 
 
@@ -228,19 +278,25 @@ def test_full_disk_for_one_input_keeps_the_others(tmp_path, capsys, monkeypatch)
     out = tmp_path / "out"
     rc, stdout, err = run(capsys, "invert", *paths, "--out", out, *FAST)
     assert rc == 1
-    assert error_lines(err) == [f"pyinvert: error: cannot write the results of {paths[0]} into "
-                                f"{out}: No space left on device"]
+    assert error_lines(err) == [
+        f"pyinvert: error: cannot write the results of {paths[0]} into "
+        f"{out}: No space left on device"
+    ]
     s = summary(out)
     assert set(s["images"]) == {"dog"} and list(s["errors"]) == [paths[0]]
     assert "dog: feature error" in stdout
 
 
-@pytest.mark.parametrize("command,fail", [
-    (["caricature", "--layer", "features.3"], "result.json"),
-    (["dream", "--layer", "features.3", "--octaves", "1"], "cat-dream.png"),
-    (["invert", "--rep", "cnn:mobilenet_v2:features.3"], "layers.png"),
-    (["invert", "--rep", "cnn:mobilenet_v2:features.3"], "result.json"),
-    (["actmax", "--layer", "features.3", "--channel", "1"], "actmax.png")])
+@pytest.mark.parametrize(
+    "command,fail",
+    [
+        (["caricature", "--layer", "features.3"], "result.json"),
+        (["dream", "--layer", "features.3", "--octaves", "1"], "cat-dream.png"),
+        (["invert", "--rep", "cnn:mobilenet_v2:features.3"], "layers.png"),
+        (["invert", "--rep", "cnn:mobilenet_v2:features.3"], "result.json"),
+        (["actmax", "--layer", "features.3", "--channel", "1"], "actmax.png"),
+    ],
+)
 def test_full_disk_in_the_cnn_commands(tmp_path, capsys, monkeypatch, command, fail):
     failing_writes(monkeypatch, {fail})
     images = [] if command[0] == "actmax" else [write_photo(tmp_path / "cat.png", size=64)]
@@ -252,14 +308,22 @@ def test_full_disk_in_the_cnn_commands(tmp_path, capsys, monkeypatch, command, f
 
 # ---- 8. the output folder, checked before any work ------------------------------------------
 
-COMMANDS = [["invert"], ["invert", "--rep", "cnn:mobilenet_v2:features.3"],
-            ["caricature", "--layer", "features.3"], ["dream", "--layer", "features.3"],
-            ["actmax", "--class", "1"], ["reproduce", "table1"]]
+COMMANDS = [
+    ["invert"],
+    ["invert", "--rep", "cnn:mobilenet_v2:features.3"],
+    ["caricature", "--layer", "features.3"],
+    ["dream", "--layer", "features.3"],
+    ["actmax", "--class", "1"],
+    ["reproduce", "table1"],
+]
 
 
 def _images(command, tmp_path):
-    return [] if command[0] == "actmax" else [write_photo(tmp_path / f"{n}.png", n, size=64)
-                                              for n in ("chelsea", "coffee")]
+    return (
+        []
+        if command[0] == "actmax"
+        else [write_photo(tmp_path / f"{n}.png", n, size=64) for n in ("chelsea", "coffee")]
+    )
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: "-".join(c[:2]))
@@ -269,12 +333,15 @@ def test_out_is_a_file_or_under_a_file(tmp_path, capsys, no_work, command):
     extra = FAST if command in (["invert"], ["reproduce", "table1"]) else TINY
     rc, stdout, err = run(capsys, *command, *images, "--out", tmp_path / "file", *extra)
     assert rc == 2 and stdout == ""
-    assert error_lines(err) == [f"pyinvert: error: --out {tmp_path / 'file'} is a file, "
-                                f"expected a folder"]
+    assert error_lines(err) == [
+        f"pyinvert: error: --out {tmp_path / 'file'} is a file, expected a folder"
+    ]
     rc, stdout, err = run(capsys, *command, *images, "--out", tmp_path / "file" / "sub", *extra)
     assert rc == 2 and stdout == ""
-    assert error_lines(err) == [f"pyinvert: error: cannot create the output folder "
-                                f"{tmp_path / 'file' / 'sub'}: a part of that path is a file"]
+    assert error_lines(err) == [
+        f"pyinvert: error: cannot create the output folder "
+        f"{tmp_path / 'file' / 'sub'}: a part of that path is a file"
+    ]
 
 
 def test_out_not_writable(tmp_path, capsys, no_work):
@@ -286,55 +353,75 @@ def test_out_not_writable(tmp_path, capsys, no_work):
         target, reason = tmp_path / "ro", "Permission denied"
     rc, stdout, err = run(capsys, "invert", cat, "--out", target, *FAST)
     assert rc == 2 and stdout == ""
-    assert error_lines(err) == [f"pyinvert: error: cannot write into the output folder "
-                                f"{target}: {reason}"]
+    assert error_lines(err) == [
+        f"pyinvert: error: cannot write into the output folder {target}: {reason}"
+    ]
     rc, _, err = run(capsys, "invert", cat, "--out", "/sys/kernel/pyinvert-test", *FAST)
     assert rc == 2 and "cannot create the output folder /sys/kernel/pyinvert-test" in err
     os.symlink(tmp_path / "nowhere", tmp_path / "broken")
     rc, _, err = run(capsys, "invert", cat, "--out", tmp_path / "broken", *FAST)
-    assert rc == 2 and error_lines(err) == [f"pyinvert: error: --out {tmp_path / 'broken'} is a "
-                                            f"broken symbolic link, expected a folder"]
+    assert rc == 2 and error_lines(err) == [
+        f"pyinvert: error: --out {tmp_path / 'broken'} is a broken symbolic link, expected a folder"
+    ]
 
 
 def test_out_on_a_full_disk_is_found_before_any_work(tmp_path):
     """A file-size limit of 8 KiB (RLIMIT_FSIZE: writes past it fail with EFBIG, as on a full
     disk) in a fresh process: the probe fails, nothing is optimized."""
     cat = write_photo(tmp_path / "cat.png")
-    code = ("import resource, signal, sys\n"
-            "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
-            "resource.setrlimit(resource.RLIMIT_FSIZE, (8192, 8192))\n"
-            "from pyinvert.cli import main\n"
-            f"sys.exit(main(['invert', {cat!r}, '--out', {str(tmp_path / 'o')!r}, '--steps', "
-            f"'2', '--no-progress']))\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    code = (
+        "import resource, signal, sys\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (8192, 8192))\n"
+        "from pyinvert.cli import main\n"
+        f"sys.exit(main(['invert', {cat!r}, '--out', {str(tmp_path / 'o')!r}, '--steps', "
+        f"'2', '--no-progress']))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 2 and proc.stdout == ""
-    assert proc.stderr == (f"pyinvert: error: cannot write into the output folder "
-                           f"{tmp_path / 'o'}: File too large\n")
+    assert proc.stderr == (
+        f"pyinvert: error: cannot write into the output folder {tmp_path / 'o'}: File too large\n"
+    )
 
 
 # ---- 9. devices -----------------------------------------------------------------------------
 
+
 def _bad_devices():
     n, expected = torch.cuda.device_count(), "expected cpu, cuda or cuda:N"
-    return [("foo", expected), ("cuda:x", expected), ("meta", expected), ("", expected),
-            ("cuda", "CUDA is not available here") if not torch.cuda.is_available() else
-            (f"cuda:{n}", f"no such GPU; {n} CUDA device(s) visible")]
+    return [
+        ("foo", expected),
+        ("cuda:x", expected),
+        ("meta", expected),
+        ("", expected),
+        ("cuda", "CUDA is not available here")
+        if not torch.cuda.is_available()
+        else (f"cuda:{n}", f"no such GPU; {n} CUDA device(s) visible"),
+    ]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: "-".join(c[:2]))
 def test_bad_device_is_one_line_before_any_work(tmp_path, capsys, no_work, command):
     images = _images(command, tmp_path)
     for device, message in _bad_devices():
-        rc, stdout, err = run(capsys, *command, *images, "--device", device, "--out",
-                              tmp_path / "o", "--no-progress")
+        rc, stdout, err = run(
+            capsys, *command, *images, "--device", device, "--out", tmp_path / "o", "--no-progress"
+        )
         assert rc == 2 and stdout == ""
         (line,) = error_lines(err)
         assert line.startswith("pyinvert: error: --device ") and message in line
 
 
-@pytest.mark.parametrize("command", [["invert"], ["caricature", "--model", "mobilenet_v2",
-                                                  "--layer", "features.3", *TINY[:4]]])
+@pytest.mark.parametrize(
+    "command",
+    [["invert"], ["caricature", "--model", "mobilenet_v2", "--layer", "features.3", *TINY[:4]]],
+)
 def test_an_unreadable_input_inside_out_is_never_overwritten(tmp_path, capsys, command):
     # Found by tests/test_cli_fuzz.py: `summary.png.png` (readable) and out/summary.png.png
     # (corrupt) - the first input's reconstruction `summary.png.png` took the second's path.

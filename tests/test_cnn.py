@@ -1,6 +1,7 @@
 """The CNN representation (pyinvert.cnn): hooks, multi-layer codes, the early stop of the
 forward pass, error messages, scales, strides and min_size; and, with the real MobileNetV2
 ImageNet weights, the quality of reconstructions and activation maximization."""
+
 import json
 
 import pytest
@@ -27,14 +28,14 @@ class Spy(nn.Module):
 def small_net():
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(3, 4, 3, stride=2, padding=1),   # 0
-        nn.ReLU(inplace=True),                     # 1
-        nn.Conv2d(4, 6, 3, stride=2, padding=1),   # 2
-        nn.ReLU(),                                 # 3
-        Spy(),                                     # 4
-        nn.AdaptiveAvgPool2d(1),                   # 5
-        nn.Flatten(),                              # 6
-        nn.Linear(6, 5),                           # 7
+        nn.Conv2d(3, 4, 3, stride=2, padding=1),  # 0
+        nn.ReLU(inplace=True),  # 1
+        nn.Conv2d(4, 6, 3, stride=2, padding=1),  # 2
+        nn.ReLU(),  # 3
+        Spy(),  # 4
+        nn.AdaptiveAvgPool2d(1),  # 5
+        nn.Flatten(),  # 6
+        nn.Linear(6, 5),  # 7
     )
 
 
@@ -43,6 +44,7 @@ def images(B=2, size=16, seed=0):
 
 
 # ---- codes and hooks ----------------------------------------------------------------------
+
 
 def test_single_layer_code_is_the_module_output():
     net = small_net()
@@ -71,8 +73,11 @@ def test_multi_layer_code_segments_and_split():
     x = rep.preprocess(images())
     code = rep(x)
     segs = rep.segments((16, 16))
-    assert segs == [Segment("0", 0, 256, (4, 8, 8)), Segment("2", 256, 352, (6, 4, 4)),
-                    Segment("7", 352, 357, (5,))]
+    assert segs == [
+        Segment("0", 0, 256, (4, 8, 8)),
+        Segment("2", 256, 352, (6, 4, 4)),
+        Segment("7", 352, 357, (5,)),
+    ]
     assert code.shape == (2, 357)
     n = models.normalize(images())
     # layer "0" is read before the in-place ReLU that follows it overwrites its output
@@ -97,14 +102,21 @@ def test_empty_batch():
 
 # ---- errors -------------------------------------------------------------------------------
 
+
 def test_unknown_layer_lists_the_valid_names():
-    with pytest.raises(ValueError, match=r"CNN: unknown layer 'nope'; valid layers are: "
-                                         r"0, 1, 2, 3, 4, 5, 6, 7"):
+    with pytest.raises(
+        ValueError,
+        match=r"CNN: unknown layer 'nope'; valid layers are: "
+        r"0, 1, 2, 3, 4, 5, 6, 7",
+    ):
         CNN(small_net(), ["2", "nope"])
     # a zoo model: the curated list (blocks first) and where to find all names
-    with pytest.raises(ValueError, match=r"unknown layer 'nope'; valid layers are: features.0, "
-                                         r"features.1, .*features.18, classifier.1 \(and \d+ "
-                                         r"sublayers: `pyinvert models mobilenet_v2`"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown layer 'nope'; valid layers are: features.0, "
+        r"features.1, .*features.18, classifier.1 \(and \d+ "
+        r"sublayers: `pyinvert models mobilenet_v2`",
+    ):
         make_representation("cnn:mobilenet_v2:nope", weights=None)
 
 
@@ -123,24 +135,29 @@ def test_argument_errors():
     with pytest.raises(ValueError, match=r"CNN: expected std > 0"):
         CNN(net, "2", std=(0.2, 0.0, 0.2))
     rep = CNN(net, "2")
-    with pytest.raises(ValueError, match=r"CNN: expected x of shape \(B, 3, H, W\), "
-                                         r"got \[3, 16, 16\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"CNN: expected x of shape \(B, 3, H, W\), "
+        r"got \[3, 16, 16\]",
+    ):
         rep(torch.zeros(3, 16, 16))
     with pytest.raises(ValueError, match="CNN: expected images with 1, 3 or 4 channels, got C=2"):
         rep.preprocess(torch.zeros(1, 2, 16, 16))
     for spec in ("cnn:mobilenet_v2", "hog:mobilenet_v2:features.3", "cnn::features.3"):
-        with pytest.raises(ValueError, match="expected a CNN representation as "
-                                             "'cnn:MODEL:LAYER"):
+        with pytest.raises(ValueError, match="expected a CNN representation as 'cnn:MODEL:LAYER"):
             parse_spec(spec)
     with pytest.raises(ValueError, match="expected at least one layer in"):
         parse_spec("cnn:mobilenet_v2: , ")
-    assert parse_spec("cnn:alexnet:features.3, features.6") == ("alexnet",
-                                                                 ["features.3", "features.6"])
+    assert parse_spec("cnn:alexnet:features.3, features.6") == (
+        "alexnet",
+        ["features.3", "features.6"],
+    )
     with pytest.raises(ValueError, match=r"unknown model|expected model|mobilenet_v2"):
         make_representation("cnn:nonet:features.3", weights=None)
 
 
 # ---- scales -------------------------------------------------------------------------------
+
 
 def test_preprocess_postprocess_round_trip():
     rep = CNN(small_net(), "2")
@@ -165,6 +182,7 @@ def test_config_is_json():
 
 
 # ---- structure: strides and min_size ------------------------------------------------------
+
 
 def test_strides_and_min_size_of_a_small_net():
     rep = CNN(small_net(), ["0", "2"])
@@ -207,6 +225,7 @@ def test_zoo_min_size():
 
 # ---- code masks ---------------------------------------------------------------------------
 
+
 def test_code_mask_window_and_channels():
     rep = CNN(small_net(), "2")
     m = rep.code_mask((16, 16), window=2, channels=[1, 4])
@@ -219,14 +238,19 @@ def test_code_mask_window_and_channels():
     multi = CNN(small_net(), ["0", "2"])
     m = multi.code_mask((16, 16), channels=[0], layer="2")
     assert m.shape == (352,) and float(m[:256].min()) == 1.0 and float(m[256:].sum()) == 16
-    with pytest.raises(ValueError, match=r"CNN.code_mask: expected channels in \[0, 6\), "
-                                         r"got \[6\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"CNN.code_mask: expected channels in \[0, 6\), "
+        r"got \[6\]",
+    ):
         rep.code_mask((16, 16), channels=[6])
-    with pytest.raises(ValueError, match="CNN.code_mask: expected window to be an int >= 1, "
-                                         "got 0"):
+    with pytest.raises(ValueError, match="CNN.code_mask: expected window to be an int >= 1, got 0"):
         rep.code_mask((16, 16), window=0)
-    with pytest.raises(ValueError, match=r"CNN.code_mask: expected layer in \['0', '2'\], "
-                                         r"got '7'"):
+    with pytest.raises(
+        ValueError,
+        match=r"CNN.code_mask: expected layer in \['0', '2'\], "
+        r"got '7'",
+    ):
         multi.code_mask((16, 16), layer="7")
     with pytest.raises(ValueError, match="a neuron window needs a spatial layer"):
         CNN(small_net(), "7").code_mask((16, 16), window=1)
@@ -235,6 +259,7 @@ def test_code_mask_window_and_channels():
 # ---- the real MobileNetV2 ImageNet weights (the imagenet_mobilenet fixture skips without them,
 # fails under PYINVERT_REQUIRE_WEIGHTS=1). Sizes and steps are cut to keep these to about a
 # minute on 2 CPU cores; the thresholds come from measurements at these settings (see each). --
+
 
 @pytest.fixture
 def one_thread():
@@ -250,6 +275,7 @@ def one_thread():
 def _photo(name, size):
     import cv2
     from pyinvert.data import sample_path
+
     a = cv2.imread(str(sample_path(name)), cv2.IMREAD_COLOR)[:, :, ::-1]
     a = cv2.resize(a, (size, size), interpolation=cv2.INTER_AREA)
     return torch.from_numpy(a.copy()).permute(2, 0, 1).float() / 255
@@ -264,8 +290,14 @@ def test_early_layer_reconstruction_is_close_to_the_photo(imagenet_mobilenet, on
 
     img = _photo("chelsea", 128)[None]
     rep = CNN(imagenet_mobilenet, "features.3", model_name="mobilenet_v2")
-    r = invert(img, representation=rep, recipe="ijcv2016", steps=150,
-               generator=torch.Generator().manual_seed(0), progress=False)
+    r = invert(
+        img,
+        representation=rep,
+        recipe="ijcv2016",
+        steps=150,
+        generator=torch.Generator().manual_seed(0),
+        progress=False,
+    )
     ssim = float(metrics.ssim(r.images, img))
     assert ssim >= 0.7, ssim
     assert float(r.feature_error) < 0.05
@@ -280,8 +312,14 @@ def test_logits_reconstruction_keeps_the_top1_class(imagenet_mobilenet, one_thre
 
     img = torch.stack([_photo(n, 160) for n in ("chelsea", "coffee", "camera")])
     rep = CNN(imagenet_mobilenet, "classifier.1", model_name="mobilenet_v2")
-    r = invert(img, representation=rep, recipe="ijcv2016", steps=150,
-               generator=torch.Generator().manual_seed(0), progress=False)
+    r = invert(
+        img,
+        representation=rep,
+        recipe="ijcv2016",
+        steps=150,
+        generator=torch.Generator().manual_seed(0),
+        progress=False,
+    )
     assert r.targets.argmax(1).tolist() == [285, 967, 872]
     assert r.codes.argmax(1).tolist() == r.targets.argmax(1).tolist()
 
@@ -293,8 +331,14 @@ def test_class_activation_maximization_reaches_p_09(imagenet_mobilenet, one_thre
     from pyinvert.tasks.visualization import actmax
 
     rep = CNN(imagenet_mobilenet, "classifier.1", model_name="mobilenet_v2")
-    r = actmax(rep, [281, 945, 1], image_size=128, steps=150,
-               generator=torch.Generator().manual_seed(0), progress=False)
+    r = actmax(
+        rep,
+        [281, 945, 1],
+        image_size=128,
+        steps=150,
+        generator=torch.Generator().manual_seed(0),
+        progress=False,
+    )
     assert r.probabilities.min() >= 0.9, r.probabilities.tolist()
     assert not bool(r.failed.any())
 
@@ -305,25 +349,37 @@ def test_caricature_amplifies_with_real_weights(imagenet_mobilenet, one_thread):
     from pyinvert.tasks.visualization import caricature
 
     rep = CNN(imagenet_mobilenet, "features.6", model_name="mobilenet_v2")
-    r = caricature(_photo("chelsea", 128)[None], rep, steps=60,
-                   generator=torch.Generator().manual_seed(0), progress=False)
+    r = caricature(
+        _photo("chelsea", 128)[None],
+        rep,
+        steps=60,
+        generator=torch.Generator().manual_seed(0),
+        progress=False,
+    )
     assert float(r.measure[0]) > 1.05
 
 
 def test_cnn_accepts_vgg_layer_aliases():
     with torch.device("meta"):
         meta_net = models.build_model("vgg19")
-    assert CNN(meta_net, ["conv1_1", "relu4_2", "pool4"]).layers == \
-        ("features.0", "features.22", "features.27")
+    assert CNN(meta_net, ["conv1_1", "relu4_2", "pool4"]).layers == (
+        "features.0",
+        "features.22",
+        "features.27",
+    )
     torch.manual_seed(0)
     net = models.load_model("vgg16", pooling="avg")
     rep = CNN(net, ["conv1_1", "pool2"])
-    assert rep.layers == ("features.0", "features.9") and rep.name == \
-        "cnn:vgg16:features.0,features.9"
+    assert (
+        rep.layers == ("features.0", "features.9") and rep.name == "cnn:vgg16:features.0,features.9"
+    )
     x = rep.preprocess(torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
     assert torch.equal(rep(x), CNN(net, ["features.0", "features.9"])(x))
-    with pytest.raises(ValueError, match="CNN: expected distinct layer names, got "
-                                         r"\['features.0', 'features.0'\]"):
+    with pytest.raises(
+        ValueError,
+        match="CNN: expected distinct layer names, got "
+        r"\['features.0', 'features.0'\]",
+    ):
         CNN(net, ["conv1_1", "features.0"])
     with pytest.raises(ValueError, match="CNN: unknown layer 'conv9_1'"):
         CNN(net, "conv9_1")

@@ -22,6 +22,7 @@ Tolerances, from what the kernels promise (csrc/common/*.h):
   CUDA float32 is compared with the float64 CPU computation on the same input (1e-5 relative to
   the largest magnitude, the CPU test's tolerance), CUDA float64 with CPU float64 (1e-10).
 """
+
 import itertools
 
 import pytest
@@ -34,9 +35,11 @@ pytestmark = pytest.mark.cuda
 
 CUDA = "cuda"
 DTYPES = [torch.float32, torch.float64]
-BACKWARD_TOL = {"prior": {torch.float32: 1e-5, torch.float64: 1e-10},
-                "hog": {torch.float32: 1e-5, torch.float64: 1e-10},
-                "dsift": {torch.float32: 1e-4, torch.float64: 1e-10}}
+BACKWARD_TOL = {
+    "prior": {torch.float32: 1e-5, torch.float64: 1e-10},
+    "hog": {torch.float32: 1e-5, torch.float64: 1e-10},
+    "dsift": {torch.float32: 1e-4, torch.float64: 1e-10},
+}
 
 
 @pytest.fixture(autouse=True)
@@ -44,8 +47,10 @@ def cuda_kernels():
     """A CUDA device without our CUDA kernels is a broken build, not a skip."""
     for op in ("image_prior", "hog", "_hog_backward", "dsift", "_dsift_backward"):
         if not torch._C._dispatch_has_kernel_for_dispatch_key(f"pyinvert::{op}", "CUDA"):
-            pytest.fail(f"pyinvert::{op} has no CUDA kernel: pyinvert was built without CUDA "
-                        f"(rebuild with a CUDA torch and toolkit, PYINVERT_CUDA=1)")
+            pytest.fail(
+                f"pyinvert::{op} has no CUDA kernel: pyinvert was built without CUDA "
+                f"(rebuild with a CUDA torch and toolkit, PYINVERT_CUDA=1)"
+            )
 
 
 def gen(seed):
@@ -67,9 +72,11 @@ def assert_equal(actual, expected, what=""):
     assert actual.dtype == expected.dtype and actual.shape == expected.shape, what
     if not torch.equal(actual, expected):
         diff = (actual.double() - expected.double()).abs()
-        raise AssertionError(f"{what}: not bit-identical: {int((diff != 0).sum())} of "
-                             f"{diff.numel()} elements differ, max abs difference "
-                             f"{diff.max().item():.3g}")
+        raise AssertionError(
+            f"{what}: not bit-identical: {int((diff != 0).sum())} of "
+            f"{diff.numel()} elements differ, max abs difference "
+            f"{diff.max().item():.3g}"
+        )
 
 
 def grad_of(fn, x, weights):
@@ -98,16 +105,23 @@ def layouts(x):
 
 # ---- image prior ------------------------------------------------------------------------------
 
-PRIOR_SHAPES = [(0, 3, 5, 7), (1, 1, 9, 7), (3, 3, 13, 11), (3, 4, 1, 9), (1, 3, 8, 1),
-                (2, 1, 1, 1), (2, 3, 67, 45)]  # the last one spans 12 thread blocks per image
+PRIOR_SHAPES = [
+    (0, 3, 5, 7),
+    (1, 1, 9, 7),
+    (3, 3, 13, 11),
+    (3, 4, 1, 9),
+    (1, 3, 8, 1),
+    (2, 1, 1, 1),
+    (2, 3, 67, 45),
+]  # the last one spans 12 thread blocks per image
 PRIOR_SETTINGS = [
     dict(beta=2.0, alpha=6.0, norm_weight=0.0),
     dict(beta=1.0, alpha=2.0, norm_weight=0.5, eps=1e-3),
-    dict(beta=1.5, alpha=6.0, norm_weight=1e-3, eps=1e-2),   # general exponent: powf
+    dict(beta=1.5, alpha=6.0, norm_weight=1e-3, eps=1e-2),  # general exponent: powf
     dict(beta=3.0, alpha=6.0, norm_weight=1e-3, isotropic=True),
     dict(beta=2.0, alpha=2.0, norm_weight=0.7, isotropic=True),
     dict(beta=1.0, alpha=6.0, norm_weight=1e-2, isotropic=True),  # beta=1, eps=0: kinks at 0
-    dict(beta=2.5, alpha=1.5, norm_weight=0.3),                 # two general exponents
+    dict(beta=2.5, alpha=1.5, norm_weight=0.3),  # two general exponents
 ]
 
 
@@ -126,8 +140,9 @@ def test_prior_matches_cpu(dtype, shape, index):
     weights = torch.randn(shape[0], generator=gen(7), dtype=torch.float64)
     # The CPU oracle runs in float64 on the same (rounded) input.
     value, grad = grad_of(prior_fn(setting, shape[0], CUDA, dtype), x.to(CUDA), weights.to(dtype))
-    expected_value, expected_grad = grad_of(prior_fn(setting, shape[0], "cpu", torch.float64),
-                                            x.double(), weights)
+    expected_value, expected_grad = grad_of(
+        prior_fn(setting, shape[0], "cpu", torch.float64), x.double(), weights
+    )
     assert value.device.type == CUDA and value.dtype == dtype and value.shape == (shape[0],)
     assert grad.device.type == CUDA and grad.dtype == dtype
     tol = BACKWARD_TOL["prior"][dtype]
@@ -178,7 +193,8 @@ def test_prior_gradcheck(index):
     setting["eps"] = max(setting.get("eps", 0.0), 1e-3)  # keep TV smooth for finite differences
     tv = torch.tensor([1.0, 0.5], dtype=torch.float64, device=CUDA)
     assert torch.autograd.gradcheck(
-        lambda t: pyinvert.image_prior(t, tv_weight=tv, **setting), (x.requires_grad_(),))
+        lambda t: pyinvert.image_prior(t, tv_weight=tv, **setting), (x.requires_grad_(),)
+    )
 
 
 def test_prior_opcheck():
@@ -190,8 +206,17 @@ def test_prior_opcheck():
         for compute_grad in (True, False):
             torch.library.opcheck(
                 torch.ops.pyinvert.image_prior.default,
-                (x.requires_grad_(compute_grad), tv, norm, setting["beta"], setting["alpha"],
-                 setting.get("isotropic", False), setting.get("eps", 0.0), compute_grad))
+                (
+                    x.requires_grad_(compute_grad),
+                    tv,
+                    norm,
+                    setting["beta"],
+                    setting["alpha"],
+                    setting.get("isotropic", False),
+                    setting.get("eps", 0.0),
+                    compute_grad,
+                ),
+            )
 
 
 def test_prior_compile_fullgraph():
@@ -208,22 +233,25 @@ def test_prior_compile_fullgraph():
 def test_prior_device_errors():
     x = torch.zeros(2, 1, 4, 4, device=CUDA)
     with pytest.raises(RuntimeError, match=r"image_prior: expected tv_weight on cuda:0, got cpu"):
-        torch.ops.pyinvert.image_prior(x, torch.ones(2), torch.ones(2, device=CUDA), 2.0, 6.0,
-                                       False, 0.0, True)
+        torch.ops.pyinvert.image_prior(
+            x, torch.ones(2), torch.ones(2, device=CUDA), 2.0, 6.0, False, 0.0, True
+        )
 
 
 # ---- HOG --------------------------------------------------------------------------------------
 
-HOG_SETTINGS = [dict(cell_size=4, num_orientations=9, variant="uoctti"),
-                dict(cell_size=3, num_orientations=4, variant="dalaltriggs"),
-                dict(cell_size=5, num_orientations=2, variant="uoctti"),
-                dict(cell_size=4, num_orientations=1, variant="dalaltriggs"),
-                dict(cell_size=8, num_orientations=9, variant="uoctti")]
+HOG_SETTINGS = [
+    dict(cell_size=4, num_orientations=9, variant="uoctti"),
+    dict(cell_size=3, num_orientations=4, variant="dalaltriggs"),
+    dict(cell_size=5, num_orientations=2, variant="uoctti"),
+    dict(cell_size=4, num_orientations=1, variant="dalaltriggs"),
+    dict(cell_size=8, num_orientations=9, variant="uoctti"),
+]
 HOG_SHAPES = [(2, 3, 13, 11), (1, 1, 16, 16), (3, 2, 9, 14), (1, 4, 12, 7), (2, 3, 224, 224)]
 
 
 def hog_images(shape, seed, dtype, kind):
-    """"noise", or "quantised" noise: flat areas, exact ties between channels and bins."""
+    """ "noise", or "quantised" noise: flat areas, exact ties between channels and bins."""
     x = torch.rand(shape, generator=gen(seed), dtype=torch.float64)
     if kind == "quantised":
         x = torch.round(x * 3) / 3 * 255
@@ -237,15 +265,15 @@ def hog_op_args(setting, bilinear):
 
 def hog_cases():
     for (shape, setting), bilinear, kind in itertools.product(
-            zip(HOG_SHAPES, HOG_SETTINGS), (False, True), ("noise", "quantised")):
+        zip(HOG_SHAPES, HOG_SETTINGS), (False, True), ("noise", "quantised")
+    ):
         yield shape, setting, bilinear, kind
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("bilinear", [False, True], ids=["hard", "bilinear"])
 def test_hog_forward_matches_cpu(dtype, bilinear):
-    for index, (shape, setting, _, kind) in enumerate(c for c in hog_cases()
-                                                      if c[2] == bilinear):
+    for index, (shape, setting, _, kind) in enumerate(c for c in hog_cases() if c[2] == bilinear):
         x = hog_images(shape, index, dtype, kind)
         args = hog_op_args(setting, bilinear)
         cpu = torch.ops.pyinvert.hog(x, *args, True)
@@ -273,8 +301,7 @@ def test_hog_forward_matches_cpu(dtype, bilinear):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("bilinear", [False, True], ids=["hard", "bilinear"])
 def test_hog_backward_matches_cpu(dtype, bilinear):
-    for index, (shape, setting, _, kind) in enumerate(c for c in hog_cases()
-                                                      if c[2] == bilinear):
+    for index, (shape, setting, _, kind) in enumerate(c for c in hog_cases() if c[2] == bilinear):
         # HOGb's derivative has a kink on each bin centre, which quantised images hit exactly
         # and where CPU (exact products) and CUDA (FMA) may take different sides.
         if bilinear and kind == "quantised":
@@ -292,8 +319,13 @@ def test_hog_backward_matches_cpu(dtype, bilinear):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_hog_tiny_and_empty(dtype):
     # Fewer than 3 pixels per side: no interior pixel, all-zero features and gradient.
-    for shape, cs in [((1, 1, 2, 2), 2), ((2, 3, 1, 5), 1), ((1, 2, 3, 3), 4), ((0, 3, 20, 17), 8),
-                      ((0, 1, 2, 2), 2)]:
+    for shape, cs in [
+        ((1, 1, 2, 2), 2),
+        ((2, 3, 1, 5), 1),
+        ((1, 2, 3, 3), 4),
+        ((0, 3, 20, 17), 8),
+        ((0, 1, 2, 2), 2),
+    ]:
         x = torch.rand(shape, generator=gen(6), dtype=dtype)
         fn = lambda t: pyinvert.hog(t, cell_size=cs)  # noqa: E731
         weights = weights_for(fn, x, 7)
@@ -322,19 +354,19 @@ def test_hog_deterministic_and_batch_equals_single():
         runs = []
         for _ in range(2):
             saved = torch.ops.pyinvert.hog(x, 8, 9, 0, bilinear, True)
-            grad = torch.ops.pyinvert._hog_backward(torch.ones_like(saved[0]), x, *saved[1:],
-                                                    8, 9, 0, bilinear)
+            grad = torch.ops.pyinvert._hog_backward(
+                torch.ones_like(saved[0]), x, *saved[1:], 8, 9, 0, bilinear
+            )
             runs.append((*saved, grad))
-        for a, b, name in zip(runs[0], runs[1], ("features", "hist", "pixels", "jacobian",
-                                                 "grad")):
+        for a, b, name in zip(runs[0], runs[1], ("features", "hist", "pixels", "jacobian", "grad")):
             assert_equal(a, b, f"second run {name} (bilinear={bilinear})")
         fn = lambda t: pyinvert.hog(t, bilinear_orientations=bilinear)  # noqa: E731
         weights = weights_for(fn, x, 11)
         out, grad = grad_of(fn, x, weights)
         for b in (0, 3):
-            single, single_grad = grad_of(fn, x[b:b + 1], weights[b:b + 1])
-            assert_equal(single, out[b:b + 1], f"image {b} features")
-            assert_equal(single_grad, grad[b:b + 1], f"image {b} grad")
+            single, single_grad = grad_of(fn, x[b : b + 1], weights[b : b + 1])
+            assert_equal(single, out[b : b + 1], f"image {b} features")
+            assert_equal(single_grad, grad[b : b + 1], f"image {b} grad")
 
 
 def test_hog_gradcheck():
@@ -344,8 +376,9 @@ def test_hog_gradcheck():
     for (shape, setting), bilinear in itertools.product(zip(shapes, HOG_SETTINGS), (False, True)):
         x = torch.rand(shape, generator=g, dtype=torch.float64).to(CUDA).requires_grad_()
         kwargs = dict(setting, bilinear_orientations=bilinear)
-        assert torch.autograd.gradcheck(lambda t: pyinvert.hog(t, **kwargs), (x,), eps=1e-7,
-                                        atol=1e-6, rtol=1e-4), kwargs
+        assert torch.autograd.gradcheck(
+            lambda t: pyinvert.hog(t, **kwargs), (x,), eps=1e-7, atol=1e-6, rtol=1e-4
+        ), kwargs
 
 
 def test_hog_opcheck():
@@ -353,20 +386,21 @@ def test_hog_opcheck():
         for bilinear, save in itertools.product((False, True), (True, False)):
             x = torch.rand(shape, generator=gen(index), dtype=torch.float64).to(CUDA)
             args = hog_op_args(setting, bilinear)
-            torch.library.opcheck(torch.ops.pyinvert.hog.default,
-                                  (x.requires_grad_(save), *args, save))
+            torch.library.opcheck(
+                torch.ops.pyinvert.hog.default, (x.requires_grad_(save), *args, save)
+            )
             features, hist, pixels, jacobian = torch.ops.pyinvert.hog(x.detach(), *args, True)
-            torch.library.opcheck(torch.ops.pyinvert._hog_backward.default,
-                                  (torch.randn_like(features), x.detach(), hist, pixels,
-                                   jacobian, *args))
+            torch.library.opcheck(
+                torch.ops.pyinvert._hog_backward.default,
+                (torch.randn_like(features), x.detach(), hist, pixels, jacobian, *args),
+            )
 
 
 def test_hog_device_errors():
     x = torch.rand(1, 3, 32, 32, device=CUDA)
     features, hist, pixels, jacobian = torch.ops.pyinvert.hog(x, 8, 9, 0, False, True)
     with pytest.raises(RuntimeError, match=r"_hog_backward: expected grad on cuda:0, got cpu"):
-        torch.ops.pyinvert._hog_backward(features.cpu(), x, hist, pixels, jacobian, 8, 9, 0,
-                                         False)
+        torch.ops.pyinvert._hog_backward(features.cpu(), x, hist, pixels, jacobian, 8, 9, 0, False)
 
 
 def test_hog_matches_reference_on_cuda():
@@ -376,7 +410,8 @@ def test_hog_matches_reference_on_cuda():
         fn = lambda t: pyinvert.hog(t, bilinear_orientations=bilinear)  # noqa: E731
         weights = weights_for(fn, x, 13)
         out, grad = grad_of(fn, x, weights)
-        ref, ref_grad = grad_of(lambda t: reference.hog(t, bilinear_orientations=bilinear), x,
-                                weights)
+        ref, ref_grad = grad_of(
+            lambda t: reference.hog(t, bilinear_orientations=bilinear), x, weights
+        )
         torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
         assert rel_max(grad, ref_grad) <= 1e-4

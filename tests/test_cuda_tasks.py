@@ -6,6 +6,7 @@ draws its initial images and jitter from CPU generators, so in float64 (no TF32,
 the kernels' double arithmetic differs from the CPU's in the last bits only) a CUDA run follows
 the CPU run; float32 runs are held to the quality thresholds the CPU tests use.
 """
+
 import copy
 import csv
 import json
@@ -49,9 +50,14 @@ def photos(size=40):
 def tiny_net():
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(),
-        nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 6))
+        nn.Conv2d(3, 8, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 6),
+    )
 
 
 def on(module, device, dtype=torch.float32):
@@ -60,10 +66,12 @@ def on(module, device, dtype=torch.float32):
 
 # ---- HOG / DSIFT inversion --------------------------------------------------------------------
 
+
 def test_hog_inversion_on_cuda_reaches_the_cpu_quality():
     # The CPU suite's bar (tests/test_invert.py): feature error < 0.15 after 200 steps.
-    r = pyinvert.invert(photos(), representation="hog", steps=200, generator=gen(),
-                        device=CUDA, progress=False)
+    r = pyinvert.invert(
+        photos(), representation="hog", steps=200, generator=gen(), device=CUDA, progress=False
+    )
     assert r.settings["device"].startswith(CUDA)
     assert r.images.shape == (3, 1, 40, 40)
     assert r.images.min() >= 0 and r.images.max() <= 1
@@ -91,14 +99,16 @@ def test_inversion_batch_equals_single_on_cuda():
 
 # ---- CNN inversion and activation maximization ------------------------------------------------
 
+
 def test_cnn_inversion_float64_cuda_follows_cpu():
     model = models.load_model("mobilenet_v2", None)  # random weights: same arithmetic
     images = photos(64)[:2]
     kw = dict(steps=5, progress=False, dtype=torch.float64, generator=None)
     results = {}
     for device in ("cpu", CUDA):
-        rep = pyinvert.CNN(on(model, device, torch.float64), "features.6",
-                           model_name="mobilenet_v2")
+        rep = pyinvert.CNN(
+            on(model, device, torch.float64), "features.6", model_name="mobilenet_v2"
+        )
         kw["generator"] = gen(1)
         results[device] = pyinvert.invert(images, representation=rep, device=device, **kw)
     cpu, cuda = results["cpu"], results[CUDA]
@@ -113,8 +123,15 @@ def test_cnn_inversion_with_imagenet_weights_on_cuda(imagenet_mobilenet):
 
     img = photo("chelsea", 128)[None]
     rep = pyinvert.CNN(imagenet_mobilenet.to(CUDA), "features.3", model_name="mobilenet_v2")
-    r = pyinvert.invert(img, representation=rep, recipe="ijcv2016", steps=150, generator=gen(),
-                        device=CUDA, progress=False)
+    r = pyinvert.invert(
+        img,
+        representation=rep,
+        recipe="ijcv2016",
+        steps=150,
+        generator=gen(),
+        device=CUDA,
+        progress=False,
+    )
     assert float(metrics.ssim(r.images.cpu(), img)) >= 0.7
     assert float(r.feature_error) < 0.05
 
@@ -123,8 +140,16 @@ def test_actmax_float64_cuda_follows_cpu():
     results = {}
     for device in ("cpu", CUDA):
         rep = pyinvert.CNN(on(tiny_net(), device, torch.float64), "6")
-        results[device] = pyinvert.actmax(rep, [0, 5], image_size=32, steps=5, generator=gen(),
-                                          device=device, dtype=torch.float64, progress=False)
+        results[device] = pyinvert.actmax(
+            rep,
+            [0, 5],
+            image_size=32,
+            steps=5,
+            generator=gen(),
+            device=device,
+            dtype=torch.float64,
+            progress=False,
+        )
     cpu, cuda = results["cpu"], results[CUDA]
     torch.testing.assert_close(cuda.images.cpu(), cpu.images, rtol=0, atol=1e-6)
     torch.testing.assert_close(cuda.probabilities.cpu(), cpu.probabilities, rtol=1e-6, atol=0)
@@ -132,8 +157,9 @@ def test_actmax_float64_cuda_follows_cpu():
 
 def test_actmax_raises_the_activation_on_cuda():
     rep = pyinvert.CNN(on(tiny_net(), CUDA), "6")
-    r = pyinvert.actmax(rep, [2], image_size=32, steps=30, generator=gen(), device=CUDA,
-                        progress=False)
+    r = pyinvert.actmax(
+        rep, [2], image_size=32, steps=30, generator=gen(), device=CUDA, progress=False
+    )
     h = r.measure_history[0]
     assert float(h[-1]) > float(h[0])
     assert r.settings["device"].startswith(CUDA)
@@ -142,19 +168,21 @@ def test_actmax_raises_the_activation_on_cuda():
 def test_class_actmax_with_imagenet_weights_on_cuda(imagenet_mobilenet):
     # tests/test_cnn.py measured on the CPU (seed 0, 128 px, 150 steps): p >= 0.997.
     rep = pyinvert.CNN(imagenet_mobilenet.to(CUDA), "classifier.1", model_name="mobilenet_v2")
-    r = pyinvert.actmax(rep, [281, 945, 1], image_size=128, steps=150, generator=gen(),
-                        device=CUDA, progress=False)
+    r = pyinvert.actmax(
+        rep, [281, 945, 1], image_size=128, steps=150, generator=gen(), device=CUDA, progress=False
+    )
     assert r.probabilities.min() >= 0.9, r.probabilities.tolist()
     assert not bool(r.failed.any())
 
 
 # ---- the batch job ----------------------------------------------------------------------------
 
+
 def write_manifest(folder: Path, n=4, size=48):
     rows = []
     for i in range(n):
         image = cv2.imread(str(sample_path(PHOTOS[i % len(PHOTOS)])), cv2.IMREAD_COLOR)
-        image = cv2.resize(image[3 * i:, 3 * i:], (size, size), interpolation=cv2.INTER_AREA)
+        image = cv2.resize(image[3 * i :, 3 * i :], (size, size), interpolation=cv2.INTER_AREA)
         assert cv2.imwrite(str(folder / f"p{i}.png"), image)
         rows.append((f"item{i:03d}", f"p{i}.png", "hog" if i % 2 == 0 else "dsift"))
     path = folder / "manifest.csv"
@@ -164,10 +192,19 @@ def write_manifest(folder: Path, n=4, size=48):
 
 
 def run_cli(args, **kwargs):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))
-    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300, **kwargs)
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
+    )
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        **kwargs,
+    )
 
 
 def read_items(out: Path):
@@ -180,8 +217,21 @@ def test_batch_job_with_device_cuda_matches_cpu(tmp_path):
     outs = {}
     for device in ("cpu", CUDA):
         out = tmp_path / device
-        result = run_cli(["-m", "pyinvert", "batch", str(manifest), "--out", str(out),
-                          "--steps", "5", "--device", device, "--quiet"])
+        result = run_cli(
+            [
+                "-m",
+                "pyinvert",
+                "batch",
+                str(manifest),
+                "--out",
+                str(out),
+                "--steps",
+                "5",
+                "--device",
+                device,
+                "--quiet",
+            ]
+        )
         assert result.returncode == 0, result.stdout + result.stderr
         outs[device] = out
     cpu_summary, cpu_items = read_items(outs["cpu"])
@@ -202,10 +252,28 @@ def test_torchrun_nccl_two_gpus_match_one(tmp_path):
     manifest = write_manifest(tmp_path, n=6)
     one, two = tmp_path / "one", tmp_path / "two"
     common = ["--steps", "5", "--device", CUDA]
-    assert run_cli(["-m", "pyinvert", "batch", str(manifest), "--out", str(one), *common,
-                    "--quiet"]).returncode == 0
-    result = run_cli(["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                      "-m", "pyinvert", "batch", str(manifest), "--out", str(two), *common])
+    assert (
+        run_cli(
+            ["-m", "pyinvert", "batch", str(manifest), "--out", str(one), *common, "--quiet"]
+        ).returncode
+        == 0
+    )
+    result = run_cli(
+        [
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "pyinvert",
+            "batch",
+            str(manifest),
+            "--out",
+            str(two),
+            *common,
+        ]
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "[rank 0]" in result.stdout and "[rank 1]" in result.stdout, result.stderr
     s1, items1 = read_items(one)

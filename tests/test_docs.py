@@ -1,4 +1,5 @@
 """Docstrings: documented defaults match the signatures, and the examples run."""
+
 import doctest
 import importlib
 import importlib.util
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 import pyinvert
+
 
 def public_callables():
     for name in pyinvert.__all__:
@@ -42,9 +44,11 @@ def test_documented_defaults_match_signature(name, obj):
         assert default is not inspect.Parameter.empty, f"{name}: {arg} has no default"
         # A default may be documented by the name of a constant of its module (IMAGENET_MEAN).
         named = getattr(inspect.getmodule(target), text.strip("`"), inspect.Parameter.empty)
-        assert text == repr(default) or text.strip("'\"`") == str(default) or \
-            (text.isidentifier() and named == default), \
-            f"{name}: {arg} documented as {text!r}, signature says {default!r}"
+        assert (
+            text == repr(default)
+            or text.strip("'\"`") == str(default)
+            or (text.isidentifier() and named == default)
+        ), f"{name}: {arg} documented as {text!r}, signature says {default!r}"
 
 
 def test_every_public_function_documents_its_defaults():
@@ -60,20 +64,30 @@ def test_public_api_is_curated():
         assert hasattr(pyinvert, name), name
     public = {n for n in vars(pyinvert) if not n.startswith("_")}
     modules = {n for n in public if inspect.ismodule(getattr(pyinvert, n))}
-    assert public - modules - {"annotations"} <= set(pyinvert.__all__), \
-        sorted(public - modules - set(pyinvert.__all__))
+    assert public - modules - {"annotations"} <= set(pyinvert.__all__), sorted(
+        public - modules - set(pyinvert.__all__)
+    )
     for name in pyinvert.__all__:
         if not inspect.ismodule(getattr(pyinvert, name)):
-            assert importlib.util.find_spec(f"pyinvert.{name}") is None, \
+            assert importlib.util.find_spec(f"pyinvert.{name}") is None, (
                 f"pyinvert.{name} shadows the module of that name"
+            )
 
 
 DOCTEST_MODULES = [
-    "pyinvert.priors.handcrafted", "pyinvert.representations.cnn", "pyinvert.tasks.inversion",
-    "pyinvert.optim.recipes", "pyinvert.objectives", "pyinvert.tasks.visualization",
-    "pyinvert.representations.base", "pyinvert.representations.handcrafted",
-    "pyinvert.representations.generic", "pyinvert.representations.registry",
-    "pyinvert.optim.options", "pyinvert.optim.parameterizations"]
+    "pyinvert.priors.handcrafted",
+    "pyinvert.representations.cnn",
+    "pyinvert.tasks.inversion",
+    "pyinvert.optim.recipes",
+    "pyinvert.objectives",
+    "pyinvert.tasks.visualization",
+    "pyinvert.representations.base",
+    "pyinvert.representations.handcrafted",
+    "pyinvert.representations.generic",
+    "pyinvert.representations.registry",
+    "pyinvert.optim.options",
+    "pyinvert.optim.parameterizations",
+]
 
 
 @pytest.mark.parametrize("module", DOCTEST_MODULES)

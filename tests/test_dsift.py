@@ -1,5 +1,6 @@
 """Dense SIFT: the fused kernels against VLFeat 0.9.21 (ctypes), the pure-PyTorch reference, finite
 differences, and the torch.library machinery."""
+
 import inspect
 import re
 
@@ -26,6 +27,7 @@ def _gray_photo(name, scale):
 
 def _vlfeat(image, step, bin_size, flat_window):
     from pyinvert.vlfeat.dsift import vl_dsift
+
     return vl_dsift(image, step, bin_size, flat_window)
 
 
@@ -46,6 +48,7 @@ def _assert_matches_vlfeat(image, step, bin_size, flat_window, atol=1e-4, dtype=
 
 
 # --------------------------------------------------------------------------------- vs VLFeat ---
+
 
 @pytest.mark.parametrize("name", data.SAMPLE_NAMES)
 @pytest.mark.parametrize("scale", [1.0 / 255.0, 1.0], ids=["range1", "range255"])
@@ -111,8 +114,9 @@ def test_reference_matches_vlfeat(vl):
         for step, bin_size in [(4, 8), (5, 4), (2, 3)]:
             expected, expected_keypoints = _vlfeat(image, step, bin_size, flat_window)
             x = torch.from_numpy(image)[None, None]
-            got, keypoints = reference_dsift(x, step=step, bin_size=bin_size,
-                                             flat_window=flat_window)
+            got, keypoints = reference_dsift(
+                x, step=step, bin_size=bin_size, flat_window=flat_window
+            )
             np.testing.assert_array_equal(keypoints.double().numpy(), expected_keypoints)
             np.testing.assert_allclose(got[0].numpy(), expected, rtol=0, atol=1e-4)
 
@@ -123,6 +127,7 @@ def test_vlfeat_binding_too_small(vl):
 
 
 # ------------------------------------------------------------------------------ vs reference ---
+
 
 def _layouts(x):
     """x in several memory layouts with the same values."""
@@ -143,8 +148,9 @@ def test_matches_reference(device, dtype, flat_window):
     x = torch.rand(3, 1, 37, 45, generator=generator, dtype=dtype).to(device)
     atol = 1e-6 if dtype == torch.float32 else 1e-12
     for step, bin_size in [(3, 4), (2, 3), (5, 2)]:
-        expected, expected_keypoints = reference_dsift(x, step=step, bin_size=bin_size,
-                                                       flat_window=flat_window)
+        expected, expected_keypoints = reference_dsift(
+            x, step=step, bin_size=bin_size, flat_window=flat_window
+        )
         for layout, xl in _layouts(x):
             got, keypoints = dsift(xl, step=step, bin_size=bin_size, flat_window=flat_window)
             assert got.dtype == dtype and got.device == x.device
@@ -164,23 +170,31 @@ def test_gradient_matches_reference(device, dtype, flat_window):
         xl = xl.detach().requires_grad_()
         (dsift(xl, step=4, bin_size=5, flat_window=flat_window)[0] * weights).sum().backward()
         xr = x.detach().requires_grad_()
-        (reference_dsift(xr, step=4, bin_size=5, flat_window=flat_window)[0] * weights).sum() \
-            .backward()
+        (
+            reference_dsift(xr, step=4, bin_size=5, flat_window=flat_window)[0] * weights
+        ).sum().backward()
         torch.testing.assert_close(xl.grad, xr.grad, rtol=1e-4, atol=atol, msg=layout)
 
 
 # ---------------------------------------------------------------------------------- gradients ---
 
+
 @pytest.mark.parametrize("flat_window", [False, True], ids=["gaussian", "flat"])
-@pytest.mark.parametrize("shape,step,bin_size", [((13, 15), 2, 3), ((11, 9), 1, 2),
-                                                 ((17, 20), 3, 4), ((6, 5), 1, 1)])
+@pytest.mark.parametrize(
+    "shape,step,bin_size", [((13, 15), 2, 3), ((11, 9), 1, 2), ((17, 20), 3, 4), ((6, 5), 1, 1)]
+)
 def test_gradcheck(flat_window, shape, step, bin_size):
     generator = torch.Generator().manual_seed(2)
     x = torch.rand(2, 1, *shape, generator=generator, dtype=torch.float64, requires_grad=True)
     # The full Jacobian for the smallest input, random projections of it for the others.
     assert torch.autograd.gradcheck(
-        lambda x: dsift(x, step=step, bin_size=bin_size, flat_window=flat_window)[0], (x,),
-        eps=1e-6, atol=1e-6, rtol=1e-4, fast_mode=shape != (6, 5))
+        lambda x: dsift(x, step=step, bin_size=bin_size, flat_window=flat_window)[0],
+        (x,),
+        eps=1e-6,
+        atol=1e-6,
+        rtol=1e-4,
+        fast_mode=shape != (6, 5),
+    )
 
 
 @pytest.mark.parametrize("flat_window", [False, True], ids=["gaussian", "flat"])
@@ -223,6 +237,7 @@ def test_gradient_of_clamped_and_flat_entries_is_zero():
 
 # ----------------------------------------------------------------------- batching and layout ---
 
+
 @pytest.mark.parametrize("flat_window", [False, True], ids=["gaussian", "flat"])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_batch_equals_single(flat_window, threads):
@@ -236,11 +251,11 @@ def test_batch_equals_single(flat_window, threads):
         weights = torch.randn(d.shape, generator=generator)
         (grad,) = torch.autograd.grad((d * weights).sum(), x)
         for b in range(3):
-            xb = x[b:b + 1].detach().requires_grad_()
+            xb = x[b : b + 1].detach().requires_grad_()
             db, _ = dsift(xb, step=3, bin_size=4, flat_window=flat_window)
-            assert torch.equal(db, d[b:b + 1])
-            (gb,) = torch.autograd.grad((db * weights[b:b + 1]).sum(), xb)
-            assert torch.equal(gb, grad[b:b + 1])
+            assert torch.equal(db, d[b : b + 1])
+            (gb,) = torch.autograd.grad((db * weights[b : b + 1]).sum(), xb)
+            assert torch.equal(gb, grad[b : b + 1])
     finally:
         torch.set_num_threads(previous)
 
@@ -295,6 +310,7 @@ def test_module():
 
 # ------------------------------------------------------------------------- torch.library ops ---
 
+
 def _sample_inputs(device):
     generator = torch.Generator().manual_seed(6)
     for dtype in DTYPES:
@@ -311,8 +327,9 @@ def test_opcheck(device):
     x = torch.rand(2, 1, 21, 26, dtype=torch.float64, device=device)
     _, histograms = torch.ops.pyinvert.dsift(x, 3, 4, True, True)
     grad = torch.randn(histograms.shape, dtype=torch.float64, device=device)
-    torch.library.opcheck(torch.ops.pyinvert._dsift_backward.default,
-                          (grad, x, histograms, 3, 4, True))
+    torch.library.opcheck(
+        torch.ops.pyinvert._dsift_backward.default, (grad, x, histograms, 3, 4, True)
+    )
 
 
 def test_histograms_only_when_needed():
@@ -331,8 +348,11 @@ def test_histograms_only_when_needed():
 
 def test_torch_compile_fullgraph():
     x = torch.rand(2, 1, 30, 30, requires_grad=True)
-    compiled = torch.compile(lambda x: dsift(x, step=3, bin_size=4)[0].square().sum(),
-                             fullgraph=True, backend="aot_eager")
+    compiled = torch.compile(
+        lambda x: dsift(x, step=3, bin_size=4)[0].square().sum(),
+        fullgraph=True,
+        backend="aot_eager",
+    )
     value = compiled(x)
     (grad,) = torch.autograd.grad(value, x)
     expected = dsift(x, step=3, bin_size=4)[0].square().sum()
@@ -341,6 +361,7 @@ def test_torch_compile_fullgraph():
 
 
 # --------------------------------------------------------------------------------------- CUDA ---
+
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -377,14 +398,17 @@ def _cuda_source_on_host(source):
     kernels functions whose grid-stride loops run in one thread; launches become calls, and the
     ops are registered as dsift_on_host::* (CPU)."""
     source = re.sub(r"<<<.*?>>>", "", source, flags=re.S)
-    source = source.replace("TORCH_LIBRARY_IMPL(pyinvert, CUDA, m)", """
+    source = source.replace(
+        "TORCH_LIBRARY_IMPL(pyinvert, CUDA, m)",
+        """
 TORCH_LIBRARY(dsift_on_host, m) {
   m.def("dsift(Tensor x, int step, int bin_size, bool flat_window, bool return_histograms) "
         "-> (Tensor, Tensor)");
   m.def("_dsift_backward(Tensor grad, Tensor x, Tensor histograms, int step, int bin_size, "
         "bool flat_window) -> Tensor");
 }
-TORCH_LIBRARY_IMPL(dsift_on_host, CPU, m)""")
+TORCH_LIBRARY_IMPL(dsift_on_host, CPU, m)""",
+    )
     assert "dsift_on_host, CPU" in source
     return "#define PYI_CUDA_ON_HOST\n" + source
 
@@ -397,18 +421,29 @@ def test_cuda_kernels_emulated_on_host(tmp_path):
     from pathlib import Path
 
     from torch.utils.cpp_extension import load
+
     csrc = Path(pyinvert.__file__).resolve().parent.parent / "csrc"
     if not (csrc / "cuda" / "dsift_kernel.cu").exists():
         pytest.skip("needs a source checkout (csrc/)")
     host = tmp_path / "dsift_cuda_on_host.cpp"
     host.write_text(_cuda_source_on_host((csrc / "cuda" / "dsift_kernel.cu").read_text()))
-    load(name="dsift_cuda_on_host", sources=[str(host)], extra_include_paths=[str(csrc)],
-         extra_cflags=["-O1"], is_python_module=False, build_directory=str(tmp_path))
+    load(
+        name="dsift_cuda_on_host",
+        sources=[str(host)],
+        extra_include_paths=[str(csrc)],
+        extra_cflags=["-O1"],
+        is_python_module=False,
+        build_directory=str(tmp_path),
+    )
     generator = torch.Generator().manual_seed(8)
     for dtype in DTYPES:
         for flat_window in (False, True):
-            for shape, step, bin_size in [((2, 1, 37, 45), 3, 4), ((1, 1, 50, 41), 4, 8),
-                                          ((3, 1, 13, 14), 1, 2), ((1, 1, 30, 28), 5, 1)]:
+            for shape, step, bin_size in [
+                ((2, 1, 37, 45), 3, 4),
+                ((1, 1, 50, 41), 4, 8),
+                ((3, 1, 13, 14), 1, 2),
+                ((1, 1, 30, 28), 5, 1),
+            ]:
                 x = torch.rand(shape, generator=generator, dtype=dtype)
                 args = (step, bin_size, flat_window)
                 expected, histograms = torch.ops.pyinvert.dsift(x, *args, True)
@@ -417,25 +452,37 @@ def test_cuda_kernels_emulated_on_host(tmp_path):
                 grad = torch.randn(expected.shape, generator=generator, dtype=dtype)
                 assert torch.equal(
                     torch.ops.dsift_on_host._dsift_backward(grad, x, histograms, *args),
-                    torch.ops.pyinvert._dsift_backward(grad, x, histograms, *args))
+                    torch.ops.pyinvert._dsift_backward(grad, x, histograms, *args),
+                )
 
 
 # ------------------------------------------------------------------------------------- errors ---
 
+
 def test_errors():
     x = torch.rand(1, 1, 30, 30)
-    with pytest.raises(ValueError, match=re.escape("dsift: expected x of shape (B, 1, H, W), "
-                                                   "got [30, 30]")):
+    with pytest.raises(
+        ValueError, match=re.escape("dsift: expected x of shape (B, 1, H, W), got [30, 30]")
+    ):
         dsift(x[0, 0])
-    with pytest.raises(ValueError, match=r"dsift: expected x of shape \(B, 1, H, W\) \(grayscale\)"
-                                         r", got \[1, 3, 30, 30\]; convert RGB with "
-                                         r"x.mean\(1, keepdim=True\) or a luminance weighting"):
+    with pytest.raises(
+        ValueError,
+        match=r"dsift: expected x of shape \(B, 1, H, W\) \(grayscale\)"
+        r", got \[1, 3, 30, 30\]; convert RGB with "
+        r"x.mean\(1, keepdim=True\) or a luminance weighting",
+    ):
         dsift(torch.rand(1, 3, 30, 30))
-    with pytest.raises(TypeError, match=r"dsift: expected x of dtype float32 or float64, got "
-                                        r"torch.float16"):
+    with pytest.raises(
+        TypeError,
+        match=r"dsift: expected x of dtype float32 or float64, got "
+        r"torch.float16",
+    ):
         dsift(x.half())
-    with pytest.raises(TypeError, match=r"dsift: expected x of dtype float32 or float64, got "
-                                        r"torch.int64"):
+    with pytest.raises(
+        TypeError,
+        match=r"dsift: expected x of dtype float32 or float64, got "
+        r"torch.int64",
+    ):
         dsift(torch.zeros(1, 1, 30, 30, dtype=torch.long))
     with pytest.raises(TypeError, match=r"dsift: expected x to be a torch.Tensor, got ndarray"):
         dsift(np.zeros((1, 1, 30, 30), np.float32))
@@ -449,8 +496,11 @@ def test_errors():
         dsift(x, bin_size=True)
     with pytest.raises(TypeError, match=r"dsift: expected flat_window to be a bool, got int"):
         dsift(x, flat_window=1)
-    with pytest.raises(ValueError, match=r"dsift: expected x of at least 25x25 pixels \(3 \* "
-                                         r"bin_size \+ 1\) for one descriptor, got 30x24"):
+    with pytest.raises(
+        ValueError,
+        match=r"dsift: expected x of at least 25x25 pixels \(3 \* "
+        r"bin_size \+ 1\) for one descriptor, got 30x24",
+    ):
         dsift(torch.rand(2, 1, 30, 24))
     with pytest.raises(ValueError, match=r"dsift: expected x of at least 13x13 pixels"):
         dsift(torch.rand(0, 1, 12, 40), bin_size=4)
@@ -463,48 +513,76 @@ def test_errors():
 def test_op_errors():
     """The ops check their inputs too (RuntimeError from TORCH_CHECK) when called directly."""
     op = torch.ops.pyinvert.dsift
-    with pytest.raises(RuntimeError, match=r"dsift: expected x of shape \(B, C, H, W\), got "
-                                           r"\[30, 30\]"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"dsift: expected x of shape \(B, C, H, W\), got "
+        r"\[30, 30\]",
+    ):
         op(torch.rand(30, 30), 4, 8, False, False)
-    with pytest.raises(RuntimeError, match=r"dsift: expected x of shape \(B, 1, H, W\) "
-                                           r"\(grayscale\), got \[1, 3, 30, 30\]; convert RGB"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"dsift: expected x of shape \(B, 1, H, W\) "
+        r"\(grayscale\), got \[1, 3, 30, 30\]; convert RGB",
+    ):
         op(torch.rand(1, 3, 30, 30), 4, 8, False, False)
-    with pytest.raises(RuntimeError, match=r"dsift: expected x of dtype float32 or float64, got "
-                                           r"Half"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"dsift: expected x of dtype float32 or float64, got "
+        r"Half",
+    ):
         op(torch.rand(1, 1, 30, 30).half(), 4, 8, False, False)
     with pytest.raises(RuntimeError, match=r"dsift: expected step >= 1, got 0"):
         op(torch.rand(1, 1, 30, 30), 0, 8, False, False)
     with pytest.raises(RuntimeError, match=r"dsift: expected bin_size >= 1, got 0"):
         op(torch.rand(1, 1, 30, 30), 4, 0, False, False)
-    with pytest.raises(RuntimeError, match=r"dsift: expected x of at least 25x25 pixels \(3 \* "
-                                           r"bin_size \+ 1\) for one descriptor, got 24x30"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"dsift: expected x of at least 25x25 pixels \(3 \* "
+        r"bin_size \+ 1\) for one descriptor, got 24x30",
+    ):
         op(torch.rand(1, 1, 24, 30), 4, 8, False, False)
     backward = torch.ops.pyinvert._dsift_backward
     x = torch.rand(1, 1, 30, 30)
     h = torch.rand(1, 4, 128)
-    with pytest.raises(RuntimeError, match=r"_dsift_backward: expected grad of shape \(1, 4, 128\)"
-                                           r", got \[1, 5, 128\]"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"_dsift_backward: expected grad of shape \(1, 4, 128\)"
+        r", got \[1, 5, 128\]",
+    ):
         backward(torch.rand(1, 5, 128), x, h, 4, 8, False)
-    with pytest.raises(RuntimeError, match=r"_dsift_backward: expected grad of dtype Float, got "
-                                           r"Double"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"_dsift_backward: expected grad of dtype Float, got "
+        r"Double",
+    ):
         backward(torch.rand(1, 4, 128, dtype=torch.float64), x, h, 4, 8, False)
-    with pytest.raises(RuntimeError, match=r"_dsift_backward: expected histograms of shape "
-                                           r"\[1, 4, 128\] \(the forward's, with "
-                                           r"return_histograms=True\), got \[0\]"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"_dsift_backward: expected histograms of shape "
+        r"\[1, 4, 128\] \(the forward's, with "
+        r"return_histograms=True\), got \[0\]",
+    ):
         backward(torch.rand(1, 4, 128), x, torch.empty(0), 4, 8, False)
 
 
 # ------------------------------------------------------------------------------------- docs ---
 
-@pytest.mark.parametrize("function", [dsift, DenseSIFT, reference_dsift,
-                                      dsift_keypoints])
+
+@pytest.mark.parametrize("function", [dsift, DenseSIFT, reference_dsift, dsift_keypoints])
 def test_documented_defaults_match_signature(function):
     doc = inspect.getdoc(function)
     signature = inspect.signature(function)
-    documented = {name: value.rstrip(".") for name, value in
-                  re.findall(r"^\s*(\w+): .*?Default: (\S+)", _join_arg_lines(doc), flags=re.M)}
-    defaults = {name: p.default for name, p in signature.parameters.items()
-                if p.default is not inspect.Parameter.empty}
+    documented = {
+        name: value.rstrip(".")
+        for name, value in re.findall(
+            r"^\s*(\w+): .*?Default: (\S+)", _join_arg_lines(doc), flags=re.M
+        )
+    }
+    defaults = {
+        name: p.default
+        for name, p in signature.parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
     assert documented.keys() == defaults.keys()
     for name, value in defaults.items():
         assert documented[name] == str(value), name

@@ -1,6 +1,7 @@
 """The engine's pieces changed for speed keep their values: the jitter crop (and its one-pass
 backward), the centre crop, the 95th percentile of the initialization, the AdaGrad step, and
 the loop's histories / NaN stops."""
+
 import pytest
 import torch
 
@@ -12,8 +13,10 @@ from pyinvert.optim.jitter import center_crop, jitter_crop
 
 def crop_by_slices(x, size, offsets):
     H, W = size
-    return torch.cat([x[n:n + 1, :, dy:dy + H, dx:dx + W]
-                      for n, (dy, dx) in enumerate(offsets.tolist())], 0)
+    return torch.cat(
+        [x[n : n + 1, :, dy : dy + H, dx : dx + W] for n, (dy, dx) in enumerate(offsets.tolist())],
+        0,
+    )
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -31,8 +34,8 @@ def test_jitter_crop_matches_slices(dtype, layout):
     ca, cb = jitter_crop(a, (6, 7), offsets), crop_by_slices(b, (6, 7), offsets)
     assert torch.equal(ca, cb)
     w = torch.randn(ca.shape, generator=g, dtype=dtype)
-    ga, = torch.autograd.grad((ca * w).sum() + a.square().sum(), a)
-    gb, = torch.autograd.grad((cb * w).sum() + b.square().sum(), b)
+    (ga,) = torch.autograd.grad((ca * w).sum() + a.square().sum(), a)
+    (gb,) = torch.autograd.grad((cb * w).sum() + b.square().sum(), b)
     assert torch.equal(ga, gb)
 
 
@@ -49,11 +52,17 @@ def test_jitter_crop_gradcheck_and_empty():
 
 def test_jitter_crop_errors():
     x = torch.zeros(2, 1, 5, 5)
-    with pytest.raises(ValueError, match=r"jitter_crop: expected offsets of shape \(2, 2\), "
-                                         r"got \[1, 2\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"jitter_crop: expected offsets of shape \(2, 2\), "
+        r"got \[1, 2\]",
+    ):
         jitter_crop(x, (3, 3), torch.tensor([[0, 0]]))
-    with pytest.raises(ValueError, match=r"jitter_crop: expected offsets in \[0, 2\] x \[0, 2\], "
-                                         r"got \(3, 0\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"jitter_crop: expected offsets in \[0, 2\] x \[0, 2\], "
+        r"got \(3, 0\)",
+    ):
         jitter_crop(x, (3, 3), torch.tensor([[0, 0], [3, 0]]))
 
 
@@ -75,9 +84,11 @@ def test_init_rows_seeded_per_row():
     a = init_rows(rec, (3, 8, 8), [5, 6], 80.0, torch.float32)
     b = init_rows(rec, (3, 8, 8), [6], 80.0, torch.float32)
     assert torch.equal(a[1], b[0])
-    z = 2 * torch.rand((3, 8, 8), generator=torch.Generator().manual_seed(5),
-                       dtype=torch.float64) - 1
-    want = z / torch.quantile(z.flatten(), 0.95) * 80.0 / 3 ** 0.5
+    z = (
+        2 * torch.rand((3, 8, 8), generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+        - 1
+    )
+    want = z / torch.quantile(z.flatten(), 0.95) * 80.0 / 3**0.5
     assert torch.equal(a[0], want.float())
 
 
@@ -103,15 +114,20 @@ def test_optimize_histories_and_nan_stop():
 
     def objective(crop, full):
         w = torch.tensor([1.0, float("nan"), 1.0])
-        loss = (crop.flatten(1).square().sum(1) + 1.0) * torch.where(
-            torch.arange(3) == 1, w, torch.ones(3)) if objective.calls >= 2 else \
-            crop.flatten(1).square().sum(1) + 1.0
+        loss = (
+            (crop.flatten(1).square().sum(1) + 1.0)
+            * torch.where(torch.arange(3) == 1, w, torch.ones(3))
+            if objective.calls >= 2
+            else crop.flatten(1).square().sum(1) + 1.0
+        )
         objective.calls += 1
         return loss, loss.detach() * 2
+
     objective.calls = 0
     x1 = x.clone()
-    hist, err, active, stopped = optimize(x1, objective, rec, image_size=(8, 8),
-                                          lr_scale=torch.ones(3), generators=gens)
+    hist, err, active, stopped = optimize(
+        x1, objective, rec, image_size=(8, 8), lr_scale=torch.ones(3), generators=gens
+    )
     assert hist.dtype == torch.float64 and hist.device.type == "cpu" and hist.shape == (3, 6)
     assert stopped.tolist() == [-1, 2, -1] and active.tolist() == [True, False, True]
     assert torch.isnan(hist[1, 2:]).all() and torch.isfinite(hist[[0, 2]]).all()
@@ -133,13 +149,24 @@ def test_optimize_stops_a_row_whose_step_overflows_x():
         return loss, loss.detach()
 
     x1 = x.clone()
-    hist, _, active, stopped = optimize(x1, objective, rec, image_size=(8, 8),
-                                        lr_scale=torch.tensor([1.0, 3e38, 1.0]),
-                                        generators=gens)
+    hist, _, active, stopped = optimize(
+        x1,
+        objective,
+        rec,
+        image_size=(8, 8),
+        lr_scale=torch.tensor([1.0, 3e38, 1.0]),
+        generators=gens,
+    )
     assert stopped.tolist() == [-1, 0, -1] and active.tolist() == [True, False, True]
     assert torch.isfinite(x1).all() and (x1[1] == 0).all()
     x2 = x[[0, 2]].clone()
     scale = torch.tensor([1.0, 1.0])
-    optimize(x2, objective, rec, image_size=(8, 8), lr_scale=torch.ones(2),
-             generators=[torch.Generator().manual_seed(i) for i in (0, 2)])
+    optimize(
+        x2,
+        objective,
+        rec,
+        image_size=(8, 8),
+        lr_scale=torch.ones(2),
+        generators=[torch.Generator().manual_seed(i) for i in (0, 2)],
+    )
     assert torch.equal(x1[[0, 2]], x2)

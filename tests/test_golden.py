@@ -2,6 +2,7 @@
 (tests/golden/golden.pt, written by tests/golden/make_golden.py at the commit before it):
 invert (HOG, HOGb, DSIFT x CVPR/IJCV; a two-layer MobileNetV2 code), actmax (classes and a
 neuron), caricature and dream. Bit for bit: the redesign moved code, not arithmetic."""
+
 import importlib.util
 from pathlib import Path
 
@@ -51,4 +52,5 @@ def test_equal_to_before_the_redesign(results, golden, key):
         actual = results[key][field]
         assert actual.shape == expected.shape, (key, field)
         assert torch.equal(actual, expected), (
-            f"{key}.{field}: max |diff| {float((actual - expected).abs().max()):.3g}")
+            f"{key}.{field}: max |diff| {float((actual - expected).abs().max()):.3g}"
+        )

@@ -1,4 +1,5 @@
 """The fused image prior against its pure-PyTorch definition (pyinvert.reference)."""
+
 import itertools
 
 import pytest
@@ -46,8 +47,9 @@ def test_matches_reference(device, dtype, shape, setting):
     gen = torch.Generator().manual_seed(sum(shape))
     x = (torch.randn(shape, generator=gen, dtype=torch.float64) * 3).to(device)
     # The oracle runs in float64 on the same (rounded) input.
-    expected_value, expected_grad = value_and_grad(reference.image_prior, x.to(dtype).double(),
-                                                   setting)
+    expected_value, expected_grad = value_and_grad(
+        reference.image_prior, x.to(dtype).double(), setting
+    )
     value, grad = value_and_grad(pyinvert.image_prior, x.to(dtype), setting)
     assert value.dtype == dtype and value.shape == (shape[0],)
     tol = 1e-5 if dtype == torch.float32 else 1e-10
@@ -58,10 +60,12 @@ def test_matches_reference(device, dtype, shape, setting):
 @pytest.mark.parametrize("layout", ["transposed", "sliced", "channels_last", "expanded"])
 def test_any_strides(layout):
     base = torch.randn(3, 4, 12, 10, dtype=torch.float64)
-    x = {"transposed": base.transpose(2, 3),
-         "sliced": base[:, ::2, 1::2, ::3],
-         "channels_last": base.contiguous(memory_format=torch.channels_last),
-         "expanded": base[:1].expand(3, -1, -1, -1)}[layout]
+    x = {
+        "transposed": base.transpose(2, 3),
+        "sliced": base[:, ::2, 1::2, ::3],
+        "channels_last": base.contiguous(memory_format=torch.channels_last),
+        "expanded": base[:1].expand(3, -1, -1, -1),
+    }[layout]
     assert not x.is_contiguous()
     setting = dict(beta=1.5, norm_weight=0.1, alpha=6.0, eps=1e-3)
     value, grad = value_and_grad(pyinvert.image_prior, x, setting)
@@ -76,13 +80,18 @@ def test_per_image_weights_equal_single_image_calls():
     norm_w = torch.tensor([1e-3, 0.0, 1.0, 0.5], dtype=torch.float64)
     kw = dict(beta=2.0, alpha=6.0, isotropic=True)
     batched, batched_grad = value_and_grad(
-        lambda x, **k: pyinvert.image_prior(x, tv_weight=tv_w, norm_weight=norm_w, **k), x, kw)
+        lambda x, **k: pyinvert.image_prior(x, tv_weight=tv_w, norm_weight=norm_w, **k), x, kw
+    )
     for b in range(4):
         single, single_grad = value_and_grad(
-            lambda x, **k: pyinvert.image_prior(x, tv_weight=float(tv_w[b]),
-                                                norm_weight=float(norm_w[b]), **k), x[b:b + 1], kw)
-        torch.testing.assert_close(batched[b:b + 1], single, rtol=1e-13, atol=0)
-        torch.testing.assert_close(batched_grad[b:b + 1], single_grad, rtol=1e-13, atol=0)
+            lambda x, **k: pyinvert.image_prior(
+                x, tv_weight=float(tv_w[b]), norm_weight=float(norm_w[b]), **k
+            ),
+            x[b : b + 1],
+            kw,
+        )
+        torch.testing.assert_close(batched[b : b + 1], single, rtol=1e-13, atol=0)
+        torch.testing.assert_close(batched_grad[b : b + 1], single_grad, rtol=1e-13, atol=0)
 
 
 def test_conveniences_and_module_call_the_same_op():
@@ -91,8 +100,9 @@ def test_conveniences_and_module_call_the_same_op():
     torch.testing.assert_close(pyinvert.alpha_norm(x, alpha=6.0), reference.alpha_norm(x, 6.0))
     torch.testing.assert_close(pyinvert.isotropic_norm(x, 2.0), reference.isotropic_norm(x, 2.0))
     module = pyinvert.ImagePrior(tv_weight=2.0, norm_weight=0.1, isotropic=True)
-    torch.testing.assert_close(module(x), reference.image_prior(x, tv_weight=2.0,
-                                                                norm_weight=0.1, isotropic=True))
+    torch.testing.assert_close(
+        module(x), reference.image_prior(x, tv_weight=2.0, norm_weight=0.1, isotropic=True)
+    )
 
 
 def test_zero_base_has_zero_gradient():
@@ -143,15 +153,24 @@ def test_gradcheck(index):
     setting["eps"] = max(setting.get("eps", 0.0), 1e-3)  # keep TV smooth for finite differences
     tv_w = torch.tensor([1.0, 0.5], dtype=torch.float64)
     assert torch.autograd.gradcheck(
-        lambda x: pyinvert.image_prior(x, tv_weight=tv_w, **setting), (x,))
+        lambda x: pyinvert.image_prior(x, tv_weight=tv_w, **setting), (x,)
+    )
 
 
 def _op_args(x, kwargs):
     B = x.shape[0]
     tv = torch.full((B,), kwargs.get("tv_weight", 1.0), dtype=x.dtype, device=x.device)
     norm = torch.full((B,), kwargs.get("norm_weight", 0.0), dtype=x.dtype, device=x.device)
-    return (x, tv, norm, kwargs["beta"], kwargs["alpha"], kwargs.get("isotropic", False),
-            kwargs.get("eps", 0.0), True)
+    return (
+        x,
+        tv,
+        norm,
+        kwargs["beta"],
+        kwargs["alpha"],
+        kwargs.get("isotropic", False),
+        kwargs.get("eps", 0.0),
+        True,
+    )
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -184,29 +203,66 @@ def test_cuda_matches_cpu(dtype):
         assert rel_err(actual[1].cpu(), expected[1]) < tol
 
 
-@pytest.mark.parametrize("call, error, match", [
-    (lambda: pyinvert.image_prior(torch.zeros(3, 4, 4)), ValueError,
-     r"image_prior: expected x of shape \(B, C, H, W\), got \[3, 4, 4\]"),
-    (lambda: pyinvert.image_prior(torch.zeros(1, 1, 4, 4, dtype=torch.int64)), TypeError,
-     r"image_prior: expected x of dtype float32 or float64, got torch.int64"),
-    (lambda: pyinvert.image_prior(torch.zeros(1, 1, 4, 4, dtype=torch.float16)), TypeError,
-     r"expected x of dtype float32 or float64, got torch.float16"),
-    (lambda: pyinvert.image_prior(torch.zeros(1, 1, 4, 4), beta=0.0), ValueError,
-     r"image_prior: expected beta > 0, got 0.0"),
-    (lambda: pyinvert.image_prior(torch.zeros(1, 1, 4, 4), alpha=-1), ValueError,
-     r"image_prior: expected alpha > 0, got -1"),
-    (lambda: pyinvert.image_prior(torch.zeros(1, 1, 4, 4), eps=-1e-3), ValueError,
-     r"image_prior: expected eps >= 0, got -0.001"),
-    (lambda: pyinvert.image_prior(torch.zeros(2, 1, 4, 4), tv_weight=torch.ones(3)), ValueError,
-     r"image_prior: expected tv_weight to be a float or of shape \(2,\), got \[3\]"),
-    (lambda: pyinvert.image_prior(torch.zeros(2, 1, 4, 4), norm_weight=torch.ones(2, 1)),
-     ValueError, r"expected norm_weight to be a float or of shape \(2,\), got \[2, 1\]"),
-    (lambda: pyinvert.image_prior(torch.zeros(2, 1, 4, 4), norm_weight="1"), TypeError,
-     r"expected norm_weight to be a float or a Tensor, got str"),
-    (lambda: pyinvert.image_prior([[1.0]]), TypeError,
-     r"image_prior: expected x to be a torch.Tensor, got list"),
-    (lambda: pyinvert.ImagePrior(beta=-2), ValueError, r"ImagePrior: expected beta > 0, got -2"),
-])
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (
+            lambda: pyinvert.image_prior(torch.zeros(3, 4, 4)),
+            ValueError,
+            r"image_prior: expected x of shape \(B, C, H, W\), got \[3, 4, 4\]",
+        ),
+        (
+            lambda: pyinvert.image_prior(torch.zeros(1, 1, 4, 4, dtype=torch.int64)),
+            TypeError,
+            r"image_prior: expected x of dtype float32 or float64, got torch.int64",
+        ),
+        (
+            lambda: pyinvert.image_prior(torch.zeros(1, 1, 4, 4, dtype=torch.float16)),
+            TypeError,
+            r"expected x of dtype float32 or float64, got torch.float16",
+        ),
+        (
+            lambda: pyinvert.image_prior(torch.zeros(1, 1, 4, 4), beta=0.0),
+            ValueError,
+            r"image_prior: expected beta > 0, got 0.0",
+        ),
+        (
+            lambda: pyinvert.image_prior(torch.zeros(1, 1, 4, 4), alpha=-1),
+            ValueError,
+            r"image_prior: expected alpha > 0, got -1",
+        ),
+        (
+            lambda: pyinvert.image_prior(torch.zeros(1, 1, 4, 4), eps=-1e-3),
+            ValueError,
+            r"image_prior: expected eps >= 0, got -0.001",
+        ),
+        (
+            lambda: pyinvert.image_prior(torch.zeros(2, 1, 4, 4), tv_weight=torch.ones(3)),
+            ValueError,
+            r"image_prior: expected tv_weight to be a float or of shape \(2,\), got \[3\]",
+        ),
+        (
+            lambda: pyinvert.image_prior(torch.zeros(2, 1, 4, 4), norm_weight=torch.ones(2, 1)),
+            ValueError,
+            r"expected norm_weight to be a float or of shape \(2,\), got \[2, 1\]",
+        ),
+        (
+            lambda: pyinvert.image_prior(torch.zeros(2, 1, 4, 4), norm_weight="1"),
+            TypeError,
+            r"expected norm_weight to be a float or a Tensor, got str",
+        ),
+        (
+            lambda: pyinvert.image_prior([[1.0]]),
+            TypeError,
+            r"image_prior: expected x to be a torch.Tensor, got list",
+        ),
+        (
+            lambda: pyinvert.ImagePrior(beta=-2),
+            ValueError,
+            r"ImagePrior: expected beta > 0, got -2",
+        ),
+    ],
+)
 def test_errors(call, error, match):
     with pytest.raises(error, match=match):
         call()
@@ -220,8 +276,9 @@ def test_op_checks_its_own_arguments():
     with pytest.raises(ValueError, match=r"image_prior: expected beta > 0, got -1"):
         torch.ops.pyinvert.image_prior(x, torch.ones(2), torch.ones(2), -1.0, 6.0, False, 0.0, True)
     with pytest.raises(RuntimeError, match=r"expected tv_weight of dtype Float, got Double"):
-        torch.ops.pyinvert.image_prior(x, torch.ones(2, dtype=torch.float64), torch.ones(2), 2.0,
-                                       6.0, False, 0.0, True)
+        torch.ops.pyinvert.image_prior(
+            x, torch.ones(2, dtype=torch.float64), torch.ones(2), 2.0, 6.0, False, 0.0, True
+        )
 
 
 def test_backward_scales_and_refuses_a_reused_gradient_that_was_modified():
@@ -229,8 +286,9 @@ def test_backward_scales_and_refuses_a_reused_gradient_that_was_modified():
     expected = value_and_grad(reference.image_prior, x, dict(norm_weight=1e-3))[1]
     value = pyinvert.image_prior(x, norm_weight=1e-3)
     (value * torch.tensor([2.0, -3.0], dtype=torch.float64)).sum().backward(retain_graph=True)
-    torch.testing.assert_close(x.grad, expected * torch.tensor([2.0, -3.0]).view(2, 1, 1, 1)
-                               .double())
+    torch.testing.assert_close(
+        x.grad, expected * torch.tensor([2.0, -3.0]).view(2, 1, 1, 1).double()
+    )
     x.grad = None
     value = pyinvert.image_prior(x, norm_weight=1e-3)
     for k in (1, 2, 3):  # scale 1: the stored gradient is handed over; accumulation is correct

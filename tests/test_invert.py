@@ -1,5 +1,6 @@
 """The inversion engine: quality on tiny photos, batch == single, restarts, NaN isolation,
 per-image overrides, recipes, backends, inputs and errors."""
+
 import dataclasses
 import inspect
 import json
@@ -48,6 +49,7 @@ def dsift_built():
 
 # ---- quality --------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def hog_result(photos):
     return invert(photos, representation="hog", steps=200, generator=gen(), progress=False)
@@ -91,16 +93,25 @@ def test_ijcv2016_recipe_runs_and_respects_the_bound(photos):
     def callback(t, x, loss, error, active):
         seen.append(float(x.square().sum(1).sqrt().max()))
 
-    r = invert(photos[:2], representation="hog", recipe="ijcv2016", steps=60, generator=gen(),
-               progress=False, callback=callback)
+    r = invert(
+        photos[:2],
+        representation="hog",
+        recipe="ijcv2016",
+        steps=60,
+        generator=gen(),
+        progress=False,
+        callback=callback,
+    )
     assert max(seen) <= 160 * (1 + 1e-5)
     assert (r.feature_error < 0.5).all(), r.feature_error
     assert r.settings["recipe"]["name"] == "ijcv2016"
     assert r.loss_history.shape == (2, 60)
 
 
-@pytest.mark.skipif(not dsift_built(), reason="pyinvert.dsift raises NotImplementedError "
-                                              "(DSIFT is merged from its own branch)")
+@pytest.mark.skipif(
+    not dsift_built(),
+    reason="pyinvert.dsift raises NotImplementedError (DSIFT is merged from its own branch)",
+)
 def test_dsift_inversion(photos):
     r = invert(photos[:2], representation="dsift", steps=100, generator=gen(), progress=False)
     assert r.images.shape == (2, 1, SIZE, SIZE)
@@ -108,6 +119,7 @@ def test_dsift_inversion(photos):
 
 
 # ---- batching, restarts, NaN ----------------------------------------------------------------
+
 
 def test_batch_equals_single(photos):
     kw = dict(representation="hog", steps=15, progress=False, dtype=torch.float64)
@@ -157,8 +169,7 @@ def test_nan_target_is_isolated(photos):
     # the other rows went on exactly as without the bad one
     clean = targets.clone()
     clean[1] = targets[0]
-    ref = invert(generator=gen(1), targets=clean, image_size=(SIZE, SIZE), steps=20,
-                 progress=False)
+    ref = invert(generator=gen(1), targets=clean, image_size=(SIZE, SIZE), steps=20, progress=False)
     torch.testing.assert_close(r.images[[0, 2]], ref.images[[0, 2]])
 
 
@@ -174,10 +185,12 @@ def test_divergence_is_stopped_and_reported(photos):
 
 # ---- overrides and recipes ------------------------------------------------------------------
 
+
 def test_per_image_tv_sweep(photos):
     same = photos[:1].expand(3, -1, -1, -1)
-    r = invert(same, steps=60, generator=gen(), progress=False,
-               tv_weight=torch.tensor([0.0, 1.0, 30.0]))
+    r = invert(
+        same, steps=60, generator=gen(), progress=False, tv_weight=torch.tensor([0.0, 1.0, 30.0])
+    )
     x = r.images * 255
     tv = pyinvert.tv_norm(x)
     assert tv[0] > tv[1] > tv[2], tv
@@ -189,24 +202,32 @@ def test_overrides_and_steps():
     assert r.norm_weight == 0.0 and r.stages == (Stage(0.01, 10),) and r.iterations == 10
     c = get_recipe("cvpr2015")
     assert c.iterations == 800 and [s.lr for s in c.stages] == pytest.approx(
-        [0.004, 0.0004, 0.00004, 0.000004])
-    assert c.scaled(100).iterations == 100 and [s.iterations for s in c.scaled(100).stages] == \
-        [25, 25, 25, 25]
+        [0.004, 0.0004, 0.00004, 0.000004]
+    )
+    assert c.scaled(100).iterations == 100 and [s.iterations for s in c.scaled(100).stages] == [
+        25,
+        25,
+        25,
+        25,
+    ]
     assert c.scaled(1600).iterations == 1600
     assert c.scaled(2).iterations == 4  # at least one iteration per stage
     i = get_recipe("ijcv2016")
     assert i.iterations == 350 and i.stages[0].jitter and not i.stages[1].jitter
-    assert i.norm_weight == pytest.approx(80.0 ** -6)
+    assert i.norm_weight == pytest.approx(80.0**-6)
     assert i.tv_weight == pytest.approx((6.5 / 80) ** 2)
-    assert i.stages[0].lr == pytest.approx(0.05 * 80 ** 2 / 6)
+    assert i.stages[0].lr == pytest.approx(0.05 * 80**2 / 6)
     assert i.stages[1].lr == pytest.approx(0.1 * i.stages[0].lr)
     assert i.bound == 160 and i.data_weight == 100 and i.isotropic_norm
     assert c.dsift_bin_size == 5 and i.dsift_bin_size == 8
 
 
 def test_recipe_errors():
-    with pytest.raises(ValueError, match=r"get_recipe: expected recipe in \('cvpr2015', "
-                                         r"'ijcv2016', 'actmax', 'caricature', 'dream'\), got 'iccv'"):
+    with pytest.raises(
+        ValueError,
+        match=r"get_recipe: expected recipe in \('cvpr2015', "
+        r"'ijcv2016', 'actmax', 'caricature', 'dream'\), got 'iccv'",
+    ):
         get_recipe("iccv")
     with pytest.raises(ValueError, match=r"get_recipe: unknown recipe field\(s\) \['lambda'\]"):
         get_recipe("cvpr2015", **{"lambda": 1.0})
@@ -214,8 +235,11 @@ def test_recipe_errors():
         get_recipe("cvpr2015", optimizer="adam")
     with pytest.raises(ValueError, match="invert: expected steps >= 1, got 0"):
         get_recipe("cvpr2015").scaled(0)
-    with pytest.raises(ValueError, match=r"invert: expected tv_weight to be a float or of "
-                                         r"shape \(2,\), got \[3\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"invert: expected tv_weight to be a float or of "
+        r"shape \(2,\), got \[3\]",
+    ):
         invert(torch.rand(2, 1, 16, 16), steps=1, progress=False, tv_weight=torch.ones(3))
 
 
@@ -237,6 +261,7 @@ def test_reference_backend_agrees(photos):
 
 
 # ---- inputs ---------------------------------------------------------------------------------
+
 
 def test_input_forms(tmp_path, photos):
     arrays = [(p.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for p in photos[:2]]
@@ -263,20 +288,29 @@ def test_input_forms(tmp_path, photos):
 
 
 def test_input_errors(photos):
-    with pytest.raises(ValueError, match="invert: expected exactly one of images or targets, "
-                                         "got neither"):
+    with pytest.raises(
+        ValueError, match="invert: expected exactly one of images or targets, got neither"
+    ):
         invert(progress=False)
-    with pytest.raises(ValueError, match="invert: expected exactly one of images or targets, "
-                                         "got both"):
+    with pytest.raises(
+        ValueError, match="invert: expected exactly one of images or targets, got both"
+    ):
         invert(photos, targets=torch.zeros(1, 31, 2, 2), progress=False)
-    with pytest.raises(ValueError, match=r"invert: expected images of at least 4x4 pixels for "
-                                         r"hog, got 3x40"):
+    with pytest.raises(
+        ValueError,
+        match=r"invert: expected images of at least 4x4 pixels for "
+        r"hog, got 3x40",
+    ):
         invert(torch.rand(1, 1, 3, 40), progress=False)
-    with pytest.raises(ValueError, match=r"invert: expected images of shape \(B, C, H, W\), "
-                                         r"got \[2, 2\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"invert: expected images of shape \(B, C, H, W\), "
+        r"got \[2, 2\]",
+    ):
         invert(torch.rand(2, 2), progress=False)
-    with pytest.raises(ValueError, match="invert: expected images with 1, 3 or 4 channels, "
-                                         "got C=2"):
+    with pytest.raises(
+        ValueError, match="invert: expected images with 1, 3 or 4 channels, got C=2"
+    ):
         invert(torch.rand(1, 2, 16, 16), progress=False)
     with pytest.raises(TypeError, match="invert: expected floating point images"):
         invert(torch.zeros(1, 1, 16, 16, dtype=torch.uint8), progress=False)
@@ -288,9 +322,12 @@ def test_input_errors(photos):
         invert(photos, restarts=0, progress=False)
     with pytest.raises(ValueError, match="invert: expected batch_size to be None or an int >= 1"):
         invert(photos, batch_size=0, progress=False)
-    with pytest.raises(ValueError, match=r"invert: expected representation in \('hog', 'hogb', "
-                                         r"'dsift'\) or 'cnn:MODEL:LAYER\[,LAYER...\]', "
-                                         r"got 'sift'"):
+    with pytest.raises(
+        ValueError,
+        match=r"invert: expected representation in \('hog', 'hogb', "
+        r"'dsift'\) or 'cnn:MODEL:LAYER\[,LAYER...\]', "
+        r"got 'sift'",
+    ):
         invert(photos, representation="sift", progress=False)
     with pytest.raises(ValueError, match=r"invert: expected image_size=\(H, W\) with targets"):
         invert(targets=torch.zeros(1, 31, 2, 2), progress=False)
@@ -309,8 +346,7 @@ def test_empty_batch():
 
 
 def test_save(tmp_path, photos):
-    r = invert(photos[:2], steps=4, restarts=2, progress=False, generator=gen(),
-               names=["a", "b"])
+    r = invert(photos[:2], steps=4, restarts=2, progress=False, generator=gen(), names=["a", "b"])
     written = r.save(tmp_path / "out")
     names = sorted(p.name for p in written)
     assert names == ["a-r0.png", "a-r1.png", "b-r0.png", "b-r1.png", "result.json"]
@@ -324,6 +360,7 @@ def test_save(tmp_path, photos):
 
 
 # ---- transforms and optimizer pieces --------------------------------------------------------
+
 
 def test_jitter_crop_and_projection():
     x = torch.arange(2 * 1 * 5 * 5, dtype=torch.float32).reshape(2, 1, 5, 5)
@@ -339,6 +376,7 @@ def test_jitter_crop_and_projection():
 
 
 # ---- docs -----------------------------------------------------------------------------------
+
 
 def test_documented_defaults_match_signature():
     for fn in (invert, get_recipe, make_representation):
@@ -356,6 +394,7 @@ def test_documented_defaults_match_signature():
 
 def test_doctest_invert():
     import doctest
+
     finder = doctest.DocTestFinder()
     runner = doctest.DocTestRunner()
     for t in finder.find(invert, globs={"torch": torch, "invert": invert}):
@@ -376,25 +415,45 @@ def test_per_image_seeds_make_rows_independent_of_the_batch(photos):
 # (commit 8524f46, same seeds and inputs; the rebuilt one gave bit-identical values when this
 # test was written).
 _PRE_OBJECTIVES = {
-    ("cvpr2015", "hog"): ([1.6442153453826904, 1.6348322629928589],
-                         [0.1216489922607125, 0.15921922876646785], 1041.7774977171794),
-    ("cvpr2015", "dsift"): ([1.700331211090088, 1.6626040935516357],
-                           [0.17530729980204326, 0.18189577659013684], 1041.7729796902859),
-    ("ijcv2016", "hog"): ([15.328458786010742, 18.161996841430664],
-                         [0.08469603426243072, 0.10252304997294724], 1016.4347449690104),
-    ("ijcv2016", "dsift"): ([12.217729568481445, 14.2000093460083],
-                           [0.029280764149366544, 0.045518795280349786], 1014.4981216490269),
+    ("cvpr2015", "hog"): (
+        [1.6442153453826904, 1.6348322629928589],
+        [0.1216489922607125, 0.15921922876646785],
+        1041.7774977171794,
+    ),
+    ("cvpr2015", "dsift"): (
+        [1.700331211090088, 1.6626040935516357],
+        [0.17530729980204326, 0.18189577659013684],
+        1041.7729796902859,
+    ),
+    ("ijcv2016", "hog"): (
+        [15.328458786010742, 18.161996841430664],
+        [0.08469603426243072, 0.10252304997294724],
+        1016.4347449690104,
+    ),
+    ("ijcv2016", "dsift"): (
+        [12.217729568481445, 14.2000093460083],
+        [0.029280764149366544, 0.045518795280349786],
+        1014.4981216490269,
+    ),
 }
 
 
 @pytest.mark.parametrize("recipe,rep", sorted(_PRE_OBJECTIVES))
 def test_invert_via_objectives_equals_the_previous_numbers(recipe, rep):
     img = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    r = invert(img, representation=rep, recipe=recipe, steps=12,
-               generator=torch.Generator().manual_seed(1), progress=False)
+    r = invert(
+        img,
+        representation=rep,
+        recipe=recipe,
+        steps=12,
+        generator=torch.Generator().manual_seed(1),
+        progress=False,
+    )
     loss, fe, total = _PRE_OBJECTIVES[(recipe, rep)]
-    torch.testing.assert_close(r.loss_history[:, -1], torch.tensor(loss, dtype=r.loss_history.dtype),
-                               rtol=1e-4, atol=0)
-    torch.testing.assert_close(r.feature_error.double(), torch.tensor(fe, dtype=torch.float64),
-                               rtol=1e-4, atol=0)
+    torch.testing.assert_close(
+        r.loss_history[:, -1], torch.tensor(loss, dtype=r.loss_history.dtype), rtol=1e-4, atol=0
+    )
+    torch.testing.assert_close(
+        r.feature_error.double(), torch.tensor(fe, dtype=torch.float64), rtol=1e-4, atol=0
+    )
     assert float(r.images.double().sum()) == pytest.approx(total, rel=1e-5)

@@ -1,4 +1,5 @@
 """Image loading (gray, RGB, RGBA, 16-bit, errors) and atomic writes."""
+
 import json
 import os
 import struct
@@ -22,7 +23,7 @@ def test_gray_rgb_rgba_and_16bit(tmp_path):
     gray = np.arange(48, dtype=np.uint8).reshape(6, 8)
     bgr = np.stack([gray, gray // 2, gray // 3], -1)
     bgra = np.concatenate([bgr, np.full((6, 8, 1), 7, np.uint8)], -1)
-    deep = (gray.astype(np.uint16) * 1000)
+    deep = gray.astype(np.uint16) * 1000
     g = io.load_image(_write(tmp_path / "g.png", gray))
     c = io.load_image(_write(tmp_path / "c.png", bgr))
     a = io.load_image(_write(tmp_path / "a.png", bgra))
@@ -53,8 +54,9 @@ def test_missing_and_unreadable(tmp_path):
 def test_array_to_tensor_errors():
     with pytest.raises(ValueError, match=r"load_image: expected image of shape .* got \[2, 2, 2\]"):
         io.array_to_tensor(np.zeros((2, 2, 2), np.uint8))
-    with pytest.raises(TypeError, match="load_image: expected image of dtype uint8, uint16 or "
-                                        "float, got int32"):
+    with pytest.raises(
+        TypeError, match="load_image: expected image of dtype uint8, uint16 or float, got int32"
+    ):
         io.array_to_tensor(np.zeros((2, 2), np.int32))
     with pytest.raises(TypeError, match="load_image: expected image to be a numpy array"):
         io.array_to_tensor([[0]])
@@ -91,8 +93,23 @@ def test_to_uint8_nan():
 # ---- issue 11: non-finite pixels, pixel limit, folders, codecs' messages, umask, full disk ----
 
 
-FORMATS = ["png", "jpg", "bmp", "webp", "tiff", "ppm", "pgm", "pbm", "pam", "pfm", "ras",
-           "hdr", "jp2", "avif", "gif"]
+FORMATS = [
+    "png",
+    "jpg",
+    "bmp",
+    "webp",
+    "tiff",
+    "ppm",
+    "pgm",
+    "pbm",
+    "pam",
+    "pfm",
+    "ras",
+    "hdr",
+    "jp2",
+    "avif",
+    "gif",
+]
 
 
 @pytest.mark.parametrize("ext", FORMATS)
@@ -121,7 +138,7 @@ def _bomb(ext, width, height):
         data[16:24] = struct.pack(">II", width, height)
     elif ext == "jpg":
         i = data.index(b"\xff\xc0")
-        data[i + 5:i + 9] = struct.pack(">HH", height, width)
+        data[i + 5 : i + 9] = struct.pack(">HH", height, width)
     elif ext == "bmp":
         data[18:26] = struct.pack("<ii", width, height)
     elif ext == "gif":
@@ -129,8 +146,9 @@ def _bomb(ext, width, height):
     return bytes(data)
 
 
-@pytest.mark.parametrize("ext,side", [("png", 60000), ("png", 32000), ("jpg", 65000),
-                                      ("bmp", 40000), ("gif", 65535)])
+@pytest.mark.parametrize(
+    "ext,side", [("png", 60000), ("png", 32000), ("jpg", 65000), ("bmp", 40000), ("gif", 65535)]
+)
 def test_pixel_limit_is_checked_before_decoding(tmp_path, monkeypatch, ext, side):
     """Issue 11.10: a 60000^2 PNG gave a cv2.error, a 32000^2 one tried to allocate 4 GB. The
     header is read first; nothing is decoded."""
@@ -141,22 +159,26 @@ def test_pixel_limit_is_checked_before_decoding(tmp_path, monkeypatch, ext, side
         raise AssertionError("decoded")
 
     monkeypatch.setattr(cv2, "imdecode", no_decoding)
-    with pytest.raises(ValueError, match=rf"load_image: .*bomb.{ext} is a {side}x{side} \w+ "
-                                         rf"image \({side * side} pixels\), over the limit of "
-                                         rf"50000000 pixels \(raise it with --max-pixels"):
+    with pytest.raises(
+        ValueError,
+        match=rf"load_image: .*bomb.{ext} is a {side}x{side} \w+ "
+        rf"image \({side * side} pixels\), over the limit of "
+        rf"50000000 pixels \(raise it with --max-pixels",
+    ):
         io.load_image(path)
 
 
 def test_pixel_limit_settings(tmp_path, monkeypatch):
     path = _write(tmp_path / "a.png", np.zeros((10, 20), np.uint8))
     assert io.load_image(path, max_pixels=200).shape == (1, 10, 20)
-    with pytest.raises(ValueError, match="is a 20x10 PNG image .200 pixels., over the limit of "
-                                         "199 pixels"):
+    with pytest.raises(
+        ValueError, match="is a 20x10 PNG image .200 pixels., over the limit of 199 pixels"
+    ):
         io.load_image(path, max_pixels=199)
     monkeypatch.setenv("PYINVERT_MAX_PIXELS", "150")
     with pytest.raises(ValueError, match="over the limit of 150 pixels"):
         io.load_image(path)
-    for bad in ("abc", "0", "-5", "1.5", str(2 ** 31)):
+    for bad in ("abc", "0", "-5", "1.5", str(2**31)):
         monkeypatch.setenv("PYINVERT_MAX_PIXELS", bad)
         with pytest.raises(ValueError, match=r"load_image: expected \$PYINVERT_MAX_PIXELS"):
             io.load_image(path)
@@ -173,8 +195,11 @@ def test_non_finite_pixels_are_an_error(tmp_path, bad):
     a[2, 3, 1] = bad
     a[4, 0, 0] = bad
     path = _write(tmp_path / "f.tiff", a)
-    with pytest.raises(ValueError, match=r"load_image: .*f.tiff has 2 non-finite pixel "
-                                         r"value\(s\) \(NaN or Inf\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"load_image: .*f.tiff has 2 non-finite pixel "
+        r"value\(s\) \(NaN or Inf\)",
+    ):
         io.load_image(path)
     with pytest.raises(ValueError, match="has 2 non-finite"):
         io.array_to_tensor(a)
@@ -196,10 +221,11 @@ def test_folder_device_and_unreadable(tmp_path):
 
 def test_codec_messages_are_silenced(tmp_path, capfd):
     """Issue 11.11: OpenCV's [ WARN ] and libpng's own error lines leaked to stderr."""
-    ok, buf = cv2.imencode(".png", np.random.default_rng(0).integers(0, 255, (64, 64, 3),
-                                                                      dtype=np.uint8))
+    ok, buf = cv2.imencode(
+        ".png", np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    )
     data = buf.tobytes()
-    (tmp_path / "cut.png").write_bytes(data[:len(data) // 2])
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
     (tmp_path / "crc.png").write_bytes(data[:40] + b"x" + data[41:])
     for name in ("cut.png", "crc.png"):
         with pytest.raises(ValueError, match=f"cannot read .*{name} as an image"):
@@ -216,9 +242,11 @@ def test_written_files_respect_the_umask(tmp_path, mask):
     """Issue 11.16: atomic writes made every file 0600 (mkstemp's mode)."""
     old = os.umask(mask)
     try:
-        for path in (io.write_json(tmp_path / "r.json", {"a": 1}),
-                     io.save_image(tmp_path / "x.png", torch.rand(1, 4, 4)),
-                     io.atomic_write_bytes(tmp_path / "b.bin", b"xy")):
+        for path in (
+            io.write_json(tmp_path / "r.json", {"a": 1}),
+            io.save_image(tmp_path / "x.png", torch.rand(1, 4, 4)),
+            io.atomic_write_bytes(tmp_path / "b.bin", b"xy"),
+        ):
             assert os.stat(path).st_mode & 0o777 == 0o666 & ~mask, path
     finally:
         os.umask(old)
@@ -243,8 +271,13 @@ def test_full_disk_keeps_the_old_file(tmp_path, monkeypatch):
 
 
 def test_one_json_cleaner():
-    payload = {"a": float("nan"), "b": (1, torch.tensor([2.0, float("inf")])), 3: np.float32(2),
-               "p": io.Path("x/y"), "n": [np.int64(4), np.bool_(True), None, "s"]}
+    payload = {
+        "a": float("nan"),
+        "b": (1, torch.tensor([2.0, float("inf")])),
+        3: np.float32(2),
+        "p": io.Path("x/y"),
+        "n": [np.int64(4), np.bool_(True), None, "s"],
+    }
     want = {"a": None, "b": [1, [2.0, None]], "3": 2.0, "p": "x/y", "n": [4, True, None, "s"]}
     assert io.to_json(payload) == want and io.nan_to_none(payload) == want
     assert json.loads(json.dumps(io.to_json(payload))) == want
@@ -254,19 +287,25 @@ def test_output_names_rule():
     def outs(n):
         return [f"{n}.png", f"{n}-figure.png", f"{n}.json"]
 
-    assert io.output_names(["a/cat.png", "b/cat.png", "cat-1.png"], outs) == \
-        ["cat", "cat-1", "cat-1-1"]
+    assert io.output_names(["a/cat.png", "b/cat.png", "cat-1.png"], outs) == [
+        "cat",
+        "cat-1",
+        "cat-1-1",
+    ]
     assert io.output_names(["foo.png", "foo-figure.png"], outs) == ["foo", "foo-figure-1"]
     assert io.output_names(["foo-figure.png", "foo.png"], outs) == ["foo-figure", "foo-1"]
     assert io.output_names(["summary.png"], outs, ["summary.json"]) == ["summary-1"]
-    assert io.output_names(["Cat.png", "cat.png", "ca\u0301t.png", "c\u00e1t.png"], outs) == \
-        ["Cat", "cat-1", "ca\u0301t", "c\u00e1t-1"]  # case and NFC-insensitive
+    assert io.output_names(["Cat.png", "cat.png", "ca\u0301t.png", "c\u00e1t.png"], outs) == [
+        "Cat",
+        "cat-1",
+        "ca\u0301t",
+        "c\u00e1t-1",
+    ]  # case and NFC-insensitive
     assert io.output_names(["..", ".", ".png"], outs) == ["__", "image", ".png"]
     long = io.output_names(["\u00e9" * 300 + ".png"], outs)[0]
     assert len(long.encode()) <= io.MAX_NAME_BYTES and long == "\u00e9" * 80
     claimed = set()
-    for n in io.output_names([f"d{i % 3}/x-{i % 2}.png" for i in range(12)] + ["x.png"] * 5,
-                             outs):
+    for n in io.output_names([f"d{i % 3}/x-{i % 2}.png" for i in range(12)] + ["x.png"] * 5, outs):
         files = {f.casefold() for f in outs(n)}
         assert not files & claimed
         claimed |= files
@@ -276,6 +315,10 @@ def test_inputs_inside(tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "elsewhere.png").write_bytes(b"x")
     os.symlink(tmp_path / "elsewhere.png", tmp_path / "out" / "link.png")
-    paths = [tmp_path / "out" / "a.png", tmp_path / "out" / "link.png", tmp_path / "b.png",
-             tmp_path / "out" / "sub" / ".." / "c.png"]
+    paths = [
+        tmp_path / "out" / "a.png",
+        tmp_path / "out" / "link.png",
+        tmp_path / "b.png",
+        tmp_path / "out" / "sub" / ".." / "c.png",
+    ]
     assert sorted(io.inputs_inside(paths, tmp_path / "out")) == ["a.png", "c.png", "link.png"]

@@ -2,6 +2,7 @@
 near-exact line search), Rosenbrock per row against torch.optim.LBFGS, and a row's result bit
 for bit the same alone and in a batch (float64 and float32, rows stopping at different
 iterations, for different reasons)."""
+
 import doctest
 import importlib
 import inspect
@@ -24,7 +25,7 @@ def rosenbrock(r):
     return (100 * (r[1:] - r[:-1] ** 2) ** 2 + (1 - r[:-1]) ** 2).sum()
 
 
-def quadratic(n, seed, dtype=torch.float64, cond=10 ** 1.5):
+def quadratic(n, seed, dtype=torch.float64, cond=10**1.5):
     """A, b of f(x) = x.A x / 2 - b.x with A SPD of condition number cond."""
     g = torch.Generator().manual_seed(seed)
     Q, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
@@ -35,8 +36,7 @@ def quadratic(n, seed, dtype=torch.float64, cond=10 ** 1.5):
 
 
 def quadratics_closure(problems):
-    return rowwise(lambda i, r: 0.5 * (r * (problems[i][0] @ r)).sum()
-                   - (problems[i][1] * r).sum())
+    return rowwise(lambda i, r: 0.5 * (r * (problems[i][0] @ r)).sum() - (problems[i][1] * r).sum())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -48,8 +48,14 @@ def test_quadratic_converges_in_at_most_n_steps(n):
     """With a near-exact line search (c2 = 1e-3; the cubic step is exact on a quadratic) and
     m >= n, L-BFGS is conjugate gradients: it ends in at most n steps (N&W Thm. 5.2, 7.2)."""
     problems = [quadratic(n, seed) for seed in range(3)]
-    x, info = lbfgs(quadratics_closure(problems), torch.zeros(3, n, dtype=torch.float64),
-                    max_iter=10 * n, c2=1e-3, tolerance_grad=1e-7, tolerance_change=0.0)
+    x, info = lbfgs(
+        quadratics_closure(problems),
+        torch.zeros(3, n, dtype=torch.float64),
+        max_iter=10 * n,
+        c2=1e-3,
+        tolerance_grad=1e-7,
+        tolerance_change=0.0,
+    )
     assert info.reasons == ["gradient"] * 3 and info.converged.all()
     assert (info.iterations <= n).all(), info.iterations
     for i, (A, b) in enumerate(problems):
@@ -61,8 +67,13 @@ def test_quadratic_default_line_search_converges():
     """The default (c2 = 0.9: accept the first step meeting the Wolfe conditions) takes more
     steps than n but gets there."""
     problems = [quadratic(10, seed) for seed in range(2)]
-    x, info = lbfgs(quadratics_closure(problems), torch.zeros(2, 10, dtype=torch.float64),
-                    max_iter=200, tolerance_grad=1e-8, tolerance_change=1e-15)
+    x, info = lbfgs(
+        quadratics_closure(problems),
+        torch.zeros(2, 10, dtype=torch.float64),
+        max_iter=200,
+        tolerance_grad=1e-8,
+        tolerance_change=1e-15,
+    )
     assert info.converged.all() and (info.iterations <= 40).all(), info.iterations
     for i, (A, b) in enumerate(problems):
         torch.testing.assert_close(x[i], torch.linalg.solve(A, b), rtol=0, atol=1e-6)
@@ -119,8 +130,14 @@ def test_fixed_step_matches_torch():
     x0 = torch.zeros(1, 6, dtype=torch.float64)
     closure = quadratics_closure(problems)
     x, info = lbfgs(closure, x0, line_search=None, max_iter=30, lr=0.5, tolerance_change=0.0)
-    ref, n_iter, _ = _torch_lbfgs(lambda p: closure(p[None])[0], x0[0], line_search_fn=None,
-                                  max_iter=30, lr=0.5, tolerance_change=0.0)
+    ref, n_iter, _ = _torch_lbfgs(
+        lambda p: closure(p[None])[0],
+        x0[0],
+        line_search_fn=None,
+        max_iter=30,
+        lr=0.5,
+        tolerance_change=0.0,
+    )
     torch.testing.assert_close(x[0], ref, rtol=0, atol=1e-9)
     assert int(info.iterations[0]) == n_iter
 
@@ -150,9 +167,12 @@ def _mixed_rows(dtype, device="cpu"):
 @pytest.mark.parametrize("history_size", [3, 100])
 def test_batched_equals_alone_bit_for_bit(dtype, history_size):
     x0, fn = _mixed_rows(dtype)
-    options = dict(max_iter=30, history_size=history_size,
-                   tolerance_grad=1e-10 if dtype == torch.float64 else 1e-5,
-                   tolerance_change=1e-14 if dtype == torch.float64 else 1e-9)
+    options = dict(
+        max_iter=30,
+        history_size=history_size,
+        tolerance_grad=1e-10 if dtype == torch.float64 else 1e-5,
+        tolerance_change=1e-14 if dtype == torch.float64 else 1e-9,
+    )
     x, info = lbfgs(rowwise(fn), x0, **options)
     assert x.dtype == dtype
     assert len(set(info.iterations.tolist())) >= 4  # rows stop at different iterations
@@ -161,7 +181,7 @@ def test_batched_equals_alone_bit_for_bit(dtype, history_size):
     assert info.converged[[1, 2, 4, 5, 7]].all() and not info.converged[[0, 3, 6]].any()
     assert torch.isfinite(x).all() and x[6, 0] <= 1.2
     for i in range(len(x0)):
-        xi, ii = lbfgs(rowwise(lambda _, r, i=i: fn(i, r)), x0[i:i + 1], **options)
+        xi, ii = lbfgs(rowwise(lambda _, r, i=i: fn(i, r)), x0[i : i + 1], **options)
         assert torch.equal(xi[0], x[i]), (i, xi[0], x[i])
         for field in ("iterations", "evaluations", "converged", "value", "status"):
             assert torch.equal(getattr(ii, field)[0], getattr(info, field)[i]), (i, field)
@@ -187,7 +207,7 @@ def test_rowsum_is_batch_invariant_and_accurate():
         both = _rowsum(v)
         torch.set_num_threads(1)
         for i in range(5):
-            assert torch.equal(_rowsum(v[i:i + 1])[0], both[i])
+            assert torch.equal(_rowsum(v[i : i + 1])[0], both[i])
     finally:
         torch.set_num_threads(threads)
     exact = torch.tensor([math.fsum(r) for r in v.double().tolist()])
@@ -210,7 +230,7 @@ def test_ask_tell_drives_the_same_run_as_lbfgs():
         trial = opt.ask().detach().requires_grad_(True)
         assert trial.shape == (4, 1, 2)
         values = closure(trial)
-        grad, = torch.autograd.grad(values.sum(), trial)
+        (grad,) = torch.autograd.grad(values.sum(), trial)
         opt.tell(values, grad)
         calls += 1
     assert torch.equal(opt.x, x) and x.shape == (4, 1, 2)
@@ -223,8 +243,10 @@ def test_ask_tell_drives_the_same_run_as_lbfgs():
 def test_closure_may_return_values_and_gradients():
     target = torch.tensor([[1.0, -2.0, 3.0]], dtype=torch.float64)
     auto, _ = lbfgs(lambda x: ((x - target) ** 2).sum(1), torch.zeros_like(target))
-    manual, info = lbfgs(lambda x: (((x - target) ** 2).sum(1).detach(),
-                                    2 * (x - target).detach()), torch.zeros_like(target))
+    manual, info = lbfgs(
+        lambda x: (((x - target) ** 2).sum(1).detach(), 2 * (x - target).detach()),
+        torch.zeros_like(target),
+    )
     assert torch.equal(auto, manual) and info.converged.all()
 
 
@@ -251,19 +273,23 @@ def test_stopping_rules_and_edge_cases():
     # Non-contiguous x0: the same result as its contiguous copy.
     nc = torch.tensor(ROSENBROCK_STARTS, dtype=torch.float64).T.contiguous().T
     assert not nc.is_contiguous()
-    assert torch.equal(lbfgs(closure, nc, max_iter=20)[0],
-                       lbfgs(closure, nc.contiguous(), max_iter=20)[0])
+    assert torch.equal(
+        lbfgs(closure, nc, max_iter=20)[0], lbfgs(closure, nc.contiguous(), max_iter=20)[0]
+    )
 
 
 def test_errors():
-    f = lambda x: (x ** 2).sum(1)  # noqa: E731
+    f = lambda x: (x**2).sum(1)  # noqa: E731
     x0 = torch.zeros(2, 3)
     with pytest.raises(TypeError, match="lbfgs: expected x0 to be a Tensor, got list"):
         lbfgs(f, [[0.0]])
     with pytest.raises(TypeError, match="lbfgs: expected a floating-point x0, got torch.int64"):
         lbfgs(f, torch.zeros(2, 3, dtype=torch.int64))
-    with pytest.raises(ValueError, match=r"lbfgs: expected x0 of shape \(B, \.\.\.\), got a "
-                                         r"0-d tensor"):
+    with pytest.raises(
+        ValueError,
+        match=r"lbfgs: expected x0 of shape \(B, \.\.\.\), got a "
+        r"0-d tensor",
+    ):
         lbfgs(f, torch.tensor(0.0))
     with pytest.raises(ValueError, match="lbfgs: expected history_size >= 1, got 0"):
         lbfgs(f, x0, history_size=0)
@@ -271,31 +297,49 @@ def test_errors():
         lbfgs(f, x0, max_iter=10.0)
     with pytest.raises(ValueError, match="lbfgs: expected tolerance_grad >= 0, got -1"):
         lbfgs(f, x0, tolerance_grad=-1)
-    with pytest.raises(ValueError, match=r"lbfgs: expected 0 < c1 < c2 < 1 \(Wolfe "
-                                         r"conditions\), got c1=0.9, c2=0.1"):
+    with pytest.raises(
+        ValueError,
+        match=r"lbfgs: expected 0 < c1 < c2 < 1 \(Wolfe "
+        r"conditions\), got c1=0.9, c2=0.1",
+    ):
         lbfgs(f, x0, c1=0.9, c2=0.1)
     with pytest.raises(ValueError, match="lbfgs: expected lr > 0, got 0"):
         lbfgs(f, x0, lr=0)
-    with pytest.raises(ValueError, match="lbfgs: unknown line_search 'armijo'; expected "
-                                         "'strong_wolfe' or None"):
+    with pytest.raises(
+        ValueError, match="lbfgs: unknown line_search 'armijo'; expected 'strong_wolfe' or None"
+    ):
         lbfgs(f, x0, line_search="armijo")
-    with pytest.raises(ValueError, match=r"lbfgs: expected the closure to return per-row "
-                                         r"values of shape \[2\], got \[\]"):
-        lbfgs(lambda x: (x ** 2).sum(), x0)
-    with pytest.raises(TypeError, match="lbfgs: expected the closure to return a Tensor of "
-                                        "per-row values, got float"):
+    with pytest.raises(
+        ValueError,
+        match=r"lbfgs: expected the closure to return per-row "
+        r"values of shape \[2\], got \[\]",
+    ):
+        lbfgs(lambda x: (x**2).sum(), x0)
+    with pytest.raises(
+        TypeError,
+        match="lbfgs: expected the closure to return a Tensor of per-row values, got float",
+    ):
         lbfgs(lambda x: 1.0, x0)
     with pytest.raises(ValueError, match="lbfgs: the closure's values do not depend on x"):
         lbfgs(lambda x: torch.zeros(2), x0)
-    with pytest.raises(ValueError, match="lbfgs: expected the closure to return values or "
-                                         r"\(values, gradients\), got a tuple of 3"):
+    with pytest.raises(
+        ValueError,
+        match="lbfgs: expected the closure to return values or "
+        r"\(values, gradients\), got a tuple of 3",
+    ):
         lbfgs(lambda x: (1, 2, 3), x0)
     opt = LBFGS(x0)
-    with pytest.raises(ValueError, match=r"LBFGS: expected gradients of shape \[2, 3\], got "
-                                         r"\[2, 4\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"LBFGS: expected gradients of shape \[2, 3\], got "
+        r"\[2, 4\]",
+    ):
         opt.tell(torch.zeros(2), torch.zeros(2, 4))
-    with pytest.raises(ValueError, match=r"LBFGS: expected per-row values of shape \[2\], "
-                                         r"got \[3\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"LBFGS: expected per-row values of shape \[2\], "
+        r"got \[3\]",
+    ):
         opt.tell(torch.zeros(3), torch.zeros(2, 3))
 
 
@@ -331,8 +375,10 @@ def _texture_closure(net, size=48):
 
     def features(x):
         out = {}
-        handles = [modules[n].register_forward_hook(
-            lambda m, a, o, n=n: out.__setitem__(n, o)) for n in layers]
+        handles = [
+            modules[n].register_forward_hook(lambda m, a, o, n=n: out.__setitem__(n, o))
+            for n in layers
+        ]
         try:
             net.features[:4](models.normalize(x))
         finally:
@@ -347,8 +393,9 @@ def _texture_closure(net, size=48):
     image = models.prepare_image(sample_path("chelsea"), size=size)[None]
     with torch.no_grad():
         targets = [gram(f) for f in features(image)]
-    return lambda x: sum(((gram(f) - t) ** 2).flatten(1).sum(1) / (t ** 2).sum()
-                         for f, t in zip(features(x), targets))
+    return lambda x: sum(
+        ((gram(f) - t) ** 2).flatten(1).sum(1) / (t**2).sum() for f, t in zip(features(x), targets)
+    )
 
 
 def test_texture_synthesis_on_mobilenet(imagenet_mobilenet):
@@ -382,7 +429,7 @@ def test_cuda_batched_equals_alone_and_matches_cpu(dtype):
     x, info = lbfgs(rowwise(fn), x0, **options)
     assert x.is_cuda and info.iterations.is_cuda
     for i in range(len(x0)):
-        xi, _ = lbfgs(rowwise(lambda _, r, i=i: fn(i, r)), x0[i:i + 1], **options)
+        xi, _ = lbfgs(rowwise(lambda _, r, i=i: fn(i, r)), x0[i : i + 1], **options)
         assert torch.equal(xi[0], x[i]), i
     cpu_x0, cpu_fn = _mixed_rows(dtype)
     cpu, cpu_info = lbfgs(rowwise(cpu_fn), cpu_x0, **options)

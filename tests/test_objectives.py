@@ -1,15 +1,27 @@
 """Composable objectives (pyinvert.objectives): the algebra equals the hand-computed losses,
 per-row weights, masks (gradients only reach the window's receptive field), the data terms'
 values, and the priors' fused path."""
+
 import pytest
 import torch
 from torch import nn
 
 from pyinvert import reference
 from pyinvert.representations.cnn import CNN
-from pyinvert.objectives import (Activation, AlphaNorm, Caricature, ClassLogProbability,
-                                 DeepDream, Direction, ImagePrior, Inversion, Scaled, Sum,
-                                 TotalVariation, inversion_objective)
+from pyinvert.objectives import (
+    Activation,
+    AlphaNorm,
+    Caricature,
+    ClassLogProbability,
+    DeepDream,
+    Direction,
+    ImagePrior,
+    Inversion,
+    Scaled,
+    Sum,
+    TotalVariation,
+    inversion_objective,
+)
 
 
 def gen(seed=0):
@@ -24,12 +36,12 @@ def codes(N=3, shape=(4, 5, 5), seed=0):
 def test_inversion_value():
     code, target = codes()
     loss, measure = Inversion(target).evaluate(code, None)
-    expected = ((code - target) ** 2).flatten(1).sum(1) / (target ** 2).flatten(1).sum(1)
+    expected = ((code - target) ** 2).flatten(1).sum(1) / (target**2).flatten(1).sum(1)
     torch.testing.assert_close(loss, expected)
     torch.testing.assert_close(measure, expected)
     # a zero target: the denominator becomes 1
     loss, _ = Inversion(torch.zeros_like(target)).evaluate(code, None)
-    torch.testing.assert_close(loss, (code ** 2).flatten(1).sum(1))
+    torch.testing.assert_close(loss, (code**2).flatten(1).sum(1))
 
 
 def test_inversion_segments_sum_the_per_layer_normalized_terms():
@@ -37,7 +49,7 @@ def test_inversion_segments_sum_the_per_layer_normalized_terms():
     code, target = torch.randn(2, 10, generator=g), torch.randn(2, 10, generator=g)
     loss, _ = Inversion(target, segments=[(0, 4), (4, 10)]).evaluate(code, None)
     e = (code - target) ** 2
-    t = target ** 2
+    t = target**2
     expected = e[:, :4].sum(1) / t[:, :4].sum(1) + e[:, 4:].sum(1) / t[:, 4:].sum(1)
     torch.testing.assert_close(loss, expected)
 
@@ -46,16 +58,20 @@ def test_inversion_mask_shared_and_per_row():
     code, target = codes()
     mask = (torch.rand(4, 5, 5, generator=gen(2)) > 0.5).float()
     loss, _ = Inversion(target, mask=mask).evaluate(code, None)
-    expected = ((mask * (code - target)) ** 2).flatten(1).sum(1) / \
-        ((mask * target) ** 2).flatten(1).sum(1)
+    expected = ((mask * (code - target)) ** 2).flatten(1).sum(1) / ((mask * target) ** 2).flatten(
+        1
+    ).sum(1)
     torch.testing.assert_close(loss, expected)
     per_row = mask.expand(3, -1, -1, -1).clone()
     per_row[1] = 1.0
     loss2, _ = Inversion(target, mask=per_row).evaluate(code, None)
     torch.testing.assert_close(loss2[[0, 2]], expected[[0, 2]])
     torch.testing.assert_close(loss2[1], Inversion(target).evaluate(code, None)[0][1])
-    with pytest.raises(ValueError, match=r"Inversion: expected mask of shape \[4, 5, 5\] "
-                                         r"\(one code\) or \[3, 4, 5, 5\], got \[5, 5\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"Inversion: expected mask of shape \[4, 5, 5\] "
+        r"\(one code\) or \[3, 4, 5, 5\], got \[5, 5\]",
+    ):
         Inversion(target, mask=torch.ones(5, 5))
     with pytest.raises(TypeError, match="Inversion: expected targets to be a Tensor, got list"):
         Inversion([1.0])
@@ -88,16 +104,21 @@ def test_algebra_equals_hand_computed_losses():
     nrm = AlphaNorm(1e-12, alpha=6.0, isotropic=True)
     both = inv + 0.5 * tv + nrm
     assert sum(isinstance(t, ImagePrior) for t in both.terms) == 1
-    expected = l_inv + 0.5 * reference.image_prior(x, tv_weight=1e-3, beta=2.0) + \
-        reference.image_prior(x, tv_weight=0.0, norm_weight=1e-12, alpha=6.0,
-                              isotropic=True)
+    expected = (
+        l_inv
+        + 0.5 * reference.image_prior(x, tv_weight=1e-3, beta=2.0)
+        + reference.image_prior(x, tv_weight=0.0, norm_weight=1e-12, alpha=6.0, isotropic=True)
+    )
     torch.testing.assert_close(both(code, x), expected, rtol=1e-5, atol=1e-5)
     with pytest.raises(TypeError):
         inv + 1.0
     with pytest.raises(TypeError):
         inv * "2"
-    with pytest.raises(ValueError, match=r"Scaled: expected a float or a per-row weight of "
-                                         r"shape \(N,\), got \[3, 1\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"Scaled: expected a float or a per-row weight of "
+        r"shape \(N,\), got \[3, 1\]",
+    ):
         inv * torch.ones(3, 1)
 
 
@@ -109,32 +130,36 @@ def test_map_rows_select_and_repeat():
     full = obj(code, x)
     torch.testing.assert_close(obj.select([2, 0])(code[[2, 0]], x[[2, 0]]), full[[2, 0]])
     rep = obj.repeat_rows(2)
-    torch.testing.assert_close(rep(code.repeat_interleave(2, 0), x.repeat_interleave(2, 0)),
-                               full.repeat_interleave(2))
+    torch.testing.assert_close(
+        rep(code.repeat_interleave(2, 0), x.repeat_interleave(2, 0)), full.repeat_interleave(2)
+    )
     o64 = obj.to(dtype=torch.float64)
-    torch.testing.assert_close(o64(code.double(), x.double()), full.double(), rtol=1e-5,
-                               atol=1e-6)
+    torch.testing.assert_close(o64(code.double(), x.double()), full.double(), rtol=1e-5, atol=1e-6)
 
 
 def test_priors_match_the_reference_and_scale_their_weights():
     x = torch.randn(2, 3, 9, 7, generator=gen(5), dtype=torch.float64) * 40
     w = torch.tensor([0.5, 2.0], dtype=torch.float64)
     p = ImagePrior(tv_weight=1e-2, beta=2.0, norm_weight=1e-10, alpha=6.0, isotropic=True)
-    expected = reference.image_prior(x, tv_weight=1e-2, beta=2.0, norm_weight=1e-10, alpha=6.0,
-                                     isotropic=True)
+    expected = reference.image_prior(
+        x, tv_weight=1e-2, beta=2.0, norm_weight=1e-10, alpha=6.0, isotropic=True
+    )
     torch.testing.assert_close(p(None, x), expected)
     scaled = w * p
     assert isinstance(scaled, ImagePrior)  # scaling keeps the fused op's fast path
     torch.testing.assert_close(scaled(None, x), w * expected)
     torch.testing.assert_close((-p)(None, x), -expected)
-    ref = ImagePrior(tv_weight=1e-2, beta=2.0, norm_weight=1e-10, alpha=6.0, isotropic=True,
-                     backend="reference")
+    ref = ImagePrior(
+        tv_weight=1e-2, beta=2.0, norm_weight=1e-10, alpha=6.0, isotropic=True, backend="reference"
+    )
     torch.testing.assert_close(ref(None, x), expected)
-    with pytest.raises(ValueError, match=r"ImagePrior: expected backend in \('fused', "
-                                         r"'reference'\), got 'cuda'"):
+    with pytest.raises(
+        ValueError,
+        match=r"ImagePrior: expected backend in \('fused', "
+        r"'reference'\), got 'cuda'",
+    ):
         ImagePrior(backend="cuda")
-    with pytest.raises(TypeError, match="ImagePrior: expected a float or a Tensor weight, "
-                                        "got str"):
+    with pytest.raises(TypeError, match="ImagePrior: expected a float or a Tensor weight, got str"):
         ImagePrior(tv_weight="1")
 
 
@@ -142,10 +167,18 @@ def test_inversion_objective_is_the_sum_of_its_parts():
     code, target = codes()
     x = torch.randn(3, 3, 8, 8, generator=gen(6)) * 30
     C = torch.tensor([1.0, 20.0, 100.0])
-    obj = inversion_objective(target, data_weight=C, tv_weight=1e-3, norm_weight=1e-12,
-                              beta=2.0, alpha=6.0, isotropic=True)
+    obj = inversion_objective(
+        target,
+        data_weight=C,
+        tv_weight=1e-3,
+        norm_weight=1e-12,
+        beta=2.0,
+        alpha=6.0,
+        isotropic=True,
+    )
     expected = C * Inversion(target)(code, x) + reference.image_prior(
-        x, tv_weight=1e-3, beta=2.0, norm_weight=1e-12, alpha=6.0, isotropic=True)
+        x, tv_weight=1e-3, beta=2.0, norm_weight=1e-12, alpha=6.0, isotropic=True
+    )
     torch.testing.assert_close(obj(code, x), expected, rtol=1e-5, atol=1e-5)
 
 
@@ -155,10 +188,10 @@ def test_activation_channel_neuron_and_logit():
     loss, a = Activation(2).evaluate(fmap, None)
     torch.testing.assert_close(a, fmap[:, 2].mean((1, 2)))
     torch.testing.assert_close(loss, -a)
-    _, a = Activation(torch.tensor([0, 1, 3]), y=torch.tensor([0, 4, 2]), x=1).evaluate(fmap,
-                                                                                         None)
-    torch.testing.assert_close(a, torch.stack([fmap[0, 0, 0, 1], fmap[1, 1, 4, 1],
-                                               fmap[2, 3, 2, 1]]))
+    _, a = Activation(torch.tensor([0, 1, 3]), y=torch.tensor([0, 4, 2]), x=1).evaluate(fmap, None)
+    torch.testing.assert_close(
+        a, torch.stack([fmap[0, 0, 0, 1], fmap[1, 1, 4, 1], fmap[2, 3, 2, 1]])
+    )
     logits = torch.randn(3, 10, generator=g)
     _, a = Activation(torch.tensor([9, 0, 4])).evaluate(logits, None)
     torch.testing.assert_close(a, logits[[0, 1, 2], [9, 0, 4]])
@@ -169,21 +202,33 @@ def test_activation_channel_neuron_and_logit():
     onehot = torch.zeros(10)
     onehot[4] = 1
     torch.testing.assert_close(Direction(onehot)(logits, None), Activation(4)(logits, None))
-    with pytest.raises(ValueError, match=r"Activation: expected channel in \[0, 10\), "
-                                         r"got \[10, 10, 10\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"Activation: expected channel in \[0, 10\), "
+        r"got \[10, 10, 10\]",
+    ):
         Activation(10).evaluate(logits, None)
-    with pytest.raises(ValueError, match=r"Activation: expected the neuron inside the 5x6 "
-                                         r"grid, got y=\[5, 5, 5\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"Activation: expected the neuron inside the 5x6 "
+        r"grid, got y=\[5, 5, 5\]",
+    ):
         Activation(0, y=5, x=0).evaluate(fmap, None)
     with pytest.raises(ValueError, match="Activation: expected both y and x for a neuron"):
         Activation(0, y=1)
     with pytest.raises(TypeError, match="Activation: expected channel to be an int, got float"):
         Activation(1.5)
-    with pytest.raises(ValueError, match=r"ClassLogProbability: expected logits of shape "
-                                         r"\(N, K\), got \[3, 4, 5, 6\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"ClassLogProbability: expected logits of shape "
+        r"\(N, K\), got \[3, 4, 5, 6\]",
+    ):
         ClassLogProbability(0).evaluate(fmap, None)
-    with pytest.raises(ValueError, match=r"Direction: expected a code of shape \[10\] per row, "
-                                         r"got \[4, 5, 6\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"Direction: expected a code of shape \[10\] per row, "
+        r"got \[4, 5, 6\]",
+    ):
         Direction(onehot).evaluate(fmap, None)
 
 
@@ -195,7 +240,7 @@ def test_caricature_and_deepdream():
     torch.testing.assert_close(m, torch.ones(2))  # 1 at the start for a non-negative code
     code = torch.randn(2, 4, 3, 3, generator=g)
     _, m = Caricature(ref).evaluate(code, None)
-    expected = (pos * code).flatten(1).sum(1) / (pos ** 2).flatten(1).sum(1)
+    expected = (pos * code).flatten(1).sum(1) / (pos**2).flatten(1).sum(1)
     torch.testing.assert_close(m, expected)
     loss, m = DeepDream().evaluate(code, None)
     torch.testing.assert_close(m, code.square().flatten(1).mean(1))
@@ -204,8 +249,9 @@ def test_caricature_and_deepdream():
 
 def window_net():
     torch.manual_seed(1)
-    return nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.ReLU(),
-                         nn.Conv2d(4, 5, 3, stride=2, padding=1))
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(4, 5, 3, stride=2, padding=1)
+    )
 
 
 def test_window_mask_gradient_only_reaches_the_receptive_field():
@@ -246,7 +292,11 @@ def test_gradcheck_of_the_data_terms():
     target = torch.randn(1, 5, 2, 2, generator=g, dtype=torch.float64)
     mask = rep.code_mask((8, 8), window=1, channels=[1, 2]).double()
     x = (torch.randn(1, 3, 8, 8, generator=g, dtype=torch.float64) * 50).requires_grad_()
-    obj = Inversion(target, mask=mask) + 0.1 * Caricature(target) + \
-        Scaled(Activation(1, y=0, x=1), 0.5) + DeepDream() + \
-        ImagePrior(tv_weight=1e-3, norm_weight=1e-12, alpha=6.0, isotropic=True)
+    obj = (
+        Inversion(target, mask=mask)
+        + 0.1 * Caricature(target)
+        + Scaled(Activation(1, y=0, x=1), 0.5)
+        + DeepDream()
+        + ImagePrior(tv_weight=1e-3, norm_weight=1e-12, alpha=6.0, isotropic=True)
+    )
     assert torch.autograd.gradcheck(lambda t: obj(rep(t), t), (x,), eps=1e-4, atol=1e-5)

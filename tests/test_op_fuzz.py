@@ -14,6 +14,7 @@ the example that caused it.
 Example counts are bounded (derandomized, no deadline) so the file runs in well under a minute
 on a 2-core machine.
 """
+
 import os
 import subprocess
 import sys
@@ -31,8 +32,13 @@ import pyinvert  # noqa: E402
 from pyinvert.features.hog import num_cells  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-FUZZ = settings(max_examples=30, deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=30,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 LAYOUTS = ("contiguous", "channels_last", "transposed", "sliced", "expanded")
 
 
@@ -46,7 +52,7 @@ def with_layout(x, layout):
     if layout == "sliced":
         B, C, H, W = x.shape
         buffer = torch.full((B, C, 2 * H, W + 3), float("nan"), dtype=x.dtype)
-        view = buffer[:, :, ::2, 1:W + 1]
+        view = buffer[:, :, ::2, 1 : W + 1]
         view.copy_(x)
         return view
     if layout == "expanded" and x.shape[0] > 0:
@@ -61,15 +67,16 @@ def images(draw, channels=st.integers(1, 4), sides=st.integers(1, 36)):
     B, C = draw(st.integers(0, 3)), draw(channels)
     H, W = draw(sides), draw(sides)
     dtype = draw(st.sampled_from([torch.float32, torch.float64]))
-    gen = torch.Generator().manual_seed(draw(st.integers(0, 2 ** 31 - 1)))
+    gen = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
     kind = draw(st.sampled_from(["random", "constant", "sparse"]))
     if kind == "random":
         x = torch.randint(-640, 641, (B, C, H, W), generator=gen) / 64
     elif kind == "constant":
         x = torch.full((B, C, H, W), draw(st.integers(-640, 640)) / 64)
     else:
-        x = (torch.randint(-640, 641, (B, C, H, W), generator=gen) / 64) * \
-            (torch.rand((B, C, H, W), generator=gen) < 0.1)
+        x = (torch.randint(-640, 641, (B, C, H, W), generator=gen) / 64) * (
+            torch.rand((B, C, H, W), generator=gen) < 0.1
+        )
     return with_layout(x.to(dtype), draw(st.sampled_from(LAYOUTS)))
 
 
@@ -82,11 +89,20 @@ def finite_gradient(fn, x, pick=lambda out: out):
 
 
 @FUZZ
-@given(x=images(), cell_size=st.integers(1, 12), num_orientations=st.integers(1, 12),
-       variant=st.sampled_from(["uoctti", "dalaltriggs"]), bilinear=st.booleans())
+@given(
+    x=images(),
+    cell_size=st.integers(1, 12),
+    num_orientations=st.integers(1, 12),
+    variant=st.sampled_from(["uoctti", "dalaltriggs"]),
+    bilinear=st.booleans(),
+)
 def test_hog(x, cell_size, num_orientations, variant, bilinear):
-    kwargs = dict(cell_size=cell_size, num_orientations=num_orientations, variant=variant,
-                  bilinear_orientations=bilinear)
+    kwargs = dict(
+        cell_size=cell_size,
+        num_orientations=num_orientations,
+        variant=variant,
+        bilinear_orientations=bilinear,
+    )
     B, C, H, W = x.shape
     if num_cells(H, cell_size) < 1 or num_cells(W, cell_size) < 1:
         with pytest.raises(ValueError, match=r"^hog: expected H and W >= "):
@@ -103,8 +119,12 @@ def test_hog(x, cell_size, num_orientations, variant, bilinear):
 
 
 @FUZZ
-@given(x=images(channels=st.just(1), sides=st.integers(1, 40)), step=st.integers(1, 9),
-       bin_size=st.integers(1, 9), flat_window=st.booleans())
+@given(
+    x=images(channels=st.just(1), sides=st.integers(1, 40)),
+    step=st.integers(1, 9),
+    bin_size=st.integers(1, 9),
+    flat_window=st.booleans(),
+)
 def test_dsift(x, step, bin_size, flat_window):
     kwargs = dict(step=step, bin_size=bin_size, flat_window=flat_window)
     B, _, H, W = x.shape
@@ -120,27 +140,40 @@ def test_dsift(x, step, bin_size, flat_window):
     assert torch.equal(descriptors, pyinvert.dsift(x.contiguous(), **kwargs)[0])
     grad = finite_gradient(lambda v: pyinvert.dsift(v, **kwargs), x, lambda out: out[0])
     assert grad.shape == x.shape and torch.isfinite(grad).all()
-    assert torch.equal(grad, finite_gradient(lambda v: pyinvert.dsift(v, **kwargs),
-                                             x.contiguous(), lambda out: out[0]))
+    assert torch.equal(
+        grad,
+        finite_gradient(lambda v: pyinvert.dsift(v, **kwargs), x.contiguous(), lambda out: out[0]),
+    )
 
 
-exponents = st.one_of(st.sampled_from([1.0, 2.0, 3.0, 4.0, 6.0]),
-                      st.floats(0.25, 8.0, allow_nan=False, allow_infinity=False))
+exponents = st.one_of(
+    st.sampled_from([1.0, 2.0, 3.0, 4.0, 6.0]),
+    st.floats(0.25, 8.0, allow_nan=False, allow_infinity=False),
+)
 
 
 @FUZZ
-@given(x=images(sides=st.integers(1, 20)), tv=st.floats(0, 10), norm=st.floats(0, 10),
-       per_image=st.booleans(), beta=exponents, alpha=exponents, isotropic=st.booleans(),
-       eps=st.one_of(st.just(0.0), st.floats(0, 1)))
+@given(
+    x=images(sides=st.integers(1, 20)),
+    tv=st.floats(0, 10),
+    norm=st.floats(0, 10),
+    per_image=st.booleans(),
+    beta=exponents,
+    alpha=exponents,
+    isotropic=st.booleans(),
+    eps=st.one_of(st.just(0.0), st.floats(0, 1)),
+)
 def test_image_prior(x, tv, norm, per_image, beta, alpha, isotropic, eps):
     B = x.shape[0]
     tv_weight = torch.linspace(0, tv, B) if per_image else tv
-    kwargs = dict(tv_weight=tv_weight, norm_weight=norm, beta=beta, alpha=alpha,
-                  isotropic=isotropic, eps=eps)
+    kwargs = dict(
+        tv_weight=tv_weight, norm_weight=norm, beta=beta, alpha=alpha, isotropic=isotropic, eps=eps
+    )
     value = pyinvert.image_prior(x, **kwargs)
     assert value.shape == (B,) and value.dtype == x.dtype and torch.isfinite(value).all()
-    torch.testing.assert_close(value, pyinvert.image_prior(x.contiguous(), **kwargs),
-                               rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        value, pyinvert.image_prior(x.contiguous(), **kwargs), rtol=1e-5, atol=1e-6
+    )
     grad = finite_gradient(lambda v: pyinvert.image_prior(v, **kwargs), x)
     assert grad.shape == x.shape and torch.isfinite(grad).all()
 
@@ -293,13 +326,20 @@ print("calls", calls, flush=True)
 
 def test_private_ops_never_crash():
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(PRIVATE_OPS_SCRIPT), "250"],
-                            capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(PRIVATE_OPS_SCRIPT), "250"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        cwd=ROOT,
+    )
     last = result.stdout.strip().splitlines()[-3:] or ["(no output)"]
-    assert result.returncode == 0, (f"exit code {result.returncode}; last examples: {last}\n"
-                                    f"{result.stderr[-3000:]}")
+    assert result.returncode == 0, (
+        f"exit code {result.returncode}; last examples: {last}\n{result.stderr[-3000:]}"
+    )
     summary = last[-1]
     assert summary.startswith("calls"), last
     # Both outcomes occur: the strategies reach the kernels, not only the checks.
-    calls = eval(summary[len("calls "):])  # noqa: S307 (our own dict literal)
+    calls = eval(summary[len("calls ") :])  # noqa: S307 (our own dict literal)
     assert calls["ok"] >= 20 and calls["refused"] >= 20, calls

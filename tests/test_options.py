@@ -1,4 +1,5 @@
 """RunOptions: one value for how a task runs, accepted by every task beside the old keywords."""
+
 import inspect
 
 import pytest
@@ -25,8 +26,17 @@ def tiny_cnn():
 FIELDS = [f.name for f in RunOptions.__dataclass_fields__.values()]
 
 
-@pytest.mark.parametrize("task", [pyinvert.invert, pyinvert.visualize, pyinvert.actmax,
-                                  pyinvert.caricature, pyinvert.dream, pyinvert.invariance_map])
+@pytest.mark.parametrize(
+    "task",
+    [
+        pyinvert.invert,
+        pyinvert.visualize,
+        pyinvert.actmax,
+        pyinvert.caricature,
+        pyinvert.dream,
+        pyinvert.invariance_map,
+    ],
+)
 def test_every_task_takes_options(task):
     assert "options" in inspect.signature(task).parameters
 
@@ -35,20 +45,24 @@ def test_defaults_equal_the_tasks_keyword_defaults():
     params = inspect.signature(pyinvert.invert).parameters
     for name in FIELDS:
         assert params[name].default == getattr(RunOptions(), name) or (
-            params[name].default is None and getattr(RunOptions(), name) is None), name
+            params[name].default is None and getattr(RunOptions(), name) is None
+        ), name
 
 
 def test_options_give_the_same_result_as_keywords():
     x = images()
     kw = dict(steps=12, restarts=2, batch_size=3, progress=False)
     a = pyinvert.invert(x, representation="hog", generator=torch.Generator().manual_seed(1), **kw)
-    b = pyinvert.invert(x, representation="hog", options=RunOptions(
-        generator=torch.Generator().manual_seed(1), **kw))
+    b = pyinvert.invert(
+        x,
+        representation="hog",
+        options=RunOptions(generator=torch.Generator().manual_seed(1), **kw),
+    )
     assert torch.equal(a.images, b.images) and torch.equal(a.loss_history, b.loss_history)
-    c = pyinvert.actmax(tiny_cnn(), [0, 2], image_size=16, steps=5, progress=False,
-                        seeds=[3, 4])
-    d = pyinvert.actmax(tiny_cnn(), [0, 2], image_size=16,
-                        options=RunOptions(steps=5, progress=False, seeds=[3, 4]))
+    c = pyinvert.actmax(tiny_cnn(), [0, 2], image_size=16, steps=5, progress=False, seeds=[3, 4])
+    d = pyinvert.actmax(
+        tiny_cnn(), [0, 2], image_size=16, options=RunOptions(steps=5, progress=False, seeds=[3, 4])
+    )
     assert torch.equal(c.images, d.images)
 
 
@@ -58,27 +72,37 @@ def test_resolve_rules():
     assert RunOptions.resolve("f", base, restarts=2).restarts == 2
     assert RunOptions.resolve("f", None, dtype=torch.float64).dtype == torch.float64
     assert RunOptions.resolve("f", base, batch_size=4).batch_size == 4
-    with pytest.raises(ValueError, match="invert: restarts is given twice, as 3 and in options "
-                                         "as 2; give it once"):
+    with pytest.raises(
+        ValueError, match="invert: restarts is given twice, as 3 and in options as 2; give it once"
+    ):
         pyinvert.invert(images(), options=base, restarts=3, progress=False)
     with pytest.raises(TypeError, match="visualize: expected options to be a RunOptions, got dict"):
-        pyinvert.visualize(Activation(0), representation=tiny_cnn(), B=1, image_size=8,
-                           options={"steps": 1})
+        pyinvert.visualize(
+            Activation(0), representation=tiny_cnn(), B=1, image_size=8, options={"steps": 1}
+        )
 
 
-@pytest.mark.parametrize("fn, call", [
-    ("invert", lambda o: pyinvert.invert(images(1), options=o)),
-    ("visualize", lambda o: pyinvert.visualize(Activation(0), representation=tiny_cnn(), B=1,
-                                               image_size=8, options=o)),
-    ("actmax", lambda o: pyinvert.actmax(tiny_cnn(), [0], image_size=8, options=o)),
-    ("caricature", lambda o: pyinvert.caricature(images(1), tiny_cnn(), options=o)),
-    ("dream", lambda o: pyinvert.dream(images(1), tiny_cnn(), options=o)),
-])
+@pytest.mark.parametrize(
+    "fn, call",
+    [
+        ("invert", lambda o: pyinvert.invert(images(1), options=o)),
+        (
+            "visualize",
+            lambda o: pyinvert.visualize(
+                Activation(0), representation=tiny_cnn(), B=1, image_size=8, options=o
+            ),
+        ),
+        ("actmax", lambda o: pyinvert.actmax(tiny_cnn(), [0], image_size=8, options=o)),
+        ("caricature", lambda o: pyinvert.caricature(images(1), tiny_cnn(), options=o)),
+        ("dream", lambda o: pyinvert.dream(images(1), tiny_cnn(), options=o)),
+    ],
+)
 def test_errors_name_the_called_function(fn, call):
     with pytest.raises(ValueError, match=f"^{fn}: expected restarts to be an int >= 1, got 0"):
         call(RunOptions(restarts=0, progress=False))
-    with pytest.raises(TypeError, match=f"^{fn}: expected dtype float32 or float64, "
-                                        "got torch.float16"):
+    with pytest.raises(
+        TypeError, match=f"^{fn}: expected dtype float32 or float64, got torch.float16"
+    ):
         call(RunOptions(dtype=torch.float16, progress=False))
     with pytest.raises(ValueError, match=f"^{fn}: expected steps >= 1, got 0"):
         call(RunOptions(steps=0, progress=False))
@@ -95,10 +119,21 @@ def test_check_messages():
 
 
 def test_recipe_weight_errors_name_the_task():
-    with pytest.raises(ValueError, match=r"^actmax: expected tv_weight to be a float or of "
-                                         r"shape \(1,\), got \[3\]"):
-        pyinvert.actmax(tiny_cnn(), [0], image_size=8, steps=1, progress=False,
-                        tv_weight=torch.ones(3))
+    with pytest.raises(
+        ValueError,
+        match=r"^actmax: expected tv_weight to be a float or of "
+        r"shape \(1,\), got \[3\]",
+    ):
+        pyinvert.actmax(
+            tiny_cnn(), [0], image_size=8, steps=1, progress=False, tv_weight=torch.ones(3)
+        )
     with pytest.raises(ValueError, match=r"^visualize: expected norm_weight to be a float"):
-        pyinvert.visualize(Activation(0), representation=tiny_cnn(), B=1, image_size=8,
-                           steps=1, progress=False, norm_weight=torch.ones(2))
+        pyinvert.visualize(
+            Activation(0),
+            representation=tiny_cnn(),
+            B=1,
+            image_size=8,
+            steps=1,
+            progress=False,
+            norm_weight=torch.ones(2),
+        )

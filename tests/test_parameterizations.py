@@ -1,5 +1,6 @@
 """Parameterizations: the pixel canvas is the engine's path bit for bit; the decorrelated
 Fourier image gives valid, smooth images, exact gradients and working optimizations."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -22,16 +23,23 @@ def images(n=2, size=40):
 
 
 def tv(im):
-    return ((im[..., 1:, :] - im[..., :-1, :]).abs().mean()
-            + (im[..., :, 1:] - im[..., :, :-1]).abs().mean())
+    return (im[..., 1:, :] - im[..., :-1, :]).abs().mean() + (
+        im[..., :, 1:] - im[..., :, :-1]
+    ).abs().mean()
 
 
 def test_pixel_canvas_is_the_default_bit_for_bit():
     x = images()
     for recipe in ("cvpr2015", "ijcv2016"):
         a = pyinvert.invert(x, recipe=recipe, steps=15, generator=gen(1), progress=False)
-        b = pyinvert.invert(x, recipe=recipe, steps=15, generator=gen(1), progress=False,
-                            parameterization=PixelCanvas())
+        b = pyinvert.invert(
+            x,
+            recipe=recipe,
+            steps=15,
+            generator=gen(1),
+            progress=False,
+            parameterization=PixelCanvas(),
+        )
         assert torch.equal(a.images, b.images) and torch.equal(a.loss_history, b.loss_history)
         assert b.settings["parameterization"] == {"name": "pixels"}
 
@@ -89,16 +97,23 @@ def test_fourier_start_round_trip():
     param = FourierImage()
     start_images = images(1, 16) * 0.8 + 0.1
     start = rep.preprocess(start_images).double()
-    p = param.init(get_recipe("caricature"), (3, 16, 16), [0], 80.0, torch.float64, "cpu", rep,
-                   start=start)
+    p = param.init(
+        get_recipe("caricature"), (3, 16, 16), [0], 80.0, torch.float64, "cpu", rep, start=start
+    )
     back = rep.postprocess(param.image(p, rep, (16, 16)))
     torch.testing.assert_close(back, start_images.double(), atol=1e-6, rtol=0)
 
 
 def test_fourier_inversion_and_actmax_work():
     x = images(1, 48)
-    res = pyinvert.invert(x, representation="hog", steps=150, generator=gen(), progress=False,
-                          parameterization=FourierImage())
+    res = pyinvert.invert(
+        x,
+        representation="hog",
+        steps=150,
+        generator=gen(),
+        progress=False,
+        parameterization=FourierImage(),
+    )
     assert float(res.feature_error[0]) < 0.15, res.feature_error
     assert res.settings["parameterization"]["name"] == "fourier"
     torch.manual_seed(0)
@@ -107,8 +122,7 @@ def test_fourier_inversion_and_actmax_work():
     before = pyinvert.actmax(cnn, [0, 5], steps=1, **kw)
     after = pyinvert.actmax(cnn, [0, 5], steps=60, **kw)
     gain = after.measure - before.measure
-    assert bool((gain > 0.01).all()) and float(gain.mean()) > 0.05, (before.measure,
-                                                                     after.measure)
+    assert bool((gain > 0.01).all()) and float(gain.mean()) > 0.05, (before.measure, after.measure)
     assert float(after.images.min()) >= 0 and float(after.images.max()) <= 1
 
 

@@ -1,6 +1,7 @@
 """The representation protocol: Code, as_representation (names, HOG()/DenseSIFT() modules, CNN,
 any nn.Module, any callable, registered names), render_code, and every kind of representation
 in invert / visualize / actmax."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,10 +10,18 @@ from torch import nn
 import pyinvert
 from pyinvert.features.dsift import keypoints
 from pyinvert.objectives import Activation
-from pyinvert.representations import (CNN, Code, DSIFTRepresentation, FunctionRepresentation,
-                                      HOGRepresentation, Representation, RepresentationProtocol,
-                                      as_representation, make_representation,
-                                      register_representation)
+from pyinvert.representations import (
+    CNN,
+    Code,
+    DSIFTRepresentation,
+    FunctionRepresentation,
+    HOGRepresentation,
+    Representation,
+    RepresentationProtocol,
+    as_representation,
+    make_representation,
+    register_representation,
+)
 from pyinvert.representations import registry
 
 
@@ -28,8 +37,9 @@ def gen(seed=0):
 
 def encoder():
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 8, 5, stride=2), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2),
-                         nn.ReLU())
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 5, stride=2), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2), nn.ReLU()
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -41,6 +51,7 @@ def clean_registry():
 
 
 # ---- Code -----------------------------------------------------------------------------------
+
 
 def test_code_flat_view_slices_and_round_trip():
     a, b = torch.randn(2, 3, 4, 5), torch.randn(2, 7)
@@ -68,11 +79,18 @@ def test_code_errors():
 
 # ---- as_representation ---------------------------------------------------------------------
 
+
 def test_every_kind_satisfies_the_protocol():
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
-    reps = [as_representation("hog"), as_representation("dsift"), as_representation(pyinvert.HOG()),
-            as_representation(pyinvert.DenseSIFT()), as_representation(CNN(net, "1")),
-            as_representation(net), as_representation(lambda im: im.mean((2, 3)))]
+    reps = [
+        as_representation("hog"),
+        as_representation("dsift"),
+        as_representation(pyinvert.HOG()),
+        as_representation(pyinvert.DenseSIFT()),
+        as_representation(CNN(net, "1")),
+        as_representation(net),
+        as_representation(lambda im: im.mean((2, 3))),
+    ]
     for rep in reps:
         assert isinstance(rep, Representation) and isinstance(rep, RepresentationProtocol)
         assert rep.kind in ("handcrafted", "cnn") and isinstance(rep.config(), dict)
@@ -85,26 +103,33 @@ def test_feature_modules_keep_their_parameters():
     rep = as_representation(pyinvert.HOG(cell_size=4, bilinear_orientations=True))
     assert isinstance(rep, HOGRepresentation) and rep.cell_size == 4 and rep.name == "hogb"
     x = torch.rand(1, 1, 32, 32)
-    torch.testing.assert_close(rep(x), pyinvert.hog(x, cell_size=4, bilinear_orientations=True),
-                               rtol=0, atol=0)
+    torch.testing.assert_close(
+        rep(x), pyinvert.hog(x, cell_size=4, bilinear_orientations=True), rtol=0, atol=0
+    )
     dt = as_representation(pyinvert.HOG(variant="dalaltriggs", num_orientations=6))
     assert dt(x).shape[1] == 24 and dt.config()["variant"] == "dalaltriggs"
-    ds = as_representation(pyinvert.DenseSIFT(step=2, bin_size=4, flat_window=True),
-                           backend="reference")
+    ds = as_representation(
+        pyinvert.DenseSIFT(step=2, bin_size=4, flat_window=True), backend="reference"
+    )
     assert isinstance(ds, DSIFTRepresentation) and (ds.step, ds.bin_size) == (2, 4)
-    torch.testing.assert_close(ds(x), pyinvert.reference.dsift(x, step=2, bin_size=4,
-                                                               flat_window=True)[0])
+    torch.testing.assert_close(
+        ds(x), pyinvert.reference.dsift(x, step=2, bin_size=4, flat_window=True)[0]
+    )
 
 
 def test_hog_module_inverts_as_the_name_does():
     x = smooth_images()
-    a = pyinvert.invert(x, representation=pyinvert.HOG(), steps=30, generator=gen(),
-                        progress=False)
+    a = pyinvert.invert(x, representation=pyinvert.HOG(), steps=30, generator=gen(), progress=False)
     b = pyinvert.invert(x, representation="hog", steps=30, generator=gen(), progress=False)
     assert torch.equal(a.images, b.images) and torch.equal(a.feature_error, b.feature_error)
     # The CVPR recipe's DSIFT is bin size 5: the module with those parameters is the name.
-    c = pyinvert.invert(x, representation=pyinvert.DenseSIFT(bin_size=5, step=4), steps=30,
-                        generator=gen(), progress=False)
+    c = pyinvert.invert(
+        x,
+        representation=pyinvert.DenseSIFT(bin_size=5, step=4),
+        steps=30,
+        generator=gen(),
+        progress=False,
+    )
     d = pyinvert.invert(x, representation="dsift", steps=30, generator=gen(), progress=False)
     assert torch.equal(c.images, d.images)
 
@@ -148,13 +173,17 @@ def test_function_representation_sees_images_in_0_1():
 
 
 def test_function_representation_errors():
-    with pytest.raises(TypeError, match="as_representation: expected representation to be a "
-                                        "name, an nn.Module or a callable, got int"):
+    with pytest.raises(
+        TypeError,
+        match="as_representation: expected representation to be a "
+        "name, an nn.Module or a callable, got int",
+    ):
         as_representation(3)
     with pytest.raises(TypeError, match="invert: expected representation to be a name"):
         pyinvert.invert(torch.rand(1, 3, 8, 8), representation=3.0, progress=False)
-    with pytest.raises(TypeError, match="bad: expected the representation to return a Tensor, "
-                                        "got tuple"):
+    with pytest.raises(
+        TypeError, match="bad: expected the representation to return a Tensor, got tuple"
+    ):
         FunctionRepresentation(lambda im: (im,), name="bad")(torch.zeros(1, 3, 2, 2))
     with pytest.raises(ValueError, match="FunctionRepresentation: expected channels 1 or 3"):
         FunctionRepresentation(lambda im: im, channels=2)
@@ -182,12 +211,15 @@ def test_declared_protocol_keeps_its_own_scale():
     rep = as_representation(Mine())
     assert rep.name == "mine" and rep.min_size == 4 and rep.channels == 1
     assert rep.layers_info() == "kept"
-    torch.testing.assert_close(rep.preprocess(torch.ones(1, 3, 4, 4)), torch.full((1, 1, 4, 4), 10.))
+    torch.testing.assert_close(
+        rep.preprocess(torch.ones(1, 3, 4, 4)), torch.full((1, 1, 4, 4), 10.0)
+    )
     with pytest.raises(ValueError, match="invert: expected images of at least 4x4 pixels for mine"):
         pyinvert.invert(torch.rand(1, 1, 3, 3), representation=Mine(), progress=False)
 
 
 # ---- names ----------------------------------------------------------------------------------
+
 
 def test_registered_names_work_wherever_a_name_does():
     register_representation("pool4", lambda: (lambda im: F.avg_pool2d(im, 4)))
@@ -207,13 +239,16 @@ def test_registered_names_work_wherever_a_name_does():
         register_representation("hog", lambda: None)
     with pytest.raises(TypeError, match="register_representation: expected factory to be callable"):
         register_representation("other", 3)
-    with pytest.raises(ValueError, match=r"visualize: expected representation in \('hog', "
-                                         r"'hogb', 'dsift'\), a registered name \('pool4',\)"):
-        pyinvert.visualize(Activation(0), representation="nope", B=1, image_size=8,
-                           progress=False)
+    with pytest.raises(
+        ValueError,
+        match=r"visualize: expected representation in \('hog', "
+        r"'hogb', 'dsift'\), a registered name \('pool4',\)",
+    ):
+        pyinvert.visualize(Activation(0), representation="nope", B=1, image_size=8, progress=False)
 
 
 # ---- codes as maps, and their pictures ------------------------------------------------------
+
 
 def test_as_code_layouts():
     im = torch.rand(2, 3, 40, 48)
@@ -253,6 +288,7 @@ def test_render_code():
 
 # ---- every representation in every task -----------------------------------------------------
 
+
 def test_any_module_and_callable_in_visualize_and_actmax():
     # A function sees images in [0, 1]: its activations are small next to an ImageNet CNN's,
     # so the data weight is raised to match (the recipe's 1 is for those).
@@ -261,10 +297,16 @@ def test_any_module_and_callable_in_visualize_and_actmax():
         start = pyinvert.actmax(rep, [1], steps=1, **kw)
         res = pyinvert.actmax(rep, [1], steps=40, **kw)
         assert res.images.shape == (1, 3, 32, 32)
-        assert float(res.measure[0]) > float(start.measure[0]) + 0.15, (start.measure,
-                                                                     res.measure)
+        assert float(res.measure[0]) > float(start.measure[0]) + 0.15, (start.measure, res.measure)
     # the mean green of the image, maximized: the image turns green
     assert float(res.images[0, 1].mean()) > 0.85 > float(res.images[0, 0].mean()) + 0.3
-    vis = pyinvert.visualize(Activation(torch.tensor([0, 2])), representation=pyinvert.HOG(),
-                             B=2, image_size=32, steps=20, generator=gen(), progress=False)
+    vis = pyinvert.visualize(
+        Activation(torch.tensor([0, 2])),
+        representation=pyinvert.HOG(),
+        B=2,
+        image_size=32,
+        steps=20,
+        generator=gen(),
+        progress=False,
+    )
     assert vis.images.shape == (2, 1, 32, 32) and bool((vis.measure > 0).all())

@@ -1,6 +1,7 @@
 """The engine on CNN representations (pyinvert.visualize, pyinvert.invert with a CNN): batch
 vs single, NaN row isolation, restarts and invariance maps, activation maximization,
 caricatures, DeepDream, results' save(), and the figures."""
+
 import json
 
 import numpy as np
@@ -12,8 +13,14 @@ from pyinvert import figures
 from pyinvert.representations.cnn import CNN
 from pyinvert.tasks.inversion import invert
 from pyinvert.objectives import Activation, Inversion
-from pyinvert.tasks.visualization import (VisualizationResult, actmax, caricature, dream,
-                                invariance_map, visualize)
+from pyinvert.tasks.visualization import (
+    VisualizationResult,
+    actmax,
+    caricature,
+    dream,
+    invariance_map,
+    visualize,
+)
 
 SIZE = 32
 
@@ -25,15 +32,21 @@ def gen(seed=0):
 def net():
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(),        # 0, 1
-        nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU(),        # 2, 3
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 6))    # 4, 5, 6
+        nn.Conv2d(3, 8, 3, stride=2, padding=1),
+        nn.ReLU(),  # 0, 1
+        nn.Conv2d(8, 8, 3, stride=2, padding=1),
+        nn.ReLU(),  # 2, 3
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 6),
+    )  # 4, 5, 6
 
 
 @pytest.fixture(scope="module")
 def photos():
     from pyinvert.data import sample_paths
     import cv2
+
     out = []
     for p in sample_paths()[:3]:
         a = cv2.imread(str(p), cv2.IMREAD_COLOR)[:, :, ::-1]
@@ -45,10 +58,12 @@ def photos():
 @pytest.mark.parametrize("recipe", ["cvpr2015", "ijcv2016"])
 def test_cnn_inversion_batch_equals_single(photos, recipe):
     rep = CNN(net(), "3")
-    together = invert(photos, representation=rep, recipe=recipe, steps=6, seeds=[5, 6, 7],
-                      progress=False)
-    alone = invert(photos[2:3], representation=rep, recipe=recipe, steps=6, seeds=[7],
-                   progress=False)
+    together = invert(
+        photos, representation=rep, recipe=recipe, steps=6, seeds=[5, 6, 7], progress=False
+    )
+    alone = invert(
+        photos[2:3], representation=rep, recipe=recipe, steps=6, seeds=[7], progress=False
+    )
     torch.testing.assert_close(together.images[2:3], alone.images)
     assert together.images.shape == (3, 3, SIZE, SIZE)
     assert together.settings["recipe"]["name"] == f"{recipe}-cnn"
@@ -56,8 +71,9 @@ def test_cnn_inversion_batch_equals_single(photos, recipe):
 
 def test_cnn_inversion_lowers_the_feature_error(photos):
     rep = CNN(net(), ["1", "3"])
-    r = invert(photos, representation=rep, recipe="ijcv2016", steps=40, generator=gen(),
-               progress=False)
+    r = invert(
+        photos, representation=rep, recipe="ijcv2016", steps=40, generator=gen(), progress=False
+    )
     assert r.loss_history.shape == (3, 40)
     # from noise (feature error about 1 or more) to a fraction of it
     assert bool((r.feature_error < 0.5).all()), r.feature_error
@@ -69,8 +85,7 @@ def test_nan_row_is_isolated_with_a_cnn(photos):
         targets = rep(rep.preprocess(photos))
     bad = targets.clone()
     bad[1, 0, 0, 0] = float("nan")
-    kw = dict(representation=rep, image_size=(SIZE, SIZE), steps=8, seeds=[1, 2, 3],
-              progress=False)
+    kw = dict(representation=rep, image_size=(SIZE, SIZE), steps=8, seeds=[1, 2, 3], progress=False)
     r = invert(targets=bad, **kw)
     assert r.failed.tolist() == [False, True, False]
     assert r.stopped_at.tolist() == [-1, 0, -1]
@@ -90,8 +105,9 @@ def test_restarts_and_invariance_map(photos, tmp_path):
     names = {p.name for p in written}
     assert {"a-r0.png", "a-r2.png", "b-spread.png", "invariance.json"} <= names
     assert json.loads((tmp_path / "invariance.json").read_text())["restarts"] == 3
-    with pytest.raises(ValueError, match="invariance_map: expected restarts to be an int >= 2, "
-                                         "got 1"):
+    with pytest.raises(
+        ValueError, match="invariance_map: expected restarts to be an int >= 2, got 1"
+    ):
         invariance_map(photos, rep, restarts=1)
 
 
@@ -100,44 +116,63 @@ def test_visualize_general_objective(photos):
     with torch.no_grad():
         t = rep(rep.preprocess(photos))
     obj = Inversion(t) + 0.01 * Activation(0)
-    r = visualize(obj, representation=rep, B=3, image_size=SIZE, steps=4, generator=gen(),
-                  progress=False)
+    r = visualize(
+        obj, representation=rep, B=3, image_size=SIZE, steps=4, generator=gen(), progress=False
+    )
     assert isinstance(r, VisualizationResult)
     assert r.images.shape == (3, 3, SIZE, SIZE) and r.measure.shape == (3,)
     assert r.loss_history.shape == (3, 4)
-    with pytest.raises(ValueError, match=r"visualize: expected image_size=\(H, W\) without "
-                                         r"init, got None"):
+    with pytest.raises(
+        ValueError,
+        match=r"visualize: expected image_size=\(H, W\) without "
+        r"init, got None",
+    ):
         visualize(obj, representation=rep, B=3)
     with pytest.raises(ValueError, match="visualize: expected restarts to be an int >= 1, got 0"):
         visualize(obj, representation=rep, B=3, image_size=SIZE, restarts=0)
-    with pytest.raises(ValueError, match=r"visualize: expected images of at least 4x4 pixels "
-                                         r"for cnn:sequential:3, got 2x2"):
+    with pytest.raises(
+        ValueError,
+        match=r"visualize: expected images of at least 4x4 pixels "
+        r"for cnn:sequential:3, got 2x2",
+    ):
         visualize(obj, representation=rep, B=3, image_size=2)
 
 
 def test_actmax_classes_channels_neurons(tmp_path):
     rep = CNN(net(), "6")
-    r = actmax(rep, [0, 5], image_size=SIZE, steps=5, generator=gen(), progress=False,
-               labels=["zero", "five"])
+    r = actmax(
+        rep,
+        [0, 5],
+        image_size=SIZE,
+        steps=5,
+        generator=gen(),
+        progress=False,
+        labels=["zero", "five"],
+    )
     assert r.images.shape == (2, 3, SIZE, SIZE)
-    assert r.probabilities.shape == (2,) and bool(((r.probabilities > 0) &
-                                                    (r.probabilities <= 1)).all())
-    torch.testing.assert_close(r.probabilities.double(),
-                               r.codes.double().softmax(-1)[[0, 1], [0, 5]])
+    assert r.probabilities.shape == (2,) and bool(
+        ((r.probabilities > 0) & (r.probabilities <= 1)).all()
+    )
+    torch.testing.assert_close(
+        r.probabilities.double(), r.codes.double().softmax(-1)[[0, 1], [0, 5]]
+    )
     written = r.save(tmp_path)
     assert {p.name for p in written} == {"unit0000.png", "unit0005.png", "result.json"}
     rec = json.loads((tmp_path / "result.json").read_text())
     assert rec["labels"] == ["zero", "five"] and len(rec["probability"]) == 2
     # a channel of a conv layer, and one neuron of it; restarts
     conv = CNN(net(), "3")
-    r = actmax(conv, [1, 2, 3], image_size=SIZE, steps=5, generator=gen(), progress=False,
-               restarts=2)
+    r = actmax(
+        conv, [1, 2, 3], image_size=SIZE, steps=5, generator=gen(), progress=False, restarts=2
+    )
     assert r.images.shape == (3, 2, 3, SIZE, SIZE) and r.probabilities is None
-    r = actmax(conv, 4, neuron="center", image_size=SIZE, steps=5, generator=gen(),
-               progress=False)
+    r = actmax(conv, 4, neuron="center", image_size=SIZE, steps=5, generator=gen(), progress=False)
     assert r.settings["neuron"] == [3, 3] and r.images.shape == (1, 3, SIZE, SIZE)
-    with pytest.raises(ValueError, match=r"actmax: expected the neuron inside the 8x8 grid, "
-                                         r"got \(8, 0\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"actmax: expected the neuron inside the 8x8 grid, "
+        r"got \(8, 0\)",
+    ):
         actmax(conv, 4, neuron=(8, 0), image_size=SIZE, steps=2, progress=False)
     with pytest.raises(ValueError, match=r"actmax: a neuron needs a spatial layer"):
         actmax(rep, 4, neuron="center", image_size=SIZE, steps=2, progress=False)
@@ -155,8 +190,15 @@ def test_actmax_raises_the_activation():
 def test_caricature_starts_at_one_and_grows(photos, tmp_path):
     rep = CNN(net(), "3")
     # a random net responds weakly: the priors win at weight 1; weight 100 amplifies
-    r = caricature(photos, rep, steps=10, data_weight=100.0, generator=gen(), progress=False,
-                   names=["a", "b", "c"])
+    r = caricature(
+        photos,
+        rep,
+        steps=10,
+        data_weight=100.0,
+        generator=gen(),
+        progress=False,
+        names=["a", "b", "c"],
+    )
     assert r.images.shape == photos.shape and r.originals.shape == photos.shape
     torch.testing.assert_close(r.originals, photos, atol=1e-5, rtol=0)
     h = r.measure_history
@@ -169,8 +211,9 @@ def test_caricature_starts_at_one_and_grows(photos, tmp_path):
 
 def test_dream_octaves_return_the_input_size(photos):
     rep = CNN(net(), "3")
-    r = dream(photos[:2], rep, octaves=3, octave_scale=1.5, steps=2, generator=gen(),
-              progress=False)
+    r = dream(
+        photos[:2], rep, octaves=3, octave_scale=1.5, steps=2, generator=gen(), progress=False
+    )
     assert r.images.shape == (2, 3, SIZE, SIZE)
     assert r.settings["sizes"] == [[14, 14], [21, 21], [SIZE, SIZE]]
     assert float((r.images - photos[:2]).abs().mean()) > 1e-3  # something was dreamt
@@ -191,6 +234,7 @@ def test_dream_is_seeded(photos):
 
 # ---- figures ------------------------------------------------------------------------------
 
+
 def test_figures_shapes(photos):
     grid = figures.layer_grid(list(photos[:2]), [photos[:2], photos[:2]], ["features.3", "x"])
     assert grid.ndim == 3 and grid.shape[2] == 3 and grid.dtype == np.uint8
@@ -206,22 +250,33 @@ def test_actmax_objectives():
     auto = actmax(rep, [1, 2], **kw)
     assert auto.settings["objective"] == "log_probability"
     # the measure is taken on the last (jittered) step, the probability on the final image
-    torch.testing.assert_close(auto.measure, auto.probabilities.to(auto.measure.dtype),
-                               rtol=0, atol=1e-2)
+    torch.testing.assert_close(
+        auto.measure, auto.probabilities.to(auto.measure.dtype), rtol=0, atol=1e-2
+    )
     raw = actmax(rep, [1, 2], objective="activation", **kw)
     assert raw.settings["objective"] == "activation"
-    torch.testing.assert_close(raw.measure.double(), raw.codes.double()[[0, 1], [1, 2]],
-                               rtol=0.05, atol=1e-3)
+    torch.testing.assert_close(
+        raw.measure.double(), raw.codes.double()[[0, 1], [1, 2]], rtol=0.05, atol=1e-3
+    )
     conv = CNN(net(), "3")
     assert actmax(conv, [1], **kw).settings["objective"] == "activation"
-    with pytest.raises(ValueError, match=r"actmax: objective 'log_probability' needs a layer of "
-                                         r"logits \(N, K\), got a code of shape \[1, 8, 8, 8\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"actmax: objective 'log_probability' needs a layer of "
+        r"logits \(N, K\), got a code of shape \[1, 8, 8, 8\]",
+    ):
         actmax(conv, [1], objective="log_probability", **kw)
-    with pytest.raises(ValueError, match=r"actmax: expected objective in \('auto', "
-                                         r"'activation', 'log_probability'\), got 'logit'"):
+    with pytest.raises(
+        ValueError,
+        match=r"actmax: expected objective in \('auto', "
+        r"'activation', 'log_probability'\), got 'logit'",
+    ):
         actmax(rep, [1], objective="logit", **kw)
-    with pytest.raises(ValueError, match=r"actmax: expected units in \[0, 6\) for a code of "
-                                         r"shape \[6\], got \[6\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"actmax: expected units in \[0, 6\) for a code of "
+        r"shape \[6\], got \[6\]",
+    ):
         actmax(rep, [0, 6], **kw)
 
 

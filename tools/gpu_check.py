@@ -24,6 +24,7 @@ The MobileNetV2 ImageNet weights travel with the tree in .gpu-carry/weights/ (``
 gpu-prepare`` puts them there); without them the tests that need them skip, and the CNN
 benchmark uses random weights (the same work).
 """
+
 import argparse
 import datetime
 import json
@@ -39,8 +40,17 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRATCH = ROOT / "build" / "gpu-check"
 RESULTS = ROOT / "bench" / "results"
 CARRY = ROOT / ".gpu-carry"
-TREE_PARTS = ["csrc", "pyinvert", "tests", "bench", "setup.py", "pyproject.toml", "README.md",
-              "requirements.txt", "requirements-weights.txt"]
+TREE_PARTS = [
+    "csrc",
+    "pyinvert",
+    "tests",
+    "bench",
+    "setup.py",
+    "pyproject.toml",
+    "README.md",
+    "requirements.txt",
+    "requirements-weights.txt",
+]
 PROBE = """import json, sys
 try:
     import torch
@@ -91,8 +101,14 @@ class Check:
         with open(path, "w") as log:
             log.write(f"$ {' '.join(map(str, cmd))}\n")
             log.flush()
-            proc = subprocess.Popen(list(map(str, cmd)), cwd=cwd, env=env, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(
+                list(map(str, cmd)),
+                cwd=cwd,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
             try:
                 code = proc.wait(timeout=max(timeout, 1))
             except subprocess.TimeoutExpired:
@@ -124,17 +140,25 @@ def gpus_without_torch():
 
 
 def find_python(check):
-    candidates = [os.environ.get("PYINVERT_GPU_PYTHON"), shutil.which("python3"),
-                  str(ROOT / ".venv-cuda" / "bin" / "python"), str(ROOT / ".venv" / "bin" / "python")]
+    candidates = [
+        os.environ.get("PYINVERT_GPU_PYTHON"),
+        shutil.which("python3"),
+        str(ROOT / ".venv-cuda" / "bin" / "python"),
+        str(ROOT / ".venv" / "bin" / "python"),
+    ]
     seen, cpu_python, notes = set(), None, []
     for python in filter(None, candidates):
         if python in seen or not Path(python).exists():
             continue
         seen.add(python)
         info = probe(python)
-        notes.append(f"{python}: " + (info.get("error") or
-                                      f"torch {info['torch']}, CUDA {info['cuda']}, "
-                                      f"{info['gpus']} GPU(s)"))
+        notes.append(
+            f"{python}: "
+            + (
+                info.get("error")
+                or f"torch {info['torch']}, CUDA {info['cuda']}, {info['gpus']} GPU(s)"
+            )
+        )
         if "error" in info:
             continue
         if info["cuda"]:
@@ -150,12 +174,27 @@ def install_cuda_torch(check):
     if not (venv / "bin" / "python").exists():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     py = str(venv / "bin" / "python")
-    code, seconds, tail = check.run("install", [py, "-m", "pip", "install", "-q",
-                                                "--disable-pip-version-check", "torch==2.14.1",
-                                                "-r", ROOT / "requirements.txt"],
-                                    timeout=max(check.left() - 200, 60))
-    check.phase("install", "ok" if code == 0 else "FAILED", seconds,
-                "torch==2.14.1 into .venv-cuda" if code == 0 else tail[-1] if tail else "")
+    code, seconds, tail = check.run(
+        "install",
+        [
+            py,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "torch==2.14.1",
+            "-r",
+            ROOT / "requirements.txt",
+        ],
+        timeout=max(check.left() - 200, 60),
+    )
+    check.phase(
+        "install",
+        "ok" if code == 0 else "FAILED",
+        seconds,
+        "torch==2.14.1 into .venv-cuda" if code == 0 else tail[-1] if tail else "",
+    )
     return (py, probe(py)) if code == 0 else (None, None)
 
 
@@ -187,49 +226,91 @@ def make_tree():
 def build(check, python, info, tree):
     home = cuda_home()
     if home is None:
-        check.phase("build", "SKIPPED", 0, "no CUDA toolkit (nvcc not on the PATH, no "
-                                           "/usr/local/cuda)")
+        check.phase(
+            "build", "SKIPPED", 0, "no CUDA toolkit (nvcc not on the PATH, no /usr/local/cuda)"
+        )
         return False
     arch = info.get("capability") or "9.0"
     # The Python's own bin first: its ninja (without one, torch builds one file at a time).
     path = os.pathsep.join([str(Path(python).parent), os.environ.get("PATH", "")])
-    env = dict(os.environ, PYINVERT_CUDA="1", CUDA_HOME=home, TORCH_CUDA_ARCH_LIST=arch,
-               MAX_JOBS=str(min(16, os.cpu_count() or 2)), PATH=path)
+    env = dict(
+        os.environ,
+        PYINVERT_CUDA="1",
+        CUDA_HOME=home,
+        TORCH_CUDA_ARCH_LIST=arch,
+        MAX_JOBS=str(min(16, os.cpu_count() or 2)),
+        PATH=path,
+    )
     temp = SCRATCH / f"tmp-{info['torch']}-sm{arch}"
     code, seconds, tail = check.run(
-        "build", [python, "setup.py", "-q", "build_ext", "--inplace", "--build-temp", temp],
-        timeout=330, cwd=tree, env=env)  # must finish, even past the call's target
+        "build",
+        [python, "setup.py", "-q", "build_ext", "--inplace", "--build-temp", temp],
+        timeout=330,
+        cwd=tree,
+        env=env,
+    )  # must finish, even past the call's target
     if code == 0:
-        verify = ("import torch, pyinvert; ops = ['image_prior', 'hog', '_hog_backward', 'dsift',"
-                  " '_dsift_backward']; missing = [o for o in ops if not torch._C."
-                  "_dispatch_has_kernel_for_dispatch_key('pyinvert::' + o, 'CUDA')]; "
-                  "print('missing CUDA kernels:', missing) if missing else None; "
-                  "raise SystemExit(1 if missing else 0)")
-        code, _, tail2 = check.run("build-verify", [python, "-c", verify], timeout=120, cwd=tree,
-                                   env=dict(env, PYTHONPATH=str(tree)))
+        verify = (
+            "import torch, pyinvert; ops = ['image_prior', 'hog', '_hog_backward', 'dsift',"
+            " '_dsift_backward']; missing = [o for o in ops if not torch._C."
+            "_dispatch_has_kernel_for_dispatch_key('pyinvert::' + o, 'CUDA')]; "
+            "print('missing CUDA kernels:', missing) if missing else None; "
+            "raise SystemExit(1 if missing else 0)"
+        )
+        code, _, tail2 = check.run(
+            "build-verify",
+            [python, "-c", verify],
+            timeout=120,
+            cwd=tree,
+            env=dict(env, PYTHONPATH=str(tree)),
+        )
         tail = tail + tail2
-    status = "ok" if code == 0 else ("FAILED (killed: over its budget)" if code is None
-                                     else "FAILED")
-    check.phase("build", status, seconds, f"sm {arch}, CUDA_HOME {home}" if code == 0 else
-                " | ".join(line for line in tail if "error" in line.lower())[-600:])
+    status = (
+        "ok" if code == 0 else ("FAILED (killed: over its budget)" if code is None else "FAILED")
+    )
+    check.phase(
+        "build",
+        status,
+        seconds,
+        f"sm {arch}, CUDA_HOME {home}"
+        if code == 0
+        else " | ".join(line for line in tail if "error" in line.lower())[-600:],
+    )
     return code == 0
 
 
 def test_env(tree):
-    env = dict(os.environ, PYTHONPATH=str(tree), OMP_NUM_THREADS="2",
-               # Correctness is checked in true float32: TF32 convolutions/matmuls (a torch
-               # default on CUDA) round to 10 mantissa bits. The benchmarks keep the defaults.
-               NVIDIA_TF32_OVERRIDE="0")
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(tree),
+        OMP_NUM_THREADS="2",
+        # Correctness is checked in true float32: TF32 convolutions/matmuls (a torch
+        # default on CUDA) round to 10 mantissa bits. The benchmarks keep the defaults.
+        NVIDIA_TF32_OVERRIDE="0",
+    )
     if "PYINVERT_WEIGHTS" not in env and (CARRY / "weights").is_dir():
         env["PYINVERT_WEIGHTS"] = str(CARRY / "weights")
     return env
 
 
 def run_tests(check, python, info, tree):
-    files = ([f"tests/{p.name}" for p in sorted((tree / "tests").glob("test_cuda_*.py"))]
-             if check.quick else ["tests"])
-    cmd = [python, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
-           "--junitxml", check.log_dir / "tests.xml", *files]
+    files = (
+        [f"tests/{p.name}" for p in sorted((tree / "tests").glob("test_cuda_*.py"))]
+        if check.quick
+        else ["tests"]
+    )
+    cmd = [
+        python,
+        "-m",
+        "pytest",
+        "-q",
+        "-rs",
+        "-p",
+        "no:cacheprovider",
+        "--junitxml",
+        check.log_dir / "tests.xml",
+        *files,
+    ]
     if not check.quick:
         cmd += ["-k", "cuda and not emulated_on_host"]
     if info.get("xdist") and info.get("gpus"):
@@ -271,14 +352,27 @@ def read_junit(path):
             reasons[reason] = reasons.get(reason, 0) + 1
     skipped = sum(reasons.values())
     passed = len(cases) - len(failed) - skipped
-    return {"passed": passed, "failed": failed, "skipped": skipped, "reasons": reasons,
-            "line": f"{passed} passed, {len(failed)} failed, {skipped} skipped"}
+    return {
+        "passed": passed,
+        "failed": failed,
+        "skipped": skipped,
+        "reasons": reasons,
+        "line": f"{passed} passed, {len(failed)} failed, {skipped} skipped",
+    }
 
 
 def imports(python):
     """Whether pyinvert (its CPU build) imports from the source tree with this Python."""
-    return subprocess.run([python, "-c", "import pyinvert"], cwd=ROOT, capture_output=True,
-                          env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=120).returncode == 0
+    return (
+        subprocess.run(
+            [python, "-c", "import pyinvert"],
+            cwd=ROOT,
+            capture_output=True,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+            timeout=120,
+        ).returncode
+        == 0
+    )
 
 
 def run_bench(check, python, info, tree, copy):
@@ -302,8 +396,9 @@ def run_bench(check, python, info, tree, copy):
             shutil.copy2(path, RESULTS / path.name)
         shutil.copy2(path, check.log_dir / path.name)
         copied.append(path.name)
-    status = "ok" if code == 0 else ("FAILED (killed: over its budget)" if code is None
-                                     else "FAILED")
+    status = (
+        "ok" if code == 0 else ("FAILED (killed: over its budget)" if code is None else "FAILED")
+    )
     if code == 0 and not info.get("gpus"):
         status = "SKIPPED"
     check.phase("bench", status, seconds, ", ".join(copied) or (tail[-1] if tail else ""))
@@ -314,8 +409,11 @@ def run_bench(check, python, info, tree, copy):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="under 3 minutes: the new CUDA test files only, B = 32 only")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="under 3 minutes: the new CUDA test files only, B = 32 only",
+    )
     args = parser.parse_args()
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     log_dir = SCRATCH / "logs" / stamp
@@ -335,15 +433,27 @@ def main():
     elif python is None:
         python, info = info if info else (None, {})
     if info.get("cuda"):
-        check.phase("find torch", "ok", time.time() - t0,
-                    f"{python}: torch {info['torch']}, CUDA {info['cuda']}, {info['gpus']} GPU(s)"
-                    + (f", {info['name']} (sm {info['capability']})" if info.get("gpus") else ""))
+        check.phase(
+            "find torch",
+            "ok",
+            time.time() - t0,
+            f"{python}: torch {info['torch']}, CUDA {info['cuda']}, {info['gpus']} GPU(s)"
+            + (f", {info['name']} (sm {info['capability']})" if info.get("gpus") else ""),
+        )
     else:
-        check.phase("find torch", "SKIPPED", time.time() - t0,
-                    "no CUDA build of torch among the candidates above" + (
-                        "" if smi else "; no GPU either (nvidia-smi lists none), so nothing is "
-                        "installed (./run cuda-check installs torch==2.14.1 into .venv-cuda "
-                        "for a compile check)"))
+        check.phase(
+            "find torch",
+            "SKIPPED",
+            time.time() - t0,
+            "no CUDA build of torch among the candidates above"
+            + (
+                ""
+                if smi
+                else "; no GPU either (nvidia-smi lists none), so nothing is "
+                "installed (./run cuda-check installs torch==2.14.1 into .venv-cuda "
+                "for a compile check)"
+            ),
+        )
         check.phase("build", "SKIPPED", 0, "needs a CUDA build of torch")
     built, tree = False, ROOT
     if info.get("cuda"):
@@ -352,9 +462,12 @@ def main():
     has_gpu = bool(info.get("gpus"))
     gpu = has_gpu and built
     if not has_gpu:
-        check.say("SKIPPED: no GPU visible to torch" + (f" (nvidia-smi: {smi})" if smi else "")
-                  + ": the CUDA tests and benchmarks cannot run here; what runs without one "
-                    "runs below")
+        check.say(
+            "SKIPPED: no GPU visible to torch"
+            + (f" (nvidia-smi: {smi})" if smi else "")
+            + ": the CUDA tests and benchmarks cannot run here; what runs without one "
+            "runs below"
+        )
     counts = {}
     runnable = python and info.get("pytest") and (built or (not has_gpu and imports(python)))
     if runnable:
@@ -362,20 +475,40 @@ def main():
         # collected and report their skip reason.
         counts = run_tests(check, python, info, tree)
     else:
-        check.phase("tests", "SKIPPED", 0, "the build failed" if has_gpu else
-                    "no Python with torch, pytest and an importable pyinvert (./run build)")
+        check.phase(
+            "tests",
+            "SKIPPED",
+            0,
+            "the build failed"
+            if has_gpu
+            else "no Python with torch, pytest and an importable pyinvert (./run build)",
+        )
     if runnable and (gpu or not has_gpu):
         run_bench(check, python, info, tree, copy=built)
     else:
-        check.phase("bench", "SKIPPED", 0, "the build failed" if has_gpu else
-                    "no Python with torch and an importable pyinvert (./run build)")
+        check.phase(
+            "bench",
+            "SKIPPED",
+            0,
+            "the build failed"
+            if has_gpu
+            else "no Python with torch and an importable pyinvert (./run build)",
+        )
     from summary import write_summary  # tools/summary.py
+
     summary = write_summary(check, info, counts, gpu, log_dir, RESULTS if gpu else None)
     check.say(f"summary: {summary}")
     out = os.environ.get("OUT")
     if out and Path(out).is_dir():
-        names = ["gpu-check.md", "ops-cuda.json", "inversion-cuda.json", "gpu-check.log",
-                 "build.log", "tests.log", "bench.log"]
+        names = [
+            "gpu-check.md",
+            "ops-cuda.json",
+            "inversion-cuda.json",
+            "gpu-check.log",
+            "build.log",
+            "tests.log",
+            "bench.log",
+        ]
         for name in names:
             if (log_dir / name).exists():
                 shutil.copy2(log_dir / name, Path(out) / name)

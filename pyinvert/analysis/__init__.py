@@ -31,6 +31,7 @@ References:
     K. Lenc and A. Vedaldi, "Understanding image representations by measuring their
     equivariance and equivalence", CVPR 2015 / IJCV 2018.
 """
+
 from pyinvert.analysis.equivalence import equivalence
 from pyinvert.analysis.equivariance import equivariance
 from pyinvert.analysis.grids import Geometry, hog_channel_permutation, warp_grid
@@ -38,7 +39,18 @@ from pyinvert.analysis.results import EquivalenceResult, EquivarianceResult
 from pyinvert.analysis.ridge import ChannelMap, RidgeAccumulator, ridge_batch
 from pyinvert.analysis.transforms import Transform, parse_transform, parse_transforms
 
-__all__ = ["equivariance", "EquivarianceResult", "equivalence", "EquivalenceResult",
-           "Transform", "parse_transform", "parse_transforms", "ChannelMap",
-           "RidgeAccumulator", "ridge_batch", "Geometry", "warp_grid",
-           "hog_channel_permutation"]
+__all__ = [
+    "equivariance",
+    "EquivarianceResult",
+    "equivalence",
+    "EquivalenceResult",
+    "Transform",
+    "parse_transform",
+    "parse_transforms",
+    "ChannelMap",
+    "RidgeAccumulator",
+    "ridge_batch",
+    "Geometry",
+    "warp_grid",
+    "hog_channel_permutation",
+]

@@ -6,6 +6,7 @@ a zero image (the mean colour), not the image the code came from, so no informat
 the classifier around the layer (e.g. through a skip connection that bypasses a layer inside a
 residual block); for MobileNetV2's ``features.N`` blocks the completion is exact.
 """
+
 import copy
 
 import torch
@@ -16,8 +17,9 @@ from pyinvert.representations.cnn import CNN
 
 def is_classifier(rep) -> bool:
     """A CNN representation whose model ends in class scores [B, K]."""
-    return getattr(rep, "kind", None) == "cnn" and isinstance(getattr(rep, "model", None),
-                                                               nn.Module)
+    return getattr(rep, "kind", None) == "cnn" and isinstance(
+        getattr(rep, "model", None), nn.Module
+    )
 
 
 def complete(rep, layer: str, code: Tensor, image_size) -> Tensor:
@@ -40,8 +42,10 @@ def complete(rep, layer: str, code: Tensor, image_size) -> Tensor:
         if output.dim() == 2 and code.dim() == 4 and tuple(code.shape[2:]) == (1, 1):
             return code.reshape(output.shape).to(output.dtype)  # a non-spatial layer
         if tuple(output.shape) != tuple(code.shape):
-            raise ValueError(f"complete: expected a code of shape {list(output.shape)} for "
-                             f"layer {layer!r}, got {list(code.shape)}")
+            raise ValueError(
+                f"complete: expected a code of shape {list(output.shape)} for "
+                f"layer {layer!r}, got {list(code.shape)}"
+            )
         return code.to(output.dtype)
 
     handle = module.register_forward_hook(hook)
@@ -84,5 +88,6 @@ def untrained_copy(rep, seed: int = 0, calibration=None):
         for m, mo in zip(bns, saved):
             m.momentum = mo
     model.eval().requires_grad_(False)
-    return CNN(model, rep.layers, mean=rep.mean, std=rep.std,
-               model_name=f"{rep.model_name}-untrained")
+    return CNN(
+        model, rep.layers, mean=rep.mean, std=rep.std, model_name=f"{rep.model_name}-untrained"
+    )

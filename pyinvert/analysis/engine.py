@@ -7,6 +7,7 @@ by streaming (``RidgeAccumulator``) or in-memory (``ridge_batch``) ridge regress
 refines it on the task loss (``method="learned"``), then sums the errors and top-1 agreements of
 the map and of the baselines over the held-out batches.
 """
+
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional
@@ -16,8 +17,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pyinvert.analysis.completion import complete
-from pyinvert.analysis.ridge import (RIDGE_GRID, ChannelMap, RidgeAccumulator, identity_prior,
-                                     ridge_batch, rows)
+from pyinvert.analysis.ridge import (
+    RIDGE_GRID,
+    ChannelMap,
+    RidgeAccumulator,
+    identity_prior,
+    ridge_batch,
+    rows,
+)
 
 
 @dataclass
@@ -33,6 +40,7 @@ class Chunk:
         labels: the target network's top-1 on the target image, [B] (classifiers), or None.
         image_size: (H, W) of the target images (for the completion).
     """
+
     x: Tensor
     valid: Tensor
     y: Tensor
@@ -44,6 +52,7 @@ class Chunk:
 @dataclass
 class Problem:
     """A map to fit and where to complete its output (None: no classifier)."""
+
     key: tuple
     kernel: int
     completion: Optional[tuple] = None  # (rep, layer)
@@ -56,8 +65,14 @@ class Problem:
     rows_y: List = field(default_factory=list)
 
 
-def fit(problems: Dict[tuple, Problem], batches: Iterable[Dict[tuple, Chunk]], *,
-        ridge, streaming: bool, keep: bool) -> dict:
+def fit(
+    problems: Dict[tuple, Problem],
+    batches: Iterable[Dict[tuple, Chunk]],
+    *,
+    ridge,
+    streaming: bool,
+    keep: bool,
+) -> dict:
     """Fit every problem's map by ridge regression; ``keep`` stores the chunks (for the
     learned refinement). ``batches`` yields ``{key: Chunk}`` or ``({key: Chunk}, fold)``.
 
@@ -68,8 +83,9 @@ def fit(problems: Dict[tuple, Problem], batches: Iterable[Dict[tuple, Chunk]], *
     per-fold sums alone when streaming. The map is then refitted on all folds. Returns timing,
     row counts and the ridges chosen (with their cross-validated relative errors)."""
     auto = ridge == "auto"
-    if not auto and (isinstance(ridge, bool) or not isinstance(ridge, (int, float))
-                     or not ridge >= 0):
+    if not auto and (
+        isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not ridge >= 0
+    ):
         raise ValueError(f"fit: expected ridge to be a float >= 0 or 'auto', got {ridge!r}")
     t0 = time.perf_counter()
     n_rows: Dict[tuple, int] = {k: 0 for k in problems}
@@ -94,19 +110,25 @@ def fit(problems: Dict[tuple, Problem], batches: Iterable[Dict[tuple, Chunk]], *
                 f[fold][0].append(X)
                 f[fold][1].append(Y)
             if keep:
-                p.stored.append(Chunk(ch.x.detach(), ch.valid, ch.y.detach(), None,
-                                      ch.labels, ch.image_size))
+                p.stored.append(
+                    Chunk(ch.x.detach(), ch.valid, ch.y.detach(), None, ch.labels, ch.image_size)
+                )
     chosen = {}
     for key, p in problems.items():
         if n_rows[key] == 0:
-            raise ValueError(f"fit: no valid cell to fit {key} (the transformation moves every "
-                             f"cell off the grid?)")
-        f = {k: v for k, v in folds[key].items()
-             if (v.n if streaming else sum(x.shape[0] for x in v[0]))}
+            raise ValueError(
+                f"fit: no valid cell to fit {key} (the transformation moves every "
+                f"cell off the grid?)"
+            )
+        f = {
+            k: v
+            for k, v in folds[key].items()
+            if (v.n if streaming else sum(x.shape[0] for x in v[0]))
+        }
         any_fold = next(iter(f.values()))
         d_x = any_fold.sx.shape[0] if streaming else any_fold[0][0].shape[1]
         d_out = any_fold.sy.shape[0] if streaming else any_fold[1][0].shape[1]
-        d_in = d_x // (p.kernel ** 2)
+        d_in = d_x // (p.kernel**2)
         dev = any_fold.sx.device if streaming else any_fold[0][0].device
         P = identity_prior(d_in, d_out, p.kernel) if p.prior == "identity" else None
         P = P.to(dev) if P is not None else None
@@ -136,8 +158,11 @@ def fit(problems: Dict[tuple, Problem], batches: Iterable[Dict[tuple, Chunk]], *
         chosen.setdefault(str(key), {"ridge": r})
         chosen[str(key)]["prior"] = "identity" if P is not None else "zero"
         p.map = ChannelMap(d_in, W.shape[0], p.kernel).to(W.device).set_linear(W, b)
-    return {"seconds": time.perf_counter() - t0, "rows": {str(k): v for k, v in n_rows.items()},
-            "ridge": chosen}
+    return {
+        "seconds": time.perf_counter() - t0,
+        "rows": {str(k): v for k, v in n_rows.items()},
+        "ridge": chosen,
+    }
 
 
 def _cross_validate_streaming(total: RidgeAccumulator, folds: dict, prior):
@@ -147,8 +172,12 @@ def _cross_validate_streaming(total: RidgeAccumulator, folds: dict, prior):
         rest = total.minus(acc)
         if rest.n == 0:
             continue
-        den += acc.error(torch.zeros(acc.sy.shape[0], acc.sx.shape[0], dtype=torch.float64,
-                                     device=acc.sx.device), rest.mean_y)
+        den += acc.error(
+            torch.zeros(
+                acc.sy.shape[0], acc.sx.shape[0], dtype=torch.float64, device=acc.sx.device
+            ),
+            rest.mean_y,
+        )
         for r in RIDGE_GRID:
             errs[r] += acc.error(*rest.solve(r, prior))
     best = min(errs, key=lambda k: errs[k])
@@ -175,8 +204,9 @@ def _fill(pred: Tensor, valid: Tensor, mean_y: Tensor) -> Tensor:
     return torch.where(m, pred, mean_y.to(pred.dtype).view(1, -1, 1, 1).expand_as(pred))
 
 
-def learn(problems: Dict[tuple, Problem], *, epochs: int, lr: float,
-          generator: torch.Generator) -> dict:
+def learn(
+    problems: Dict[tuple, Problem], *, epochs: int, lr: float, generator: torch.Generator
+) -> dict:
     """Refine each classifier problem's map on the task loss: the cross-entropy of the network
     completed from the mapped code against the target network's top-1 (Lenc & Vedaldi's
     learned maps; the ridge solution is the initialization)."""
@@ -184,8 +214,10 @@ def learn(problems: Dict[tuple, Problem], *, epochs: int, lr: float,
     losses = {}
     for key, p in problems.items():
         if p.completion is None:
-            raise ValueError(f"learn: method='learned' needs a CNN classifier as the target "
-                             f"representation, {key} has none (use method='ridge')")
+            raise ValueError(
+                f"learn: method='learned' needs a CNN classifier as the target "
+                f"representation, {key} has none (use method='ridge')"
+            )
         rep, layer = p.completion
         m = p.map.float().requires_grad_(True)
         opt = torch.optim.Adam(m.parameters(), lr=lr)
@@ -236,8 +268,9 @@ def evaluate(problems: Dict[tuple, Problem], batches: Iterable[Dict[tuple, Chunk
                     for name, c in cands.items():
                         if name == "none":  # one constant code: completed once
                             if "none_label" not in s:
-                                s["none_label"] = complete(rep, layer, c[:1].float(),
-                                                           ch.image_size).argmax(1)
+                                s["none_label"] = complete(
+                                    rep, layer, c[:1].float(), ch.image_size
+                                ).argmax(1)
                             _add(s, "agree_none", float((ch.labels == s["none_label"]).sum()))
                             continue
                         code = c if name == "identity" else _fill(c, ch.valid, p.mean_y.double())
@@ -267,14 +300,26 @@ def chunked(n: int, size: int) -> List[int]:
     return [min(size, n - i) for i in range(0, n, size)]
 
 
-def run_problems(problems, train_batches: Callable, test_batches: Callable, *, method: str,
-                 ridge: float, streaming: bool, epochs: int, lr: float,
-                 generator: torch.Generator) -> dict:
+def run_problems(
+    problems,
+    train_batches: Callable,
+    test_batches: Callable,
+    *,
+    method: str,
+    ridge: float,
+    streaming: bool,
+    epochs: int,
+    lr: float,
+    generator: torch.Generator,
+) -> dict:
     """fit (+ learn) + evaluate; the batch arguments are callables returning iterables."""
     if method not in ("ridge", "learned"):
         raise ValueError(f"expected method in ('ridge', 'learned'), got {method!r}")
-    info = {"fit": fit(problems, train_batches(), ridge=ridge, streaming=streaming,
-                       keep=method == "learned")}
+    info = {
+        "fit": fit(
+            problems, train_batches(), ridge=ridge, streaming=streaming, keep=method == "learned"
+        )
+    }
     if method == "learned":
         info["learn"] = learn(problems, epochs=epochs, lr=lr, generator=generator)
     t0 = time.perf_counter()
@@ -283,13 +328,15 @@ def run_problems(problems, train_batches: Callable, test_batches: Callable, *, m
     return info
 
 
-def train_batches(batches: Callable, train: list, crops: int, ridge, seeds,
-                  max_folds: int = 5) -> Callable:
+def train_batches(
+    batches: Callable, train: list, crops: int, ridge, seeds, max_folds: int = 5
+) -> Callable:
     """The training batches, as a callable. With ``ridge="auto"`` and at least two training
     photos, the photos are dealt into ``min(max_folds, photos)`` folds (photo i into fold
     i mod F) and each fold's crops (a share of ``crops``) come as ``(chunk, fold)``, so that
     :func:`fit` cross-validates the ridge across photos; ``batches(photos, n, seed)`` yields
     chunks."""
+
     def gen():
         if ridge != "auto" or len(train) < 2 or crops < 2:
             yield from batches(train, crops, seeds[0])
@@ -298,4 +345,5 @@ def train_batches(batches: Callable, train: list, crops: int, ridge, seeds,
         for f in range(F):
             n = crops // F + (1 if f < crops % F else 0)
             yield from ((b, f) for b in batches(train[f::F], n, seeds[0] + 7919 * f))
+
     return gen

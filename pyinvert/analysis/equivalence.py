@@ -6,6 +6,7 @@ the task loss (the cross-entropy of B's network completed from E Phi_A(x) agains
 x: the stitched network A-then-B). Baselines: the naive stitch (Phi_A(x) fed to B unchanged,
 where the shapes agree) and the stitch from an untrained network.
 """
+
 from typing import Optional
 
 import torch
@@ -13,8 +14,13 @@ import torch
 from pyinvert.analysis import engine
 from pyinvert.analysis.completion import is_classifier, logits, untrained_copy
 from pyinvert.analysis.equivariance import geometry_stride, _check_count
-from pyinvert.analysis.features import (crop_pairs, layer_outputs, layers_of, load_sources,
-                                        split_sources)
+from pyinvert.analysis.features import (
+    crop_pairs,
+    layer_outputs,
+    layers_of,
+    load_sources,
+    split_sources,
+)
 from pyinvert.analysis.grids import geometry, warp_grid
 from pyinvert.analysis.results import EquivalenceResult
 from pyinvert.analysis.ridge import identity_prior
@@ -22,12 +28,28 @@ from pyinvert.analysis.transforms import IDENTITY
 from pyinvert.representations import make_representation
 
 
-def equivalence(rep_a, rep_b, images, *, method: str = "ridge", kernel: int = 1, ridge="auto",
-                crops: int = 128, test_crops: Optional[int] = None, size: Optional[int] = None,
-                holdout: float = 0.25, chunk: int = 16, streaming: bool = True,
-                epochs: int = 2, lr: float = 1e-4, untrained: bool = True,
-                generator: Optional[torch.Generator] = None, device=None, weights="imagenet",
-                prior: str = "identity") -> EquivalenceResult:
+def equivalence(
+    rep_a,
+    rep_b,
+    images,
+    *,
+    method: str = "ridge",
+    kernel: int = 1,
+    ridge="auto",
+    crops: int = 128,
+    test_crops: Optional[int] = None,
+    size: Optional[int] = None,
+    holdout: float = 0.25,
+    chunk: int = 16,
+    streaming: bool = True,
+    epochs: int = 2,
+    lr: float = 1e-4,
+    untrained: bool = True,
+    generator: Optional[torch.Generator] = None,
+    device=None,
+    weights="imagenet",
+    prior: str = "identity",
+) -> EquivalenceResult:
     """Fit the stitch E with Phi_B(x) ~ E Phi_A(x) (one layer each) and measure it.
 
     Args:
@@ -70,8 +92,11 @@ def equivalence(rep_a, rep_b, images, *, method: str = "ridge", kernel: int = 1,
         K. Lenc and A. Vedaldi, "Understanding image representations by measuring their
         equivariance and equivalence", CVPR 2015, Sec. 2.2 and 4 (stitching, Tab. 4).
     """
-    gen = generator if generator is not None else torch.Generator().manual_seed(
-        int(torch.randint(0, 2 ** 31, ())))
+    gen = (
+        generator
+        if generator is not None
+        else torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
+    )
     _check_count("crops", crops)
     test_crops = max(1, crops // 2) if test_crops is None else test_crops
     _check_count("test_crops", test_crops)
@@ -85,13 +110,16 @@ def equivalence(rep_a, rep_b, images, *, method: str = "ridge", kernel: int = 1,
         rep_a, rep_b = rep_a.to(device), rep_b.to(device)
     for name, r in (("rep_a", rep_a), ("rep_b", rep_b)):
         if len(layers_of(r)) != 1:
-            raise ValueError(f"equivalence: expected {name} with one layer, got "
-                             f"{list(layers_of(r))}")
+            raise ValueError(
+                f"equivalence: expected {name} with one layer, got {list(layers_of(r))}"
+            )
     (la,), (lb,) = layers_of(rep_a), layers_of(rep_b)
     classifier = is_classifier(rep_b)
     if method == "learned" and not classifier:
-        raise ValueError(f"equivalence: method='learned' needs a CNN classifier as rep_b, got "
-                         f"{getattr(rep_b, 'name', type(rep_b).__name__)}")
+        raise ValueError(
+            f"equivalence: method='learned' needs a CNN classifier as rep_b, got "
+            f"{getattr(rep_b, 'name', type(rep_b).__name__)}"
+        )
     sources, names = load_sources(images)
     train, test, split = split_sources(sources, names, holdout)
     stride = max(1, int(round(max(geometry_stride(rep_a), geometry_stride(rep_b)))))
@@ -104,17 +132,19 @@ def equivalence(rep_a, rep_b, images, *, method: str = "ridge", kernel: int = 1,
     sources_of = {"trained": rep_a}
     base = rep_a if getattr(rep_a, "kind", None) == "cnn" else rep_b
     if untrained and getattr(base, "kind", None) == "cnn":
-        seed = int(torch.randint(0, 2 ** 31, (), generator=gen))
-        calib, _ = crop_pairs(train, [], min(crops, 32), size,
-                              torch.Generator().manual_seed(seed))
+        seed = int(torch.randint(0, 2**31, (), generator=gen))
+        calib, _ = crop_pairs(train, [], min(crops, 32), size, torch.Generator().manual_seed(seed))
         p = next(base.parameters(), None)
-        sources_of["untrained"] = untrained_copy(base, seed=seed, calibration=calib.to(
-            p.device if p is not None else "cpu"))
+        sources_of["untrained"] = untrained_copy(
+            base, seed=seed, calibration=calib.to(p.device if p is not None else "cpu")
+        )
     dev = next((p.device for p in rep_b.parameters()), torch.device(device or "cpu"))
     geo_b = geometry(rep_b, lb, (size, size))
     geos = {k: geometry(r, layers_of(r)[0], (size, size)) for k, r in sources_of.items()}
-    problems = {(k,): engine.Problem((k,), kernel, (rep_b, lb) if classifier else None, prior)
-                for k in sources_of}
+    problems = {
+        (k,): engine.Problem((k,), kernel, (rep_b, lb) if classifier else None, prior)
+        for k in sources_of
+    }
 
     def batches(srcs, n, seed):
         g_local = torch.Generator().manual_seed(seed)
@@ -127,41 +157,79 @@ def equivalence(rep_a, rep_b, images, *, method: str = "ridge", kernel: int = 1,
                 out = {}
                 for k, r in sources_of.items():
                     fa = layer_outputs(r, r.preprocess(x.to(dev)))[layers_of(r)[0]]
-                    warped, valid = warp_grid(fa, IDENTITY, geos[k], (size, size),
-                                              fb.shape[-2:], geo_out=geo_b)
-                    out[(k,)] = engine.Chunk(warped, valid, fb,
-                                             fa if fa.shape == fb.shape else None, labels,
-                                             (size, size))
+                    warped, valid = warp_grid(
+                        fa, IDENTITY, geos[k], (size, size), fb.shape[-2:], geo_out=geo_b
+                    )
+                    out[(k,)] = engine.Chunk(
+                        warped,
+                        valid,
+                        fb,
+                        fa if fa.shape == fb.shape else None,
+                        labels,
+                        (size, size),
+                    )
             yield out
 
-    seeds = torch.randint(0, 2 ** 31, (3,), generator=gen).tolist()
+    seeds = torch.randint(0, 2**31, (3,), generator=gen).tolist()
 
-    info = engine.run_problems(problems, engine.train_batches(batches, train, crops, ridge, seeds),
-                               lambda: batches(test, test_crops, seeds[1]), method=method,
-                               ridge=ridge, streaming=streaming, epochs=epochs, lr=lr,
-                               generator=gen)
+    info = engine.run_problems(
+        problems,
+        engine.train_batches(batches, train, crops, ridge, seeds),
+        lambda: batches(test, test_crops, seeds[1]),
+        method=method,
+        ridge=ridge,
+        streaming=streaming,
+        epochs=epochs,
+        lr=lr,
+        generator=gen,
+    )
     rows = []
     for k, r in sources_of.items():
-        rows.append({"stitch": k, "layer_a": f"{getattr(r, 'name', la)}",
-                     "layer_b": getattr(rep_b, "name", lb), **info["metrics"][(k,)]})
+        rows.append(
+            {
+                "stitch": k,
+                "layer_a": f"{getattr(r, 'name', la)}",
+                "layer_b": getattr(rep_b, "name", lb),
+                **info["metrics"][(k,)],
+            }
+        )
     W = problems[("trained",)].map.linear()[0]
     d = min(W.shape)
-    settings = {"rep_a": rep_a.config() if hasattr(rep_a, "config") else str(rep_a),
-                "rep_b": rep_b.config() if hasattr(rep_b, "config") else str(rep_b),
-                "method": method, "kernel": kernel, "ridge": ridge, "prior": prior,
-                "crops": crops, "test_crops": test_crops, "size": size, "chunk": chunk,
-                "streaming": streaming, **split,
-                "geometry": {"a": geos["trained"].to_dict(), "b": geo_b.to_dict()},
-                "fit_seconds": info["fit"]["seconds"], "ridge_chosen": info["fit"]["ridge"],
-                "rows": info["fit"]["rows"],
-                "learn": info.get("learn"), "evaluate_seconds": info["evaluate_seconds"],
-                "identity_distance": _identity_distance(W, kernel) if W.shape[0] == W.shape[1]
-                // (kernel * kernel) else None, "map_shape": list(W.shape), "rank_bound": d}
+    settings = {
+        "rep_a": rep_a.config() if hasattr(rep_a, "config") else str(rep_a),
+        "rep_b": rep_b.config() if hasattr(rep_b, "config") else str(rep_b),
+        "method": method,
+        "kernel": kernel,
+        "ridge": ridge,
+        "prior": prior,
+        "crops": crops,
+        "test_crops": test_crops,
+        "size": size,
+        "chunk": chunk,
+        "streaming": streaming,
+        **split,
+        "geometry": {"a": geos["trained"].to_dict(), "b": geo_b.to_dict()},
+        "fit_seconds": info["fit"]["seconds"],
+        "ridge_chosen": info["fit"]["ridge"],
+        "rows": info["fit"]["rows"],
+        "learn": info.get("learn"),
+        "evaluate_seconds": info["evaluate_seconds"],
+        "identity_distance": _identity_distance(W, kernel)
+        if W.shape[0] == W.shape[1] // (kernel * kernel)
+        else None,
+        "map_shape": list(W.shape),
+        "rank_bound": d,
+    }
     if "untrained" in sources_of:
         settings["untrained_source"] = sources_of["untrained"].name
-    return EquivalenceResult(rows=rows, maps={k: p.map for k, p in problems.items()},
-                             settings=settings, rep_a=rep_a, rep_b=rep_b,
-                             geometry=(geos["trained"], geo_b))
+    return EquivalenceResult(
+        rows=rows,
+        maps={k: p.map for k, p in problems.items()},
+        settings=settings,
+        rep_a=rep_a,
+        rep_b=rep_b,
+        geometry=(geos["trained"], geo_b),
+    )
 
 
 def _identity_distance(W, kernel) -> float:

@@ -6,14 +6,20 @@ followed by a 1 x 1 or k x k channel map with a bias (:class:`~pyinvert.analysis
 ChannelMap`), fitted by ridge regression over crops of the training photos, and for a CNN
 classifier optionally refined on the task loss. Invariance is M_g = I.
 """
+
 from typing import Optional
 
 import torch
 
 from pyinvert.analysis import engine
 from pyinvert.analysis.completion import is_classifier, logits
-from pyinvert.analysis.features import (crop_pairs, layer_outputs, layers_of, load_sources,
-                                        split_sources)
+from pyinvert.analysis.features import (
+    crop_pairs,
+    layer_outputs,
+    layers_of,
+    load_sources,
+    split_sources,
+)
 from pyinvert.analysis.grids import geometry, warp_grid
 from pyinvert.analysis.results import EquivarianceResult
 from pyinvert.analysis.transforms import parse_transforms
@@ -31,8 +37,10 @@ def prepare(rep, images, size, holdout, device, weights):
         side = min(min(s.shape[-2:]) for s in sources)
         size = max(stride, min(128, int(side / 1.5)) // stride * stride)
     if isinstance(size, bool) or not isinstance(size, int) or size < rep.min_size:
-        raise ValueError(f"equivariance: expected size to be an int >= {rep.min_size} for "
-                         f"{getattr(rep, 'name', 'the representation')}, got {size!r}")
+        raise ValueError(
+            f"equivariance: expected size to be an int >= {rep.min_size} for "
+            f"{getattr(rep, 'name', 'the representation')}, got {size!r}"
+        )
     return rep, train, test, split, size
 
 
@@ -43,12 +51,27 @@ def geometry_stride(rep) -> float:
     return getattr(rep, "cell_size", None) or getattr(rep, "step", 1)
 
 
-def equivariance(rep, images, transforms=("hflip",), *, method: str = "ridge", kernel: int = 1,
-                 ridge="auto", crops: int = 128, test_crops: Optional[int] = None,
-                 size: Optional[int] = None, holdout: float = 0.25, chunk: int = 16,
-                 streaming: bool = True, epochs: int = 2, lr: float = 1e-4,
-                 generator: Optional[torch.Generator] = None, device=None,
-                 weights="imagenet", prior: str = "identity") -> EquivarianceResult:
+def equivariance(
+    rep,
+    images,
+    transforms=("hflip",),
+    *,
+    method: str = "ridge",
+    kernel: int = 1,
+    ridge="auto",
+    crops: int = 128,
+    test_crops: Optional[int] = None,
+    size: Optional[int] = None,
+    holdout: float = 0.25,
+    chunk: int = 16,
+    streaming: bool = True,
+    epochs: int = 2,
+    lr: float = 1e-4,
+    generator: Optional[torch.Generator] = None,
+    device=None,
+    weights="imagenet",
+    prior: str = "identity",
+) -> EquivarianceResult:
     r"""Fit M_g with Phi(gx) ~ M_g Phi(x) for every layer of ``rep`` and every transformation.
 
     Args:
@@ -97,8 +120,11 @@ def equivariance(rep, images, transforms=("hflip",), *, method: str = "ridge", k
         K. Lenc and A. Vedaldi, "Understanding image representations by measuring their
         equivariance and equivalence", CVPR 2015, Sec. 2 and 3.
     """
-    gen = generator if generator is not None else torch.Generator().manual_seed(
-        int(torch.randint(0, 2 ** 31, ())))
+    gen = (
+        generator
+        if generator is not None
+        else torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
+    )
     if isinstance(kernel, bool) or not isinstance(kernel, int) or kernel < 1 or kernel % 2 == 0:
         raise ValueError(f"equivariance: expected an odd kernel >= 1, got {kernel!r}")
     _check_count("crops", crops)
@@ -111,8 +137,10 @@ def equivariance(rep, images, transforms=("hflip",), *, method: str = "ridge", k
         raise ValueError(f"equivariance: expected method in ('ridge', 'learned'), got {method!r}")
     rep, train, test, split, size = prepare(rep, images, size, holdout, device, weights)
     if method == "learned" and not is_classifier(rep):
-        raise ValueError(f"equivariance: method='learned' needs a CNN classifier "
-                         f"representation, got {getattr(rep, 'name', type(rep).__name__)}")
+        raise ValueError(
+            f"equivariance: method='learned' needs a CNN classifier "
+            f"representation, got {getattr(rep, 'name', type(rep).__name__)}"
+        )
     p = next(rep.parameters(), None)
     dev = p.device if p is not None else torch.device(device or "cpu")
     layers = layers_of(rep)
@@ -120,9 +148,11 @@ def equivariance(rep, images, transforms=("hflip",), *, method: str = "ridge", k
     geos = {ly: geometry(rep, ly, (size, size)) for ly in layers}
     if prior not in ("identity", "zero"):
         raise ValueError(f"equivariance: expected prior in ('identity', 'zero'), got {prior!r}")
-    problems = {(ly, g.name): engine.Problem((ly, g.name), kernel,
-                                            (rep, ly) if classifier else None, prior)
-                for ly in layers for g in gs}
+    problems = {
+        (ly, g.name): engine.Problem((ly, g.name), kernel, (rep, ly) if classifier else None, prior)
+        for ly in layers
+        for g in gs
+    }
 
     def batches(sources, n, seed):
         g_local = torch.Generator().manual_seed(seed)
@@ -136,36 +166,63 @@ def equivariance(rep, images, transforms=("hflip",), *, method: str = "ridge", k
                     fg = layer_outputs(rep, xg)
                     labels = logits(rep, xg).argmax(1) if classifier else None
                     for ly in layers:
-                        warped, valid = warp_grid(fx[ly], g, geos[ly], (size, size),
-                                                  fg[ly].shape[-2:])
-                        out[(ly, g.name)] = engine.Chunk(warped, valid, fg[ly], fx[ly], labels,
-                                                         (size, size))
+                        warped, valid = warp_grid(
+                            fx[ly], g, geos[ly], (size, size), fg[ly].shape[-2:]
+                        )
+                        out[(ly, g.name)] = engine.Chunk(
+                            warped, valid, fg[ly], fx[ly], labels, (size, size)
+                        )
             yield out
 
-    seeds = torch.randint(0, 2 ** 31, (3,), generator=gen).tolist()
+    seeds = torch.randint(0, 2**31, (3,), generator=gen).tolist()
 
-    info = engine.run_problems(problems, engine.train_batches(batches, train, crops, ridge, seeds),
-                               lambda: batches(test, test_crops, seeds[1]), method=method,
-                               ridge=ridge, streaming=streaming, epochs=epochs, lr=lr,
-                               generator=gen)
+    info = engine.run_problems(
+        problems,
+        engine.train_batches(batches, train, crops, ridge, seeds),
+        lambda: batches(test, test_crops, seeds[1]),
+        method=method,
+        ridge=ridge,
+        streaming=streaming,
+        epochs=epochs,
+        lr=lr,
+        generator=gen,
+    )
     rows = []
     for ly in layers:
         for g in gs:
             m = info["metrics"][(ly, g.name)]
             rows.append({"layer": ly, "transform": g.name, "exact": g.exact, **m})
-    settings = {"representation": rep.config() if hasattr(rep, "config") else str(rep),
-                "transforms": [g.name for g in gs], "method": method, "kernel": kernel,
-                "ridge": ridge, "prior": prior, "crops": crops, "test_crops": test_crops, "size": size,
-                "chunk": chunk, "streaming": streaming, **split,
-                "geometry": {ly: geos[ly].to_dict() for ly in layers},
-                "fit_seconds": info["fit"]["seconds"], "ridge_chosen": info["fit"]["ridge"],
-                "rows": info["fit"]["rows"],
-                "learn": info.get("learn"), "evaluate_seconds": info["evaluate_seconds"]}
+    settings = {
+        "representation": rep.config() if hasattr(rep, "config") else str(rep),
+        "transforms": [g.name for g in gs],
+        "method": method,
+        "kernel": kernel,
+        "ridge": ridge,
+        "prior": prior,
+        "crops": crops,
+        "test_crops": test_crops,
+        "size": size,
+        "chunk": chunk,
+        "streaming": streaming,
+        **split,
+        "geometry": {ly: geos[ly].to_dict() for ly in layers},
+        "fit_seconds": info["fit"]["seconds"],
+        "ridge_chosen": info["fit"]["ridge"],
+        "rows": info["fit"]["rows"],
+        "learn": info.get("learn"),
+        "evaluate_seconds": info["evaluate_seconds"],
+    }
     if method == "learned":
         settings.update(epochs=epochs, lr=lr)
     maps = {k: p.map for k, p in problems.items()}
-    return EquivarianceResult(rows=rows, maps=maps, settings=settings, representation=rep,
-                              geometry=geos, transforms={g.name: g for g in gs})
+    return EquivarianceResult(
+        rows=rows,
+        maps=maps,
+        settings=settings,
+        representation=rep,
+        geometry=geos,
+        transforms={g.name: g for g in gs},
+    )
 
 
 def _check_count(name, v):

@@ -10,6 +10,7 @@ black corners after a 45-degree rotation); the photo is first rescaled by a rand
 uniform between the smallest that holds g's footprint and 1), so the crops differ in scale.
 Exact transforms give ``gx = g.apply(x)`` exactly.
 """
+
 import math
 import os
 from pathlib import Path
@@ -73,8 +74,9 @@ def load_sources(images) -> Tuple[List[Tensor], List[str]]:
         if images.dim() == 3:
             images = images.unsqueeze(0)
         if images.dim() != 4:
-            raise ValueError(f"load_sources: expected images of shape (B, C, H, W), got "
-                             f"{list(images.shape)}")
+            raise ValueError(
+                f"load_sources: expected images of shape (B, C, H, W), got {list(images.shape)}"
+            )
         items, names = list(images), [f"image{i:03d}" for i in range(images.shape[0])]
     else:
         if isinstance(images, (str, os.PathLike)):
@@ -82,14 +84,16 @@ def load_sources(images) -> Tuple[List[Tensor], List[str]]:
             if p.is_dir():
                 paths = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES)
                 if not paths:
-                    raise ValueError(f"load_sources: no image files ({', '.join(IMAGE_SUFFIXES)})"
-                                     f" in {p}")
+                    raise ValueError(
+                        f"load_sources: no image files ({', '.join(IMAGE_SUFFIXES)}) in {p}"
+                    )
             else:
                 paths = [p]
             images = paths
         if not isinstance(images, (list, tuple)) or not images:
-            raise ValueError("load_sources: expected a folder, paths, or tensors of images, "
-                             f"got {images!r}")
+            raise ValueError(
+                f"load_sources: expected a folder, paths, or tensors of images, got {images!r}"
+            )
         items, names = [], []
         for i, im in enumerate(images):
             if isinstance(im, Tensor):
@@ -106,14 +110,21 @@ def load_sources(images) -> Tuple[List[Tensor], List[str]]:
         elif t.shape[0] == 4:
             t = t[:3]
         elif t.shape[0] != 3:
-            raise ValueError(f"load_sources: expected images with 1, 3 or 4 channels, "
-                             f"got C={t.shape[0]}")
+            raise ValueError(
+                f"load_sources: expected images with 1, 3 or 4 channels, got C={t.shape[0]}"
+            )
         out.append(t.contiguous())
     return out, names
 
 
-def crop_pairs(sources: Sequence[Tensor], transforms: Sequence[Transform], n: int, size: int,
-               generator: torch.Generator, rescale: bool = True):
+def crop_pairs(
+    sources: Sequence[Tensor],
+    transforms: Sequence[Transform],
+    n: int,
+    size: int,
+    generator: torch.Generator,
+    rescale: bool = True,
+):
     """n crops x [n, 3, size, size] and, per transform, gx [n, 3, size, size].
 
     Crop k comes from photo ``k % len(sources)``. Returns (x, {transform name: gx}).
@@ -130,12 +141,15 @@ def crop_pairs(sources: Sequence[Tensor], transforms: Sequence[Transform], n: in
         zhi = max(zlo, 1.0) if rescale else zlo
         u = float(torch.rand((), generator=generator))
         z = math.exp(math.log(zlo) + u * (math.log(zhi) - math.log(zlo)))
-        Hz, Wz = max(int(math.ceil(H * z)), math.ceil(size * need)), \
-            max(int(math.ceil(W * z)), math.ceil(size * need))
+        Hz, Wz = (
+            max(int(math.ceil(H * z)), math.ceil(size * need)),
+            max(int(math.ceil(W * z)), math.ceil(size * need)),
+        )
         img = src[None]
         if (Hz, Wz) != (H, W):
-            img = F.interpolate(img, size=(Hz, Wz), mode="bilinear", antialias=True,
-                                align_corners=False)
+            img = F.interpolate(
+                img, size=(Hz, Wz), mode="bilinear", antialias=True, align_corners=False
+            )
         half = size * need / 2
         cy = _uniform(half, Hz - half, generator)
         cx = _uniform(half, Wz - half, generator)
@@ -143,7 +157,7 @@ def crop_pairs(sources: Sequence[Tensor], transforms: Sequence[Transform], n: in
         x0 = int(round(cx - size / 2))
         y0 = min(max(y0, 0), Hz - size)
         x0 = min(max(x0, 0), Wz - size)
-        x = img[..., y0:y0 + size, x0:x0 + size]
+        x = img[..., y0 : y0 + size, x0 : x0 + size]
         xs.append(x)
         for g in transforms:
             if g.exact:
@@ -168,6 +182,9 @@ def split_sources(sources, names, holdout: float):
         raise ValueError(f"split_sources: expected 0 < holdout < 1, got {holdout}")
     if len(sources) >= 2:
         k = min(len(sources) - 1, max(1, int(round(holdout * len(sources)))))
-        return (sources[:-k], sources[-k:],
-                {"split": "photos", "train": list(names[:-k]), "test": list(names[-k:])})
+        return (
+            sources[:-k],
+            sources[-k:],
+            {"split": "photos", "train": list(names[:-k]), "test": list(names[-k:])},
+        )
     return sources, sources, {"split": "crops", "train": list(names), "test": list(names)}

@@ -3,6 +3,7 @@ M_g Phi(x) next to gx and the inversion of Phi(gx) (Lenc & Vedaldi's Fig. 3-styl
 
 Images are uint8 RGB arrays (H, W, 3); :func:`pyinvert.io.save_image` writes them.
 """
+
 from typing import Optional, Sequence
 
 import cv2
@@ -33,8 +34,14 @@ def _colour(v: float, vmax: float):
     return (255, int(255 * (2 - 2 * t)), 0)
 
 
-def heat_table(values: Tensor, rows: Sequence[str], columns: Sequence[str],
-               title: str = "", vmax: float = 1.0, cell=(78, 26)) -> np.ndarray:
+def heat_table(
+    values: Tensor,
+    rows: Sequence[str],
+    columns: Sequence[str],
+    title: str = "",
+    vmax: float = 1.0,
+    cell=(78, 26),
+) -> np.ndarray:
     """A table of ``values`` [R, C] coloured by value (0 white, ``vmax`` red), each cell
     printed, rows and columns labelled.
 
@@ -44,8 +51,10 @@ def heat_table(values: Tensor, rows: Sequence[str], columns: Sequence[str],
     """
     values = torch.as_tensor(values, dtype=torch.float64)
     if values.dim() != 2 or values.shape != (len(rows), len(columns)):
-        raise ValueError(f"heat_table: expected values of shape ({len(rows)}, {len(columns)}), "
-                         f"got {list(values.shape)}")
+        raise ValueError(
+            f"heat_table: expected values of shape ({len(rows)}, {len(columns)}), "
+            f"got {list(values.shape)}"
+        )
     cw, ch = cell
     left = max(90, 7 * max((len(r) for r in rows), default=4) + 10)
     top = ch * (2 if title else 1)
@@ -60,9 +69,12 @@ def heat_table(values: Tensor, rows: Sequence[str], columns: Sequence[str],
         for j in range(len(columns)):
             v = float(values[i, j])
             x = left + j * cw
-            img[y + 1:y + ch - 1, x + 1:x + cw - 1] = _colour(v, vmax)
-            _text(img, "-" if v != v else (f"{v:.3f}" if abs(v) >= 1e-3 or v == 0
-                                           else f"{v:.0e}"), (x + 6, y + 17))
+            img[y + 1 : y + ch - 1, x + 1 : x + cw - 1] = _colour(v, vmax)
+            _text(
+                img,
+                "-" if v != v else (f"{v:.3f}" if abs(v) >= 1e-3 or v == 0 else f"{v:.0e}"),
+                (x + 6, y + 17),
+            )
     return img
 
 
@@ -71,11 +83,12 @@ def _tile(image: Tensor, title: str, height: int) -> np.ndarray:
     if a.ndim == 2:
         a = np.repeat(a[:, :, None], 3, 2)
     w = max(1, int(round(a.shape[1] * height / a.shape[0])))
-    a = cv2.resize(a, (w, height), interpolation=cv2.INTER_NEAREST if a.shape[0] < height
-                   else cv2.INTER_AREA)
+    a = cv2.resize(
+        a, (w, height), interpolation=cv2.INTER_NEAREST if a.shape[0] < height else cv2.INTER_AREA
+    )
     w = max(w, 8 * len(title) + 8)
     out = np.full((height + 22, w, 3), 255, np.uint8)
-    out[22:, :a.shape[1]] = a
+    out[22:, : a.shape[1]] = a
     _text(out, title, (3, 15))
     return out
 
@@ -100,9 +113,15 @@ def single_layer(rep, layer: str):
     return rep
 
 
-def invert_mapped(result, image: Tensor, transform: str, layer: Optional[str] = None,
-                  steps: int = 200, generator: Optional[torch.Generator] = None,
-                  transformed: Optional[Tensor] = None) -> dict:
+def invert_mapped(
+    result,
+    image: Tensor,
+    transform: str,
+    layer: Optional[str] = None,
+    steps: int = 200,
+    generator: Optional[torch.Generator] = None,
+    transformed: Optional[Tensor] = None,
+) -> dict:
     """Invert M_g Phi(x), Phi(gx) and g Phi(x) (the cells moved only) for one image x
     [C, H, W] in [0, 1]; gx is ``transformed`` [C, H, W] or ``g.apply(x)``.
 
@@ -118,8 +137,9 @@ def invert_mapped(result, image: Tensor, transform: str, layer: Optional[str] = 
     gx = g.apply(x) if transformed is None else transformed[None]
     code, direct, valid = result.mapped_code(x, transform, layer, transformed=gx)
     with torch.no_grad():
-        fx = layer_outputs(result.representation, result.representation.preprocess(
-            x.to(code.device)))[layer]
+        fx = layer_outputs(
+            result.representation, result.representation.preprocess(x.to(code.device))
+        )[layer]
         permuted, _ = warp_grid(fx, g, result.geometry[layer], x.shape[-2:], direct.shape[-2:])
     with torch.no_grad():
         native = rep(rep.preprocess(gx.to(code.device)))  # the code's own layout
@@ -127,20 +147,41 @@ def invert_mapped(result, image: Tensor, transform: str, layer: Optional[str] = 
     targets = to_code(rep, torch.cat([code, direct, permuted]), native)
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     H, W = gx.shape[-2:]
-    res = invert(targets=targets, image_size=(H, W), representation=rep, steps=steps, progress=False,
-                 generator=gen, mask=mask)
-    return {"x": image, "gx": gx[0], "mapped": res.images[0], "direct": res.images[1],
-            "permuted": res.images[2], "errors": res.feature_error.tolist()}
+    res = invert(
+        targets=targets,
+        image_size=(H, W),
+        representation=rep,
+        steps=steps,
+        progress=False,
+        generator=gen,
+        mask=mask,
+    )
+    return {
+        "x": image,
+        "gx": gx[0],
+        "mapped": res.images[0],
+        "direct": res.images[1],
+        "permuted": res.images[2],
+        "errors": res.feature_error.tolist(),
+    }
 
 
-def mapped_inversion_figure(result, image: Tensor, transform: str,
-                            layer: Optional[str] = None, steps: int = 200,
-                            generator: Optional[torch.Generator] = None, height: int = 160,
-                            transformed: Optional[Tensor] = None):
+def mapped_inversion_figure(
+    result,
+    image: Tensor,
+    transform: str,
+    layer: Optional[str] = None,
+    steps: int = 200,
+    generator: Optional[torch.Generator] = None,
+    height: int = 160,
+    transformed: Optional[Tensor] = None,
+):
     """(the panel x | gx | inv(g Phi(x)) | inv(M_g Phi(x)) | inv(Phi(gx)) as a uint8 array,
     the :func:`invert_mapped` dict)."""
     out = invert_mapped(result, image, transform, layer, steps, generator, transformed)
-    pic = panel([out["x"], out["gx"], out["permuted"], out["mapped"], out["direct"]],
-                ["x", f"gx ({transform})", "inv g.Phi(x)", "inv M_g Phi(x)", "inv Phi(gx)"],
-                height)
+    pic = panel(
+        [out["x"], out["gx"], out["permuted"], out["mapped"], out["direct"]],
+        ["x", f"gx ({transform})", "inv g.Phi(x)", "inv M_g Phi(x)", "inv Phi(gx)"],
+        height,
+    )
     return pic, out

@@ -14,6 +14,7 @@ permutation is indeed the better one (error 0.16 against 0.23 at ``features.18``
 from: an exact permutation (nearest cell) for exact transforms, bilinear otherwise; cells whose
 source falls outside the grid are marked invalid and left out of every fit and error.
 """
+
 from dataclasses import dataclass
 from typing import Dict, Tuple
 
@@ -28,6 +29,7 @@ from pyinvert.analysis.transforms import Transform, sample
 class Geometry:
     """A feature grid's place in the image: cell (i, j) on pixel (stride j + offset, stride i +
     offset)."""
+
     stride: float
     offset: float
 
@@ -35,8 +37,16 @@ class Geometry:
         return {"stride": self.stride, "offset": self.offset}
 
 
-def warp_grid(features: Tensor, g: Transform, geo_in: Geometry, image_in, out_shape,
-              geo_out: Geometry = None, image_out=None, mode: str = None) -> Tuple[Tensor, Tensor]:
+def warp_grid(
+    features: Tensor,
+    g: Transform,
+    geo_in: Geometry,
+    image_in,
+    out_shape,
+    geo_out: Geometry = None,
+    image_out=None,
+    mode: str = None,
+) -> Tuple[Tensor, Tensor]:
     """The spatial part of M_g: ``features`` [B, D, h, w] (of x, of size ``image_in``) moved by
     g onto the grid of shape ``out_shape`` (h', w') of gx (of size ``image_out``, default
     ``image_in``).
@@ -77,12 +87,20 @@ def warp_grid(features: Tensor, g: Transform, geo_in: Geometry, image_in, out_sh
     h, w = features.shape[-2:]
     if mode == "nearest":
         cells = cells.round()
-        valid = (cells[..., 0] >= 0) & (cells[..., 0] <= w - 1) & \
-                (cells[..., 1] >= 0) & (cells[..., 1] <= h - 1)
+        valid = (
+            (cells[..., 0] >= 0)
+            & (cells[..., 0] <= w - 1)
+            & (cells[..., 1] >= 0)
+            & (cells[..., 1] <= h - 1)
+        )
     else:
         eps = 1e-6
-        valid = (cells[..., 0] >= -eps) & (cells[..., 0] <= w - 1 + eps) & \
-                (cells[..., 1] >= -eps) & (cells[..., 1] <= h - 1 + eps)
+        valid = (
+            (cells[..., 0] >= -eps)
+            & (cells[..., 0] <= w - 1 + eps)
+            & (cells[..., 1] >= -eps)
+            & (cells[..., 1] <= h - 1 + eps)
+        )
     warped = sample(features, cells, (ho, wo), mode=mode)
     return warped * valid.to(warped.dtype), valid
 
@@ -111,8 +129,9 @@ def _probe(rep, layer, image_size) -> Geometry:
     device = p.device if p is not None else torch.device("cpu")
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        h, w = layer_outputs(rep, rep.preprocess(torch.zeros(1, 3, H, W, dtype=dtype,
-                                                             device=device)))[layer].shape[-2:]
+        h, w = layer_outputs(
+            rep, rep.preprocess(torch.zeros(1, 3, H, W, dtype=dtype, device=device))
+        )[layer].shape[-2:]
     stride = _stride(rep, layer, (H, W), (h, w))
     # A probe image holding >= 9 cells per side, so that the middle cell is interior.
     side = max(H, W, int(stride * 9))
@@ -121,7 +140,7 @@ def _probe(rep, layer, image_size) -> Geometry:
     x = rep.preprocess(imgs).requires_grad_(True)
     f = layer_outputs(rep, x)[layer]
     i, j = f.shape[-2] // 2, f.shape[-1] // 2
-    grad, = torch.autograd.grad(f[:, :, i, j].abs().sum(), x)
+    (grad,) = torch.autograd.grad(f[:, :, i, j].abs().sum(), x)
     m = grad.abs().sum((0, 1)).double()
     tot = m.sum()
     if not tot > 0:

@@ -1,5 +1,6 @@
 """What :func:`equivariance` and :func:`equivalence` return: rows of numbers, the fitted maps,
 a text table, JSON, and the mapped codes M_g Phi(x) / E Phi_A(x) (to invert)."""
+
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,9 +14,16 @@ from pyinvert.analysis.features import layer_outputs, layers_of
 from pyinvert.analysis.grids import warp_grid
 from pyinvert.analysis.transforms import IDENTITY, parse_transform
 
-_COLUMNS = (("error_map", "M"), ("error_permutation", "perm"), ("error_identity", "M=I"),
-            ("error_none", "none"), ("top1_map", "top1 M"), ("top1_permutation", "top1 perm"),
-            ("top1_identity", "top1 M=I"), ("top1_none", "top1 none"))
+_COLUMNS = (
+    ("error_map", "M"),
+    ("error_permutation", "perm"),
+    ("error_identity", "M=I"),
+    ("error_none", "none"),
+    ("top1_map", "top1 M"),
+    ("top1_permutation", "top1 perm"),
+    ("top1_identity", "top1 M=I"),
+    ("top1_none", "top1 none"),
+)
 
 
 def _fmt(v) -> str:
@@ -29,10 +37,16 @@ def format_rows(rows: List[dict], keys=("layer", "transform"), columns=_COLUMNS)
     cols = [(k, t) for k, t in columns if any(k in r for r in rows)]
     head = [k for k in keys] + [t for _, t in cols]
     body = [[str(r.get(k, "")) for k in keys] + [_fmt(r.get(c)) for c, _ in cols] for r in rows]
-    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h)
-              for i, h in enumerate(head)]
-    line = lambda cells: "  ".join(c.ljust(w) if i < len(keys) else c.rjust(w)  # noqa: E731
-                                   for i, (c, w) in enumerate(zip(cells, widths)))
+    widths = [
+        max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)
+    ]
+
+    def line(cells):
+        return "  ".join(
+            c.ljust(w) if i < len(keys) else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths))
+        )
+
     return "\n".join([line(head), line(["-" * w for w in widths])] + [line(b) for b in body])
 
 
@@ -63,8 +77,9 @@ class _Result:
 
 
 def _jsonable(v):
-    return json.loads(json.dumps(v, default=lambda o: o.tolist() if isinstance(o, Tensor)
-                                 else str(o)))
+    return json.loads(
+        json.dumps(v, default=lambda o: o.tolist() if isinstance(o, Tensor) else str(o))
+    )
 
 
 @dataclass
@@ -83,6 +98,7 @@ class EquivarianceResult(_Result):
         geometry: {layer: Geometry}.
         transforms: {name: Transform}.
     """
+
     representation: object = None
     geometry: dict = field(default_factory=dict)
     transforms: dict = field(default_factory=dict)
@@ -92,8 +108,10 @@ class EquivarianceResult(_Result):
         for r in self.rows:
             if r["layer"] == layer and r["transform"] == transform:
                 return r
-        raise KeyError(f"EquivarianceResult: no row for layer {layer!r} and transform "
-                       f"{transform!r}; the rows are {[(r['layer'], r['transform']) for r in self.rows]}")
+        raise KeyError(
+            f"EquivarianceResult: no row for layer {layer!r} and transform "
+            f"{transform!r}; the rows are {[(r['layer'], r['transform']) for r in self.rows]}"
+        )
 
     def error(self, layer: str, transform: str, which: str = "map") -> float:
         return self.row(layer, transform)[f"error_{which}"]
@@ -113,8 +131,13 @@ class EquivarianceResult(_Result):
                 m[L.index(r["layer"]), T.index(r["transform"])] = r[which]
         return m
 
-    def mapped_code(self, images: Tensor, transform: str, layer: Optional[str] = None,
-                    transformed: Optional[Tensor] = None):
+    def mapped_code(
+        self,
+        images: Tensor,
+        transform: str,
+        layer: Optional[str] = None,
+        transformed: Optional[Tensor] = None,
+    ):
         """(M_g Phi(x) [B, D, h, w], Phi(gx), valid [h, w]) for images [B, C, H, W] in [0, 1]
         (H, W multiples of the stride for an exact cell permutation); gx is ``transformed``
         (e.g. from :func:`~pyinvert.analysis.features.crop_pairs`, with context instead of
@@ -129,8 +152,7 @@ class EquivarianceResult(_Result):
             fx = layer_outputs(rep, rep.preprocess(images))[layer]
             gx = g.apply(images) if transformed is None else transformed.to(images.device)
             fg = layer_outputs(rep, rep.preprocess(gx))[layer]
-            warped, valid = warp_grid(fx, g, self.geometry[layer], images.shape[-2:],
-                                      fg.shape[-2:])
+            warped, valid = warp_grid(fx, g, self.geometry[layer], images.shape[-2:], fg.shape[-2:])
             code = m(warped.to(m.weight.dtype)).to(fx.dtype) * valid.to(fx.dtype)
         return code, fg, valid
 
@@ -149,6 +171,7 @@ class EquivalenceResult(_Result):
         rows, maps, settings: as :class:`EquivarianceResult`.
         rep_a, rep_b: the representations; geometry: (A's, B's).
     """
+
     rep_a: object = None
     rep_b: object = None
     geometry: tuple = ()
@@ -167,6 +190,12 @@ class EquivalenceResult(_Result):
         with torch.no_grad():
             fa = layer_outputs(self.rep_a, self.rep_a.preprocess(images))[la]
             fb = layer_outputs(self.rep_b, self.rep_b.preprocess(images))[lb]
-            warped, valid = warp_grid(fa, IDENTITY, self.geometry[0], images.shape[-2:],
-                                      fb.shape[-2:], geo_out=self.geometry[1])
+            warped, valid = warp_grid(
+                fa,
+                IDENTITY,
+                self.geometry[0],
+                images.shape[-2:],
+                fb.shape[-2:],
+                geo_out=self.geometry[1],
+            )
             return m(warped.to(m.weight.dtype)).to(fa.dtype) * valid.to(fa.dtype)

@@ -24,6 +24,7 @@ References:
     equivariance and equivalence", CVPR 2015, Sec. 2.1 (regularized regression, structured
     sparsity), eq. (2).
 """
+
 from typing import Optional, Tuple
 
 import torch
@@ -64,8 +65,7 @@ class ChannelMap(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_channels))
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.conv2d(x, self.weight.to(x.dtype), self.bias.to(x.dtype),
-                        padding=self.kernel // 2)
+        return F.conv2d(x, self.weight.to(x.dtype), self.bias.to(x.dtype), padding=self.kernel // 2)
 
     def set_linear(self, W: Tensor, b: Tensor) -> "ChannelMap":
         """Set the weights from W [D', D k^2] (rows in unfold's (D, ki, kj) order) and b."""
@@ -100,8 +100,10 @@ def rows(x: Tensor, y: Tensor, valid: Tensor, kernel: int = 1) -> Tuple[Tensor, 
 
 def _check_dim(d, fn):
     if d > MAX_INPUT_DIM:
-        raise ValueError(f"{fn}: the regression input has D k^2 = {d} dimensions, more than "
-                         f"{MAX_INPUT_DIM} (a {d}x{d} float64 system); use kernel=1")
+        raise ValueError(
+            f"{fn}: the regression input has D k^2 = {d} dimensions, more than "
+            f"{MAX_INPUT_DIM} (a {d}x{d} float64 system); use kernel=1"
+        )
 
 
 class RidgeAccumulator:
@@ -134,11 +136,16 @@ class RidgeAccumulator:
         self.syy = torch.zeros((), **kw)
 
     def update(self, X: Tensor, Y: Tensor) -> None:
-        if X.shape[0] != Y.shape[0] or X.shape[1] != self.sx.shape[0] or \
-                Y.shape[1] != self.sy.shape[0]:
-            raise ValueError(f"RidgeAccumulator.update: expected X [N, {self.sx.shape[0]}] and "
-                             f"Y [N, {self.sy.shape[0]}], got {list(X.shape)} and "
-                             f"{list(Y.shape)}")
+        if (
+            X.shape[0] != Y.shape[0]
+            or X.shape[1] != self.sx.shape[0]
+            or Y.shape[1] != self.sy.shape[0]
+        ):
+            raise ValueError(
+                f"RidgeAccumulator.update: expected X [N, {self.sx.shape[0]}] and "
+                f"Y [N, {self.sy.shape[0]}], got {list(X.shape)} and "
+                f"{list(Y.shape)}"
+            )
         if X.shape[0] == 0:
             return
         X = X.to(self.sx.device, torch.float64)
@@ -177,16 +184,19 @@ class RidgeAccumulator:
         dx, dy, n = self.shift_x - shift_x, self.shift_y - shift_y, self.n
         out.sx = self.sx + n * dx
         out.sy = self.sy + n * dy
-        out.sxx = self.sxx + torch.outer(dx, self.sx) + torch.outer(self.sx, dx) + \
-            n * torch.outer(dx, dx)
-        out.sxy = self.sxy + torch.outer(dx, self.sy) + torch.outer(self.sx, dy) + \
-            n * torch.outer(dx, dy)
+        out.sxx = (
+            self.sxx + torch.outer(dx, self.sx) + torch.outer(self.sx, dx) + n * torch.outer(dx, dx)
+        )
+        out.sxy = (
+            self.sxy + torch.outer(dx, self.sy) + torch.outer(self.sx, dy) + n * torch.outer(dx, dy)
+        )
         out.syy = self.syy + 2 * (dy @ self.sy) + n * (dy @ dy)
         return out
 
     def _aligned(self, other: "RidgeAccumulator") -> "RidgeAccumulator":
-        if other.n == 0 or (torch.equal(self.shift_x, other.shift_x) and
-                            torch.equal(self.shift_y, other.shift_y)):
+        if other.n == 0 or (
+            torch.equal(self.shift_x, other.shift_x) and torch.equal(self.shift_y, other.shift_y)
+        ):
             return other
         return other.rebased(self.shift_x, self.shift_y)
 
@@ -218,8 +228,14 @@ class RidgeAccumulator:
         if self.n == 0:
             return float("nan")
         c = W @ self.shift_x + b - self.shift_y
-        e = (torch.sum((W.T @ W) * self.sxx) + 2 * c @ (W @ self.sx)
-             - 2 * torch.sum(W.T * self.sxy) + self.n * c @ c - 2 * c @ self.sy + self.syy)
+        e = (
+            torch.sum((W.T @ W) * self.sxx)
+            + 2 * c @ (W @ self.sx)
+            - 2 * torch.sum(W.T * self.sxy)
+            + self.n * c @ c
+            - 2 * c @ self.sy
+            + self.syy
+        )
         return float(e)
 
     def solve(self, ridge: float = 1e-3, prior: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
@@ -236,11 +252,12 @@ class RidgeAccumulator:
 
 
 #: The relative ridges ``ridge="auto"`` tries.
-RIDGE_GRID = tuple(10.0 ** k for k in range(-6, 3))
+RIDGE_GRID = tuple(10.0**k for k in range(-6, 3))
 
 
-def select_ridge(train: RidgeAccumulator, val: RidgeAccumulator, grid=RIDGE_GRID,
-                 prior: Optional[Tensor] = None):
+def select_ridge(
+    train: RidgeAccumulator, val: RidgeAccumulator, grid=RIDGE_GRID, prior: Optional[Tensor] = None
+):
     """The relative ridge of ``grid`` whose fit on ``train`` has the smallest error on ``val``;
     returns (ridge, {ridge: validation error / sum |y - mean|^2})."""
     errs = {}
@@ -258,8 +275,9 @@ def _lam(cxx_trace: Tensor, d: int, ridge: float) -> float:
     return float(ridge * cxx_trace / d) if cxx_trace > 0 else float(ridge)
 
 
-def identity_prior(in_channels: int, out_channels: int, kernel: int = 1, dtype=torch.float64,
-                   device=None) -> Optional[Tensor]:
+def identity_prior(
+    in_channels: int, out_channels: int, kernel: int = 1, dtype=torch.float64, device=None
+) -> Optional[Tensor]:
     """The identity map as a [D', D k^2] matrix (centre tap), or None when D != D'."""
     if in_channels != out_channels:
         return None
@@ -280,8 +298,9 @@ def _solve_normal(cxx: Tensor, cxy: Tensor, ridge: float, prior: Optional[Tensor
     return torch.linalg.lstsq(A, cxy).solution.T  # singular (ridge = 0, rank-deficient)
 
 
-def ridge_batch(X: Tensor, Y: Tensor, ridge: float = 1e-3,
-                prior: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+def ridge_batch(
+    X: Tensor, Y: Tensor, ridge: float = 1e-3, prior: Optional[Tensor] = None
+) -> Tuple[Tensor, Tensor]:
     """In-memory ridge regression of Y [N, d'] on X [N, d] (the augmented least-squares
     problem, QR); the same (W, b) as :class:`RidgeAccumulator`."""
     _check_dim(X.shape[1], "ridge_batch")
@@ -293,8 +312,9 @@ def ridge_batch(X: Tensor, Y: Tensor, ridge: float = 1e-3,
     Xc, Yc = X - mx, Y - my
     d = X.shape[1]
     lam = _lam((Xc * Xc).sum(), d, ridge)
-    Xa = torch.cat([Xc, (lam ** 0.5) * torch.eye(d, dtype=X.dtype, device=X.device)])
-    Ya = torch.cat([Yc, Yc.new_zeros(d, Y.shape[1]) if prior is None
-                    else (lam ** 0.5) * prior.T.to(Yc)])
+    Xa = torch.cat([Xc, (lam**0.5) * torch.eye(d, dtype=X.dtype, device=X.device)])
+    Ya = torch.cat(
+        [Yc, Yc.new_zeros(d, Y.shape[1]) if prior is None else (lam**0.5) * prior.T.to(Yc)]
+    )
     W = torch.linalg.lstsq(Xa, Ya, driver="gelsd" if X.device.type == "cpu" else None).solution.T
     return W, my - W @ mx

@@ -16,6 +16,7 @@ Example:
     >>> x.shape, y.shape, bool((y >= 0).all() and (y < len(SHAPES)).all())
     (torch.Size([4, 3, 32, 32]), torch.Size([4]), True)
 """
+
 import math
 import time
 from typing import Optional, Tuple
@@ -31,8 +32,9 @@ from pyinvert.representations.cnn import CNN
 SHAPES = ("disk", "ring", "cross", "hstripes", "vstripes")
 
 
-def shapes(n: int, size: int = 32, generator: Optional[torch.Generator] = None,
-           noise: float = 0.05) -> Tuple[Tensor, Tensor]:
+def shapes(
+    n: int, size: int = 32, generator: Optional[torch.Generator] = None, noise: float = 0.05
+) -> Tuple[Tensor, Tensor]:
     """n images [n, 3, size, size] in [0, 1] and their labels [n] (see the module docstring)."""
     g = generator if generator is not None else torch.Generator().manual_seed(0)
     labels = torch.randint(0, len(SHAPES), (n,), generator=g)
@@ -44,17 +46,20 @@ def shapes(n: int, size: int = 32, generator: Optional[torch.Generator] = None,
     t = (torch.arange(size, dtype=torch.float32) + 0.5) / size
     yy, xx = torch.meshgrid(t, t, indexing="ij")
     dx, dy = xx - cx, yy - cy
-    d = torch.sqrt(dx ** 2 + dy ** 2)
+    d = torch.sqrt(dx**2 + dy**2)
     # rotated coordinates for the cross
     rx = dx * torch.cos(ang) + dy * torch.sin(ang)
     ry = -dx * torch.sin(ang) + dy * torch.cos(ang)
-    masks = torch.stack([
-        d < r,                                                        # disk
-        (d < r) & (d > r * 0.55),                                     # ring
-        ((rx.abs() < r * 0.3) | (ry.abs() < r * 0.3)) & (d < r),      # cross
-        (torch.remainder(yy * size / 4, 2) < 1) & (dx.abs() < r) & (dy.abs() < r),  # hstripes
-        (torch.remainder(xx * size / 4, 2) < 1) & (dx.abs() < r) & (dy.abs() < r),  # vstripes
-    ], 1)  # [n, 5, H, W]
+    masks = torch.stack(
+        [
+            d < r,  # disk
+            (d < r) & (d > r * 0.55),  # ring
+            ((rx.abs() < r * 0.3) | (ry.abs() < r * 0.3)) & (d < r),  # cross
+            (torch.remainder(yy * size / 4, 2) < 1) & (dx.abs() < r) & (dy.abs() < r),  # hstripes
+            (torch.remainder(xx * size / 4, 2) < 1) & (dx.abs() < r) & (dy.abs() < r),  # vstripes
+        ],
+        1,
+    )  # [n, 5, H, W]
     mask = masks[torch.arange(n), labels].float().unsqueeze(1)
     fg, bg = u(n, 3, 1, 1), u(n, 3, 1, 1)
     # keep foreground and background apart
@@ -75,9 +80,18 @@ class SmallNet(nn.Module):
         super().__init__()
         w = width
         self.features = nn.Sequential(
-            nn.Conv2d(3, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(w, 2 * w, 3, padding=1), nn.BatchNorm2d(2 * w), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(2 * w, 4 * w, 3, padding=1), nn.BatchNorm2d(4 * w), nn.ReLU())
+            nn.Conv2d(3, w, 3, padding=1),
+            nn.BatchNorm2d(w),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(w, 2 * w, 3, padding=1),
+            nn.BatchNorm2d(2 * w),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(2 * w, 4 * w, 3, padding=1),
+            nn.BatchNorm2d(4 * w),
+            nn.ReLU(),
+        )
         self.classifier = nn.Linear(4 * w, classes)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -89,8 +103,14 @@ MEAN = (0.5, 0.5, 0.5)
 STD = (0.25, 0.25, 0.25)
 
 
-def train_small_cnn(seed: int, steps: int = 300, batch: int = 32, lr: float = 3e-3,
-                    data_seed: int = 1234, test: int = 512):
+def train_small_cnn(
+    seed: int,
+    steps: int = 300,
+    batch: int = 32,
+    lr: float = 3e-3,
+    data_seed: int = 1234,
+    test: int = 512,
+):
     """Train a :class:`SmallNet` from ``seed`` (its initialization and batch order) on
     :func:`shapes` (images drawn from ``data_seed``, the same for every seed).
 
@@ -126,8 +146,13 @@ def train_small_cnn(seed: int, steps: int = 300, batch: int = 32, lr: float = 3e
     model.eval().requires_grad_(False)
     with torch.no_grad():
         acc = float((model((x_test - mean) / std).argmax(1) == y_test).float().mean())
-    return model, {"accuracy": acc, "seconds": time.perf_counter() - t0, "loss": float(loss.detach()),
-                   "seed": seed, "steps": steps}
+    return model, {
+        "accuracy": acc,
+        "seconds": time.perf_counter() - t0,
+        "loss": float(loss.detach()),
+        "seed": seed,
+        "steps": steps,
+    }
 
 
 def small_cnn_rep(model: nn.Module, layer: str, name: str):
@@ -135,8 +160,14 @@ def small_cnn_rep(model: nn.Module, layer: str, name: str):
     return CNN(model, layer, mean=MEAN, std=STD, model_name=name)
 
 
-def seed_experiment(layer: str = "features.6", seeds=(0, 1), steps: int = 300,
-                    images: int = 384, method: str = "ridge", generator=None) -> dict:
+def seed_experiment(
+    layer: str = "features.6",
+    seeds=(0, 1),
+    steps: int = 300,
+    images: int = 384,
+    method: str = "ridge",
+    generator=None,
+) -> dict:
     """Train two SmallNets from two seeds and stitch A's ``layer`` into B's.
 
     Returns:
@@ -149,7 +180,14 @@ def seed_experiment(layer: str = "features.6", seeds=(0, 1), steps: int = 300,
     rep_b = small_cnn_rep(b, layer, f"smallnet-seed{seeds[1]}")
     x, _ = shapes(images, generator=torch.Generator().manual_seed(99))
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
-    kw = dict(crops=images * 3 // 4, test_crops=images // 4, size=32, holdout=0.25,
-              chunk=64, method=method, generator=gen)
+    kw = dict(
+        crops=images * 3 // 4,
+        test_crops=images // 4,
+        size=32,
+        holdout=0.25,
+        chunk=64,
+        method=method,
+        generator=gen,
+    )
     res = equivalence(rep_a, rep_b, x, **kw)
     return {"training": [info_a, info_b], "result": res}

@@ -23,6 +23,7 @@ References:
     K. Lenc and A. Vedaldi, "Understanding image representations by measuring their
     equivariance and equivalence", CVPR 2015, Sec. 2 (the transformations of Tab. 1).
 """
+
 import math
 import re
 from dataclasses import dataclass
@@ -33,8 +34,17 @@ import torch.nn.functional as F
 from torch import Tensor
 
 #: The transform names :func:`parse_transform` accepts (NUM is a float).
-TRANSFORM_NAMES = ("id", "hflip", "vflip", "rot90", "rot180", "rot270", "rotNUM", "scaleNUM",
-                   "translateDX,DY")
+TRANSFORM_NAMES = (
+    "id",
+    "hflip",
+    "vflip",
+    "rot90",
+    "rot180",
+    "rot270",
+    "rotNUM",
+    "scaleNUM",
+    "translateDX,DY",
+)
 
 
 @dataclass(frozen=True)
@@ -47,6 +57,7 @@ class Transform:
         matrix: A as ((a, b), (c, d)) acting on (x, y).
         shift: t as (tx, ty), fractions of the width and height.
     """
+
     name: str
     matrix: Tuple[Tuple[float, float], Tuple[float, float]] = ((1.0, 0.0), (0.0, 1.0))
     shift: Tuple[float, float] = (0.0, 0.0)
@@ -79,8 +90,11 @@ class Transform:
         """A signed permutation matrix and no shift: a permutation of pixels."""
         A = self.A
         ok = torch.all((A.abs() - A.abs().round()).abs() < 1e-9) and torch.all(A.abs() <= 1)
-        perm = bool(ok) and int(A.abs().round().sum()) == 2 and \
-            bool((A.abs().round().sum(0) == 1).all())
+        perm = (
+            bool(ok)
+            and int(A.abs().round().sum()) == 2
+            and bool((A.abs().round().sum(0) == 1).all())
+        )
         return perm and all(abs(s) < 1e-12 for s in self.shift)
 
     def footprint(self) -> float:
@@ -97,8 +111,10 @@ class Transform:
         """gx for images [B, C, H, W] (exact transforms permute pixels; others are bilinear,
         zeros outside)."""
         if not isinstance(images, Tensor) or images.dim() != 4:
-            raise ValueError(f"Transform.apply: expected images of shape (B, C, H, W), got "
-                             f"{list(images.shape) if isinstance(images, Tensor) else type(images).__name__}")
+            raise ValueError(
+                f"Transform.apply: expected images of shape (B, C, H, W), got "
+                f"{list(images.shape) if isinstance(images, Tensor) else type(images).__name__}"
+            )
         if self.exact:
             return _apply_exact(self.A, images)
         H, W = images.shape[-2:]
@@ -116,8 +132,7 @@ class Transform:
         t = self.t.to(device) * torch.tensor([Wo, Ho], dtype=torch.float64, device=device)
         Ai = torch.linalg.inv(self.A).to(device)
         src = (q - t) @ Ai.T
-        return src + torch.tensor([(Wi - 1) / 2, (Hi - 1) / 2], dtype=torch.float64,
-                                  device=device)
+        return src + torch.tensor([(Wi - 1) / 2, (Hi - 1) / 2], dtype=torch.float64, device=device)
 
 
 def _tuple2(M: Tensor):
@@ -195,8 +210,9 @@ def parse_transform(spec) -> Transform:
     if isinstance(spec, Transform):
         return spec
     if not isinstance(spec, str):
-        raise TypeError(f"parse_transform: expected a str or a Transform, got "
-                        f"{type(spec).__name__}")
+        raise TypeError(
+            f"parse_transform: expected a str or a Transform, got {type(spec).__name__}"
+        )
     parts = [p.strip() for p in spec.split("*")]
     if len(parts) > 1:
         out = parse_transform(parts[-1])
@@ -219,8 +235,10 @@ def parse_transform(spec) -> Transform:
     m = re.fullmatch("translate" + _NUM + "," + _NUM, s)
     if m:
         return translation(float(m.group(1)), float(m.group(2)))
-    raise ValueError(f"parse_transform: unknown transform {spec!r}; expected one of "
-                     f"{', '.join(TRANSFORM_NAMES)} or a composition g*h")
+    raise ValueError(
+        f"parse_transform: unknown transform {spec!r}; expected one of "
+        f"{', '.join(TRANSFORM_NAMES)} or a composition g*h"
+    )
 
 
 def parse_transforms(specs) -> Tuple[Transform, ...]:

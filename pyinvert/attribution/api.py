@@ -1,4 +1,5 @@
 """``attribute``: every method on a batch of images, with one result object."""
+
 import inspect
 import io
 import time
@@ -63,15 +64,16 @@ class AttributionResult:
     def labels(self) -> List[List[str]]:
         """Per image and target, "class-name (index)" for ImageNet outputs, else the index."""
         classes = imagenet_classes()
-        return [[f"{classes[c]} ({c})" if 0 <= c < len(classes) else str(c) for c in row]
-                for row in self.targets.tolist()]
+        return [
+            [f"{classes[c]} ({c})" if 0 <= c < len(classes) else str(c) for c in row]
+            for row in self.targets.tolist()
+        ]
 
     def summary(self) -> str:
         """A few lines: per image its targets and scores, then each method's time."""
         lines = []
         for b, name in enumerate(self.names):
-            parts = [f"{lab}: {s:.3f}" for lab, s in
-                     zip(self.labels()[b], self.scores[b].tolist())]
+            parts = [f"{lab}: {s:.3f}" for lab, s in zip(self.labels()[b], self.scores[b].tolist())]
             lines.append(f"{name}: " + ", ".join(parts))
         for m, sec in self.timings.items():
             extra = ""
@@ -90,24 +92,33 @@ class AttributionResult:
         labels = self.labels()
         for b, name in enumerate(self.names):
             rows = [f"{lab}  {s:.2f}" for lab, s in zip(labels[b], self.scores[b].tolist())]
-            grid = attribution_grid(self.images[b], {m: v[b] for m, v in self.maps.items()},
-                                    rows)
+            grid = attribution_grid(self.images[b], {m: v[b] for m, v in self.maps.items()}, rows)
             written.append(save_image(out / f"{name}_grid.png", grid))
             for m, v in self.maps.items():
                 for k, c in enumerate(self.targets[b].tolist()):
                     shown = v[b, k].clamp(min=0) if m == "occlusion" else v[b, k]
-                    written.append(save_image(out / f"{name}_{m}_{c}.png",
-                                              overlay(self.images[b], shown)))
+                    written.append(
+                        save_image(out / f"{name}_{m}_{c}.png", overlay(self.images[b], shown))
+                    )
                 buf = io.BytesIO()
                 np.save(buf, v[b].detach().cpu().numpy())
                 written.append(atomic_write_bytes(out / f"{name}_{m}.npy", buf.getvalue()))
-        payload = {"images": [
-            {"name": n, "targets": self.targets[b].tolist(), "labels": labels[b],
-             "scores": self.scores[b].tolist()} for b, n in enumerate(self.names)],
-            "timings_s": self.timings}
+        payload = {
+            "images": [
+                {
+                    "name": n,
+                    "targets": self.targets[b].tolist(),
+                    "labels": labels[b],
+                    "scores": self.scores[b].tolist(),
+                }
+                for b, n in enumerate(self.names)
+            ],
+            "timings_s": self.timings,
+        }
         if "integrated_gradients" in self.info:
-            payload["ig_completeness_residual"] = \
-                self.info["integrated_gradients"]["completeness_residual"].tolist()
+            payload["ig_completeness_residual"] = self.info["integrated_gradients"][
+                "completeness_residual"
+            ].tolist()
         written.append(write_json(out / "summary.json", payload))
         return written
 
@@ -122,9 +133,19 @@ def _names(images, B):
     return [f"image{i}" for i in range(B)]
 
 
-def attribute(images, model, methods="saliency", targets=None, layer=None, *,
-              preprocess="auto", size: Optional[int] = None, output: str = "logit",
-              generator: Optional[torch.Generator] = None, **options) -> AttributionResult:
+def attribute(
+    images,
+    model,
+    methods="saliency",
+    targets=None,
+    layer=None,
+    *,
+    preprocess="auto",
+    size: Optional[int] = None,
+    output: str = "logit",
+    generator: Optional[torch.Generator] = None,
+    **options,
+) -> AttributionResult:
     """Attribution maps of ``model``'s scores for ``images`` by one or several methods.
 
     Args:
@@ -175,11 +196,15 @@ def attribute(images, model, methods="saliency", targets=None, layer=None, *,
     if isinstance(model, str):
         model = load_model(model, "imagenet", download=False)
     if not isinstance(model, nn.Module):
-        raise TypeError(f"attribute: expected model to be an nn.Module or a zoo name, "
-                        f"got {type(model).__name__}")
+        raise TypeError(
+            f"attribute: expected model to be an nn.Module or a zoo name, "
+            f"got {type(model).__name__}"
+        )
     if model.training:
-        raise ValueError("attribute: expected the model in eval mode (call model.eval()): "
-                         "batch statistics would mix the images")
+        raise ValueError(
+            "attribute: expected the model in eval mode (call model.eval()): "
+            "batch statistics would mix the images"
+        )
     methods = [methods] if isinstance(methods, str) else list(methods)
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
@@ -191,8 +216,10 @@ def attribute(images, model, methods="saliency", targets=None, layer=None, *,
             accepted["smoothgrad"] |= _options_of(GRADIENT_METHODS[base])
     stray = sorted(set(options) - set().union(*accepted.values()))
     if stray:
-        raise ValueError(f"attribute: options {stray} are taken by none of {methods} "
-                         f"(they take {sorted(set().union(*accepted.values()))})")
+        raise ValueError(
+            f"attribute: options {stray} are taken by none of {methods} "
+            f"(they take {sorted(set().union(*accepted.values()))})"
+        )
     pre = resolve_preprocess(model, preprocess, "attribute")
     x = as_batch(images, size, "attribute")
     param = next(model.parameters(), None)
@@ -216,6 +243,13 @@ def attribute(images, model, methods="saliency", targets=None, layer=None, *,
         info[m] = r["info"]
         t, scores = r["targets"], r["scores"]
         targets = t
-    return AttributionResult(images=x.detach(), maps=maps, gradients=grads, targets=t,
-                             scores=scores, timings=timings, info=info,
-                             names=_names(images, x.shape[0]))
+    return AttributionResult(
+        images=x.detach(),
+        maps=maps,
+        gradients=grads,
+        targets=t,
+        scores=scores,
+        timings=timings,
+        info=info,
+        names=_names(images, x.shape[0]),
+    )

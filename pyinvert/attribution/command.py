@@ -13,6 +13,7 @@ top-patches grid (a row per channel) and ``FILE.json`` (the hits).
 ``set_defaults(func=...)``); :func:`run` runs either from its parsed args. Exit status: 0 done;
 2 a usage error (bad option, missing file, unknown layer).
 """
+
 import argparse
 import sys
 from pathlib import Path
@@ -36,37 +37,60 @@ streamed) whose activation peaks highest, shown as receptive-field crops, a row 
 
 
 def _model_arguments(p):
-    p.add_argument("--model", default="mobilenet_v2",
-                   help="zoo network: alexnet, vgg16, resnet18, mobilenet_v2 "
-                        "(default: %(default)s)")
-    p.add_argument("--weights", default="imagenet",
-                   help="imagenet (found offline), random, or a checkpoint path "
-                        "(default: %(default)s)")
-    p.add_argument("--size", type=int, default=224,
-                   help="images are resized and centre-cropped to SIZE (default: %(default)s)")
+    p.add_argument(
+        "--model",
+        default="mobilenet_v2",
+        help="zoo network: alexnet, vgg16, resnet18, mobilenet_v2 (default: %(default)s)",
+    )
+    p.add_argument(
+        "--weights",
+        default="imagenet",
+        help="imagenet (found offline), random, or a checkpoint path (default: %(default)s)",
+    )
+    p.add_argument(
+        "--size",
+        type=int,
+        default=224,
+        help="images are resized and centre-cropped to SIZE (default: %(default)s)",
+    )
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
 
 
 def add_attribute_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", help="image files or folders")
     _model_arguments(p)
-    p.add_argument("--methods", default="saliency,guided_backprop,gradcam,occlusion",
-                   help="comma-separated methods (default: %(default)s)")
-    p.add_argument("--targets", default="auto",
-                   help="auto (each image's top-1) or comma-separated class indices, "
-                        "attributed for every image (default: %(default)s)")
-    p.add_argument("--layer", default=None, help="Grad-CAM layer (default: the last conv "
-                                                  "block)")
-    p.add_argument("--out", default="attribution-out", metavar="DIR",
-                   help="output folder (default: %(default)s)")
+    p.add_argument(
+        "--methods",
+        default="saliency,guided_backprop,gradcam,occlusion",
+        help="comma-separated methods (default: %(default)s)",
+    )
+    p.add_argument(
+        "--targets",
+        default="auto",
+        help="auto (each image's top-1) or comma-separated class indices, "
+        "attributed for every image (default: %(default)s)",
+    )
+    p.add_argument("--layer", default=None, help="Grad-CAM layer (default: the last conv block)")
+    p.add_argument(
+        "--out",
+        default="attribution-out",
+        metavar="DIR",
+        help="output folder (default: %(default)s)",
+    )
     p.add_argument("--window", type=int, default=32, help="occlusion window (default: 32)")
     p.add_argument("--stride", type=int, default=16, help="occlusion stride (default: 16)")
-    p.add_argument("--steps", type=int, default=32,
-                   help="integrated-gradients steps (default: %(default)s)")
-    p.add_argument("--samples", type=int, default=16,
-                   help="SmoothGrad samples (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=8,
-                   help="images attributed together (default: %(default)s)")
+    p.add_argument(
+        "--steps", type=int, default=32, help="integrated-gradients steps (default: %(default)s)"
+    )
+    p.add_argument(
+        "--samples", type=int, default=16, help="SmoothGrad samples (default: %(default)s)"
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=8,
+        help="images attributed together (default: %(default)s)",
+    )
     return p
 
 
@@ -74,26 +98,40 @@ def add_patches_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser
     p.add_argument("folder", help="folder of images (streamed)")
     _model_arguments(p)
     p.add_argument("--layer", required=True, help="module name, e.g. features.6")
-    p.add_argument("--channels", default="0:16", help="lo:hi range or comma-separated "
-                                                      "channels (default: %(default)s)")
+    p.add_argument(
+        "--channels",
+        default="0:16",
+        help="lo:hi range or comma-separated channels (default: %(default)s)",
+    )
     p.add_argument("--k", type=int, default=9, help="patches per channel (default: 9)")
-    p.add_argument("--batch-size", type=int, default=16,
-                   help="images per forward pass (default: %(default)s)")
-    p.add_argument("--out", default="patches.png", metavar="FILE",
-                   help="grid PNG; the hits go to the same name .json (default: %(default)s)")
+    p.add_argument(
+        "--batch-size", type=int, default=16, help="images per forward pass (default: %(default)s)"
+    )
+    p.add_argument(
+        "--out",
+        default="patches.png",
+        metavar="FILE",
+        help="grid PNG; the hits go to the same name .json (default: %(default)s)",
+    )
     return p
 
 
 def add_parser(subparsers):
     """Add ``attribute`` and ``patches`` to ``subparsers``; returns the two parsers."""
-    a = subparsers.add_parser("attribute", help="attribution maps and labelled grids",
-                              description=ATTRIBUTE_DESCRIPTION,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = subparsers.add_parser(
+        "attribute",
+        help="attribution maps and labelled grids",
+        description=ATTRIBUTE_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_attribute_arguments(a)
     a.set_defaults(func=run, command_name="attribute")
-    p = subparsers.add_parser("patches", help="maximally activating patches of a layer",
-                              description=PATCHES_DESCRIPTION,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "patches",
+        help="maximally activating patches of a layer",
+        description=PATCHES_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_patches_arguments(p)
     p.set_defaults(func=run, command_name="patches")
     return a, p
@@ -125,8 +163,9 @@ def _targets(text):
     try:
         return [int(t) for t in text.split(",") if t.strip()]
     except ValueError:
-        raise ValueError(f"attribute: expected --targets auto or comma-separated ints, "
-                         f"got {text!r}") from None
+        raise ValueError(
+            f"attribute: expected --targets auto or comma-separated ints, got {text!r}"
+        ) from None
 
 
 def run_attribute(args) -> int:
@@ -147,22 +186,28 @@ def run_attribute(args) -> int:
     out = Path(args.out)
     records = []
     for lo in range(0, len(files), args.batch_size):
-        part = files[lo:lo + args.batch_size]
+        part = files[lo : lo + args.batch_size]
         tg = None if targets is None else [targets] * len(part)
-        r = attribute([str(f) for f in part], model, methods, tg, layer=args.layer,
-                      size=args.size, **options)
+        r = attribute(
+            [str(f) for f in part], model, methods, tg, layer=args.layer, size=args.size, **options
+        )
         r.names = [f"{lo + i:03d}_{f.stem}" for i, f in enumerate(part)]
         r.save(out)
         labels = r.labels()
         for b, f in enumerate(part):
-            records.append({"image": str(f), "grid": str(out / f"{r.names[b]}_grid.png"),
-                            "targets": r.targets[b].tolist(), "labels": labels[b],
-                            "scores": r.scores[b].tolist()})
+            records.append(
+                {
+                    "image": str(f),
+                    "grid": str(out / f"{r.names[b]}_grid.png"),
+                    "targets": r.targets[b].tolist(),
+                    "labels": labels[b],
+                    "scores": r.scores[b].tolist(),
+                }
+            )
         timings = {m: round(s, 4) for m, s in r.timings.items()}
         records[-1]["batch_timings_s"] = timings
         print(r.summary())
-    write_json(out / "summary.json", {"model": args.model, "methods": methods,
-                                      "images": records})
+    write_json(out / "summary.json", {"model": args.model, "methods": methods, "images": records})
     print(f"wrote {len(files)} grid(s) and summary.json to {out}")
     return 0
 
@@ -173,30 +218,46 @@ def _channels_arg(text):
     try:
         return [int(c) for c in text.split(",")]
     except ValueError:
-        raise ValueError(f"patches: expected --channels lo:hi or comma-separated ints, "
-                         f"got {text!r}") from None
+        raise ValueError(
+            f"patches: expected --channels lo:hi or comma-separated ints, got {text!r}"
+        ) from None
 
 
 def run_patches(args) -> int:
     if not Path(args.folder).is_dir():
         raise FileNotFoundError(f"patches: no such folder: {args.folder}")
-    r = top_patches(args.folder, _model(args), args.layer, _channels_arg(args.channels),
-                    k=args.k, size=args.size, batch_size=args.batch_size)
+    r = top_patches(
+        args.folder,
+        _model(args),
+        args.layer,
+        _channels_arg(args.channels),
+        k=args.k,
+        size=args.size,
+        batch_size=args.batch_size,
+    )
     out = Path(args.out)
     r.save(out)
-    write_json(out.with_suffix(".json"), {
-        "model": args.model, "layer": args.layer, "channels": r.channels,
-        "receptive_field": {"stride": r.receptive_field[0], "size": r.receptive_field[1],
-                            "first_centre": r.receptive_field[2]},
-        "hits": r.hits})
+    write_json(
+        out.with_suffix(".json"),
+        {
+            "model": args.model,
+            "layer": args.layer,
+            "channels": r.channels,
+            "receptive_field": {
+                "stride": r.receptive_field[0],
+                "size": r.receptive_field[1],
+                "first_centre": r.receptive_field[2],
+            },
+            "hits": r.hits,
+        },
+    )
     print(f"wrote {out} and {out.with_suffix('.json')}")
     return 0
 
 
 def run(args) -> int:
     """Run the subcommand the parsed ``args`` name; returns the exit status."""
-    fn = run_patches if getattr(args, "command_name", "attribute") == "patches" \
-        else run_attribute
+    fn = run_patches if getattr(args, "command_name", "attribute") == "patches" else run_attribute
     try:
         return fn(args)
     except (ValueError, FileNotFoundError, TypeError) as error:

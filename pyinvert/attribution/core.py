@@ -6,6 +6,7 @@ normalization for the zoo models) runs inside the differentiated function. The n
 treat the images of a batch independently (eval mode; no batch statistics), which is what lets
 one backward pass give every image's gradient at once.
 """
+
 import os
 from typing import Callable, Optional, Sequence
 
@@ -33,14 +34,17 @@ def resolve_preprocess(model: nn.Module, preprocess, fn: str) -> Callable[[Tenso
     identity; a callable: itself."""
     if isinstance(preprocess, str):
         if preprocess != "auto":
-            raise ValueError(f"{fn}: expected preprocess to be \"auto\", None or a callable, "
-                             f"got {preprocess!r}")
+            raise ValueError(
+                f'{fn}: expected preprocess to be "auto", None or a callable, got {preprocess!r}'
+            )
         return normalize if isinstance(model, zoo_classes()) else _identity
     if preprocess is None:
         return _identity
     if not callable(preprocess):
-        raise TypeError(f"{fn}: expected preprocess to be \"auto\", None or a callable, "
-                        f"got {type(preprocess).__name__}")
+        raise TypeError(
+            f'{fn}: expected preprocess to be "auto", None or a callable, '
+            f"got {type(preprocess).__name__}"
+        )
     return preprocess
 
 
@@ -56,16 +60,17 @@ def _one_image(image, size, fn) -> Tensor:
     elif isinstance(image, Tensor):
         t = image[None] if image.dim() == 2 else image
         if t.dim() != 3:
-            raise ValueError(f"{fn}: expected each image of shape (C, H, W) or (H, W), "
-                             f"got {list(image.shape)}")
+            raise ValueError(
+                f"{fn}: expected each image of shape (C, H, W) or (H, W), got {list(image.shape)}"
+            )
     else:
-        raise TypeError(f"{fn}: expected images as paths, numpy arrays or tensors, "
-                        f"got {type(image).__name__}")
+        raise TypeError(
+            f"{fn}: expected images as paths, numpy arrays or tensors, got {type(image).__name__}"
+        )
     if t.shape[0] == 1:
         t = t.expand(3, -1, -1)
     if t.shape[0] != 3:
-        raise ValueError(f"{fn}: expected 1 or 3 channels, got an image of shape "
-                         f"{list(t.shape)}")
+        raise ValueError(f"{fn}: expected 1 or 3 channels, got an image of shape {list(t.shape)}")
     t = t.float() if not t.is_floating_point() else t
     return prepare_image(t, size) if size is not None else t
 
@@ -75,8 +80,9 @@ def as_batch(images, size: Optional[int] = None, fn: str = "attribute") -> Tenso
     as one float (B, 3, H, W) tensor; ``size`` applies ``prepare_image`` (resize + crop)."""
     if isinstance(images, Tensor) and images.dim() == 4:
         if images.shape[1] != 3:
-            raise ValueError(f"{fn}: expected images of shape (B, 3, H, W), "
-                             f"got {list(images.shape)}")
+            raise ValueError(
+                f"{fn}: expected images of shape (B, 3, H, W), got {list(images.shape)}"
+            )
         x = images if images.is_floating_point() else images.float()
         return torch.stack([_one_image(im, size, fn) for im in x]) if size else x
     if isinstance(images, (list, tuple)):
@@ -85,8 +91,10 @@ def as_batch(images, size: Optional[int] = None, fn: str = "attribute") -> Tenso
             raise ValueError(f"{fn}: expected at least one image, got an empty list")
         shapes = {tuple(t.shape) for t in items}
         if len(shapes) > 1:
-            raise ValueError(f"{fn}: expected images of one size (pass size= to resize and "
-                             f"crop them), got sizes {sorted(shapes)}")
+            raise ValueError(
+                f"{fn}: expected images of one size (pass size= to resize and "
+                f"crop them), got sizes {sorted(shapes)}"
+            )
         return torch.stack(items)
     return _one_image(images, size, fn)[None]
 
@@ -106,22 +114,29 @@ def resolve_targets(targets, batch: int, logits: Optional[Tensor], fn: str) -> T
     elif isinstance(targets, (int, np.integer)) and not isinstance(targets, bool):
         t = torch.full((batch, 1), int(targets), dtype=torch.long, device=device)
     elif isinstance(targets, Sequence) and not isinstance(targets, str):
-        rows = [list(r) if isinstance(r, (Sequence, Tensor, np.ndarray)) else [r]
-                for r in targets]
+        rows = [list(r) if isinstance(r, (Sequence, Tensor, np.ndarray)) else [r] for r in targets]
         lengths = {len(r) for r in rows}
         if len(lengths) > 1:
-            raise ValueError(f"{fn}: expected the same number of targets for every image, "
-                             f"got lengths {[len(r) for r in rows]}")
+            raise ValueError(
+                f"{fn}: expected the same number of targets for every image, "
+                f"got lengths {[len(r) for r in rows]}"
+            )
         t = torch.tensor(rows, dtype=torch.long, device=device).reshape(len(rows), -1)
     else:
-        raise TypeError(f"{fn}: expected targets to be None, an int, or one int or list per "
-                        f"image, got {type(targets).__name__}")
+        raise TypeError(
+            f"{fn}: expected targets to be None, an int, or one int or list per "
+            f"image, got {type(targets).__name__}"
+        )
     if t.dim() != 2 or t.shape[0] != batch:
-        raise ValueError(f"{fn}: expected targets for {batch} image(s) (shape [{batch}] or "
-                         f"[{batch}, T]), got shape {list(t.shape)}")
+        raise ValueError(
+            f"{fn}: expected targets for {batch} image(s) (shape [{batch}] or "
+            f"[{batch}, T]), got shape {list(t.shape)}"
+        )
     if logits is not None and t.numel() and (t.min() < 0 or t.max() >= logits.shape[1]):
-        raise ValueError(f"{fn}: expected targets in [0, {logits.shape[1]}), got values in "
-                         f"[{int(t.min())}, {int(t.max())}]")
+        raise ValueError(
+            f"{fn}: expected targets in [0, {logits.shape[1]}), got values in "
+            f"[{int(t.min())}, {int(t.max())}]"
+        )
     return t
 
 
@@ -137,8 +152,7 @@ def scores_of(logits: Tensor, output: str, fn: str) -> Tensor:
 def check_logits(logits, fn):
     if not isinstance(logits, Tensor) or logits.dim() != 2:
         shape = list(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
-        raise ValueError(f"{fn}: expected the model to return logits of shape (B, K), "
-                         f"got {shape}")
+        raise ValueError(f"{fn}: expected the model to return logits of shape (B, K), got {shape}")
 
 
 def vjp_per_target(scores: Tensor, inputs: Sequence[Tensor]):
@@ -154,19 +168,28 @@ def vjp_per_target(scores: Tensor, inputs: Sequence[Tensor]):
         eye = torch.eye(T, dtype=scores.dtype, device=scores.device)
         cot = eye[:, None, :].expand(T, B, T).contiguous()
         try:
-            grads = torch.autograd.grad(scores, inputs, grad_outputs=cot,
-                                        is_grads_batched=True, retain_graph=True)
+            grads = torch.autograd.grad(
+                scores, inputs, grad_outputs=cot, is_grads_batched=True, retain_graph=True
+            )
             return [g.transpose(0, 1) for g in grads]
         except RuntimeError:  # an op without a batching rule: fall through to the loop
             pass
-    per_t = [torch.autograd.grad(scores[:, t].sum(), inputs, retain_graph=t < T - 1)
-             for t in range(T)]
+    per_t = [
+        torch.autograd.grad(scores[:, t].sum(), inputs, retain_graph=t < T - 1) for t in range(T)
+    ]
     return [torch.stack([p[i] for p in per_t], 1) for i in range(len(inputs))]
 
 
-def gradient_pass(model: nn.Module, pre, x: Tensor, targets, rule: str = "gradient",
-                  layer: Optional[nn.Module] = None, output: str = "logit",
-                  fn: str = "attribute"):
+def gradient_pass(
+    model: nn.Module,
+    pre,
+    x: Tensor,
+    targets,
+    rule: str = "gradient",
+    layer: Optional[nn.Module] = None,
+    output: str = "logit",
+    fn: str = "attribute",
+):
     """One forward of ``x`` (B, C, H, W) in [0, 1] with ``rule`` on the ReLU-family units, and
     the gradient of each target's score w.r.t. the pixels (and ``layer``'s output).
 
@@ -179,11 +202,14 @@ def gradient_pass(model: nn.Module, pre, x: Tensor, targets, rule: str = "gradie
     store = {}
     handle = None
     if layer is not None:
+
         def hook(module, args, out):
             if not isinstance(out, Tensor):
-                raise ValueError(f"{fn}: expected the layer to output one tensor, "
-                                 f"got {type(out).__name__}")
+                raise ValueError(
+                    f"{fn}: expected the layer to output one tensor, got {type(out).__name__}"
+                )
             store["activation"] = out
+
         handle = layer.register_forward_hook(hook)
     try:
         with torch.enable_grad(), backward_rule(rule) as info:
@@ -195,8 +221,10 @@ def gradient_pass(model: nn.Module, pre, x: Tensor, targets, rule: str = "gradie
         if handle is not None:
             handle.remove()
     if rule != "gradient" and info["count"] == 0:
-        raise ValueError(f"{fn}: the {rule} rule found no ReLU-family unit in the model "
-                         f"(ReLU, ReLU6, LeakyReLU, Hardtanh, F.relu, ...)")
+        raise ValueError(
+            f"{fn}: the {rule} rule found no ReLU-family unit in the model "
+            f"(ReLU, ReLU6, LeakyReLU, Hardtanh, F.relu, ...)"
+        )
     if layer is not None and "activation" not in store:
         raise ValueError(f"{fn}: the layer did not run in the model's forward")
     inputs = [x] + ([store["activation"]] if layer is not None else [])
@@ -204,8 +232,12 @@ def gradient_pass(model: nn.Module, pre, x: Tensor, targets, rule: str = "gradie
         grads = [torch.zeros(i.shape[0], 0, *i.shape[1:], dtype=i.dtype) for i in inputs]
     else:
         grads = vjp_per_target(scores, inputs)
-    out = {"targets": t, "scores": scores.detach(), "logits": logits.detach(),
-           "input_grad": grads[0]}
+    out = {
+        "targets": t,
+        "scores": scores.detach(),
+        "logits": logits.detach(),
+        "input_grad": grads[0],
+    }
     if layer is not None:
         out["activation"] = store["activation"].detach()
         out["layer_grad"] = grads[1]

@@ -1,5 +1,6 @@
 """Figures of attribution: heatmap overlays, the labelled per-image grid, patch grids and the
 randomization-test plot. Images are HWC uint8 RGB numpy arrays (drawn with OpenCV)."""
+
 from typing import Dict, List, Sequence
 
 import cv2
@@ -12,10 +13,16 @@ from pyinvert.io import to_uint8
 _FONT = 0  # cv2.FONT_HERSHEY_SIMPLEX
 
 #: Column titles of the methods in figures.
-TITLES = {"saliency": "saliency", "deconvnet": "deconvnet", "guided_backprop": "guided BP",
-          "gradcam": "Grad-CAM", "guided_gradcam": "guided Grad-CAM",
-          "integrated_gradients": "integrated grad.", "smoothgrad": "SmoothGrad",
-          "occlusion": "occlusion"}
+TITLES = {
+    "saliency": "saliency",
+    "deconvnet": "deconvnet",
+    "guided_backprop": "guided BP",
+    "gradcam": "Grad-CAM",
+    "guided_gradcam": "guided Grad-CAM",
+    "integrated_gradients": "integrated grad.",
+    "smoothgrad": "SmoothGrad",
+    "occlusion": "occlusion",
+}
 
 
 def heat(m: Tensor, percentile: float = 99.0) -> np.ndarray:
@@ -46,14 +53,17 @@ def _text(canvas, text, x, y, scale=0.42, color=(0, 0, 0)):
 def _fit(text, width, scale=0.42):
     """``text`` cut (ending in "~") to fit ``width`` pixels."""
     cut = text
-    while cut and cv2.getTextSize(cut + ("~" if cut != text else ""), _FONT, scale,
-                                  1)[0][0] > width - 4:
+    while (
+        cut
+        and cv2.getTextSize(cut + ("~" if cut != text else ""), _FONT, scale, 1)[0][0] > width - 4
+    ):
         cut = cut[:-1]
     return cut if cut == text else cut + "~"
 
 
-def attribution_grid(image: Tensor, maps: Dict[str, Tensor], row_labels: Sequence[str],
-                     pad: int = 4) -> np.ndarray:
+def attribution_grid(
+    image: Tensor, maps: Dict[str, Tensor], row_labels: Sequence[str], pad: int = 4
+) -> np.ndarray:
     """One image's grid: a header of method names; per target a row "original | overlay per
     method" with the target's label over the original.
 
@@ -72,8 +82,9 @@ def attribution_grid(image: Tensor, maps: Dict[str, Tensor], row_labels: Sequenc
     cols = ["image"] + list(maps)
     T = len(row_labels)
     ch = int(round(H * scale))
-    canvas = np.full((head + T * (lab + ch + pad), len(cols) * (cell + pad) + pad, 3), 255,
-                     np.uint8)
+    canvas = np.full(
+        (head + T * (lab + ch + pad), len(cols) * (cell + pad) + pad, 3), 255, np.uint8
+    )
 
     for j, name in enumerate(cols):
         _text(canvas, _fit(TITLES.get(name, name), cell), pad + j * (cell + pad) + 2, 15, 0.45)
@@ -82,35 +93,48 @@ def attribution_grid(image: Tensor, maps: Dict[str, Tensor], row_labels: Sequenc
         y = head + t * (lab + ch + pad)
         _text(canvas, _fit(row_labels[t], canvas.shape[1]), pad + 2, y + 13, 0.42, (20, 20, 140))
         # occlusion: only score drops are evidence for the class (a rise shows as cold)
-        tiles = [orig] + [overlay(image, maps[m][t].clamp(min=0) if m == "occlusion"
-                                  else maps[m][t]) for m in maps]
+        tiles = [orig] + [
+            overlay(image, maps[m][t].clamp(min=0) if m == "occlusion" else maps[m][t])
+            for m in maps
+        ]
         for j, tile in enumerate(tiles):
-            tile = cv2.resize(tile, (cell, ch), interpolation=cv2.INTER_NEAREST) \
-                if tile.shape[1] != cell else tile
+            tile = (
+                cv2.resize(tile, (cell, ch), interpolation=cv2.INTER_NEAREST)
+                if tile.shape[1] != cell
+                else tile
+            )
             x0 = pad + j * (cell + pad)
-            canvas[y + lab:y + lab + ch, x0:x0 + cell] = tile
+            canvas[y + lab : y + lab + ch, x0 : x0 + cell] = tile
     return canvas
 
 
-def tile_grid(tiles: List[List[np.ndarray]], row_labels: Sequence[str], cell: int = 64,
-              pad: int = 3) -> np.ndarray:
+def tile_grid(
+    tiles: List[List[np.ndarray]], row_labels: Sequence[str], cell: int = 64, pad: int = 3
+) -> np.ndarray:
     """Rows of equal-size tiles (resized to ``cell``) with a label to the left of each row."""
     label_w = 90
     n = max((len(r) for r in tiles), default=0)
-    canvas = np.full((pad + len(tiles) * (cell + pad), label_w + n * (cell + pad) + pad, 3),
-                     255, np.uint8)
+    canvas = np.full(
+        (pad + len(tiles) * (cell + pad), label_w + n * (cell + pad) + pad, 3), 255, np.uint8
+    )
     for i, row in enumerate(tiles):
         y = pad + i * (cell + pad)
         _text(canvas, _fit(row_labels[i], label_w), 2, y + cell // 2 + 4, 0.4)
         for j, tile in enumerate(row):
             x0 = label_w + j * (cell + pad)
-            canvas[y:y + cell, x0:x0 + cell] = cv2.resize(tile, (cell, cell),
-                                                          interpolation=cv2.INTER_AREA)
+            canvas[y : y + cell, x0 : x0 + cell] = cv2.resize(
+                tile, (cell, cell), interpolation=cv2.INTER_AREA
+            )
     return canvas
 
 
-def line_plot(series: Dict[str, Sequence[float]], xlabels: Sequence[str], title: str,
-              ylim=(-1.0, 1.0), size=(640, 360)) -> np.ndarray:
+def line_plot(
+    series: Dict[str, Sequence[float]],
+    xlabels: Sequence[str],
+    title: str,
+    ylim=(-1.0, 1.0),
+    size=(640, 360),
+) -> np.ndarray:
     """A small line chart (one coloured line per series, a legend, x tick labels)."""
     Wd, Hd = size
     canvas = np.full((Hd, Wd, 3), 255, np.uint8)
@@ -132,12 +156,14 @@ def line_plot(series: Dict[str, Sequence[float]], xlabels: Sequence[str], title:
         rot = cv2.rotate(img, cv2.ROTATE_90_CLOCKWISE)
         h, w = rot.shape[:2]
         y0, x0 = org[1], max(0, org[0] - w // 2)
-        canvas[y0:y0 + min(h, Hd - y0), x0:x0 + w] = rot[:Hd - y0]
+        canvas[y0 : y0 + min(h, Hd - y0), x0 : x0 + w] = rot[: Hd - y0]
     colors = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189)]
     for k, (name, vals) in enumerate(series.items()):
         c = colors[k % len(colors)]
-        pts = [(xs[i], int(top + ph * (hi - float(np.clip(v, lo, hi))) / (hi - lo)))
-               for i, v in enumerate(vals)]
+        pts = [
+            (xs[i], int(top + ph * (hi - float(np.clip(v, lo, hi))) / (hi - lo)))
+            for i, v in enumerate(vals)
+        ]
         for a, b in zip(pts, pts[1:]):
             cv2.line(canvas, a, b, c, 2, cv2.LINE_AA)
         for p in pts:

@@ -6,6 +6,7 @@ Every function takes ``(model, pre, x, targets, *, output, layer, ...)`` with ``
 ``maps`` (B, T, H, W), ``gradients`` (B, T, C, H, W) or None, ``targets`` and ``scores``
 (B, T), and ``info`` (method-specific diagnostics).
 """
+
 from typing import Optional
 
 import numpy as np
@@ -17,8 +18,12 @@ from pyinvert.attribution.core import gradient_pass, resolve_targets, scores_of
 
 #: Default layer of Grad-CAM for the zoo models: the output of the last convolutional block
 #: (after its rectifier), as in Selvaraju et al. (the last convolutional feature maps).
-DEFAULT_LAYERS = {"AlexNet": "features.11", "VGG16": "features.29", "ResNet18": "layer4",
-                  "MobileNetV2": "features.18"}
+DEFAULT_LAYERS = {
+    "AlexNet": "features.11",
+    "VGG16": "features.29",
+    "ResNet18": "layer4",
+    "MobileNetV2": "features.18",
+}
 
 
 def channel_max_abs(g: Tensor) -> Tensor:
@@ -30,8 +35,14 @@ def _rule_method(rule):
     def method(model, pre, x, targets, *, output="logit", layer=None):
         r = gradient_pass(model, pre, x, targets, rule=rule, output=output, fn="attribute")
         g = r["input_grad"]
-        return {"maps": channel_max_abs(g), "gradients": g, "targets": r["targets"],
-                "scores": r["scores"], "info": {}}
+        return {
+            "maps": channel_max_abs(g),
+            "gradients": g,
+            "targets": r["targets"],
+            "scores": r["scores"],
+            "info": {},
+        }
+
     return method
 
 
@@ -51,8 +62,10 @@ def resolve_layer(model, layer, fn="attribute"):
     if layer is None:
         name = DEFAULT_LAYERS.get(type(model).__name__)
         if name is None:
-            raise ValueError(f"{fn}: gradcam needs layer= for a {type(model).__name__} "
-                             f"(defaults exist for {sorted(DEFAULT_LAYERS)})")
+            raise ValueError(
+                f"{fn}: gradcam needs layer= for a {type(model).__name__} "
+                f"(defaults exist for {sorted(DEFAULT_LAYERS)})"
+            )
         layer = name
     if isinstance(layer, str):
         modules = dict(model.named_modules())
@@ -62,13 +75,14 @@ def resolve_layer(model, layer, fn="attribute"):
         return modules[layer]
     if isinstance(layer, torch.nn.Module):
         return layer
-    raise TypeError(f"{fn}: expected layer to be a module name or an nn.Module, "
-                    f"got {type(layer).__name__}")
+    raise TypeError(
+        f"{fn}: expected layer to be a module name or an nn.Module, got {type(layer).__name__}"
+    )
 
 
 def _cam(r, relu):
-    alpha = r["layer_grad"].mean((-2, -1), keepdim=True)              # eq. 1: GAP of dS/dA
-    cam = (alpha * r["activation"][:, None]).sum(2)                   # eq. 2: sum_k a_k A^k
+    alpha = r["layer_grad"].mean((-2, -1), keepdim=True)  # eq. 1: GAP of dS/dA
+    cam = (alpha * r["activation"][:, None]).sum(2)  # eq. 2: sum_k a_k A^k
     return cam.clamp(min=0) if relu else cam
 
 
@@ -80,8 +94,13 @@ def gradcam(model, pre, x, targets, *, output="logit", layer=None, relu=True):
     r = gradient_pass(model, pre, x, targets, layer=module, output=output, fn="attribute")
     cam = _cam(r, relu)
     up = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)
-    return {"maps": up, "gradients": None, "targets": r["targets"], "scores": r["scores"],
-            "info": {"layer_maps": cam}}
+    return {
+        "maps": up,
+        "gradients": None,
+        "targets": r["targets"],
+        "scores": r["scores"],
+        "info": {"layer_maps": cam},
+    }
 
 
 def guided_gradcam(model, pre, x, targets, *, output="logit", layer=None, relu=True):
@@ -90,8 +109,13 @@ def guided_gradcam(model, pre, x, targets, *, output="logit", layer=None, relu=T
     cam = gradcam(model, pre, x, targets, output=output, layer=layer, relu=relu)
     g = guided_backprop(model, pre, x, cam["targets"], output=output)["gradients"]
     prod = g * cam["maps"][:, :, None]
-    return {"maps": channel_max_abs(prod), "gradients": prod, "targets": cam["targets"],
-            "scores": cam["scores"], "info": {"layer_maps": cam["info"]["layer_maps"]}}
+    return {
+        "maps": channel_max_abs(prod),
+        "gradients": prod,
+        "targets": cam["targets"],
+        "scores": cam["scores"],
+        "info": {"layer_maps": cam["info"]["layer_maps"]},
+    }
 
 
 def _nodes(steps, method):
@@ -111,16 +135,19 @@ def _nodes(steps, method):
         w = [1.0 / (steps - 1)] * steps
         w[0] = w[-1] = 0.5 / (steps - 1)
         return [i / (steps - 1) for i in range(steps)], w
-    raise ValueError(f"attribute: expected ig_method in ('gausslegendre', 'riemann_left', "
-                     f"'riemann_right', 'riemann_middle', 'riemann_trapezoid'), got {method!r}")
+    raise ValueError(
+        f"attribute: expected ig_method in ('gausslegendre', 'riemann_left', "
+        f"'riemann_right', 'riemann_middle', 'riemann_trapezoid'), got {method!r}"
+    )
 
 
 def baseline_of(x, baseline, fn="attribute"):
-    """"black" (0), "white" (1), a number, or a tensor broadcastable to the images."""
+    """ "black" (0), "white" (1), a number, or a tensor broadcastable to the images."""
     if isinstance(baseline, str):
         if baseline not in ("black", "white"):
-            raise ValueError(f"{fn}: expected baseline \"black\", \"white\", a number or a "
-                             f"tensor, got {baseline!r}")
+            raise ValueError(
+                f'{fn}: expected baseline "black", "white", a number or a tensor, got {baseline!r}'
+            )
         return torch.full_like(x, 0.0 if baseline == "black" else 1.0)
     if isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
         return torch.full_like(x, float(baseline))
@@ -128,14 +155,29 @@ def baseline_of(x, baseline, fn="attribute"):
         try:
             return baseline.to(x).expand_as(x)
         except RuntimeError:
-            raise ValueError(f"{fn}: expected a baseline broadcastable to {list(x.shape)}, "
-                             f"got {list(baseline.shape)}") from None
-    raise TypeError(f"{fn}: expected baseline \"black\", \"white\", a number or a tensor, "
-                    f"got {type(baseline).__name__}")
+            raise ValueError(
+                f"{fn}: expected a baseline broadcastable to {list(x.shape)}, "
+                f"got {list(baseline.shape)}"
+            ) from None
+    raise TypeError(
+        f'{fn}: expected baseline "black", "white", a number or a tensor, '
+        f"got {type(baseline).__name__}"
+    )
 
 
-def integrated_gradients(model, pre, x, targets, *, output="logit", layer=None, steps=50,
-                         baseline="black", ig_method="gausslegendre", batch_size=32):
+def integrated_gradients(
+    model,
+    pre,
+    x,
+    targets,
+    *,
+    output="logit",
+    layer=None,
+    steps=50,
+    baseline="black",
+    ig_method="gausslegendre",
+    batch_size=32,
+):
     """Sundararajan, Taly, Yan. Axiomatic attribution for deep networks. ICML 2017, eq. 3:
     (x - x') * integral_0^1 dS(x' + a (x - x'))/dx da, by ``ig_method`` quadrature with
     ``steps`` nodes (captum's default, Gauss-Legendre, instead of the paper's Riemann sum), the
@@ -154,7 +196,7 @@ def integrated_gradients(model, pre, x, targets, *, output="logit", layer=None, 
     total = torch.zeros(B, T, *x.shape[1:], dtype=x.dtype, device=x.device)
     points = [(b, s) for b in range(B) for s in range(steps)]
     for lo in range(0, len(points), max(1, batch_size)):
-        chunk = points[lo:lo + max(1, batch_size)]
+        chunk = points[lo : lo + max(1, batch_size)]
         bi = torch.tensor([b for b, _ in chunk], device=x.device)
         a = torch.tensor([alphas[s] for _, s in chunk], dtype=x.dtype, device=x.device)
         w = torch.tensor([weights[s] for _, s in chunk], dtype=x.dtype, device=x.device)
@@ -164,14 +206,30 @@ def integrated_gradients(model, pre, x, targets, *, output="logit", layer=None, 
     attr = (x - base)[:, None] * total
     delta = ends[:B].gather(1, t) - ends[B:].gather(1, t)
     residual = attr.flatten(2).sum(2) - delta
-    return {"maps": attr.sum(2), "gradients": attr, "targets": t,
-            "scores": ends[:B].gather(1, t),
-            "info": {"completeness_residual": residual, "score_difference": delta}}
+    return {
+        "maps": attr.sum(2),
+        "gradients": attr,
+        "targets": t,
+        "scores": ends[:B].gather(1, t),
+        "info": {"completeness_residual": residual, "score_difference": delta},
+    }
 
 
-def smoothgrad(model, pre, x, targets, *, output="logit", layer=None, base="saliency",
-               samples=50, noise=0.15, batch_size=32, generator: Optional[torch.Generator] = None,
-               **base_options):
+def smoothgrad(
+    model,
+    pre,
+    x,
+    targets,
+    *,
+    output="logit",
+    layer=None,
+    base="saliency",
+    samples=50,
+    noise=0.15,
+    batch_size=32,
+    generator: Optional[torch.Generator] = None,
+    **base_options,
+):
     """Smilkov et al. SmoothGrad: removing noise by adding noise. 2017, eq. 2: the mean of the
     ``base`` method's maps (and raw signals) over ``samples`` copies of the image with
     Gaussian noise of standard deviation ``noise * (x.max() - x.min())`` per image (section
@@ -180,13 +238,16 @@ def smoothgrad(model, pre, x, targets, *, output="logit", layer=None, base="sali
     from pyinvert.attribution.api import GRADIENT_METHODS
 
     if base not in GRADIENT_METHODS or base == "smoothgrad":
-        raise ValueError(f"attribute: expected smoothgrad's base in "
-                         f"{[m for m in GRADIENT_METHODS if m != 'smoothgrad']}, got {base!r}")
+        raise ValueError(
+            f"attribute: expected smoothgrad's base in "
+            f"{[m for m in GRADIENT_METHODS if m != 'smoothgrad']}, got {base!r}"
+        )
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise ValueError(f"attribute: expected samples to be an int >= 1, got {samples!r}")
     if not (isinstance(noise, (int, float)) and noise >= 0):
-        raise ValueError(f"attribute: expected noise >= 0 (a fraction of the input range), "
-                         f"got {noise!r}")
+        raise ValueError(
+            f"attribute: expected noise >= 0 (a fraction of the input range), got {noise!r}"
+        )
     fn = GRADIENT_METHODS[base]
     B = x.shape[0]
     with torch.no_grad():
@@ -197,8 +258,9 @@ def smoothgrad(model, pre, x, targets, *, output="logit", layer=None, base="sali
     n_chunk = max(1, batch_size // max(1, B))
     for lo in range(0, samples, n_chunk):
         n = min(n_chunk, samples - lo)
-        eps = torch.randn((n,) + tuple(x.shape), generator=generator, dtype=x.dtype,
-                          device="cpu").to(x.device)
+        eps = torch.randn(
+            (n,) + tuple(x.shape), generator=generator, dtype=x.dtype, device="cpu"
+        ).to(x.device)
         xs = (x[None] + sigma.view(1, B, 1, 1, 1) * eps).flatten(0, 1)
         r = fn(model, pre, xs, t.repeat(n, 1), output=output, layer=layer, **base_options)
         m = r["maps"].unflatten(0, (n, B)).sum(0)
@@ -206,6 +268,10 @@ def smoothgrad(model, pre, x, targets, *, output="logit", layer=None, base="sali
         if r["gradients"] is not None:
             g = r["gradients"].unflatten(0, (n, B)).sum(0)
             grads = g if grads is None else grads + g
-    return {"maps": maps / samples, "gradients": None if grads is None else grads / samples,
-            "targets": t, "scores": scores_of(logits, output, "attribute").gather(1, t),
-            "info": {"sigma": sigma, "base": base, "samples": samples}}
+    return {
+        "maps": maps / samples,
+        "gradients": None if grads is None else grads / samples,
+        "targets": t,
+        "scores": scores_of(logits, output, "attribute").gather(1, t),
+        "info": {"sigma": sigma, "base": base, "samples": samples},
+    }

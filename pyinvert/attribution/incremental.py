@@ -19,6 +19,7 @@ stem and stages) built from Conv2d, MaxPool2d, BatchNorm2d (eval), ReLU-family u
 MobileNetV2's inverted residuals and ResNet's basic blocks, with identity or ImageNet
 preprocessing.
 """
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -28,8 +29,7 @@ from pyinvert.models import VGG16, AlexNet, MobileNetV2, ResNet18, normalize
 from pyinvert.models.mobilenetv2 import InvertedResidual
 from pyinvert.models.resnet import BasicBlock
 
-_POINT = (nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.LeakyReLU, nn.Identity,
-          nn.Dropout)
+_POINT = (nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.LeakyReLU, nn.Identity, nn.Dropout)
 
 
 class _State:
@@ -54,10 +54,10 @@ def _put(dst, src, dy, dx):
         if r1 <= r0 or c1 <= c0:
             continue
         if len(idx) == N:
-            dst[:, :, a + r0:a + r1, b + c0:b + c1] = src[:, :, r0:r1, c0:c1]
+            dst[:, :, a + r0 : a + r1, b + c0 : b + c1] = src[:, :, r0:r1, c0:c1]
         else:
             it = torch.tensor(idx, device=dst.device)
-            dst[it, :, a + r0:a + r1, b + c0:b + c1] = src[it, :, r0:r1, c0:c1]
+            dst[it, :, a + r0 : a + r1, b + c0 : b + c1] = src[it, :, r0:r1, c0:c1]
     return dst
 
 
@@ -70,7 +70,7 @@ def _crop(state, r0, c0, hc, wc, fill):
     for n, (r, c) in enumerate(zip(r0.tolist(), c0.tolist())):
         a0, a1, b0, b1 = max(r, 0), min(r + hc, H), max(c, 0), min(c + wc, W)
         if a1 > a0 and b1 > b0:
-            crop[n, :, a0 - r:a1 - r, b0 - c:b1 - c] = ref[:, a0:a1, b0:b1]
+            crop[n, :, a0 - r : a1 - r, b0 - c : b1 - c] = ref[:, a0:a1, b0:b1]
     return _put(crop, state.patch, state.ys - r0, state.xs - c0)
 
 
@@ -114,8 +114,9 @@ class _Local:
         ox, w = _out_range(st.xs, w_in, W, kw, sw, pw)
         if ph != pw:
             raise ValueError("incremental: expected equal row and column padding")
-        crop = _crop(st, oy * sh - ph, ox * sw - pw, (h - 1) * sh + kh, (w - 1) * sw + kw,
-                     self.fill)
+        crop = _crop(
+            st, oy * sh - ph, ox * sw - pw, (h - 1) * sh + kh, (w - 1) * sw + kw, self.fill
+        )
         m = self.m
         if isinstance(m, nn.Conv2d):
             out = F.conv2d(crop, m.weight, m.bias, m.stride, 0, m.dilation, m.groups)
@@ -139,10 +140,12 @@ class _Point:
 
 def _union(a, b, H, W):
     """Both states re-cropped to one band holding both changed regions."""
+
     def band(s0, n0, s1, n1, full):
         lo, hi = torch.minimum(s0, s1), torch.maximum(s0 + n0, s1 + n1)
         n = min(full, int((hi - lo).max()))
         return lo.clamp(max=full - n), n
+
     ys, h = band(a.ys, a.patch.shape[-2], b.ys, b.patch.shape[-2], H)
     xs, w = band(a.xs, a.patch.shape[-1], b.xs, b.patch.shape[-1], W)
     return _crop(a, ys, xs, h, w, 0.0), _crop(b, ys, xs, h, w, 0.0), ys, xs
@@ -158,22 +161,29 @@ class _Residual:
 def _convert(module):
     """The steps of a supported module, or None."""
     if isinstance(module, nn.Conv2d):
-        ok = (module.dilation == (1, 1) and module.padding_mode == "zeros"
-              and not isinstance(module.padding, str))
+        ok = (
+            module.dilation == (1, 1)
+            and module.padding_mode == "zeros"
+            and not isinstance(module.padding, str)
+        )
         return [_Local(module)] if ok else None
     if isinstance(module, nn.MaxPool2d):
         ok = module.dilation in (1, (1, 1)) and not module.ceil_mode
         return [_Local(module)] if ok else None
     if isinstance(module, _POINT):
-        return None if getattr(module, "training", False) and isinstance(
-            module, (nn.BatchNorm2d, nn.Dropout)) else [_Point(module)]
+        return (
+            None
+            if getattr(module, "training", False)
+            and isinstance(module, (nn.BatchNorm2d, nn.Dropout))
+            else [_Point(module)]
+        )
     if isinstance(module, nn.Sequential):
         steps = []
         for child in module:
             sub = _convert(child)
             if sub is None:
                 return None
-            for step in sub:         # a unit after a conv joins it: one cached output
+            for step in sub:  # a unit after a conv joins it: one cached output
                 if isinstance(step, _Point) and steps and isinstance(steps[-1], _Local):
                     steps[-1].post.append(step.m)
                 else:
@@ -181,11 +191,11 @@ def _convert(module):
         return steps
     if isinstance(module, InvertedResidual):
         branch = _convert(module.conv)
-        return None if branch is None else [_Residual(branch, None, [],
-                                                      module.use_res_connect)]
+        return None if branch is None else [_Residual(branch, None, [], module.use_res_connect)]
     if isinstance(module, BasicBlock):
-        branch = _convert(nn.Sequential(module.conv1, module.bn1, module.relu, module.conv2,
-                                        module.bn2))
+        branch = _convert(
+            nn.Sequential(module.conv1, module.bn1, module.relu, module.conv2, module.bn2)
+        )
         short = None if module.downsample is None else _convert(module.downsample)
         if branch is None or (module.downsample is not None and short is None):
             return None
@@ -247,14 +257,24 @@ class IncrementalOcclusion:
         if isinstance(model, (AlexNet, VGG16, MobileNetV2)):
             mods = list(model.features)
             if isinstance(model, MobileNetV2):
+
                 def head(z):
                     return model.classifier(torch.flatten(F.adaptive_avg_pool2d(z, 1), 1))
             else:
+
                 def head(z):
                     return model.classifier(torch.flatten(model.avgpool(z), 1))
         elif isinstance(model, ResNet18):
-            mods = [model.conv1, model.bn1, model.relu, model.maxpool, model.layer1,
-                    model.layer2, model.layer3, model.layer4]
+            mods = [
+                model.conv1,
+                model.bn1,
+                model.relu,
+                model.maxpool,
+                model.layer1,
+                model.layer2,
+                model.layer3,
+                model.layer4,
+            ]
 
             def head(z):
                 return model.fc(torch.flatten(model.avgpool(z), 1))
@@ -269,25 +289,27 @@ class IncrementalOcclusion:
         """For ``image`` (C, H, W) returns ``run(boxes)`` (boxes no larger than ``window``
         (h, w)). The clean activations of a stage are computed and cached the first time a
         batch reaches it incrementally, so only the stages before the switch are kept."""
-        inputs = [self.pre(image[None])[0]]   # the clean input of each stage reached
-        refs = []                              # the cached outputs of each stage's steps
+        inputs = [self.pre(image[None])[0]]  # the clean input of each stage reached
+        refs = []  # the cached outputs of each stage's steps
         H, W = image.shape[-2:]
 
         def run(boxes):
             wh, ww = window
             ys = torch.tensor([min(y0, H - wh) for y0, _, _, _ in boxes])
             xs = torch.tensor([min(x0, W - ww) for _, _, x0, _ in boxes])
-            patch = torch.stack([image[:, y:y + wh, x:x + ww]
-                                 for y, x in zip(ys.tolist(), xs.tolist())])
+            patch = torch.stack(
+                [image[:, y : y + wh, x : x + ww] for y, x in zip(ys.tolist(), xs.tolist())]
+            )
             for i, (y0, y1, x0, x1) in enumerate(boxes):
                 py, px = y0 - int(ys[i]), x0 - int(xs[i])
-                patch[i, :, py:py + y1 - y0, px:px + x1 - x0] = baseline[:, y0:y1, x0:x1]
+                patch[i, :, py : py + y1 - y0, px : px + x1 - x0] = baseline[:, y0:y1, x0:x1]
             st = _State(inputs[0], self.pre(patch), ys, xs)
             i = 0
-            for i, (module, steps) in enumerate(self.stages):
+            for i, (_module, steps) in enumerate(self.stages):
                 H_i, W_i = st.ref.shape[-2:]
-                if steps is None or (st.patch.shape[-2] * st.patch.shape[-1]
-                                     > self.max_fraction * H_i * W_i):
+                if steps is None or (
+                    st.patch.shape[-2] * st.patch.shape[-1] > self.max_fraction * H_i * W_i
+                ):
                     break
                 if i == len(refs):
                     cache = []
@@ -300,4 +322,5 @@ class IncrementalOcclusion:
             for module, _ in self.stages[i:]:
                 z = module(z)
             return self.head(z)
+
         return run

@@ -8,6 +8,7 @@ are evaluated ``batch_size`` at a time under ``torch.inference_mode``. For the z
 early layers are recomputed only where a window changes them (:mod:`.incremental`, Nakandala
 et al., SIGMOD 2019); the result is the same.
 """
+
 import math
 
 import torch
@@ -31,19 +32,37 @@ def windows(H: int, W: int, window, stride):
     """The (y0, y1, x0, x1) of every occlusion window, row-major (captum's order)."""
     (wh, ww), (sh, sw) = _pair(window, "window"), _pair(stride, "stride")
     if min(wh, ww, sh, sw) < 1:
-        raise ValueError(f"attribute: expected window and stride >= 1, got window "
-                         f"{(wh, ww)}, stride {(sh, sw)}")
+        raise ValueError(
+            f"attribute: expected window and stride >= 1, got window {(wh, ww)}, stride {(sh, sw)}"
+        )
     if wh > H or ww > W:
-        raise ValueError(f"attribute: expected an occlusion window no larger than the image "
-                         f"{(H, W)}, got {(wh, ww)}")
+        raise ValueError(
+            f"attribute: expected an occlusion window no larger than the image "
+            f"{(H, W)}, got {(wh, ww)}"
+        )
     ny = math.ceil((H - wh) / sh) + 1
     nx = math.ceil((W - ww) / sw) + 1
-    return [(i * sh, min(i * sh + wh, H), j * sw, min(j * sw + ww, W))
-            for i in range(ny) for j in range(nx)]
+    return [
+        (i * sh, min(i * sh + wh, H), j * sw, min(j * sw + ww, W))
+        for i in range(ny)
+        for j in range(nx)
+    ]
 
 
-def occlusion(model, pre, x, targets, *, output="logit", layer=None, window=16, stride=8,
-              baseline="black", batch_size=4, incremental="auto"):
+def occlusion(
+    model,
+    pre,
+    x,
+    targets,
+    *,
+    output="logit",
+    layer=None,
+    window=16,
+    stride=8,
+    baseline="black",
+    batch_size=4,
+    incremental="auto",
+):
     """Occlusion maps (B, T, H, W): mean over covering windows of S(x) - S(x occluded).
 
     Args:
@@ -56,8 +75,9 @@ def occlusion(model, pre, x, targets, *, output="logit", layer=None, window=16, 
             (required) or False (re-run the whole network on each copy).
     """
     if incremental not in ("auto", True, False):
-        raise ValueError(f"attribute: expected incremental in ('auto', True, False), "
-                         f"got {incremental!r}")
+        raise ValueError(
+            f"attribute: expected incremental in ('auto', True, False), got {incremental!r}"
+        )
     B, C, H, W = x.shape
     boxes = windows(H, W, window, stride)
     base = baseline_of(x, baseline)
@@ -65,9 +85,11 @@ def occlusion(model, pre, x, targets, *, output="logit", layer=None, window=16, 
     if incremental is not False:
         engine = IncrementalOcclusion.for_model(model, pre)
         if engine is None and incremental is True:
-            raise ValueError(f"attribute: incremental occlusion supports the zoo networks "
-                             f"with their ImageNet preprocessing, not a "
-                             f"{type(model).__name__}; pass incremental=False")
+            raise ValueError(
+                f"attribute: incremental occlusion supports the zoo networks "
+                f"with their ImageNet preprocessing, not a "
+                f"{type(model).__name__}; pass incremental=False"
+            )
     n_chunk = max(1, int(batch_size))
     with torch.inference_mode():
         clean = scores_of(model(pre(x)), output, "attribute")
@@ -79,10 +101,9 @@ def occlusion(model, pre, x, targets, *, output="logit", layer=None, window=16, 
             count[y0:y1, x0:x1] += 1
         for b in range(B):
             s0 = clean[b, t[b]]
-            run = engine.prepare(x[b], base[b], _pair(window, "window")) if engine \
-                else None
+            run = engine.prepare(x[b], base[b], _pair(window, "window")) if engine else None
             for lo in range(0, len(boxes), n_chunk):
-                chunk = boxes[lo:lo + n_chunk]
+                chunk = boxes[lo : lo + n_chunk]
                 if run is not None:
                     logits = run(chunk)
                 else:
@@ -94,5 +115,10 @@ def occlusion(model, pre, x, targets, *, output="logit", layer=None, window=16, 
                 for i, (y0, y1, x0, x1) in enumerate(chunk):
                     total[b, :, y0:y1, x0:x1] += drop[i][:, None, None]
         maps = (total / count).to(x.dtype)
-    return {"maps": maps, "gradients": None, "targets": t, "scores": clean.gather(1, t),
-            "info": {"windows": len(boxes), "incremental": engine is not None}}
+    return {
+        "maps": maps,
+        "gradients": None,
+        "targets": t,
+        "scores": clean.gather(1, t),
+        "info": {"windows": len(boxes), "incremental": engine is not None},
+    }

@@ -5,6 +5,7 @@ activation over a collection of images, with their receptive-field crops.
 The images are streamed in batches (a folder is never held in memory): per batch each
 channel's candidates are merged with its running top-k, so memory is O(batch + channels * k).
 """
+
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,8 +36,10 @@ def receptive_field(model: nn.Module, layer: nn.Module, size: int):
         g = g if g is not None else best[0]
         jump, rf, start = g
         if isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+
             def first(v):
                 return v[0] if isinstance(v, tuple) else v
+
             k, s, p = first(module.kernel_size), first(module.stride), first(module.padding)
             d = first(getattr(module, "dilation", 1))
             g = (jump * s, rf + (k - 1) * d * jump, start + ((k - 1) * d / 2 - p) * jump)
@@ -56,8 +59,7 @@ def receptive_field(model: nn.Module, layer: nn.Module, size: int):
     param = next(model.parameters(), None)
     try:
         with torch.no_grad():
-            model(torch.zeros(1, 3, size, size, device=param.device if param is not None
-                              else None))
+            model(torch.zeros(1, 3, size, size, device=param.device if param is not None else None))
     finally:
         for h in handles:
             h.remove()
@@ -89,18 +91,21 @@ class TopPatches:
 
 def _image_stream(images, size, fn):
     if isinstance(images, (str, os.PathLike)) and Path(images).is_dir():
-        files = sorted(p for p in Path(images).iterdir()
-                       if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(p for p in Path(images).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise ValueError(f"{fn}: no images ({', '.join(IMAGE_SUFFIXES)}) in {images}")
         return [(str(p), p) for p in files]
     if isinstance(images, Tensor) and images.dim() == 4:
         return [(i, im) for i, im in enumerate(images)]
     if isinstance(images, (list, tuple)):
-        return [(str(im) if isinstance(im, (str, os.PathLike)) else i, im)
-                for i, im in enumerate(images)]
-    raise TypeError(f"{fn}: expected a folder, a list of images or a (B, 3, H, W) tensor, "
-                    f"got {type(images).__name__}")
+        return [
+            (str(im) if isinstance(im, (str, os.PathLike)) else i, im)
+            for i, im in enumerate(images)
+        ]
+    raise TypeError(
+        f"{fn}: expected a folder, a list of images or a (B, 3, H, W) tensor, "
+        f"got {type(images).__name__}"
+    )
 
 
 def _channels(channels, C, fn):
@@ -117,9 +122,18 @@ def _channels(channels, C, fn):
     return chans
 
 
-def top_patches(images_or_folder, model, layer, channels, k: int = 9, *, size: int = 224,
-                batch_size: int = 16, preprocess="auto", distinct_images: bool = True,
-                ) -> TopPatches:
+def top_patches(
+    images_or_folder,
+    model,
+    layer,
+    channels,
+    k: int = 9,
+    *,
+    size: int = 224,
+    batch_size: int = 16,
+    preprocess="auto",
+    distinct_images: bool = True,
+) -> TopPatches:
     """The k positions of largest activation of each channel of ``layer``, streamed.
 
     Args:
@@ -155,32 +169,34 @@ def top_patches(images_or_folder, model, layer, channels, k: int = 9, *, size: i
     stream = _image_stream(images_or_folder, size, fn)
     store = {}
     handle = module.register_forward_hook(lambda m, a, o: store.__setitem__("a", o))
-    best_v = best_i = None           # (n_ch, k) values and flat (image, y, x) codes
+    best_v = best_i = None  # (n_ch, k) values and flat (image, y, x) codes
     chans, hw = None, None
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     try:
         for lo in range(0, len(stream), batch_size):
-            part = stream[lo:lo + batch_size]
+            part = stream[lo : lo + batch_size]
             x = torch.stack([prepare_image(_one_image(im, None, fn), size) for _, im in part])
             with torch.inference_mode():
                 model(pre(x.to(device)))
             a = store["a"]
             if a.dim() != 4:
-                raise ValueError(f"{fn}: expected a layer with (B, C, H, W) output, "
-                                 f"got {list(a.shape)}")
+                raise ValueError(
+                    f"{fn}: expected a layer with (B, C, H, W) output, got {list(a.shape)}"
+                )
             if chans is None:
                 chans, hw = _channels(channels, a.shape[1], fn), a.shape[-2:]
-            a = a[:, chans].float().cpu()                        # (b, n_ch, h, w)
+            a = a[:, chans].float().cpu()  # (b, n_ch, h, w)
             flat = a.flatten(2)
             if distinct_images:
-                v, pos = flat.max(2)                             # (b, n_ch)
-                codes = (torch.arange(lo, lo + len(part))[:, None] * flat.shape[2] + pos)
+                v, pos = flat.max(2)  # (b, n_ch)
+                codes = torch.arange(lo, lo + len(part))[:, None] * flat.shape[2] + pos
                 v, codes = v.t(), codes.t()
             else:
                 v = flat.permute(1, 0, 2).flatten(1)
-                codes = (torch.arange(lo * flat.shape[2], (lo + len(part)) * flat.shape[2])
-                         .expand(len(chans), -1))
+                codes = torch.arange(lo * flat.shape[2], (lo + len(part)) * flat.shape[2]).expand(
+                    len(chans), -1
+                )
             if best_v is not None:
                 v, codes = torch.cat([best_v, v], 1), torch.cat([best_i, codes], 1)
             top = v.topk(min(k, v.shape[1]), dim=1)
@@ -191,7 +207,7 @@ def top_patches(images_or_folder, model, layer, channels, k: int = 9, *, size: i
     side = int(round(rf))
     hits, crops, tiles = [], [], []
     cache = {}
-    for c_i, c in enumerate(chans):
+    for c_i in range(len(chans)):
         row, row_crops = [], []
         for v, code in zip(best_v[c_i].tolist(), best_i[c_i].tolist()):
             img, rest = divmod(int(code), hw[0] * hw[1])
@@ -202,7 +218,7 @@ def top_patches(images_or_folder, model, layer, channels, k: int = 9, *, size: i
             cy, cx = start + y * jump, start + x * jump
             y0, x0 = int(round(cy - (rf - 1) / 2)), int(round(cx - (rf - 1) / 2))
             padded = torch.nn.functional.pad(cache[img], (side, side, side, side), value=0.5)
-            crop = padded[:, y0 + side:y0 + 2 * side, x0 + side:x0 + 2 * side]
+            crop = padded[:, y0 + side : y0 + 2 * side, x0 + side : x0 + 2 * side]
             row.append({"image": name, "y": y, "x": x, "value": v})
             row_crops.append(crop)
         hits.append(row)

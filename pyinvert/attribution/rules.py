@@ -31,6 +31,7 @@ Not covered (documented limits): ``torch.clamp``/``clamp_min`` used as a ReLU, `
 rectifiers, and ``nn.functional`` calls bound to a local name before the patch (``from
 torch.nn.functional import relu`` at import time) - these keep the plain gradient.
 """
+
 import contextlib
 import math
 import threading
@@ -111,8 +112,10 @@ def _make_patches(orig):
         if not _applies(input):
             return orig["F.leaky_relu"](input, negative_slope, inplace)
         if negative_slope < 0:
-            raise ValueError(f"backward_rule: expected a LeakyReLU slope >= 0 (the rule reads "
-                             f"the mask from the output), got {negative_slope}")
+            raise ValueError(
+                f"backward_rule: expected a LeakyReLU slope >= 0 (the rule reads "
+                f"the mask from the output), got {negative_slope}"
+            )
         run = lambda t: orig["F.leaky_relu"](t, negative_slope)  # noqa: E731
         return _unit(input, run, None, None, float(negative_slope), inplace)
 
@@ -125,10 +128,19 @@ def _make_patches(orig):
     def t_relu_(self):
         return relu_(self)
 
-    return {"F.relu": relu, "F.relu_": relu_, "F.relu6": relu6, "F.hardtanh": hardtanh,
-            "F.hardtanh_": hardtanh_, "F.leaky_relu": leaky_relu,
-            "F.leaky_relu_": leaky_relu_, "torch.relu": relu, "torch.relu_": relu_,
-            "Tensor.relu": t_relu, "Tensor.relu_": t_relu_}
+    return {
+        "F.relu": relu,
+        "F.relu_": relu_,
+        "F.relu6": relu6,
+        "F.hardtanh": hardtanh,
+        "F.hardtanh_": hardtanh_,
+        "F.leaky_relu": leaky_relu,
+        "F.leaky_relu_": leaky_relu_,
+        "torch.relu": relu,
+        "torch.relu_": relu_,
+        "Tensor.relu": t_relu,
+        "Tensor.relu_": t_relu_,
+    }
 
 
 _OWNERS = {"F": F, "torch": torch, "Tensor": torch.Tensor}
@@ -144,8 +156,19 @@ def _set(key, value):
     setattr(_OWNERS[owner], name, value)
 
 
-_KEYS = ("F.relu", "F.relu_", "F.relu6", "F.hardtanh", "F.hardtanh_", "F.leaky_relu",
-         "F.leaky_relu_", "torch.relu", "torch.relu_", "Tensor.relu", "Tensor.relu_")
+_KEYS = (
+    "F.relu",
+    "F.relu_",
+    "F.relu6",
+    "F.hardtanh",
+    "F.hardtanh_",
+    "F.leaky_relu",
+    "F.leaky_relu_",
+    "torch.relu",
+    "torch.relu_",
+    "Tensor.relu",
+    "Tensor.relu_",
+)
 
 
 @contextlib.contextmanager
@@ -177,8 +200,10 @@ def backward_rule(rule: str):
         return
     with _LOCK:
         if _ACTIVE["depth"] and _ACTIVE["rule"] != rule:
-            raise ValueError(f"backward_rule: a {_ACTIVE['rule']!r} block is already active; "
-                             f"cannot nest {rule!r} inside it")
+            raise ValueError(
+                f"backward_rule: a {_ACTIVE['rule']!r} block is already active; "
+                f"cannot nest {rule!r} inside it"
+            )
         outer = _ACTIVE["depth"] == 0
         if outer:
             orig = {k: _get(k) for k in _KEYS}

@@ -64,11 +64,20 @@ inside the optimization, is always retried). ``index.html`` escapes every value;
 Exit status: 0 every item ok, 1 some item failed (or the summary could not be written), 2 a
 bad manifest or usage, 128 + N when stopped by signal N.
 """
+
 from pyinvert.batch.job import run_batch
 from pyinvert.batch.manifest import Item, ManifestError, read_manifest
 from pyinvert.batch.options import BatchOptions, UsageError
 from pyinvert.batch.signals import Interrupted
 from pyinvert.batch.store import JobLocked
 
-__all__ = ["run_batch", "BatchOptions", "read_manifest", "Item", "ManifestError",
-           "UsageError", "JobLocked", "Interrupted"]
+__all__ = [
+    "run_batch",
+    "BatchOptions",
+    "read_manifest",
+    "Item",
+    "ManifestError",
+    "UsageError",
+    "JobLocked",
+    "Interrupted",
+]

@@ -8,6 +8,7 @@ bad manifest or usage; 128 + N when stopped by signal N (143 for SIGTERM). Under
 the launcher itself exits 0 when every process did and 1 otherwise; the job's own status is
 in summary.json ("exit_status").
 """
+
 import argparse
 import sys
 
@@ -39,63 +40,101 @@ manifest or usage, 143 stopped by SIGTERM.
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("manifest", help="the manifest: a .csv (with a header) or .jsonl file")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--steps", type=int, default=None,
-                   help="iterations per inversion, at most 100000 (default: the recipe's "
-                        "schedule)")
-    p.add_argument("--batch-size", type=int, default=32,
-                   help="images optimized together at most, at most 4096 (default: "
-                        "%(default)s)")
-    p.add_argument("--device", default=None,
-                   help="cpu or cuda (under torchrun: each process its local GPU); "
-                        "default: cpu")
-    p.add_argument("--seed", type=int, default=0,
-                   help="job seed; each item's seed derives from it and the item's id "
-                        "(default: %(default)s)")
-    p.add_argument("--recipe", choices=("cvpr2015", "ijcv2016"), default="cvpr2015",
-                   help="recipe of the items that name none (default: %(default)s)")
-    p.add_argument("--restarts", type=int, default=1,
-                   help="restarts of the items that give none, at most 100 (default: "
-                        "%(default)s)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="iterations per inversion, at most 100000 (default: the recipe's schedule)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=32,
+        help="images optimized together at most, at most 4096 (default: %(default)s)",
+    )
+    p.add_argument(
+        "--device",
+        default=None,
+        help="cpu or cuda (under torchrun: each process its local GPU); default: cpu",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="job seed; each item's seed derives from it and the item's id (default: %(default)s)",
+    )
+    p.add_argument(
+        "--recipe",
+        choices=("cvpr2015", "ijcv2016"),
+        default="cvpr2015",
+        help="recipe of the items that name none (default: %(default)s)",
+    )
+    p.add_argument(
+        "--restarts",
+        type=int,
+        default=1,
+        help="restarts of the items that give none, at most 100 (default: %(default)s)",
+    )
     p.add_argument("--backend", choices=("fused", "reference"), default="fused")
-    p.add_argument("--max-batch-pixels", type=int, default=None,
-                   help="at most this many pixels (images x restarts x H x W) optimized "
-                        "together (default: 4194304)")
-    p.add_argument("--retry-failed", action="store_true",
-                   help="also redo the items recorded as failed for a lasting reason")
+    p.add_argument(
+        "--max-batch-pixels",
+        type=int,
+        default=None,
+        help="at most this many pixels (images x restarts x H x W) optimized "
+        "together (default: 4194304)",
+    )
+    p.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="also redo the items recorded as failed for a lasting reason",
+    )
     p.add_argument("--quiet", action="store_true", help="print only errors")
     return p
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add the ``batch`` subcommand to ``subparsers`` (from ``add_subparsers()``)."""
-    p = subparsers.add_parser("batch", help="invert the items of a manifest (resumable, "
-                                            "torchrun-aware)",
-                              description=DESCRIPTION, epilog=EPILOG,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "batch",
+        help="invert the items of a manifest (resumable, torchrun-aware)",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_arguments(p)
     p.set_defaults(func=run)
     return p
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pyinvert.batch", description=DESCRIPTION,
-                                epilog=EPILOG,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m pyinvert.batch",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     return add_arguments(p)
 
 
 def run(args) -> int:
     """Run the job the parsed ``args`` describe; returns the exit status."""
     try:
-        job = run_batch(args.manifest, args.out, steps=args.steps, batch_size=args.batch_size,
-                        device=args.device, seed=args.seed, recipe=args.recipe,
-                        restarts=args.restarts, backend=args.backend,
-                        retry_failed=args.retry_failed,
-                        max_batch_pixels=args.max_batch_pixels or MAX_BATCH_PIXELS,
-                        verbose=not args.quiet)
+        job = run_batch(
+            args.manifest,
+            args.out,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            device=args.device,
+            seed=args.seed,
+            recipe=args.recipe,
+            restarts=args.restarts,
+            backend=args.backend,
+            retry_failed=args.retry_failed,
+            max_batch_pixels=args.max_batch_pixels or MAX_BATCH_PIXELS,
+            verbose=not args.quiet,
+        )
     except (ManifestError, JobLocked, UsageError) as error:
-        print(f"pyinvert batch: error: {str(error).replace('batch: ', '', 1)}",
-              file=sys.stderr)
+        print(f"pyinvert batch: error: {str(error).replace('batch: ', '', 1)}", file=sys.stderr)
         return 2
     return int(job.get("exit_status", 1))
 

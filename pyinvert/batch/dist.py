@@ -5,6 +5,7 @@ LOCAL_RANK, MASTER_ADDR and MASTER_PORT; with WORLD_SIZE > 1 the job joins the d
 process group (gloo on the CPU, nccl on CUDA devices). Without torchrun (or with
 WORLD_SIZE=1) there is no process group and every collective is the identity.
 """
+
 import datetime
 import os
 from dataclasses import dataclass
@@ -21,8 +22,9 @@ def _env_int(name: str, default: int) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise UsageError(f"batch: expected ${name} to be an integer (as torchrun sets it), "
-                         f"got {text!r}") from None
+        raise UsageError(
+            f"batch: expected ${name} to be an integer (as torchrun sets it), got {text!r}"
+        ) from None
     if value < 0:
         raise UsageError(f"batch: expected ${name} >= 0, got {value}")
     return value
@@ -31,6 +33,7 @@ def _env_int(name: str, default: int) -> int:
 @dataclass
 class Dist:
     """Rank, world size and the few collectives the job uses (object lists, CPU side)."""
+
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
@@ -49,11 +52,17 @@ class Dist:
     def from_env(cls, device: str = "cpu", timeout_s: float = 86400.0) -> "Dist":
         """Join torchrun's process group when WORLD_SIZE > 1 (or reuse one already joined)."""
         if dist.is_available() and dist.is_initialized():
-            return cls(rank=dist.get_rank(), world_size=dist.get_world_size(),
-                       local_rank=int(os.environ.get("LOCAL_RANK", 0)), owns_group=False,
-                       backend=str(dist.get_backend()))
-        world, rank, local = (_env_int(name, default) for name, default in
-                              (("WORLD_SIZE", 1), ("RANK", 0), ("LOCAL_RANK", 0)))
+            return cls(
+                rank=dist.get_rank(),
+                world_size=dist.get_world_size(),
+                local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+                owns_group=False,
+                backend=str(dist.get_backend()),
+            )
+        world, rank, local = (
+            _env_int(name, default)
+            for name, default in (("WORLD_SIZE", 1), ("RANK", 0), ("LOCAL_RANK", 0))
+        )
         if world <= 1:
             return cls(rank=0, world_size=1, local_rank=local)
         if not dist.is_available():
@@ -61,10 +70,13 @@ class Dist:
         backend = "nccl" if device.startswith("cuda") else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(local)
-        dist.init_process_group(backend=backend, rank=rank, world_size=world,
-                                timeout=datetime.timedelta(seconds=timeout_s))
-        return cls(rank=rank, world_size=world, local_rank=local, owns_group=True,
-                   backend=backend)
+        dist.init_process_group(
+            backend=backend,
+            rank=rank,
+            world_size=world,
+            timeout=datetime.timedelta(seconds=timeout_s),
+        )
+        return cls(rank=rank, world_size=world, local_rank=local, owns_group=True, backend=backend)
 
     def barrier(self) -> None:
         if self.distributed:

@@ -23,6 +23,7 @@ A signal stops the job at once wherever it is (set-up included), except while a 
 batch's items or the summary are being written, which complete first; the job then writes an
 interrupted summary (once it has a run id) and returns 128 + the signal number.
 """
+
 import datetime
 import sys
 import time
@@ -51,16 +52,17 @@ SUMMARY_INTERVAL = 2.0
 class Job:
     """One run of a batch job in this process (see the module docstring)."""
 
-    def __init__(self, items: List[Item], manifest: Path, out: Path, opts: BatchOptions,
-                 guard: SignalGuard):
+    def __init__(
+        self, items: List[Item], manifest: Path, out: Path, opts: BatchOptions, guard: SignalGuard
+    ):
         self.items = items
         self.manifest = manifest
         self.out = out
         self.opts = opts
         self.guard = guard
         self.defaults = {"recipe": opts.recipe, "restarts": opts.restarts}
-        self.records: Dict[int, dict] = {}      # index -> record (known to this rank)
-        self.new: Dict[int, dict] = {}          # index -> record made by this rank, this run
+        self.records: Dict[int, dict] = {}  # index -> record (known to this rank)
+        self.new: Dict[int, dict] = {}  # index -> record made by this rank, this run
         self.fingerprints: Dict[int, str] = {}
         self.digests: Dict[int, Optional[str]] = {}
         self.skipped = 0
@@ -70,27 +72,34 @@ class Job:
         self.t0 = time.perf_counter()
         self._next_summary = self.t0 + SUMMARY_INTERVAL
         self._summary_failed = False
-        self.device = torch.device(opts.device) if opts.device is not None \
-            else torch.device("cpu")
+        self.device = torch.device(opts.device) if opts.device is not None else torch.device("cpu")
         self.prep = Preparer(opts, self.device)
         self.executor = Executor(self)
 
     def log(self, message: str, error: bool = False) -> None:
         if self.opts.verbose or error:
             prefix = f"[rank {self.dist.rank}] " if self.dist.distributed else ""
-            print(f"pyinvert batch: {prefix}{message}", file=sys.stderr if error else sys.stdout,
-                  flush=True)
+            print(
+                f"pyinvert batch: {prefix}{message}",
+                file=sys.stderr if error else sys.stdout,
+                flush=True,
+            )
 
     def fingerprint_of(self, index: int, digest: Optional[str]) -> str:
         item = self.items[index]
-        return item_fingerprint(item, digest, recipe=self.prep.recipe_name(item),
-                                restarts=self.prep.restarts(item), steps=self.opts.steps,
-                                job_seed=self.opts.seed, backend=self.opts.backend)
+        return item_fingerprint(
+            item,
+            digest,
+            recipe=self.prep.recipe_name(item),
+            restarts=self.prep.restarts(item),
+            steps=self.opts.steps,
+            job_seed=self.opts.seed,
+            backend=self.opts.backend,
+        )
 
     def config_key(self, index: int):
         item = self.items[index]
-        return (item.rep, self.prep.recipe_name(item), item.overrides_key,
-                self.prep.restarts(item))
+        return (item.rep, self.prep.recipe_name(item), item.overrides_key, self.prep.restarts(item))
 
     # ---- the run --------------------------------------------------------------------------
 
@@ -110,17 +119,21 @@ class Job:
                     if locked:
                         _store.clean_partial(self.out)
             except OSError as error:
-                raise UsageError(f"batch: cannot write the output folder {self.out}: "
-                                 f"{error.strerror or error}") from None
+                raise UsageError(
+                    f"batch: cannot write the output folder {self.out}: {error.strerror or error}"
+                ) from None
             locked = self.dist.broadcast(locked)
             if not locked:
-                raise JobLocked(f"batch: another job is writing {self.out} (it holds "
-                                f"{self.out / '.lock'})")
+                raise JobLocked(
+                    f"batch: another job is writing {self.out} (it holds {self.out / '.lock'})"
+                )
             stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
             self.run_id = self.dist.broadcast(f"{stamp}-{uuid.uuid4().hex[:8]}")
             self.dist.barrier()
-            self.log(f"run {self.run_id}: {len(self.items)} item(s) in {self.manifest}"
-                     + (f", {self.dist.world_size} processes" if self.dist.distributed else ""))
+            self.log(
+                f"run {self.run_id}: {len(self.items)} item(s) in {self.manifest}"
+                + (f", {self.dist.world_size} processes" if self.dist.distributed else "")
+            )
 
             self._process(self._check_and_deal())
             if self.dist.distributed and self.dist.is_main:
@@ -136,12 +149,16 @@ class Job:
             if self.dist.is_main:
                 _store.remove_partial(self.out)
                 t = _report.totals(self._rows())
-                where = ("" if job.get("summary_error") else
-                         f"; summary: {self.out / 'summary.csv'}, report: "
-                         f"{self.out / 'index.html'}")
-                self.log(f"{t['ok']} ok, {t['failed']} failed of {t['items']} item(s) "
-                         f"({done_this_run} done now, {self.skipped} skipped as done) in "
-                         f"{job['seconds']:.1f} s{where}")
+                where = (
+                    ""
+                    if job.get("summary_error")
+                    else f"; summary: {self.out / 'summary.csv'}, report: {self.out / 'index.html'}"
+                )
+                self.log(
+                    f"{t['ok']} ok, {t['failed']} failed of {t['items']} item(s) "
+                    f"({done_this_run} done now, {self.skipped} skipped as done) in "
+                    f"{job['seconds']:.1f} s{where}"
+                )
             else:
                 self.log(f"done: {len(self.new)} item(s) written by this process")
             return job
@@ -158,13 +175,13 @@ class Job:
         if not self.run_id:
             self.log(f"stopped by {name} during set-up; nothing was written", error=True)
             return {"exit_status": 128 + stop.signum, "interrupted": True}
-        self.log(f"stopped by {name}; finished items are kept, a rerun does the rest",
-                 error=True)
+        self.log(f"stopped by {name}; finished items are kept, a rerun does the rest", error=True)
         job = {}
         if self.dist.is_main:
             try:
-                job = self._write_outputs(final=False, done_this_run=len(self.new),
-                                          interrupted=True)
+                job = self._write_outputs(
+                    final=False, done_this_run=len(self.new), interrupted=True
+                )
             except Exception as error:  # the summary is a convenience here
                 self.log(f"could not write the summary: {error}", error=True)
         job["exit_status"] = 128 + stop.signum
@@ -207,21 +224,26 @@ class Job:
                 self.executor.run_chunk(chunk)
                 done += len(chunk)
                 ok = sum(1 for t in chunk if self.new.get(t.index, {}).get("status") == "ok")
-                self.log(f"{done}/{total}: {len(chunk)} x {key[0]} {key[1]} "
-                         f"{key[4]}x{key[5]} in {time.perf_counter() - t0:.1f} s "
-                         f"({ok} ok, {len(chunk) - ok} failed)")
+                self.log(
+                    f"{done}/{total}: {len(chunk)} x {key[0]} {key[1]} "
+                    f"{key[4]}x{key[5]} in {time.perf_counter() - t0:.1f} s "
+                    f"({ok} ok, {len(chunk) - ok} failed)"
+                )
                 if self.dist.is_main and time.perf_counter() >= self._next_summary:
                     t1 = time.perf_counter()
                     self._write_outputs(final=False, done_this_run=None)
                     # At most every 2 s, and at most 10% of the time on large jobs.
                     self._next_summary = time.perf_counter() + max(
-                        SUMMARY_INTERVAL, 10 * (time.perf_counter() - t1))
+                        SUMMARY_INTERVAL, 10 * (time.perf_counter() - t1)
+                    )
 
     # ---- summary and report --------------------------------------------------------------
 
     def _rows(self) -> List[dict]:
-        return [_report.summary_row(item, item.slug, self.records.get(i), self.defaults)
-                for i, item in enumerate(self.items)]
+        return [
+            _report.summary_row(item, item.slug, self.records.get(i), self.defaults)
+            for i, item in enumerate(self.items)
+        ]
 
     def _refresh_from_disk(self) -> None:
         """Rank 0: pick up the records other ranks have written during this run."""
@@ -231,26 +253,38 @@ class Job:
             if i in self.records or i not in self.fingerprints:
                 continue
             record = _store.read_record(self.out, item.slug)
-            if record and record.get("fingerprint") == self.fingerprints[i] \
-                    and record.get("run_id") == self.run_id:
+            if (
+                record
+                and record.get("fingerprint") == self.fingerprints[i]
+                and record.get("run_id") == self.run_id
+            ):
                 self.records[i] = record
 
-    def _write_outputs(self, final: bool, done_this_run: Optional[int],
-                       interrupted: bool = False) -> dict:
+    def _write_outputs(
+        self, final: bool, done_this_run: Optional[int], interrupted: bool = False
+    ) -> dict:
         if not final:
             self._refresh_from_disk()
         rows = self._rows()
         if done_this_run is None:
-            done_this_run = sum(1 for r in self.records.values()
-                                if r.get("run_id") == self.run_id)
+            done_this_run = sum(1 for r in self.records.values() if r.get("run_id") == self.run_id)
         seconds = time.perf_counter() - self.t0
         job = {
-            "manifest": str(self.manifest), "out": str(self.out), "run_id": self.run_id,
-            "started_at": self.started_at, "updated_at": now(), "finished": bool(final),
-            "interrupted": interrupted, "world_size": self.dist.world_size,
-            "device": str(self.device), "steps": self.opts.steps,
-            "batch_size": self.opts.batch_size, "seed": self.opts.seed,
-            **_report.totals(rows), "done_this_run": done_this_run, "skipped": self.skipped,
+            "manifest": str(self.manifest),
+            "out": str(self.out),
+            "run_id": self.run_id,
+            "started_at": self.started_at,
+            "updated_at": now(),
+            "finished": bool(final),
+            "interrupted": interrupted,
+            "world_size": self.dist.world_size,
+            "device": str(self.device),
+            "steps": self.opts.steps,
+            "batch_size": self.opts.batch_size,
+            "seed": self.opts.seed,
+            **_report.totals(rows),
+            "done_this_run": done_this_run,
+            "skipped": self.skipped,
             "seconds": seconds,
             "items_per_second": done_this_run / seconds if seconds > 0 else None,
             "exit_status": _report.job_status(rows),
@@ -261,24 +295,37 @@ class Job:
                     _report.write_summary(self.out, rows, job)
                     _report.write_report(self.out, rows, job)
             except OSError as error:
-                reason = f"[Errno {error.errno}] {error.strerror}" if error.strerror \
-                    else str(error)
+                reason = f"[Errno {error.errno}] {error.strerror}" if error.strerror else str(error)
                 job["summary_error"] = reason
                 if final or not self._summary_failed:
-                    self.log(f"could not write the summary and report in {self.out} "
-                             f"({reason}); summary.json, summary.csv and index.html are each "
-                             f"their previous version or absent, the items' records are in "
-                             f"{self.out / 'items'}; a rerun rewrites them", error=True)
+                    self.log(
+                        f"could not write the summary and report in {self.out} "
+                        f"({reason}); summary.json, summary.csv and index.html are each "
+                        f"their previous version or absent, the items' records are in "
+                        f"{self.out / 'items'}; a rerun rewrites them",
+                        error=True,
+                    )
                 self._summary_failed = True
                 if final:
                     job["exit_status"] = 1
         return job
 
 
-def run_batch(manifest, out, *, steps: Optional[int] = None, batch_size: int = 32,
-              device: Optional[str] = None, seed: int = 0, recipe: str = "cvpr2015",
-              restarts: int = 1, backend: str = "fused", retry_failed: bool = False,
-              max_batch_pixels: int = MAX_BATCH_PIXELS, verbose: bool = True) -> dict:
+def run_batch(
+    manifest,
+    out,
+    *,
+    steps: Optional[int] = None,
+    batch_size: int = 32,
+    device: Optional[str] = None,
+    seed: int = 0,
+    recipe: str = "cvpr2015",
+    restarts: int = 1,
+    backend: str = "fused",
+    retry_failed: bool = False,
+    max_batch_pixels: int = MAX_BATCH_PIXELS,
+    verbose: bool = True,
+) -> dict:
     """Invert every item of a manifest into ``out`` (see :mod:`pyinvert.batch`).
 
     Under torchrun, every process calls this with the same arguments: each does its share and
@@ -321,18 +368,29 @@ def run_batch(manifest, out, *, steps: Optional[int] = None, batch_size: int = 3
     guard = SignalGuard()
     guard.install()
     try:
-        opts = BatchOptions(steps=steps, batch_size=batch_size, device=device, seed=seed,
-                            recipe=recipe, restarts=restarts, backend=backend,
-                            retry_failed=retry_failed, max_batch_pixels=max_batch_pixels,
-                            verbose=verbose)
+        opts = BatchOptions(
+            steps=steps,
+            batch_size=batch_size,
+            device=device,
+            seed=seed,
+            recipe=recipe,
+            restarts=restarts,
+            backend=backend,
+            retry_failed=retry_failed,
+            max_batch_pixels=max_batch_pixels,
+            verbose=verbose,
+        )
         opts.validate()
         items = read_manifest(manifest)
         return Job(items, Path(manifest), Path(out), opts, guard).run()
     except Interrupted as stop:
         with guard.stopped():
             name = stop.args[0].rsplit(" ", 1)[-1]
-            print(f"pyinvert batch: stopped by {name} during set-up; nothing was written",
-                  file=sys.stderr, flush=True)
+            print(
+                f"pyinvert batch: stopped by {name} during set-up; nothing was written",
+                file=sys.stderr,
+                flush=True,
+            )
             return {"exit_status": 128 + stop.signum, "interrupted": True}
     finally:
         guard.restore()

@@ -21,6 +21,7 @@ What is a manifest error and what is a failed item:
   unknown recipe, an unknown override field or a value of the wrong type or out of its
   range (:mod:`pyinvert.batch.overrides`), non-finite pixel values, a diverging optimization.
 """
+
 import csv
 import hashlib
 import io
@@ -66,6 +67,7 @@ class Item:
         overrides: recipe constants to override (a JSON object).
         line: the line of the manifest the item starts on (1-based).
     """
+
     id: str
     image: str
     path: Path
@@ -118,7 +120,7 @@ def item_slug(item_id: str) -> str:
 
 
 def detect_format(path: Path, text: str) -> str:
-    """"csv" or "jsonl", from the extension (.csv; .jsonl / .ndjson) or else the content."""
+    """ "csv" or "jsonl", from the extension (.csv; .jsonl / .ndjson) or else the content."""
     ext = path.suffix.lower()
     if ext == ".csv":
         return "csv"
@@ -146,12 +148,18 @@ def read_manifest(path) -> List[Item]:
     try:
         size = path.stat().st_size
         if size > MAX_MANIFEST_BYTES:
-            raise ManifestError(path, [f"{size} bytes, more than the {MAX_MANIFEST_BYTES} a "
-                                       f"manifest may have (split it)"])
+            raise ManifestError(
+                path,
+                [
+                    f"{size} bytes, more than the {MAX_MANIFEST_BYTES} a "
+                    f"manifest may have (split it)"
+                ],
+            )
         raw = path.read_bytes()
     except OSError as error:
-        raise ManifestError(path, [f"cannot read the manifest: {error.strerror or error}"]) \
-            from None
+        raise ManifestError(
+            path, [f"cannot read the manifest: {error.strerror or error}"]
+        ) from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
@@ -160,8 +168,11 @@ def read_manifest(path) -> List[Item]:
     rows, problems = (_read_csv if fmt == "csv" else _read_jsonl)(text)
     base = path.resolve().parent
     if len(rows) > MAX_ITEMS:
-        raise ManifestError(path, problems + [f"{len(rows)} items, more than the {MAX_ITEMS} "
-                                              f"a job takes (split the manifest)"])
+        raise ManifestError(
+            path,
+            problems
+            + [f"{len(rows)} items, more than the {MAX_ITEMS} a job takes (split the manifest)"],
+        )
     items, seen, folders = [], {}, {}
     for line, row in rows:
         item = _make_item(line, row, base, problems)
@@ -169,24 +180,28 @@ def read_manifest(path) -> List[Item]:
         if item_id is None:
             continue
         if item_id in seen:
-            problems.append(f"line {line}: field 'id': duplicate id {item_id!r} "
-                            f"(first on line {seen[item_id]})")
+            problems.append(
+                f"line {line}: field 'id': duplicate id {item_id!r} (first on line {seen[item_id]})"
+            )
             continue
         seen[item_id] = line
         folder = item_slug(item_id)
         other = folders.get(folder.casefold())
         if other is not None:
-            problems.append(f"line {line}: field 'id': id {item_id!r} would share the folder "
-                            f"items/{folder} with id {other[0]!r} (line {other[1]})"
-                            + ("" if item_slug(other[0]) == folder else
-                               " on a case-insensitive file system"))
+            problems.append(
+                f"line {line}: field 'id': id {item_id!r} would share the folder "
+                f"items/{folder} with id {other[0]!r} (line {other[1]})"
+                + ("" if item_slug(other[0]) == folder else " on a case-insensitive file system")
+            )
             continue
         folders[folder.casefold()] = (item_id, line)
         if item is not None:
             items.append(item)
     if not rows and not problems:
-        problems.append("no items (expected a header and at least one row for CSV, or at "
-                        "least one JSON object for JSON lines)")
+        problems.append(
+            "no items (expected a header and at least one row for CSV, or at "
+            "least one JSON object for JSON lines)"
+        )
     if problems:
         raise ManifestError(path, problems)
     return items
@@ -213,12 +228,14 @@ def _read_csv(text):
                     problems.append(
                         f"line {start}: header: missing column(s) {missing} (expected columns "
                         f"{', '.join(REQUIRED)} and optionally {', '.join(OPTIONAL)}; got "
-                        f"{[h for h in header]})")
+                        f"{[h for h in header]})"
+                    )
                     return [], problems
                 continue
             if len(fields) > len(header):
-                problems.append(f"line {start}: {len(fields)} fields, but the header has "
-                                f"{len(header)} columns")
+                problems.append(
+                    f"line {start}: {len(fields)} fields, but the header has {len(header)} columns"
+                )
                 continue
             row = {h: f for h, f in zip(header, fields) if h}
             rows.append((start, row))
@@ -235,12 +252,10 @@ def _read_jsonl(text):
         try:
             row = json.loads(line)
         except json.JSONDecodeError as error:
-            problems.append(f"line {number}: not valid JSON ({error.msg} at column "
-                            f"{error.colno})")
+            problems.append(f"line {number}: not valid JSON ({error.msg} at column {error.colno})")
             continue
         if not isinstance(row, dict):
-            problems.append(f"line {number}: expected a JSON object, got "
-                            f"{type(row).__name__}")
+            problems.append(f"line {number}: expected a JSON object, got {type(row).__name__}")
             continue
         rows.append((number, {str(k).strip().lower(): v for k, v in row.items()}))
     return rows, problems
@@ -274,14 +289,16 @@ def _make_item(line, row, base: Path, problems) -> Optional[Item]:
             bad = True
             continue
         value = row[name]
-        if value is not None and (isinstance(value, (dict, list, bool)) or
-                                  (name != "id" and not isinstance(value, str))):
+        if value is not None and (
+            isinstance(value, (dict, list, bool)) or (name != "id" and not isinstance(value, str))
+        ):
             problems.append(f"line {line}: field {name!r}: expected a string, got {value!r}")
             bad = True
             continue
         if name == "id" and isinstance(value, float) and not math.isfinite(value):
-            problems.append(f"line {line}: field 'id': expected a string or a finite number, "
-                            f"got {value!r}")
+            problems.append(
+                f"line {line}: field 'id': expected a string or a finite number, got {value!r}"
+            )
             bad = True
             continue
         text = _text(value)
@@ -302,8 +319,9 @@ def _make_item(line, row, base: Path, problems) -> Optional[Item]:
         restarts = restarts.strip() or None
     if restarts is not None:
         try:
-            if isinstance(restarts, bool) or (isinstance(restarts, float)
-                                              and not restarts.is_integer()):
+            if isinstance(restarts, bool) or (
+                isinstance(restarts, float) and not restarts.is_integer()
+            ):
                 raise ValueError
             if isinstance(restarts, float) and not math.isfinite(restarts):
                 raise ValueError
@@ -311,8 +329,10 @@ def _make_item(line, row, base: Path, problems) -> Optional[Item]:
             if not 1 <= restarts <= MAX_RESTARTS:
                 raise ValueError
         except (TypeError, ValueError, OverflowError):
-            problems.append(f"line {line}: field 'restarts': expected an integer in "
-                            f"[1, {MAX_RESTARTS}], got {row.get('restarts')!r}")
+            problems.append(
+                f"line {line}: field 'restarts': expected an integer in "
+                f"[1, {MAX_RESTARTS}], got {row.get('restarts')!r}"
+            )
             bad = True
 
     overrides = row.get("overrides")
@@ -321,8 +341,10 @@ def _make_item(line, row, base: Path, problems) -> Optional[Item]:
             try:
                 overrides = json.loads(overrides)
             except json.JSONDecodeError as error:
-                problems.append(f"line {line}: field 'overrides': not valid JSON ({error.msg} "
-                                f"at column {error.colno}): {row.get('overrides')!r}")
+                problems.append(
+                    f"line {line}: field 'overrides': not valid JSON ({error.msg} "
+                    f"at column {error.colno}): {row.get('overrides')!r}"
+                )
                 bad = True
                 overrides = {}
         else:
@@ -330,8 +352,10 @@ def _make_item(line, row, base: Path, problems) -> Optional[Item]:
     if overrides is None:
         overrides = {}
     if not isinstance(overrides, dict):
-        problems.append(f"line {line}: field 'overrides': expected a JSON object of recipe "
-                        f"fields, got {row.get('overrides')!r}")
+        problems.append(
+            f"line {line}: field 'overrides': expected a JSON object of recipe "
+            f"fields, got {row.get('overrides')!r}"
+        )
         bad = True
     if bad:
         return None
@@ -339,5 +363,13 @@ def _make_item(line, row, base: Path, problems) -> Optional[Item]:
     resolved = Path(os.path.expanduser(image))
     if not resolved.is_absolute():
         resolved = base / resolved
-    return Item(id=values["id"], image=image, path=resolved, rep=values["rep"], recipe=recipe,
-                restarts=restarts, overrides=overrides, line=line)
+    return Item(
+        id=values["id"],
+        image=image,
+        path=resolved,
+        rep=values["rep"],
+        recipe=recipe,
+        restarts=restarts,
+        overrides=overrides,
+        line=line,
+    )

@@ -19,6 +19,7 @@ stages / iterations         :data:`MAX_STAGES` / :data:`MAX_STEPS` in   the item
 ``jitter``, DSIFT sizes     see :mod:`pyinvert.batch.overrides`         the item fails
 ==========================  ==========================================  ====================
 """
+
 from dataclasses import dataclass
 from typing import Optional
 
@@ -51,13 +52,13 @@ class UsageError(ValueError):
 
 def _bounded_int(name: str, value, low: int, high: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise UsageError(f"batch: expected {name} to be an int in [{low}, {high}], "
-                         f"got {value!r}")
+        raise UsageError(f"batch: expected {name} to be an int in [{low}, {high}], got {value!r}")
 
 
 @dataclass
 class BatchOptions:
     """Options of a batch job (see :func:`pyinvert.batch.run_batch` for each one)."""
+
     steps: Optional[int] = None
     batch_size: int = 32
     device: Optional[str] = None
@@ -80,20 +81,23 @@ class BatchOptions:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise UsageError(f"batch: expected seed to be an int, got {self.seed!r}")
         if self.recipe not in ("cvpr2015", "ijcv2016"):
-            raise UsageError(f"batch: expected recipe in ('cvpr2015', 'ijcv2016'), "
-                             f"got {self.recipe!r}")
+            raise UsageError(
+                f"batch: expected recipe in ('cvpr2015', 'ijcv2016'), got {self.recipe!r}"
+            )
         if self.backend not in ("fused", "reference"):
-            raise UsageError(f"batch: expected backend in ('fused', 'reference'), "
-                             f"got {self.backend!r}")
+            raise UsageError(
+                f"batch: expected backend in ('fused', 'reference'), got {self.backend!r}"
+            )
         if self.device is not None:
             try:
                 dev = torch.device(self.device)
             except (RuntimeError, TypeError) as error:
-                raise UsageError(f"batch: expected device 'cpu' or 'cuda[:N]', got "
-                                 f"{self.device!r} ({error})") from None
+                raise UsageError(
+                    f"batch: expected device 'cpu' or 'cuda[:N]', got {self.device!r} ({error})"
+                ) from None
             if dev.type not in ("cpu", "cuda"):
-                raise UsageError(f"batch: expected device 'cpu' or 'cuda[:N]', "
-                                 f"got {self.device!r}")
+                raise UsageError(f"batch: expected device 'cpu' or 'cuda[:N]', got {self.device!r}")
             if dev.type == "cuda" and not torch.cuda.is_available():
-                raise UsageError(f"batch: device {self.device!r} asked for, but CUDA is not "
-                                 f"available")
+                raise UsageError(
+                    f"batch: device {self.device!r} asked for, but CUDA is not available"
+                )

@@ -11,6 +11,7 @@ The ranges (:data:`RANGES`) are those inside which the recipe means something: w
 scales and bounds > 0, the momentum in [0, 1), learning rates > 0, counts between 1 and a
 bound (:mod:`pyinvert.batch.options`).
 """
+
 import dataclasses
 import math
 from typing import Dict, Optional, Tuple
@@ -28,8 +29,11 @@ _CHOICES = {
     "init": ("randn_norm", "uniform_quantile"),
 }
 _BOOLS = ("reset_momentum", "isotropic_norm", "lr_pixels")
-_INTS = {"jitter": (1, MAX_JITTER), "dsift_bin_size": (1, MAX_DSIFT_SIZE),
-         "dsift_step": (1, MAX_DSIFT_SIZE)}
+_INTS = {
+    "jitter": (1, MAX_JITTER),
+    "dsift_bin_size": (1, MAX_DSIFT_SIZE),
+    "dsift_step": (1, MAX_DSIFT_SIZE),
+}
 
 #: field -> (low, low included, high, high included, null allowed) of the real-valued fields.
 RANGES: Dict[str, Tuple[float, bool, Optional[float], bool, bool]] = {
@@ -75,19 +79,28 @@ def _int_in(value, low: int, high: int) -> bool:
 
 def _stages(where: str, value):
     if not isinstance(value, list) or not value:
-        raise ItemError(f"{where}: expected a non-empty list of [lr, iterations] or "
-                        f"[lr, iterations, jitter], got {value!r}")
+        raise ItemError(
+            f"{where}: expected a non-empty list of [lr, iterations] or "
+            f"[lr, iterations, jitter], got {value!r}"
+        )
     if len(value) > MAX_STAGES:
         raise ItemError(f"{where}: expected at most {MAX_STAGES} stages, got {len(value)}")
     stages = []
     for s in value:
         if isinstance(s, dict):
             s = [s.get("lr"), s.get("iterations"), s.get("jitter", False)]
-        if not isinstance(s, list) or len(s) not in (2, 3) or not _is_number(s[0]) \
-                or s[0] <= 0 or not _int_in(s[1], 1, MAX_STEPS) \
-                or (len(s) == 3 and not isinstance(s[2], bool)):
-            raise ItemError(f"{where}: expected [lr > 0, iterations in [1, {MAX_STEPS}]] or "
-                            f"[lr, iterations, jitter (true/false)], got {s!r}")
+        if (
+            not isinstance(s, list)
+            or len(s) not in (2, 3)
+            or not _is_number(s[0])
+            or s[0] <= 0
+            or not _int_in(s[1], 1, MAX_STEPS)
+            or (len(s) == 3 and not isinstance(s[2], bool))
+        ):
+            raise ItemError(
+                f"{where}: expected [lr > 0, iterations in [1, {MAX_STEPS}]] or "
+                f"[lr, iterations, jitter (true/false)], got {s!r}"
+            )
         stages.append(Stage(float(s[0]), int(s[1]), *(s[2:])))
     total = sum(s.iterations for s in stages)
     if total > MAX_STEPS:
@@ -122,8 +135,9 @@ def check_overrides(overrides: dict) -> dict:
     out = {}
     for key, value in overrides.items():
         if key not in fields:
-            raise ItemError(f"overrides: unknown recipe field {key!r}; expected some of "
-                            f"{sorted(fields)}")
+            raise ItemError(
+                f"overrides: unknown recipe field {key!r}; expected some of {sorted(fields)}"
+            )
         where = f"overrides: field {key!r}"
         if key == "stages":
             out[key] = _stages(where, value)
@@ -138,8 +152,7 @@ def check_overrides(overrides: dict) -> dict:
         elif key in _INTS:
             low, high = _INTS[key]
             if not _int_in(value, low, high):
-                raise ItemError(f"{where}: expected an integer in [{low}, {high}], "
-                                f"got {value!r}")
+                raise ItemError(f"{where}: expected an integer in [{low}, {high}], got {value!r}")
             out[key] = value
         elif key in RANGES:
             low, low_in, high, high_in, nullable = RANGES[key]
@@ -147,9 +160,12 @@ def check_overrides(overrides: dict) -> dict:
                 out[key] = None
                 continue
             if not _is_number(value) or not _in_range(value, low, low_in, high, high_in):
-                raise ItemError(f"{where}: expected a finite number "
-                                f"{_range_text(low, low_in, high, high_in)}"
-                                + (" or null" if nullable else "") + f", got {value!r}")
+                raise ItemError(
+                    f"{where}: expected a finite number "
+                    f"{_range_text(low, low_in, high, high_in)}"
+                    + (" or null" if nullable else "")
+                    + f", got {value!r}"
+                )
             out[key] = float(value)
         else:  # a Recipe field this module does not know yet
             raise ItemError(f"{where}: not settable from a manifest")

@@ -14,6 +14,7 @@
 The chunking changes no HOG, HOGb or DSIFT result (bit for bit); a CNN item's result depends
 on the size of its chunk and on the thread count through the network's round-off.
 """
+
 import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -36,8 +37,16 @@ def item_seed(job_seed: int, item_id: str) -> int:
     return int.from_bytes(digest[:8], "big") >> 2
 
 
-def item_fingerprint(item: Item, digest: Optional[str], *, recipe: str, restarts: int,
-                     steps: Optional[int], job_seed: int, backend: str) -> str:
+def item_fingerprint(
+    item: Item,
+    digest: Optional[str],
+    *,
+    recipe: str,
+    restarts: int,
+    steps: Optional[int],
+    job_seed: int,
+    backend: str,
+) -> str:
     """The hash of everything that determines an item's outputs (a rerun skips the item
     when its record has this fingerprint).
 
@@ -45,10 +54,17 @@ def item_fingerprint(item: Item, digest: Optional[str], *, recipe: str, restarts
     records of earlier versions, which inverted CNN items with the plain recipe, do not
     match and those items are done again (other items' fingerprints are unchanged)."""
     payload = {
-        "format": _store.ITEM_FORMAT, "id": item.id, "image_sha256": digest,
-        "rep": item.rep, "recipe": recipe, "overrides": item.overrides,
-        "restarts": restarts, "steps": steps, "seed": item_seed(job_seed, item.id),
-        "backend": backend}
+        "format": _store.ITEM_FORMAT,
+        "id": item.id,
+        "image_sha256": digest,
+        "rep": item.rep,
+        "recipe": recipe,
+        "overrides": item.overrides,
+        "restarts": restarts,
+        "steps": steps,
+        "seed": item_seed(job_seed, item.id),
+        "backend": backend,
+    }
     if item.rep.lower().startswith("cnn:"):
         payload["recipe_variant"] = "cnn"
     return _store.fingerprint(payload)
@@ -65,10 +81,11 @@ def deal(pending: Sequence[int], key, rank: int, world: int) -> List[int]:
 class Task:
     """A prepared item: its recipe (overrides and steps applied), representation, seed and
     image size; ``image`` is the loaded image while it is kept in memory."""
+
     index: int
     item: Item
-    recipe: object          # pyinvert.optim.recipes.Recipe
-    rep: object             # the representation module
+    recipe: object  # pyinvert.optim.recipes.Recipe
+    rep: object  # the representation module
     restarts: int
     seed: int
     height: int
@@ -80,8 +97,15 @@ class Task:
     def group(self):
         """What items must share to be optimized together."""
         it = self.item
-        return (it.rep, self.recipe.name, it.overrides_key, self.restarts, self.height,
-                self.width, self.channels)
+        return (
+            it.rep,
+            self.recipe.name,
+            it.overrides_key,
+            self.restarts,
+            self.height,
+            self.width,
+            self.channels,
+        )
 
 
 def groups(tasks: Iterable[Task]) -> Dict[tuple, List[Task]]:

@@ -15,6 +15,7 @@
    representation has preprocessed it (a float pixel of 3e38 is finite, but not 255 times
    it: "pixel values out of range").
 """
+
 import torch
 
 from pyinvert import representations
@@ -39,8 +40,10 @@ def check_pixels(image: torch.Tensor, path) -> None:
     if not bool(finite.all()):
         bad = int((~finite).sum())
         nan = int(torch.isnan(image).sum())
-        raise ItemError(f"{NON_FINITE} in {path}: {bad} of {image.numel()} values are NaN "
-                        f"({nan}) or infinite ({bad - nan})")
+        raise ItemError(
+            f"{NON_FINITE} in {path}: {bad} of {image.numel()} values are NaN "
+            f"({nan}) or infinite ({bad - nan})"
+        )
 
 
 def load_checked(path, final: bool = True) -> torch.Tensor:
@@ -52,16 +55,20 @@ def load_checked(path, final: bool = True) -> torch.Tensor:
     except (OSError, ValueError, TypeError) as error:
         text = str(error)
         if "non-finite pixel" in text:  # pyinvert.io.load_image's own check
-            raise ItemError(f"{NON_FINITE} in {path}: {text.replace('load_image: ', '', 1)}",
-                            final=final) from None
+            raise ItemError(
+                f"{NON_FINITE} in {path}: {text.replace('load_image: ', '', 1)}", final=final
+            ) from None
         raise ItemError(f"cannot read the image: {text}", final=final) from None
     except Exception as error:
-        raise ItemError(f"cannot read the image {path}: {type(error).__name__}: {error}",
-                        final=final) from None
+        raise ItemError(
+            f"cannot read the image {path}: {type(error).__name__}: {error}", final=final
+        ) from None
     H, W = image.shape[-2:]
     if H * W > MAX_IMAGE_PIXELS:
-        raise ItemError(f"image too large: {path} is {H}x{W} pixels, more than the "
-                        f"{MAX_IMAGE_PIXELS} a batch item takes")
+        raise ItemError(
+            f"image too large: {path} is {H}x{W} pixels, more than the "
+            f"{MAX_IMAGE_PIXELS} a batch item takes"
+        )
     check_pixels(image, path)
     return image
 
@@ -89,11 +96,14 @@ class Preparer:
             if self.opts.steps is not None:
                 recipe = recipe.scaled(self.opts.steps)
         except (ValueError, TypeError) as error:
-            raise ItemError(f"recipe {name!r} with overrides {item.overrides_key}: "
-                            f"{error}") from None
+            raise ItemError(
+                f"recipe {name!r} with overrides {item.overrides_key}: {error}"
+            ) from None
         except Exception as error:  # e.g. a representation without what its recipe needs
-            raise ItemError(f"recipe {name!r} with overrides {item.overrides_key}: "
-                            f"{type(error).__name__}: {error}") from None
+            raise ItemError(
+                f"recipe {name!r} with overrides {item.overrides_key}: "
+                f"{type(error).__name__}: {error}"
+            ) from None
         return recipe
 
     def representation(self, item: Item, recipe):
@@ -101,17 +111,25 @@ class Preparer:
         key = (item.rep, recipe.name, item.overrides_key)
         if key not in self._reps:
             try:
-                rep = representations.make_representation(item.rep, backend=self.opts.backend,
-                                                          recipe=recipe)
+                rep = representations.make_representation(
+                    item.rep, backend=self.opts.backend, recipe=recipe
+                )
                 if hasattr(rep, "to"):
                     rep = rep.to(self.device)
                 self._reps[key] = rep
-            except (ValueError, TypeError, KeyError, LookupError, FileNotFoundError,
-                    ImportError) as error:
+            except (
+                ValueError,
+                TypeError,
+                KeyError,
+                LookupError,
+                FileNotFoundError,
+                ImportError,
+            ) as error:
                 self._reps[key] = ItemError(f"representation {item.rep!r}: {error}")
             except Exception as error:  # e.g. a network or device problem: may pass later
-                self._reps[key] = ItemError(f"representation {item.rep!r}: "
-                                            f"{type(error).__name__}: {error}", final=False)
+                self._reps[key] = ItemError(
+                    f"representation {item.rep!r}: {type(error).__name__}: {error}", final=False
+                )
         rep = self._reps[key]
         if isinstance(rep, ItemError):
             raise rep
@@ -128,23 +146,38 @@ class Preparer:
         C, H, W = image.shape
         restarts = self.restarts(item)
         if H * W * restarts > MAX_BATCH_PIXELS_LIMIT:
-            raise ItemError(f"image too large for {restarts} restarts: {H}x{W} pixels x "
-                            f"{restarts} is more than the {MAX_BATCH_PIXELS_LIMIT} pixels "
-                            f"one optimization takes")
+            raise ItemError(
+                f"image too large for {restarts} restarts: {H}x{W} pixels x "
+                f"{restarts} is more than the {MAX_BATCH_PIXELS_LIMIT} pixels "
+                f"one optimization takes"
+            )
         need = int(getattr(rep, "min_size", 1))
         if H < need or W < need:
-            raise ItemError(f"image too small: {item.path} is {H}x{W} pixels, the "
-                            f"representation {item.rep!r} needs at least {need}x{need}")
+            raise ItemError(
+                f"image too small: {item.path} is {H}x{W} pixels, the "
+                f"representation {item.rep!r} needs at least {need}x{need}"
+            )
         with torch.no_grad():
             x0 = rep.preprocess(image[None].to(self.device))
         if not bool(torch.isfinite(x0).all()):
-            raise ItemError(f"pixel values out of range: {item.path} has values in "
-                            f"[{float(image.min()):.4g}, {float(image.max()):.4g}], which the "
-                            f"representation {item.rep!r} turns into NaN/Inf (expected "
-                            f"[0, 1])")
+            raise ItemError(
+                f"pixel values out of range: {item.path} has values in "
+                f"[{float(image.min()):.4g}, {float(image.max()):.4g}], which the "
+                f"representation {item.rep!r} turns into NaN/Inf (expected "
+                f"[0, 1])"
+            )
         keep = self._kept + image.numel() <= KEEP_VALUES
         if keep:
             self._kept += image.numel()
-        return Task(index=index, item=item, recipe=recipe, rep=rep,
-                    restarts=restarts, seed=item_seed(self.opts.seed, item.id),
-                    height=H, width=W, channels=C, image=image if keep else None)
+        return Task(
+            index=index,
+            item=item,
+            recipe=recipe,
+            rep=rep,
+            restarts=restarts,
+            seed=item_seed(self.opts.seed, item.id),
+            height=H,
+            width=W,
+            channels=C,
+            image=image if keep else None,
+        )

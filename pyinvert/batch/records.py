@@ -5,6 +5,7 @@ summary and report. Since the file may have been edited by hand or tampered with
 record read is checked by :func:`record_problems` first; one that does not pass is treated
 as absent (the item is done again) and never reaches ``summary.csv`` or ``index.html``.
 """
+
 import re
 from typing import List
 
@@ -54,16 +55,28 @@ def record_problems(record) -> List[str]:
     expect("fingerprint", lambda v: isinstance(v, str), "a string")
     expect("run_id", lambda v: isinstance(v, str), "a string")
     expect("finished_at", lambda v: v is None or isinstance(v, str), "a string or null")
-    expect("size", lambda v: v is None or (
-        isinstance(v, list) and len(v) == 2
-        and all(isinstance(u, int) and not isinstance(u, bool) and u >= 1 for u in v)),
-        "null or [height, width] (ints >= 1)")
-    expect("metrics", lambda v: v is None or (
-        isinstance(v, dict) and all(_number_or_none(v.get(k)) for k in _METRICS)),
-        "null or an object of numbers")
-    expect("checksums", lambda v: isinstance(v, dict) and all(
-        is_file_name(k) and isinstance(d, str) and _SHA256.match(d) for k, d in v.items()),
-        "an object of file name -> sha256")
+    expect(
+        "size",
+        lambda v: v is None
+        or (
+            isinstance(v, list)
+            and len(v) == 2
+            and all(isinstance(u, int) and not isinstance(u, bool) and u >= 1 for u in v)
+        ),
+        "null or [height, width] (ints >= 1)",
+    )
+    expect(
+        "metrics",
+        lambda v: v is None
+        or (isinstance(v, dict) and all(_number_or_none(v.get(k)) for k in _METRICS)),
+        "null or an object of numbers",
+    )
+    expect(
+        "checksums",
+        lambda v: isinstance(v, dict)
+        and all(is_file_name(k) and isinstance(d, str) and _SHA256.match(d) for k, d in v.items()),
+        "an object of file name -> sha256",
+    )
     files = record.get("files")
     if files is not None:
         names = []
@@ -77,7 +90,8 @@ def record_problems(record) -> List[str]:
             checksums = record.get("checksums")
             if isinstance(checksums, dict) and not set(names) <= set(checksums):
                 problems.append("field 'files': a file without a checksum")
-    if record.get("status") == "ok" and (not isinstance(files, dict)
-                                         or not record.get("checksums")):
+    if record.get("status") == "ok" and (
+        not isinstance(files, dict) or not record.get("checksums")
+    ):
         problems.append("an ok record without files or checksums")
     return problems

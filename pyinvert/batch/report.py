@@ -12,6 +12,7 @@ In ``summary.csv`` a text cell that a spreadsheet would run as a formula (it beg
 ``=``, ``+``, ``-``, ``@``, a tab or a carriage return, after any spaces) is written with a
 ``'`` in front (the OWASP rule); ``summary.json`` keeps the values as they are.
 """
+
 import csv
 import html
 import io
@@ -24,14 +25,33 @@ from pyinvert import io as _io
 from pyinvert.batch.records import is_file_name, record_problems
 
 #: Columns of summary.csv (summary.json has the same keys per item).
-COLUMNS = ("id", "status", "error", "line", "image", "rep", "recipe", "restarts", "height",
-           "width", "feature_error", "psnr", "ssim", "original", "reconstruction", "figure",
-           "record", "run_id", "finished_at")
+COLUMNS = (
+    "id",
+    "status",
+    "error",
+    "line",
+    "image",
+    "rep",
+    "recipe",
+    "restarts",
+    "height",
+    "width",
+    "feature_error",
+    "psnr",
+    "ssim",
+    "original",
+    "reconstruction",
+    "figure",
+    "record",
+    "run_id",
+    "finished_at",
+)
 
 
 def _finite(v):
-    return v if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) \
-        else None
+    return (
+        v if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+    )
 
 
 def summary_row(item, slug: str, record: Optional[dict], defaults: dict) -> dict:
@@ -39,21 +59,33 @@ def summary_row(item, slug: str, record: Optional[dict], defaults: dict) -> dict
     (status "pending" while it has none, or when the record is not valid:
     :func:`pyinvert.batch.records.record_problems`)."""
     row = {c: None for c in COLUMNS}
-    row.update(id=item.id, line=item.line, image=item.image, rep=item.rep,
-               recipe=item.recipe or defaults["recipe"],
-               restarts=item.restarts or defaults["restarts"], status="pending")
+    row.update(
+        id=item.id,
+        line=item.line,
+        image=item.image,
+        rep=item.rep,
+        recipe=item.recipe or defaults["recipe"],
+        restarts=item.restarts or defaults["restarts"],
+        status="pending",
+    )
     if record is None or record_problems(record):
         return row
     metrics = record.get("metrics") or {}
     files = record.get("files") or {}
     folder = f"items/{slug}"
     size = record.get("size") or [None, None]
-    row.update(status=record.get("status"), error=record.get("error"),
-               height=size[0], width=size[1],
-               feature_error=_finite(metrics.get("feature_error")),
-               psnr=_finite(metrics.get("psnr")), ssim=_finite(metrics.get("ssim")),
-               record=f"{folder}/item.json", run_id=record.get("run_id"),
-               finished_at=record.get("finished_at"))
+    row.update(
+        status=record.get("status"),
+        error=record.get("error"),
+        height=size[0],
+        width=size[1],
+        feature_error=_finite(metrics.get("feature_error")),
+        psnr=_finite(metrics.get("psnr")),
+        ssim=_finite(metrics.get("ssim")),
+        record=f"{folder}/item.json",
+        run_id=record.get("run_id"),
+        finished_at=record.get("finished_at"),
+    )
     for key in ("original", "reconstruction", "figure"):
         if is_file_name(files.get(key)):
             row[key] = f"{folder}/{files[key]}"
@@ -156,47 +188,63 @@ def render_report(rows: List[dict], job: dict) -> str:
     rate = job.get("items_per_second")
     # A very long page loads its images as they scroll into view.
     lazy = ' loading="lazy"' if len(rows) > 400 else ""
-    parts = ["<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n",
-             f"<title>pyinvert batch: {esc(str(job.get('manifest', '')))}</title>\n",
-             f"<style>{_STYLE}</style>\n</head>\n<body>\n",
-             "<h1>pyinvert batch</h1>\n",
-             f"<p class=\"muted\">manifest {esc(str(job.get('manifest', '')))} &middot; run "
-             f"{esc(str(job.get('run_id', '')))} &middot; {esc(str(job.get('updated_at', '')))}"
-             f"</p>\n",
-             "<p class=\"totals\" id=\"totals\">"
-             f"<b>{_int(t['items'])}</b> items &middot; <b>{_int(t['ok'])}</b> ok &middot; "
-             f"<b>{_int(t['failed'])}</b> failed"
-             + (f" &middot; <b>{_int(t['pending'])}</b> pending" if t["pending"] else "")
-             + f" &middot; this run: <b>{_int(job.get('done_this_run', 0))}</b> done, "
-             f"{_int(job.get('skipped', 0))} skipped (done before) in "
-             f"<b>{_fmt(seconds, '.1f', ' s')}</b> ({_fmt(rate, '.3g', ' items/s')}) on "
-             f"{_int(job.get('world_size', 1))} process(es)</p>\n",
-             "<div class=\"grid\">\n"]
+    parts = [
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n',
+        f"<title>pyinvert batch: {esc(str(job.get('manifest', '')))}</title>\n",
+        f"<style>{_STYLE}</style>\n</head>\n<body>\n",
+        "<h1>pyinvert batch</h1>\n",
+        f'<p class="muted">manifest {esc(str(job.get("manifest", "")))} &middot; run '
+        f"{esc(str(job.get('run_id', '')))} &middot; {esc(str(job.get('updated_at', '')))}"
+        f"</p>\n",
+        '<p class="totals" id="totals">'
+        f"<b>{_int(t['items'])}</b> items &middot; <b>{_int(t['ok'])}</b> ok &middot; "
+        f"<b>{_int(t['failed'])}</b> failed"
+        + (f" &middot; <b>{_int(t['pending'])}</b> pending" if t["pending"] else "")
+        + f" &middot; this run: <b>{_int(job.get('done_this_run', 0))}</b> done, "
+        f"{_int(job.get('skipped', 0))} skipped (done before) in "
+        f"<b>{_fmt(seconds, '.1f', ' s')}</b> ({_fmt(rate, '.3g', ' items/s')}) on "
+        f"{_int(job.get('world_size', 1))} process(es)</p>\n",
+        '<div class="grid">\n',
+    ]
     for r in rows:
         status = r["status"] if r["status"] in ("ok", "failed") else "pending"
         cls = status
-        parts.append(f"<figure class=\"item {cls}\" id=\"item-{esc(str(r['id']), quote=True)}\">"
-                     "<div class=\"pair\">")
+        parts.append(
+            f'<figure class="item {cls}" id="item-{esc(str(r["id"]), quote=True)}">'
+            '<div class="pair">'
+        )
         for key in ("original", "reconstruction"):
             if isinstance(r.get(key), str):
-                parts.append(f"<a href=\"{_href(r[key])}\"><img src=\"{_href(r[key])}\" "
-                             f"alt=\"{key} of {esc(str(r['id']), quote=True)}\" "
-                             f"title=\"{key}\"{lazy}></a>")
+                parts.append(
+                    f'<a href="{_href(r[key])}"><img src="{_href(r[key])}" '
+                    f'alt="{key} of {esc(str(r["id"]), quote=True)}" '
+                    f'title="{key}"{lazy}></a>'
+                )
         parts.append("</div><figcaption>")
-        parts.append(f"<b>{esc(str(r['id']))}</b> <span class=\"status\">{esc(status)}</span>"
-                     f"<br><span class=\"muted\">{esc(str(r.get('rep')))} &middot; "
-                     f"{esc(str(r.get('recipe')))}"
-                     + (f" &middot; {_int(r['height'])}&times;{_int(r['width'])}"
-                        if r.get("height") is not None else "")
-                     + "</span><br>")
+        parts.append(
+            f'<b>{esc(str(r["id"]))}</b> <span class="status">{esc(status)}</span>'
+            f'<br><span class="muted">{esc(str(r.get("rep")))} &middot; '
+            f"{esc(str(r.get('recipe')))}"
+            + (
+                f" &middot; {_int(r['height'])}&times;{_int(r['width'])}"
+                if r.get("height") is not None
+                else ""
+            )
+            + "</span><br>"
+        )
         if status == "ok":
-            parts.append(f"feature error {_fmt(r.get('feature_error'), '.4f')} &middot; "
-                         f"PSNR {_fmt(r.get('psnr'), '.2f', ' dB')} &middot; "
-                         f"SSIM {_fmt(r.get('ssim'), '.3f')}<br>")
+            parts.append(
+                f"feature error {_fmt(r.get('feature_error'), '.4f')} &middot; "
+                f"PSNR {_fmt(r.get('psnr'), '.2f', ' dB')} &middot; "
+                f"SSIM {_fmt(r.get('ssim'), '.3f')}<br>"
+            )
         elif status == "failed":
-            parts.append(f"<span class=\"error\">{esc(str(r.get('error')))}</span><br>")
-        links = [f"<a href=\"{_href(r[k])}\">{k}</a>" for k in ("figure", "record")
-                 if isinstance(r.get(k), str)]
+            parts.append(f'<span class="error">{esc(str(r.get("error")))}</span><br>')
+        links = [
+            f'<a href="{_href(r[k])}">{k}</a>'
+            for k in ("figure", "record")
+            if isinstance(r.get(k), str)
+        ]
         if links:
             parts.append(" &middot; ".join(links))
         parts.append("</figcaption></figure>\n")

@@ -12,6 +12,7 @@ the ``except Exception`` blocks that turn a broken batch into per-item failures 
 it. Before the handlers are installed (while Python imports torch) a signal has its default
 effect: the process ends at once, having written nothing.
 """
+
 import contextlib
 import signal
 import threading
@@ -59,8 +60,7 @@ class SignalGuard:
         self._old = {}
 
     def _handler(self, signum, frame):
-        if self.pending is not None and signum == signal.SIGINT and (self._deferred
-                                                                     or self._quiet):
+        if self.pending is not None and signum == signal.SIGINT and (self._deferred or self._quiet):
             raise KeyboardInterrupt
         if self.pending is None:
             self.pending = signum

@@ -22,6 +22,7 @@ checksums; everything else is done again. A record that does not pass
 Nothing here follows a symbolic link when it deletes: a link found where a staging folder,
 an item folder or a temporary file should be is removed itself, never what it points to.
 """
+
 import errno
 import hashlib
 import json
@@ -74,8 +75,13 @@ def read_record(out: Path, slug: str) -> Optional[dict]:
     return record if not record_problems(record) else None
 
 
-def is_complete(out: Path, slug: str, record: Optional[dict], expected_fingerprint: str,
-                retry_failed: bool = False) -> bool:
+def is_complete(
+    out: Path,
+    slug: str,
+    record: Optional[dict],
+    expected_fingerprint: str,
+    retry_failed: bool = False,
+) -> bool:
     """Whether ``record`` (read from the item's folder) lets a rerun skip the item."""
     if record is None or record.get("format") != ITEM_FORMAT:
         return False
@@ -123,9 +129,13 @@ def _stale_temporaries(folder: Path):
     """The ``.*.tmp`` files and links (not folders) of a folder."""
     try:
         with os.scandir(folder) as entries:
-            return [Path(e.path) for e in entries
-                    if e.name.startswith(".") and e.name.endswith(".tmp")
-                    and not e.is_dir(follow_symlinks=False)]
+            return [
+                Path(e.path)
+                for e in entries
+                if e.name.startswith(".")
+                and e.name.endswith(".tmp")
+                and not e.is_dir(follow_symlinks=False)
+            ]
     except OSError:
         return []
 
@@ -168,8 +178,9 @@ def commit_item(out: Path, slug: str, tag: str, write_files, record: dict) -> di
     names = write_files(stage) if write_files is not None else []
     record = dict(record)
     record["checksums"] = {n: sha256_file(stage / n) for n in names}
-    (stage / "item.json").write_text(json.dumps(record, indent=2, allow_nan=False) + "\n",
-                                     encoding="utf-8")
+    (stage / "item.json").write_text(
+        json.dumps(record, indent=2, allow_nan=False) + "\n", encoding="utf-8"
+    )
     final = item_dir(out, slug)
     final.parent.mkdir(parents=True, exist_ok=True)
     old = None

@@ -2,6 +2,7 @@
 (device, output folder, pixel limit), input loading with per-input errors, output names and
 the one-line messages.
 """
+
 import argparse
 import hashlib
 import math
@@ -27,7 +28,7 @@ BOUNDS = {
     "octaves": (1, 12),
     "columns": (1, 64),
     "window": (1, 1024),
-    "seed": (0, 2 ** 64 - 1),
+    "seed": (0, 2**64 - 1),
     "max_pixels": (1, io.PIXEL_LIMIT_CEILING),
 }
 #: The most indices in a --class / --channel / --channels list, and the highest index.
@@ -40,12 +41,15 @@ MAX_LINE = 400
 
 # ---- messages -------------------------------------------------------------------------------
 
+
 def shown(text) -> str:
     """``text`` as one printable line: control characters, undecodable bytes of file names
     and the like escaped (\\n, \\udcff), so a name cannot break a line or the terminal."""
     s = os.fspath(text) if isinstance(text, os.PathLike) else str(text)
-    return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace")
-                   .decode("ascii") for c in s)
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+        for c in s
+    )
 
 
 def one_line(text, limit: int = MAX_LINE) -> str:
@@ -70,12 +74,14 @@ def error(text) -> None:
 
 # ---- option types and bounds ----------------------------------------------------------------
 
+
 def integer(value: str) -> int:
     try:
         return int(value.strip().replace("_", ""))
     except (ValueError, AttributeError):
         raise argparse.ArgumentTypeError(
-            f"expected an integer, got {one_line(value, 40)!r}") from None
+            f"expected an integer, got {one_line(value, 40)!r}"
+        ) from None
 
 
 def positive_float(value: str) -> float:
@@ -83,7 +89,8 @@ def positive_float(value: str) -> float:
         v = float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected a number, got {one_line(value, 40)!r}") from None
+            f"expected a number, got {one_line(value, 40)!r}"
+        ) from None
     if not math.isfinite(v) or v <= 0:
         raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {v}")
     return v
@@ -92,8 +99,9 @@ def positive_float(value: str) -> float:
 def float_list(value: str) -> List[float]:
     parts = [p for p in value.split(",") if p.strip()]
     if not parts or len(parts) > MAX_SWEEP:
-        raise argparse.ArgumentTypeError(f"expected 1 to {MAX_SWEEP} numbers separated by "
-                                         f"commas, got {len(parts)}")
+        raise argparse.ArgumentTypeError(
+            f"expected 1 to {MAX_SWEEP} numbers separated by commas, got {len(parts)}"
+        )
     out = [positive_float(p) for p in parts]
     if len(set(out)) != len(out):
         raise argparse.ArgumentTypeError(f"expected distinct values, got {one_line(value, 80)}")
@@ -117,19 +125,20 @@ def index_list(value: str) -> List[int]:
             if len(out) > MAX_UNITS:
                 raise OverflowError
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected indices like 0,5,9 or 0:32, got "
-                                         f"{one_line(value, 40)!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected indices like 0,5,9 or 0:32, got {one_line(value, 40)!r}"
+        ) from None
     except OverflowError:
-        raise argparse.ArgumentTypeError(f"expected at most {MAX_UNITS} indices >= 0, got "
-                                         f"{one_line(value, 40)!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected at most {MAX_UNITS} indices >= 0, got {one_line(value, 40)!r}"
+        ) from None
     if not out:
         raise argparse.ArgumentTypeError(f"expected at least one index, got {value!r}")
     bad = [v for v in out if not 0 <= v <= MAX_INDEX]
     if bad:
         raise argparse.ArgumentTypeError(f"expected indices in [0, {MAX_INDEX}], got {bad[0]}")
     if len(set(out)) != len(out):
-        raise argparse.ArgumentTypeError(f"expected distinct indices, got "
-                                         f"{one_line(value, 40)!r}")
+        raise argparse.ArgumentTypeError(f"expected distinct indices, got {one_line(value, 40)!r}")
     return out
 
 
@@ -148,14 +157,24 @@ def check_bounds(parser: argparse.ArgumentParser, args) -> None:
 
 def add_common(p: argparse.ArgumentParser, out: str, recipes: bool = True) -> None:
     if recipes:
-        p.add_argument("--recipe", choices=("cvpr2015", "ijcv2016"), default="cvpr2015",
-                       help="hyper-parameters of the CVPR 2015 or IJCV 2016 paper "
-                            "(default: %(default)s)")
-    p.add_argument("--steps", type=integer, default=None,
-                   help=f"iterations in all, at most {BOUNDS['steps'][1]} (default: the "
-                        f"recipe's schedule)")
-    p.add_argument("--batch-size", type=integer, default=None,
-                   help=f"rows optimized together, at most {BOUNDS['batch_size'][1]}")
+        p.add_argument(
+            "--recipe",
+            choices=("cvpr2015", "ijcv2016"),
+            default="cvpr2015",
+            help="hyper-parameters of the CVPR 2015 or IJCV 2016 paper (default: %(default)s)",
+        )
+    p.add_argument(
+        "--steps",
+        type=integer,
+        default=None,
+        help=f"iterations in all, at most {BOUNDS['steps'][1]} (default: the recipe's schedule)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=integer,
+        default=None,
+        help=f"rows optimized together, at most {BOUNDS['batch_size'][1]}",
+    )
     p.add_argument("--seed", type=integer, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--out", default=out, help="output folder (default: %(default)s)")
     p.add_argument("--backend", choices=("fused", "reference"), default="fused")
@@ -164,15 +183,22 @@ def add_common(p: argparse.ArgumentParser, out: str, recipes: bool = True) -> No
 
 
 def add_images(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--max-pixels", type=integer, default=None,
-                   help=f"refuse input images of more pixels (width x height), read from the "
-                        f"file header before decoding (default: ${io.MAX_PIXELS_ENV}, else "
-                        f"{io.DEFAULT_MAX_PIXELS})")
+    p.add_argument(
+        "--max-pixels",
+        type=integer,
+        default=None,
+        help=f"refuse input images of more pixels (width x height), read from the "
+        f"file header before decoding (default: ${io.MAX_PIXELS_ENV}, else "
+        f"{io.DEFAULT_MAX_PIXELS})",
+    )
 
 
 def add_weights(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--weights", default="imagenet",
-                   help="CNN weights: imagenet, random or a file path (default: %(default)s)")
+    p.add_argument(
+        "--weights",
+        default="imagenet",
+        help="CNN weights: imagenet, random or a file path (default: %(default)s)",
+    )
 
 
 def weights(args):
@@ -185,8 +211,9 @@ def cnn_spec(spec: str) -> Tuple[str, List[str]]:
     parts = spec.split(":")
     layers = list(dict.fromkeys(s.strip() for s in parts[-1].split(",") if s.strip()))
     if len(parts) != 3 or parts[0].lower() != "cnn" or not parts[1] or not layers:
-        raise ValueError(f"expected a CNN representation as 'cnn:MODEL:LAYER[,LAYER...]', "
-                         f"got {spec!r}")
+        raise ValueError(
+            f"expected a CNN representation as 'cnn:MODEL:LAYER[,LAYER...]', got {spec!r}"
+        )
     return parts[1], layers
 
 
@@ -200,11 +227,14 @@ def rep_spec(value: str) -> str:
         except ValueError as e:
             raise argparse.ArgumentTypeError(one_line(e, 200)) from None
         return v
-    raise argparse.ArgumentTypeError(f"invalid choice: {one_line(value, 60)!r} (choose from hog, "
-                                     f"hogb, dsift or cnn:MODEL:LAYER[,LAYER...])")
+    raise argparse.ArgumentTypeError(
+        f"invalid choice: {one_line(value, 60)!r} (choose from hog, "
+        f"hogb, dsift or cnn:MODEL:LAYER[,LAYER...])"
+    )
 
 
 # ---- checks before any work -----------------------------------------------------------------
+
 
 def device_problem(spec: Optional[str]) -> Optional[str]:
     """Why ``--device spec`` cannot be used here (None: it can)."""
@@ -218,12 +248,15 @@ def device_problem(spec: Optional[str]) -> Optional[str]:
         return f"--device {spec!r}: expected cpu, cuda or cuda:N"
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            return (f"--device {spec}: CUDA is not available here (torch {torch.__version__}"
-                    f"{'' if torch.version.cuda else ', built without CUDA'}); use --device cpu")
+            return (
+                f"--device {spec}: CUDA is not available here (torch {torch.__version__}"
+                f"{'' if torch.version.cuda else ', built without CUDA'}); use --device cpu"
+            )
         n = torch.cuda.device_count()
         if dev.index is not None and dev.index >= n:
-            return (f"--device {spec}: no such GPU; {n} CUDA device(s) visible "
-                    f"(cuda:0 to cuda:{n - 1})")
+            return (
+                f"--device {spec}: no such GPU; {n} CUDA device(s) visible (cuda:0 to cuda:{n - 1})"
+            )
     return None
 
 
@@ -252,7 +285,7 @@ def out_problem(out: Path) -> Optional[str]:
     try:
         view = memoryview(bytes(PROBE_BYTES))
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
     except OSError as e:
         return f"cannot write into the output folder {where}: {e.strerror or e}"
@@ -281,8 +314,14 @@ def preflight(args, out: Optional[Path] = None) -> Optional[int]:
 
 # ---- inputs ---------------------------------------------------------------------------------
 
-def load_inputs(paths: Sequence[str], min_size: int, max_pixels: Optional[int],
-                prepare: Optional[Callable] = None, needs: str = ""):
+
+def load_inputs(
+    paths: Sequence[str],
+    min_size: int,
+    max_pixels: Optional[int],
+    prepare: Optional[Callable] = None,
+    needs: str = "",
+):
     """[(path, tensor)] of the readable images (``prepare(tensor)`` applied) and
     [(path, message)] of the others, in order."""
     ok, bad = [], []
@@ -299,9 +338,14 @@ def load_inputs(paths: Sequence[str], min_size: int, max_pixels: Optional[int],
             continue
         H, W = img.shape[-2:]
         if H < min_size or W < min_size:
-            bad.append((str(path), f"image {path} is {H}x{W}, smaller than the "
-                                   f"{min_size}x{min_size} pixels the representation "
-                                   f"needs{needs}"))
+            bad.append(
+                (
+                    str(path),
+                    f"image {path} is {H}x{W}, smaller than the "
+                    f"{min_size}x{min_size} pixels the representation "
+                    f"needs{needs}",
+                )
+            )
             continue
         ok.append((str(path), img))
     return ok, bad
@@ -323,19 +367,26 @@ def fit(img, size: int):
     kw = {} if mode == "area" else {"align_corners": False}
     out = F.interpolate(img[None], size=(h, w), mode=mode, **kw)[0]
     y0, x0 = (h - size) // 2, (w - size) // 2
-    return out[:, y0:y0 + size, x0:x0 + size].clamp(0, 1)
+    return out[:, y0 : y0 + size, x0 : x0 + size].clamp(0, 1)
 
 
 def fitted(size: Optional[int]) -> Callable:
     """The ``prepare`` of the CNN commands: 3 channels, fitted to ``size`` (None: as is)."""
+
     def prepare(img):
         img = img.expand(3, -1, -1) if img.shape[0] == 1 else img[:3]
         return fit(img, size) if size is not None else img
+
     return prepare
 
 
-def names_for(paths: Sequence[str], out: Path, outputs: Callable[[str], Iterable[str]],
-              reserved: Iterable[str] = (), inputs: Optional[Sequence[str]] = None) -> List[str]:
+def names_for(
+    paths: Sequence[str],
+    out: Path,
+    outputs: Callable[[str], Iterable[str]],
+    reserved: Iterable[str] = (),
+    inputs: Optional[Sequence[str]] = None,
+) -> List[str]:
     """The output names of ``paths`` (:func:`pyinvert.io.output_names`): no input's files are
     another input's, a run-level file (``reserved``) or an input file inside ``out``, among
     ``inputs`` (every input given, the unreadable ones too; default: ``paths``)."""
@@ -361,6 +412,7 @@ def guard(fn: Callable) -> Callable:
     """``fn(args)``, with a user error (bad model or layer name, missing weights, an option
     the library refuses) printed as one line and exit status 2 instead of a traceback (an
     unexpected failed write: exit status 1)."""
+
     def run(args) -> int:
         try:
             return fn(args)
@@ -371,5 +423,6 @@ def guard(fn: Callable) -> Callable:
         except OSError as e:  # a write the command did not expect to fail
             error(cannot_write(e.filename or "an output", e))
             return 1
+
     run.__name__, run.__doc__ = fn.__name__, fn.__doc__
     return run

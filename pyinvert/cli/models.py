@@ -1,4 +1,5 @@
 """``pyinvert models [NAME]``: the model zoo, or one model's layers."""
+
 from pyinvert import models
 from pyinvert.cli import common
 from pyinvert.cli.common import say_lines

@@ -1,4 +1,5 @@
 """``pyinvert reproduce table1 [IMAGES]``: CVPR 2015 Table 1 (:mod:`pyinvert.experiments`)."""
+
 from pathlib import Path
 
 from pyinvert.cli import common
@@ -12,8 +13,11 @@ def add_parser(subparsers):
     r = subparsers.add_parser("reproduce", help="reproduce a table of the paper")
     r.add_argument("what", choices=("table1",))
     r.add_argument("images", nargs="*", help="image files (default: the bundled photos)")
-    r.add_argument("--reps", default=",".join(REPS),
-                   help="comma-separated representations (default: %(default)s)")
+    r.add_argument(
+        "--reps",
+        default=",".join(REPS),
+        help="comma-separated representations (default: %(default)s)",
+    )
     common.add_images(r)
     common.add_common(r, "pyinvert-out/table1")
     r.set_defaults(func=run, parser=r)
@@ -24,8 +28,9 @@ def run(args) -> int:
     reps = tuple(dict.fromkeys(r.strip().lower() for r in args.reps.split(",") if r.strip()))
     unknown = [r for r in reps if r not in REPS]
     if unknown or not reps:
-        args.parser.error(f"--reps: expected some of {', '.join(REPS)}, got "
-                          f"{common.one_line(args.reps, 60)!r}")
+        args.parser.error(
+            f"--reps: expected some of {', '.join(REPS)}, got {common.one_line(args.reps, 60)!r}"
+        )
     if (code := common.preflight(args)) is not None:
         return code
     skipped = []
@@ -35,10 +40,20 @@ def run(args) -> int:
         error(message)
 
     try:
-        results = table1(args.images or None, reps=reps, recipe=args.recipe, steps=args.steps,
-                         out=args.out, seed=args.seed, backend=args.backend,
-                         progress=not args.no_progress, batch_size=args.batch_size,
-                         device=args.device, max_pixels=args.max_pixels, on_error=on_error)
+        results = table1(
+            args.images or None,
+            reps=reps,
+            recipe=args.recipe,
+            steps=args.steps,
+            out=args.out,
+            seed=args.seed,
+            backend=args.backend,
+            progress=not args.no_progress,
+            batch_size=args.batch_size,
+            device=args.device,
+            max_pixels=args.max_pixels,
+            on_error=on_error,
+        )
     except ValueError as e:
         error(e)
         return 2

@@ -1,4 +1,5 @@
 """The bundled sample photos (CC0 / public domain; see LICENSES.md)."""
+
 from pathlib import Path
 
 DATA_DIR = Path(__file__).resolve().parent

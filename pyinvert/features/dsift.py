@@ -3,6 +3,7 @@
 This module is the only one touching `torch.ops.pyinvert.dsift` / `_dsift_backward`: it registers
 their fake (meta) kernels and the autograd formula, and wraps them in `dsift` and `DenseSIFT`.
 """
+
 import operator
 
 import torch
@@ -28,14 +29,16 @@ def _check_params(step, bin_size, flat_window, op="dsift"):
         try:
             value = operator.index(value)
         except TypeError:
-            raise TypeError(f"{op}: expected {name} to be an int, got {type(value).__name__}") \
-                from None
+            raise TypeError(
+                f"{op}: expected {name} to be an int, got {type(value).__name__}"
+            ) from None
         if value < 1:
             raise ValueError(f"{op}: expected {name} >= 1, got {value}")
         values.append(value)
     if not isinstance(flat_window, bool):
         raise TypeError(
-            f"{op}: expected flat_window to be a bool, got {type(flat_window).__name__}")
+            f"{op}: expected flat_window to be a bool, got {type(flat_window).__name__}"
+        )
     return values[0], values[1], flat_window
 
 
@@ -47,20 +50,26 @@ def _check_input(x, bin_size, op="dsift"):
     if x.shape[1] != 1:
         raise ValueError(
             f"{op}: expected x of shape (B, 1, H, W) (grayscale), got {list(x.shape)}; convert RGB "
-            "with x.mean(1, keepdim=True) or a luminance weighting")
+            "with x.mean(1, keepdim=True) or a luminance weighting"
+        )
     if x.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"{op}: expected x of dtype float32 or float64, got {x.dtype}")
     if x.device.type not in ("cpu", "cuda"):
         raise ValueError(f"{op}: expected x on a CPU or CUDA device, got {x.device}")
     if x.device.type == "cuda" and not torch._C._dispatch_has_kernel_for_dispatch_key(
-            "pyinvert::dsift", "CUDA"):
-        raise RuntimeError(f"{op}: pyinvert was built without its CUDA kernels; rebuild it with a "
-                           "CUDA torch and toolkit (PYINVERT_CUDA=1), or move x to the CPU")
+        "pyinvert::dsift", "CUDA"
+    ):
+        raise RuntimeError(
+            f"{op}: pyinvert was built without its CUDA kernels; rebuild it with a "
+            "CUDA torch and toolkit (PYINVERT_CUDA=1), or move x to the CPU"
+        )
     frame = (NUM_BINS - 1) * bin_size + 1
     height, width = x.shape[2], x.shape[3]
     if height < frame or width < frame:
-        raise ValueError(f"{op}: expected x of at least {frame}x{frame} pixels (3 * bin_size + 1) "
-                         f"for one descriptor, got {height}x{width}")
+        raise ValueError(
+            f"{op}: expected x of at least {frame}x{frame} pixels (3 * bin_size + 1) "
+            f"for one descriptor, got {height}x{width}"
+        )
 
 
 def keypoints(height, width, *, step=4, bin_size=8, dtype=torch.float32, device=None):
@@ -153,8 +162,9 @@ def dsift(x, *, step=4, bin_size=8, flat_window=False):
     # The histograms before normalization are kept only when a gradient will be needed.
     keep = x.requires_grad and torch.is_grad_enabled()
     descriptors, _ = torch.ops.pyinvert.dsift(x, step, bin_size, flat_window, keep)
-    centres = keypoints(x.shape[2], x.shape[3], step=step, bin_size=bin_size, dtype=x.dtype,
-                        device=x.device)
+    centres = keypoints(
+        x.shape[2], x.shape[3], step=step, bin_size=bin_size, dtype=x.dtype, device=x.device
+    )
     return descriptors, centres
 
 
@@ -186,7 +196,8 @@ class DenseSIFT(nn.Module):
     def __init__(self, step=4, bin_size=8, flat_window=False):
         super().__init__()
         self.step, self.bin_size, self.flat_window = _check_params(
-            step, bin_size, flat_window, "DenseSIFT")
+            step, bin_size, flat_window, "DenseSIFT"
+        )
 
     def forward(self, x):
         return dsift(x, step=self.step, bin_size=self.bin_size, flat_window=self.flat_window)
@@ -197,11 +208,11 @@ class DenseSIFT(nn.Module):
 
 # --- fake (meta) kernels and autograd for the ops --------------------------------------------
 
+
 @torch.library.register_fake("pyinvert::dsift")
 def _dsift_fake(x, step, bin_size, flat_window, return_histograms):
     torch._check(x.dim() == 4, lambda: f"dsift: expected x of shape (B, 1, H, W), got {x.shape}")
-    frames = (_frames_along(x.shape[2], step, bin_size) *
-              _frames_along(x.shape[3], step, bin_size))
+    frames = _frames_along(x.shape[2], step, bin_size) * _frames_along(x.shape[3], step, bin_size)
     descriptors = x.new_empty(x.shape[0], frames, DESCRIPTOR_SIZE)
     histograms = x.new_empty(descriptors.shape if return_histograms else (0,))
     return descriptors, histograms
@@ -227,14 +238,17 @@ def _dsift_backward(ctx, grad, _grad_histograms):
     grad_x = None
     if ctx.needs_input_grad[0]:
         if not ctx.has_histograms:
-            raise RuntimeError("dsift: backward needs the histograms; call torch.ops.pyinvert.dsift"
-                               " with return_histograms=True (pyinvert.dsift does when x requires "
-                               "grad)")
+            raise RuntimeError(
+                "dsift: backward needs the histograms; call torch.ops.pyinvert.dsift"
+                " with return_histograms=True (pyinvert.dsift does when x requires "
+                "grad)"
+            )
         if grad is None:
             grad = torch.zeros_like(histograms)
         grad_x = torch.ops.pyinvert._dsift_backward(grad, x, histograms, *ctx.params)
     return grad_x, None, None, None, None
 
 
-torch.library.register_autograd("pyinvert::dsift", _dsift_backward,
-                                setup_context=_dsift_setup_context)
+torch.library.register_autograd(
+    "pyinvert::dsift", _dsift_backward, setup_context=_dsift_setup_context
+)

@@ -3,6 +3,7 @@
 This is the only module that calls ``torch.ops.pyinvert.hog`` / ``_hog_backward``; it registers
 their fake (meta) kernels and the autograd formula.
 """
+
 import functools
 import math
 
@@ -63,13 +64,16 @@ def check_hog_args(fn, x, cell_size, num_orientations, variant, bilinear_orienta
     _check_int(fn, "num_orientations", num_orientations, 1, MAX_ORIENTATIONS)
     code = _check_variant(fn, variant)
     if not isinstance(bilinear_orientations, bool):
-        raise TypeError(f"{fn}: expected bilinear_orientations to be a bool, "
-                        f"got {type(bilinear_orientations).__name__}")
+        raise TypeError(
+            f"{fn}: expected bilinear_orientations to be a bool, "
+            f"got {type(bilinear_orientations).__name__}"
+        )
     H, W = x.shape[2], x.shape[3]
     if num_cells(H, cell_size) < 1 or num_cells(W, cell_size) < 1:
         raise ValueError(
             f"{fn}: expected H and W >= {cell_size - cell_size // 2} (at least half a cell of "
-            f"cell_size={cell_size}), got H={H}, W={W}")
+            f"cell_size={cell_size}), got H={H}, W={W}"
+        )
     return code
 
 
@@ -80,25 +84,29 @@ def check_hog_args(fn, x, cell_size, num_orientations, variant, bilinear_orienta
 # channel and bins (int32 [B, 3, H-2, W-2]) and the Jacobian of the bin values
 # ([B, 4, H-2, W-2]) that the backward pass uses instead of recomputing the orientations.
 
+
 def _pixel_shape(x, rows, saved):
     B, _, H, W = x.shape
     return (B, rows, max(H - 2, 0), max(W - 2, 0)) if saved else (0,)
 
 
 @torch.library.register_fake("pyinvert::hog")
-def _hog_fake(x, cell_size, num_orientations, variant, bilinear_orientations,
-              save_for_backward):
+def _hog_fake(x, cell_size, num_orientations, variant, bilinear_orientations, save_for_backward):
     B, _, H, W = x.shape
     Hc, Wc = num_cells(H, cell_size), num_cells(W, cell_size)
     D = 3 * num_orientations + 4 if variant == 0 else 4 * num_orientations
-    return (x.new_empty((B, D, Hc, Wc)), x.new_empty((B, 2 * num_orientations, Hc, Wc)),
-            x.new_empty(_pixel_shape(x, 3, save_for_backward), dtype=torch.int32),
-            x.new_empty(_pixel_shape(x, 4, save_for_backward)))
+    return (
+        x.new_empty((B, D, Hc, Wc)),
+        x.new_empty((B, 2 * num_orientations, Hc, Wc)),
+        x.new_empty(_pixel_shape(x, 3, save_for_backward), dtype=torch.int32),
+        x.new_empty(_pixel_shape(x, 4, save_for_backward)),
+    )
 
 
 @torch.library.register_fake("pyinvert::_hog_backward")
-def _hog_backward_fake(grad, x, hist, pixels, jacobian, cell_size, num_orientations, variant,
-                       bilinear_orientations):
+def _hog_backward_fake(
+    grad, x, hist, pixels, jacobian, cell_size, num_orientations, variant, bilinear_orientations
+):
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
@@ -118,8 +126,9 @@ def _hog_backward(ctx, grad_features, grad_hist, grad_pixels, grad_jacobian):
     x, hist, pixels, jacobian = ctx.saved_tensors
     grad_x = None
     if ctx.needs_input_grad[0] and grad_features is not None:
-        grad_x = torch.ops.pyinvert._hog_backward(grad_features, x, hist, pixels, jacobian,
-                                                  *ctx.params)
+        grad_x = torch.ops.pyinvert._hog_backward(
+            grad_features, x, hist, pixels, jacobian, *ctx.params
+        )
     return grad_x, None, None, None, None, None
 
 
@@ -128,8 +137,15 @@ torch.library.register_autograd("pyinvert::hog", _hog_backward, setup_context=_h
 
 # ---- public API -----------------------------------------------------------------------------
 
-def hog(x: Tensor, *, cell_size: int = 8, num_orientations: int = 9, variant: str = "uoctti",
-        bilinear_orientations: bool = False) -> Tensor:
+
+def hog(
+    x: Tensor,
+    *,
+    cell_size: int = 8,
+    num_orientations: int = 9,
+    variant: str = "uoctti",
+    bilinear_orientations: bool = False,
+) -> Tensor:
     r"""Histogram of oriented gradients, equal to VLFeat 0.9.21's ``vl_hog`` and differentiable.
 
     Computes, for every image, what ``vl_hog_new(variant, num_orientations, false)``,
@@ -189,8 +205,9 @@ def hog(x: Tensor, *, cell_size: int = 8, num_orientations: int = 9, variant: st
     """
     code = check_hog_args("hog", x, cell_size, num_orientations, variant, bilinear_orientations)
     save = torch.is_grad_enabled() and x.requires_grad
-    features = torch.ops.pyinvert.hog(x, cell_size, num_orientations, code,
-                                      bilinear_orientations, save)[0]
+    features = torch.ops.pyinvert.hog(
+        x, cell_size, num_orientations, code, bilinear_orientations, save
+    )[0]
     return features
 
 
@@ -218,15 +235,22 @@ class HOG(nn.Module):
         Them", CVPR 2015.
     """
 
-    def __init__(self, cell_size: int = 8, num_orientations: int = 9, variant: str = "uoctti",
-                 bilinear_orientations: bool = False):
+    def __init__(
+        self,
+        cell_size: int = 8,
+        num_orientations: int = 9,
+        variant: str = "uoctti",
+        bilinear_orientations: bool = False,
+    ):
         super().__init__()
         _check_int("HOG", "cell_size", cell_size, 1)
         _check_int("HOG", "num_orientations", num_orientations, 1, MAX_ORIENTATIONS)
         _check_variant("HOG", variant)
         if not isinstance(bilinear_orientations, bool):
-            raise TypeError(f"HOG: expected bilinear_orientations to be a bool, "
-                            f"got {type(bilinear_orientations).__name__}")
+            raise TypeError(
+                f"HOG: expected bilinear_orientations to be a bool, "
+                f"got {type(bilinear_orientations).__name__}"
+            )
         self.cell_size = cell_size
         self.num_orientations = num_orientations
         self.variant = variant.lower()
@@ -238,15 +262,23 @@ class HOG(nn.Module):
         return descriptor_size(self.num_orientations, self.variant)
 
     def forward(self, x: Tensor) -> Tensor:
-        return hog(x, cell_size=self.cell_size, num_orientations=self.num_orientations,
-                   variant=self.variant, bilinear_orientations=self.bilinear_orientations)
+        return hog(
+            x,
+            cell_size=self.cell_size,
+            num_orientations=self.num_orientations,
+            variant=self.variant,
+            bilinear_orientations=self.bilinear_orientations,
+        )
 
     def extra_repr(self) -> str:
-        return (f"cell_size={self.cell_size}, num_orientations={self.num_orientations}, "
-                f"variant={self.variant!r}, bilinear_orientations={self.bilinear_orientations}")
+        return (
+            f"cell_size={self.cell_size}, num_orientations={self.num_orientations}, "
+            f"variant={self.variant!r}, bilinear_orientations={self.bilinear_orientations}"
+        )
 
 
 # ---- rendering ------------------------------------------------------------------------------
+
 
 def _round_half_away(v: float) -> int:
     return int(math.floor(v + 0.5)) if v >= 0 else int(math.ceil(v - 0.5))
@@ -281,8 +313,9 @@ def _glyphs(num_orientations: int, glyph_size: int) -> Tensor:
     return out
 
 
-def render_hog(features: Tensor, *, variant: str = "uoctti", num_orientations=None,
-               glyph_size: int = 21) -> Tensor:
+def render_hog(
+    features: Tensor, *, variant: str = "uoctti", num_orientations=None, glyph_size: int = 21
+) -> Tensor:
     r"""Picture of HOG features as oriented bars (the glyph image of VLFeat's ``vl_hog_render``).
 
     Each cell becomes a ``glyph_size`` square where the bar of orientation k (drawn along the
@@ -317,11 +350,14 @@ def render_hog(features: Tensor, *, variant: str = "uoctti", num_orientations=No
     """
     fn = "render_hog"
     if not isinstance(features, Tensor):
-        raise TypeError(f"{fn}: expected features to be a torch.Tensor, "
-                        f"got {type(features).__name__}")
+        raise TypeError(
+            f"{fn}: expected features to be a torch.Tensor, got {type(features).__name__}"
+        )
     if features.dim() not in (3, 4):
-        raise ValueError(f"{fn}: expected features of shape (D, Hc, Wc) or (B, D, Hc, Wc), "
-                         f"got {list(features.shape)}")
+        raise ValueError(
+            f"{fn}: expected features of shape (D, Hc, Wc) or (B, D, Hc, Wc), "
+            f"got {list(features.shape)}"
+        )
     if not features.is_floating_point():
         raise TypeError(f"{fn}: expected floating point features, got {features.dtype}")
     code = _check_variant(fn, variant)
@@ -334,14 +370,16 @@ def render_hog(features: Tensor, *, variant: str = "uoctti", num_orientations=No
     no = num_orientations
     expected = 3 * no + 4 if code == 0 else 4 * no
     if no < 1 or D != expected:
-        raise ValueError(f"{fn}: expected D = {'3*no + 4' if code == 0 else '4*no'} for variant "
-                         f"{variant!r}, got D={D} (num_orientations={num_orientations})")
+        raise ValueError(
+            f"{fn}: expected D = {'3*no + 4' if code == 0 else '4*no'} for variant "
+            f"{variant!r}, got D={D} (num_orientations={num_orientations})"
+        )
     batched = features.dim() == 4
     f = features if batched else features.unsqueeze(0)
     B, _, Hc, Wc = f.shape
     groups = 3 if code == 0 else 4
     # Weight of orientation k: the sum of its `groups` components, as vl_hog_render adds them.
-    w = f[:, :groups * no].reshape(B, groups, no, Hc, Wc).sum(1)
+    w = f[:, : groups * no].reshape(B, groups, no, Hc, Wc).sum(1)
     glyphs = _glyphs(no, glyph_size).to(device=f.device, dtype=f.dtype)
     g = glyph_size
     image = torch.einsum("bkyx,kij->byixj", w, glyphs)  # [B, Hc, g, Wc, g]

@@ -1,5 +1,6 @@
 """Drawing primitives of the figures: titles that wrap, tiles of one height, rows and grids.
 Every figure is an HWC uint8 RGB numpy array (save it with :func:`pyinvert.io.save_image`)."""
+
 from typing import Optional, Sequence
 
 import cv2
@@ -36,6 +37,7 @@ _LINE = 15
 def _wrap(text: str, width: int) -> list:
     """``text`` split into lines that fit ``width`` pixels (at words; a word too long for a
     line is cut into pieces)."""
+
     def fits(t):
         return cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, _FONT_SCALE, 1)[0][0] <= width
 
@@ -67,8 +69,16 @@ def _title(a: np.ndarray, text: str, lines: Optional[int] = None) -> np.ndarray:
     n = max(len(wrapped), lines or 1)
     strip = np.full((n * _LINE + 4, a.shape[1], 3), 255, np.uint8)
     for k, line in enumerate(wrapped):
-        cv2.putText(strip, line, (2, (k + 1) * _LINE - 3), cv2.FONT_HERSHEY_SIMPLEX,
-                    _FONT_SCALE, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(
+            strip,
+            line,
+            (2, (k + 1) * _LINE - 3),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            _FONT_SCALE,
+            (0, 0, 0),
+            1,
+            cv2.LINE_AA,
+        )
     return np.concatenate([strip, a], 0)
 
 
@@ -89,20 +99,23 @@ def _tile_height(images, height: Optional[int]) -> int:
     tiny images and their titles stay readable)."""
     if height is not None:
         return int(height)
-    return max([128] + [int(im.shape[-2] if isinstance(im, Tensor) else im.shape[0])
-                        for im in images])
+    return max(
+        [128] + [int(im.shape[-2] if isinstance(im, Tensor) else im.shape[0]) for im in images]
+    )
 
 
 def _titled_tiles(images, titles, height: int) -> list:
     """Tiles of one height whose titles take the same number of lines (images aligned)."""
-    ims = [_rgb(_resize_height(_rgb(im if isinstance(im, np.ndarray) else to_uint8(im)),
-                               height)) for im in images]
+    ims = [
+        _rgb(_resize_height(_rgb(im if isinstance(im, np.ndarray) else to_uint8(im)), height))
+        for im in images
+    ]
     lines = max([1] + [len(_wrap(t, a.shape[1] - 4)) for a, t in zip(ims, titles)])
     return [_title(a, t, lines) for a, t in zip(ims, titles)]
 
 
 def _grid(tiles: Sequence[np.ndarray], columns: int) -> np.ndarray:
-    rows = [_hstack(list(tiles[i:i + columns])) for i in range(0, len(tiles), columns)]
+    rows = [_hstack(list(tiles[i : i + columns])) for i in range(0, len(tiles), columns)]
     w = max(r.shape[1] for r in rows)
     out = []
     for k, r in enumerate(rows):

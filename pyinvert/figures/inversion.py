@@ -1,20 +1,33 @@
 """Figures of inversions: a side-by-side panel per image, a montage, the per-layer grid and the
 neuron-window figure."""
+
 from typing import Optional, Sequence
 
 import cv2
 import numpy as np
 from torch import Tensor
 
-from pyinvert.figures.drawing import (_GAP, _hstack, _resize_height, _rgb, _tile_height, _title,
-                                      _titled_tiles, _grid)
+from pyinvert.figures.drawing import (
+    _GAP,
+    _hstack,
+    _resize_height,
+    _rgb,
+    _tile_height,
+    _title,
+    _titled_tiles,
+    _grid,
+)
 from pyinvert.figures.maps import code_picture, error_map
 from pyinvert.io import to_uint8
 
 
-def side_by_side(original: Tensor, reconstruction: Tensor, code: Optional[Tensor] = None,
-                 representation="hog", titles: Sequence[str] = (
-                     "original", "code", "reconstruction", "|error|")) -> np.ndarray:
+def side_by_side(
+    original: Tensor,
+    reconstruction: Tensor,
+    code: Optional[Tensor] = None,
+    representation="hog",
+    titles: Sequence[str] = ("original", "code", "reconstruction", "|error|"),
+) -> np.ndarray:
     """original | picture of the code | reconstruction | error map, one image high.
 
     Args:
@@ -38,8 +51,12 @@ def side_by_side(original: Tensor, reconstruction: Tensor, code: Optional[Tensor
     return _hstack([_title(p, t) for t, p in panels])
 
 
-def montage(rows: Sequence[Sequence[Tensor]], row_labels: Optional[Sequence[str]] = None,
-            col_labels: Optional[Sequence[str]] = None, height: int = 128) -> np.ndarray:
+def montage(
+    rows: Sequence[Sequence[Tensor]],
+    row_labels: Optional[Sequence[str]] = None,
+    col_labels: Optional[Sequence[str]] = None,
+    height: int = 128,
+) -> np.ndarray:
     """A grid of images ([C, H, W] tensors in [0, 1]), each resized to ``height``.
 
     Args:
@@ -68,17 +85,22 @@ def montage(rows: Sequence[Sequence[Tensor]], row_labels: Optional[Sequence[str]
     padded = []
     for k, line in enumerate(lines):
         if line.shape[1] < w:
-            line = np.concatenate([line, np.full((line.shape[0], w - line.shape[1], 3), 255,
-                                                 np.uint8)], 1)
+            line = np.concatenate(
+                [line, np.full((line.shape[0], w - line.shape[1], 3), 255, np.uint8)], 1
+            )
         padded.append(line)
         if k < len(lines) - 1:
             padded.append(np.full((_GAP, w, 3), 255, np.uint8))
     return np.concatenate(padded, 0)
 
 
-def layer_grid(originals: Sequence[Tensor], reconstructions: Sequence[Sequence[Tensor]],
-               layers: Sequence[str], height: Optional[int] = None,
-               names: Optional[Sequence[str]] = None) -> np.ndarray:
+def layer_grid(
+    originals: Sequence[Tensor],
+    reconstructions: Sequence[Sequence[Tensor]],
+    layers: Sequence[str],
+    height: Optional[int] = None,
+    names: Optional[Sequence[str]] = None,
+) -> np.ndarray:
     """The per-layer inversion figure: one row per image, the original then one
     reconstruction per layer, each labelled with its layer.
 
@@ -103,8 +125,13 @@ def layer_grid(originals: Sequence[Tensor], reconstructions: Sequence[Sequence[T
     return _grid(_titled_tiles(images, titles, h), 1 + len(layers))
 
 
-def window_figure(original: Tensor, reconstruction: Tensor, box, title: str = "window",
-                  height: Optional[int] = None) -> np.ndarray:
+def window_figure(
+    original: Tensor,
+    reconstruction: Tensor,
+    box,
+    title: str = "window",
+    height: Optional[int] = None,
+) -> np.ndarray:
     """original | reconstruction from a window of neurons, with the window's footprint
     ``box = (y0, x0, y1, x1)`` (pixels, end exclusive) drawn on both."""
     panels = []

@@ -1,5 +1,6 @@
 """Pictures of values: a representation's code (:meth:`Representation.render_code`), error and
 heat maps, contrast stretching."""
+
 from typing import Optional
 
 import cv2

@@ -1,4 +1,5 @@
 """Random initialization shared by the architectures (the usual He / small-normal scheme)."""
+
 from torch import nn
 
 

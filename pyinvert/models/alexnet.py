@@ -4,6 +4,7 @@ References:
     A. Krizhevsky. One weird trick for parallelizing convolutional neural networks.
     arXiv:1404.5997, 2014.
 """
+
 import torch
 from torch import Tensor, nn
 
@@ -28,29 +29,29 @@ class AlexNet(nn.Module):
     def __init__(self, num_classes: int = 1000, dropout: float = 0.5):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 64, kernel_size=11, stride=4, padding=2),      # 0
+            nn.Conv2d(3, 64, kernel_size=11, stride=4, padding=2),  # 0
             nn.ReLU(),
             nn.MaxPool2d(kernel_size=3, stride=2),
-            nn.Conv2d(64, 192, kernel_size=5, padding=2),               # 3
+            nn.Conv2d(64, 192, kernel_size=5, padding=2),  # 3
             nn.ReLU(),
             nn.MaxPool2d(kernel_size=3, stride=2),
-            nn.Conv2d(192, 384, kernel_size=3, padding=1),              # 6
+            nn.Conv2d(192, 384, kernel_size=3, padding=1),  # 6
             nn.ReLU(),
-            nn.Conv2d(384, 256, kernel_size=3, padding=1),              # 8
+            nn.Conv2d(384, 256, kernel_size=3, padding=1),  # 8
             nn.ReLU(),
-            nn.Conv2d(256, 256, kernel_size=3, padding=1),              # 10
+            nn.Conv2d(256, 256, kernel_size=3, padding=1),  # 10
             nn.ReLU(),
             nn.MaxPool2d(kernel_size=3, stride=2),
         )
         self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
         self.classifier = nn.Sequential(
             nn.Dropout(dropout),
-            nn.Linear(256 * 6 * 6, 4096),                               # 1
+            nn.Linear(256 * 6 * 6, 4096),  # 1
             nn.ReLU(),
             nn.Dropout(dropout),
-            nn.Linear(4096, 4096),                                      # 4
+            nn.Linear(4096, 4096),  # 4
             nn.ReLU(),
-            nn.Linear(4096, num_classes),                               # 6
+            nn.Linear(4096, num_classes),  # 6
         )
         init_weights(self)
 

@@ -12,6 +12,7 @@ References:
     L. A. Gatys, A. S. Ecker, M. Bethge. Image style transfer using convolutional neural
     networks. CVPR 2016 (Sec. 3: style layers conv1_1 ... conv5_1, content layer conv4_2).
 """
+
 from typing import Dict, Sequence, Union
 
 import torch
@@ -45,8 +46,9 @@ def layer_aliases(model: Union[str, nn.Module]) -> Dict[str, str]:
         _check_name(model, "layer_aliases")
         return dict(getattr(_CLASSES[model], "layer_aliases", {}))
     if not isinstance(model, nn.Module):
-        raise TypeError(f"layer_aliases: expected a model name or an nn.Module, got "
-                        f"{type(model).__name__}")
+        raise TypeError(
+            f"layer_aliases: expected a model name or an nn.Module, got {type(model).__name__}"
+        )
     return dict(getattr(model, "layer_aliases", None) or {})
 
 
@@ -73,8 +75,7 @@ def resolve_layer(model: nn.Module, name: str) -> str:
     if not isinstance(model, nn.Module):
         raise TypeError(f"resolve_layer: expected an nn.Module, got {type(model).__name__}")
     if not isinstance(name, str):
-        raise TypeError(f"resolve_layer: expected a layer name (str), got "
-                        f"{type(name).__name__}")
+        raise TypeError(f"resolve_layer: expected a layer name (str), got {type(name).__name__}")
     aliases = getattr(model, "layer_aliases", None) or {}
     if name in aliases:
         modules = dict(model.named_modules())
@@ -88,8 +89,9 @@ def _channels(model: nn.Module, names: Sequence[str]) -> Dict[str, tuple]:
     error = None
     for size in (64, 224):
         try:
-            return {n: shape[1:] for n, _, shape, _, _ in _trace(model, size,
-                                                                  "gram_parameter_count")}
+            return {
+                n: shape[1:] for n, _, shape, _, _ in _trace(model, size, "gram_parameter_count")
+            }
         except ValueError as e:  # too small for this network: try a larger probe
             error = e
     raise error
@@ -121,8 +123,10 @@ def gram_parameter_count(model: Union[str, nn.Module], layers: Sequence[str]) ->
         with torch.device("meta"):
             model = build_model(model)
     if not isinstance(model, nn.Module):
-        raise TypeError(f"gram_parameter_count: expected a model name or an nn.Module, got "
-                        f"{type(model).__name__}")
+        raise TypeError(
+            f"gram_parameter_count: expected a model name or an nn.Module, got "
+            f"{type(model).__name__}"
+        )
     if isinstance(layers, str):
         layers = [layers]
     layers = list(layers)
@@ -133,9 +137,11 @@ def gram_parameter_count(model: Union[str, nn.Module], layers: Sequence[str]) ->
     for name in layers:
         module_name = resolve_layer(model, name)
         if module_name not in modules or module_name == "":
-            raise ValueError(f"gram_parameter_count: unknown layer {name!r}; expected a "
-                             f"module name or one of the aliases "
-                             f"{', '.join(layer_aliases(model)) or '(none)'}")
+            raise ValueError(
+                f"gram_parameter_count: unknown layer {name!r}; expected a "
+                f"module name or one of the aliases "
+                f"{', '.join(layer_aliases(model)) or '(none)'}"
+            )
         resolved.append(module_name)
     if len(set(resolved)) != len(resolved):
         raise ValueError(f"gram_parameter_count: expected distinct layers, got {layers}")
@@ -144,8 +150,10 @@ def gram_parameter_count(model: Union[str, nn.Module], layers: Sequence[str]) ->
     for name, module_name in zip(layers, resolved):
         shape = shapes.get(module_name)
         if shape is None or len(shape) != 3:
-            raise ValueError(f"gram_parameter_count: layer {name!r} ({module_name}) outputs "
-                             f"{list(shape) if shape is not None else 'nothing'}, not a "
-                             f"feature map (C, H, W)")
+            raise ValueError(
+                f"gram_parameter_count: layer {name!r} ({module_name}) outputs "
+                f"{list(shape) if shape is not None else 'nothing'}, not a "
+                f"feature map (C, H, W)"
+            )
         total += shape[0] * (shape[0] + 1) // 2
     return total

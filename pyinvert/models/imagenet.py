@@ -1,6 +1,7 @@
 """ImageNet conventions of torchvision's checkpoints: input normalization, the standard
 resize + center crop, and the 1000 class names in the networks' output order.
 """
+
 import functools
 import os
 from pathlib import Path
@@ -25,8 +26,9 @@ def _check_images(x, fn):
     if not isinstance(x, Tensor):
         raise TypeError(f"{fn}: expected images to be a Tensor, got {type(x).__name__}")
     if x.dim() not in (3, 4) or x.shape[-3] != 3:
-        raise ValueError(f"{fn}: expected images of shape (B, 3, H, W) or (3, H, W), "
-                         f"got {list(x.shape)}")
+        raise ValueError(
+            f"{fn}: expected images of shape (B, 3, H, W) or (3, H, W), got {list(x.shape)}"
+        )
     if not x.is_floating_point():
         raise TypeError(f"{fn}: expected floating-point images, got {x.dtype}")
 
@@ -93,11 +95,14 @@ def _to_chw(image, fn) -> Tensor:
         if image.dim() == 2:
             image = image[None]
         if image.dim() != 3 or image.shape[0] not in (1, 3):
-            raise ValueError(f"{fn}: expected image of shape (C, H, W) with C = 1 or 3, "
-                             f"(B, C, H, W) or (H, W), got {list(image.shape)}")
+            raise ValueError(
+                f"{fn}: expected image of shape (C, H, W) with C = 1 or 3, "
+                f"(B, C, H, W) or (H, W), got {list(image.shape)}"
+            )
         return image
-    raise TypeError(f"{fn}: expected image to be a path, a numpy array or a Tensor, "
-                    f"got {type(image).__name__}")
+    raise TypeError(
+        f"{fn}: expected image to be a path, a numpy array or a Tensor, got {type(image).__name__}"
+    )
 
 
 def _resize_crop(chw: Tensor, size: int, short: int) -> Tensor:
@@ -114,7 +119,7 @@ def _resize_crop(chw: Tensor, size: int, short: int) -> Tensor:
     if a.ndim == 2:
         a = a[:, :, None]
     top, left = (h - size) // 2, (w - size) // 2
-    a = a[top:top + size, left:left + size]
+    a = a[top : top + size, left : left + size]
     out = torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))
     return out.expand(3, -1, -1).clone() if out.shape[0] == 1 else out
 
@@ -151,8 +156,10 @@ def prepare_image(image, size: int = 224) -> Tensor:
     short = int(round(256 * size / 224))
     if isinstance(image, Tensor) and image.dim() == 4:
         if image.shape[1] not in (1, 3):
-            raise ValueError(f"prepare_image: expected image of shape (B, C, H, W) with "
-                             f"C = 1 or 3, got {list(image.shape)}")
+            raise ValueError(
+                f"prepare_image: expected image of shape (B, C, H, W) with "
+                f"C = 1 or 3, got {list(image.shape)}"
+            )
         crops = [_resize_crop(im, size, short) for im in image]
         out = torch.stack(crops) if crops else image.new_zeros(0, 3, size, size).float().cpu()
     else:
@@ -167,8 +174,10 @@ def prepare_image(image, size: int = 224) -> Tensor:
 def _classes() -> Tuple[str, ...]:
     names = tuple(_CLASSES_FILE.read_text(encoding="utf-8").splitlines())
     if len(names) != 1000:
-        raise RuntimeError(f"imagenet_classes: {_CLASSES_FILE} holds {len(names)} names, "
-                           f"expected 1000 (damaged installation)")
+        raise RuntimeError(
+            f"imagenet_classes: {_CLASSES_FILE} holds {len(names)} names, "
+            f"expected 1000 (damaged installation)"
+        )
     return names
 
 
@@ -207,11 +216,14 @@ def decode(indices) -> Union[str, list]:
         return [decode(i) for i in indices]
     if isinstance(indices, (int, np.integer)) and not isinstance(indices, bool):
         if not 0 <= indices < len(names):
-            raise ValueError(f"decode: expected class indices in [0, {len(names) - 1}], "
-                             f"got {indices}")
+            raise ValueError(
+                f"decode: expected class indices in [0, {len(names) - 1}], got {indices}"
+            )
         return names[int(indices)]
-    raise TypeError(f"decode: expected an int, a sequence of ints or an integer Tensor, "
-                    f"got {type(indices).__name__}")
+    raise TypeError(
+        f"decode: expected an int, a sequence of ints or an integer Tensor, "
+        f"got {type(indices).__name__}"
+    )
 
 
 def classify(model: nn.Module, images: Tensor, topk: int = 5) -> Tuple[Tensor, Tensor]:
@@ -243,8 +255,10 @@ def classify(model: nn.Module, images: Tensor, topk: int = 5) -> Tuple[Tensor, T
     with torch.no_grad():
         logits = model(images)
         if logits.dim() != 2:
-            raise ValueError(f"classify: expected the model to return logits of shape "
-                             f"(B, num_classes), got {list(logits.shape)}")
+            raise ValueError(
+                f"classify: expected the model to return logits of shape "
+                f"(B, num_classes), got {list(logits.shape)}"
+            )
         if not 1 <= topk <= logits.shape[1]:
             raise ValueError(f"classify: expected topk in [1, {logits.shape[1]}], got {topk}")
         probabilities = torch.softmax(logits.float(), dim=1)

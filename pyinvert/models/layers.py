@@ -8,6 +8,7 @@ image). Convolutions and poolings contribute their kernel, stride and dilation; 
 of several branches (a residual block) takes the largest stride and receptive field among the
 outputs computed inside it.
 """
+
 import math
 from typing import List, Optional, Union
 
@@ -17,8 +18,15 @@ from torch import Tensor, nn
 from pyinvert.models.zoo import MODELS, WEIGHT_FILES, build_model, find_weights, hub_checkpoint_path
 
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
-_IDENTITY_IN_EVAL = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
-                     nn.FeatureAlphaDropout, nn.Identity)
+_IDENTITY_IN_EVAL = (
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.AlphaDropout,
+    nn.FeatureAlphaDropout,
+    nn.Identity,
+)
 
 
 def _pair(v):
@@ -50,8 +58,7 @@ def _geometry_step(module, in_geo, in_shape, out_shape):
 def _trace(model: nn.Module, input_size: int, fn: str) -> list:
     """[(name, module, output_shape, calls, geometry)] in order of completion."""
     if isinstance(input_size, bool) or not isinstance(input_size, int):
-        raise TypeError(f"{fn}: expected input_size to be an int, got "
-                        f"{type(input_size).__name__}")
+        raise TypeError(f"{fn}: expected input_size to be an int, got {type(input_size).__name__}")
     if input_size < 1:
         raise ValueError(f"{fn}: expected input_size >= 1, got {input_size}")
     param = next(iter(model.parameters()), None)
@@ -59,8 +66,8 @@ def _trace(model: nn.Module, input_size: int, fn: str) -> list:
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
     x = torch.zeros(1, 3, input_size, input_size, device=device, dtype=dtype)
 
-    geo = {id(x): (1, 1)}       # id(tensor) -> (stride, rf) or None
-    keep = [x]                  # keeps the traced tensors alive, so ids are not reused
+    geo = {id(x): (1, 1)}  # id(tensor) -> (stride, rf) or None
+    keep = [x]  # keeps the traced tensors alive, so ids are not reused
     records, order, stack = {}, [], []
 
     def pre_hook(module, args):
@@ -99,8 +106,10 @@ def _trace(model: nn.Module, input_size: int, fn: str) -> list:
         with torch.no_grad():
             model(x)
     except RuntimeError as error:
-        raise ValueError(f"{fn}: a {input_size}x{input_size} input does not go through "
-                         f"{type(model).__name__} (too small?): {error}") from error
+        raise ValueError(
+            f"{fn}: a {input_size}x{input_size} input does not go through "
+            f"{type(model).__name__} (too small?): {error}"
+        ) from error
     finally:
         for h in handles:
             h.remove()
@@ -128,12 +137,14 @@ def _as_model(name_or_model, fn):
         return name_or_model
     if isinstance(name_or_model, str):
         if name_or_model not in MODELS:
-            raise ValueError(f"{fn}: unknown model {name_or_model!r}; expected one of "
-                             f"{', '.join(MODELS)}")
+            raise ValueError(
+                f"{fn}: unknown model {name_or_model!r}; expected one of {', '.join(MODELS)}"
+            )
         with torch.device("meta"):  # shapes only: nothing allocated, nothing computed
             return build_model(name_or_model)
-    raise TypeError(f"{fn}: expected a model name or an nn.Module, "
-                    f"got {type(name_or_model).__name__}")
+    raise TypeError(
+        f"{fn}: expected a model name or an nn.Module, got {type(name_or_model).__name__}"
+    )
 
 
 def layer_names(model: Union[str, nn.Module], input_size: int = 224) -> List[str]:
@@ -189,9 +200,15 @@ def describe(name_or_model: Union[str, nn.Module], input_size: int = 224) -> Lis
         stride, rf = (None, None) if g is None else g
         if isinstance(stride, float) and stride.is_integer():
             stride = int(stride)
-        rows.append({"layer": name, "type": type(module).__name__,
-                     "output_shape": tuple(shape[1:]), "stride": stride,
-                     "receptive_field": rf})
+        rows.append(
+            {
+                "layer": name,
+                "type": type(module).__name__,
+                "output_shape": tuple(shape[1:]),
+                "stride": stride,
+                "receptive_field": rf,
+            }
+        )
     return rows
 
 
@@ -210,9 +227,15 @@ def format_table(rows: List[dict]) -> str:
     """
     table = [("layer", "type", "output", "stride", "RF")]
     for r in rows:
-        table.append((str(r["layer"]), str(r["type"]), _fmt_shape(r["output_shape"]),
-                      "-" if r.get("stride") is None else f"{r['stride']:g}",
-                      "-" if r.get("receptive_field") is None else f"{r['receptive_field']:g}"))
+        table.append(
+            (
+                str(r["layer"]),
+                str(r["type"]),
+                _fmt_shape(r["output_shape"]),
+                "-" if r.get("stride") is None else f"{r['stride']:g}",
+                "-" if r.get("receptive_field") is None else f"{r['receptive_field']:g}",
+            )
+        )
     widths = [max(len(row[i]) for row in table) for i in range(5)]
     lines = []
     for row in table:
@@ -240,29 +263,37 @@ def models_command(name: Optional[str] = None) -> str:
         ValueError: unknown model name (the message lists the known ones).
     """
     if name is not None and name not in MODELS:
-        raise ValueError(f"pyinvert models: unknown model {name!r}; expected one of "
-                         f"{', '.join(MODELS)}")
+        raise ValueError(
+            f"pyinvert models: unknown model {name!r}; expected one of {', '.join(MODELS)}"
+        )
     if name is None:
         table = [("model", "parameters", "layers", "ImageNet weights")]
         for n in MODELS:
             model = _as_model(n, "models_command")
             found = find_weights(n)
             status = f"{found}" if found is not None else f"missing ({WEIGHT_FILES[n]})"
-            table.append((n, f"{_parameters(model) / 1e6:.1f}M", str(len(layer_names(model))),
-                          status))
+            table.append(
+                (n, f"{_parameters(model) / 1e6:.1f}M", str(len(layer_names(model))), status)
+            )
         widths = [max(len(r[i]) for r in table) for i in range(3)]
-        lines = ["  ".join([r[0].ljust(widths[0]), r[1].rjust(widths[1]),
-                            r[2].rjust(widths[2]), r[3]]) for r in table]
+        lines = [
+            "  ".join([r[0].ljust(widths[0]), r[1].rjust(widths[1]), r[2].rjust(widths[2]), r[3]])
+            for r in table
+        ]
         lines.append("")
-        lines.append("Layers of a model: pyinvert models NAME. Missing weights: put the file "
-                     f"in {hub_checkpoint_path(MODELS[0]).parent} (or $PYINVERT_WEIGHTS); "
-                     "load_model's error says where to get it.")
+        lines.append(
+            "Layers of a model: pyinvert models NAME. Missing weights: put the file "
+            f"in {hub_checkpoint_path(MODELS[0]).parent} (or $PYINVERT_WEIGHTS); "
+            "load_model's error says where to get it."
+        )
         return "\n".join(lines)
     model = _as_model(name, "models_command")
     found = find_weights(name)
     where = str(found) if found is not None else f"missing ({hub_checkpoint_path(name)})"
-    head = (f"{name}: {type(model).__name__}, {_parameters(model) / 1e6:.1f}M parameters, "
-            f"input 3x224x224 (ImageNet-normalized)\nImageNet weights: {where}\n"
-            "stride: input pixels between neighbouring units; RF: theoretical receptive "
-            "field (pixels); '-': not spatial\n")
+    head = (
+        f"{name}: {type(model).__name__}, {_parameters(model) / 1e6:.1f}M parameters, "
+        f"input 3x224x224 (ImageNet-normalized)\nImageNet weights: {where}\n"
+        "stride: input pixels between neighbouring units; RF: theoretical receptive "
+        "field (pixels); '-': not spatial\n"
+    )
     return head + format_table(describe(model))

@@ -4,6 +4,7 @@ References:
     M. Sandler, A. Howard, M. Zhu, A. Zhmoginov, L.-C. Chen. MobileNetV2: inverted residuals
     and linear bottlenecks. CVPR 2018.
 """
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -11,18 +12,25 @@ from torch.nn import functional as F
 from pyinvert.models._init import init_weights
 
 #: (expansion t, output channels c, repeats n, first stride s) of each bottleneck group.
-MOBILENET_V2_SETTING = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
-                        (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+MOBILENET_V2_SETTING = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
 
 
 class ConvBNReLU6(nn.Sequential):
     """Conv (no bias, "same" padding) -> BatchNorm -> ReLU6, children named 0, 1, 2."""
 
-    def __init__(self, cin: int, cout: int, kernel_size: int = 3, stride: int = 1,
-                 groups: int = 1):
+    def __init__(self, cin: int, cout: int, kernel_size: int = 3, stride: int = 1, groups: int = 1):
         super().__init__(
-            nn.Conv2d(cin, cout, kernel_size, stride, (kernel_size - 1) // 2, groups=groups,
-                      bias=False),
+            nn.Conv2d(
+                cin, cout, kernel_size, stride, (kernel_size - 1) // 2, groups=groups, bias=False
+            ),
             nn.BatchNorm2d(cout),
             nn.ReLU6(),
         )

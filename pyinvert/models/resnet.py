@@ -3,6 +3,7 @@
 References:
     K. He, X. Zhang, S. Ren, J. Sun. Deep residual learning for image recognition. CVPR 2016.
 """
+
 from typing import Optional
 
 import torch
@@ -23,8 +24,9 @@ class BasicBlock(nn.Module):
     output. Nothing is computed in place.
     """
 
-    def __init__(self, cin: int, cout: int, stride: int = 1,
-                 downsample: Optional[nn.Module] = None):
+    def __init__(
+        self, cin: int, cout: int, stride: int = 1, downsample: Optional[nn.Module] = None
+    ):
         super().__init__()
         self.conv1 = _conv3x3(cin, cout, stride)
         self.bn1 = nn.BatchNorm2d(cout)

@@ -11,6 +11,7 @@ References:
     L. A. Gatys, A. S. Ecker, M. Bethge. Texture synthesis using convolutional neural networks.
     NIPS 2015 (Sec. 2: VGG-19, max pooling replaced by average pooling).
 """
+
 from types import MappingProxyType
 from typing import Dict, Mapping, Sequence
 
@@ -20,11 +21,50 @@ from torch import Tensor, nn
 from pyinvert.models._init import init_weights
 
 #: Output channels of each 3x3 convolution; "M" is a 2x2 pooling (configuration D).
-VGG16_CONFIG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M",
-                512, 512, 512, "M", 512, 512, 512, "M")
+VGG16_CONFIG = (
+    64,
+    64,
+    "M",
+    128,
+    128,
+    "M",
+    256,
+    256,
+    256,
+    "M",
+    512,
+    512,
+    512,
+    "M",
+    512,
+    512,
+    512,
+    "M",
+)
 #: Configuration E: sixteen convolutions.
-VGG19_CONFIG = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
-                512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
+VGG19_CONFIG = (
+    64,
+    64,
+    "M",
+    128,
+    128,
+    "M",
+    256,
+    256,
+    256,
+    256,
+    "M",
+    512,
+    512,
+    512,
+    512,
+    "M",
+    512,
+    512,
+    512,
+    512,
+    "M",
+)
 
 POOLINGS = ("max", "avg")
 
@@ -33,8 +73,11 @@ def _features(config, pooling: str = "max") -> nn.Sequential:
     layers, channels = [], 3
     for item in config:
         if item == "M":
-            layers.append(nn.MaxPool2d(kernel_size=2, stride=2) if pooling == "max"
-                          else nn.AvgPool2d(kernel_size=2, stride=2))
+            layers.append(
+                nn.MaxPool2d(kernel_size=2, stride=2)
+                if pooling == "max"
+                else nn.AvgPool2d(kernel_size=2, stride=2)
+            )
         else:
             layers += [nn.Conv2d(channels, item, kernel_size=3, padding=1), nn.ReLU()]
             channels = item
@@ -62,8 +105,15 @@ def vgg_aliases(config: Sequence) -> Dict[str, str]:
             aliases[f"conv{block}_{conv}"] = f"features.{index}"
             aliases[f"relu{block}_{conv}"] = f"features.{index + 1}"
             index += 2
-    aliases.update({"fc6": "classifier.0", "relu6": "classifier.1", "fc7": "classifier.3",
-                    "relu7": "classifier.4", "fc8": "classifier.6"})
+    aliases.update(
+        {
+            "fc6": "classifier.0",
+            "relu6": "classifier.1",
+            "fc7": "classifier.3",
+            "relu7": "classifier.4",
+            "fc8": "classifier.6",
+        }
+    )
     return aliases
 
 
@@ -80,13 +130,13 @@ class _VGG(nn.Module):
         self.features = _features(self.config, pooling)
         self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
         self.classifier = nn.Sequential(
-            nn.Linear(512 * 7 * 7, 4096),                               # 0  fc6
-            nn.ReLU(),                                                  # 1  relu6
+            nn.Linear(512 * 7 * 7, 4096),  # 0  fc6
+            nn.ReLU(),  # 1  relu6
             nn.Dropout(dropout),
-            nn.Linear(4096, 4096),                                      # 3  fc7
-            nn.ReLU(),                                                  # 4  relu7
+            nn.Linear(4096, 4096),  # 3  fc7
+            nn.ReLU(),  # 4  relu7
             nn.Dropout(dropout),
-            nn.Linear(4096, num_classes),                               # 6  fc8
+            nn.Linear(4096, num_classes),  # 6  fc8
         )
         init_weights(self)
 
@@ -114,6 +164,7 @@ class VGG16(_VGG):
         - Input: (B, 3, H, W), H and W >= 32, ImageNet-normalized (see ``normalize``).
         - Output: (B, num_classes) logits.
     """
+
     config = VGG16_CONFIG
     layer_aliases = MappingProxyType(vgg_aliases(VGG16_CONFIG))
 
@@ -144,5 +195,6 @@ class VGG19(_VGG):
         >>> net.layer_aliases["pool1"], type(net.features[4]).__name__
         ('features.4', 'AvgPool2d')
     """
+
     config = VGG19_CONFIG
     layer_aliases = MappingProxyType(vgg_aliases(VGG19_CONFIG))

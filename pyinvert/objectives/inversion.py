@@ -1,6 +1,7 @@
 r"""The inversion data term (CVPR 2015 eq. (1), IJCV 2016 eq. (3)) and the inversion
 objective that :func:`pyinvert.invert` builds from a recipe.
 """
+
 from typing import Optional, Sequence, Tuple
 
 import torch
@@ -39,19 +40,27 @@ class Inversion(Objective):
         - code, targets: :math:`(N, ...)`; loss: :math:`(N,)`.
     """
 
-    def __init__(self, targets: Tensor, mask: Optional[Tensor] = None,
-                 segments: Optional[Sequence[Tuple[int, int]]] = None):
+    def __init__(
+        self,
+        targets: Tensor,
+        mask: Optional[Tensor] = None,
+        segments: Optional[Sequence[Tuple[int, int]]] = None,
+    ):
         if not isinstance(targets, Tensor):
-            raise TypeError(f"Inversion: expected targets to be a Tensor, "
-                            f"got {type(targets).__name__}")
+            raise TypeError(
+                f"Inversion: expected targets to be a Tensor, got {type(targets).__name__}"
+            )
         self.targets = targets.detach()
         if mask is not None:
             if not isinstance(mask, Tensor):
-                raise TypeError(f"Inversion: expected mask to be a Tensor, "
-                                f"got {type(mask).__name__}")
+                raise TypeError(
+                    f"Inversion: expected mask to be a Tensor, got {type(mask).__name__}"
+                )
             if tuple(mask.shape) not in (tuple(targets.shape[1:]), tuple(targets.shape)):
-                raise ValueError(f"Inversion: expected mask of shape {list(targets.shape[1:])} "
-                                 f"(one code) or {list(targets.shape)}, got {list(mask.shape)}")
+                raise ValueError(
+                    f"Inversion: expected mask of shape {list(targets.shape[1:])} "
+                    f"(one code) or {list(targets.shape)}, got {list(mask.shape)}"
+                )
             mask = mask.detach().to(device=targets.device, dtype=targets.dtype)
             self.mask_per_row = mask.shape == targets.shape
         else:
@@ -105,12 +114,31 @@ class Inversion(Objective):
         return out
 
 
-def inversion_objective(targets: Tensor, *, data_weight: Weight, tv_weight: Weight,
-                        norm_weight: Weight, beta: float, alpha: float, isotropic: bool,
-                        backend: str = "fused", mask: Optional[Tensor] = None,
-                        segments=None) -> Objective:
+def inversion_objective(
+    targets: Tensor,
+    *,
+    data_weight: Weight,
+    tv_weight: Weight,
+    norm_weight: Weight,
+    beta: float,
+    alpha: float,
+    isotropic: bool,
+    backend: str = "fused",
+    mask: Optional[Tensor] = None,
+    segments=None,
+) -> Objective:
     """``C |Phi(x) - Phi0|^2 / |Phi0|^2 + tv TV_beta(x) + norm N_alpha(x)`` (weights already
     scaled as the recipe says), as :func:`pyinvert.invert` uses it."""
-    return Sum([Scaled(Inversion(targets, mask=mask, segments=segments), data_weight),
-                ImagePrior(tv_weight=tv_weight, beta=beta, norm_weight=norm_weight,
-                           alpha=alpha, isotropic=isotropic, backend=backend)])
+    return Sum(
+        [
+            Scaled(Inversion(targets, mask=mask, segments=segments), data_weight),
+            ImagePrior(
+                tv_weight=tv_weight,
+                beta=beta,
+                norm_weight=norm_weight,
+                alpha=alpha,
+                isotropic=isotropic,
+                backend=backend,
+            ),
+        ]
+    )

@@ -2,6 +2,7 @@ r"""Prior terms of an objective: the handcrafted image priors (:class:`ImagePrio
 with :class:`pyinvert.ImagePrior`) and their one-term forms. Learned priors
 (:mod:`pyinvert.priors`) join here as terms of the image alone (``needs_code = False``).
 """
+
 from pyinvert.objectives.base import Weight
 from pyinvert.priors.handcrafted import ImagePrior
 
@@ -31,7 +32,13 @@ class AlphaNorm(ImagePrior):
         backend: "fused" or "reference". Default: "fused".
     """
 
-    def __init__(self, weight: Weight = 1.0, alpha: float = 6.0, isotropic: bool = True,
-                 backend: str = "fused"):
-        super().__init__(tv_weight=0.0, norm_weight=weight, alpha=alpha, isotropic=isotropic,
-                         backend=backend)
+    def __init__(
+        self,
+        weight: Weight = 1.0,
+        alpha: float = 6.0,
+        isotropic: bool = True,
+        backend: str = "fused",
+    ):
+        super().__init__(
+            tv_weight=0.0, norm_weight=weight, alpha=alpha, isotropic=isotropic, backend=backend
+        )

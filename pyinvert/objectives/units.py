@@ -1,6 +1,7 @@
 r"""Terms of units: activation maximization of channels, neurons and classes (IJCV 2016 eq. (4)),
 directions in code space, caricatures (eq. (5)) and DeepDream (Mordvintsev et al. 2015).
 """
+
 from typing import Optional
 
 import torch
@@ -22,8 +23,9 @@ class Direction(Objective):
 
     def __init__(self, direction: Tensor, per_row: Optional[bool] = None):
         if not isinstance(direction, Tensor):
-            raise TypeError(f"Direction: expected direction to be a Tensor, "
-                            f"got {type(direction).__name__}")
+            raise TypeError(
+                f"Direction: expected direction to be a Tensor, got {type(direction).__name__}"
+            )
         self.direction = direction.detach()
         self.per_row = bool(per_row)
 
@@ -32,8 +34,10 @@ class Direction(Objective):
         if not self.per_row:
             w = w.unsqueeze(0)
         if tuple(w.shape[1:]) != tuple(code.shape[1:]):
-            raise ValueError(f"{type(self).__name__}: expected a code of shape "
-                             f"{list(w.shape[1:])} per row, got {list(code.shape[1:])}")
+            raise ValueError(
+                f"{type(self).__name__}: expected a code of shape "
+                f"{list(w.shape[1:])} per row, got {list(code.shape[1:])}"
+            )
         value = (code * w).flatten(1).sum(1)
         return -value, value
 
@@ -61,8 +65,9 @@ class Caricature(Direction):
 
     def __init__(self, reference: Tensor):
         if not isinstance(reference, Tensor):
-            raise TypeError(f"Caricature: expected reference to be a Tensor, "
-                            f"got {type(reference).__name__}")
+            raise TypeError(
+                f"Caricature: expected reference to be a Tensor, got {type(reference).__name__}"
+            )
         pos = reference.detach().clamp_min(0)
         n2 = pos.flatten(1).square().sum(1)
         n2 = torch.where(n2 > 0, n2, torch.ones_like(n2))
@@ -97,8 +102,10 @@ class Activation(Objective):
     def _index(v, name):
         if isinstance(v, Tensor):
             if v.dim() > 1 or v.is_floating_point():
-                raise ValueError(f"Activation: expected {name} to be an int or a LongTensor[N], "
-                                 f"got {v.dtype} of shape {list(v.shape)}")
+                raise ValueError(
+                    f"Activation: expected {name} to be an int or a LongTensor[N], "
+                    f"got {v.dtype} of shape {list(v.shape)}"
+                )
             return v.long()
         if isinstance(v, bool) or not isinstance(v, int):
             raise TypeError(f"Activation: expected {name} to be an int, got {type(v).__name__}")
@@ -117,8 +124,9 @@ class Activation(Objective):
         # The index checks read the device: once per code shape, not at every step.
         check = N > 0 and self._checked_shape != tuple(code.shape)
         if check and bool(((ch < 0) | (ch >= code.shape[1])).any()):
-            raise ValueError(f"Activation: expected channel in [0, {code.shape[1]}), "
-                             f"got {ch.tolist()}")
+            raise ValueError(
+                f"Activation: expected channel in [0, {code.shape[1]}), got {ch.tolist()}"
+            )
         if code.dim() == 2:
             a = code[n, ch]
         elif code.dim() == 4:
@@ -129,12 +137,16 @@ class Activation(Objective):
                 xx = self._rows(self.x, N, code.device)
                 h, w = code.shape[-2:]
                 if check and bool(((yy < 0) | (yy >= h) | (xx < 0) | (xx >= w)).any()):
-                    raise ValueError(f"Activation: expected the neuron inside the {h}x{w} grid, "
-                                     f"got y={yy.tolist()}, x={xx.tolist()}")
+                    raise ValueError(
+                        f"Activation: expected the neuron inside the {h}x{w} grid, "
+                        f"got y={yy.tolist()}, x={xx.tolist()}"
+                    )
                 a = code[n, ch, yy, xx]
         else:
-            raise ValueError(f"Activation: expected a code of shape (N, K) or (N, C, h, w), "
-                             f"got {list(code.shape)}")
+            raise ValueError(
+                f"Activation: expected a code of shape (N, K) or (N, C, h, w), "
+                f"got {list(code.shape)}"
+            )
         self._checked_shape = tuple(code.shape)
         return -a, a
 
@@ -168,8 +180,9 @@ class ClassLogProbability(Objective):
 
     def evaluate(self, code, x):
         if code.dim() != 2:
-            raise ValueError(f"ClassLogProbability: expected logits of shape (N, K), "
-                             f"got {list(code.shape)}")
+            raise ValueError(
+                f"ClassLogProbability: expected logits of shape (N, K), got {list(code.shape)}"
+            )
         N = code.shape[0]
         ch = Activation._rows(None, self.channel, N, code.device)
         logp = torch.log_softmax(code, 1)[torch.arange(N, device=code.device), ch]
@@ -177,8 +190,11 @@ class ClassLogProbability(Objective):
 
     def map_rows(self, fn):
         out = ClassLogProbability.__new__(ClassLogProbability)
-        out.channel = fn(self.channel) if isinstance(self.channel, Tensor) and \
-            self.channel.dim() == 1 else self.channel
+        out.channel = (
+            fn(self.channel)
+            if isinstance(self.channel, Tensor) and self.channel.dim() == 1
+            else self.channel
+        )
         return out
 
     def to(self, device=None, dtype=None):

@@ -6,6 +6,7 @@ goes in a module of its own here (``priors/learned.py``: ICA / field-of-experts 
 ``priors/score.py``: score matching), as a function ``prior(x) -> Tensor[B]`` plus an
 :class:`pyinvert.objectives.Objective` term with ``needs_code = False``.
 """
+
 # The objective algebra first: ImagePrior is an Objective, and pyinvert.objectives builds
 # ImagePrior terms (a real cycle, broken by this order whichever package is imported first).
 from pyinvert import objectives  # noqa: F401

@@ -4,6 +4,7 @@ This module is the only one that touches ``torch.ops.pyinvert.image_prior``: it 
 arguments, registers the op's fake kernel and autograd formula, and offers the function /
 ``nn.Module`` pair.
 """
+
 import math
 from numbers import Real
 from typing import Union
@@ -47,8 +48,9 @@ def _per_image(weight: Weight, x: Tensor, name: str, fn: str) -> Tensor:
         if weight.dim() == 0:
             weight = weight.expand(B)
         elif weight.shape != (B,):
-            raise ValueError(f"{fn}: expected {name} to be a float or of shape ({B},), "
-                             f"got {list(weight.shape)}")
+            raise ValueError(
+                f"{fn}: expected {name} to be a float or of shape ({B},), got {list(weight.shape)}"
+            )
         # Weights are constants of the objective: the prior is not differentiated w.r.t. them.
         return weight.detach().to(device=x.device, dtype=x.dtype).contiguous()
     _check_float_weight(weight, name, fn)
@@ -57,8 +59,9 @@ def _per_image(weight: Weight, x: Tensor, name: str, fn: str) -> Tensor:
 
 def _check_float_weight(weight, name: str, fn: str) -> None:
     if isinstance(weight, bool) or not isinstance(weight, Real):
-        raise TypeError(f"{fn}: expected {name} to be a float or a Tensor, "
-                        f"got {type(weight).__name__}")
+        raise TypeError(
+            f"{fn}: expected {name} to be a float or a Tensor, got {type(weight).__name__}"
+        )
     if not math.isfinite(weight):
         raise ValueError(f"{fn}: expected {name} to be finite, got {weight}")
     if weight < 0:
@@ -67,8 +70,11 @@ def _check_float_weight(weight, name: str, fn: str) -> None:
 
 @torch.library.register_fake("pyinvert::image_prior")
 def _(x, tv_weight, norm_weight, beta, alpha, isotropic, eps, compute_grad):
-    grad = torch.empty_like(x, memory_format=torch.contiguous_format) if compute_grad \
+    grad = (
+        torch.empty_like(x, memory_format=torch.contiguous_format)
+        if compute_grad
         else x.new_empty(0)
+    )
     return x.new_empty(x.shape[0]), grad
 
 
@@ -85,8 +91,12 @@ def _setup_context(ctx, inputs, output):
 def _is_eager_cpu(t: Tensor) -> bool:
     """A real CPU tensor, not traced (compile, fake or functional tensors), so its values can
     be read without a device sync or a data-dependent graph."""
-    return (not torch.compiler.is_compiling() and type(t) is Tensor and t.device.type == "cpu"
-            and not torch._is_functional_tensor(t))
+    return (
+        not torch.compiler.is_compiling()
+        and type(t) is Tensor
+        and t.device.type == "cpu"
+        and not torch._is_functional_tensor(t)
+    )
 
 
 def _backward(ctx, grad_value, _grad_of_grad):
@@ -105,7 +115,8 @@ def _backward(ctx, grad_value, _grad_of_grad):
             raise
         raise RuntimeError(
             "image_prior: a second backward through the same image_prior call "
-            "(retain_graph=True) is not supported; call image_prior again") from None
+            "(retain_graph=True) is not supported; call image_prior again"
+        ) from None
     nones = (None,) * 7
     if grad_value is None:
         return (None, *nones)
@@ -121,9 +132,16 @@ def _backward(ctx, grad_value, _grad_of_grad):
 torch.library.register_autograd("pyinvert::image_prior", _backward, setup_context=_setup_context)
 
 
-def image_prior(x: Tensor, *, tv_weight: Weight = 1.0, beta: float = 2.0,
-                norm_weight: Weight = 0.0, alpha: float = 6.0, isotropic: bool = False,
-                eps: float = 0.0) -> Tensor:
+def image_prior(
+    x: Tensor,
+    *,
+    tv_weight: Weight = 1.0,
+    beta: float = 2.0,
+    norm_weight: Weight = 0.0,
+    alpha: float = 6.0,
+    isotropic: bool = False,
+    eps: float = 0.0,
+) -> Tensor:
     r"""Fused image prior ``tv_weight * TV_beta(x) + norm_weight * N_alpha(x)``, per image.
 
     With forward differences :math:`dx, dy` (0 in the last column / row),
@@ -185,8 +203,9 @@ def image_prior(x: Tensor, *, tv_weight: Weight = 1.0, beta: float = 2.0,
     tv = _per_image(tv_weight, x, "tv_weight", fn)
     norm = _per_image(norm_weight, x, "norm_weight", fn)
     compute_grad = torch.is_grad_enabled() and x.requires_grad
-    value, _ = torch.ops.pyinvert.image_prior(x, tv, norm, beta, alpha, bool(isotropic), eps,
-                                              compute_grad)
+    value, _ = torch.ops.pyinvert.image_prior(
+        x, tv, norm, beta, alpha, bool(isotropic), eps, compute_grad
+    )
     return value
 
 
@@ -253,9 +272,17 @@ class ImagePrior(Objective, nn.Module):
     needs_code = False
     _FIELDS = ("tv_weight", "beta", "norm_weight", "alpha", "isotropic", "eps", "backend")
 
-    def __init__(self, *, tv_weight: Weight = 1.0, beta: float = 2.0, norm_weight: Weight = 0.0,
-                 alpha: float = 6.0, isotropic: bool = False, eps: float = 0.0,
-                 backend: str = "fused"):
+    def __init__(
+        self,
+        *,
+        tv_weight: Weight = 1.0,
+        beta: float = 2.0,
+        norm_weight: Weight = 0.0,
+        alpha: float = 6.0,
+        isotropic: bool = False,
+        eps: float = 0.0,
+        backend: str = "fused",
+    ):
         nn.Module.__init__(self)
         fn = "ImagePrior"
         if backend not in ("fused", "reference"):
@@ -279,8 +306,15 @@ class ImagePrior(Objective, nn.Module):
 
     def evaluate(self, code, x):
         f = image_prior if self.backend == "fused" else _reference.image_prior
-        return f(x, tv_weight=self.tv_weight, beta=self.beta, norm_weight=self.norm_weight,
-                 alpha=self.alpha, isotropic=self.isotropic, eps=self.eps), None
+        return f(
+            x,
+            tv_weight=self.tv_weight,
+            beta=self.beta,
+            norm_weight=self.norm_weight,
+            alpha=self.alpha,
+            isotropic=self.isotropic,
+            eps=self.eps,
+        ), None
 
     def _off(self, w) -> bool:
         return not isinstance(w, Tensor) and w == 0.0
@@ -311,15 +345,17 @@ class ImagePrior(Objective, nn.Module):
         if not isinstance(other, ImagePrior) or other.backend != self.backend:
             return None
         if self._off(self.norm_weight) and other._off(other.tv_weight):
-            return self._replace(norm_weight=other.norm_weight, alpha=other.alpha,
-                                 isotropic=other.isotropic)
+            return self._replace(
+                norm_weight=other.norm_weight, alpha=other.alpha, isotropic=other.isotropic
+            )
         if self._off(self.tv_weight) and other._off(other.norm_weight):
             return self._replace(tv_weight=other.tv_weight, beta=other.beta, eps=other.eps)
         return None
 
     def map_rows(self, fn):
-        return self._replace(tv_weight=map_weight(self.tv_weight, fn),
-                             norm_weight=map_weight(self.norm_weight, fn))
+        return self._replace(
+            tv_weight=map_weight(self.tv_weight, fn), norm_weight=map_weight(self.norm_weight, fn)
+        )
 
     def to(self, *args, **kwargs) -> "ImagePrior":
         """A copy with the weights moved (``to(device)``, ``to(dtype)``, ``to(device, dtype)``
@@ -330,10 +366,15 @@ class ImagePrior(Objective, nn.Module):
     def describe(self):
         def w(v):
             return "w[N]" if isinstance(v, Tensor) else v
-        return (f"ImagePrior(tv={w(self.tv_weight)}, beta={self.beta}, "
-                f"norm={w(self.norm_weight)}, alpha={self.alpha}, isotropic={self.isotropic})")
+
+        return (
+            f"ImagePrior(tv={w(self.tv_weight)}, beta={self.beta}, "
+            f"norm={w(self.norm_weight)}, alpha={self.alpha}, isotropic={self.isotropic})"
+        )
 
     def extra_repr(self) -> str:
-        return (f"tv_weight={self.tv_weight}, beta={self.beta}, norm_weight={self.norm_weight}, "
-                f"alpha={self.alpha}, isotropic={self.isotropic}, eps={self.eps}, "
-                f"backend={self.backend!r}")
+        return (
+            f"tv_weight={self.tv_weight}, beta={self.beta}, norm_weight={self.norm_weight}, "
+            f"alpha={self.alpha}, isotropic={self.isotropic}, eps={self.eps}, "
+            f"backend={self.backend!r}"
+        )

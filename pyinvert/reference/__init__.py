@@ -2,6 +2,7 @@
 
 They are the test oracle for the fused kernels and the baseline the benchmarks measure against.
 """
+
 from pyinvert.reference.dsift import dsift
 from pyinvert.reference.hog import hog
 from pyinvert.reference.priors import alpha_norm, image_prior, isotropic_norm, tv_norm

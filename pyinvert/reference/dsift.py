@@ -20,6 +20,7 @@ the filters below sum their taps in VLFeat's order and the flat-window filter us
 signals. The remaining differences are rounding (torch's sums of squares are not sequential, float64
 evaluates the same formulas in double).
 """
+
 import math
 
 import torch
@@ -184,7 +185,8 @@ def _sample(v, dim, bin_size, step, num_frames, bin_index):
     """v sampled along dim at the centres of spatial bin bin_index: f * step + bin_index * bs."""
     start = bin_index * bin_size
     return v.narrow(dim, start, (num_frames - 1) * step + 1)[
-        (slice(None),) * dim + (slice(None, None, step),)]
+        (slice(None),) * dim + (slice(None, None, step),)
+    ]
 
 
 def _spatial_pooling(channels, step, bin_size, flat_window, frames_y, frames_x):
@@ -192,19 +194,31 @@ def _spatial_pooling(channels, step, bin_size, flat_window, frames_y, frames_x):
     if flat_window:
         # Triangular filter (unit integral), then VLFeat's per-bin mean of the Gaussian window.
         rows = _filter_triangle_integral(channels, bin_size, 2)
-        rows = torch.stack([_sample(rows, 2, bin_size, step, frames_y, j)
-                            for j in range(NUM_BIN_XY)], 2)  # [B, 8, 4, Fy, W]
+        rows = torch.stack(
+            [_sample(rows, 2, bin_size, step, frames_y, j) for j in range(NUM_BIN_XY)], 2
+        )  # [B, 8, 4, Fy, W]
         cols = _filter_triangle_integral(rows, bin_size, 4)
-        h = torch.stack([_sample(cols, 4, bin_size, step, frames_x, i)
-                         for i in range(NUM_BIN_XY)], 3)  # [B, 8, 4, 4, Fy, Fx]
+        h = torch.stack(
+            [_sample(cols, 4, bin_size, step, frames_x, i) for i in range(NUM_BIN_XY)], 3
+        )  # [B, 8, 4, 4, Fy, Fx]
         means = _window_means(bin_size).to(h.dtype).to(h.device)
         weight = means.view(-1, 1) * means.view(1, -1)  # [bin y, bin x]: wy * wx
         return weight.view(1, 1, 4, 4, 1, 1) * h
     kernels = _bin_kernels(bin_size, flat_window).to(channels.dtype).to(channels.device)
-    rows = torch.stack([_filter_taps(channels, kernels[j], 2, j * bin_size, step, frames_y)
-                        for j in range(NUM_BIN_XY)], 2)  # [B, 8, 4, Fy, W]
-    return torch.stack([_filter_taps(rows, kernels[i], 4, i * bin_size, step, frames_x)
-                        for i in range(NUM_BIN_XY)], 3)  # [B, 8, 4, 4, Fy, Fx]
+    rows = torch.stack(
+        [
+            _filter_taps(channels, kernels[j], 2, j * bin_size, step, frames_y)
+            for j in range(NUM_BIN_XY)
+        ],
+        2,
+    )  # [B, 8, 4, Fy, W]
+    return torch.stack(
+        [
+            _filter_taps(rows, kernels[i], 4, i * bin_size, step, frames_x)
+            for i in range(NUM_BIN_XY)
+        ],
+        3,
+    )  # [B, 8, 4, 4, Fy, Fx]
 
 
 def _normalize(h):
@@ -230,8 +244,10 @@ def dsift(x, *, step=4, bin_size=8, flat_window=False):
     batch, _, height, width = x.shape
     frame_size = bin_size * (NUM_BIN_XY - 1) + 1
     if height < frame_size or width < frame_size:
-        raise ValueError(f"dsift: expected x at least {frame_size}x{frame_size} "
-                         f"(3 * bin_size + 1), got {height}x{width}")
+        raise ValueError(
+            f"dsift: expected x at least {frame_size}x{frame_size} "
+            f"(3 * bin_size + 1), got {height}x{width}"
+        )
     frames_y = (height - frame_size) // step + 1
     frames_x = (width - frame_size) // step + 1
     keypoints = _keypoints(frames_y, frames_x, step, bin_size, x.dtype, x.device)

@@ -6,6 +6,7 @@ triangular (bilinear) spatial pooling into cells (a separable linear map), and t
 normalisation with clamping. It equals VLFeat 0.9.21's vl_hog (float32: to ~1e-6) and is the
 test oracle and benchmark baseline for the fused kernels in pyinvert.features.hog.
 """
+
 import math
 
 import torch
@@ -34,7 +35,7 @@ def _cell_pooling_matrix(size: int, cell_size: int, dtype, device) -> Tensor:
     cols = torch.arange(interior, device=device)
     m[left + 1, cols] = w_left
     m[left + 2, cols] = w_right
-    return m[1:cells + 1]
+    return m[1 : cells + 1]
 
 
 def _orientation_votes(x: Tensor, no: int, bilinear: bool) -> Tensor:
@@ -45,8 +46,8 @@ def _orientation_votes(x: Tensor, no: int, bilinear: bool) -> Tensor:
     # 1. Derivative filters [-1, 0, 1] (along x) and its transpose (along y) on every channel,
     #    at the interior pixels. Written as differences of shifted views: that is exactly what
     #    the (valid, stride 1) convolution computes, without conv2d's overhead for 1 channel.
-    gx = x[:, :, 1:H - 1, 2:] - x[:, :, 1:H - 1, :W - 2]
-    gy = x[:, :, 2:, 1:W - 1] - x[:, :, :H - 2, 1:W - 1]
+    gx = x[:, :, 1 : H - 1, 2:] - x[:, :, 1 : H - 1, : W - 2]
+    gy = x[:, :, 2:, 1 : W - 1] - x[:, :, : H - 2, 1 : W - 1]
 
     # 2. Keep the channel of largest squared gradient (the first on ties; none if all zero).
     #    (torch.max along a dim returns the first maximal index, like VLFeat's strict ">".)
@@ -102,11 +103,17 @@ def _orientation_votes(x: Tensor, no: int, bilinear: bool) -> Tensor:
     # are distinct, so one scatter places both of its votes.
     votes = torch.zeros(B, 2 * no + 1, H - 2, W - 2, dtype=dtype, device=device)
     votes = votes.scatter(1, torch.cat(bins, 1), torch.cat(values, 1))
-    return votes[:, :2 * no]
+    return votes[:, : 2 * no]
 
 
-def hog(x: Tensor, *, cell_size: int = 8, num_orientations: int = 9, variant: str = "uoctti",
-        bilinear_orientations: bool = False) -> Tensor:
+def hog(
+    x: Tensor,
+    *,
+    cell_size: int = 8,
+    num_orientations: int = 9,
+    variant: str = "uoctti",
+    bilinear_orientations: bool = False,
+) -> Tensor:
     r"""HOG equal to VLFeat's vl_hog, as a small CNN in plain PyTorch autograd.
 
     Same signature, shapes, defaults and errors as :func:`pyinvert.hog`, which documents the
@@ -164,18 +171,25 @@ def hog(x: Tensor, *, cell_size: int = 8, num_orientations: int = 9, variant: st
     padded = F.pad(norms, (1, 1, 1, 1), mode="replicate")
     block = F.avg_pool2d(padded, 2, stride=1) * 4  # [B,1,Hc+1,Wc+1], block (i,j) = cells i..i+1
     # Blocks around cell (y,x): upper-left, upper-right, lower-left, lower-right.
-    factors = torch.stack([block[:, 0, dy:dy + Hc, dx:dx + Wc]
-                           for dy in (0, 1) for dx in (0, 1)], 1)
+    factors = torch.stack(
+        [block[:, 0, dy : dy + Hc, dx : dx + Wc] for dy in (0, 1) for dx in (0, 1)], 1
+    )
     factors = 1 / torch.sqrt(factors + 1e-4)  # [B, 4, Hc, Wc]
     f = factors[:, :, None]  # [B, 4, 1, Hc, Wc]
     ha = f * hist[:, None, :no].to(torch.float64)
     hb = f * hist[:, None, no:].to(torch.float64)
     hc = torch.clamp(ha + hb, max=0.2)  # [B, 4, no, Hc, Wc]
     if code == 0:  # UoCTTI: average the 4 normalisations, plus 4 texture features
-        parts = [0.5 * torch.clamp(ha, max=0.2).sum(1), 0.5 * torch.clamp(hb, max=0.2).sum(1),
-                 0.5 * hc.sum(1)]
-        texture_scale = float(torch.tensor(1.0, dtype=torch.float32) / math.sqrt(18.0)) \
-            if dtype == torch.float32 else 1 / math.sqrt(18.0)
+        parts = [
+            0.5 * torch.clamp(ha, max=0.2).sum(1),
+            0.5 * torch.clamp(hb, max=0.2).sum(1),
+            0.5 * hc.sum(1),
+        ]
+        texture_scale = (
+            float(torch.tensor(1.0, dtype=torch.float32) / math.sqrt(18.0))
+            if dtype == torch.float32
+            else 1 / math.sqrt(18.0)
+        )
         parts.append(texture_scale * hc.sum(2))
         out = torch.cat(parts, 1)
     else:  # DalalTriggs: the 4 normalisations of the undirected histogram, block-major

@@ -6,6 +6,7 @@ References:
     Mahendran & Vedaldi, "Visualizing Deep Convolutional Neural Networks Using Natural
     Pre-Images", IJCV 2016, sec. 3.2 (isotropic N_alpha).
 """
+
 import torch
 import torch.nn.functional as F
 
@@ -36,8 +37,16 @@ def isotropic_norm(x: torch.Tensor, alpha: float = 6.0) -> torch.Tensor:
     return _power((x**2).sum(dim=1), alpha).sum(dim=(1, 2))
 
 
-def image_prior(x: torch.Tensor, *, tv_weight=1.0, beta: float = 2.0, norm_weight=0.0,
-                alpha: float = 6.0, isotropic: bool = False, eps: float = 0.0) -> torch.Tensor:
+def image_prior(
+    x: torch.Tensor,
+    *,
+    tv_weight=1.0,
+    beta: float = 2.0,
+    norm_weight=0.0,
+    alpha: float = 6.0,
+    isotropic: bool = False,
+    eps: float = 0.0,
+) -> torch.Tensor:
     """tv_weight[b] * TV_beta(x_b) + norm_weight[b] * N(x_b), per image. A term whose weight is
     0 is switched off (not evaluated), as in the fused op."""
     B = x.shape[0]
@@ -46,5 +55,6 @@ def image_prior(x: torch.Tensor, *, tv_weight=1.0, beta: float = 2.0, norm_weigh
     norm = isotropic_norm(x, alpha) if isotropic else alpha_norm(x, alpha)
     tv = tv_norm(x, beta, eps)
     zero = torch.zeros_like(tv)
-    return (torch.where(tv_weight != 0, tv_weight * tv, zero)
-            + torch.where(norm_weight != 0, norm_weight * norm, zero))
+    return torch.where(tv_weight != 0, tv_weight * tv, zero) + torch.where(
+        norm_weight != 0, norm_weight * norm, zero
+    )

@@ -7,17 +7,40 @@
 * :mod:`~pyinvert.representations.registry`: :func:`as_representation` (anything to a
   representation) and :func:`register_representation` (names for manifests and the CLI).
 """
-from pyinvert.representations.base import (Code, Representation, RepresentationProtocol,
-                                           to_gray, to_rgb)
+
+from pyinvert.representations.base import (
+    Code,
+    Representation,
+    RepresentationProtocol,
+    to_gray,
+    to_rgb,
+)
 from pyinvert.representations.cnn import CNN
 from pyinvert.representations.generic import FunctionRepresentation
 from pyinvert.representations.handcrafted import DSIFTRepresentation, HOGRepresentation
-from pyinvert.representations.registry import (REPRESENTATIONS, as_representation,
-                                               make_representation, register_representation,
-                                               registered_representations,
-                                               unregister_representation)
+from pyinvert.representations.registry import (
+    REPRESENTATIONS,
+    as_representation,
+    make_representation,
+    register_representation,
+    registered_representations,
+    unregister_representation,
+)
 
-__all__ = ["Representation", "RepresentationProtocol", "Code", "HOGRepresentation",
-           "DSIFTRepresentation", "CNN", "FunctionRepresentation", "as_representation",
-           "make_representation", "register_representation", "registered_representations", "unregister_representation",
-           "REPRESENTATIONS", "to_gray", "to_rgb"]
+__all__ = [
+    "Representation",
+    "RepresentationProtocol",
+    "Code",
+    "HOGRepresentation",
+    "DSIFTRepresentation",
+    "CNN",
+    "FunctionRepresentation",
+    "as_representation",
+    "make_representation",
+    "register_representation",
+    "registered_representations",
+    "unregister_representation",
+    "REPRESENTATIONS",
+    "to_gray",
+    "to_rgb",
+]

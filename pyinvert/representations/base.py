@@ -22,6 +22,7 @@ protocol (:class:`RepresentationProtocol` states it as a ``typing.Protocol``):
 
 A representation has no state changed by ``forward`` and no device fixed at construction.
 """
+
 import math
 from typing import Dict, List, Mapping, Protocol, Sequence, Tuple, Union, runtime_checkable
 
@@ -53,8 +54,9 @@ class Code:
         sizes = set()
         for name, t in maps.items():
             if not isinstance(t, Tensor) or t.dim() < 1:
-                raise TypeError(f"Code: expected {name!r} to be a Tensor [B, ...], "
-                                f"got {type(t).__name__}")
+                raise TypeError(
+                    f"Code: expected {name!r} to be a Tensor [B, ...], got {type(t).__name__}"
+                )
             sizes.add(t.shape[0])
         if len(sizes) != 1:
             raise ValueError(f"Code: expected maps of one batch size, got {sorted(sizes)}")
@@ -99,8 +101,10 @@ class Code:
             maps[name] = flat[:, start:stop].reshape(-1, *shape)
             start = stop
         if start != flat.shape[1]:
-            raise ValueError(f"Code.from_flat: expected {start} values per row for shapes "
-                             f"{dict(shapes)}, got {flat.shape[1]}")
+            raise ValueError(
+                f"Code.from_flat: expected {start} values per row for shapes "
+                f"{dict(shapes)}, got {flat.shape[1]}"
+            )
         return cls(maps)
 
     def __getitem__(self, layer: str) -> Tensor:
@@ -255,14 +259,12 @@ def check_backend(backend, fn: str) -> str:
     return backend
 
 
-def probe_stride(rep: Representation, sizes: Tuple[int, int] = (64, 96),
-                 default: int = 1) -> int:
+def probe_stride(rep: Representation, sizes: Tuple[int, int] = (64, 96), default: int = 1) -> int:
     """Receptive-field stride of a representation from forwards of zero images of two sizes
     (on its parameters' device): input growth / output growth of a spatial [B, C, h, w] code;
     ``default`` for a code without a spatial grid."""
     p = next(rep.parameters(), None)
-    like = dict(device=p.device, dtype=p.dtype) if p is not None and p.is_floating_point() \
-        else {}
+    like = dict(device=p.device, dtype=p.dtype) if p is not None and p.is_floating_point() else {}
     outs = []
     for s in sizes:
         s = max(s, rep.min_size)

@@ -18,6 +18,7 @@ Several layers: the code is the concatenation of the flattened per-layer codes, 
 (:class:`pyinvert.objectives.Inversion`) then sums the per-layer normalized data terms
 ``sum_l |Phi_l(x) - Phi0_l|^2 / |Phi0_l|^2``, so each layer weighs the same whatever its size.
 """
+
 import math
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -29,8 +30,12 @@ from pyinvert import models
 from pyinvert.models import layer_names  # noqa: F401 (the one layer list, re-exported)
 from pyinvert.models.gatys import resolve_layer
 from pyinvert.models.imagenet import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401 (re-exported)
-from pyinvert.models.zoo import _CLASSES as _ZOO_CLASSES
 from pyinvert.representations.base import Code, Representation, to_rgb
+from pyinvert.representations.cnn_names import (  # noqa: F401 (parse_spec re-exported)
+    parse_spec,
+    suggested_layers,
+    valid_layers_text,
+)
 
 
 class _StopForward(Exception):
@@ -40,39 +45,11 @@ class _StopForward(Exception):
 @dataclass(frozen=True)
 class Segment:
     """One layer's part of a (multi-layer) code: ``code[:, start:stop].view(-1, *shape)``."""
+
     layer: str
     start: int
     stop: int
     shape: Tuple[int, ...]
-
-
-def _valid_layers_text(names: Sequence[str], limit: int = 600,
-                       model_name: Optional[str] = None) -> str:
-    """The valid names for an error message; a long list is shortened to its top-level blocks
-    (names with at most one dot, e.g. ``features.6``, ``classifier.1``) plus a pointer."""
-    text = ", ".join(names)
-    if len(text) <= limit:
-        return text
-    short = [n for n in names if n.count(".") <= 1]
-    where = (f"`pyinvert models {model_name}` lists them all" if model_name
-             else "see pyinvert.models.layer_names")
-    if short and len(short) < len(names):
-        text = ", ".join(short)
-        if len(text) <= 2 * limit:
-            return f"{text} (and {len(names) - len(short)} sublayers: {where})"
-    return text[:limit].rsplit(", ", 1)[0] + f", ... ({len(names)} in all; {where})"
-
-
-def _suggested_layers(model: nn.Module) -> List[str]:
-    """The layer names an error message lists: the zoo's curated list
-    (:func:`pyinvert.models.layer_names`, in computation order, no plain containers or
-    dropouts) for a zoo model, every submodule name otherwise."""
-    if isinstance(model, tuple(_ZOO_CLASSES.values())):
-        try:
-            return layer_names(model)
-        except Exception:  # noqa: BLE001 (an unusual input size: fall back to all names)
-            pass
-    return [n for n, _ in model.named_modules() if n]
 
 
 class CNN(Representation):
@@ -116,8 +93,14 @@ class CNN(Representation):
     channels = 3
     kind = "cnn"
 
-    def __init__(self, model: nn.Module, layers: Union[str, Sequence[str]],
-                 mean=IMAGENET_MEAN, std=IMAGENET_STD, model_name: Optional[str] = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: Union[str, Sequence[str]],
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        model_name: Optional[str] = None,
+    ):
         super().__init__()
         if not isinstance(model, nn.Module):
             raise TypeError(f"CNN: expected model to be an nn.Module, got {type(model).__name__}")
@@ -133,15 +116,19 @@ class CNN(Representation):
             if not isinstance(name, str):
                 raise TypeError(f"CNN: expected layer names as str, got {type(name).__name__}")
             if name not in modules or name == "":
-                raise ValueError(f"CNN: unknown layer {name!r}; valid layers are: "
-                                 f"{_valid_layers_text(_suggested_layers(model), model_name=model_name)}")
+                raise ValueError(
+                    f"CNN: unknown layer {name!r}; valid layers are: "
+                    f"{valid_layers_text(suggested_layers(model), model_name=model_name)}"
+                )
         if len(set(layers)) != len(layers):
             raise ValueError(f"CNN: expected distinct layer names, got {layers}")
         mean = torch.as_tensor(mean, dtype=torch.float64).flatten()
         std = torch.as_tensor(std, dtype=torch.float64).flatten()
         if mean.shape != (3,) or std.shape != (3,):
-            raise ValueError(f"CNN: expected mean and std of 3 values (RGB), got "
-                             f"{list(mean.shape)} and {list(std.shape)}")
+            raise ValueError(
+                f"CNN: expected mean and std of 3 values (RGB), got "
+                f"{list(mean.shape)} and {list(std.shape)}"
+            )
         if not bool((std > 0).all()):
             raise ValueError(f"CNN: expected std > 0, got {std.tolist()}")
         self.model = model.eval()
@@ -189,14 +176,16 @@ class CNN(Representation):
                 if name in found:
                     return
                 if not isinstance(output, Tensor):
-                    raise TypeError(f"CNN: layer {name!r} returns {type(output).__name__}, "
-                                    f"expected a Tensor")
+                    raise TypeError(
+                        f"CNN: layer {name!r} returns {type(output).__name__}, expected a Tensor"
+                    )
                 if len(found) + 1 == len(wanted):
                     found[name] = output
                     raise _StopForward
                 # Another layer is still to come: keep a copy, a later in-place op (ReLU6
                 # with inplace=True) could overwrite this one.
                 found[name] = output.clone()
+
             return hook
 
         for name in wanted:
@@ -210,8 +199,9 @@ class CNN(Representation):
                 h.remove()
         missing = [n for n in self.layers if n not in found]
         if missing:
-            raise RuntimeError(f"CNN: layer(s) {missing} were not called by the model's "
-                               f"forward pass")
+            raise RuntimeError(
+                f"CNN: layer(s) {missing} were not called by the model's forward pass"
+            )
         return found
 
     def forward(self, x: Tensor) -> Tensor:
@@ -243,6 +233,7 @@ class CNN(Representation):
                 def hook(module, inputs, output, name=name, order=order):
                     if isinstance(output, Tensor):
                         order.append((name, tuple(output.shape)))
+
                 handles.append(module.register_forward_hook(hook))
             try:
                 with torch.no_grad():
@@ -265,9 +256,13 @@ class CNN(Representation):
             else:
                 strides.setdefault(name, best)
         layer_strides = {n: strides.get(n, best) for n in self.layers}
-        self._probe = {"strides": layer_strides, "shapes": shapes_a,
-                       "spatial": {n: len(shapes_a[n]) == 3 and shapes_a[n][1] != shapes_b[n][1]
-                                   for n in self.layers}}
+        self._probe = {
+            "strides": layer_strides,
+            "shapes": shapes_a,
+            "spatial": {
+                n: len(shapes_a[n]) == 3 and shapes_a[n][1] != shapes_b[n][1] for n in self.layers
+            },
+        }
         return self._probe
 
     @property
@@ -336,21 +331,29 @@ class CNN(Representation):
         """A code as {layer: [B, *shape]} (the inverse of the concatenation)."""
         if len(self.layers) == 1:
             return {self.layers[0]: code}
-        return {s.layer: code[:, s.start:s.stop].reshape(-1, *s.shape)
-                for s in self.segments(image_size)}
+        return {
+            s.layer: code[:, s.start : s.stop].reshape(-1, *s.shape)
+            for s in self.segments(image_size)
+        }
 
     def as_code(self, value: Tensor, image_size=None) -> Code:
         """A code (one layer's output, or the concatenation) as {layer: [B, ...]}."""
         if len(self.layers) == 1:
             return Code({self.layers[0]: value})
         if image_size is None:
-            raise ValueError("CNN.as_code: expected image_size=(H, W) for a multi-layer code, "
-                             "got None")
+            raise ValueError(
+                "CNN.as_code: expected image_size=(H, W) for a multi-layer code, got None"
+            )
         return Code(self.split(value, image_size))
 
-    def code_mask(self, image_size, *, window: Optional[int] = None,
-                  channels: Optional[Sequence[int]] = None,
-                  layer: Optional[str] = None) -> Tensor:
+    def code_mask(
+        self,
+        image_size,
+        *,
+        window: Optional[int] = None,
+        channels: Optional[Sequence[int]] = None,
+        layer: Optional[str] = None,
+    ) -> Tensor:
         """A 0/1 mask over the code (shape of one image's code) keeping a centred ``window`` x
         ``window`` block of neurons and/or a subset of ``channels`` of ``layer`` (default: the
         first layer), everything else of that layer zeroed; other layers are kept whole. The
@@ -367,8 +370,7 @@ class CNN(Representation):
         """
         layer = layer or self.layers[0]
         if layer not in self.layers:
-            raise ValueError(f"CNN.code_mask: expected layer in {list(self.layers)}, "
-                             f"got {layer!r}")
+            raise ValueError(f"CNN.code_mask: expected layer in {list(self.layers)}, got {layer!r}")
         segs = self.segments(image_size)
         parts = []
         for s in segs:
@@ -378,25 +380,30 @@ class CNN(Representation):
                 if channels is not None:
                     ch = torch.as_tensor(list(channels), dtype=torch.long)
                     if ch.numel() == 0 or ch.min() < 0 or ch.max() >= s.shape[0]:
-                        raise ValueError(f"CNN.code_mask: expected channels in [0, "
-                                         f"{s.shape[0]}), got {ch.tolist()}")
+                        raise ValueError(
+                            f"CNN.code_mask: expected channels in [0, "
+                            f"{s.shape[0]}), got {ch.tolist()}"
+                        )
                     cm = torch.zeros(s.shape[0])
                     cm[ch] = 1
                 m = cm.view(-1, *([1] * (len(s.shape) - 1))).expand(s.shape).clone()
                 if window is not None:
                     if len(s.shape) != 3:
-                        raise ValueError(f"CNN.code_mask: a neuron window needs a spatial "
-                                         f"layer (C, h, w), {layer!r} gives {list(s.shape)}")
+                        raise ValueError(
+                            f"CNN.code_mask: a neuron window needs a spatial "
+                            f"layer (C, h, w), {layer!r} gives {list(s.shape)}"
+                        )
                     if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-                        raise ValueError(f"CNN.code_mask: expected window to be an int >= 1, "
-                                         f"got {window!r}")
+                        raise ValueError(
+                            f"CNN.code_mask: expected window to be an int >= 1, got {window!r}"
+                        )
                     sm = torch.zeros(s.shape[1:])
                     lo = []
                     for d in (1, 2):
                         n = min(window, s.shape[d])
                         lo.append((math.ceil((s.shape[d] - n + 1) / 2) - 1, n))
                     (y0, ny), (x0, nx) = lo
-                    sm[y0:y0 + ny, x0:x0 + nx] = 1
+                    sm[y0 : y0 + ny, x0 : x0 + nx] = 1
                     m = m * sm
             parts.append(m)
         if len(parts) == 1:
@@ -404,22 +411,15 @@ class CNN(Representation):
         return torch.cat([p.flatten() for p in parts])
 
     def config(self) -> dict:
-        return {"name": self.name, "model": self.model_name, "layers": list(self.layers),
-                "mean": list(self.mean), "std": list(self.std),
-                "pixel_scale": "255 (image - mean)", "stride": self.stride}
-
-
-def parse_spec(spec: str, fn: str = "invert") -> Tuple[str, List[str]]:
-    """``"cnn:MODEL:LAYER[,LAYER...]"`` -> (model, [layers]) (``fn`` names the caller in
-    errors)."""
-    parts = spec.split(":")
-    if len(parts) != 3 or parts[0].lower() != "cnn" or not parts[1] or not parts[2]:
-        raise ValueError(f"{fn}: expected a CNN representation as 'cnn:MODEL:LAYER[,LAYER...]'"
-                         f", got {spec!r}")
-    layers = [s.strip() for s in parts[2].split(",") if s.strip()]
-    if not layers:
-        raise ValueError(f"{fn}: expected at least one layer in {spec!r}")
-    return parts[1], layers
+        return {
+            "name": self.name,
+            "model": self.model_name,
+            "layers": list(self.layers),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "pixel_scale": "255 (image - mean)",
+            "stride": self.stride,
+        }
 
 
 def cnn_from_spec(spec: str, weights="imagenet", fn: str = "invert") -> CNN:
@@ -427,5 +427,6 @@ def cnn_from_spec(spec: str, weights="imagenet", fn: str = "invert") -> CNN:
     (:func:`pyinvert.models.load_model`, ``weights`` "imagenet", None (random) or a path)."""
     model_name, layers = parse_spec(spec, fn)
     model = models.load_model(model_name, weights=weights)
-    return CNN(model, layers, mean=models.IMAGENET_MEAN, std=models.IMAGENET_STD,
-               model_name=model_name)
+    return CNN(
+        model, layers, mean=models.IMAGENET_MEAN, std=models.IMAGENET_STD, model_name=model_name
+    )

@@ -12,6 +12,7 @@ An object that already declares its own ``preprocess`` and ``postprocess`` (a re
 written to the protocol without subclassing :class:`pyinvert.representations.Representation`)
 keeps them, and its ``channels``, ``min_size``, ``stride``, ``kind``, ``name`` and ``config``.
 """
+
 from typing import Callable, Optional
 
 from torch import Tensor, nn
@@ -19,8 +20,18 @@ from torch import Tensor, nn
 from pyinvert.representations.base import Representation, probe_stride, to_gray, to_rgb
 
 #: The members a representation may declare; :func:`declared_members` reads these only.
-OPTIONAL_MEMBERS = ("preprocess", "postprocess", "channels", "min_size", "stride", "kind",
-                    "name", "config", "render_code", "as_code")
+OPTIONAL_MEMBERS = (
+    "preprocess",
+    "postprocess",
+    "channels",
+    "min_size",
+    "stride",
+    "kind",
+    "name",
+    "config",
+    "render_code",
+    "as_code",
+)
 
 
 def declared_members(obj) -> dict:
@@ -58,17 +69,25 @@ class FunctionRepresentation(Representation):
     offset = 0.5
     scale = 255.0
 
-    def __init__(self, fn: Callable[[Tensor], Tensor], *, channels: int = 3, min_size: int = 1,
-                 name: Optional[str] = None, stride: Optional[int] = None, kind: str = "cnn"):
+    def __init__(
+        self,
+        fn: Callable[[Tensor], Tensor],
+        *,
+        channels: int = 3,
+        min_size: int = 1,
+        name: Optional[str] = None,
+        stride: Optional[int] = None,
+        kind: str = "cnn",
+    ):
         super().__init__()
         if not callable(fn):
-            raise TypeError(f"FunctionRepresentation: expected a callable, "
-                            f"got {type(fn).__name__}")
+            raise TypeError(f"FunctionRepresentation: expected a callable, got {type(fn).__name__}")
         if channels not in (1, 3):
             raise ValueError(f"FunctionRepresentation: expected channels 1 or 3, got {channels!r}")
         if kind not in ("cnn", "handcrafted"):
-            raise ValueError(f"FunctionRepresentation: expected kind 'cnn' or 'handcrafted', "
-                             f"got {kind!r}")
+            raise ValueError(
+                f"FunctionRepresentation: expected kind 'cnn' or 'handcrafted', got {kind!r}"
+            )
         if isinstance(fn, nn.Module):
             self.module = fn
         else:
@@ -102,13 +121,20 @@ class FunctionRepresentation(Representation):
     def forward(self, x: Tensor) -> Tensor:
         out = self._call(x / self.scale + self.offset)
         if not isinstance(out, Tensor):
-            raise TypeError(f"{self.name}: expected the representation to return a Tensor, "
-                            f"got {type(out).__name__}")
+            raise TypeError(
+                f"{self.name}: expected the representation to return a Tensor, "
+                f"got {type(out).__name__}"
+            )
         return out
 
     def config(self) -> dict:
-        return {"name": self.name, "kind": self.kind, "channels": self.channels,
-                "min_size": self.min_size, "pixel_scale": "255 (image - 0.5)"}
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "channels": self.channels,
+            "min_size": self.min_size,
+            "pixel_scale": "255 (image - 0.5)",
+        }
 
 
 class DeclaredRepresentation(Representation):

@@ -5,14 +5,20 @@
 ``as_representation(pyinvert.HOG(...))`` and ``as_representation(pyinvert.DenseSIFT(...))``
 give these, with the feature module's parameters.
 """
+
 import torch
 from torch import Tensor
 
 from pyinvert import features as _features
 from pyinvert import reference as _reference
 from pyinvert.features.dsift import keypoints
-from pyinvert.representations.base import (Code, Representation, check_backend,
-                                           matrix_picture, normalized_picture)
+from pyinvert.representations.base import (
+    Code,
+    Representation,
+    check_backend,
+    matrix_picture,
+    normalized_picture,
+)
 
 
 class HOGRepresentation(Representation):
@@ -34,8 +40,14 @@ class HOGRepresentation(Representation):
 
     kind = "handcrafted"
 
-    def __init__(self, cell_size: int = 8, bilinear_orientations: bool = False,
-                 backend: str = "fused", num_orientations: int = 9, variant: str = "uoctti"):
+    def __init__(
+        self,
+        cell_size: int = 8,
+        bilinear_orientations: bool = False,
+        backend: str = "fused",
+        num_orientations: int = 9,
+        variant: str = "uoctti",
+    ):
         super().__init__()
         self.backend = check_backend(backend, "HOGRepresentation")
         self.cell_size = cell_size
@@ -47,9 +59,13 @@ class HOGRepresentation(Representation):
     @classmethod
     def from_module(cls, module: "_features.HOG", backend: str = "fused") -> "HOGRepresentation":
         """The representation of a :class:`pyinvert.HOG` module's parameters."""
-        return cls(cell_size=module.cell_size, bilinear_orientations=module.bilinear_orientations,
-                   backend=backend, num_orientations=module.num_orientations,
-                   variant=module.variant)
+        return cls(
+            cell_size=module.cell_size,
+            bilinear_orientations=module.bilinear_orientations,
+            backend=backend,
+            num_orientations=module.num_orientations,
+            variant=module.variant,
+        )
 
     @property
     def min_size(self) -> int:
@@ -58,8 +74,13 @@ class HOGRepresentation(Representation):
 
     def forward(self, x: Tensor) -> Tensor:
         fn = _features.hog if self.backend == "fused" else _reference.hog
-        return fn(x, cell_size=self.cell_size, num_orientations=self.num_orientations,
-                  variant=self.variant, bilinear_orientations=self.bilinear_orientations)
+        return fn(
+            x,
+            cell_size=self.cell_size,
+            num_orientations=self.num_orientations,
+            variant=self.variant,
+            bilinear_orientations=self.bilinear_orientations,
+        )
 
     def render_code(self, code) -> Tensor:
         """HOG glyphs (VLFeat's ``vl_hog_render``) of one image's code [D, h, w]."""
@@ -68,12 +89,19 @@ class HOGRepresentation(Representation):
         code = code.detach().float().cpu()
         if code.dim() != 3:
             return matrix_picture(code)
-        return normalized_picture(_features.render_hog(
-            code, variant=self.variant, num_orientations=self.num_orientations, glyph_size=11))
+        return normalized_picture(
+            _features.render_hog(
+                code, variant=self.variant, num_orientations=self.num_orientations, glyph_size=11
+            )
+        )
 
     def config(self) -> dict:
-        out = {"name": self.name, "cell_size": self.cell_size,
-               "bilinear_orientations": self.bilinear_orientations, "backend": self.backend}
+        out = {
+            "name": self.name,
+            "cell_size": self.cell_size,
+            "bilinear_orientations": self.bilinear_orientations,
+            "backend": self.backend,
+        }
         if (self.num_orientations, self.variant) != (9, "uoctti"):
             out.update(num_orientations=self.num_orientations, variant=self.variant)
         return out
@@ -96,8 +124,9 @@ class DSIFTRepresentation(Representation):
     name = "dsift"
     kind = "handcrafted"
 
-    def __init__(self, bin_size: int = 8, step: int = 4, backend: str = "fused",
-                 flat_window: bool = False):
+    def __init__(
+        self, bin_size: int = 8, step: int = 4, backend: str = "fused", flat_window: bool = False
+    ):
         super().__init__()
         self.backend = check_backend(backend, "DSIFTRepresentation")
         self.bin_size = bin_size
@@ -105,11 +134,16 @@ class DSIFTRepresentation(Representation):
         self.flat_window = flat_window
 
     @classmethod
-    def from_module(cls, module: "_features.DenseSIFT",
-                    backend: str = "fused") -> "DSIFTRepresentation":
+    def from_module(
+        cls, module: "_features.DenseSIFT", backend: str = "fused"
+    ) -> "DSIFTRepresentation":
         """The representation of a :class:`pyinvert.DenseSIFT` module's parameters."""
-        return cls(bin_size=module.bin_size, step=module.step, backend=backend,
-                   flat_window=module.flat_window)
+        return cls(
+            bin_size=module.bin_size,
+            step=module.step,
+            backend=backend,
+            flat_window=module.flat_window,
+        )
 
     @property
     def min_size(self) -> int:
@@ -122,16 +156,22 @@ class DSIFTRepresentation(Representation):
 
     def as_code(self, value: Tensor, image_size=None) -> Code:
         if image_size is None:
-            raise ValueError("DSIFTRepresentation.as_code: expected image_size=(H, W) (the "
-                             "descriptor grid depends on it), got None")
+            raise ValueError(
+                "DSIFTRepresentation.as_code: expected image_size=(H, W) (the "
+                "descriptor grid depends on it), got None"
+            )
         centres = keypoints(*image_size, step=self.step, bin_size=self.bin_size)
         ny = int(torch.unique(centres[:, 1]).numel())
         nx = centres.shape[0] // max(ny, 1)
         return Code({self.name: value.transpose(1, 2).reshape(value.shape[0], -1, ny, nx)})
 
     def config(self) -> dict:
-        out = {"name": self.name, "bin_size": self.bin_size, "step": self.step,
-               "backend": self.backend}
+        out = {
+            "name": self.name,
+            "bin_size": self.bin_size,
+            "step": self.step,
+            "backend": self.backend,
+        }
         if self.flat_window:
             out["flat_window"] = True
         return out

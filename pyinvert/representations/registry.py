@@ -2,6 +2,7 @@
 CNNs, any ``nn.Module``, any callable) and the registry of names (:func:`register_representation`),
 which is what a batch manifest's ``rep`` column and ``invert(representation="name")`` look up.
 """
+
 from typing import Callable, Dict
 
 from torch import nn
@@ -9,8 +10,11 @@ from torch import nn
 from pyinvert import features as _features
 from pyinvert.representations.base import Representation, check_backend
 from pyinvert.representations.cnn import cnn_from_spec
-from pyinvert.representations.generic import (DeclaredRepresentation, FunctionRepresentation,
-                                              declared_members)
+from pyinvert.representations.generic import (
+    DeclaredRepresentation,
+    FunctionRepresentation,
+    declared_members,
+)
 from pyinvert.representations.handcrafted import DSIFTRepresentation, HOGRepresentation
 
 #: The built-in names (plus "cnn:MODEL:LAYER[,LAYER...]").
@@ -61,8 +65,9 @@ def registered_representations() -> tuple:
     return tuple(sorted(_REGISTRY))
 
 
-def as_representation(obj, *, backend: str = "fused", recipe=None, weights="imagenet",
-                      fn: str = "as_representation") -> Representation:
+def as_representation(
+    obj, *, backend: str = "fused", recipe=None, weights="imagenet", fn: str = "as_representation"
+) -> Representation:
     """Anything that can serve as Phi, as a :class:`Representation`.
 
     Args:
@@ -97,8 +102,10 @@ def as_representation(obj, *, backend: str = "fused", recipe=None, weights="imag
     if isinstance(obj, _features.DenseSIFT):
         return DSIFTRepresentation.from_module(obj, check_backend(backend, fn))
     if not callable(obj):
-        raise TypeError(f"{fn}: expected representation to be a name, an nn.Module or a "
-                        f"callable, got {type(obj).__name__}")
+        raise TypeError(
+            f"{fn}: expected representation to be a name, an nn.Module or a "
+            f"callable, got {type(obj).__name__}"
+        )
     members = declared_members(obj)
     if "preprocess" in members and "postprocess" in members:
         return DeclaredRepresentation(obj, members)
@@ -117,18 +124,23 @@ def _from_name(name: str, backend, recipe, weights, fn) -> Representation:
         backend = check_backend(backend, fn)
         if recipe is None:
             return DSIFTRepresentation(backend=backend)
-        return DSIFTRepresentation(bin_size=recipe.dsift_bin_size, step=recipe.dsift_step,
-                                   backend=backend)
+        return DSIFTRepresentation(
+            bin_size=recipe.dsift_bin_size, step=recipe.dsift_step, backend=backend
+        )
     if key in _REGISTRY:
-        return as_representation(_REGISTRY[key](), backend=backend, recipe=recipe,
-                                 weights=weights, fn=fn)
+        return as_representation(
+            _REGISTRY[key](), backend=backend, recipe=recipe, weights=weights, fn=fn
+        )
     extra = f", a registered name {registered_representations()}" if _REGISTRY else ""
-    raise ValueError(f"{fn}: expected representation in {REPRESENTATIONS}{extra} or "
-                     f"'cnn:MODEL:LAYER[,LAYER...]', got {name!r}")
+    raise ValueError(
+        f"{fn}: expected representation in {REPRESENTATIONS}{extra} or "
+        f"'cnn:MODEL:LAYER[,LAYER...]', got {name!r}"
+    )
 
 
-def make_representation(name, *, backend: str = "fused", recipe=None,
-                        weights="imagenet") -> nn.Module:
+def make_representation(
+    name, *, backend: str = "fused", recipe=None, weights="imagenet"
+) -> nn.Module:
     """:func:`as_representation` under its earlier name (errors name ``invert``).
 
     Args:
@@ -140,5 +152,4 @@ def make_representation(name, *, backend: str = "fused", recipe=None,
     Returns:
         The representation module.
     """
-    return as_representation(name, backend=backend, recipe=recipe, weights=weights,
-                             fn="invert")
+    return as_representation(name, backend=backend, recipe=recipe, weights=weights, fn="invert")

@@ -1,4 +1,5 @@
 """Caricatures (IJCV 2016 eq. (5)): amplify what a layer already sees in an image."""
+
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -11,13 +12,26 @@ from pyinvert.tasks.inputs import prepare_images
 from pyinvert.tasks.visualization import VisualizationResult, visualize
 
 
-def caricature(images, representation, *, recipe="caricature", steps: Optional[int] = None,
-               data_weight: Optional[float] = None, generator: Optional[torch.Generator] = None,
-               device=None, dtype: torch.dtype = torch.float32,
-               batch_size: Optional[int] = None, weights="imagenet", backend: str = "fused",
-               progress: bool = True, callback: Optional[Callable] = None,
-               names: Optional[Sequence[str]] = None, options: Optional[RunOptions] = None,
-               parameterization=None, **overrides) -> VisualizationResult:
+def caricature(
+    images,
+    representation,
+    *,
+    recipe="caricature",
+    steps: Optional[int] = None,
+    data_weight: Optional[float] = None,
+    generator: Optional[torch.Generator] = None,
+    device=None,
+    dtype: torch.dtype = torch.float32,
+    batch_size: Optional[int] = None,
+    weights="imagenet",
+    backend: str = "fused",
+    progress: bool = True,
+    callback: Optional[Callable] = None,
+    names: Optional[Sequence[str]] = None,
+    options: Optional[RunOptions] = None,
+    parameterization=None,
+    **overrides,
+) -> VisualizationResult:
     r"""Caricatures (IJCV 2016 eq. (5)): from each image, amplify what the layer already sees,
     maximizing :math:`\langle \max(\Phi_0,0)/\|\max(\Phi_0,0)\|^2, \Phi(x)\rangle` plus the
     recipe's priors.
@@ -50,17 +64,33 @@ def caricature(images, representation, *, recipe="caricature", steps: Optional[i
         Phi0 on the un-normalized image, an oversight we do not copy).
     """
     fn = "caricature"
-    opts = RunOptions.resolve(fn, options, steps=steps, generator=generator, device=device,
-                              dtype=dtype, batch_size=batch_size, backend=backend,
-                              progress=progress, callback=callback)
+    opts = RunOptions.resolve(
+        fn,
+        options,
+        steps=steps,
+        generator=generator,
+        device=device,
+        dtype=dtype,
+        batch_size=batch_size,
+        backend=backend,
+        progress=progress,
+        callback=callback,
+    )
     rep = as_representation(representation, backend=opts.backend, weights=weights, fn=fn)
     prep = prepare_images(images, rep, fn, opts.device, opts.dtype, check=False)
     with torch.no_grad():
         ref = rep(prep.x)
     rec = get_recipe(recipe, representation=rep, **overrides)
     weight = rec.data_weight if data_weight is None else data_weight
-    res = visualize(weight * Caricature(ref), representation=rep, init=prep.batch, recipe=rec,
-                    options=RunOptions.resolve(fn, opts, device=prep.device), names=names,
-                    parameterization=parameterization, _fn=fn)
+    res = visualize(
+        weight * Caricature(ref),
+        representation=rep,
+        init=prep.batch,
+        recipe=rec,
+        options=RunOptions.resolve(fn, opts, device=prep.device),
+        names=names,
+        parameterization=parameterization,
+        _fn=fn,
+    )
     res.settings["data_weight"] = weight
     return res

@@ -1,5 +1,6 @@
 """What every task shares after its inputs are prepared: the options, the representation and
 its recipe, the recipe's priors, and the engine run (:mod:`pyinvert.optim.engine`)."""
+
 from typing import Optional
 
 import torch
@@ -12,14 +13,26 @@ from pyinvert.optim.recipes import Recipe, get_recipe
 from pyinvert.representations import Representation, as_representation
 
 
-def resolve(fn: str, representation, recipe, opts: RunOptions, weights, overrides: dict,
-            dsift_from_recipe: bool = False):
+def resolve(
+    fn: str,
+    representation,
+    recipe,
+    opts: RunOptions,
+    weights,
+    overrides: dict,
+    dsift_from_recipe: bool = False,
+):
     """(representation, recipe) of a task: the recipe's CNN variant for a CNN, the schedule
     stretched to ``opts.steps``; ``dsift_from_recipe``: the name "dsift" takes the recipe's
     bin size and step (inversion, as in the papers)."""
     rec = get_recipe(recipe, **overrides)
-    rep = as_representation(representation, backend=opts.backend,
-                            recipe=rec if dsift_from_recipe else None, weights=weights, fn=fn)
+    rep = as_representation(
+        representation,
+        backend=opts.backend,
+        recipe=rec if dsift_from_recipe else None,
+        weights=weights,
+        fn=fn,
+    )
     if rep.kind == "cnn" or not dsift_from_recipe:
         rec = get_recipe(recipe, representation=rep, **overrides)
     if opts.steps is not None:
@@ -27,8 +40,16 @@ def resolve(fn: str, representation, recipe, opts: RunOptions, weights, override
     return rep, rec
 
 
-def recipe_priors(rec: Recipe, B: int, channels: int, image_size, device, dtype,
-                  backend: str = "fused", fn: str = "visualize") -> ImagePrior:
+def recipe_priors(
+    rec: Recipe,
+    B: int,
+    channels: int,
+    image_size,
+    device,
+    dtype,
+    backend: str = "fused",
+    fn: str = "visualize",
+) -> ImagePrior:
     """The recipe's TV_beta + N_alpha priors with its weights scaled for this image size
     (``fn`` names the caller in errors)."""
     H, W = image_size
@@ -36,20 +57,51 @@ def recipe_priors(rec: Recipe, B: int, channels: int, image_size, device, dtype,
     scale = sc["prior_scale"]
     tv = _engine.per_row(rec.tv_weight, B, 1, "tv_weight", device, dtype, fn) * scale
     nw = _engine.per_row(rec.norm_weight, B, 1, "norm_weight", device, dtype, fn) * scale
-    return ImagePrior(tv_weight=tv, beta=rec.beta, norm_weight=nw, alpha=rec.alpha,
-                      isotropic=rec.isotropic_norm, backend=backend)
+    return ImagePrior(
+        tv_weight=tv,
+        beta=rec.beta,
+        norm_weight=nw,
+        alpha=rec.alpha,
+        isotropic=rec.isotropic_norm,
+        backend=backend,
+    )
 
 
-def run(fn: str, objective: Objective, rep: Representation, rec: Recipe, opts: RunOptions, *,
-        B: int, image_size, device, init: Optional[Tensor] = None, init_noise: float = 0.0,
-        parameterization=None) -> _engine.EngineOutput:
+def run(
+    fn: str,
+    objective: Objective,
+    rep: Representation,
+    rec: Recipe,
+    opts: RunOptions,
+    *,
+    B: int,
+    image_size,
+    device,
+    init: Optional[Tensor] = None,
+    init_noise: float = 0.0,
+    parameterization=None,
+) -> _engine.EngineOutput:
     """The engine on B images x ``opts.restarts``, seeded per row."""
     seeds = _engine.row_seeds(B, opts.restarts, opts.seeds, opts.generator, fn)
-    return _engine.run(objective, rep, rec, B=B, R=opts.restarts, image_size=image_size,
-                       channels=rep.channels, seeds=seeds, device=device, dtype=opts.dtype,
-                       init=init, init_noise=init_noise, batch_size=opts.batch_size,
-                       progress=opts.progress, callback=opts.callback,
-                       desc=f"{fn} {rep.name} ({rec.name})", parameterization=parameterization)
+    return _engine.run(
+        objective,
+        rep,
+        rec,
+        B=B,
+        R=opts.restarts,
+        image_size=image_size,
+        channels=rep.channels,
+        seeds=seeds,
+        device=device,
+        dtype=opts.dtype,
+        init=init,
+        init_noise=init_noise,
+        batch_size=opts.batch_size,
+        progress=opts.progress,
+        callback=opts.callback,
+        desc=f"{fn} {rep.name} ({rec.name})",
+        parameterization=parameterization,
+    )
 
 
 def images_of(out: _engine.EngineOutput, rep: Representation) -> Tensor:

@@ -1,4 +1,5 @@
 """DeepDream (Mordvintsev, Olah & Tyka 2015): amplify a layer over a pyramid of scales."""
+
 from typing import Optional, Sequence
 
 import torch
@@ -12,12 +13,26 @@ from pyinvert.tasks.inputs import prepare_images
 from pyinvert.tasks.visualization import VisualizationResult, visualize
 
 
-def dream(images, representation, *, octaves: int = 4, octave_scale: float = 1.4,
-          steps: int = 10, lr: Optional[float] = None, jitter: Optional[int] = None,
-          recipe="dream", generator: Optional[torch.Generator] = None, device=None,
-          dtype: torch.dtype = torch.float32, weights="imagenet", backend: str = "fused",
-          progress: bool = True, names: Optional[Sequence[str]] = None,
-          options: Optional[RunOptions] = None, **overrides) -> VisualizationResult:
+def dream(
+    images,
+    representation,
+    *,
+    octaves: int = 4,
+    octave_scale: float = 1.4,
+    steps: int = 10,
+    lr: Optional[float] = None,
+    jitter: Optional[int] = None,
+    recipe="dream",
+    generator: Optional[torch.Generator] = None,
+    device=None,
+    dtype: torch.dtype = torch.float32,
+    weights="imagenet",
+    backend: str = "fused",
+    progress: bool = True,
+    names: Optional[Sequence[str]] = None,
+    options: Optional[RunOptions] = None,
+    **overrides,
+) -> VisualizationResult:
     r"""DeepDream: amplify a layer (``maximize 1/2 |Phi(x)|^2``) over a pyramid of scales.
 
     The image is processed from the smallest octave (``octave_scale ** (octaves - 1)`` times
@@ -58,8 +73,15 @@ def dream(images, representation, *, octaves: int = 4, octave_scale: float = 1.4
         raise ValueError(f"{fn}: expected octaves to be an int >= 1, got {octaves!r}")
     if not octave_scale > 1.0 and octaves > 1:
         raise ValueError(f"{fn}: expected octave_scale > 1, got {octave_scale!r}")
-    opts = RunOptions.resolve(fn, options, generator=generator, device=device, dtype=dtype,
-                              backend=backend, progress=progress)
+    opts = RunOptions.resolve(
+        fn,
+        options,
+        generator=generator,
+        device=device,
+        dtype=dtype,
+        backend=backend,
+        progress=progress,
+    )
     steps = opts.steps if opts.steps is not None and steps == 10 else steps
     generator, dtype = opts.generator, opts.dtype
     rep = as_representation(representation, backend=opts.backend, weights=weights, fn=fn)
@@ -68,38 +90,72 @@ def dream(images, representation, *, octaves: int = 4, octave_scale: float = 1.4
     H, W = batch.shape[-2:]
     rec = get_recipe(recipe, representation=rep, **overrides)
     stage = rec.stages[0]
-    rec = get_recipe(rec, stages=((stage.lr if lr is None else float(lr), int(steps), True),),
-                     **({"jitter": int(jitter)} if jitter is not None else {}))
-    gen = generator if generator is not None else torch.Generator().manual_seed(
-        int(torch.randint(2 ** 62, (1,)).item()))
+    rec = get_recipe(
+        rec,
+        stages=((stage.lr if lr is None else float(lr), int(steps), True),),
+        **({"jitter": int(jitter)} if jitter is not None else {}),
+    )
+    gen = (
+        generator
+        if generator is not None
+        else torch.Generator().manual_seed(int(torch.randint(2**62, (1,)).item()))
+    )
     base = prep.x
     min_size = rep.min_size
     sizes = []
     for k in range(octaves - 1, -1, -1):
-        s = (max(int(round(H / octave_scale ** k)), min_size),
-             max(int(round(W / octave_scale ** k)), min_size))
+        s = (
+            max(int(round(H / octave_scale**k)), min_size),
+            max(int(round(W / octave_scale**k)), min_size),
+        )
         sizes.append(s)
     detail = None
     res = None
     total = 0.0
     for s in sizes:
-        b = F.interpolate(base, size=s, mode="bilinear", align_corners=False) \
-            if s != tuple(base.shape[-2:]) else base
-        d = torch.zeros_like(b) if detail is None else \
-            F.interpolate(detail, size=s, mode="bilinear", align_corners=False)
+        b = (
+            F.interpolate(base, size=s, mode="bilinear", align_corners=False)
+            if s != tuple(base.shape[-2:])
+            else base
+        )
+        d = (
+            torch.zeros_like(b)
+            if detail is None
+            else F.interpolate(detail, size=s, mode="bilinear", align_corners=False)
+        )
         # As images in [0, 1] (visualize preprocesses them again): the usual clip to the
         # valid range between octaves.
         start = rep.postprocess(b + d)
-        octave = RunOptions(generator=torch.Generator().manual_seed(
-            int(torch.randint(2 ** 62, (1,), generator=gen).item())), device=dev, dtype=dtype,
-            backend=opts.backend, progress=opts.progress)
-        res = visualize(DeepDream(), representation=rep, init=start, recipe=rec,
-                        priors=False, options=octave, names=names, _fn=fn)
+        octave = RunOptions(
+            generator=torch.Generator().manual_seed(
+                int(torch.randint(2**62, (1,), generator=gen).item())
+            ),
+            device=dev,
+            dtype=dtype,
+            backend=opts.backend,
+            progress=opts.progress,
+        )
+        res = visualize(
+            DeepDream(),
+            representation=rep,
+            init=start,
+            recipe=rec,
+            priors=False,
+            options=octave,
+            names=names,
+            _fn=fn,
+        )
         total += res.seconds
         x = rep.preprocess(res.images.reshape(-1, *res.images.shape[-3:]).to(dev, dtype))
         detail = x - b
     res.originals = rep.postprocess(base)
     res.seconds = total
-    res.settings.update({"octaves": octaves, "octave_scale": octave_scale,
-                         "sizes": [list(s) for s in sizes], "steps_per_octave": steps})
+    res.settings.update(
+        {
+            "octaves": octaves,
+            "octave_scale": octave_scale,
+            "sizes": [list(s) for s in sizes],
+            "steps_per_octave": steps,
+        }
+    )
     return res

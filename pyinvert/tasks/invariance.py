@@ -1,5 +1,6 @@
 """Invariance maps (IJCV 2016 Sec. 5.2, the variety of pre-images): where the reconstructions
 of one image from different random starts differ, the representation is invariant."""
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence
@@ -25,6 +26,7 @@ class InvarianceResult(Result):
         mean_spread: its mean per image, [B].
         inversion: the :class:`pyinvert.tasks.inversion.InversionResult` with restarts.
     """
+
     spread: Tensor
     mean_spread: Tensor
     inversion: object
@@ -34,28 +36,47 @@ class InvarianceResult(Result):
         return self.inversion.restarts
 
     def summary(self) -> dict:
-        return {"names": self.inversion.names, "mean_spread": self.mean_spread.tolist(),
-                "restarts": self.restarts}
+        return {
+            "names": self.inversion.names,
+            "mean_spread": self.mean_spread.tolist(),
+            "restarts": self.restarts,
+        }
 
     def save(self, directory, names: Optional[Sequence[str]] = None) -> List[Path]:
         """Each reconstruction, ``<name>-spread.png`` (the heat map) and ``invariance.json``."""
         directory = Path(directory)
-        names = list(names) if names is not None else (self.inversion.names or
-                                                        [f"image{i:03d}" for i in
-                                                         range(self.spread.shape[0])])
+        names = (
+            list(names)
+            if names is not None
+            else (self.inversion.names or [f"image{i:03d}" for i in range(self.spread.shape[0])])
+        )
         written = self.inversion.save(directory, names)
         top = float(self.spread.max()) if self.spread.numel() else 1.0
         for i, n in enumerate(names):
-            written.append(_io.save_image(directory / f"{n}-spread.png",
-                                          figures.heat_map(self.spread[i], vmax=top)))
-        written.append(_io.write_json(directory / "invariance.json", _io.nan_to_none(
-            {"names": names, "mean_spread": self.mean_spread.tolist(), "max_spread": top,
-             "restarts": self.inversion.restarts})))
+            written.append(
+                _io.save_image(
+                    directory / f"{n}-spread.png", figures.heat_map(self.spread[i], vmax=top)
+                )
+            )
+        written.append(
+            _io.write_json(
+                directory / "invariance.json",
+                _io.nan_to_none(
+                    {
+                        "names": names,
+                        "mean_spread": self.mean_spread.tolist(),
+                        "max_spread": top,
+                        "restarts": self.inversion.restarts,
+                    }
+                ),
+            )
+        )
         return written
 
 
-def invariance_map(images, representation, *, restarts: int = 4,
-                   options: Optional[RunOptions] = None, **kwargs) -> InvarianceResult:
+def invariance_map(
+    images, representation, *, restarts: int = 4, options: Optional[RunOptions] = None, **kwargs
+) -> InvarianceResult:
     """Invert each image ``restarts`` times from different random starts (IJCV 2016 Sec. 5.2:
     the variety of pre-images) and measure, per pixel, how much the reconstructions differ:
     what the representation is invariant to varies most.

@@ -7,6 +7,7 @@ parameterization (:mod:`pyinvert.optim.parameterizations`), the update loop
 (:mod:`pyinvert.optim.recipes`, pure data); :mod:`pyinvert.tasks.common` and
 :mod:`pyinvert.tasks.inputs` are the preparation every task shares.
 """
+
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence
 
@@ -40,6 +41,7 @@ class InversionResult(Result):
         settings: the recipe, representation and run options (JSON-friendly).
         seconds: wall time of the optimization.
     """
+
     images: Tensor
     feature_error: Tensor
     loss_history: Tensor
@@ -67,15 +69,30 @@ class InversionResult(Result):
         }
 
 
-def invert(images=None, *, targets: Optional[Tensor] = None, representation="hog",
-           recipe="cvpr2015", steps: Optional[int] = None, restarts: int = 1,
-           batch_size: Optional[int] = None, generator: Optional[torch.Generator] = None,
-           seeds: Optional[Sequence[int]] = None,
-           device=None, dtype: torch.dtype = torch.float32, backend: str = "fused",
-           image_size=None, progress: bool = True, callback: Optional[Callable] = None,
-           names: Optional[Sequence[str]] = None, mask: Optional[Tensor] = None,
-           weights="imagenet", options: Optional[RunOptions] = None, parameterization=None,
-           **overrides) -> InversionResult:
+def invert(
+    images=None,
+    *,
+    targets: Optional[Tensor] = None,
+    representation="hog",
+    recipe="cvpr2015",
+    steps: Optional[int] = None,
+    restarts: int = 1,
+    batch_size: Optional[int] = None,
+    generator: Optional[torch.Generator] = None,
+    seeds: Optional[Sequence[int]] = None,
+    device=None,
+    dtype: torch.dtype = torch.float32,
+    backend: str = "fused",
+    image_size=None,
+    progress: bool = True,
+    callback: Optional[Callable] = None,
+    names: Optional[Sequence[str]] = None,
+    mask: Optional[Tensor] = None,
+    weights="imagenet",
+    options: Optional[RunOptions] = None,
+    parameterization=None,
+    **overrides,
+) -> InversionResult:
     r"""Find images x with Phi(x) close to Phi0 = Phi(images) (or given target codes).
 
     All images (times ``restarts``) are optimized together in one tensor, in chunks of
@@ -149,15 +166,28 @@ def invert(images=None, *, targets: Optional[Tensor] = None, representation="hog
     """
     fn = "invert"
     if (images is None) == (targets is None):
-        raise ValueError(f"{fn}: expected exactly one of images or targets, got "
-                         f"{'both' if images is not None else 'neither'}")
-    opts = RunOptions.resolve(fn, options, steps=steps, restarts=restarts,
-                              batch_size=batch_size, generator=generator, seeds=seeds,
-                              device=device, dtype=dtype, backend=backend, progress=progress,
-                              callback=callback)
+        raise ValueError(
+            f"{fn}: expected exactly one of images or targets, got "
+            f"{'both' if images is not None else 'neither'}"
+        )
+    opts = RunOptions.resolve(
+        fn,
+        options,
+        steps=steps,
+        restarts=restarts,
+        batch_size=batch_size,
+        generator=generator,
+        seeds=seeds,
+        device=device,
+        dtype=dtype,
+        backend=backend,
+        progress=progress,
+        callback=callback,
+    )
     dtype = opts.dtype
-    rep, rec = common.resolve(fn, representation, recipe, opts, weights, overrides,
-                              dsift_from_recipe=True)
+    rep, rec = common.resolve(
+        fn, representation, recipe, opts, weights, overrides, dsift_from_recipe=True
+    )
     originals = None
     if images is not None:
         prep = prepare_images(images, rep, fn, opts.device, dtype)
@@ -166,8 +196,9 @@ def invert(images=None, *, targets: Optional[Tensor] = None, representation="hog
         originals, (H, W), dev = prep.originals, prep.size, prep.device
     else:
         if not isinstance(targets, Tensor):
-            raise TypeError(f"{fn}: expected targets to be a torch.Tensor, "
-                            f"got {type(targets).__name__}")
+            raise TypeError(
+                f"{fn}: expected targets to be a torch.Tensor, got {type(targets).__name__}"
+            )
         if image_size is None:
             raise ValueError(f"{fn}: expected image_size=(H, W) with targets, got None")
         H, W = (int(v) for v in image_size)
@@ -181,32 +212,61 @@ def invert(images=None, *, targets: Optional[Tensor] = None, representation="hog
         if not isinstance(mask, Tensor):
             raise TypeError(f"{fn}: expected mask to be a Tensor, got {type(mask).__name__}")
         if tuple(mask.shape) not in (tuple(tgt.shape[1:]), tuple(tgt.shape)):
-            raise ValueError(f"{fn}: expected mask of shape {list(tgt.shape[1:])} (one code), "
-                             f"got {list(mask.shape)}")
+            raise ValueError(
+                f"{fn}: expected mask of shape {list(tgt.shape[1:])} (one code), "
+                f"got {list(mask.shape)}"
+            )
     data_w = _engine.per_row(rec.data_weight, B, 1, "data_weight", dev, dtype, fn)
-    objective = Inversion(tgt, mask=mask, segments=segments) * data_w + \
-        common.recipe_priors(rec, B, C, (H, W), dev, dtype, opts.backend, fn)
-    out = common.run(fn, objective, rep, rec, opts, B=B, image_size=(H, W), device=dev,
-                     parameterization=parameterization)
+    objective = Inversion(tgt, mask=mask, segments=segments) * data_w + common.recipe_priors(
+        rec, B, C, (H, W), dev, dtype, opts.backend, fn
+    )
+    out = common.run(
+        fn,
+        objective,
+        rep,
+        rec,
+        opts,
+        B=B,
+        image_size=(H, W),
+        device=dev,
+        parameterization=parameterization,
+    )
     code_all = out.codes if B * R else tgt
     if B * R:
         targets_rows = tgt.repeat_interleave(R, dim=0) if R > 1 else tgt
         with torch.no_grad():
-            fe = Inversion(targets_rows.double(), mask=None if mask is None else mask.double(),
-                           segments=segments).evaluate(code_all.double(), None)[0]
+            fe = Inversion(
+                targets_rows.double(),
+                mask=None if mask is None else mask.double(),
+                segments=segments,
+            ).evaluate(code_all.double(), None)[0]
     else:
         fe = torch.zeros(0, dtype=torch.float64)
     fe = torch.where(out.failed.to(fe.device), torch.full_like(fe, float("nan")), fe).cpu()
     settings = {
-        "representation": rep.config(), "recipe": rec.to_dict(), "restarts": R,
-        "batch_size": opts.batch_size, "image_size": [H, W], "device": str(dev),
-        "dtype": str(dtype).replace("torch.", ""), "backend": opts.backend,
-        "sigma": _engine.recipe_scales(rec, C, H, W)["sigma"], "iterations": rec.iterations,
-        **common.parameterization_settings(parameterization)}
+        "representation": rep.config(),
+        "recipe": rec.to_dict(),
+        "restarts": R,
+        "batch_size": opts.batch_size,
+        "image_size": [H, W],
+        "device": str(dev),
+        "dtype": str(dtype).replace("torch.", ""),
+        "backend": opts.backend,
+        "sigma": _engine.recipe_scales(rec, C, H, W)["sigma"],
+        "iterations": rec.iterations,
+        **common.parameterization_settings(parameterization),
+    }
     return InversionResult(
-        images=per_image(common.images_of(out, rep), B, R), feature_error=per_image(fe, B, R),
+        images=per_image(common.images_of(out, rep), B, R),
+        feature_error=per_image(fe, B, R),
         loss_history=per_image(out.loss_history, B, R),
         error_history=per_image(out.measure_history, B, R),
-        failed=per_image(out.failed, B, R), stopped_at=per_image(out.stopped_at, B, R),
-        codes=per_image(code_all.detach(), B, R), targets=tgt, originals=originals,
-        settings=settings, seconds=out.seconds, names=list(names) if names is not None else [])
+        failed=per_image(out.failed, B, R),
+        stopped_at=per_image(out.stopped_at, B, R),
+        codes=per_image(code_all.detach(), B, R),
+        targets=tgt,
+        originals=originals,
+        settings=settings,
+        seconds=out.seconds,
+        names=list(names) if names is not None else [],
+    )

@@ -1,5 +1,6 @@
 """The :class:`Result` base every task's result shares: ``save()`` (PNGs and a JSON record,
 each written atomically), ``summary()`` and the per-row reshaping of the engine's rows."""
+
 from pathlib import Path
 from typing import List, Optional, Sequence
 
@@ -33,11 +34,13 @@ class Result:
     def file_names(self, names: Optional[Sequence[str]] = None) -> List[str]:
         """``names``, else the result's own names, else image000, image001, ..."""
         B = self.images.shape[0]
-        names = list(names) if names is not None else (
-            self.names or [f"image{i:03d}" for i in range(B)])
+        names = (
+            list(names)
+            if names is not None
+            else (self.names or [f"image{i:03d}" for i in range(B)])
+        )
         if len(names) != B:
-            raise ValueError(f"{type(self).__name__}.save: expected {B} names, "
-                             f"got {len(names)}")
+            raise ValueError(f"{type(self).__name__}.save: expected {B} names, got {len(names)}")
         return names
 
     def save(self, directory, names: Optional[Sequence[str]] = None) -> List[Path]:
@@ -45,7 +48,11 @@ class Result:
         directory = Path(directory)
         names = self.file_names(names)
         written = _io.save_image_rows(directory, self.images, names)
-        payload = {"settings": self.settings, **self.summary(), "names": names,
-                   **{k: getattr(self, k).tolist() for k in self.HISTORIES}}
+        payload = {
+            "settings": self.settings,
+            **self.summary(),
+            "names": names,
+            **{k: getattr(self, k).tolist() for k in self.HISTORIES},
+        }
         written.append(_io.write_json(directory / "result.json", _io.nan_to_none(payload)))
         return written

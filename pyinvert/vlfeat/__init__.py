@@ -2,6 +2,7 @@
 
 Used by the tests and the benchmarks; needs the system library (Debian: libvlfeat-dev).
 """
+
 import ctypes
 import ctypes.util
 import functools
@@ -29,5 +30,6 @@ def require_library():
     lib = load_library()
     if lib is None:
         raise RuntimeError(
-            "VLFeat's libvl is not installed; on Debian/Ubuntu: apt-get install libvlfeat-dev")
+            "VLFeat's libvl is not installed; on Debian/Ubuntu: apt-get install libvlfeat-dev"
+        )
     return lib

@@ -4,6 +4,7 @@ Only `vl_dsift_new_basic`, `vl_dsift_process` and `vl_dsift_delete` are exported
 setters and getters of dsift.h are `VL_INLINE`, so the filter's fields are read and written through
 a ctypes mirror of `VlDsiftFilter` (x86-64 layout of the 0.9.21 header).
 """
+
 import ctypes
 
 import numpy as np
@@ -12,28 +13,43 @@ from pyinvert.vlfeat import require_library
 
 
 class _Keypoint(ctypes.Structure):
-    _fields_ = [("x", ctypes.c_double), ("y", ctypes.c_double), ("s", ctypes.c_double),
-                ("norm", ctypes.c_double)]
+    _fields_ = [
+        ("x", ctypes.c_double),
+        ("y", ctypes.c_double),
+        ("s", ctypes.c_double),
+        ("norm", ctypes.c_double),
+    ]
 
 
 class _Geometry(ctypes.Structure):
-    _fields_ = [("numBinT", ctypes.c_int), ("numBinX", ctypes.c_int), ("numBinY", ctypes.c_int),
-                ("binSizeX", ctypes.c_int), ("binSizeY", ctypes.c_int)]
+    _fields_ = [
+        ("numBinT", ctypes.c_int),
+        ("numBinX", ctypes.c_int),
+        ("numBinY", ctypes.c_int),
+        ("binSizeX", ctypes.c_int),
+        ("binSizeY", ctypes.c_int),
+    ]
 
 
 class _Filter(ctypes.Structure):
     _fields_ = [
-        ("imWidth", ctypes.c_int), ("imHeight", ctypes.c_int),
-        ("stepX", ctypes.c_int), ("stepY", ctypes.c_int),
-        ("boundMinX", ctypes.c_int), ("boundMinY", ctypes.c_int),
-        ("boundMaxX", ctypes.c_int), ("boundMaxY", ctypes.c_int),
+        ("imWidth", ctypes.c_int),
+        ("imHeight", ctypes.c_int),
+        ("stepX", ctypes.c_int),
+        ("stepY", ctypes.c_int),
+        ("boundMinX", ctypes.c_int),
+        ("boundMinY", ctypes.c_int),
+        ("boundMaxX", ctypes.c_int),
+        ("boundMaxY", ctypes.c_int),
         ("geom", _Geometry),
         ("useFlatWindow", ctypes.c_int),
         ("windowSize", ctypes.c_double),
-        ("numFrames", ctypes.c_int), ("descrSize", ctypes.c_int),
+        ("numFrames", ctypes.c_int),
+        ("descrSize", ctypes.c_int),
         ("frames", ctypes.POINTER(_Keypoint)),
         ("descrs", ctypes.POINTER(ctypes.c_float)),
-        ("numBinAlloc", ctypes.c_int), ("numFrameAlloc", ctypes.c_int),
+        ("numBinAlloc", ctypes.c_int),
+        ("numFrameAlloc", ctypes.c_int),
         ("numGradAlloc", ctypes.c_int),
         ("grads", ctypes.POINTER(ctypes.POINTER(ctypes.c_float))),
         ("convTmp1", ctypes.POINTER(ctypes.c_float)),
@@ -87,7 +103,8 @@ def vl_dsift(image, step: int, bin_size: int, flat_window: bool):
             return np.zeros((0, size), np.float32), np.zeros((0, 2), np.float64)
         descriptors = np.ctypeslib.as_array(f.descrs, shape=(num * size,)).reshape(num, size).copy()
         frames = np.ctypeslib.as_array(
-            ctypes.cast(f.frames, ctypes.POINTER(ctypes.c_double)), shape=(num * 4,))
+            ctypes.cast(f.frames, ctypes.POINTER(ctypes.c_double)), shape=(num * 4,)
+        )
         keypoints = frames.reshape(num, 4)[:, :2].copy()
         return descriptors, keypoints
     finally:

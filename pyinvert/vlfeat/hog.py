@@ -2,6 +2,7 @@
 
 Both functions work on one image at a time, in VLFeat's own (planar, row-major) layouts.
 """
+
 import ctypes
 import functools
 
@@ -24,20 +25,34 @@ def _lib():
     lib.vl_hog_delete.restype = None
     lib.vl_hog_delete.argtypes = [ctypes.c_void_p]
     lib.vl_hog_set_use_bilinear_orientation_assignments.restype = None
-    lib.vl_hog_set_use_bilinear_orientation_assignments.argtypes = [ctypes.c_void_p,
-                                                                    ctypes.c_int]
+    lib.vl_hog_set_use_bilinear_orientation_assignments.argtypes = [ctypes.c_void_p, ctypes.c_int]
     lib.vl_hog_put_image.restype = None
-    lib.vl_hog_put_image.argtypes = [ctypes.c_void_p, _float_p, ctypes.c_uint64,
-                                     ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64]
+    lib.vl_hog_put_image.argtypes = [
+        ctypes.c_void_p,
+        _float_p,
+        ctypes.c_uint64,
+        ctypes.c_uint64,
+        ctypes.c_uint64,
+        ctypes.c_uint64,
+    ]
     lib.vl_hog_extract.restype = None
     lib.vl_hog_extract.argtypes = [ctypes.c_void_p, _float_p]
-    for name in ("vl_hog_get_width", "vl_hog_get_height", "vl_hog_get_dimension",
-                 "vl_hog_get_glyph_size"):
+    for name in (
+        "vl_hog_get_width",
+        "vl_hog_get_height",
+        "vl_hog_get_dimension",
+        "vl_hog_get_glyph_size",
+    ):
         getattr(lib, name).restype = ctypes.c_uint64
         getattr(lib, name).argtypes = [ctypes.c_void_p]
     lib.vl_hog_render.restype = None
-    lib.vl_hog_render.argtypes = [ctypes.c_void_p, _float_p, _float_p, ctypes.c_uint64,
-                                  ctypes.c_uint64]
+    lib.vl_hog_render.argtypes = [
+        ctypes.c_void_p,
+        _float_p,
+        _float_p,
+        ctypes.c_uint64,
+        ctypes.c_uint64,
+    ]
     return lib
 
 
@@ -46,7 +61,8 @@ def _variant_code(variant):
         return _VARIANTS[variant.lower()]
     except (KeyError, AttributeError):
         raise ValueError(
-            f"vl_hog: expected variant in {tuple(_VARIANTS)}, got {variant!r}") from None
+            f"vl_hog: expected variant in {tuple(_VARIANTS)}, got {variant!r}"
+        ) from None
 
 
 class _Hog:
@@ -112,17 +128,21 @@ def vl_hog_render(features, variant="uoctti", num_orientations=None):
     features = np.ascontiguousarray(features, dtype=np.float32)
     if features.ndim != 3:
         raise ValueError(
-            f"vl_hog_render: expected features of shape (D, Hc, Wc), got {list(features.shape)}")
+            f"vl_hog_render: expected features of shape (D, Hc, Wc), got {list(features.shape)}"
+        )
     D, Hc, Wc = features.shape
     if num_orientations is None:
         num_orientations = (D - 4) // 3 if variant.lower() == "uoctti" else D // 4
     lib = _lib()
     with _Hog(lib, variant, num_orientations) as hog:
         if lib.vl_hog_get_dimension(hog) != D:
-            raise ValueError(f"vl_hog_render: D={D} does not fit variant {variant!r} with "
-                             f"num_orientations={num_orientations}")
+            raise ValueError(
+                f"vl_hog_render: D={D} does not fit variant {variant!r} with "
+                f"num_orientations={num_orientations}"
+            )
         g = lib.vl_hog_get_glyph_size(hog)
         image = np.zeros((Hc * g, Wc * g), dtype=np.float32)
-        lib.vl_hog_render(hog, image.ctypes.data_as(_float_p), features.ctypes.data_as(_float_p),
-                          Wc, Hc)
+        lib.vl_hog_render(
+            hog, image.ctypes.data_as(_float_p), features.ctypes.data_as(_float_p), Wc, Hc
+        )
     return image
