@@ -21,17 +21,22 @@ References:
 """
 from typing import Callable, Optional, Sequence
 
+import math
+
 import torch
 from torch import Tensor
 
 from pyinvert.optim.jitter import center_crop
 from pyinvert.optim.lbfgs_state import LBFGS, NONFINITE
 from pyinvert.optim.recipes import Recipe
+from pyinvert.optim.rowwise import rowsum
+from pyinvert.optim.rules import _rows
 
-#: The settings used unless ``recipe.extra["lbfgs"]`` changes them: the memory of scipy's
+#: The settings used unless ``recipe.extra["lbfgs"]`` changes them: the first step's RMS
+#: change of the pixels (in the optimized scale: 1 of 255 for a CNN), the memory of scipy's
 #: L-BFGS-B (DeepTextures), closure values up to twice the iterations, and no tolerance stop
 #: on the gradient (the run lasts the recipe's iterations unless a step or value stalls).
-LBFGS_DEFAULTS = dict(history_size=10, tolerance_grad=0.0, tolerance_change=1e-12,
+LBFGS_DEFAULTS = dict(first_step=1.0, history_size=10, tolerance_grad=0.0, tolerance_change=1e-12,
                       line_search="strong_wolfe")
 
 
@@ -72,9 +77,15 @@ def optimize(x: Tensor, objective, recipe: Recipe, *, image_size, lr_scale: Tens
     history = torch.full((N, T), float("nan"), dtype=hdtype, device=x.device)
     measures = torch.full((N, T), float("nan"), dtype=hdtype, device=x.device)
     rows = torch.arange(N, device=x.device)
-    opt = LBFGS(x, **lbfgs_settings(recipe), _fn="lbfgs")
+    settings = lbfgs_settings(recipe)
+    first_step = settings.pop("first_step")
+    opt = None
 
     def result(t_end=None):
+        if opt is None:
+            return (history.double().cpu(), measures.double().cpu(),
+                    torch.ones(N, dtype=torch.bool, device=x.device),
+                    torch.full((N,), -1, dtype=torch.long))
         active = opt.status != NONFINITE
         stopped = torch.where(active, torch.full_like(opt.iterations, -1), opt.iterations)
         h, m = (history, measures) if t_end is None else (history[:, :t_end],
@@ -83,25 +94,47 @@ def optimize(x: Tensor, objective, recipe: Recipe, *, image_size, lr_scale: Tens
 
     if N == 0:
         return result()
-    accepted_measure = torch.full((N,), float("nan"), dtype=x.dtype, device=x.device)
+    def evaluate(z):
+        z = z.detach().requires_grad_(True)
+        image = z if to_image is None else to_image(z)
+        loss, measure = objective(center_crop(image, image_size), image)
+        grad, = torch.autograd.grad(loss.sum(), z)
+        return loss.detach(), measure.detach(), grad
+
+    # The first step. Each row is solved in u = x / s and its loss scaled by c, two constants
+    # of the row alone (from its own starting gradient g0), so that the first step (along
+    # -g0) moves the pixels by ``first_step`` (RMS) however the objective is scaled: with
+    # torch's rule (first step 1 / |g|_1) a small gradient gives a step whose change of value
+    # is below float32 resolution and the line search fails. L-BFGS is invariant to both
+    # constants after the first step (its initial Hessian scale y.s / y.y absorbs them).
+    f0, m0, g0 = evaluate(x)
+    flat = g0.reshape(N, -1)
+    l1 = rowsum(flat.abs())
+    l2 = rowsum(flat * flat).sqrt()
+    ok = torch.isfinite(l1) & torch.isfinite(l2) & (l1 > 0) & (l2 > 0)
+    one = torch.ones_like(l1)
+    safe1, safe2 = torch.where(ok, l1, one), torch.where(ok, l2, one)
+    scale = torch.where(ok, first_step * safe1 * math.sqrt(flat.shape[1]) / safe2,
+                        torch.ones_like(l1))
+    c = torch.where(ok, 1.0 / (scale * safe1), torch.ones_like(l1))
+    rs, rc = _rows(scale, x), _rows(c, x)
+    opt = LBFGS(x / rs, **settings, _fn="lbfgs")
+    opt.tell(f0 * c, g0 * (rc * rs))
+    accepted_measure = m0.to(x.dtype)
     done_iters = 0
     while not opt.done:
-        trial = opt.ask().detach().requires_grad_(True)
-        image = trial if to_image is None else to_image(trial)
-        loss, measure = objective(center_crop(image, image_size), image)
-        grad, = torch.autograd.grad(loss.sum(), trial)
+        loss, measure, grad = evaluate(opt.ask() * rs)
         before = opt.iterations
         with torch.no_grad():
-            opt.tell(loss.detach(), grad)
+            opt.tell(loss * c, grad * (rc * rs))
             moved = opt.iterations > before
             # The accepted point is the trial just evaluated unless the line search fell back
             # to its bracket's low end (then the measure of the previous accepted point stays).
-            same = moved & (opt.f == loss.detach().to(opt.f.dtype))
-            accepted_measure = torch.where(same, measure.detach().to(x.dtype),
-                                           accepted_measure)
+            same = moved & (opt.f == (loss * c).to(opt.f.dtype))
+            accepted_measure = torch.where(same, measure.to(x.dtype), accepted_measure)
             if bool(moved.any()):
                 it = (opt.iterations - 1).clamp(0, T - 1)
-                history[rows[moved], it[moved]] = opt.f[moved].to(hdtype)
+                history[rows[moved], it[moved]] = (opt.f / c)[moved].to(hdtype)
                 measures[rows[moved], it[moved]] = accepted_measure[moved].to(hdtype)
         top = int(opt.iterations.max())
         if top > done_iters:
@@ -109,10 +142,10 @@ def optimize(x: Tensor, objective, recipe: Recipe, *, image_size, lr_scale: Tens
                 progress.update(top - done_iters)
             done_iters = top
             if callback is not None:
-                x.copy_(opt.x)
-                if callback(top, x, opt.f.clone(), accepted_measure.clone(),
+                x.copy_(opt.x * rs)
+                if callback(top, x, opt.f / c, accepted_measure.clone(),
                             opt.status != NONFINITE):
                     return result(top)
     with torch.no_grad():
-        x.copy_(opt.x)
+        x.copy_(opt.x * rs)
     return result()
