@@ -136,7 +136,7 @@ def style_transfer(content, style, representation=None, *,
         style_layers: None: conv1_1 ... conv5_1 (VGG) or
             :data:`pyinvert.tasks.texture.MOBILENET_STYLE_LAYERS`. Default: None.
         content_weight: alpha, a float or Tensor[P]. Default: 1.0.
-        style_weight: beta, a float or Tensor[P]. Default: :data:`STYLE_WEIGHT` (1000.0).
+        style_weight: beta, a float or Tensor[P]. Default: STYLE_WEIGHT (1000.0).
         layer_weights: the style layers' w_l. Default: None (1 / L each).
         init: "content" (start from the content image) or "noise" (white noise, the
             paper). Default: 'content'.
@@ -144,9 +144,14 @@ def style_transfer(content, style, representation=None, *,
         restarts: results per pair (with init="content" they are equal). Default: 1.
         optimizer: "lbfgs" or a first-order rule. Default: 'lbfgs'.
         weights: the network's weights for a model name. Default: 'imagenet'.
-        batch_size, generator, seeds, device, dtype, progress, callback: as
-            :func:`pyinvert.invert`. Defaults: None, None, None, None, torch.float32, True,
-            None.
+        batch_size: rows per chunk; None: all at once. Default: None.
+        generator: seeds the starting noise (a seeded CPU run is reproducible).
+            Default: None.
+        seeds: one int per row of the pairs/sources (overrides ``generator``). Default: None.
+        device: where to optimize; None: the images'. Default: None.
+        dtype: float32 or float64. Default: torch.float32.
+        progress: a tqdm progress bar. Default: True.
+        callback: ``callback(iteration, x, loss, measure, active)``; True stops. Default: None.
         names: one name per pair. Default: None.
         options: a :class:`pyinvert.RunOptions`. Default: None.
 

@@ -212,9 +212,14 @@ def texture(sources, representation=None, *, layers: Optional[Sequence[str]] = N
             :data:`pyinvert.optim.recipes.OPTIMIZERS`. Default: 'lbfgs'.
         weights: the network's weights for a model name ("imagenet", None, a path).
             Default: 'imagenet'.
-        batch_size, generator, seeds, device, dtype, progress, callback: as
-            :func:`pyinvert.invert`. Defaults: None, None, None, None, torch.float32, True,
-            None.
+        batch_size: rows per chunk; None: all at once. Default: None.
+        generator: seeds the starting noise (a seeded CPU run is reproducible).
+            Default: None.
+        seeds: one int per row of the pairs/sources (overrides ``generator``). Default: None.
+        device: where to optimize; None: the images'. Default: None.
+        dtype: float32 or float64. Default: torch.float32.
+        progress: a tqdm progress bar. Default: True.
+        callback: ``callback(iteration, x, loss, measure, active)``; True stops. Default: None.
         names: the sources' names (for :meth:`TextureResult.save`). Default: None.
         options: a :class:`pyinvert.RunOptions`. Default: None.
 
