@@ -34,6 +34,9 @@ STYLE_STEPS = 300
 
 def _weights(value, P: int, name: str, device, dtype, fn: str) -> Tensor:
     if isinstance(value, Tensor):
+        if value.dim() > 1:
+            raise ValueError(f"{fn}: expected {name} to be a float or of shape ({P},), got "
+                             f"{list(value.shape)}")
         v = value.detach().to(device=device, dtype=dtype).flatten()
         if v.numel() == 1:
             v = v.expand(P)
