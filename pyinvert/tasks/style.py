@@ -19,8 +19,8 @@ from pyinvert.optim.options import RunOptions
 from pyinvert.tasks import common
 from pyinvert.tasks.inputs import prepare_images
 from pyinvert.tasks.result import Result, per_image
-from pyinvert.tasks.texture import (initial_codes, layer_list, layer_shapes, make_cnn, network,
-                                    per_layer, style_recipe)
+from pyinvert.tasks.texture import (LayerMaps, final_maps, initial_codes, layer_list,
+                                    layer_shapes, make_cnn, network, per_layer, style_recipe)
 
 #: Default style weight (beta / alpha with content_weight 1), measured on MobileNetV2 at the
 #: default layers (chelsea.png in the style of coffee.png, 96 px, 80 L-BFGS iterations from
@@ -225,13 +225,14 @@ def style_transfer(content, style, representation=None, *,
         code0 = rep(start.repeat_interleave(R, 0)) if start is not None else \
             initial_codes(rep, rec, row_seeds, (H, W), dev, opts.dtype)
     before = per_layer(s_rows.layer_errors(code0))
-    out = _engine.run(objective, rep, rec, B=P, R=R, image_size=(H, W), channels=3,
-                      seeds=row_seeds, device=dev, dtype=opts.dtype, init=start,
+    out = _engine.run(objective, LayerMaps(rep), rec, B=P, R=R, image_size=(H, W),
+                      channels=3, seeds=row_seeds, device=dev, dtype=opts.dtype, init=start,
                       batch_size=opts.batch_size, progress=opts.progress,
-                      callback=opts.callback, desc=f"{fn} {rep.name}")
+                      callback=opts.callback, desc=f"{fn} {rep.name}", final_codes=False)
     if P * R:
-        gram = per_layer(s_rows.layer_errors(out.codes))
-        cerr = sum(c_rows.layer_errors(out.codes).values()).detach().double().cpu()
+        maps = final_maps(out, rep)
+        gram = per_layer(s_rows.layer_errors(maps))
+        cerr = sum(c_rows.layer_errors(maps).values()).detach().double().cpu()
     else:
         gram, cerr = before, torch.zeros(0, dtype=torch.float64)
     nan = out.failed

@@ -22,7 +22,7 @@ from pyinvert.optim import engine as _engine
 from pyinvert.optim.options import RunOptions
 from pyinvert.optim.parameterizations import PixelCanvas
 from pyinvert.optim.recipes import OPTIMIZERS, Recipe, Stage
-from pyinvert.representations import CNN
+from pyinvert.representations import CNN, Code
 from pyinvert.representations.cnn import parse_spec
 from pyinvert.tasks import common
 from pyinvert.tasks.inputs import image_size_pair, prepare_images
@@ -97,6 +97,25 @@ def layer_list(model, given, kind: str, fn: str) -> List[str]:
 def make_cnn(model, layers, mean, std, model_name) -> CNN:
     kw = {} if mean is None else {"mean": mean, "std": std}
     return CNN(model, list(dict.fromkeys(layers)), model_name=model_name, **kw)
+
+
+class LayerMaps(nn.Module):
+    """A CNN's per-layer maps as a :class:`pyinvert.Code`, for the engine: the style terms
+    take the maps as they are (no flattening into one code and splitting back, which costs
+    a copy of every map forward and backward)."""
+
+    def __init__(self, rep: CNN):
+        super().__init__()
+        self.rep = rep
+
+    def forward(self, x: Tensor) -> Code:
+        return Code(self.rep.layer_outputs(x))
+
+
+def final_maps(out, rep: CNN) -> Code:
+    """The per-layer maps of the engine's final images."""
+    with torch.no_grad():
+        return Code(rep.layer_outputs(out.x)) if out.x.shape[0] else None
 
 
 def layer_shapes(rep: CNN, size, device, dtype) -> Dict[str, tuple]:
@@ -264,11 +283,11 @@ def texture(sources, representation=None, *, layers: Optional[Sequence[str]] = N
     rows = term.repeat_rows(R)
     before = per_layer(rows.layer_errors(initial_codes(rep, rec, row_seeds, (H, W), dev,
                                                        opts.dtype)))
-    out = _engine.run(term, rep, rec, B=B, R=R, image_size=(H, W), channels=3,
+    out = _engine.run(term, LayerMaps(rep), rec, B=B, R=R, image_size=(H, W), channels=3,
                       seeds=row_seeds, device=dev, dtype=opts.dtype,
                       batch_size=opts.batch_size, progress=opts.progress,
-                      callback=opts.callback, desc=f"{fn} {rep.name}")
-    after = per_layer(rows.layer_errors(out.codes)) if B * R else before
+                      callback=opts.callback, desc=f"{fn} {rep.name}", final_codes=False)
+    after = per_layer(rows.layer_errors(final_maps(out, rep))) if B * R else before
     after = torch.where(out.failed[:, None], torch.full_like(after, math.nan), after)
     settings = {"representation": rep.config(), "recipe": rec.to_dict(), "restarts": R,
                 "layers": list(rep.layers), "layer_weights": term.weights,
