@@ -172,16 +172,8 @@ def measure(net, S, steps):
     def count(module, inputs, output):  # the engine's evaluations are the calls with grad
         calls[0] += bool(output.requires_grad)
 
-    last = dict(net.named_modules())[MOBILENET_TEXTURE_LAYERS[-1]]
-    handle = last.register_forward_hook(count)
-    res = pyinvert.texture(source, net, steps=steps, progress=False, seeds=[0])
-    handle.remove()
-    evals = calls[0]
-    ours_s = res.seconds
-    ours_it = int(torch.isfinite(res.loss_history).sum())
-    ours_loss = float(pyinvert.io.last_finite(res.loss_history)[0])
-
-    # engine overhead: its seconds per evaluation over the bare evaluation
+    # engine overhead: its seconds per evaluation over the bare evaluation it makes, each
+    # the fastest of 3 interleaved measurements (the machine is shared)
     with torch.no_grad():
         term = Gram.from_maps(src_maps, shapes=shapes)
     x0 = rep.preprocess(torch.rand(1, 3, S, S)).requires_grad_(True)
@@ -192,8 +184,19 @@ def measure(net, S, steps):
             term.weights[k] / (4 * term.targets[k].shape[1] ** 2)) for k in rep.layers)
         torch.autograd.grad(loss, x0)
 
-    bare_s = median_time(bare, warmup=3, repeats=20)
-    per_eval = ours_s / evals
+    last = dict(net.named_modules())[MOBILENET_TEXTURE_LAYERS[-1]]
+    bare_s, per_eval = float("inf"), float("inf")
+    for _ in range(3):
+        bare_s = min(bare_s, median_time(bare, warmup=2, repeats=10))
+        calls[0] = 0
+        handle = last.register_forward_hook(count)
+        res = pyinvert.texture(source, net, steps=steps, progress=False, seeds=[0])
+        handle.remove()
+        evals = calls[0]
+        if res.seconds / evals < per_eval:
+            per_eval, ours_s = res.seconds / evals, res.seconds
+    ours_it = int(torch.isfinite(res.loss_history).sum())
+    ours_loss = float(pyinvert.io.last_finite(res.loss_history)[0])
     overhead = per_eval / bare_s - 1.0
     tell_s = lbfgs_tell_seconds(3 * S * S)
 
