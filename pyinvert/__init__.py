@@ -2,9 +2,10 @@
 
 Fused C++/CUDA kernels for the image priors (TV_beta, alpha-norm) and for differentiable HOG
 and dense SIFT that equal VLFeat's, with pure-PyTorch references beside them; one batched
-engine for inversion (:func:`invert`), activation maximization, caricatures, DeepDream and
-invariance maps of any representation: HOG, DSIFT, CNN layers (:mod:`pyinvert.models`: an
-offline model zoo), your own ``nn.Module`` or function.
+engine for inversion (:func:`invert`), activation maximization, caricatures, DeepDream,
+texture synthesis (:func:`texture`), style transfer (:func:`style_transfer`) and invariance
+maps of any representation: HOG, DSIFT, CNN layers (:mod:`pyinvert.models`: an offline
+model zoo), your own ``nn.Module`` or function.
 
 The package tree is the architecture: ``features/`` (the ops), ``reference/`` (their
 pure-PyTorch oracles), ``priors/``, ``representations/`` (the protocol and its Code),
@@ -30,6 +31,8 @@ from pyinvert.tasks.dream import dream
 from pyinvert.tasks.invariance import InvarianceResult, invariance_map
 from pyinvert.tasks.inversion import InversionResult, invert
 from pyinvert.tasks.result import Result
+from pyinvert.tasks.style import StyleResult, style_transfer
+from pyinvert.tasks.texture import TextureResult, texture
 from pyinvert.tasks.visualization import VisualizationResult, actmax, visualize
 
 _compat.install()
@@ -45,6 +48,7 @@ __all__ = [
     # tasks and their results
     "invert", "InversionResult", "visualize", "actmax", "caricature", "dream",
     "invariance_map", "VisualizationResult", "InvarianceResult", "Result",
+    "texture", "TextureResult", "style_transfer", "StyleResult",
     # attribution
     "attribute", "AttributionResult", "top_patches",
     # how to run

@@ -34,14 +34,14 @@ from pyinvert.analysis import command as analysis_command
 from pyinvert.attribution import command as attribution_command
 from pyinvert.batch import command as batch_command
 from pyinvert.cli import (actmax, caricature, common, dream, invert, models,  # noqa: F401
-                          reproduce)
+                          reproduce, style, texture)
 
 #: The subcommands, in the order of ``pyinvert --help``.
 COMMANDS = {"invert": invert, "reproduce": reproduce, "actmax": actmax,
             "caricature": caricature, "dream": dream, "models": models,
             "batch": batch_command, "equivariance": analysis_command,
             "equivalence": analysis_command, "attribute": attribution_command,
-            "patches": attribution_command}
+            "patches": attribution_command, "texture": texture, "style": style}
 
 EPILOG = """\
 exit status: 0 all inputs done, 1 some input failed or an output could not be written,

@@ -34,8 +34,8 @@ References:
 The package, split by kind: :mod:`~pyinvert.objectives.base` (the algebra),
 :mod:`~pyinvert.objectives.inversion` (data terms against target codes),
 :mod:`~pyinvert.objectives.units` (activations, directions, caricatures, DeepDream),
-:mod:`~pyinvert.objectives.priors` (image priors). Style terms (Gram matrices of layers, as
-data: layer -> (loss, weight)) go in ``objectives/style.py``.
+:mod:`~pyinvert.objectives.priors` (image priors). :mod:`~pyinvert.objectives.style` (Gram
+matrices and feature maps of layers, as data: layer -> (target, weight)).
 """
 import torch  # noqa: F401 (doctest namespace)
 
@@ -44,7 +44,10 @@ from pyinvert.objectives.inversion import Inversion, feature_distance, inversion
 from pyinvert.objectives.priors import AlphaNorm, ImagePrior, TotalVariation
 from pyinvert.objectives.units import (Activation, Caricature, ClassLogProbability, DeepDream,
                                        Direction)
+from pyinvert.objectives.style import (ContentLoss, Gram, StyleLoss, gram_matrix,
+                                       gram_parameter_count)
 
 __all__ = ["Objective", "Scaled", "Sum", "Weight", "Inversion", "feature_distance",
            "inversion_objective", "ImagePrior", "TotalVariation", "AlphaNorm", "Activation",
-           "Caricature", "ClassLogProbability", "DeepDream", "Direction"]
+           "Caricature", "ClassLogProbability", "DeepDream", "Direction",
+           "Gram", "StyleLoss", "ContentLoss", "gram_matrix", "gram_parameter_count"]

@@ -4,7 +4,8 @@ It runs an objective (:mod:`pyinvert.objectives`) over rows = images x restarts,
 each row seeded on its own (its result does not depend on its batch-mates), from noise (the
 recipe's initialization) or from given images placed at the centre of the jitter canvas (as
 nnpreimage's ``initialImage``), with the recipe's schedule and update rule
-(:func:`pyinvert.optim.loop.optimize`: per-row NaN freezing, callback, progress bar).
+(:func:`pyinvert.optim.loop.optimize`: per-row NaN freezing, callback, progress bar; or
+:func:`pyinvert.optim.lbfgs_loop.optimize` for ``recipe.optimizer == "lbfgs"``).
 """
 import math
 import time
@@ -16,6 +17,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from pyinvert.objectives import Objective
+from pyinvert.optim import lbfgs_loop
 from pyinvert.optim.loop import optimize
 from pyinvert.optim.parameterizations import PixelCanvas, _quantile, init_rows  # noqa: F401
 from pyinvert.optim.recipes import Recipe
@@ -157,7 +159,8 @@ def run(objective: Objective, representation, rec: Recipe, *, B: int, R: int, im
             obj = objective.select(rows)
             lr_scale = torch.full((n,), param.lr_scale(sc["lr_mult"], rec), device=dev,
                                   dtype=dtype)
-            hist, mhist, active, stopped = optimize(
+            loop = lbfgs_loop.optimize if rec.optimizer == "lbfgs" else optimize
+            hist, mhist, active, stopped = loop(
                 x, step_objective(obj), rec, image_size=(H, W), lr_scale=lr_scale,
                 generators=gens, progress=bar, callback=callback, to_image=to_image)
             if to_image is not None:

@@ -46,6 +46,8 @@ from pyinvert.representations.registry import as_representation
 
 #: Names accepted by :func:`get_recipe`.
 RECIPES = ("cvpr2015", "ijcv2016")
+#: The update rules (``Recipe.optimizer``); "lbfgs" is :mod:`pyinvert.optim.lbfgs_loop`.
+OPTIMIZERS = ("momentum", "adagrad_momentum", "normalized", "lbfgs")
 #: The visualization recipes (activation maximization, caricatures, DeepDream).
 VISUALIZATION_RECIPES = ("actmax", "caricature", "dream")
 
@@ -97,8 +99,9 @@ class Recipe:
     Attributes:
         name: the recipe's name.
         stages: the learning-rate schedule, a tuple of :class:`Stage`.
-        optimizer: "momentum" (CVPR 2015), "adagrad_momentum" (IJCV 2016) or "normalized"
-            (DeepDream: ``x -= lr g / mean|g|`` per image).
+        optimizer: "momentum" (CVPR 2015), "adagrad_momentum" (IJCV 2016), "normalized"
+            (DeepDream: ``x -= lr g / mean|g|`` per image) or "lbfgs" (per-row L-BFGS:
+            :mod:`pyinvert.optim.lbfgs_loop`; no jitter, no bound, the stages' lrs unused).
         momentum: momentum (and AdaGrad decay) factor.
         reset_momentum: zero the momentum (and the AdaGrad accumulator) when the lr changes.
         data_weight: C, the weight of the normalized data term (float or Tensor[B]).
@@ -321,9 +324,9 @@ def get_recipe(recipe="cvpr2015", representation=None, **overrides) -> Recipe:
         overrides["stages"] = tuple(s if isinstance(s, Stage) else Stage(*s)
                                     for s in overrides["stages"])
     r = dataclasses.replace(base, **overrides)
-    if r.optimizer not in ("momentum", "adagrad_momentum", "normalized"):
+    if r.optimizer not in OPTIMIZERS:
         raise ValueError(f"get_recipe: expected optimizer in ('momentum', 'adagrad_momentum', "
-                         f"'normalized'), got {r.optimizer!r}")
+                         f"'normalized', 'lbfgs'), got {r.optimizer!r}")
     if r.prior_normalization not in ("sigma2", "pixels"):
         raise ValueError(f"get_recipe: expected prior_normalization in ('sigma2', 'pixels'), "
                          f"got {r.prior_normalization!r}")

@@ -1,0 +1,252 @@
+"""Texture synthesis and style transfer on MobileNetV2: seconds per step against a pure-PyTorch
+implementation of the same recipe, the engine's overhead over the network's forward+backward,
+and a 4-weight style sweep batched versus four runs.
+
+* reference: the PyTorch tutorial's structure (loss modules attached to the network's layers,
+  here as forward hooks since MobileNetV2 is not a plain Sequential; the corrected layers:
+  our post-ReLU6 defaults, average over positions, 1/(4 N^2) weighting) driven by
+  ``torch.optim.LBFGS`` (strong Wolfe, history 10) on one image. Checked first: its loss at
+  a random image equals :class:`pyinvert.objectives.Gram`'s.
+* seconds per step: wall time / L-BFGS iterations, and wall time / closure evaluations
+  (the line search may evaluate more than once per iteration: the fair unit).
+* engine overhead: pyinvert.texture's seconds per evaluation over the bare evaluation it
+  makes (the network's forward to the last layer with hooks, the Gram loss, one backward),
+  timed alone with the same batch: what the engine adds (code flattening and splitting,
+  the per-row L-BFGS arithmetic, histories) in percent.
+* sweep: style_transfer with style_weight = Tensor[4] (one batch of 4 rows) versus four
+  calls with one weight each.
+
+    python bench/bench_texture.py [--sizes 96,224] [--steps 40] [--threads 1]
+"""
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import median_time, print_table, write_results  # noqa: E402
+
+import pyinvert  # noqa: E402
+from pyinvert import io, models  # noqa: E402
+from pyinvert.cli.common import fit  # noqa: E402
+from pyinvert.data import sample_path  # noqa: E402
+from pyinvert.objectives import Gram, gram_matrix  # noqa: E402
+from pyinvert.optim.lbfgs import LBFGS  # noqa: E402
+from pyinvert.tasks.texture import MOBILENET_TEXTURE_LAYERS, make_cnn  # noqa: E402
+
+
+def photo(name, size):
+    t = io.load_image(sample_path(name)).float()
+    return fit(t.expand(3, -1, -1) if t.shape[0] == 1 else t[:3], size)[None]
+
+
+class _Stop(Exception):
+    pass
+
+
+class TutorialTexture:
+    """The tutorial's way: a loss per layer, computed by hooks during the network's forward,
+    which ends at the last loss layer (the tutorial trims the network there)."""
+
+    def __init__(self, model, layers, source):
+        self.model = model
+        modules = dict(model.named_modules())
+        self.layers = layers
+        self.losses = {}
+        self.targets = {}
+        self._capture = True
+        self.handles = [modules[name].register_forward_hook(self._hook(name))
+                        for name in layers]
+        self.mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+        self.std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+        with torch.no_grad():
+            self._forward(source)
+        self._capture = False
+
+    def _hook(self, name):
+        def hook(module, inputs, output):
+            G = gram_matrix(output)
+            if self._capture:
+                self.targets[name] = G.detach()
+            else:
+                N = G.shape[1]
+                self.losses[name] = ((G - self.targets[name]) ** 2).sum() / (4 * N * N)
+            if name == self.layers[-1]:
+                raise _Stop
+        return hook
+
+    def _forward(self, image):
+        try:
+            self.model((image - self.mean) / self.std)
+        except _Stop:
+            pass
+
+    def close(self):
+        for h in self.handles:
+            h.remove()
+
+    def loss(self, image):
+        self._forward(image)
+        return sum(self.losses.values())
+
+
+def reference_run(model, source, steps, seed):
+    ref = TutorialTexture(model, list(MOBILENET_TEXTURE_LAYERS), source)
+    g = torch.Generator().manual_seed(seed)
+    img = (source.mean() + 0.18 * (2 * torch.rand(source.shape, generator=g) - 1))
+    img.requires_grad_(True)
+    opt = torch.optim.LBFGS([img], lr=1.0, max_iter=steps, history_size=10,
+                            line_search_fn="strong_wolfe", tolerance_grad=0.0,
+                            tolerance_change=1e-12)
+    evals = [0]
+
+    def closure():
+        opt.zero_grad()
+        loss = ref.loss(img)
+        loss.backward()
+        evals[0] += 1
+        return loss
+
+    t0 = time.perf_counter()
+    opt.step(closure)
+    seconds = time.perf_counter() - t0
+    iters = opt.state[opt._params[0]]["n_iter"]
+    final = float(ref.loss(img.detach()))
+    ref.close()
+    return seconds, iters, evals[0], final
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", default="96,224", help="image sizes (default: %(default)s)")
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    net = models.load_model("mobilenet_v2", "imagenet", download=False)
+    sizes = [int(v) for v in args.sizes.split(",")]
+    runs = [measure(net, S, args.steps) for S in sizes]
+    write_results("texture", {
+        "command": f"python bench/bench_texture.py --sizes {args.sizes} --steps {args.steps} "
+                   f"--threads {args.threads}",
+        "steps": args.steps, "layers": list(MOBILENET_TEXTURE_LAYERS), "runs": runs})
+
+
+def lbfgs_tell_seconds(D: int) -> float:
+    """Seconds of one ask/tell of the per-row L-BFGS (history 10, one row of D values) on a
+    quadratic: the L-BFGS arithmetic the engine adds to each evaluation."""
+    A = torch.rand(D, generator=torch.Generator().manual_seed(0)) + 0.5
+    opt = LBFGS(torch.randn(1, D), max_iter=10 ** 6, max_eval=10 ** 6, history_size=10,
+                tolerance_grad=0.0, tolerance_change=0.0)
+
+    def step():
+        z = opt.ask()
+        opt.tell((A * z * z).sum(1), 2 * A * z)
+
+    return median_time(step, warmup=20, repeats=40)
+
+
+def measure(net, S, steps):
+    """One size's numbers (printed, and returned for the JSON)."""
+    source = photo("chelsea", S)
+
+    # agreement: the tutorial's loss equals the Gram objective at a random image
+    rep = make_cnn(net, MOBILENET_TEXTURE_LAYERS, None, None, "mobilenet_v2")
+    x = torch.rand(1, 3, S, S, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        src_maps = rep.layer_outputs(rep.preprocess(source))
+        shapes = {k: tuple(v.shape[1:]) for k, v in src_maps.items()}
+        ours = Gram.from_maps(src_maps, shapes=shapes)(rep(rep.preprocess(x)), None)
+        ref = TutorialTexture(net, list(MOBILENET_TEXTURE_LAYERS), source)
+        theirs = ref.loss(x)
+    ref.close()
+    assert torch.allclose(ours, theirs.reshape(1), rtol=1e-4), (ours, theirs)
+
+    # pure PyTorch (tutorial) vs pyinvert.texture, one image, the same steps
+    ref_s, ref_it, ref_ev, ref_loss = reference_run(net, source, steps, 0)
+    calls = [0]
+
+    def count(module, inputs, output):  # the engine's evaluations are the calls with grad
+        calls[0] += bool(output.requires_grad)
+
+    # engine overhead: its seconds per evaluation over the bare evaluation it makes, each
+    # the fastest of 3 interleaved measurements (the machine is shared)
+    with torch.no_grad():
+        term = Gram.from_maps(src_maps, shapes=shapes)
+    x0 = rep.preprocess(torch.rand(1, 3, S, S)).requires_grad_(True)
+
+    def bare():
+        out = rep.layer_outputs(x0)  # the network to the last layer, hooks
+        loss = sum(((gram_matrix(out[k]) - term.targets[k]) ** 2).sum() * (
+            term.weights[k] / (4 * term.targets[k].shape[1] ** 2)) for k in rep.layers)
+        torch.autograd.grad(loss, x0)
+
+    last = dict(net.named_modules())[MOBILENET_TEXTURE_LAYERS[-1]]
+    bare_s, per_eval = float("inf"), float("inf")
+    for _ in range(3):
+        bare_s = min(bare_s, median_time(bare, warmup=2, repeats=10))
+        calls[0] = 0
+        handle = last.register_forward_hook(count)
+        res = pyinvert.texture(source, net, steps=steps, progress=False, seeds=[0])
+        handle.remove()
+        evals = calls[0]
+        if res.seconds / evals < per_eval:
+            per_eval, ours_s = res.seconds / evals, res.seconds
+    ours_it = int(torch.isfinite(res.loss_history).sum())
+    ours_loss = float(pyinvert.io.last_finite(res.loss_history)[0])
+    overhead = per_eval / bare_s - 1.0
+    tell_s = lbfgs_tell_seconds(3 * S * S)
+
+    # sweep: 4 style weights batched vs 4 runs
+    content, style = photo("chelsea", S), photo("coffee", S)
+    ws = [1e1, 1e2, 1e3, 1e4]
+    t0 = time.perf_counter()
+    sweep = pyinvert.style_transfer(content, style, net, style_weight=torch.tensor(ws),
+                                    steps=steps, progress=False)
+    batched_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    singles = [pyinvert.style_transfer(content, style, net, style_weight=w, steps=steps,
+                                       progress=False) for w in ws]
+    four_s = time.perf_counter() - t0
+
+    rows = [
+        {"what": "reference (torch.optim.LBFGS, hooks)", "seconds": ref_s, "iterations": ref_it,
+         "evaluations": ref_ev, "s_per_iter": ref_s / max(ref_it, 1),
+         "s_per_eval": ref_s / max(ref_ev, 1), "final_loss": ref_loss},
+        {"what": "pyinvert.texture (per-row L-BFGS)", "seconds": ours_s, "iterations": ours_it,
+         "evaluations": evals, "s_per_iter": ours_s / max(ours_it, 1), "s_per_eval": per_eval,
+         "final_loss": ours_loss},
+    ]
+    print_table(rows, ["what", "seconds", "iterations", "evaluations", "s_per_iter",
+                       "s_per_eval", "final_loss"])
+    print(f"bare evaluation {bare_s * 1e3:.2f} ms, engine {per_eval * 1e3:.2f} ms per "
+          f"evaluation: overhead {100 * overhead:.1f}% (of which the L-BFGS ask/tell "
+          f"{tell_s * 1e3:.2f} ms = {100 * tell_s / bare_s:.1f}%)")
+    print(f"4-weight sweep: batched {batched_s:.2f} s, four runs {four_s:.2f} s "
+          f"({four_s / batched_s:.2f}x)")
+    sweep_rows = [{"style_weight": w, "mean_gram_error": float(sweep.gram_error[i].mean()),
+                   "content_error": float(sweep.content_error[i]),
+                   "alone_mean_gram_error": float(singles[i].gram_error[0].mean()),
+                   "alone_content_error": float(singles[i].content_error[0])}
+                  for i, w in enumerate(ws)]
+    print_table(sweep_rows, list(sweep_rows[0]))
+    print(f"-- {S} px above --")
+    return {
+        "size": S, "agreement": {"gram_objective": float(ours), "tutorial": float(theirs)},
+        "texture": rows,
+        "speed_ratio_per_eval_reference_over_ours": rows[0]["s_per_eval"] / per_eval,
+        "speed_ratio_per_iter_reference_over_ours": rows[0]["s_per_iter"] /
+        rows[1]["s_per_iter"],
+        "engine": {"bare_evaluation_s": bare_s, "engine_s_per_evaluation": per_eval,
+                   "overhead_percent": 100 * overhead, "lbfgs_tell_s": tell_s,
+                   "lbfgs_tell_percent": 100 * tell_s / bare_s},
+        "sweep": {"batched_s": batched_s, "four_runs_s": four_s,
+                  "speedup": four_s / batched_s, "rows": sweep_rows},
+    }
+
+
+if __name__ == "__main__":
+    main()
