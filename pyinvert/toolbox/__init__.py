@@ -1,0 +1,7 @@
+"""The visualization toolbox beside inversion: a layer's filters (:func:`filters`), nearest
+neighbours and embeddings of a gallery in a representation's space (:func:`neighbors`,
+:func:`embed`), fooling images (:func:`fool`) and Efros & Leung's non-parametric texture
+synthesis (:func:`texture_nonparametric`)."""
+from pyinvert.toolbox.filters import FiltersResult, filters, stretch_filters
+
+__all__ = ["filters", "FiltersResult", "stretch_filters"]
