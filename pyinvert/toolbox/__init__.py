@@ -2,6 +2,9 @@
 neighbours and embeddings of a gallery in a representation's space (:func:`neighbors`,
 :func:`embed`), fooling images (:func:`fool`) and Efros & Leung's non-parametric texture
 synthesis (:func:`texture_nonparametric`)."""
+from pyinvert.toolbox.embed import EmbedResult, embed, thumbnail_scatter
 from pyinvert.toolbox.filters import FiltersResult, filters, stretch_filters
+from pyinvert.toolbox.neighbors import NeighborsResult, knn, neighbors
 
-__all__ = ["filters", "FiltersResult", "stretch_filters"]
+__all__ = ["filters", "FiltersResult", "stretch_filters", "neighbors", "NeighborsResult",
+           "knn", "embed", "EmbedResult", "thumbnail_scatter"]
