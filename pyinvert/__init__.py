@@ -28,6 +28,10 @@ from pyinvert.tasks.invariance import InvarianceResult, invariance_map
 from pyinvert.tasks.inversion import InversionResult, invert
 from pyinvert.tasks.result import Result
 from pyinvert.tasks.visualization import VisualizationResult, actmax, visualize
+# the toolbox: filters, neighbours and embeddings, fooling images, non-parametric textures
+from pyinvert.toolbox import (EmbedResult, FiltersResult, FoolResult, NeighborsResult,
+                              NonparametricResult, embed, filters, fool, neighbors,
+                              texture_nonparametric)
 
 _compat.install()
 
@@ -42,6 +46,9 @@ __all__ = [
     # tasks and their results
     "invert", "InversionResult", "visualize", "actmax", "caricature", "dream",
     "invariance_map", "VisualizationResult", "InvarianceResult", "Result",
+    # the toolbox and its results
+    "filters", "neighbors", "embed", "fool", "texture_nonparametric", "FiltersResult",
+    "NeighborsResult", "EmbedResult", "FoolResult", "NonparametricResult",
     # how to run
     "RunOptions", "PixelCanvas", "FourierImage",
     # sub-packages

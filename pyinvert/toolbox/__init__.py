@@ -4,7 +4,12 @@ neighbours and embeddings of a gallery in a representation's space (:func:`neigh
 synthesis (:func:`texture_nonparametric`)."""
 from pyinvert.toolbox.embed import EmbedResult, embed, thumbnail_scatter
 from pyinvert.toolbox.filters import FiltersResult, filters, stretch_filters
+from pyinvert.toolbox.fooling import FoolResult, Normalized, fool, project
 from pyinvert.toolbox.neighbors import NeighborsResult, knn, neighbors
+from pyinvert.toolbox.nonparametric import (NonparametricResult, gaussian_window,
+                                            texture_nonparametric)
 
 __all__ = ["filters", "FiltersResult", "stretch_filters", "neighbors", "NeighborsResult",
-           "knn", "embed", "EmbedResult", "thumbnail_scatter"]
+           "knn", "embed", "EmbedResult", "thumbnail_scatter", "fool", "FoolResult",
+           "Normalized", "project", "texture_nonparametric", "NonparametricResult",
+           "gaussian_window"]

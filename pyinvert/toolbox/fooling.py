@@ -92,6 +92,10 @@ class FoolResult:
         return written
 
 
+#: The usual linf budget: 8 grey levels of 255.
+DEFAULT_EPS = 8 / 255
+
+
 class Normalized(nn.Module):
     """``model((images - mean) / std)``: a network of normalized inputs as one of [0, 1]
     images (what attack libraries take)."""
@@ -127,7 +131,7 @@ def project(delta: Tensor, eps: float, norm: str) -> Tensor:
     return delta * (eps / n).clamp(max=1.0)
 
 
-def fool(images, model: Union[nn.Module, str], target, eps: float = 8 / 255, steps: int = 20,
+def fool(images, model: Union[nn.Module, str], target, eps: float = DEFAULT_EPS, steps: int = 20,
          norm: str = "linf", *, step_size: Optional[float] = None, normalize: bool = True,
          early_stop: bool = True, random_start: bool = False,
          generator: Optional[torch.Generator] = None, device=None) -> FoolResult:
@@ -142,7 +146,7 @@ def fool(images, model: Union[nn.Module, str], target, eps: float = 8 / 255, ste
         model: a classifier returning logits (B, K), e.g. :func:`pyinvert.models.load_model`,
             or a zoo name (its ImageNet weights).
         target: the target class: an int, or one per image.
-        eps: the ball's radius in [0, 1] pixels. Default: 8 / 255.
+        eps: the ball's radius in [0, 1] pixels. Default: DEFAULT_EPS (8 / 255).
         steps: gradient steps at most. Default: 20.
         norm: "linf" or "l2". Default: "linf".
         step_size: the step ``a``; None for 2.5 eps / steps (Madry et al.). Default: None.
