@@ -33,12 +33,14 @@ from pyinvert.analysis import command as analysis_command
 from pyinvert.batch import command as batch_command
 from pyinvert.cli import (actmax, caricature, common, dream, invert, models,  # noqa: F401
                           reproduce)
+from pyinvert.cli import embed, filters, fool, neighbors  # the toolbox's subcommands
 
 #: The subcommands, in the order of ``pyinvert --help``.
 COMMANDS = {"invert": invert, "reproduce": reproduce, "actmax": actmax,
             "caricature": caricature, "dream": dream, "models": models,
             "batch": batch_command, "equivariance": analysis_command,
             "equivalence": analysis_command}
+COMMANDS.update(filters=filters, neighbors=neighbors, embed=embed, fool=fool)  # the toolbox
 
 EPILOG = """\
 exit status: 0 all inputs done, 1 some input failed or an output could not be written,
