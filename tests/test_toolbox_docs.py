@@ -11,6 +11,7 @@ from tests.test_docs import documented_defaults
 
 MODULES = ["pyinvert.toolbox.filters", "pyinvert.toolbox.neighbors", "pyinvert.toolbox.embed",
            "pyinvert.toolbox.fooling", "pyinvert.toolbox.nonparametric"]
+DOCUMENTED = ["filters", "neighbors", "embed", "fool", "texture_nonparametric"]
 
 
 @pytest.mark.parametrize("module", MODULES)
@@ -20,10 +21,12 @@ def test_doctests(module):
     assert result.attempted > 0 and result.failed == 0
 
 
-@pytest.mark.parametrize("name", ["filters", "neighbors", "embed", "fool",
-                                  "texture_nonparametric"])
+@pytest.mark.parametrize("name", DOCUMENTED + ["toolbox.actmax_yosinski",
+                                               "toolbox.multifaceted"])
 def test_every_argument_with_a_default_documents_it(name):
-    fn = getattr(pyinvert, name)
+    fn = pyinvert
+    for part in name.split("."):
+        fn = getattr(fn, part)
     documented = documented_defaults(inspect.getdoc(fn))
     for arg, p in inspect.signature(fn).parameters.items():
         if p.default is not inspect.Parameter.empty:
