@@ -156,3 +156,14 @@ def test_errors(tmp_path):
         pyinvert.embed(x[:2], space="pixel", size=None)
     with pytest.raises(ValueError, match=r"embed: expected method in \('tsne', 'pca'\)"):
         pyinvert.embed(x, space="pixel", method="umap")
+
+
+def test_faiss_backend_equals_the_exact_search():
+    pytest.importorskip("faiss")
+    gen = torch.Generator().manual_seed(5)
+    g, q = torch.rand(40, 3, 6, 6, generator=gen), torch.rand(3, 3, 6, 6, generator=gen)
+    exact = pyinvert.neighbors(q, g, k=4, space="pixel", size=None, backend="exact")
+    fast = pyinvert.neighbors(q, g, k=4, space="pixel", size=None, backend="faiss")
+    assert fast.settings["backend"] == "faiss" and exact.settings["backend"] == "exact"
+    assert torch.equal(fast.indices, exact.indices)
+    assert torch.allclose(fast.distances, exact.distances, atol=1e-4)
