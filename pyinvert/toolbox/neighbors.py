@@ -1,6 +1,6 @@
 """Nearest neighbours of query images in a gallery, in a representation's feature space or in
-pixel space: exact search by chunked matrix products (faiss, when installed, for large
-galleries)."""
+pixel space: exact search by matrix products, streamed over the gallery's encoding batches
+(faiss, when installed, for large galleries)."""
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
@@ -23,37 +23,61 @@ except ImportError:  # pragma: no cover (faiss is not a dependency)
 FAISS_MIN_GALLERY = 50_000
 
 
+class TopK:
+    """The running exact k nearest neighbours of fixed queries [Q, D] over gallery blocks
+    added in order (memory: one block's distances and Q x k), by Euclidean distance
+    ``|q|^2 + |g|^2 - 2 q.g`` in float64; ties keep the lower gallery index."""
+
+    def __init__(self, queries: Tensor, k: int):
+        self.q = queries.double()
+        self.qq = (self.q * self.q).sum(1, keepdim=True)
+        self.k, self.seen = k, 0
+        Q = queries.shape[0]
+        self.d2 = torch.full((Q, 0), float("inf"), dtype=torch.float64)
+        self.i = torch.zeros((Q, 0), dtype=torch.long)
+
+    def add(self, block: Tensor) -> None:
+        g = block.double()
+        d2 = (self.qq + (g * g).sum(1)[None] - 2 * self.q @ g.T).clamp_min(0)
+        idx = torch.arange(self.seen, self.seen + g.shape[0]).expand(self.q.shape[0], -1)
+        self.seen += g.shape[0]
+        cat_d, cat_i = torch.cat([self.d2, d2], 1), torch.cat([self.i, idx], 1)
+        # Stable on (distance, index): the kept ones (lower indices) come first.
+        top = torch.sort(cat_d, dim=1, stable=True).indices[:, :self.k]
+        self.d2, self.i = cat_d.gather(1, top), cat_i.gather(1, top)
+
+    def result(self):
+        """(distances [Q, k] float32, indices [Q, k]), nearest first."""
+        return self.d2.sqrt().float(), self.i
+
+
 def knn(queries: Tensor, gallery: Tensor, k: int, chunk: int = 4096):
-    """Exact k nearest neighbours by Euclidean distance: ``|q|^2 + |g|^2 - 2 q.g`` over gallery
-    chunks of ``chunk`` rows (memory Q x chunk), merged top-k by top-k.
+    """Exact k nearest neighbours by Euclidean distance over gallery chunks of ``chunk`` rows
+    (:class:`TopK`).
 
     Returns:
         (distances [Q, k], indices [Q, k]), nearest first (ties: the lower index first).
     """
-    Q, N = queries.shape[0], gallery.shape[0]
-    k = min(k, N)
-    q = queries.double()
-    qq = (q * q).sum(1, keepdim=True)
-    best_d = torch.full((Q, 0), float("inf"), dtype=torch.float64)
-    best_i = torch.zeros((Q, 0), dtype=torch.long)
-    for start in range(0, N, chunk):
-        g = gallery[start:start + chunk].double()
-        d2 = (qq + (g * g).sum(1)[None] - 2 * q @ g.T).clamp_min(0)
-        idx = torch.arange(start, start + g.shape[0]).expand(Q, -1)
-        cat_d, cat_i = torch.cat([best_d, d2], 1), torch.cat([best_i, idx], 1)
-        # Stable on (distance, index): sort indices first, then a stable sort on distance.
-        order = torch.argsort(cat_i, 1)
-        cat_d, cat_i = cat_d.gather(1, order), cat_i.gather(1, order)
-        top = torch.sort(cat_d, dim=1, stable=True).indices[:, :k]
-        best_d, best_i = cat_d.gather(1, top), cat_i.gather(1, top)
-    return best_d.sqrt().float(), best_i
+    top = TopK(queries, min(k, gallery.shape[0]))
+    for start in range(0, gallery.shape[0], chunk):
+        top.add(gallery[start:start + chunk])
+    return top.result()
 
 
-def _faiss_knn(queries: Tensor, gallery: Tensor, k: int):
-    index = faiss.IndexFlatL2(gallery.shape[1])
-    index.add(np.ascontiguousarray(gallery.numpy(), dtype=np.float32))
-    d2, idx = index.search(np.ascontiguousarray(queries.numpy(), dtype=np.float32), k)
-    return torch.from_numpy(d2).clamp_min(0).sqrt(), torch.from_numpy(idx).long()
+class FaissTopK:
+    """The same over a faiss ``IndexFlatL2`` (exact L2, float32) that the blocks are added
+    to."""
+
+    def __init__(self, queries: Tensor, k: int):
+        self.q = np.ascontiguousarray(queries.numpy(), dtype=np.float32)
+        self.k, self.index = k, faiss.IndexFlatL2(queries.shape[1])
+
+    def add(self, block: Tensor) -> None:
+        self.index.add(np.ascontiguousarray(block.numpy(), dtype=np.float32))
+
+    def result(self):
+        d2, idx = self.index.search(self.q, self.k)
+        return torch.from_numpy(d2).clamp_min(0).sqrt(), torch.from_numpy(idx).long()
 
 
 @dataclass
@@ -126,7 +150,8 @@ def neighbors(queries, gallery, representation=None, k: int = 5, space: str = "f
         cache_dir: a folder caching the gallery's codes (one file per image, keyed by the
             representation's config and the image's hash); None: no cache. Default: None.
         device: where the representation runs; None for the CPU. Default: None.
-        chunk: gallery rows per distance block of the exact search. Default: 4096.
+        chunk: at most this many gallery rows per distance block (the blocks are the
+            encoding batches). Default: 4096.
         backend: "exact", "faiss" or "auto" (faiss for galleries of at least
             FAISS_MIN_GALLERY images when it is installed). Default: "auto".
 
@@ -156,21 +181,26 @@ def neighbors(queries, gallery, representation=None, k: int = 5, space: str = "f
             rep = rep.to(device)
     else:
         rep = None
+    check_int(batch_size, "batch_size", fn)
+    check_int(chunk, "chunk", fn)
     qsrc, gsrc = Source(queries, size, fn), Source(gallery, size, fn)
     encoder = Encoder(rep, space, normalize, device, cache_dir)
-    gcodes = encoder.encode_source(gsrc, batch_size)
     qimages = qsrc.load(range(len(qsrc)))
     qcodes = Encoder(rep, space, normalize, device).encode(qimages)
-    if qcodes.shape[1] != gcodes.shape[1]:
-        raise ValueError(f"{fn}: the queries' codes have {qcodes.shape[1]} values and the "
-                         f"gallery's {gcodes.shape[1]}; give size= so that the images agree")
     use_faiss = faiss is not None and (backend == "faiss" or (
         backend == "auto" and len(gsrc) >= FAISS_MIN_GALLERY))
     k_eff = min(k, len(gsrc))
-    if use_faiss:
-        distances, indices = _faiss_knn(qcodes, gcodes, k_eff)
-    else:
-        distances, indices = knn(qcodes, gcodes, k_eff, chunk)
+    # Streamed: each batch of gallery codes is searched and dropped (memory: one batch).
+    top = (FaissTopK if use_faiss else TopK)(qcodes, k_eff)
+    step = min(batch_size, chunk)
+    for start in range(0, len(gsrc), step):
+        codes = encoder.encode(gsrc.load(range(start, min(start + step, len(gsrc)))))
+        if codes.shape[1] != qcodes.shape[1]:
+            raise ValueError(f"{fn}: the queries' codes have {qcodes.shape[1]} values and the "
+                             f"gallery's {codes.shape[1]}; give size= so that the images "
+                             f"agree")
+        top.add(codes)
+    distances, indices = top.result()
     flat = gsrc.load(indices.flatten().tolist())
     shown = flat.reshape(indices.shape[0], k_eff, *flat.shape[1:])
     settings = {"space": space, "k": k_eff, "normalize": normalize, "size": size,
