@@ -8,8 +8,9 @@ import torch
 from torch import nn
 
 import pyinvert
+from pyinvert.toolbox.multifaceted import actmax_yosinski
 from pyinvert.toolbox.regularizers import (YOSINSKI_SETS, YosinskiParams, YosinskiRegularizer,
-                                           actmax_yosinski, clip_small_contribution,
+                                           clip_small_contribution,
                                            clip_small_norm, gaussian_blur, l2_decay,
                                            yosinski_params)
 

@@ -5,9 +5,8 @@ synthesis (:func:`texture_nonparametric`); activation maximization regularized a
 al. (:func:`actmax_yosinski`, Table 1's four sets) and multifaceted (:func:`multifaceted`)."""
 from pyinvert.toolbox.embed import EmbedResult, embed, thumbnail_scatter
 from pyinvert.toolbox.filters import FiltersResult, filters, stretch_filters
-from pyinvert.toolbox.multifaceted import facet_starts, multifaceted
-from pyinvert.toolbox.regularizers import (YOSINSKI_SETS, YosinskiParams, YosinskiRegularizer,
-                                           actmax_yosinski)
+from pyinvert.toolbox.multifaceted import actmax_yosinski, facet_starts, multifaceted
+from pyinvert.toolbox.regularizers import YOSINSKI_SETS, YosinskiParams, YosinskiRegularizer
 from pyinvert.toolbox.fooling import FoolResult, Normalized, fool, project
 from pyinvert.toolbox.neighbors import NeighborsResult, knn, neighbors
 from pyinvert.toolbox.nonparametric import (NonparametricResult, gaussian_window,

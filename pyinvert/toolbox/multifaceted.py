@@ -3,7 +3,7 @@ the real images that activate a unit most are clustered in the representation's 
 (scikit-learn's k-means), each cluster's mean image starts one optimization, and a centre
 bias lets the image change first near its centre, the region spreading outwards over the
 iterations; Yosinski et al.'s regularizers act after every step."""
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from sklearn.cluster import KMeans
@@ -11,7 +11,7 @@ from torch import Tensor
 
 from pyinvert.objectives import Activation
 from pyinvert.representations import as_representation
-from pyinvert.tasks.visualization import VisualizationResult, visualize
+from pyinvert.tasks.visualization import VisualizationResult, actmax, visualize
 from pyinvert.toolbox.common import Source, check_int
 from pyinvert.toolbox.regularizers import (YosinskiParams, YosinskiRegularizer, yosinski_params,
                                            yosinski_recipe)
@@ -128,4 +128,48 @@ def multifaceted(images, representation, unit: int, k: int = 4, *, top: int = 15
     res.settings.update({"unit": unit, "k": k, "top": int(best.numel()),
                          "top_indices": best.tolist(), "clusters": labels.tolist(),
                          "centre_bias": centre_bias, "yosinski": dict(p.__dict__)})
+    return res
+
+
+def actmax_yosinski(representation, units, hyperparameters=3, *, image_size=224,
+                    objective: str = "activation", steps: Optional[int] = None,
+                    lr: Optional[float] = None, generator: Optional[torch.Generator] = None,
+                    callback: Optional[Callable] = None, progress: bool = False,
+                    **kwargs) -> VisualizationResult:
+    """Activation maximization regularized as Yosinski et al.: :func:`pyinvert.actmax` on the
+    recipe of one of Table 1's sets (:data:`YOSINSKI_SETS`), with the set's operators applied
+    after every step by :class:`YosinskiRegularizer`.
+
+    Args:
+        representation: a CNN layer (as :func:`pyinvert.actmax` takes).
+        units: channel / class indices.
+        hyperparameters: 1, 2, 3 or 4 (Table 1's sets; 3 made most of the paper's figures),
+            "yosinski1" ... "yosinski4", or a :class:`YosinskiParams`. Default: 3.
+        image_size: H = W of the images. Default: 224.
+        objective: "activation" (the paper's raw unit / class score) or "log_probability".
+            Default: "activation".
+        steps: iterations; None: the set's. Default: None.
+        lr: the learning rate (the "progress" policy's cap); None: the set's. Table 1's
+            constant 100 is for CaffeNet's 0-255 input; MobileNetV2's class scores have
+            smaller pixel gradients (measured at 96 px, 60 steps of set 3: lr 100 leaves
+            p(goldfish) = 0.001, lr 1e4 reaches 1.00). Default: None.
+        generator: seeds the initial noise. Default: None.
+        callback: a further per-step callback. Default: None.
+        progress: a progress bar. Default: False.
+        **kwargs: passed on to :func:`pyinvert.actmax` (neuron, device, dtype, ...).
+
+    Returns:
+        :func:`pyinvert.actmax`'s :class:`pyinvert.VisualizationResult`; its settings say
+        which set was used.
+    """
+    p = yosinski_params(hyperparameters)
+    if steps is not None or lr is not None:
+        p = YosinskiParams(**{**p.__dict__, "iterations": steps or p.iterations,
+                              "lr": lr or p.lr})
+    reg = YosinskiRegularizer(p, then=callback)
+    res = actmax(representation, units, image_size=image_size, recipe=yosinski_recipe(p),
+                 objective=objective, generator=generator, callback=reg, progress=progress,
+                 **kwargs)
+    res.settings["yosinski"] = {**p.__dict__, "set": hyperparameters
+                                if not isinstance(hyperparameters, YosinskiParams) else None}
     return res

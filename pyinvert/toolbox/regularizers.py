@@ -25,7 +25,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pyinvert.optim.recipes import Recipe, Stage
-from pyinvert.tasks.visualization import VisualizationResult, actmax
 
 
 def l2_decay(x: Tensor, decay: float) -> Tensor:
@@ -194,48 +193,5 @@ class YosinskiRegularizer:
 
 __all__ = ["l2_decay", "gaussian_blur", "gaussian_kernel", "clip_small_norm",
            "clip_small_contribution", "YosinskiParams", "YOSINSKI_SETS", "yosinski_recipe",
-           "YosinskiRegularizer", "yosinski_params", "actmax_yosinski"]
+           "YosinskiRegularizer", "yosinski_params", "engine_lr"]
 
-
-def actmax_yosinski(representation, units, hyperparameters=3, *, image_size=224,
-                    objective: str = "activation", steps: Optional[int] = None,
-                    lr: Optional[float] = None, generator: Optional[torch.Generator] = None,
-                    callback: Optional[Callable] = None, progress: bool = False,
-                    **kwargs) -> VisualizationResult:
-    """Activation maximization regularized as Yosinski et al.: :func:`pyinvert.actmax` on the
-    recipe of one of Table 1's sets (:data:`YOSINSKI_SETS`), with the set's operators applied
-    after every step by :class:`YosinskiRegularizer`.
-
-    Args:
-        representation: a CNN layer (as :func:`pyinvert.actmax` takes).
-        units: channel / class indices.
-        hyperparameters: 1, 2, 3 or 4 (Table 1's sets; 3 made most of the paper's figures),
-            "yosinski1" ... "yosinski4", or a :class:`YosinskiParams`. Default: 3.
-        image_size: H = W of the images. Default: 224.
-        objective: "activation" (the paper's raw unit / class score) or "log_probability".
-            Default: "activation".
-        steps: iterations; None: the set's. Default: None.
-        lr: the learning rate (the "progress" policy's cap); None: the set's. Table 1's
-            constant 100 is for CaffeNet's 0-255 input; MobileNetV2's class scores have
-            smaller pixel gradients (measured at 96 px, 60 steps of set 3: lr 100 leaves
-            p(goldfish) = 0.001, lr 1e4 reaches 1.00). Default: None.
-        generator: seeds the initial noise. Default: None.
-        callback: a further per-step callback. Default: None.
-        progress: a progress bar. Default: False.
-        **kwargs: passed on to :func:`pyinvert.actmax` (neuron, device, dtype, ...).
-
-    Returns:
-        :func:`pyinvert.actmax`'s :class:`pyinvert.VisualizationResult`; its settings say
-        which set was used.
-    """
-    p = yosinski_params(hyperparameters)
-    if steps is not None or lr is not None:
-        p = YosinskiParams(**{**p.__dict__, "iterations": steps or p.iterations,
-                              "lr": lr or p.lr})
-    reg = YosinskiRegularizer(p, then=callback)
-    res = actmax(representation, units, image_size=image_size, recipe=yosinski_recipe(p),
-                 objective=objective, generator=generator, callback=reg, progress=progress,
-                 **kwargs)
-    res.settings["yosinski"] = {**p.__dict__, "set": hyperparameters
-                                if not isinstance(hyperparameters, YosinskiParams) else None}
-    return res
