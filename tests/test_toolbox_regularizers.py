@@ -128,3 +128,20 @@ def test_multifaceted_starts_are_cluster_means_of_the_top_images():
     assert (r.measure_history[:, -1] > r.measure_history[:, 0]).all()
     with pytest.raises(ValueError, match="multifaceted: expected k <= top"):
         facet_starts(pool, rep, 2, k=7, top=6, size=None)
+
+
+def test_actmax_takes_the_regularizers_and_matches_the_wrapper():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(8, 4))
+    rep = pyinvert.CNN(net, "4")
+    p = dataclasses.replace(yosinski_params(3), lr=1e3, iterations=12)
+    a = pyinvert.actmax(rep, [1, 2], regularizers=p, image_size=20, objective="activation",
+                        progress=False, generator=torch.Generator().manual_seed(3))
+    b = actmax_yosinski(rep, [1, 2], p, image_size=20,
+                        generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a.images, b.images)
+    assert a.settings["recipe"]["name"] == "yosinski-custom" and a.settings["yosinski"]["lr"] == 1e3
+    plain = pyinvert.actmax(rep, [1, 2], image_size=20, steps=12, progress=False,
+                            objective="activation", generator=torch.Generator().manual_seed(3))
+    assert plain.settings["recipe"]["name"] == "actmax" and "yosinski" not in plain.settings

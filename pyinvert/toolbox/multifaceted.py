@@ -166,10 +166,9 @@ def actmax_yosinski(representation, units, hyperparameters=3, *, image_size=224,
     if steps is not None or lr is not None:
         p = YosinskiParams(**{**p.__dict__, "iterations": steps or p.iterations,
                               "lr": lr or p.lr})
-    reg = YosinskiRegularizer(p, then=callback)
-    res = actmax(representation, units, image_size=image_size, recipe=yosinski_recipe(p),
-                 objective=objective, generator=generator, callback=reg, progress=progress,
-                 **kwargs)
+    res = actmax(representation, units, image_size=image_size, regularizers=p,
+                 objective=objective, generator=generator, callback=callback,
+                 progress=progress, **kwargs)
     res.settings["yosinski"] = {**p.__dict__, "set": hyperparameters
                                 if not isinstance(hyperparameters, YosinskiParams) else None}
     return res
