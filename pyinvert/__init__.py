@@ -34,6 +34,10 @@ from pyinvert.tasks.result import Result
 from pyinvert.tasks.style import StyleResult, style_transfer
 from pyinvert.tasks.texture import TextureResult, texture
 from pyinvert.tasks.visualization import VisualizationResult, actmax, visualize
+# the toolbox: filters, neighbours and embeddings, fooling images, non-parametric textures
+from pyinvert.toolbox import (EmbedResult, FiltersResult, FoolResult, NeighborsResult,
+                              NonparametricResult, embed, filters, fool, neighbors,
+                              texture_nonparametric)
 
 _compat.install()
 
@@ -51,6 +55,9 @@ __all__ = [
     "texture", "TextureResult", "style_transfer", "StyleResult",
     # attribution
     "attribute", "AttributionResult", "top_patches",
+    # the toolbox and its results
+    "filters", "neighbors", "embed", "fool", "texture_nonparametric", "FiltersResult",
+    "NeighborsResult", "EmbedResult", "FoolResult", "NonparametricResult",
     # how to run
     "RunOptions", "PixelCanvas", "FourierImage",
     # sub-packages

@@ -35,13 +35,15 @@ from pyinvert.attribution import command as attribution_command
 from pyinvert.batch import command as batch_command
 from pyinvert.cli import (actmax, caricature, common, dream, invert, models,  # noqa: F401
                           reproduce, style, texture)
+from pyinvert.cli import embed, filters, fool, neighbors  # the toolbox's subcommands
 
 #: The subcommands, in the order of ``pyinvert --help``.
 COMMANDS = {"invert": invert, "reproduce": reproduce, "actmax": actmax,
             "caricature": caricature, "dream": dream, "models": models,
             "batch": batch_command, "equivariance": analysis_command,
             "equivalence": analysis_command, "attribute": attribution_command,
-            "patches": attribution_command, "texture": texture, "style": style}
+            "patches": attribution_command, "texture": texture, "style": style,
+            "filters": filters, "neighbors": neighbors, "embed": embed, "fool": fool}
 
 EPILOG = """\
 exit status: 0 all inputs done, 1 some input failed or an output could not be written,

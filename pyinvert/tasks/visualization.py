@@ -183,7 +183,7 @@ def actmax(representation, units, *, neuron=None, image_size=224, recipe="actmax
            weights="imagenet", backend: str = "fused", progress: bool = True,
            callback: Optional[Callable] = None, labels: Optional[Sequence[str]] = None,
            options: Optional[RunOptions] = None, parameterization=None,
-           **overrides) -> VisualizationResult:
+           regularizers=None, **overrides) -> VisualizationResult:
     r"""Activation maximization (IJCV 2016 eq. (4)): from noise, find images maximizing
     ``data_weight * a(x)`` plus the recipe's priors, one image per unit, all in one batch.
 
@@ -224,6 +224,12 @@ def actmax(representation, units, *, neuron=None, image_size=224, recipe="actmax
         labels: a label per unit (e.g. class names) for figures. Default: None.
         options: a :class:`pyinvert.optim.options.RunOptions`. Default: None.
         parameterization: what is optimized; None: the pixels. Default: None.
+        regularizers: Yosinski et al.'s regularized recipe instead of the IJCV one: 1, 2, 3
+            or 4 (Table 1's sets), "yosinski1" ... "yosinski4", or a
+            :class:`pyinvert.toolbox.YosinskiParams`; its operators (L2 decay, Gaussian blur,
+            clipping pixels of small norm / small contribution) act after every step, and
+            ``recipe`` is replaced by the set's (see :mod:`pyinvert.toolbox.regularizers`).
+            Default: None.
         **overrides: recipe fields.
 
     Returns:
@@ -245,6 +251,14 @@ def actmax(representation, units, *, neuron=None, image_size=224, recipe="actmax
     """
     fn = "actmax"
     units = _unit_list(units, fn)
+    if regularizers is not None:
+        # A real cycle: pyinvert.toolbox imports this module.
+        from pyinvert.toolbox import regularizers as _yosinski
+        params = _yosinski.yosinski_params(regularizers)
+        recipe = _yosinski.yosinski_recipe(params)
+        callback = _yosinski.YosinskiRegularizer(
+            params, then=callback if callback is not None or options is None
+            else options.callback)
     opts = RunOptions.resolve(fn, options, steps=steps, restarts=restarts,
                               batch_size=batch_size, generator=generator, seeds=seeds,
                               device=device, dtype=dtype, backend=backend, progress=progress,
@@ -303,6 +317,8 @@ def actmax(representation, units, *, neuron=None, image_size=224, recipe="actmax
             res.probabilities = prob.gather(-1, idx.view(-1, 1))[:, 0]
         res.probabilities = res.probabilities.cpu()
     res.labels = list(labels) if labels is not None else [str(u) for u in units]
+    if regularizers is not None:
+        res.settings["yosinski"] = dict(params.__dict__)
     res.settings.update({"units": units, "neuron": None if y is None else [y, x],
                          "data_weight": weight if not isinstance(weight, Tensor)
                          else weight.tolist(), "objective": objective})
