@@ -18,6 +18,7 @@ and a 4-weight style sweep batched versus four runs.
 
     python bench/bench_texture.py [--sizes 96,224] [--steps 40] [--threads 1]
 """
+
 import argparse
 import sys
 import time
@@ -58,8 +59,7 @@ class TutorialTexture:
         self.losses = {}
         self.targets = {}
         self._capture = True
-        self.handles = [modules[name].register_forward_hook(self._hook(name))
-                        for name in layers]
+        self.handles = [modules[name].register_forward_hook(self._hook(name)) for name in layers]
         self.mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
         self.std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
         with torch.no_grad():
@@ -76,6 +76,7 @@ class TutorialTexture:
                 self.losses[name] = ((G - self.targets[name]) ** 2).sum() / (4 * N * N)
             if name == self.layers[-1]:
                 raise _Stop
+
         return hook
 
     def _forward(self, image):
@@ -96,11 +97,17 @@ class TutorialTexture:
 def reference_run(model, source, steps, seed):
     ref = TutorialTexture(model, list(MOBILENET_TEXTURE_LAYERS), source)
     g = torch.Generator().manual_seed(seed)
-    img = (source.mean() + 0.18 * (2 * torch.rand(source.shape, generator=g) - 1))
+    img = source.mean() + 0.18 * (2 * torch.rand(source.shape, generator=g) - 1)
     img.requires_grad_(True)
-    opt = torch.optim.LBFGS([img], lr=1.0, max_iter=steps, history_size=10,
-                            line_search_fn="strong_wolfe", tolerance_grad=0.0,
-                            tolerance_change=1e-12)
+    opt = torch.optim.LBFGS(
+        [img],
+        lr=1.0,
+        max_iter=steps,
+        history_size=10,
+        line_search_fn="strong_wolfe",
+        tolerance_grad=0.0,
+        tolerance_change=1e-12,
+    )
     evals = [0]
 
     def closure():
@@ -129,18 +136,30 @@ def main():
     net = models.load_model("mobilenet_v2", "imagenet", download=False)
     sizes = [int(v) for v in args.sizes.split(",")]
     runs = [measure(net, S, args.steps) for S in sizes]
-    write_results("texture", {
-        "command": f"python bench/bench_texture.py --sizes {args.sizes} --steps {args.steps} "
-                   f"--threads {args.threads}",
-        "steps": args.steps, "layers": list(MOBILENET_TEXTURE_LAYERS), "runs": runs})
+    write_results(
+        "texture",
+        {
+            "command": f"python bench/bench_texture.py --sizes {args.sizes} --steps {args.steps} "
+            f"--threads {args.threads}",
+            "steps": args.steps,
+            "layers": list(MOBILENET_TEXTURE_LAYERS),
+            "runs": runs,
+        },
+    )
 
 
 def lbfgs_tell_seconds(D: int) -> float:
     """Seconds of one ask/tell of the per-row L-BFGS (history 10, one row of D values) on a
     quadratic: the L-BFGS arithmetic the engine adds to each evaluation."""
     A = torch.rand(D, generator=torch.Generator().manual_seed(0)) + 0.5
-    opt = LBFGS(torch.randn(1, D), max_iter=10 ** 6, max_eval=10 ** 6, history_size=10,
-                tolerance_grad=0.0, tolerance_change=0.0)
+    opt = LBFGS(
+        torch.randn(1, D),
+        max_iter=10**6,
+        max_eval=10**6,
+        history_size=10,
+        tolerance_grad=0.0,
+        tolerance_change=0.0,
+    )
 
     def step():
         z = opt.ask()
@@ -180,8 +199,11 @@ def measure(net, S, steps):
 
     def bare():
         out = rep.layer_outputs(x0)  # the network to the last layer, hooks
-        loss = sum(((gram_matrix(out[k]) - term.targets[k]) ** 2).sum() * (
-            term.weights[k] / (4 * term.targets[k].shape[1] ** 2)) for k in rep.layers)
+        loss = sum(
+            ((gram_matrix(out[k]) - term.targets[k]) ** 2).sum()
+            * (term.weights[k] / (4 * term.targets[k].shape[1] ** 2))
+            for k in rep.layers
+        )
         torch.autograd.grad(loss, x0)
 
     last = dict(net.named_modules())[MOBILENET_TEXTURE_LAYERS[-1]]
@@ -204,47 +226,81 @@ def measure(net, S, steps):
     content, style = photo("chelsea", S), photo("coffee", S)
     ws = [1e1, 1e2, 1e3, 1e4]
     t0 = time.perf_counter()
-    sweep = pyinvert.style_transfer(content, style, net, style_weight=torch.tensor(ws),
-                                    steps=steps, progress=False)
+    sweep = pyinvert.style_transfer(
+        content, style, net, style_weight=torch.tensor(ws), steps=steps, progress=False
+    )
     batched_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    singles = [pyinvert.style_transfer(content, style, net, style_weight=w, steps=steps,
-                                       progress=False) for w in ws]
+    singles = [
+        pyinvert.style_transfer(content, style, net, style_weight=w, steps=steps, progress=False)
+        for w in ws
+    ]
     four_s = time.perf_counter() - t0
 
     rows = [
-        {"what": "reference (torch.optim.LBFGS, hooks)", "seconds": ref_s, "iterations": ref_it,
-         "evaluations": ref_ev, "s_per_iter": ref_s / max(ref_it, 1),
-         "s_per_eval": ref_s / max(ref_ev, 1), "final_loss": ref_loss},
-        {"what": "pyinvert.texture (per-row L-BFGS)", "seconds": ours_s, "iterations": ours_it,
-         "evaluations": evals, "s_per_iter": ours_s / max(ours_it, 1), "s_per_eval": per_eval,
-         "final_loss": ours_loss},
+        {
+            "what": "reference (torch.optim.LBFGS, hooks)",
+            "seconds": ref_s,
+            "iterations": ref_it,
+            "evaluations": ref_ev,
+            "s_per_iter": ref_s / max(ref_it, 1),
+            "s_per_eval": ref_s / max(ref_ev, 1),
+            "final_loss": ref_loss,
+        },
+        {
+            "what": "pyinvert.texture (per-row L-BFGS)",
+            "seconds": ours_s,
+            "iterations": ours_it,
+            "evaluations": evals,
+            "s_per_iter": ours_s / max(ours_it, 1),
+            "s_per_eval": per_eval,
+            "final_loss": ours_loss,
+        },
     ]
-    print_table(rows, ["what", "seconds", "iterations", "evaluations", "s_per_iter",
-                       "s_per_eval", "final_loss"])
-    print(f"bare evaluation {bare_s * 1e3:.2f} ms, engine {per_eval * 1e3:.2f} ms per "
-          f"evaluation: overhead {100 * overhead:.1f}% (of which the L-BFGS ask/tell "
-          f"{tell_s * 1e3:.2f} ms = {100 * tell_s / bare_s:.1f}%)")
-    print(f"4-weight sweep: batched {batched_s:.2f} s, four runs {four_s:.2f} s "
-          f"({four_s / batched_s:.2f}x)")
-    sweep_rows = [{"style_weight": w, "mean_gram_error": float(sweep.gram_error[i].mean()),
-                   "content_error": float(sweep.content_error[i]),
-                   "alone_mean_gram_error": float(singles[i].gram_error[0].mean()),
-                   "alone_content_error": float(singles[i].content_error[0])}
-                  for i, w in enumerate(ws)]
+    print_table(
+        rows,
+        ["what", "seconds", "iterations", "evaluations", "s_per_iter", "s_per_eval", "final_loss"],
+    )
+    print(
+        f"bare evaluation {bare_s * 1e3:.2f} ms, engine {per_eval * 1e3:.2f} ms per "
+        f"evaluation: overhead {100 * overhead:.1f}% (of which the L-BFGS ask/tell "
+        f"{tell_s * 1e3:.2f} ms = {100 * tell_s / bare_s:.1f}%)"
+    )
+    print(
+        f"4-weight sweep: batched {batched_s:.2f} s, four runs {four_s:.2f} s "
+        f"({four_s / batched_s:.2f}x)"
+    )
+    sweep_rows = [
+        {
+            "style_weight": w,
+            "mean_gram_error": float(sweep.gram_error[i].mean()),
+            "content_error": float(sweep.content_error[i]),
+            "alone_mean_gram_error": float(singles[i].gram_error[0].mean()),
+            "alone_content_error": float(singles[i].content_error[0]),
+        }
+        for i, w in enumerate(ws)
+    ]
     print_table(sweep_rows, list(sweep_rows[0]))
     print(f"-- {S} px above --")
     return {
-        "size": S, "agreement": {"gram_objective": float(ours), "tutorial": float(theirs)},
+        "size": S,
+        "agreement": {"gram_objective": float(ours), "tutorial": float(theirs)},
         "texture": rows,
         "speed_ratio_per_eval_reference_over_ours": rows[0]["s_per_eval"] / per_eval,
-        "speed_ratio_per_iter_reference_over_ours": rows[0]["s_per_iter"] /
-        rows[1]["s_per_iter"],
-        "engine": {"bare_evaluation_s": bare_s, "engine_s_per_evaluation": per_eval,
-                   "overhead_percent": 100 * overhead, "lbfgs_tell_s": tell_s,
-                   "lbfgs_tell_percent": 100 * tell_s / bare_s},
-        "sweep": {"batched_s": batched_s, "four_runs_s": four_s,
-                  "speedup": four_s / batched_s, "rows": sweep_rows},
+        "speed_ratio_per_iter_reference_over_ours": rows[0]["s_per_iter"] / rows[1]["s_per_iter"],
+        "engine": {
+            "bare_evaluation_s": bare_s,
+            "engine_s_per_evaluation": per_eval,
+            "overhead_percent": 100 * overhead,
+            "lbfgs_tell_s": tell_s,
+            "lbfgs_tell_percent": 100 * tell_s / bare_s,
+        },
+        "sweep": {
+            "batched_s": batched_s,
+            "four_runs_s": four_s,
+            "speedup": four_s / batched_s,
+            "rows": sweep_rows,
+        },
     }
 
 

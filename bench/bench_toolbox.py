@@ -9,6 +9,7 @@ the fastest of interleaved runs (the shared machine's load bursts slow all alike
     OMP_NUM_THREADS=2 python bench/bench_toolbox.py [--size 128] [--gallery 64] [--batch 8]
                                                    [--steps 10] [--save]
 """
+
 import argparse
 import sys
 import tempfile
@@ -37,7 +38,7 @@ def photos(n, size):
     out = []
     for i in range(n):
         dy, dx = (i // 5) % 16, (3 * i) % 16
-        out.append(base[i % 5][:, dy:dy + size, dx:dx + size])
+        out.append(base[i % 5][:, dy : dy + size, dx : dx + size])
     return torch.stack(out)
 
 
@@ -70,12 +71,23 @@ def bench_encoding(model, size, n):
             src = Source(gallery, None, "bench")
             enc = Encoder(rep, "feature", True, cache_dir=tmp)
             enc.encode_source(src, batch)
-            cold, cached = interleaved_min([
-                lambda src=src, batch=batch: Encoder(rep, "feature", True).encode_source(
-                    src, batch),
-                lambda enc=enc, src=src, batch=batch: enc.encode_source(src, batch)], 3)
-            rows.append({"what": f"encode features.18 {size}px", "batch": batch,
-                         "images_per_s": n / cold, "cached_images_per_s": n / cached})
+            cold, cached = interleaved_min(
+                [
+                    lambda src=src, batch=batch: Encoder(rep, "feature", True).encode_source(
+                        src, batch
+                    ),
+                    lambda enc=enc, src=src, batch=batch: enc.encode_source(src, batch),
+                ],
+                3,
+            )
+            rows.append(
+                {
+                    "what": f"encode features.18 {size}px",
+                    "batch": batch,
+                    "images_per_s": n / cold,
+                    "cached_images_per_s": n / cached,
+                }
+            )
     return rows
 
 
@@ -91,20 +103,32 @@ def bench_fooling(model, size, batch, steps):
     adv = attack(x, t)
     with torch.no_grad():
         theirs_hit = net(adv).argmax(1) == t
-    agree = {"ours_success": float(ours.success.float().mean()),
-             "oracle_success": float(theirs_hit.float().mean()),
-             "max_abs_difference": float((ours.images - adv).abs().max())}
-    t_ours, t_early, t_theirs = interleaved_min([
-        lambda: pyinvert.fool(x, model, t, eps=eps, steps=steps, early_stop=False),
-        lambda: pyinvert.fool(x, model, t, eps=eps, steps=steps),
-        lambda: attack(x, t)])
+    agree = {
+        "ours_success": float(ours.success.float().mean()),
+        "oracle_success": float(theirs_hit.float().mean()),
+        "max_abs_difference": float((ours.images - adv).abs().max()),
+    }
+    t_ours, t_early, t_theirs = interleaved_min(
+        [
+            lambda: pyinvert.fool(x, model, t, eps=eps, steps=steps, early_stop=False),
+            lambda: pyinvert.fool(x, model, t, eps=eps, steps=steps),
+            lambda: attack(x, t),
+        ]
+    )
     early = pyinvert.fool(x, model, t, eps=eps, steps=steps)
-    return [{"what": f"fool linf {size}px B={batch}", "steps": steps,
-             "ours_steps_per_s": steps / t_ours, "oracle_steps_per_s": steps / t_theirs,
-             "speedup": t_theirs / t_ours,
-             "early_stop_seconds": t_early, "early_stop_mean_iterations":
-                 float(early.iterations.float().mean()),
-             "early_stop_success": float(early.success.float().mean()), **agree}]
+    return [
+        {
+            "what": f"fool linf {size}px B={batch}",
+            "steps": steps,
+            "ours_steps_per_s": steps / t_ours,
+            "oracle_steps_per_s": steps / t_theirs,
+            "speedup": t_theirs / t_ours,
+            "early_stop_seconds": t_early,
+            "early_stop_mean_iterations": float(early.iterations.float().mean()),
+            "early_stop_success": float(early.success.float().mean()),
+            **agree,
+        }
+    ]
 
 
 def main(argv=None):
@@ -121,11 +145,27 @@ def main(argv=None):
     enc = bench_encoding(model, args.size, args.gallery)
     print_table(enc, ["what", "batch", "images_per_s", "cached_images_per_s"])
     fool = bench_fooling(model, args.size, args.batch, args.steps)
-    print_table(fool, ["what", "steps", "ours_steps_per_s", "oracle_steps_per_s", "speedup",
-                       "ours_success", "oracle_success", "max_abs_difference",
-                       "early_stop_mean_iterations", "early_stop_success"])
-    payload = {"args": vars(args), "encoding": enc, "fooling": fool,
-               "seconds": time.perf_counter() - start}
+    print_table(
+        fool,
+        [
+            "what",
+            "steps",
+            "ours_steps_per_s",
+            "oracle_steps_per_s",
+            "speedup",
+            "ours_success",
+            "oracle_success",
+            "max_abs_difference",
+            "early_stop_mean_iterations",
+            "early_stop_success",
+        ],
+    )
+    payload = {
+        "args": vars(args),
+        "encoding": enc,
+        "fooling": fool,
+        "seconds": time.perf_counter() - start,
+    }
     if args.save:
         write_results("toolbox", payload)
     return payload

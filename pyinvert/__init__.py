@@ -15,6 +15,7 @@ recipes), ``tasks/`` (one file per task), ``figures/``, ``models/``, ``batch/``,
 ``analysis/`` (equivariance and equivalence), and the rooms reserved for ``decoders/`` and
 ``training/``.
 """
+
 from pyinvert import _ext  # noqa: F401  (loads the kernels first)
 from pyinvert import _compat
 from pyinvert import objectives  # before priors: ImagePrior is an objective term
@@ -23,8 +24,13 @@ from pyinvert.features import HOG, DenseSIFT, dsift, hog, render_hog
 from pyinvert.optim.options import RunOptions
 from pyinvert.optim.parameterizations import FourierImage, PixelCanvas
 from pyinvert.priors.handcrafted import ImagePrior, alpha_norm, image_prior, isotropic_norm, tv_norm
-from pyinvert.representations import (CNN, Code, Representation, as_representation,
-                                      register_representation)
+from pyinvert.representations import (
+    CNN,
+    Code,
+    Representation,
+    as_representation,
+    register_representation,
+)
 from pyinvert.attribution import AttributionResult, attribute, top_patches
 from pyinvert.tasks.caricature import caricature
 from pyinvert.tasks.dream import dream
@@ -34,10 +40,20 @@ from pyinvert.tasks.result import Result
 from pyinvert.tasks.style import StyleResult, style_transfer
 from pyinvert.tasks.texture import TextureResult, texture
 from pyinvert.tasks.visualization import VisualizationResult, actmax, visualize
+
 # the toolbox: filters, neighbours and embeddings, fooling images, non-parametric textures
-from pyinvert.toolbox import (EmbedResult, FiltersResult, FoolResult, NeighborsResult,
-                              NonparametricResult, embed, filters, fool, neighbors,
-                              texture_nonparametric)
+from pyinvert.toolbox import (
+    EmbedResult,
+    FiltersResult,
+    FoolResult,
+    NeighborsResult,
+    NonparametricResult,
+    embed,
+    filters,
+    fool,
+    neighbors,
+    texture_nonparametric,
+)
 
 _compat.install()
 
@@ -45,21 +61,61 @@ __version__ = "0.1.0"
 
 __all__ = [
     # the ops and their module forms
-    "image_prior", "tv_norm", "alpha_norm", "isotropic_norm", "ImagePrior",
-    "hog", "HOG", "render_hog", "dsift", "DenseSIFT",
+    "image_prior",
+    "tv_norm",
+    "alpha_norm",
+    "isotropic_norm",
+    "ImagePrior",
+    "hog",
+    "HOG",
+    "render_hog",
+    "dsift",
+    "DenseSIFT",
     # representations
-    "Representation", "Code", "CNN", "as_representation", "register_representation",
+    "Representation",
+    "Code",
+    "CNN",
+    "as_representation",
+    "register_representation",
     # tasks and their results
-    "invert", "InversionResult", "visualize", "actmax", "caricature", "dream",
-    "invariance_map", "VisualizationResult", "InvarianceResult", "Result",
-    "texture", "TextureResult", "style_transfer", "StyleResult",
+    "invert",
+    "InversionResult",
+    "visualize",
+    "actmax",
+    "caricature",
+    "dream",
+    "invariance_map",
+    "VisualizationResult",
+    "InvarianceResult",
+    "Result",
+    "texture",
+    "TextureResult",
+    "style_transfer",
+    "StyleResult",
     # attribution
-    "attribute", "AttributionResult", "top_patches",
+    "attribute",
+    "AttributionResult",
+    "top_patches",
     # the toolbox and its results
-    "filters", "neighbors", "embed", "fool", "texture_nonparametric", "FiltersResult",
-    "NeighborsResult", "EmbedResult", "FoolResult", "NonparametricResult",
+    "filters",
+    "neighbors",
+    "embed",
+    "fool",
+    "texture_nonparametric",
+    "FiltersResult",
+    "NeighborsResult",
+    "EmbedResult",
+    "FoolResult",
+    "NonparametricResult",
     # how to run
-    "RunOptions", "PixelCanvas", "FourierImage",
+    "RunOptions",
+    "PixelCanvas",
+    "FourierImage",
     # sub-packages
-    "reference", "metrics", "models", "objectives", "analysis", "attribution",
+    "reference",
+    "metrics",
+    "models",
+    "objectives",
+    "analysis",
+    "attribution",
 ]

@@ -2,6 +2,7 @@
 zero at the target, the algebra; style_transfer on the real MobileNetV2: the content is kept
 while the Gram error falls, larger style weights move toward the style, a pair is the same
 alone and in a batch; errors name the function."""
+
 import doctest
 import glob
 import os
@@ -35,8 +36,10 @@ def photo(path, size):
 
 def maps(seed, B=3, dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)
-    return {"a": torch.rand(B, 4, 5, 6, generator=g, dtype=dtype),
-            "b": torch.rand(B, 6, 3, 3, generator=g, dtype=dtype)}
+    return {
+        "a": torch.rand(B, 4, 5, 6, generator=g, dtype=dtype),
+        "b": torch.rand(B, 6, 3, 3, generator=g, dtype=dtype),
+    }
 
 
 def reference_gram_loss(code, target, weights):
@@ -51,7 +54,7 @@ def reference_gram_loss(code, target, weights):
             F = code[k][b].reshape(N, -1)
             F0 = target[k][b].reshape(N, -1)
             M = F.shape[1]
-            total = total + w * ((F @ F.T - F0 @ F0.T) ** 2).sum() / (4 * N ** 2 * M ** 2)
+            total = total + w * ((F @ F.T - F0 @ F0.T) ** 2).sum() / (4 * N**2 * M**2)
         out.append(total)
     return torch.stack(out)
 
@@ -66,8 +69,9 @@ def test_gram_matrix_against_a_loop():
     assert gram_matrix(torch.zeros(0, 4, 2, 2)).shape == (0, 4, 4)
 
 
-@pytest.mark.parametrize("cls, weights", [(Gram, {"a": 1.0, "b": 1.0}),
-                                          (StyleLoss, {"a": 0.5, "b": 0.5})])
+@pytest.mark.parametrize(
+    "cls, weights", [(Gram, {"a": 1.0, "b": 1.0}), (StyleLoss, {"a": 0.5, "b": 0.5})]
+)
 def test_gram_and_style_loss_against_the_reference(cls, weights):
     code, target = maps(1), maps(2)
     term = cls.from_maps(target)
@@ -77,21 +81,25 @@ def test_gram_and_style_loss_against_the_reference(cls, weights):
     rel = term.layer_errors(Code(code))
     for k in code:
         G, G0 = gram_matrix(code[k]), gram_matrix(target[k])
-        assert torch.allclose(rel[k], ((G - G0) ** 2).sum((1, 2)) / (G0 ** 2).sum((1, 2)))
+        assert torch.allclose(rel[k], ((G - G0) ** 2).sum((1, 2)) / (G0**2).sum((1, 2)))
     assert torch.allclose(measure, (rel["a"] + rel["b"]) / 2)
     custom = cls.from_maps(target, weights={"b": 3.0})
-    assert torch.allclose(custom(Code(code), None),
-                          reference_gram_loss(code, target, {"a": 0.0, "b": 3.0}))
+    assert torch.allclose(
+        custom(Code(code), None), reference_gram_loss(code, target, {"a": 0.0, "b": 3.0})
+    )
 
 
 def test_content_loss_against_the_reference():
     code, target = maps(3), maps(4)
     loss, measure = ContentLoss(target, weights=[2.0, 1.0]).evaluate(Code(code), None)
-    ref = sum(w * 0.5 * ((code[k] - target[k]) ** 2).sum((1, 2, 3)) / target[k][0].numel()
-              for k, w in (("a", 2.0), ("b", 1.0)))
+    ref = sum(
+        w * 0.5 * ((code[k] - target[k]) ** 2).sum((1, 2, 3)) / target[k][0].numel()
+        for k, w in (("a", 2.0), ("b", 1.0))
+    )
     assert torch.allclose(loss, ref)
-    rel = sum(((code[k] - target[k]) ** 2).sum((1, 2, 3)) / (target[k] ** 2).sum((1, 2, 3))
-              for k in code)
+    rel = sum(
+        ((code[k] - target[k]) ** 2).sum((1, 2, 3)) / (target[k] ** 2).sum((1, 2, 3)) for k in code
+    )
     assert torch.allclose(measure, rel)
 
 
@@ -99,8 +107,11 @@ def test_zero_at_the_target_and_flat_codes():
     m = maps(5)
     shapes = {k: tuple(v.shape[1:]) for k, v in m.items()}
     flat = Code(m).flat
-    for term in (Gram.from_maps(m, shapes=shapes), StyleLoss.from_maps(m, shapes=shapes),
-                 ContentLoss(m, shapes=shapes)):
+    for term in (
+        Gram.from_maps(m, shapes=shapes),
+        StyleLoss.from_maps(m, shapes=shapes),
+        ContentLoss(m, shapes=shapes),
+    ):
         assert torch.equal(term(flat, None), torch.zeros(3, dtype=torch.float64))
         assert torch.equal(term(Code(m), None), term(flat, None))
     one = Gram.from_maps({"a": m["a"]}, shapes={"a": shapes["a"]})
@@ -122,8 +133,11 @@ def test_algebra_and_per_row_weights():
     obj = ContentLoss(t) + w * StyleLoss.from_maps(t) + ImagePrior(tv_weight=1e-3)
     x = torch.rand(3, 3, 8, 8, dtype=torch.float64)
     loss, measure = obj.evaluate(Code(m), x)
-    parts = (ContentLoss(t)(Code(m), x) + w * StyleLoss.from_maps(t)(Code(m), x)
-             + ImagePrior(tv_weight=1e-3)(None, x))
+    parts = (
+        ContentLoss(t)(Code(m), x)
+        + w * StyleLoss.from_maps(t)(Code(m), x)
+        + ImagePrior(tv_weight=1e-3)(None, x)
+    )
     assert torch.allclose(loss, parts)
     assert torch.allclose(measure, ContentLoss(t).evaluate(Code(m), x)[1])
     rep = obj.repeat_rows(2)
@@ -165,11 +179,13 @@ def test_doctests(module):
 
 # ---- style transfer on the real MobileNetV2 --------------------------------------------------
 
+
 def test_style_sweep_keeps_the_content_and_moves_toward_the_style(imagenet_mobilenet):
     content, style = photo(PHOTOS[2], 64)[None], photo(PHOTOS[3], 80)[None]
     weights = torch.tensor([1e1, 1e2, 1e3])
-    res = pyinvert.style_transfer(content, style, imagenet_mobilenet, style_weight=weights,
-                                  steps=60, progress=False)
+    res = pyinvert.style_transfer(
+        content, style, imagenet_mobilenet, style_weight=weights, steps=60, progress=False
+    )
     assert res.images.shape == (3, 3, 64, 64) and not res.failed.any()
     gram = res.gram_error.mean(1)
     # Gram error falls (>= 5x at every weight) while the content error stays small ...
@@ -186,10 +202,24 @@ def test_pairs_batched_equal_alone_and_noise_init(imagenet_mobilenet):
     try:
         contents = torch.stack([photo(PHOTOS[0], 64), photo(PHOTOS[2], 64)])
         styles = torch.stack([photo(PHOTOS[3], 64), photo(PHOTOS[4], 64)])
-        both = pyinvert.style_transfer(contents, styles, imagenet_mobilenet, steps=6,
-                                       init="noise", seeds=[1, 2], progress=False)
-        alone = pyinvert.style_transfer(contents[1:], styles[1:], imagenet_mobilenet,
-                                        steps=6, init="noise", seeds=[2], progress=False)
+        both = pyinvert.style_transfer(
+            contents,
+            styles,
+            imagenet_mobilenet,
+            steps=6,
+            init="noise",
+            seeds=[1, 2],
+            progress=False,
+        )
+        alone = pyinvert.style_transfer(
+            contents[1:],
+            styles[1:],
+            imagenet_mobilenet,
+            steps=6,
+            init="noise",
+            seeds=[2],
+            progress=False,
+        )
     finally:
         torch.backends.mkldnn.enabled = was
     assert torch.equal(both.images[1:], alone.images)
@@ -201,16 +231,23 @@ def test_style_errors():
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
     c, s = torch.rand(2, 3, 16, 16), torch.rand(3, 3, 16, 16)
     kw = dict(content_layers=["1"], style_layers=["1"], progress=False, steps=2)
-    with pytest.raises(ValueError, match=r"style_transfer: expected the numbers of content "
-                                         r"images, style images.*\[2, 3, 1, 1\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"style_transfer: expected the numbers of content "
+        r"images, style images.*\[2, 3, 1, 1\]",
+    ):
         pyinvert.style_transfer(c, s, net, **kw)
     with pytest.raises(ValueError, match="style_transfer: expected init in"):
         pyinvert.style_transfer(c, s[:1], net, init="zeros", **kw)
-    with pytest.raises(ValueError, match=r"style_transfer: expected style_weight to be a "
-                                         r"float or of shape \(2,\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"style_transfer: expected style_weight to be a "
+        r"float or of shape \(2,\)",
+    ):
         pyinvert.style_transfer(c, s[:1], net, style_weight=torch.ones(2, 1), **kw)
-    with pytest.raises(TypeError, match="style_transfer: expected content_weight to be a "
-                                        "float or a Tensor"):
+    with pytest.raises(
+        TypeError, match="style_transfer: expected content_weight to be a float or a Tensor"
+    ):
         pyinvert.style_transfer(c, s[:1], net, content_weight="1", **kw)
     with pytest.raises(ValueError, match="style_transfer: no default content layers"):
         pyinvert.style_transfer(c, s[:1], net, progress=False)

@@ -1,6 +1,7 @@
 """pyinvert.texture and the per-row L-BFGS path of the engine (optimizer="lbfgs"): on the real
 MobileNetV2 the Gram errors fall by the documented factor and the textures are new images,
 not crops; a row is the same alone and in a batch; errors name the function."""
+
 import glob
 import os
 
@@ -12,8 +13,11 @@ import pyinvert
 from pyinvert import io
 from pyinvert.cli.common import fit
 from pyinvert.models.gatys import gram_parameter_count
-from pyinvert.tasks.texture import (MOBILENET_CONTENT_LAYERS, MOBILENET_STYLE_LAYERS,
-                                    MOBILENET_TEXTURE_LAYERS)
+from pyinvert.tasks.texture import (
+    MOBILENET_CONTENT_LAYERS,
+    MOBILENET_STYLE_LAYERS,
+    MOBILENET_TEXTURE_LAYERS,
+)
 
 PHOTOS = sorted(glob.glob(os.path.join(os.path.dirname(pyinvert.__file__), "data", "*.png")))
 #: The documented tolerance (TextureResult / README): at 64 px after 60 L-BFGS iterations,
@@ -40,7 +44,7 @@ def max_shifted_correlation(a, b, frac=0.5):
     ga, gb = a.mean(0, keepdim=True)[None].double(), b.mean(0, keepdim=True)[None].double()
     h = int(gb.shape[-1] * frac)
     o = (gb.shape[-1] - h) // 2
-    p = gb[..., o:o + h, o:o + h]
+    p = gb[..., o : o + h, o : o + h]
     p = (p - p.mean()) / p.std(unbiased=False)
     s = F.conv2d(ga, p) / (h * h)
     m = F.avg_pool2d(ga, h, 1)
@@ -57,8 +61,9 @@ def test_the_correlation_finds_a_crop():
 
 def test_textures_match_the_gram_statistics_and_are_new_images(imagenet_mobilenet):
     srcs = torch.stack([photo(p, 64) for p in PHOTOS])
-    res = pyinvert.texture(srcs, imagenet_mobilenet, steps=60, progress=False,
-                           seeds=list(range(len(PHOTOS))))
+    res = pyinvert.texture(
+        srcs, imagenet_mobilenet, steps=60, progress=False, seeds=list(range(len(PHOTOS)))
+    )
     assert res.layers == list(MOBILENET_TEXTURE_LAYERS)
     assert res.images.shape == srcs.shape and not res.failed.any()
     assert (res.reduction() >= MIN_REDUCTION).all(), res.reduction()
@@ -79,10 +84,12 @@ def test_restarts_size_and_batched_equals_alone(imagenet_mobilenet):
     torch.backends.mkldnn.enabled = False
     try:
         srcs = torch.stack([photo(PHOTOS[0], 96), photo(PHOTOS[2], 96)])
-        both = pyinvert.texture(srcs, imagenet_mobilenet, size=64, steps=8, restarts=2,
-                                seeds=[5, 7], progress=False)
-        alone = pyinvert.texture(srcs[1:], imagenet_mobilenet, size=64, steps=8,
-                                 restarts=2, seeds=[7], progress=False)
+        both = pyinvert.texture(
+            srcs, imagenet_mobilenet, size=64, steps=8, restarts=2, seeds=[5, 7], progress=False
+        )
+        alone = pyinvert.texture(
+            srcs[1:], imagenet_mobilenet, size=64, steps=8, restarts=2, seeds=[7], progress=False
+        )
     finally:
         torch.backends.mkldnn.enabled = was
     assert both.images.shape == (2, 2, 3, 64, 64)
@@ -93,8 +100,12 @@ def test_restarts_size_and_batched_equals_alone(imagenet_mobilenet):
 
 def test_layer_defaults_and_counts():
     assert gram_parameter_count("mobilenet_v2", MOBILENET_TEXTURE_LAYERS) == 200328
-    assert pyinvert.objectives.gram_parameter_count("vgg19", ["conv1_1", "pool1", "pool2",
-                                                               "pool3", "pool4"]) == 176640
+    assert (
+        pyinvert.objectives.gram_parameter_count(
+            "vgg19", ["conv1_1", "pool1", "pool2", "pool3", "pool4"]
+        )
+        == 176640
+    )
     with torch.device("meta"):
         net = pyinvert.models.build_model("mobilenet_v2")
     modules = dict(net.named_modules())
@@ -104,12 +115,23 @@ def test_layer_defaults_and_counts():
 
 
 def test_first_order_rule_and_save(tmp_path):
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(),
-                              torch.nn.Conv2d(8, 8, 3, stride=2), torch.nn.ReLU())
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 8, 3, stride=2),
+        torch.nn.ReLU(),
+    )
     src = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(0))
-    res = pyinvert.texture(src, net, layers=["1", "3"], steps=30,
-                           optimizer="adagrad_momentum", progress=False, seeds=[0],
-                           names=["t"])
+    res = pyinvert.texture(
+        src,
+        net,
+        layers=["1", "3"],
+        steps=30,
+        optimizer="adagrad_momentum",
+        progress=False,
+        seeds=[0],
+        names=["t"],
+    )
     assert (res.gram_error < res.initial_gram_error).all()
     written = res.save(tmp_path)
     assert {p.name for p in written} == {"t.png", "result.json"}
@@ -140,8 +162,9 @@ def test_lbfgs_loop_freezes_a_nonfinite_row():
         loss = (full - 1).square().flatten(1).sum(1) * scale
         return loss, loss
 
-    hist, meas, active, stopped = optimize(x, objective, style_recipe("t", 20, "lbfgs", "t"),
-                                           image_size=(4, 4))
+    hist, meas, active, stopped = optimize(
+        x, objective, style_recipe("t", 20, "lbfgs", "t"), image_size=(4, 4)
+    )
     assert active.tolist() == [True, False, True] and stopped.tolist()[0] == -1
     assert torch.allclose(x[0], torch.ones_like(x[0])) and torch.allclose(x[2], x[2] * 0 + 1)
     assert torch.isnan(hist[1]).all() and hist[0][torch.isfinite(hist[0])][-1] < 1e-12

@@ -1,4 +1,5 @@
 """The toolbox's subcommands end to end on a temporary directory."""
+
 import json
 
 import cv2
@@ -31,24 +32,50 @@ def test_filters(tmp_path):
 
 def test_neighbors_finds_the_query_itself_first(tmp_path, gallery, capsys):
     out = tmp_path / "n"
-    code = cli.main(["neighbors", str(gallery / "coffee.png"), str(gallery / "rocket.png"),
-                     "--gallery", str(gallery), "--k", "3", "--size", "64", "--out", str(out),
-                     "--cache", str(tmp_path / "cache")])
+    code = cli.main(
+        [
+            "neighbors",
+            str(gallery / "coffee.png"),
+            str(gallery / "rocket.png"),
+            "--gallery",
+            str(gallery),
+            "--k",
+            "3",
+            "--size",
+            "64",
+            "--out",
+            str(out),
+            "--cache",
+            str(tmp_path / "cache"),
+        ]
+    )
     assert code == 0
     rec = json.loads((out / "neighbors.json").read_text())
     assert [row[0]["name"] for row in rec["neighbors"]] == ["coffee.png", "rocket.png"]
     assert rec["neighbors"][0][0]["distance"] < 1e-3 and len(rec["neighbors"][0]) == 3
     fig = cv2.imread(str(out / "neighbors.png"))
     assert fig.shape[0] > 2 * 64  # two rows
-    assert cli.main(["neighbors", str(gallery / "coffee.png"), "--gallery",
-                     str(tmp_path / "none"), "--out", str(out)]) == 2
+    assert (
+        cli.main(
+            [
+                "neighbors",
+                str(gallery / "coffee.png"),
+                "--gallery",
+                str(tmp_path / "none"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
     assert "is not a folder" in capsys.readouterr().err
 
 
 def test_embed(tmp_path, gallery):
     out = tmp_path / "e"
-    assert cli.main(["embed", str(gallery), "--method", "pca", "--size", "64",
-                     "--out", str(out)]) == 0
+    assert (
+        cli.main(["embed", str(gallery), "--method", "pca", "--size", "64", "--out", str(out)]) == 0
+    )
     rec = json.loads((out / "embedding.json").read_text())
     assert sorted(rec["points"]) == sorted(f"{n}.png" for n in NAMES)
     assert cv2.imread(str(out / "embedding.png")).shape == (1024, 1024, 3)
@@ -56,8 +83,20 @@ def test_embed(tmp_path, gallery):
 
 def test_fool(tmp_path, capsys):
     out = tmp_path / "fo"
-    code = cli.main(["fool", str(sample_path("coffee")), "--target", "1", "--size", "96",
-                     "--steps", "10", "--out", str(out)])
+    code = cli.main(
+        [
+            "fool",
+            str(sample_path("coffee")),
+            "--target",
+            "1",
+            "--size",
+            "96",
+            "--steps",
+            "10",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0, capsys.readouterr()
     rec = json.loads((out / "result.json").read_text())
     assert rec["rows"][0]["class"] == 1 and rec["rows"][0]["linf"] <= 8 / 255 + 1e-6

@@ -1,4 +1,5 @@
 """The toolbox's docstring examples run, and its functions document their defaults."""
+
 import doctest
 import importlib
 import inspect
@@ -9,8 +10,13 @@ import torch
 import pyinvert
 from tests.test_docs import documented_defaults
 
-MODULES = ["pyinvert.toolbox.filters", "pyinvert.toolbox.neighbors", "pyinvert.toolbox.embed",
-           "pyinvert.toolbox.fooling", "pyinvert.toolbox.nonparametric"]
+MODULES = [
+    "pyinvert.toolbox.filters",
+    "pyinvert.toolbox.neighbors",
+    "pyinvert.toolbox.embed",
+    "pyinvert.toolbox.fooling",
+    "pyinvert.toolbox.nonparametric",
+]
 DOCUMENTED = ["filters", "neighbors", "embed", "fool", "texture_nonparametric"]
 
 
@@ -21,8 +27,7 @@ def test_doctests(module):
     assert result.attempted > 0 and result.failed == 0
 
 
-@pytest.mark.parametrize("name", DOCUMENTED + ["toolbox.actmax_yosinski",
-                                               "toolbox.multifaceted"])
+@pytest.mark.parametrize("name", DOCUMENTED + ["toolbox.actmax_yosinski", "toolbox.multifaceted"])
 def test_every_argument_with_a_default_documents_it(name):
     fn = pyinvert
     for part in name.split("."):

@@ -1,5 +1,6 @@
 """filters(): the tiles are the layer's weights, each filter contrast-stretched on its own; the
 first layer in RGB; HOG templates and DSIFT glyphs."""
+
 import pytest
 import torch
 from torch import nn
@@ -62,8 +63,9 @@ def test_dsift_glyphs():
 
 
 def test_errors():
-    with pytest.raises(ValueError,
-                       match="filters: unknown layer 'nope'; the Conv2d layers are: 0, 2"):
+    with pytest.raises(
+        ValueError, match="filters: unknown layer 'nope'; the Conv2d layers are: 0, 2"
+    ):
         pyinvert.filters(net(), "nope")
     with pytest.raises(ValueError, match="filters: expected layer '1' to have 4-D"):
         pyinvert.filters(net(), "1")

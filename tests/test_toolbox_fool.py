@@ -1,6 +1,7 @@
 """fool(): targeted PGD against torchattacks' PGD (the test-only oracle) on the same model,
 epsilon and steps; every image reaches its target within the ball, no slower than the
 oracle."""
+
 import time
 
 import pytest
@@ -20,9 +21,19 @@ TARGETS = [1, 949, 281, 409, 530]  # goldfish, strawberry, tabby, analog clock, 
 
 def small_net(dtype=torch.float64):
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.Conv2d(8, 8, 3),
-                         nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                         nn.Linear(8, 10)).to(dtype).eval()
+    return (
+        nn.Sequential(
+            nn.Conv2d(3, 8, 3, stride=2),
+            nn.ReLU(),
+            nn.Conv2d(8, 8, 3),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(8, 10),
+        )
+        .to(dtype)
+        .eval()
+    )
 
 
 def oracle_pgd(model, x, target, eps, alpha, steps):
@@ -50,8 +61,7 @@ def test_l2_stays_in_ball_and_raises_target_probability():
     t = torch.tensor([1, 2, 3])
     with torch.no_grad():
         before = net(x).softmax(1)[torch.arange(3), t]
-    r = pyinvert.fool(x, net, t, eps=0.5, steps=20, norm="l2", normalize=False,
-                      early_stop=False)
+    r = pyinvert.fool(x, net, t, eps=0.5, steps=20, norm="l2", normalize=False, early_stop=False)
     assert (r.perturbations.flatten(1).norm(dim=1) <= 0.5 + 1e-9).all()
     assert (r.images >= 0).all() and (r.images <= 1).all()
     assert (r.target_probabilities > before).all()
@@ -100,10 +110,26 @@ def test_early_stop_freezes_images_that_reached_the_target():
 def test_random_start_is_seeded():
     net = small_net()
     x = torch.rand(2, 3, 16, 16, dtype=torch.float64)
-    a = pyinvert.fool(x, net, 1, normalize=False, random_start=True, early_stop=False,
-                      steps=2, generator=torch.Generator().manual_seed(5))
-    b = pyinvert.fool(x, net, 1, normalize=False, random_start=True, early_stop=False,
-                      steps=2, generator=torch.Generator().manual_seed(5))
+    a = pyinvert.fool(
+        x,
+        net,
+        1,
+        normalize=False,
+        random_start=True,
+        early_stop=False,
+        steps=2,
+        generator=torch.Generator().manual_seed(5),
+    )
+    b = pyinvert.fool(
+        x,
+        net,
+        1,
+        normalize=False,
+        random_start=True,
+        early_stop=False,
+        steps=2,
+        generator=torch.Generator().manual_seed(5),
+    )
     assert torch.equal(a.images, b.images)
 
 

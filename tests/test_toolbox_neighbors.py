@@ -1,5 +1,6 @@
 """neighbors() against brute force, the code cache, folders; feature space finds the other
 view of a photo more often than pixel space; embed() is reproducible with a seed."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -47,8 +48,10 @@ def test_feature_space_equals_brute_force_on_codes():
     net = feature_net()
     rep = pyinvert.CNN(net, "2")
     gen = torch.Generator().manual_seed(1)
-    gallery, queries = torch.rand(17, 3, 24, 24, generator=gen), torch.rand(4, 3, 24, 24,
-                                                                            generator=gen)
+    gallery, queries = (
+        torch.rand(17, 3, 24, 24, generator=gen),
+        torch.rand(4, 3, 24, 24, generator=gen),
+    )
     r = pyinvert.neighbors(queries, gallery, rep, k=6, size=None, batch_size=5, chunk=4)
     with torch.no_grad():
         codes = lambda x: rep(rep.preprocess(x)).flatten(1)  # noqa: E731
@@ -69,8 +72,9 @@ def test_pixel_space_equals_brute_force_and_k_is_clamped():
 
 def test_cache_is_hit_and_keyed_by_config(tmp_path):
     for i, name in enumerate(SAMPLES):
-        io.save_image(tmp_path / "g" / f"{i}-{name}.png",
-                      pyinvert.models.prepare_image(sample_path(name), 48))
+        io.save_image(
+            tmp_path / "g" / f"{i}-{name}.png", pyinvert.models.prepare_image(sample_path(name), 48)
+        )
     net = feature_net()
     kw = dict(k=2, size=48, cache_dir=tmp_path / "cache", batch_size=2)
     a = pyinvert.neighbors(sample_path("camera"), tmp_path / "g", pyinvert.CNN(net, "2"), **kw)
@@ -93,8 +97,9 @@ def test_hashes():
     assert image_hash(x) == image_hash(x.clone()) != image_hash(x + 1e-3)
     hog = pyinvert.as_representation("hog")
     assert config_hash(hog, "feature", True) != config_hash(hog, "feature", False)
-    assert config_hash(hog, "feature", True) != config_hash(pyinvert.as_representation("hogb"),
-                                                            "feature", True)
+    assert config_hash(hog, "feature", True) != config_hash(
+        pyinvert.as_representation("hogb"), "feature", True
+    )
 
 
 def views():
@@ -102,19 +107,21 @@ def views():
         H, W = im.shape[-2:]
         c = int(min(H, W) * s)
         y0, x0 = int((H - c) * y), int((W - c) * x)
-        v = F.interpolate(im[None, :, y0:y0 + c, x0:x0 + c], size=(96, 96), mode="area")[0]
+        v = F.interpolate(im[None, :, y0 : y0 + c, x0 : x0 + c], size=(96, 96), mode="area")[0]
         return (v.flip(-1) if flip else v).mul(gain).clamp(0, 1)
+
     ims = [io.load_image(sample_path(n))[:3].expand(3, -1, -1) for n in SAMPLES]
     # gallery: a centred view; queries: another view (corner crop, mirrored, darker)
-    return (torch.stack([view(im, 0.5, 0.5, 0.9, False, 1.0) for im in ims]),
-            torch.stack([view(im, 0.1, 0.9, 0.6, True, 0.7) for im in ims]))
+    return (
+        torch.stack([view(im, 0.5, 0.5, 0.9, False, 1.0) for im in ims]),
+        torch.stack([view(im, 0.1, 0.9, 0.6, True, 0.7) for im in ims]),
+    )
 
 
 def test_feature_space_finds_the_other_view_more_often_than_pixel_space():
     gallery, queries = views()
     model = pyinvert.models.load_model("mobilenet_v2", weights="imagenet")
-    feat = pyinvert.neighbors(queries, gallery, pyinvert.CNN(model, "features.18"), k=1,
-                              size=None)
+    feat = pyinvert.neighbors(queries, gallery, pyinvert.CNN(model, "features.18"), k=1, size=None)
     pix = pyinvert.neighbors(queries, gallery, k=1, space="pixel", size=None)
     truth = torch.arange(5)
     hits_f = int((feat.indices[:, 0] == truth).sum())

@@ -1,6 +1,7 @@
 """texture_nonparametric(): the synthesis copies the source: every output pixel is a source
 pixel (the one its origin names), and on a periodic source every output window exists in the
 source; seeded runs repeat."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -20,8 +21,7 @@ def periodic(period=5, size=24, seed=0):
 @pytest.mark.parametrize("batch", [1, 64])
 def test_every_output_window_exists_in_a_periodic_source(batch):
     src = periodic()
-    r = pyinvert.texture_nonparametric(src, 30, window=7, error_threshold=0.0, batch=batch,
-                                       seed=1)
+    r = pyinvert.texture_nonparametric(src, 30, window=7, error_threshold=0.0, batch=batch, seed=1)
     out = r.images[0]
     for w in (3, 7):
         op = F.unfold(out[None].double(), w)[0].T
@@ -37,16 +37,18 @@ def test_every_output_pixel_is_the_source_pixel_its_origin_names():
     copied = src[:, origin[..., 0], origin[..., 1]]
     assert torch.equal(out, copied)
     # it is a texture, not the source's copy in one piece: several source offsets are used
-    shifts = origin - torch.stack(torch.meshgrid(torch.arange(20), torch.arange(26),
-                                                 indexing="ij"), -1)
+    shifts = origin - torch.stack(
+        torch.meshgrid(torch.arange(20), torch.arange(26), indexing="ij"), -1
+    )
     assert len({tuple(s) for s in shifts.reshape(-1, 2).tolist()}) > 1
 
 
 def test_seeded_and_batched_over_sources():
     src = torch.stack([periodic(seed=2), periodic(4, seed=3)])
     a = pyinvert.texture_nonparametric(src, 16, window=5, seed=7)
-    b = pyinvert.texture_nonparametric(src, 16, window=5,
-                                       generator=torch.Generator().manual_seed(7))
+    b = pyinvert.texture_nonparametric(
+        src, 16, window=5, generator=torch.Generator().manual_seed(7)
+    )
     assert a.images.shape == (2, 3, 16, 16) and torch.equal(a.images, b.images)
     c = pyinvert.texture_nonparametric(src, 16, window=5, seed=8)
     assert not torch.equal(a.origins, c.origins)

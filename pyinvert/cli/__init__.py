@@ -27,23 +27,46 @@ Exit status: 0 every input done; 1 some input failed or an output could not be w
 writable) or no input could be processed; 130 interrupted (Ctrl-C). ``batch`` documents its own
 (:mod:`pyinvert.batch.command`).
 """
+
 import argparse
 import sys
 
 from pyinvert.analysis import command as analysis_command
 from pyinvert.attribution import command as attribution_command
 from pyinvert.batch import command as batch_command
-from pyinvert.cli import (actmax, caricature, common, dream, invert, models,  # noqa: F401
-                          reproduce, style, texture)
+from pyinvert.cli import (
+    actmax,
+    caricature,
+    common,
+    dream,
+    invert,
+    models,  # noqa: F401
+    reproduce,
+    style,
+    texture,
+)
 from pyinvert.cli import embed, filters, fool, neighbors  # the toolbox's subcommands
 
 #: The subcommands, in the order of ``pyinvert --help``.
-COMMANDS = {"invert": invert, "reproduce": reproduce, "actmax": actmax,
-            "caricature": caricature, "dream": dream, "models": models,
-            "batch": batch_command, "equivariance": analysis_command,
-            "equivalence": analysis_command, "attribute": attribution_command,
-            "patches": attribution_command, "texture": texture, "style": style,
-            "filters": filters, "neighbors": neighbors, "embed": embed, "fool": fool}
+COMMANDS = {
+    "invert": invert,
+    "reproduce": reproduce,
+    "actmax": actmax,
+    "caricature": caricature,
+    "dream": dream,
+    "models": models,
+    "batch": batch_command,
+    "equivariance": analysis_command,
+    "equivalence": analysis_command,
+    "attribute": attribution_command,
+    "patches": attribution_command,
+    "texture": texture,
+    "style": style,
+    "filters": filters,
+    "neighbors": neighbors,
+    "embed": embed,
+    "fool": fool,
+}
 
 EPILOG = """\
 exit status: 0 all inputs done, 1 some input failed or an output could not be written,
@@ -53,10 +76,13 @@ exit status: 0 all inputs done, 1 some input failed or an output could not be wr
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="pyinvert", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="pyinvert",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Invert visual representations (Mahendran & Vedaldi, CVPR 2015 / IJCV\n"
-                    "2016). With no arguments: invert the HOG of the bundled photos into\n"
-                    "./pyinvert-out/.")
+        "2016). With no arguments: invert the HOG of the bundled photos into\n"
+        "./pyinvert-out/.",
+    )
     sub = parser.add_subparsers(dest="command")
     for module in dict.fromkeys(COMMANDS.values()):  # a module may add several subcommands
         module.add_parser(sub)

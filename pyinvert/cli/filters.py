@@ -1,5 +1,6 @@
 """``pyinvert filters --model M [--layer L]``: a grid of a layer's filters (``--model hog`` /
 ``dsift``: the descriptor's templates). Writes ``filters.png`` and ``filters.json``."""
+
 from pathlib import Path
 
 import pyinvert
@@ -9,19 +10,34 @@ from pyinvert.cli.common import error, say
 
 
 def add_parser(subparsers):
-    p = subparsers.add_parser("filters", help="a layer's filters as a grid (HOG / DSIFT: "
-                                              "their templates)")
-    p.add_argument("--model", default="mobilenet_v2",
-                   help=f"a zoo model ({', '.join(models.MODELS)}), hog or dsift "
-                        f"(default: %(default)s)")
-    p.add_argument("--layer", default=None,
-                   help="the convolution's module name (default: the first convolution)")
-    p.add_argument("--max-filters", type=common.integer, default=64,
-                   help="draw at most this many filters (default: %(default)s)")
-    p.add_argument("--columns", type=common.integer, default=None,
-                   help="tiles per row (default: a near-square grid)")
-    p.add_argument("--out", default="pyinvert-out/filters",
-                   help="output folder (default: %(default)s)")
+    p = subparsers.add_parser(
+        "filters", help="a layer's filters as a grid (HOG / DSIFT: their templates)"
+    )
+    p.add_argument(
+        "--model",
+        default="mobilenet_v2",
+        help=f"a zoo model ({', '.join(models.MODELS)}), hog or dsift (default: %(default)s)",
+    )
+    p.add_argument(
+        "--layer",
+        default=None,
+        help="the convolution's module name (default: the first convolution)",
+    )
+    p.add_argument(
+        "--max-filters",
+        type=common.integer,
+        default=64,
+        help="draw at most this many filters (default: %(default)s)",
+    )
+    p.add_argument(
+        "--columns",
+        type=common.integer,
+        default=None,
+        help="tiles per row (default: a near-square grid)",
+    )
+    p.add_argument(
+        "--out", default="pyinvert-out/filters", help="output folder (default: %(default)s)"
+    )
     common.add_weights(p)
     p.set_defaults(func=common.guard(run), parser=p)
     return p
@@ -40,8 +56,9 @@ def run(args) -> int:
         target = pyinvert.DenseSIFT()
     else:
         target = models.load_model(name, weights=common.weights(args))
-    result = pyinvert.filters(target, args.layer, max_filters=args.max_filters,
-                              columns=args.columns)
+    result = pyinvert.filters(
+        target, args.layer, max_filters=args.max_filters, columns=args.columns
+    )
     out = Path(args.out)
     try:
         written = result.save(out)

@@ -5,6 +5,7 @@ Each source gets ``<name>.png`` (source | its textures, labelled) and
 ``<name>-texture.png`` (``<name>-texture-r<k>.png`` with restarts); the run writes
 ``result.json``: the per-layer Gram errors (initial, final, their ratio) and the timings.
 """
+
 from pathlib import Path
 
 import torch
@@ -18,21 +19,41 @@ from pyinvert.models.zoo import POOLING_MODELS
 
 
 def add_parser(subparsers):
-    c = subparsers.add_parser("texture", help="texture synthesis: new images with the Gram "
-                                              "statistics of each source (Gatys 2015)")
+    c = subparsers.add_parser(
+        "texture",
+        help="texture synthesis: new images with the Gram statistics of each source (Gatys 2015)",
+    )
     c.add_argument("sources", nargs="+", help="image files")
-    c.add_argument("--model", default="mobilenet_v2",
-                   help="model (default: %(default)s; vgg16/vgg19 use average pooling)")
-    c.add_argument("--layers", default=None,
-                   help="comma-separated layers or aliases (default: conv1_1,pool1,...,pool4 "
-                        "for VGG, their MobileNetV2 equivalents)")
-    c.add_argument("--size", type=common.integer, default=None,
-                   help=f"sources are resized and centre-cropped to this size, at most "
-                        f"{common.BOUNDS['size'][1]} (default: as they are)")
-    c.add_argument("--texture-size", type=common.integer, default=None,
-                   help="size of the textures (default: the sources')")
-    c.add_argument("--restarts", type=common.integer, default=1,
-                   help="textures per source (default: %(default)s)")
+    c.add_argument(
+        "--model",
+        default="mobilenet_v2",
+        help="model (default: %(default)s; vgg16/vgg19 use average pooling)",
+    )
+    c.add_argument(
+        "--layers",
+        default=None,
+        help="comma-separated layers or aliases (default: conv1_1,pool1,...,pool4 "
+        "for VGG, their MobileNetV2 equivalents)",
+    )
+    c.add_argument(
+        "--size",
+        type=common.integer,
+        default=None,
+        help=f"sources are resized and centre-cropped to this size, at most "
+        f"{common.BOUNDS['size'][1]} (default: as they are)",
+    )
+    c.add_argument(
+        "--texture-size",
+        type=common.integer,
+        default=None,
+        help="size of the textures (default: the sources')",
+    )
+    c.add_argument(
+        "--restarts",
+        type=common.integer,
+        default=1,
+        help="textures per source (default: %(default)s)",
+    )
     common.add_weights(c)
     common.add_images(c)
     common.add_common(c, "pyinvert-out/texture", recipes=False)
@@ -42,8 +63,9 @@ def add_parser(subparsers):
 
 def network(args):
     """The model of ``--model`` with ``--weights`` (VGG with average pooling)."""
-    return load_model(args.model, common.weights(args),
-                      pooling="avg" if args.model in POOLING_MODELS else "max")
+    return load_model(
+        args.model, common.weights(args), pooling="avg" if args.model in POOLING_MODELS else "max"
+    )
 
 
 def layers_of(value):
@@ -54,12 +76,10 @@ def run(args) -> int:
     if (code := common.preflight(args)) is not None:
         return code
     if args.texture_size is not None and not 1 <= args.texture_size <= common.BOUNDS["size"][1]:
-        error(f"--texture-size must be in [1, {common.BOUNDS['size'][1]}], got "
-              f"{args.texture_size}")
+        error(f"--texture-size must be in [1, {common.BOUNDS['size'][1]}], got {args.texture_size}")
         return 2
     model = network(args)
-    loaded, bad = common.load_inputs(args.sources, 16, args.max_pixels,
-                                     common.fitted(args.size))
+    loaded, bad = common.load_inputs(args.sources, 16, args.max_pixels, common.fitted(args.size))
     common.report(bad)
     if not loaded:
         error("no image could be processed")
@@ -70,16 +90,26 @@ def run(args) -> int:
         return 2
     out = Path(args.out)
     R = args.restarts
-    outputs = (lambda n: [f"{n}.png", f"{n}-texture.png"]) if R == 1 else \
-        (lambda n: [f"{n}.png", *(f"{n}-texture-r{k}.png" for k in range(R))])
+    outputs = (
+        (lambda n: [f"{n}.png", f"{n}-texture.png"])
+        if R == 1
+        else (lambda n: [f"{n}.png", *(f"{n}-texture-r{k}.png" for k in range(R))])
+    )
     names = common.names_for([p for p, _ in loaded], out, outputs, ["result.json"])
     batch = torch.stack([t for _, t in loaded])
-    res = pyinvert.texture(batch, model, layers=layers_of(args.layers),
-                           size=args.texture_size, steps=args.steps, restarts=R,
-                           generator=torch.Generator().manual_seed(args.seed),
-                           device=args.device, batch_size=args.batch_size,
-                           progress=not args.no_progress,
-                           names=[f"{n}-texture" for n in names])
+    res = pyinvert.texture(
+        batch,
+        model,
+        layers=layers_of(args.layers),
+        size=args.texture_size,
+        steps=args.steps,
+        restarts=R,
+        generator=torch.Generator().manual_seed(args.seed),
+        device=args.device,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+        names=[f"{n}-texture" for n in names],
+    )
     try:
         res.save(out)
     except OSError as e:
@@ -92,16 +122,22 @@ def run(args) -> int:
         labels = ["source"] + [f"texture {k}" if R > 1 else "texture" for k in range(R)]
         target = out / f"{n}.png"
         try:
-            io.save_image(target, figures.labelled_grid([res.sources[i].cpu(),
-                                                         *(t.cpu() for t in textures)],
-                                                        labels, columns=R + 1))
+            io.save_image(
+                target,
+                figures.labelled_grid(
+                    [res.sources[i].cpu(), *(t.cpu() for t in textures)], labels, columns=R + 1
+                ),
+            )
         except OSError as e:
             error(common.cannot_write(target, e))
             failed = True
             continue
-        ratios = ", ".join(f"{k} {float(red[i, :, j].min()):.3g}x"
-                           for j, k in enumerate(res.layers))
-        say(f"{n}: Gram error fell by {ratios}  ({res.seconds:.1f} s)"
+        ratios = ", ".join(
+            f"{k} {float(red[i, :, j].min()):.3g}x" for j, k in enumerate(res.layers)
+        )
+        say(
+            f"{n}: Gram error fell by {ratios}  ({res.seconds:.1f} s)"
             + ("  FAILED" if bool(res.failed.reshape(len(names), R)[i].any()) else "")
-            + f"  -> {target}")
+            + f"  -> {target}"
+        )
     return 1 if (failed or bool(res.failed.any())) else 0

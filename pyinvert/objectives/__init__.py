@@ -37,17 +37,46 @@ The package, split by kind: :mod:`~pyinvert.objectives.base` (the algebra),
 :mod:`~pyinvert.objectives.priors` (image priors). :mod:`~pyinvert.objectives.style` (Gram
 matrices and feature maps of layers, as data: layer -> (target, weight)).
 """
+
 import torch  # noqa: F401 (doctest namespace)
 
 from pyinvert.objectives.base import Objective, Scaled, Sum, Weight
 from pyinvert.objectives.inversion import Inversion, feature_distance, inversion_objective
 from pyinvert.objectives.priors import AlphaNorm, ImagePrior, TotalVariation
-from pyinvert.objectives.units import (Activation, Caricature, ClassLogProbability, DeepDream,
-                                       Direction)
-from pyinvert.objectives.style import (ContentLoss, Gram, StyleLoss, gram_matrix,
-                                       gram_parameter_count)
+from pyinvert.objectives.units import (
+    Activation,
+    Caricature,
+    ClassLogProbability,
+    DeepDream,
+    Direction,
+)
+from pyinvert.objectives.style import (
+    ContentLoss,
+    Gram,
+    StyleLoss,
+    gram_matrix,
+    gram_parameter_count,
+)
 
-__all__ = ["Objective", "Scaled", "Sum", "Weight", "Inversion", "feature_distance",
-           "inversion_objective", "ImagePrior", "TotalVariation", "AlphaNorm", "Activation",
-           "Caricature", "ClassLogProbability", "DeepDream", "Direction",
-           "Gram", "StyleLoss", "ContentLoss", "gram_matrix", "gram_parameter_count"]
+__all__ = [
+    "Objective",
+    "Scaled",
+    "Sum",
+    "Weight",
+    "Inversion",
+    "feature_distance",
+    "inversion_objective",
+    "ImagePrior",
+    "TotalVariation",
+    "AlphaNorm",
+    "Activation",
+    "Caricature",
+    "ClassLogProbability",
+    "DeepDream",
+    "Direction",
+    "Gram",
+    "StyleLoss",
+    "ContentLoss",
+    "gram_matrix",
+    "gram_parameter_count",
+]

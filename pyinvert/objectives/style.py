@@ -21,6 +21,7 @@ References:
     L. A. Gatys, A. S. Ecker, M. Bethge. Image style transfer using convolutional neural
     networks. CVPR 2016, eq. (1) (content), (3)-(5) (style), (7) (their sum).
 """
+
 import math
 from typing import Dict, Mapping, Optional, Sequence, Union
 
@@ -61,8 +62,9 @@ def gram_matrix(features: Tensor) -> Tensor:
     F = features.flatten(2)
     M = F.shape[2]
     if M == 0:
-        raise ValueError(f"gram_matrix: expected at least one position, got shape "
-                         f"{list(features.shape)}")
+        raise ValueError(
+            f"gram_matrix: expected at least one position, got shape {list(features.shape)}"
+        )
     return torch.matmul(F, F.transpose(1, 2)) / M
 
 
@@ -76,15 +78,18 @@ def split_code(code, shapes: Optional[Mapping[str, Sequence[int]]], fn: str) -> 
     if not isinstance(code, Tensor):
         raise TypeError(f"{fn}: expected a code Tensor or Code, got {type(code).__name__}")
     if shapes is None:
-        raise ValueError(f"{fn}: got a code Tensor but no layer shapes to split it; pass "
-                         f"shapes= (one image's shape per layer) or give a Code")
+        raise ValueError(
+            f"{fn}: got a code Tensor but no layer shapes to split it; pass "
+            f"shapes= (one image's shape per layer) or give a Code"
+        )
     if len(shapes) == 1:
         return {next(iter(shapes)): code}
     return Code.from_flat(code.flatten(1), shapes).maps
 
 
-def _layer_weights(weights: LayerWeights, layers: Sequence[str], default: float,
-                   fn: str) -> Dict[str, float]:
+def _layer_weights(
+    weights: LayerWeights, layers: Sequence[str], default: float, fn: str
+) -> Dict[str, float]:
     if weights is None:
         return {k: default for k in layers}
     if isinstance(weights, (int, float)) and not isinstance(weights, bool):
@@ -92,20 +97,25 @@ def _layer_weights(weights: LayerWeights, layers: Sequence[str], default: float,
     if isinstance(weights, Mapping):
         unknown = sorted(set(weights) - set(layers))
         if unknown:
-            raise ValueError(f"{fn}: weights for unknown layers {unknown}; the layers are "
-                             f"{list(layers)}")
+            raise ValueError(
+                f"{fn}: weights for unknown layers {unknown}; the layers are {list(layers)}"
+            )
         return {k: float(weights.get(k, 0.0)) for k in layers}
     weights = list(weights)
     if len(weights) != len(layers):
-        raise ValueError(f"{fn}: expected {len(layers)} layer weights (one per layer of "
-                         f"{list(layers)}), got {len(weights)}")
+        raise ValueError(
+            f"{fn}: expected {len(layers)} layer weights (one per layer of "
+            f"{list(layers)}), got {len(weights)}"
+        )
     return {k: float(w) for k, w in zip(layers, weights)}
 
 
 def _check_targets(targets, fn: str, dims: int, what: str) -> Dict[str, Tensor]:
     if not isinstance(targets, Mapping) or not targets:
-        raise TypeError(f"{fn}: expected targets as a non-empty dict layer -> Tensor, got "
-                        f"{type(targets).__name__}")
+        raise TypeError(
+            f"{fn}: expected targets as a non-empty dict layer -> Tensor, got "
+            f"{type(targets).__name__}"
+        )
     rows = set()
     out = {}
     for k, t in targets.items():
@@ -148,14 +158,19 @@ class Gram(Objective):
     #: Default weights 1 / L (StyleLoss) instead of 1 (Gram).
     mean_weights = False
 
-    def __init__(self, targets: Mapping[str, Tensor], weights: LayerWeights = None,
-                 shapes: Optional[Mapping[str, Sequence[int]]] = None):
+    def __init__(
+        self,
+        targets: Mapping[str, Tensor],
+        weights: LayerWeights = None,
+        shapes: Optional[Mapping[str, Sequence[int]]] = None,
+    ):
         fn = type(self).__name__
         self.targets = _check_targets(targets, fn, 3, "Gram matrices [N, C, C]")
         for k, t in self.targets.items():
             if t.shape[1] != t.shape[2]:
-                raise ValueError(f"{fn}: expected square Gram matrices for {k!r}, got "
-                                 f"{list(t.shape)}")
+                raise ValueError(
+                    f"{fn}: expected square Gram matrices for {k!r}, got {list(t.shape)}"
+                )
         self.layers = list(self.targets)
         default = 1.0 / len(self.layers) if self.mean_weights else 1.0
         self.weights = _layer_weights(weights, self.layers, default, fn)
@@ -163,13 +178,16 @@ class Gram(Objective):
         if self.shapes is not None:
             missing = [k for k in self.layers if k not in self.shapes]
             if missing:
-                raise ValueError(f"{fn}: layers {missing} are not in shapes "
-                                 f"{list(self.shapes)}")
+                raise ValueError(f"{fn}: layers {missing} are not in shapes {list(self.shapes)}")
 
     @classmethod
-    def from_maps(cls, maps: Union[Code, Mapping[str, Tensor]], weights: LayerWeights = None,
-                  layers: Optional[Sequence[str]] = None,
-                  shapes: Optional[Mapping[str, Sequence[int]]] = None) -> "Gram":
+    def from_maps(
+        cls,
+        maps: Union[Code, Mapping[str, Tensor]],
+        weights: LayerWeights = None,
+        layers: Optional[Sequence[str]] = None,
+        shapes: Optional[Mapping[str, Sequence[int]]] = None,
+    ) -> "Gram":
         """The term whose targets are the Gram matrices of ``maps`` (a Code or a dict; only
         ``layers`` when given)."""
         maps = maps.maps if isinstance(maps, Code) else dict(maps)
@@ -254,19 +272,24 @@ class ContentLoss(Objective):
         tensor([0., 0.])
     """
 
-    def __init__(self, targets: Mapping[str, Tensor], weights: LayerWeights = None,
-                 shapes: Optional[Mapping[str, Sequence[int]]] = None):
+    def __init__(
+        self,
+        targets: Mapping[str, Tensor],
+        weights: LayerWeights = None,
+        shapes: Optional[Mapping[str, Sequence[int]]] = None,
+    ):
         if not isinstance(targets, Mapping) or not targets:
-            raise TypeError(f"ContentLoss: expected targets as a non-empty dict layer -> "
-                            f"Tensor, got {type(targets).__name__}")
+            raise TypeError(
+                f"ContentLoss: expected targets as a non-empty dict layer -> "
+                f"Tensor, got {type(targets).__name__}"
+            )
         dims = {k: (t.dim() if isinstance(t, Tensor) else 0) for k, t in targets.items()}
         bad = [k for k, d in dims.items() if d < 2]
         if bad:
             raise ValueError(f"ContentLoss: expected the targets of {bad} to be maps [N, ...]")
         rows = {t.shape[0] for t in targets.values()}
         if len(rows) != 1:
-            raise ValueError(f"ContentLoss: expected targets of one batch size, got "
-                             f"{sorted(rows)}")
+            raise ValueError(f"ContentLoss: expected targets of one batch size, got {sorted(rows)}")
         self.targets = {k: t.detach() for k, t in targets.items()}
         self.layers = list(self.targets)
         self.weights = _layer_weights(weights, self.layers, 1.0, "ContentLoss")

@@ -3,6 +3,7 @@
 Randomness comes only from ``torch.Generator`` objects the caller seeds (one per row, so a row's
 result does not depend on the other rows of its batch).
 """
+
 from typing import Sequence
 
 import torch
@@ -19,15 +20,18 @@ def center_crop(x: Tensor, size) -> Tensor:
         return x
     oy = (x.shape[-2] - H) // 2
     ox = (x.shape[-1] - W) // 2
-    return x[..., oy:oy + H, ox:ox + W]
+    return x[..., oy : oy + H, ox : ox + W]
 
 
 def jitter_offsets(generators: Sequence[torch.Generator], amount: int) -> Tensor:
     """[N, 2] random (dy, dx) offsets in [0, amount), one draw per row's generator."""
     if amount <= 1:
         return torch.zeros(len(generators), 2, dtype=torch.long)
-    return torch.stack([torch.randint(amount, (2,), generator=g) for g in generators]) \
-        if len(generators) else torch.zeros(0, 2, dtype=torch.long)
+    return (
+        torch.stack([torch.randint(amount, (2,), generator=g) for g in generators])
+        if len(generators)
+        else torch.zeros(0, 2, dtype=torch.long)
+    )
 
 
 class _CropRows(torch.autograd.Function):
@@ -41,7 +45,7 @@ class _CropRows(torch.autograd.Function):
         ctx.offsets, ctx.shape = offsets, x.shape
         out = x.new_empty((x.shape[0], *x.shape[1:-2], H, W))
         for n, (dy, dx) in enumerate(offsets):
-            out[n].copy_(x[n, ..., dy:dy + H, dx:dx + W])
+            out[n].copy_(x[n, ..., dy : dy + H, dx : dx + W])
         return out
 
     @staticmethod
@@ -50,7 +54,7 @@ class _CropRows(torch.autograd.Function):
         H, W = grad.shape[-2:]
         gx = grad.new_zeros(ctx.shape)
         for n, (dy, dx) in enumerate(ctx.offsets):
-            gx[n, ..., dy:dy + H, dx:dx + W].copy_(grad[n])
+            gx[n, ..., dy : dy + H, dx : dx + W].copy_(grad[n])
         return gx, None, None, None
 
 
@@ -64,12 +68,15 @@ def jitter_crop(x: Tensor, size, offsets: Tensor) -> Tensor:
         return x[..., :H, :W]
     offs = [(int(dy), int(dx)) for dy, dx in offsets.tolist()]
     if len(offs) != x.shape[0]:
-        raise ValueError(f"jitter_crop: expected offsets of shape ({x.shape[0]}, 2), "
-                         f"got {list(offsets.shape)}")
+        raise ValueError(
+            f"jitter_crop: expected offsets of shape ({x.shape[0]}, 2), got {list(offsets.shape)}"
+        )
     for dy, dx in offs:
         if not (0 <= dy <= x.shape[-2] - H and 0 <= dx <= x.shape[-1] - W):
-            raise ValueError(f"jitter_crop: expected offsets in [0, {x.shape[-2] - H}] x "
-                             f"[0, {x.shape[-1] - W}], got ({dy}, {dx})")
+            raise ValueError(
+                f"jitter_crop: expected offsets in [0, {x.shape[-2] - H}] x "
+                f"[0, {x.shape[-1] - W}], got ({dy}, {dx})"
+            )
     return _CropRows.apply(x, offs, int(H), int(W))
 
 

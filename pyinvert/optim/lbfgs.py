@@ -32,6 +32,7 @@ References:
     D. C. Liu, J. Nocedal. On the limited memory BFGS method for large scale optimization.
     Mathematical Programming 45, 1989.
 """
+
 from typing import Callable, Optional, Tuple, Union
 
 from torch import Tensor
@@ -42,11 +43,21 @@ from pyinvert.optim.rowwise import rowsum as _rowsum  # noqa: F401 (tests reach 
 __all__ = ["lbfgs", "LBFGS", "LBFGSInfo", "REASONS"]
 
 
-def lbfgs(closure: Callable[[Tensor], Union[Tensor, Tuple[Tensor, Tensor]]], x0: Tensor, *,
-          max_iter: int = 100, max_eval: Optional[int] = None, history_size: int = 100,
-          tolerance_grad: float = 1e-7, tolerance_change: float = 1e-9,
-          line_search: Optional[str] = "strong_wolfe", lr: float = 1.0, c1: float = 1e-4,
-          c2: float = 0.9, max_ls: int = 25) -> Tuple[Tensor, LBFGSInfo]:
+def lbfgs(
+    closure: Callable[[Tensor], Union[Tensor, Tuple[Tensor, Tensor]]],
+    x0: Tensor,
+    *,
+    max_iter: int = 100,
+    max_eval: Optional[int] = None,
+    history_size: int = 100,
+    tolerance_grad: float = 1e-7,
+    tolerance_change: float = 1e-9,
+    line_search: Optional[str] = "strong_wolfe",
+    lr: float = 1.0,
+    c1: float = 1e-4,
+    c2: float = 0.9,
+    max_ls: int = 25,
+) -> Tuple[Tensor, LBFGSInfo]:
     """Minimize B independent problems packed in one tensor with L-BFGS, row by row.
 
     Each row has its own history, two-loop recursion and strong-Wolfe line search (module
@@ -96,9 +107,20 @@ def lbfgs(closure: Callable[[Tensor], Union[Tensor, Tuple[Tensor, Tensor]]], x0:
         J. Nocedal, S. J. Wright. Numerical Optimization, 2nd ed., 2006, Alg. 7.4, 7.5, 3.5,
         3.6. D. C. Liu, J. Nocedal. Mathematical Programming 45, 1989.
     """
-    opt = LBFGS(x0, max_iter=max_iter, max_eval=max_eval, history_size=history_size,
-                tolerance_grad=tolerance_grad, tolerance_change=tolerance_change,
-                line_search=line_search, lr=lr, c1=c1, c2=c2, max_ls=max_ls, _fn="lbfgs")
+    opt = LBFGS(
+        x0,
+        max_iter=max_iter,
+        max_eval=max_eval,
+        history_size=history_size,
+        tolerance_grad=tolerance_grad,
+        tolerance_change=tolerance_change,
+        line_search=line_search,
+        lr=lr,
+        c1=c1,
+        c2=c2,
+        max_ls=max_ls,
+        _fn="lbfgs",
+    )
     while not opt.done:
         opt.step(closure)
     return opt.x.clone(), opt.info()

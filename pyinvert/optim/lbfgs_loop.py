@@ -19,6 +19,7 @@ References:
     L. A. Gatys, A. S. Ecker, M. Bethge. NIPS 2015 and CVPR 2016 (L-BFGS on the pixels);
     DeepTextures (scipy's L-BFGS-B, memory m = 10).
 """
+
 from typing import Callable, Optional, Sequence
 
 import math
@@ -36,8 +37,13 @@ from pyinvert.optim.rules import _rows
 #: change of the pixels (in the optimized scale: 1 of 255 for a CNN), the memory of scipy's
 #: L-BFGS-B (DeepTextures), closure values up to twice the iterations, and no tolerance stop
 #: on the gradient (the run lasts the recipe's iterations unless a step or value stalls).
-LBFGS_DEFAULTS = dict(first_step=1.0, history_size=10, tolerance_grad=0.0, tolerance_change=1e-12,
-                      line_search="strong_wolfe")
+LBFGS_DEFAULTS = dict(
+    first_step=1.0,
+    history_size=10,
+    tolerance_grad=0.0,
+    tolerance_change=1e-12,
+    line_search="strong_wolfe",
+)
 
 
 def lbfgs_settings(recipe: Recipe) -> dict:
@@ -49,9 +55,18 @@ def lbfgs_settings(recipe: Recipe) -> dict:
     return opts
 
 
-def optimize(x: Tensor, objective, recipe: Recipe, *, image_size, lr_scale: Tensor = None,
-             generators: Sequence[torch.Generator] = (), progress=None,
-             callback: Optional[Callable] = None, to_image: Optional[Callable] = None):
+def optimize(
+    x: Tensor,
+    objective,
+    recipe: Recipe,
+    *,
+    image_size,
+    lr_scale: Tensor = None,
+    generators: Sequence[torch.Generator] = (),
+    progress=None,
+    callback: Optional[Callable] = None,
+    to_image: Optional[Callable] = None,
+):
     """Run per-row L-BFGS on x in place for the recipe's iterations.
 
     Args:
@@ -83,22 +98,25 @@ def optimize(x: Tensor, objective, recipe: Recipe, *, image_size, lr_scale: Tens
 
     def result(t_end=None):
         if opt is None:
-            return (history.double().cpu(), measures.double().cpu(),
-                    torch.ones(N, dtype=torch.bool, device=x.device),
-                    torch.full((N,), -1, dtype=torch.long))
+            return (
+                history.double().cpu(),
+                measures.double().cpu(),
+                torch.ones(N, dtype=torch.bool, device=x.device),
+                torch.full((N,), -1, dtype=torch.long),
+            )
         active = opt.status != NONFINITE
         stopped = torch.where(active, torch.full_like(opt.iterations, -1), opt.iterations)
-        h, m = (history, measures) if t_end is None else (history[:, :t_end],
-                                                          measures[:, :t_end])
+        h, m = (history, measures) if t_end is None else (history[:, :t_end], measures[:, :t_end])
         return h.double().cpu(), m.double().cpu(), active, stopped.cpu()
 
     if N == 0:
         return result()
+
     def evaluate(z):
         z = z.detach().requires_grad_(True)
         image = z if to_image is None else to_image(z)
         loss, measure = objective(center_crop(image, image_size), image)
-        grad, = torch.autograd.grad(loss.sum(), z)
+        (grad,) = torch.autograd.grad(loss.sum(), z)
         return loss.detach(), measure.detach(), grad
 
     # The first step. Each row is solved in u = x / s and its loss scaled by c, two constants
@@ -114,8 +132,9 @@ def optimize(x: Tensor, objective, recipe: Recipe, *, image_size, lr_scale: Tens
     ok = torch.isfinite(l1) & torch.isfinite(l2) & (l1 > 0) & (l2 > 0)
     one = torch.ones_like(l1)
     safe1, safe2 = torch.where(ok, l1, one), torch.where(ok, l2, one)
-    scale = torch.where(ok, first_step * safe1 * math.sqrt(flat.shape[1]) / safe2,
-                        torch.ones_like(l1))
+    scale = torch.where(
+        ok, first_step * safe1 * math.sqrt(flat.shape[1]) / safe2, torch.ones_like(l1)
+    )
     c = torch.where(ok, 1.0 / (scale * safe1), torch.ones_like(l1))
     rs, rc = _rows(scale, x), _rows(c, x)
     opt = LBFGS(x / rs, **settings, _fn="lbfgs")
@@ -143,8 +162,7 @@ def optimize(x: Tensor, objective, recipe: Recipe, *, image_size, lr_scale: Tens
             done_iters = top
             if callback is not None:
                 x.copy_(opt.x * rs)
-                if callback(top, x, opt.f / c, accepted_measure.clone(),
-                            opt.status != NONFINITE):
+                if callback(top, x, opt.f / c, accepted_measure.clone(), opt.status != NONFINITE):
                     return result(top)
     with torch.no_grad():
         x.copy_(opt.x * rs)

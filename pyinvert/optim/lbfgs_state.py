@@ -2,6 +2,7 @@
 first): per-row histories, two-loop recursions and strong-Wolfe line searches, driven by
 ``ask`` / ``tell``; :func:`evaluate` is the closure protocol (values, or values and gradients).
 """
+
 import math
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple, Union
@@ -16,10 +17,20 @@ from pyinvert.optim.rowwise import dot as _dot
 from pyinvert.optim.rowwise import where_rows as _w
 
 #: Per-row stopping reasons, indexed by ``LBFGSInfo.status``.
-REASONS = ("running", "gradient", "step", "value", "direction", "max_iter", "max_eval",
-           "line_search", "nonfinite")
-RUNNING, GRADIENT, STEP, VALUE, DIRECTION, MAX_ITER, MAX_EVAL, LINE_SEARCH, NONFINITE = \
-    range(len(REASONS))
+REASONS = (
+    "running",
+    "gradient",
+    "step",
+    "value",
+    "direction",
+    "max_iter",
+    "max_eval",
+    "line_search",
+    "nonfinite",
+)
+RUNNING, GRADIENT, STEP, VALUE, DIRECTION, MAX_ITER, MAX_EVAL, LINE_SEARCH, NONFINITE = range(
+    len(REASONS)
+)
 _CONVERGED = (GRADIENT, STEP, VALUE, DIRECTION)
 
 
@@ -38,6 +49,7 @@ class LBFGSInfo:
             decrease found), "nonfinite" (a NaN or Inf value or gradient: the row is frozen
             at its last finite point), "running".
     """
+
     iterations: Tensor
     evaluations: Tensor
     converged: Tensor
@@ -62,13 +74,13 @@ def _check_options(fn, ints, floats, c1, c2, lr, line_search):
         if not v >= 0:
             raise ValueError(f"{fn}: expected {name} >= 0, got {v}")
     if not 0 < c1 < c2 < 1:
-        raise ValueError(f"{fn}: expected 0 < c1 < c2 < 1 (Wolfe conditions), got c1={c1}, "
-                         f"c2={c2}")
+        raise ValueError(f"{fn}: expected 0 < c1 < c2 < 1 (Wolfe conditions), got c1={c1}, c2={c2}")
     if lr <= 0:
         raise ValueError(f"{fn}: expected lr > 0, got {lr}")
     if line_search not in ("strong_wolfe", None):
-        raise ValueError(f"{fn}: unknown line_search {line_search!r}; expected "
-                         f"'strong_wolfe' or None")
+        raise ValueError(
+            f"{fn}: unknown line_search {line_search!r}; expected 'strong_wolfe' or None"
+        )
 
 
 class LBFGS:
@@ -88,11 +100,22 @@ class LBFGS:
           (B, ...).
     """
 
-    def __init__(self, x0: Tensor, *, max_iter: int = 100, max_eval: Optional[int] = None,
-                 history_size: int = 100, tolerance_grad: float = 1e-7,
-                 tolerance_change: float = 1e-9, line_search: Optional[str] = "strong_wolfe",
-                 lr: float = 1.0, c1: float = 1e-4, c2: float = 0.9, max_ls: int = 25,
-                 _fn: str = "LBFGS"):
+    def __init__(
+        self,
+        x0: Tensor,
+        *,
+        max_iter: int = 100,
+        max_eval: Optional[int] = None,
+        history_size: int = 100,
+        tolerance_grad: float = 1e-7,
+        tolerance_change: float = 1e-9,
+        line_search: Optional[str] = "strong_wolfe",
+        lr: float = 1.0,
+        c1: float = 1e-4,
+        c2: float = 0.9,
+        max_ls: int = 25,
+        _fn: str = "LBFGS",
+    ):
         self._fn = _fn
         if not isinstance(x0, Tensor):
             raise TypeError(f"{_fn}: expected x0 to be a Tensor, got {type(x0).__name__}")
@@ -103,9 +126,21 @@ class LBFGS:
         ints = dict(max_iter=max_iter, history_size=history_size, max_ls=max_ls)
         if max_eval is not None:
             ints["max_eval"] = max_eval
-        _check_options(_fn, ints, dict(tolerance_grad=tolerance_grad, lr=lr, c1=c1, c2=c2,
-                                       tolerance_change=tolerance_change),
-                       c1, c2, lr, line_search)
+        _check_options(
+            _fn,
+            ints,
+            dict(
+                tolerance_grad=tolerance_grad,
+                lr=lr,
+                c1=c1,
+                c2=c2,
+                tolerance_change=tolerance_change,
+            ),
+            c1,
+            c2,
+            lr,
+            line_search,
+        )
         self.max_iter, self.history_size, self.max_ls = max_iter, history_size, max_ls
         self.max_eval = max_iter * 5 // 4 if max_eval is None else max_eval
         self.tolerance_grad, self.tolerance_change = tolerance_grad, tolerance_change
@@ -163,8 +198,9 @@ class LBFGS:
             raise ValueError(f"{self._fn}: expected per-row values of shape [{B}], got {got}")
         if not isinstance(grad, Tensor) or grad.shape != self.shape:
             got = list(grad.shape) if isinstance(grad, Tensor) else type(grad).__name__
-            raise ValueError(f"{self._fn}: expected gradients of shape {list(self.shape)}, "
-                             f"got {got}")
+            raise ValueError(
+                f"{self._fn}: expected gradients of shape {list(self.shape)}, got {got}"
+            )
         f = values.detach().to(self._x.dtype)
         g = grad.detach().to(self._x.dtype).reshape(B, self._D)
         run = self.status == RUNNING
@@ -198,8 +234,13 @@ class LBFGS:
         conv = torch.zeros_like(self.status, dtype=torch.bool)
         for s in _CONVERGED:
             conv |= self.status == s
-        return LBFGSInfo(self.iterations.clone(), self.evaluations.clone(), conv,
-                         self.f.clone(), self.status.clone())
+        return LBFGSInfo(
+            self.iterations.clone(),
+            self.evaluations.clone(),
+            conv,
+            self.f.clone(),
+            self.status.clone(),
+        )
 
     # ---- directions ------------------------------------------------------------------------
 
@@ -282,8 +323,11 @@ class LBFGS:
         L = zm & ~H
         Z = L & curv
         flip = L & ~curv & (gtd * (self.hi[:, 0] - self.lo[:, 0]) >= 0)
-        self.hi = _w((enter & ~new_lo) | (H & ~swap), new,
-                     _w(swap | flip, self.lo, _w(new_lo, self.prev, self.hi)))
+        self.hi = _w(
+            (enter & ~new_lo) | (H & ~swap),
+            new,
+            _w(swap | flip, self.lo, _w(new_lo, self.prev, self.hi)),
+        )
         to_new, to_prev = new_lo | swap | L, enter & ~new_lo
         self.lo = _w(to_new, new, _w(to_prev, self.prev, self.lo))
         self.lo_g = _w(to_new, g, _w(to_prev, self.g_prev, self.lo_g))
@@ -296,8 +340,7 @@ class LBFGS:
         # Extrapolation: a cubic step in [t + 0.01 (t - t_prev), 10 t].
         ext = E & ~out
         t_prev = self.prev[:, 0]
-        t_ext = _cubic(t_prev, f_prev, self.prev[:, 2], t, f, gtd, t + 0.01 * (t - t_prev),
-                       t * 10)
+        t_ext = _cubic(t_prev, f_prev, self.prev[:, 2], t, f, gtd, t + 0.01 * (t - t_prev), t * 10)
         self.prev, self.g_prev = _w(ext, new, self.prev), _w(ext, g, self.g_prev)
         # Zoom trial: a cubic step inside the bracket, kept 10% away from its ends when the
         # last steps made too little progress.
@@ -306,12 +349,17 @@ class LBFGS:
         eps = 0.1 * (hi_b - lo_b)
         near = torch.minimum(hi_b - t_z, t_z - lo_b) < eps
         move = near & (self.insuf | (t_z >= hi_b) | (t_z <= lo_b))
-        t_z = torch.where(move, torch.where((t_z - hi_b).abs() < (t_z - lo_b).abs(),
-                                            hi_b - eps, lo_b + eps), t_z)
+        t_z = torch.where(
+            move, torch.where((t_z - hi_b).abs() < (t_z - lo_b).abs(), hi_b - eps, lo_b + eps), t_z
+        )
         self.insuf = torch.where(zooming, near & ~move, self.insuf)
         self.t = _w(ext, t_ext, _w(zooming, t_z, self.t))
-        return (take_new | take_lo, _w(take_new, t, lo_t), _w(take_new, f, self.lo[:, 1]),
-                _w(take_new, g, self.lo_g))
+        return (
+            take_new | take_lo,
+            _w(take_new, t, lo_t),
+            _w(take_new, f, self.lo[:, 1]),
+            _w(take_new, g, self.lo_g),
+        )
 
     # ---- the end of an iteration ----------------------------------------------------------
 
@@ -328,11 +376,13 @@ class LBFGS:
         self._x = _w(acc, self._x + s, self._x)
         self.f, self.g = _w(acc, f, self.f), _w(acc, g, self.g)
         self.iterations = self.iterations + acc
-        tests = ((GRADIENT, _amax(g) <= self.tolerance_grad),
-                 (STEP, _amax(s) <= self.tolerance_change),
-                 (VALUE, (f - f_old).abs() < self.tolerance_change),
-                 (MAX_ITER, self.iterations >= self.max_iter),
-                 (MAX_EVAL, self.evaluations >= self.max_eval))
+        tests = (
+            (GRADIENT, _amax(g) <= self.tolerance_grad),
+            (STEP, _amax(s) <= self.tolerance_change),
+            (VALUE, (f - f_old).abs() < self.tolerance_change),
+            (MAX_ITER, self.iterations >= self.max_iter),
+            (MAX_EVAL, self.evaluations >= self.max_eval),
+        )
         for code, hit in tests:
             self.status = torch.where(acc & hit & (self.status == RUNNING), code, self.status)
         cont = acc & (self.status == RUNNING)
@@ -364,17 +414,25 @@ def evaluate(closure, x: Tensor, fn: str):
         out = closure(x)
     if isinstance(out, tuple):
         if len(out) != 2:
-            raise ValueError(f"{fn}: expected the closure to return values or (values, "
-                             f"gradients), got a tuple of {len(out)}")
+            raise ValueError(
+                f"{fn}: expected the closure to return values or (values, "
+                f"gradients), got a tuple of {len(out)}"
+            )
         return out
     if not isinstance(out, Tensor):
-        raise TypeError(f"{fn}: expected the closure to return a Tensor of per-row values, "
-                        f"got {type(out).__name__}")
+        raise TypeError(
+            f"{fn}: expected the closure to return a Tensor of per-row values, "
+            f"got {type(out).__name__}"
+        )
     if out.shape != x.shape[:1]:
-        raise ValueError(f"{fn}: expected the closure to return per-row values of shape "
-                         f"[{x.shape[0]}], got {list(out.shape)}")
+        raise ValueError(
+            f"{fn}: expected the closure to return per-row values of shape "
+            f"[{x.shape[0]}], got {list(out.shape)}"
+        )
     if not out.requires_grad:
-        raise ValueError(f"{fn}: the closure's values do not depend on x (no gradient); "
-                         f"return (values, gradients) to give the gradients yourself")
-    grad, = torch.autograd.grad(out.sum(), x, allow_unused=True)
+        raise ValueError(
+            f"{fn}: the closure's values do not depend on x (no gradient); "
+            f"return (values, gradients) to give the gradients yourself"
+        )
+    (grad,) = torch.autograd.grad(out.sum(), x, allow_unused=True)
     return out, torch.zeros_like(x) if grad is None else grad

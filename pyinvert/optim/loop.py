@@ -4,6 +4,7 @@ Every row of the optimized tensor is an independent problem: the rules are eleme
 learning-rate multiplier is per row, and a row whose loss (or gradient) becomes NaN/Inf is
 frozen and reported while the others go on.
 """
+
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -11,13 +12,28 @@ from torch import Tensor
 
 from pyinvert.optim.jitter import Jitter, center_crop
 from pyinvert.optim.recipes import Recipe
-from pyinvert.optim.rules import (AdagradMomentumRule, MomentumRule,  # noqa: F401 (re-exported)
-                                  NormalizedRule, _rows, make_rule, project_ball)
+from pyinvert.optim.rules import (
+    AdagradMomentumRule,  # noqa: F401 (re-exported)
+    MomentumRule,  # noqa: F401 (re-exported)
+    NormalizedRule,  # noqa: F401 (re-exported)
+    _rows,
+    make_rule,
+    project_ball,
+)
 
 
-def optimize(x: Tensor, objective, recipe: Recipe, *, image_size, lr_scale: Tensor,
-             generators: Sequence[torch.Generator], progress=None,
-             callback: Optional[Callable] = None, to_image: Optional[Callable] = None):
+def optimize(
+    x: Tensor,
+    objective,
+    recipe: Recipe,
+    *,
+    image_size,
+    lr_scale: Tensor,
+    generators: Sequence[torch.Generator],
+    progress=None,
+    callback: Optional[Callable] = None,
+    to_image: Optional[Callable] = None,
+):
     """Run the recipe's schedule on x in place.
 
     Args:
@@ -66,7 +82,7 @@ def optimize(x: Tensor, objective, recipe: Recipe, *, image_size, lr_scale: Tens
             image = x if to_image is None else to_image(x)
             crop = jitter(image, generators) if stage.jitter else center_crop(image, image_size)
             loss, error = objective(crop, image)
-            grad, = torch.autograd.grad(loss.sum(), x)
+            (grad,) = torch.autograd.grad(loss.sum(), x)
             x.requires_grad_(False)
             with torch.no_grad():
                 # One reduction pass: a row's gradient sum is finite iff all its entries are

@@ -5,6 +5,7 @@ Every task (:func:`pyinvert.invert`, :func:`pyinvert.visualize`, :func:`pyinvert
 ``options=RunOptions(...)`` and, as before, the same fields as keyword arguments; a keyword
 left at its default takes the value from ``options``.
 """
+
 import dataclasses
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
@@ -60,11 +61,14 @@ class RunOptions:
         if self.dtype not in (torch.float32, torch.float64):
             raise TypeError(f"{fn}: expected dtype float32 or float64, got {self.dtype}")
         if self.generator is not None and not isinstance(self.generator, torch.Generator):
-            raise TypeError(f"{fn}: expected generator to be a torch.Generator, "
-                            f"got {type(self.generator).__name__}")
+            raise TypeError(
+                f"{fn}: expected generator to be a torch.Generator, "
+                f"got {type(self.generator).__name__}"
+            )
         if self.backend not in ("fused", "reference"):
-            raise ValueError(f"{fn}: expected backend in ('fused', 'reference'), "
-                             f"got {self.backend!r}")
+            raise ValueError(
+                f"{fn}: expected backend in ('fused', 'reference'), got {self.backend!r}"
+            )
         s = self.steps
         if s is not None and (isinstance(s, bool) or not isinstance(s, int)):
             raise TypeError(f"{fn}: expected steps to be an int or None, got {type(s).__name__}")
@@ -73,16 +77,16 @@ class RunOptions:
         return self
 
     @classmethod
-    def resolve(cls, fn: str, options: Optional["RunOptions"] = None,
-                **keywords) -> "RunOptions":
+    def resolve(cls, fn: str, options: Optional["RunOptions"] = None, **keywords) -> "RunOptions":
         """``options`` with the task's keyword arguments applied: a keyword at its default
         keeps the option's value; one set to something else replaces it, unless ``options``
         sets that field to a third value (then it is ambiguous: ValueError)."""
         if options is None:
             options = cls()
         elif not isinstance(options, RunOptions):
-            raise TypeError(f"{fn}: expected options to be a RunOptions, "
-                            f"got {type(options).__name__}")
+            raise TypeError(
+                f"{fn}: expected options to be a RunOptions, got {type(options).__name__}"
+            )
         defaults = {f.name: f.default for f in dataclasses.fields(cls)}
         changes = {}
         for key, value in keywords.items():
@@ -92,17 +96,24 @@ class RunOptions:
                 continue
             mine = getattr(options, key)
             if not _same(mine, defaults[key]) and not _same(mine, value):
-                raise ValueError(f"{fn}: {key} is given twice, as {value!r} and in options as "
-                                 f"{mine!r}; give it once")
+                raise ValueError(
+                    f"{fn}: {key} is given twice, as {value!r} and in options as "
+                    f"{mine!r}; give it once"
+                )
             changes[key] = value
         return (dataclasses.replace(options, **changes) if changes else options).check(fn)
 
     def to_dict(self) -> dict:
         """The JSON-friendly fields (the generator and callback as whether they are set)."""
-        return {"steps": self.steps, "restarts": self.restarts, "batch_size": self.batch_size,
-                "seeded": self.generator is not None or self.seeds is not None,
-                "device": None if self.device is None else str(self.device),
-                "dtype": str(self.dtype).replace("torch.", ""), "backend": self.backend}
+        return {
+            "steps": self.steps,
+            "restarts": self.restarts,
+            "batch_size": self.batch_size,
+            "seeded": self.generator is not None or self.seeds is not None,
+            "device": None if self.device is None else str(self.device),
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "backend": self.backend,
+        }
 
 
 def _same(a, b) -> bool:

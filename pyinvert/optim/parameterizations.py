@@ -13,6 +13,7 @@ A parameterization has ``init(...) -> p`` (one row per image, each from its own 
 ``image(p, representation) -> canvas`` (differentiable) and ``lr_scale(...)``; decoders and
 style transfer plug in the same way (p = a latent code, image = the decoder's output).
 """
+
 import math
 from typing import Optional, Sequence
 
@@ -57,8 +58,18 @@ class PixelCanvas:
     #: The recipe's bound projects the optimized tensor (it is the image).
     projects = True
 
-    def init(self, rec: Recipe, shape, seeds, sigma: float, dtype, device, representation,
-             start: Optional[Tensor] = None, start_noise: float = 0.0) -> Tensor:
+    def init(
+        self,
+        rec: Recipe,
+        shape,
+        seeds,
+        sigma: float,
+        dtype,
+        device,
+        representation,
+        start: Optional[Tensor] = None,
+        start_noise: float = 0.0,
+    ) -> Tensor:
         """The rows' tensors: the recipe's noise, or ``start`` (images in the optimized scale,
         [n, C, H, W]) at the centre of the canvas, zeros around, plus ``start_noise`` times
         the noise."""
@@ -67,7 +78,7 @@ class PixelCanvas:
         H, W = start.shape[-2:]
         o = (shape[-2] - H) // 2
         x = torch.zeros((start.shape[0], *shape), device=device, dtype=dtype)
-        x[..., o:o + H, o:o + W] = start
+        x[..., o : o + H, o : o + W] = start
         if start_noise:
             x += start_noise * init_rows(rec, shape, seeds, sigma, dtype).to(device)
         return x
@@ -120,8 +131,9 @@ class FourierImage:
     projects = False
     _MAGIC = 4.0  # lucid's division of the image by 4 (a unit-variance spectrum -> mild image)
 
-    def __init__(self, decay_power: float = 1.0, sd: float = 0.01, decorrelate: bool = True,
-                 lr: float = 0.05):
+    def __init__(
+        self, decay_power: float = 1.0, sd: float = 0.01, decorrelate: bool = True, lr: float = 0.05
+    ):
         for key, v in (("decay_power", decay_power), ("sd", sd), ("lr", lr)):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
                 raise ValueError(f"FourierImage: expected {key} to be a number >= 0, got {v!r}")
@@ -134,7 +146,7 @@ class FourierImage:
         fy = torch.fft.fftfreq(H, dtype=torch.float64)[:, None]
         fx = torch.fft.rfftfreq(W, dtype=torch.float64)[None, :]
         f = (fy * fy + fx * fx).sqrt().clamp_min(1.0 / max(H, W))
-        return (1.0 / f ** self.decay_power).to(dtype=dtype, device=device)
+        return (1.0 / f**self.decay_power).to(dtype=dtype, device=device)
 
     def _mix(self, z: Tensor, inverse: bool = False) -> Tensor:
         if not self.decorrelate or z.shape[1] != 3:
@@ -144,19 +156,32 @@ class FourierImage:
             m = torch.linalg.inv(m)
         return torch.einsum("ij,bjhw->bihw", m, z)
 
-    def init(self, rec: Recipe, shape, seeds, sigma: float, dtype, device, representation,
-             start: Optional[Tensor] = None, start_noise: float = 0.0) -> Tensor:
+    def init(
+        self,
+        rec: Recipe,
+        shape,
+        seeds,
+        sigma: float,
+        dtype,
+        device,
+        representation,
+        start: Optional[Tensor] = None,
+        start_noise: float = 0.0,
+    ) -> Tensor:
         C, Hc, Wc = shape
         spec = (C, Hc, Wc // 2 + 1, 2)
-        rows = [torch.randn(spec, generator=torch.Generator().manual_seed(int(s)),
-                            dtype=torch.float64) * self.sd for s in seeds]
-        p = (torch.stack(rows) if rows else torch.zeros((0, *spec), dtype=torch.float64))
+        rows = [
+            torch.randn(spec, generator=torch.Generator().manual_seed(int(s)), dtype=torch.float64)
+            * self.sd
+            for s in seeds
+        ]
+        p = torch.stack(rows) if rows else torch.zeros((0, *spec), dtype=torch.float64)
         p = p.to(dtype=dtype, device=device)
         if start is not None:
             H, W = start.shape[-2:]
             o = (Hc - H) // 2
             pixels = torch.full((start.shape[0], C, Hc, Wc), 0.5, dtype=dtype, device=device)
-            pixels[..., o:o + H, o:o + W] = representation.postprocess(start)
+            pixels[..., o : o + H, o : o + W] = representation.postprocess(start)
             z = torch.logit(pixels.clamp(1e-3, 1 - 1e-3))
             f = torch.fft.rfft2(self._mix(z, inverse=True) * self._MAGIC, norm="ortho")
             f = f / self._scale(Hc, Wc, dtype, device)
@@ -175,5 +200,10 @@ class FourierImage:
         return self.lr / rec.stages[0].lr
 
     def config(self) -> dict:
-        return {"name": self.name, "decay_power": self.decay_power, "sd": self.sd,
-                "decorrelate": self.decorrelate, "lr": self.lr}
+        return {
+            "name": self.name,
+            "decay_power": self.decay_power,
+            "sd": self.sd,
+            "decorrelate": self.decorrelate,
+            "lr": self.lr,
+        }

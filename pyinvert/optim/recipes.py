@@ -38,6 +38,7 @@ References:
     A. Mahendran and A. Vedaldi, "Visualizing Deep Convolutional Neural Networks Using Natural
     Pre-Images", IJCV 2016, Sec. 3 and 4.
 """
+
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
@@ -87,6 +88,7 @@ def ijcv2016_jitter(stride: int) -> int:
 @dataclass(frozen=True)
 class Stage:
     """A run of ``iterations`` steps at learning rate ``lr`` (with or without jitter)."""
+
     lr: float
     iterations: int
     jitter: bool = False
@@ -124,6 +126,7 @@ class Recipe:
         dsift_bin_size: DSIFT bin size used with this recipe.
         dsift_step: DSIFT sampling step used with this recipe.
     """
+
     name: str
     stages: Tuple[Stage, ...]
     optimizer: str = "momentum"
@@ -156,7 +159,9 @@ class Recipe:
         all (each stage keeps its share, at least one iteration); ``fn`` names the caller in
         errors."""
         if isinstance(steps, bool) or not isinstance(steps, int):
-            raise TypeError(f"{fn}: expected steps to be an int or None, got {type(steps).__name__}")
+            raise TypeError(
+                f"{fn}: expected steps to be an int or None, got {type(steps).__name__}"
+            )
         if steps < 1:
             raise ValueError(f"{fn}: expected steps >= 1, got {steps}")
         total = self.iterations
@@ -166,8 +171,10 @@ class Recipe:
             counts[counts.index(max(counts))] -= 1
         while sum(counts) < steps:
             counts[counts.index(max(counts))] += 1
-        return dataclasses.replace(self, stages=tuple(
-            dataclasses.replace(s, iterations=n) for s, n in zip(self.stages, counts)))
+        return dataclasses.replace(
+            self,
+            stages=tuple(dataclasses.replace(s, iterations=n) for s, n in zip(self.stages, counts)),
+        )
 
     def to_dict(self) -> dict:
         """JSON-friendly view (tensors become lists)."""
@@ -186,39 +193,71 @@ def _cvpr2015() -> Recipe:
     return Recipe(
         name="cvpr2015",
         stages=tuple(Stage(0.004 * f, 200) for f in (1.0, 0.1, 0.01, 0.001)),
-        optimizer="momentum", momentum=0.9, reset_momentum=True,
-        data_weight=1.0, tv_weight=1.0, beta=2.0, norm_weight=8e-10, alpha=6.0,
-        isotropic_norm=False, prior_normalization="sigma2", sigma=27098.1,
-        sigma_reference_numel=187500.0, lr_pixels=False, init="randn_norm", bound=None,
-        jitter=1, dsift_bin_size=5, dsift_step=4)
+        optimizer="momentum",
+        momentum=0.9,
+        reset_momentum=True,
+        data_weight=1.0,
+        tv_weight=1.0,
+        beta=2.0,
+        norm_weight=8e-10,
+        alpha=6.0,
+        isotropic_norm=False,
+        prior_normalization="sigma2",
+        sigma=27098.1,
+        sigma_reference_numel=187500.0,
+        lr_pixels=False,
+        init="randn_norm",
+        bound=None,
+        jitter=1,
+        dsift_bin_size=5,
+        dsift_step=4,
+    )
 
 
 def _ijcv2016() -> Recipe:
     B, alpha, beta = 80.0, 6.0, 2.0
-    lr = 0.05 * B ** 2 / alpha
+    lr = 0.05 * B**2 / alpha
     return Recipe(
         name="ijcv2016",
         stages=(Stage(lr, 300, jitter=True), Stage(0.1 * lr, 50, jitter=False)),
-        optimizer="adagrad_momentum", momentum=0.9, reset_momentum=True,
-        data_weight=100.0, tv_weight=(6.5 / B) ** beta, beta=beta,
-        norm_weight=(1.0 / B) ** alpha, alpha=alpha, isotropic_norm=True,
-        prior_normalization="pixels", sigma=B, sigma_reference_numel=None, lr_pixels=True,
-        init="uniform_quantile", bound=2 * B, jitter=3, dsift_bin_size=8, dsift_step=4)
+        optimizer="adagrad_momentum",
+        momentum=0.9,
+        reset_momentum=True,
+        data_weight=100.0,
+        tv_weight=(6.5 / B) ** beta,
+        beta=beta,
+        norm_weight=(1.0 / B) ** alpha,
+        alpha=alpha,
+        isotropic_norm=True,
+        prior_normalization="pixels",
+        sigma=B,
+        sigma_reference_numel=None,
+        lr_pixels=True,
+        init="uniform_quantile",
+        bound=2 * B,
+        jitter=3,
+        dsift_bin_size=8,
+        dsift_step=4,
+    )
 
 
 def _cvpr2015_cnn(stride: int) -> Recipe:
     return dataclasses.replace(
-        _cvpr2015(), name="cvpr2015-cnn",
+        _cvpr2015(),
+        name="cvpr2015-cnn",
         stages=tuple(Stage(lr, n) for lr, n in CVPR2015_CNN_STAGES),
-        tv_weight=cvpr2015_cnn_tv_weight(stride), sigma_reference_numel=CVPR2015_CNN_SIGMA_NUMEL,
-        extra={"stride": stride})
+        tv_weight=cvpr2015_cnn_tv_weight(stride),
+        sigma_reference_numel=CVPR2015_CNN_SIGMA_NUMEL,
+        extra={"stride": stride},
+    )
 
 
 def _ijcv2016_cnn(stride: int) -> Recipe:
     # exp_inversion.m: 300 iterations with jitter, then 50 at 0.1 lr without, from the first
     # result (our single run keeps x, and the AdaGrad state, between the two stages).
-    return dataclasses.replace(_ijcv2016(), name="ijcv2016-cnn", jitter=ijcv2016_jitter(stride),
-                               extra={"stride": stride})
+    return dataclasses.replace(
+        _ijcv2016(), name="ijcv2016-cnn", jitter=ijcv2016_jitter(stride), extra={"stride": stride}
+    )
 
 
 def _actmax(stride: int) -> Recipe:
@@ -234,29 +273,52 @@ def _actmax(stride: int) -> Recipe:
     # retriever, goldfish, Egyptian cat reach 1.00 either way. Weight 1 is kept; the jitter
     # and the schedule are nnpreimage's (see tests/test_cnn.py for the checked classes).
     base = _ijcv2016()
-    return dataclasses.replace(base, name="actmax", stages=(base.stages[0],),
-                               data_weight=ACTMAX_DATA_WEIGHT, jitter=ijcv2016_jitter(stride),
-                               extra={"stride": stride})
+    return dataclasses.replace(
+        base,
+        name="actmax",
+        stages=(base.stages[0],),
+        data_weight=ACTMAX_DATA_WEIGHT,
+        jitter=ijcv2016_jitter(stride),
+        extra={"stride": stride},
+    )
 
 
 def _caricature(stride: int) -> Recipe:
     # exp_enhance.m / get_preimage_opts('enhance'): from the image, the fast stage only,
     # objective weight 1 on <max(Phi0,0)/|max(Phi0,0)|^2, Phi(x)>.
     base = _ijcv2016()
-    return dataclasses.replace(base, name="caricature", stages=(base.stages[0],),
-                               data_weight=CARICATURE_DATA_WEIGHT,
-                               jitter=ijcv2016_jitter(stride), extra={"stride": stride})
+    return dataclasses.replace(
+        base,
+        name="caricature",
+        stages=(base.stages[0],),
+        data_weight=CARICATURE_DATA_WEIGHT,
+        jitter=ijcv2016_jitter(stride),
+        extra={"stride": stride},
+    )
 
 
 def _dream(stride: int) -> Recipe:
     # Not in the papers: the usual DeepDream step (gradient ascent on 1/2 |Phi|^2 with the
     # gradient normalized by its mean magnitude per image), in the 0-255 pixel scale,
     # 10 steps of 1.5 per octave, jitter up to 32 pixels, no priors and no bound.
-    return Recipe(name="dream", stages=(Stage(1.5, 10, jitter=True),), optimizer="normalized",
-                  momentum=0.0, reset_momentum=False, data_weight=1.0, tv_weight=0.0,
-                  norm_weight=0.0, prior_normalization="pixels", sigma=80.0,
-                  sigma_reference_numel=None, lr_pixels=False, init="uniform_quantile",
-                  bound=None, jitter=32, extra={"stride": stride})
+    return Recipe(
+        name="dream",
+        stages=(Stage(1.5, 10, jitter=True),),
+        optimizer="normalized",
+        momentum=0.0,
+        reset_momentum=False,
+        data_weight=1.0,
+        tv_weight=0.0,
+        norm_weight=0.0,
+        prior_normalization="pixels",
+        sigma=80.0,
+        sigma_reference_numel=None,
+        lr_pixels=False,
+        init="uniform_quantile",
+        bound=None,
+        jitter=32,
+        extra={"stride": stride},
+    )
 
 
 #: Data weight of :func:`pyinvert.tasks.visualization.actmax` (the activation's multiplier).
@@ -265,8 +327,13 @@ ACTMAX_DATA_WEIGHT = 1.0
 CARICATURE_DATA_WEIGHT = 1.0
 
 _FACTORIES = {"cvpr2015": _cvpr2015, "ijcv2016": _ijcv2016}
-_CNN_FACTORIES = {"cvpr2015": _cvpr2015_cnn, "ijcv2016": _ijcv2016_cnn, "actmax": _actmax,
-                  "caricature": _caricature, "dream": _dream}
+_CNN_FACTORIES = {
+    "cvpr2015": _cvpr2015_cnn,
+    "ijcv2016": _ijcv2016_cnn,
+    "actmax": _actmax,
+    "caricature": _caricature,
+    "dream": _dream,
+}
 
 
 def get_recipe(recipe="cvpr2015", representation=None, **overrides) -> Recipe:
@@ -300,8 +367,7 @@ def get_recipe(recipe="cvpr2015", representation=None, **overrides) -> Recipe:
         base = recipe
     elif isinstance(recipe, str):
         key = recipe.lower()
-        rep = None if representation is None else \
-            as_representation(representation, fn="get_recipe")
+        rep = None if representation is None else as_representation(representation, fn="get_recipe")
         if rep is not None and rep.kind == "cnn" and key in _CNN_FACTORIES:
             base = _CNN_FACTORIES[key](int(rep.stride))
         elif key in VISUALIZATION_RECIPES:
@@ -309,30 +375,41 @@ def get_recipe(recipe="cvpr2015", representation=None, **overrides) -> Recipe:
         else:
             factory = _FACTORIES.get(key)
             if factory is None:
-                raise ValueError(f"get_recipe: expected recipe in "
-                                 f"{RECIPES + VISUALIZATION_RECIPES}, got {recipe!r}")
+                raise ValueError(
+                    f"get_recipe: expected recipe in "
+                    f"{RECIPES + VISUALIZATION_RECIPES}, got {recipe!r}"
+                )
             base = factory()
     else:
-        raise TypeError(f"get_recipe: expected recipe to be a str or Recipe, "
-                        f"got {type(recipe).__name__}")
+        raise TypeError(
+            f"get_recipe: expected recipe to be a str or Recipe, got {type(recipe).__name__}"
+        )
     names = {f.name for f in dataclasses.fields(Recipe)}
     unknown = sorted(set(overrides) - names)
     if unknown:
-        raise ValueError(f"get_recipe: unknown recipe field(s) {unknown}; expected some of "
-                         f"{sorted(names - {'extra'})}")
+        raise ValueError(
+            f"get_recipe: unknown recipe field(s) {unknown}; expected some of "
+            f"{sorted(names - {'extra'})}"
+        )
     if "stages" in overrides:
-        overrides["stages"] = tuple(s if isinstance(s, Stage) else Stage(*s)
-                                    for s in overrides["stages"])
+        overrides["stages"] = tuple(
+            s if isinstance(s, Stage) else Stage(*s) for s in overrides["stages"]
+        )
     r = dataclasses.replace(base, **overrides)
     if r.optimizer not in OPTIMIZERS:
-        raise ValueError(f"get_recipe: expected optimizer in ('momentum', 'adagrad_momentum', "
-                         f"'normalized', 'lbfgs'), got {r.optimizer!r}")
+        raise ValueError(
+            f"get_recipe: expected optimizer in ('momentum', 'adagrad_momentum', "
+            f"'normalized', 'lbfgs'), got {r.optimizer!r}"
+        )
     if r.prior_normalization not in ("sigma2", "pixels"):
-        raise ValueError(f"get_recipe: expected prior_normalization in ('sigma2', 'pixels'), "
-                         f"got {r.prior_normalization!r}")
+        raise ValueError(
+            f"get_recipe: expected prior_normalization in ('sigma2', 'pixels'), "
+            f"got {r.prior_normalization!r}"
+        )
     if r.init not in ("randn_norm", "uniform_quantile"):
-        raise ValueError(f"get_recipe: expected init in ('randn_norm', 'uniform_quantile'), "
-                         f"got {r.init!r}")
+        raise ValueError(
+            f"get_recipe: expected init in ('randn_norm', 'uniform_quantile'), got {r.init!r}"
+        )
     if not isinstance(r.jitter, int) or r.jitter < 1:
         raise ValueError(f"get_recipe: expected jitter to be an int >= 1, got {r.jitter!r}")
     if not r.stages:

@@ -1,6 +1,7 @@
 """Per-row arithmetic whose rounding does not depend on the batch: a row of [B, D] gives the
 same bits for B = 1 or B = 100, on any thread count or device (what :mod:`pyinvert.optim.lbfgs`
 needs to make a row's result independent of its batch mates)."""
+
 import torch
 from torch import Tensor
 
@@ -14,7 +15,7 @@ def rowsum(v: Tensor) -> Tensor:
         return v.new_zeros(v.shape[0])
     while n > 1:
         h = n // 2
-        w = v[:, :h] + v[:, h:2 * h]
+        w = v[:, :h] + v[:, h : 2 * h]
         if n % 2:
             w[:, h - 1] = w[:, h - 1] + v[:, 2 * h]
         v, n = w, h

@@ -1,5 +1,6 @@
 """The update rules of the papers (and DeepDream's), elementwise with a per-row learning rate,
 and the IJCV 2016 per-pixel ball projection."""
+
 import torch
 from torch import Tensor
 
@@ -8,6 +9,7 @@ from pyinvert.optim.recipes import Recipe
 
 def _rows(v: Tensor, like: Tensor) -> Tensor:
     return v.view(-1, *([1] * (like.dim() - 1)))
+
 
 class MomentumRule:
     """CVPR 2015: ``v = m v - lr g; x += v``."""

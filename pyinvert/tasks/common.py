@@ -111,3 +111,21 @@ def images_of(out: _engine.EngineOutput, rep: Representation) -> Tensor:
 
 def parameterization_settings(parameterization) -> dict:
     return {} if parameterization is None else {"parameterization": parameterization.config()}
+
+
+def unit_list(units, fn: str) -> list:
+    """Channel or class indices as a list of ints (an int, a list or a Tensor), or a
+    ValueError naming ``fn``."""
+    if isinstance(units, Tensor):
+        units = units.tolist()
+    if isinstance(units, int) and not isinstance(units, bool):
+        units = [units]
+    if (
+        not isinstance(units, (list, tuple))
+        or not units
+        or not all(isinstance(u, int) and not isinstance(u, bool) for u in units)
+    ):
+        raise ValueError(
+            f"{fn}: expected units as an int or a non-empty list of ints, got {units!r}"
+        )
+    return list(units)

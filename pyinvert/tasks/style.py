@@ -5,6 +5,7 @@
 Several content x style pairs are rows of one batch, and the weights may differ per row (a
 Tensor): a sweep of style weights on one pair is one batch.
 """
+
 import math
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence
@@ -19,8 +20,17 @@ from pyinvert.optim.options import RunOptions
 from pyinvert.tasks import common
 from pyinvert.tasks.inputs import prepare_images
 from pyinvert.tasks.result import Result, per_image
-from pyinvert.tasks.texture import (LayerMaps, final_maps, initial_codes, layer_list,
-                                    layer_shapes, make_cnn, network, per_layer, style_recipe)
+from pyinvert.tasks.texture import (
+    LayerMaps,
+    final_maps,
+    initial_codes,
+    layer_list,
+    layer_shapes,
+    make_cnn,
+    network,
+    per_layer,
+    style_recipe,
+)
 
 #: Default style weight (beta / alpha with content_weight 1), measured on MobileNetV2 at the
 #: default layers (chelsea.png in the style of coffee.png, 96 px, 80 L-BFGS iterations from
@@ -35,18 +45,21 @@ STYLE_STEPS = 300
 def _weights(value, P: int, name: str, device, dtype, fn: str) -> Tensor:
     if isinstance(value, Tensor):
         if value.dim() > 1:
-            raise ValueError(f"{fn}: expected {name} to be a float or of shape ({P},), got "
-                             f"{list(value.shape)}")
+            raise ValueError(
+                f"{fn}: expected {name} to be a float or of shape ({P},), got {list(value.shape)}"
+            )
         v = value.detach().to(device=device, dtype=dtype).flatten()
         if v.numel() == 1:
             v = v.expand(P)
         if v.shape != (P,):
-            raise ValueError(f"{fn}: expected {name} to be a float or of shape ({P},), got "
-                             f"{list(value.shape)}")
+            raise ValueError(
+                f"{fn}: expected {name} to be a float or of shape ({P},), got {list(value.shape)}"
+            )
         return v.clone()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{fn}: expected {name} to be a float or a Tensor, got "
-                        f"{type(value).__name__}")
+        raise TypeError(
+            f"{fn}: expected {name} to be a float or a Tensor, got {type(value).__name__}"
+        )
     return torch.full((P,), float(value), device=device, dtype=dtype)
 
 
@@ -71,6 +84,7 @@ class StyleResult(Result):
         failed, stopped_at, settings, seconds, names: as
             :class:`pyinvert.tasks.texture.TextureResult`.
     """
+
     images: Tensor
     contents: Tensor
     styles: Tensor
@@ -95,30 +109,48 @@ class StyleResult(Result):
         def by_layer(t):
             t = t.reshape(-1, len(self.style_layers))
             return {k: t[:, i].tolist() for i, k in enumerate(self.style_layers)}
+
         steps = max(int(self.settings.get("iterations", 1)), 1)
-        return {"names": self.names, "style_weight": self.style_weight.tolist(),
-                "content_weight": self.content_weight.tolist(),
-                "gram_error": by_layer(self.gram_error),
-                "initial_gram_error": by_layer(self.initial_gram_error),
-                "mean_gram_error": self.gram_error.mean(-1).tolist(),
-                "content_error": self.content_error.tolist(),
-                "final_loss": _io.last_finite(self.loss_history).tolist(),
-                "failed": self.failed.tolist(), "seconds": self.seconds,
-                "seconds_per_step": self.seconds / steps}
+        return {
+            "names": self.names,
+            "style_weight": self.style_weight.tolist(),
+            "content_weight": self.content_weight.tolist(),
+            "gram_error": by_layer(self.gram_error),
+            "initial_gram_error": by_layer(self.initial_gram_error),
+            "mean_gram_error": self.gram_error.mean(-1).tolist(),
+            "content_error": self.content_error.tolist(),
+            "final_loss": _io.last_finite(self.loss_history).tolist(),
+            "failed": self.failed.tolist(),
+            "seconds": self.seconds,
+            "seconds_per_step": self.seconds / steps,
+        }
 
 
-def style_transfer(content, style, representation=None, *,
-                   content_layers: Optional[Sequence[str]] = None,
-                   style_layers: Optional[Sequence[str]] = None, content_weight=1.0,
-                   style_weight=STYLE_WEIGHT, layer_weights=None, init: str = "content",
-                   steps: Optional[int] = None, restarts: int = 1, optimizer: str = "lbfgs",
-                   weights="imagenet", batch_size: Optional[int] = None,
-                   generator: Optional[torch.Generator] = None,
-                   seeds: Optional[Sequence[int]] = None, device=None,
-                   dtype: torch.dtype = torch.float32, progress: bool = True,
-                   callback: Optional[Callable] = None,
-                   names: Optional[Sequence[str]] = None,
-                   options: Optional[RunOptions] = None) -> StyleResult:
+def style_transfer(
+    content,
+    style,
+    representation=None,
+    *,
+    content_layers: Optional[Sequence[str]] = None,
+    style_layers: Optional[Sequence[str]] = None,
+    content_weight=1.0,
+    style_weight=STYLE_WEIGHT,
+    layer_weights=None,
+    init: str = "content",
+    steps: Optional[int] = None,
+    restarts: int = 1,
+    optimizer: str = "lbfgs",
+    weights="imagenet",
+    batch_size: Optional[int] = None,
+    generator: Optional[torch.Generator] = None,
+    seeds: Optional[Sequence[int]] = None,
+    device=None,
+    dtype: torch.dtype = torch.float32,
+    progress: bool = True,
+    callback: Optional[Callable] = None,
+    names: Optional[Sequence[str]] = None,
+    options: Optional[RunOptions] = None,
+) -> StyleResult:
     r"""Images with the content of ``content`` and the style of ``style`` (Gatys 2016):
 
     .. math:: \min_x \; \alpha \, L_{content}(x, p) + \beta \, L_{style}(x, a)
@@ -183,9 +215,19 @@ def style_transfer(content, style, representation=None, *,
     fn = "style_transfer"
     if init not in ("content", "noise"):
         raise ValueError(f"{fn}: expected init in ('content', 'noise'), got {init!r}")
-    opts = RunOptions.resolve(fn, options, steps=steps, restarts=restarts,
-                              batch_size=batch_size, generator=generator, seeds=seeds,
-                              device=device, dtype=dtype, progress=progress, callback=callback)
+    opts = RunOptions.resolve(
+        fn,
+        options,
+        steps=steps,
+        restarts=restarts,
+        batch_size=batch_size,
+        generator=generator,
+        seeds=seeds,
+        device=device,
+        dtype=dtype,
+        progress=progress,
+        callback=callback,
+    )
     model, mean, std, model_name, _ = network(representation, weights, fn)
     c_layers = layer_list(model, content_layers, "content", fn)
     s_layers = layer_list(model, style_layers, "style", fn)
@@ -196,9 +238,11 @@ def style_transfer(content, style, representation=None, *,
     counts = [cp.x.shape[0], sp.x.shape[0], _count(style_weight), _count(content_weight)]
     P = max(counts)
     if any(n not in (1, P) for n in counts):
-        raise ValueError(f"{fn}: expected the numbers of content images, style images, "
-                         f"style weights and content weights to be 1 or one common P, got "
-                         f"{counts}")
+        raise ValueError(
+            f"{fn}: expected the numbers of content images, style images, "
+            f"style weights and content weights to be 1 or one common P, got "
+            f"{counts}"
+        )
     sw = _weights(style_weight, P, "style_weight", dev, opts.dtype, fn)
     cw = _weights(content_weight, P, "content_weight", dev, opts.dtype, fn)
 
@@ -211,10 +255,10 @@ def style_transfer(content, style, representation=None, *,
     with torch.no_grad():
         c_maps = rep.layer_outputs(cp.x)
         s_maps = rep.layer_outputs(sp.x)
-    style_term = StyleLoss.from_maps({k: s_maps[k] for k in s_layers}, layer_weights,
-                                     shapes=shapes).map_rows(rows)
-    content_term = ContentLoss({k: c_maps[k] for k in c_layers},
-                               shapes=shapes).map_rows(rows)
+    style_term = StyleLoss.from_maps(
+        {k: s_maps[k] for k in s_layers}, layer_weights, shapes=shapes
+    ).map_rows(rows)
+    content_term = ContentLoss({k: c_maps[k] for k in c_layers}, shapes=shapes).map_rows(rows)
     objective = cw * content_term + sw * style_term
     rec = style_recipe("gatys2016", opts.steps or STYLE_STEPS, optimizer, fn)
     R = opts.restarts
@@ -222,13 +266,30 @@ def style_transfer(content, style, representation=None, *,
     start = rows(cp.x) if init == "content" else None
     s_rows, c_rows = style_term.repeat_rows(R), content_term.repeat_rows(R)
     with torch.no_grad():
-        code0 = rep(start.repeat_interleave(R, 0)) if start is not None else \
-            initial_codes(rep, rec, row_seeds, (H, W), dev, opts.dtype)
+        code0 = (
+            rep(start.repeat_interleave(R, 0))
+            if start is not None
+            else initial_codes(rep, rec, row_seeds, (H, W), dev, opts.dtype)
+        )
     before = per_layer(s_rows.layer_errors(code0))
-    out = _engine.run(objective, LayerMaps(rep), rec, B=P, R=R, image_size=(H, W),
-                      channels=3, seeds=row_seeds, device=dev, dtype=opts.dtype, init=start,
-                      batch_size=opts.batch_size, progress=opts.progress,
-                      callback=opts.callback, desc=f"{fn} {rep.name}", final_codes=False)
+    out = _engine.run(
+        objective,
+        LayerMaps(rep),
+        rec,
+        B=P,
+        R=R,
+        image_size=(H, W),
+        channels=3,
+        seeds=row_seeds,
+        device=dev,
+        dtype=opts.dtype,
+        init=start,
+        batch_size=opts.batch_size,
+        progress=opts.progress,
+        callback=opts.callback,
+        desc=f"{fn} {rep.name}",
+        final_codes=False,
+    )
     if P * R:
         maps = final_maps(out, rep)
         gram = per_layer(s_rows.layer_errors(maps))
@@ -238,17 +299,37 @@ def style_transfer(content, style, representation=None, *,
     nan = out.failed
     gram = torch.where(nan[:, None], torch.full_like(gram, math.nan), gram)
     cerr = torch.where(nan, torch.full_like(cerr, math.nan), cerr)
-    settings = {"representation": rep.config(), "recipe": rec.to_dict(), "restarts": R,
-                "pairs": P, "style_layers": s_layers, "content_layers": c_layers,
-                "layer_weights": style_term.weights, "init": init, "size": [H, W],
-                "style_size": list(sp.size), "device": str(dev),
-                "dtype": str(opts.dtype).replace("torch.", ""), "iterations": rec.iterations}
+    settings = {
+        "representation": rep.config(),
+        "recipe": rec.to_dict(),
+        "restarts": R,
+        "pairs": P,
+        "style_layers": s_layers,
+        "content_layers": c_layers,
+        "layer_weights": style_term.weights,
+        "init": init,
+        "size": [H, W],
+        "style_size": list(sp.size),
+        "device": str(dev),
+        "dtype": str(opts.dtype).replace("torch.", ""),
+        "iterations": rec.iterations,
+    }
     return StyleResult(
-        images=per_image(common.images_of(out, rep), P, R), contents=rows(cp.originals),
-        styles=rows(sp.originals), style_layers=s_layers, content_layers=c_layers,
-        gram_error=per_image(gram, P, R), initial_gram_error=per_image(before, P, R),
-        content_error=per_image(cerr, P, R), style_weight=sw.double().cpu(),
-        content_weight=cw.double().cpu(), loss_history=per_image(out.loss_history, P, R),
+        images=per_image(common.images_of(out, rep), P, R),
+        contents=rows(cp.originals),
+        styles=rows(sp.originals),
+        style_layers=s_layers,
+        content_layers=c_layers,
+        gram_error=per_image(gram, P, R),
+        initial_gram_error=per_image(before, P, R),
+        content_error=per_image(cerr, P, R),
+        style_weight=sw.double().cpu(),
+        content_weight=cw.double().cpu(),
+        loss_history=per_image(out.loss_history, P, R),
         error_history=per_image(out.measure_history, P, R),
-        failed=per_image(out.failed, P, R), stopped_at=per_image(out.stopped_at, P, R),
-        settings=settings, seconds=out.seconds, names=list(names) if names is not None else [])
+        failed=per_image(out.failed, P, R),
+        stopped_at=per_image(out.stopped_at, P, R),
+        settings=settings,
+        seconds=out.seconds,
+        names=list(names) if names is not None else [],
+    )

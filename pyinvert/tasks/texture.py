@@ -7,6 +7,7 @@ The defaults follow the paper: VGG-19 with average pooling at conv1_1, pool1 ...
 :data:`MOBILENET_TEXTURE_LAYERS` (post-ReLU6 maps, one per receptive-field stride 2 ... 16,
 each the last at its stride, as the pools are).
 """
+
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
@@ -31,12 +32,22 @@ from pyinvert.tasks.result import Result, per_image
 #: MobileNetV2's equivalents of conv1_1, pool1, pool2, pool3, pool4 (strides 2, 2, 4, 8, 16;
 #: 32, 96, 144, 192, 576 maps): the first post-ReLU6 map, then the last post-ReLU6 map
 #: (a block's 1x1 expansion) at each stride. 200,328 Gram parameters (VGG-19: 176,640).
-MOBILENET_TEXTURE_LAYERS = ("features.0", "features.2.conv.0", "features.4.conv.0",
-                            "features.7.conv.0", "features.14.conv.0")
+MOBILENET_TEXTURE_LAYERS = (
+    "features.0",
+    "features.2.conv.0",
+    "features.4.conv.0",
+    "features.7.conv.0",
+    "features.14.conv.0",
+)
 #: ... of conv1_1, conv2_1, ..., conv5_1 (the first post-ReLU6 map at strides 2, 2, 4, 8, 16:
 #: the stem and the depthwise convolutions of blocks 1, 2, 4, 7).
-MOBILENET_STYLE_LAYERS = ("features.0", "features.1.conv.0", "features.2.conv.1",
-                          "features.4.conv.1", "features.7.conv.1")
+MOBILENET_STYLE_LAYERS = (
+    "features.0",
+    "features.1.conv.0",
+    "features.2.conv.1",
+    "features.4.conv.1",
+    "features.7.conv.1",
+)
 #: ... of conv4_2 (the second post-ReLU6 map at stride 8: block 5's expansion).
 MOBILENET_CONTENT_LAYERS = ("features.5.conv.0",)
 #: Default L-BFGS iterations of a texture.
@@ -45,13 +56,21 @@ TEXTURE_STEPS = 300
 
 def _defaults(model: nn.Module, kind: str, fn: str) -> tuple:
     if getattr(model, "layer_aliases", None) and "conv1_1" in model.layer_aliases:
-        return {"texture": gatys.TEXTURE_LAYERS, "style": gatys.STYLE_LAYERS,
-                "content": gatys.CONTENT_LAYERS}[kind]
+        return {
+            "texture": gatys.TEXTURE_LAYERS,
+            "style": gatys.STYLE_LAYERS,
+            "content": gatys.CONTENT_LAYERS,
+        }[kind]
     if type(model).__name__ == "MobileNetV2":
-        return {"texture": MOBILENET_TEXTURE_LAYERS, "style": MOBILENET_STYLE_LAYERS,
-                "content": MOBILENET_CONTENT_LAYERS}[kind]
-    raise ValueError(f"{fn}: no default {kind} layers for {type(model).__name__}; pass "
-                     f"{kind}_layers= (or layers=) with module names")
+        return {
+            "texture": MOBILENET_TEXTURE_LAYERS,
+            "style": MOBILENET_STYLE_LAYERS,
+            "content": MOBILENET_CONTENT_LAYERS,
+        }[kind]
+    raise ValueError(
+        f"{fn}: no default {kind} layers for {type(model).__name__}; pass "
+        f"{kind}_layers= (or layers=) with module names"
+    )
 
 
 def network(representation, weights, fn: str):
@@ -69,18 +88,26 @@ def network(representation, weights, fn: str):
             else:
                 name, explicit = parse_spec(name, fn)
         if name not in MODELS:
-            raise ValueError(f"{fn}: unknown model {name!r}; expected one of "
-                             f"{', '.join(MODELS)}, a pyinvert.CNN or an nn.Module")
-        model = load_model(name, weights,
-                           pooling="avg" if name in POOLING_MODELS else "max")
+            raise ValueError(
+                f"{fn}: unknown model {name!r}; expected one of "
+                f"{', '.join(MODELS)}, a pyinvert.CNN or an nn.Module"
+            )
+        model = load_model(name, weights, pooling="avg" if name in POOLING_MODELS else "max")
         return model, None, None, name, explicit
     if isinstance(representation, CNN):
-        return (representation.model, representation.mean, representation.std,
-                representation.model_name, list(representation.layers))
+        return (
+            representation.model,
+            representation.mean,
+            representation.std,
+            representation.model_name,
+            list(representation.layers),
+        )
     if isinstance(representation, nn.Module):
         return representation.eval(), None, None, None, None
-    raise TypeError(f"{fn}: expected representation to be None, a model name, a "
-                    f"pyinvert.CNN or an nn.Module, got {type(representation).__name__}")
+    raise TypeError(
+        f"{fn}: expected representation to be None, a model name, a "
+        f"pyinvert.CNN or an nn.Module, got {type(representation).__name__}"
+    )
 
 
 def layer_list(model, given, kind: str, fn: str) -> List[str]:
@@ -132,12 +159,23 @@ def style_recipe(name: str, steps: int, optimizer: str, fn: str) -> Recipe:
     jitter or bound."""
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"{fn}: expected optimizer in {OPTIMIZERS}, got {optimizer!r}")
-    lr = 0.05 * 80.0 ** 2 / 6.0 if optimizer != "normalized" else 1.5
-    return Recipe(name=name, stages=(Stage(lr, int(steps)),), optimizer=optimizer,
-                  momentum=0.9, reset_momentum=False, tv_weight=0.0, norm_weight=0.0,
-                  prior_normalization="pixels", sigma=80.0, sigma_reference_numel=None,
-                  lr_pixels=optimizer == "adagrad_momentum", init="uniform_quantile",
-                  bound=None, jitter=1)
+    lr = 0.05 * 80.0**2 / 6.0 if optimizer != "normalized" else 1.5
+    return Recipe(
+        name=name,
+        stages=(Stage(lr, int(steps)),),
+        optimizer=optimizer,
+        momentum=0.9,
+        reset_momentum=False,
+        tv_weight=0.0,
+        norm_weight=0.0,
+        prior_normalization="pixels",
+        sigma=80.0,
+        sigma_reference_numel=None,
+        lr_pixels=optimizer == "adagrad_momentum",
+        init="uniform_quantile",
+        bound=None,
+        jitter=1,
+    )
 
 
 def initial_codes(rep, rec, seeds, size, device, dtype) -> Tensor:
@@ -170,6 +208,7 @@ class TextureResult(Result):
         settings: representation, recipe, layers, weights, sizes (JSON-friendly).
         seconds: wall time of the optimization.
     """
+
     images: Tensor
     sources: Tensor
     layers: List[str]
@@ -193,23 +232,41 @@ class TextureResult(Result):
         def by_layer(t):
             t = t.reshape(-1, len(self.layers))
             return {k: t[:, i].tolist() for i, k in enumerate(self.layers)}
+
         steps = max(int(self.settings.get("iterations", 1)), 1)
-        return {"names": self.names, "gram_error": by_layer(self.gram_error),
-                "initial_gram_error": by_layer(self.initial_gram_error),
-                "reduction": by_layer(self.reduction()),
-                "final_loss": _io.last_finite(self.loss_history).tolist(),
-                "failed": self.failed.tolist(), "seconds": self.seconds,
-                "seconds_per_step": self.seconds / steps}
+        return {
+            "names": self.names,
+            "gram_error": by_layer(self.gram_error),
+            "initial_gram_error": by_layer(self.initial_gram_error),
+            "reduction": by_layer(self.reduction()),
+            "final_loss": _io.last_finite(self.loss_history).tolist(),
+            "failed": self.failed.tolist(),
+            "seconds": self.seconds,
+            "seconds_per_step": self.seconds / steps,
+        }
 
 
-def texture(sources, representation=None, *, layers: Optional[Sequence[str]] = None,
-            layer_weights=None, size=None, steps: Optional[int] = None, restarts: int = 1,
-            optimizer: str = "lbfgs", weights="imagenet",
-            batch_size: Optional[int] = None, generator: Optional[torch.Generator] = None,
-            seeds: Optional[Sequence[int]] = None, device=None,
-            dtype: torch.dtype = torch.float32, progress: bool = True,
-            callback: Optional[Callable] = None, names: Optional[Sequence[str]] = None,
-            options: Optional[RunOptions] = None) -> TextureResult:
+def texture(
+    sources,
+    representation=None,
+    *,
+    layers: Optional[Sequence[str]] = None,
+    layer_weights=None,
+    size=None,
+    steps: Optional[int] = None,
+    restarts: int = 1,
+    optimizer: str = "lbfgs",
+    weights="imagenet",
+    batch_size: Optional[int] = None,
+    generator: Optional[torch.Generator] = None,
+    seeds: Optional[Sequence[int]] = None,
+    device=None,
+    dtype: torch.dtype = torch.float32,
+    progress: bool = True,
+    callback: Optional[Callable] = None,
+    names: Optional[Sequence[str]] = None,
+    options: Optional[RunOptions] = None,
+) -> TextureResult:
     r"""New textures from white noise whose Gram matrices match their sources' (Gatys 2015).
 
     The loss is :class:`pyinvert.objectives.Gram`: ``sum_l w_l / (4 N_l^2) |G_l - G0_l|^2``
@@ -268,9 +325,19 @@ def texture(sources, representation=None, *, layers: Optional[Sequence[str]] = N
         networks. NIPS 2015, eq. (4)-(5) and Sec. 4.
     """
     fn = "texture"
-    opts = RunOptions.resolve(fn, options, steps=steps, restarts=restarts,
-                              batch_size=batch_size, generator=generator, seeds=seeds,
-                              device=device, dtype=dtype, progress=progress, callback=callback)
+    opts = RunOptions.resolve(
+        fn,
+        options,
+        steps=steps,
+        restarts=restarts,
+        batch_size=batch_size,
+        generator=generator,
+        seeds=seeds,
+        device=device,
+        dtype=dtype,
+        progress=progress,
+        callback=callback,
+    )
     model, mean, std, model_name, explicit = network(representation, weights, fn)
     lays = layer_list(model, layers if layers is not None else explicit, "texture", fn)
     rep = make_cnn(model, lays, mean, std, model_name)
@@ -278,8 +345,10 @@ def texture(sources, representation=None, *, layers: Optional[Sequence[str]] = N
     dev, B, R = prep.device, prep.x.shape[0], opts.restarts
     H, W = prep.size if size is None else image_size_pair(size, fn, "size")
     if H < rep.min_size or W < rep.min_size:
-        raise ValueError(f"{fn}: expected size of at least {rep.min_size}x{rep.min_size} "
-                         f"for {rep.name}, got {H}x{W}")
+        raise ValueError(
+            f"{fn}: expected size of at least {rep.min_size}x{rep.min_size} "
+            f"for {rep.name}, got {H}x{W}"
+        )
     rep = rep.to(device=dev, dtype=opts.dtype)
     with torch.no_grad():
         source_maps = rep.layer_outputs(prep.x)
@@ -288,25 +357,52 @@ def texture(sources, representation=None, *, layers: Optional[Sequence[str]] = N
     rec = style_recipe("gatys2015", opts.steps or TEXTURE_STEPS, optimizer, fn)
     row_seeds = _engine.row_seeds(B, R, opts.seeds, opts.generator, fn)
     rows = term.repeat_rows(R)
-    before = per_layer(rows.layer_errors(initial_codes(rep, rec, row_seeds, (H, W), dev,
-                                                       opts.dtype)))
-    out = _engine.run(term, LayerMaps(rep), rec, B=B, R=R, image_size=(H, W), channels=3,
-                      seeds=row_seeds, device=dev, dtype=opts.dtype,
-                      batch_size=opts.batch_size, progress=opts.progress,
-                      callback=opts.callback, desc=f"{fn} {rep.name}", final_codes=False)
+    before = per_layer(
+        rows.layer_errors(initial_codes(rep, rec, row_seeds, (H, W), dev, opts.dtype))
+    )
+    out = _engine.run(
+        term,
+        LayerMaps(rep),
+        rec,
+        B=B,
+        R=R,
+        image_size=(H, W),
+        channels=3,
+        seeds=row_seeds,
+        device=dev,
+        dtype=opts.dtype,
+        batch_size=opts.batch_size,
+        progress=opts.progress,
+        callback=opts.callback,
+        desc=f"{fn} {rep.name}",
+        final_codes=False,
+    )
     after = per_layer(rows.layer_errors(final_maps(out, rep))) if B * R else before
     after = torch.where(out.failed[:, None], torch.full_like(after, math.nan), after)
-    settings = {"representation": rep.config(), "recipe": rec.to_dict(), "restarts": R,
-                "layers": list(rep.layers), "layer_weights": term.weights,
-                "source_size": list(prep.size), "size": [H, W], "device": str(dev),
-                "dtype": str(opts.dtype).replace("torch.", ""), "iterations": rec.iterations,
-                "gram_parameters": sum(s[0] * (s[0] + 1) // 2 for s in shapes.values())}
+    settings = {
+        "representation": rep.config(),
+        "recipe": rec.to_dict(),
+        "restarts": R,
+        "layers": list(rep.layers),
+        "layer_weights": term.weights,
+        "source_size": list(prep.size),
+        "size": [H, W],
+        "device": str(dev),
+        "dtype": str(opts.dtype).replace("torch.", ""),
+        "iterations": rec.iterations,
+        "gram_parameters": sum(s[0] * (s[0] + 1) // 2 for s in shapes.values()),
+    }
     return TextureResult(
-        images=per_image(common.images_of(out, rep), B, R), sources=prep.originals,
-        layers=list(rep.layers), gram_error=per_image(after, B, R),
+        images=per_image(common.images_of(out, rep), B, R),
+        sources=prep.originals,
+        layers=list(rep.layers),
+        gram_error=per_image(after, B, R),
         initial_gram_error=per_image(before, B, R),
         loss_history=per_image(out.loss_history, B, R),
         error_history=per_image(out.measure_history, B, R),
-        failed=per_image(out.failed, B, R), stopped_at=per_image(out.stopped_at, B, R),
-        settings=settings, seconds=out.seconds,
-        names=list(names) if names is not None else [])
+        failed=per_image(out.failed, B, R),
+        stopped_at=per_image(out.stopped_at, B, R),
+        settings=settings,
+        seconds=out.seconds,
+        names=list(names) if names is not None else [],
+    )

@@ -8,6 +8,7 @@ References:
     Pre-Images", IJCV 2016: eq. (3) (inversion), eq. (4) and Sec. 3.2 (activation
     maximization), eq. (5) (caricatures), Sec. 5.2 (the variety of pre-images).
 """
+
 import importlib
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence
@@ -46,6 +47,7 @@ class VisualizationResult(Result):
         seconds: wall time of the optimization.
         names: file names (without extension) used by :meth:`save`.
     """
+
     images: Tensor
     measure: Tensor
     loss_history: Tensor
@@ -63,24 +65,46 @@ class VisualizationResult(Result):
     HISTORIES = ("loss_history", "measure_history")
 
     def summary(self) -> dict:
-        out = {"names": self.names, "labels": self.labels, "measure": self.measure.tolist(),
-               "failed": self.failed.tolist(), "stopped_at": self.stopped_at.tolist(),
-               "seconds": self.seconds}
+        out = {
+            "names": self.names,
+            "labels": self.labels,
+            "measure": self.measure.tolist(),
+            "failed": self.failed.tolist(),
+            "stopped_at": self.stopped_at.tolist(),
+            "seconds": self.seconds,
+        }
         if self.probabilities is not None:
             out["probability"] = self.probabilities.tolist()
         return out
 
 
-def visualize(objective: Objective, *, representation, B: Optional[int] = None, init=None,
-              image_size=None, recipe="ijcv2016", steps: Optional[int] = None,
-              restarts: int = 1, priors: bool = True, init_noise: float = 0.0,
-              batch_size: Optional[int] = None, generator: Optional[torch.Generator] = None,
-              seeds: Optional[Sequence[int]] = None, device=None,
-              dtype: torch.dtype = torch.float32, backend: str = "fused",
-              weights="imagenet", progress: bool = True, callback: Optional[Callable] = None,
-              names: Optional[Sequence[str]] = None, options: Optional[RunOptions] = None,
-              parameterization=None, _fn: str = "visualize",
-              **overrides) -> VisualizationResult:
+def visualize(
+    objective: Objective,
+    *,
+    representation,
+    B: Optional[int] = None,
+    init=None,
+    image_size=None,
+    recipe="ijcv2016",
+    steps: Optional[int] = None,
+    restarts: int = 1,
+    priors: bool = True,
+    init_noise: float = 0.0,
+    batch_size: Optional[int] = None,
+    generator: Optional[torch.Generator] = None,
+    seeds: Optional[Sequence[int]] = None,
+    device=None,
+    dtype: torch.dtype = torch.float32,
+    backend: str = "fused",
+    weights="imagenet",
+    progress: bool = True,
+    callback: Optional[Callable] = None,
+    names: Optional[Sequence[str]] = None,
+    options: Optional[RunOptions] = None,
+    parameterization=None,
+    _fn: str = "visualize",
+    **overrides,
+) -> VisualizationResult:
     """Minimize any objective of the representation's code and the image (the general engine).
 
     Args:
@@ -118,10 +142,20 @@ def visualize(objective: Objective, *, representation, B: Optional[int] = None, 
         A :class:`VisualizationResult`.
     """
     fn = _fn
-    opts = RunOptions.resolve(fn, options, steps=steps, restarts=restarts,
-                              batch_size=batch_size, generator=generator, seeds=seeds,
-                              device=device, dtype=dtype, backend=backend, progress=progress,
-                              callback=callback)
+    opts = RunOptions.resolve(
+        fn,
+        options,
+        steps=steps,
+        restarts=restarts,
+        batch_size=batch_size,
+        generator=generator,
+        seeds=seeds,
+        device=device,
+        dtype=dtype,
+        backend=backend,
+        progress=progress,
+        callback=callback,
+    )
     rep, rec = common.resolve(fn, representation, recipe, opts, weights, overrides)
     dtype, R = opts.dtype, opts.restarts
     x0 = originals = None
@@ -143,47 +177,78 @@ def visualize(objective: Objective, *, representation, B: Optional[int] = None, 
     obj = objective
     if priors:
         obj = obj + recipe_priors(rec, B, rep.channels, (H, W), dev, dtype, opts.backend, fn)
-    out = common.run(fn, obj, rep, rec, opts, B=B, image_size=(H, W), device=dev, init=x0,
-                     init_noise=init_noise, parameterization=parameterization)
-    last = _io.last_finite(out.measure_history) if out.measure_history.shape[0] else \
-        torch.zeros(0, dtype=torch.float64)
-    settings = {"representation": rep.config(), "recipe": rec.to_dict(), "restarts": R,
-                "image_size": [H, W], "objective": objective.describe(), "priors": priors,
-                "device": str(dev), "dtype": str(dtype).replace("torch.", ""),
-                "backend": opts.backend, "iterations": rec.iterations,
-                **common.parameterization_settings(parameterization)}
+    out = common.run(
+        fn,
+        obj,
+        rep,
+        rec,
+        opts,
+        B=B,
+        image_size=(H, W),
+        device=dev,
+        init=x0,
+        init_noise=init_noise,
+        parameterization=parameterization,
+    )
+    last = (
+        _io.last_finite(out.measure_history)
+        if out.measure_history.shape[0]
+        else torch.zeros(0, dtype=torch.float64)
+    )
+    settings = {
+        "representation": rep.config(),
+        "recipe": rec.to_dict(),
+        "restarts": R,
+        "image_size": [H, W],
+        "objective": objective.describe(),
+        "priors": priors,
+        "device": str(dev),
+        "dtype": str(dtype).replace("torch.", ""),
+        "backend": opts.backend,
+        "iterations": rec.iterations,
+        **common.parameterization_settings(parameterization),
+    }
     return VisualizationResult(
-        images=per_image(common.images_of(out, rep), B, R), measure=per_image(last, B, R),
+        images=per_image(common.images_of(out, rep), B, R),
+        measure=per_image(last, B, R),
         loss_history=per_image(out.loss_history, B, R),
         measure_history=per_image(out.measure_history, B, R),
-        failed=per_image(out.failed, B, R), stopped_at=per_image(out.stopped_at, B, R),
+        failed=per_image(out.failed, B, R),
+        stopped_at=per_image(out.stopped_at, B, R),
         codes=per_image(out.codes.detach(), B, R) if out.codes is not None else None,
-        originals=originals, settings=settings, seconds=out.seconds,
-        names=list(names) if names is not None else [])
+        originals=originals,
+        settings=settings,
+        seconds=out.seconds,
+        names=list(names) if names is not None else [],
+    )
 
 
-def _unit_list(units, fn):
-    if isinstance(units, Tensor):
-        units = units.tolist()
-    if isinstance(units, int) and not isinstance(units, bool):
-        units = [units]
-    if not isinstance(units, (list, tuple)) or not units or not all(
-            isinstance(u, int) and not isinstance(u, bool) for u in units):
-        raise ValueError(f"{fn}: expected units as an int or a non-empty list of ints, "
-                         f"got {units!r}")
-    return list(units)
-
-
-def actmax(representation, units, *, neuron=None, image_size=224, recipe="actmax",
-           objective: str = "auto", steps: Optional[int] = None,
-           data_weight: Optional[float] = None,
-           restarts: int = 1, generator: Optional[torch.Generator] = None,
-           seeds: Optional[Sequence[int]] = None, device=None,
-           dtype: torch.dtype = torch.float32, batch_size: Optional[int] = None,
-           weights="imagenet", backend: str = "fused", progress: bool = True,
-           callback: Optional[Callable] = None, labels: Optional[Sequence[str]] = None,
-           options: Optional[RunOptions] = None, parameterization=None,
-           regularizers=None, **overrides) -> VisualizationResult:
+def actmax(
+    representation,
+    units,
+    *,
+    neuron=None,
+    image_size=224,
+    recipe="actmax",
+    objective: str = "auto",
+    steps: Optional[int] = None,
+    data_weight: Optional[float] = None,
+    restarts: int = 1,
+    generator: Optional[torch.Generator] = None,
+    seeds: Optional[Sequence[int]] = None,
+    device=None,
+    dtype: torch.dtype = torch.float32,
+    batch_size: Optional[int] = None,
+    weights="imagenet",
+    backend: str = "fused",
+    progress: bool = True,
+    callback: Optional[Callable] = None,
+    labels: Optional[Sequence[str]] = None,
+    options: Optional[RunOptions] = None,
+    parameterization=None,
+    regularizers=None,
+    **overrides,
+) -> VisualizationResult:
     r"""Activation maximization (IJCV 2016 eq. (4)): from noise, find images maximizing
     ``data_weight * a(x)`` plus the recipe's priors, one image per unit, all in one batch.
 
@@ -250,19 +315,30 @@ def actmax(representation, units, *, neuron=None, image_size=224, recipe="actmax
         Mahendran & Vedaldi, IJCV 2016, eq. (4) and Sec. 3.2; nnpreimage exp_maximization.m.
     """
     fn = "actmax"
-    units = _unit_list(units, fn)
+    units = common.unit_list(units, fn)
     if regularizers is not None:
         # A real cycle: pyinvert.toolbox imports this module.
         from pyinvert.toolbox import regularizers as _yosinski
+
         params = _yosinski.yosinski_params(regularizers)
         recipe = _yosinski.yosinski_recipe(params)
         callback = _yosinski.YosinskiRegularizer(
-            params, then=callback if callback is not None or options is None
-            else options.callback)
-    opts = RunOptions.resolve(fn, options, steps=steps, restarts=restarts,
-                              batch_size=batch_size, generator=generator, seeds=seeds,
-                              device=device, dtype=dtype, backend=backend, progress=progress,
-                              callback=callback)
+            params, then=callback if callback is not None or options is None else options.callback
+        )
+    opts = RunOptions.resolve(
+        fn,
+        options,
+        steps=steps,
+        restarts=restarts,
+        batch_size=batch_size,
+        generator=generator,
+        seeds=seeds,
+        device=device,
+        dtype=dtype,
+        backend=backend,
+        progress=progress,
+        callback=callback,
+    )
     restarts = opts.restarts
     rep = as_representation(representation, backend=opts.backend, weights=weights, fn=fn)
     image_size = image_size_pair(image_size, fn)
@@ -270,44 +346,69 @@ def actmax(representation, units, *, neuron=None, image_size=224, recipe="actmax
     B = len(units)
     y = x = None
     if objective not in ("auto", "activation", "log_probability"):
-        raise ValueError(f"{fn}: expected objective in ('auto', 'activation', "
-                         f"'log_probability'), got {objective!r}")
+        raise ValueError(
+            f"{fn}: expected objective in ('auto', 'activation', "
+            f"'log_probability'), got {objective!r}"
+        )
     with torch.no_grad():
         p = next(rep.parameters(), None)
-        probe = rep(torch.zeros(1, rep.channels, *image_size,
-                                dtype=p.dtype if p is not None else torch.float32,
-                                device=p.device if p is not None else "cpu"))
+        probe = rep(
+            torch.zeros(
+                1,
+                rep.channels,
+                *image_size,
+                dtype=p.dtype if p is not None else torch.float32,
+                device=p.device if p is not None else "cpu",
+            )
+        )
     K = probe.shape[1] if probe.dim() >= 2 else 0
     bad = [u for u in units if not 0 <= u < K]
     if bad:
-        raise ValueError(f"{fn}: expected units in [0, {K}) for a code of shape "
-                         f"{list(probe.shape[1:])}, got {bad}")
+        raise ValueError(
+            f"{fn}: expected units in [0, {K}) for a code of shape "
+            f"{list(probe.shape[1:])}, got {bad}"
+        )
     if objective == "auto":
         objective = "log_probability" if probe.dim() == 2 and neuron is None else "activation"
     if objective == "log_probability" and (probe.dim() != 2 or neuron is not None):
-        raise ValueError(f"{fn}: objective 'log_probability' needs a layer of logits (N, K), "
-                         f"got a code of shape {list(probe.shape)}")
+        raise ValueError(
+            f"{fn}: objective 'log_probability' needs a layer of logits (N, K), "
+            f"got a code of shape {list(probe.shape)}"
+        )
     if neuron is not None:
         if probe.dim() != 4:
-            raise ValueError(f"{fn}: a neuron needs a spatial layer (N, C, h, w), "
-                             f"got a code of shape {list(probe.shape)}")
+            raise ValueError(
+                f"{fn}: a neuron needs a spatial layer (N, C, h, w), "
+                f"got a code of shape {list(probe.shape)}"
+            )
         h, w = probe.shape[-2:]
         if isinstance(neuron, str):
             if neuron != "center":
-                raise ValueError(f"{fn}: expected neuron to be (y, x) or 'center', "
-                                 f"got {neuron!r}")
+                raise ValueError(f"{fn}: expected neuron to be (y, x) or 'center', got {neuron!r}")
             y, x = (h - 1) // 2, (w - 1) // 2
         else:
             y, x = (int(v) for v in neuron)
             if not (0 <= y < h and 0 <= x < w):
-                raise ValueError(f"{fn}: expected the neuron inside the {h}x{w} grid, "
-                                 f"got ({y}, {x})")
+                raise ValueError(
+                    f"{fn}: expected the neuron inside the {h}x{w} grid, got ({y}, {x})"
+                )
     weight = rec.data_weight if data_weight is None else data_weight
-    term = ClassLogProbability(torch.tensor(units)) if objective == "log_probability" else \
-        Activation(torch.tensor(units), y=y, x=x)
-    res = visualize(weight * term, representation=rep, B=B, image_size=image_size, recipe=rec,
-                    options=opts, parameterization=parameterization,
-                    names=[f"unit{u:04d}" for u in units], _fn=fn)
+    term = (
+        ClassLogProbability(torch.tensor(units))
+        if objective == "log_probability"
+        else Activation(torch.tensor(units), y=y, x=x)
+    )
+    res = visualize(
+        weight * term,
+        representation=rep,
+        B=B,
+        image_size=image_size,
+        recipe=rec,
+        options=opts,
+        parameterization=parameterization,
+        names=[f"unit{u:04d}" for u in units],
+        _fn=fn,
+    )
     if res.codes is not None and res.codes.dim() == (3 if restarts > 1 else 2):
         prob = res.codes.double().softmax(-1)
         idx = torch.tensor(units, device=prob.device)
@@ -319,17 +420,25 @@ def actmax(representation, units, *, neuron=None, image_size=224, recipe="actmax
     res.labels = list(labels) if labels is not None else [str(u) for u in units]
     if regularizers is not None:
         res.settings["yosinski"] = dict(params.__dict__)
-    res.settings.update({"units": units, "neuron": None if y is None else [y, x],
-                         "data_weight": weight if not isinstance(weight, Tensor)
-                         else weight.tolist(), "objective": objective})
+    res.settings.update(
+        {
+            "units": units,
+            "neuron": None if y is None else [y, x],
+            "data_weight": weight if not isinstance(weight, Tensor) else weight.tolist(),
+            "objective": objective,
+        }
+    )
     return res
 
 
 # The tasks that moved to their own modules (caricature, dream, invariance), still importable
 # from here; a lazy lookup, because they import visualize from this module (a real cycle).
-_MOVED = {"caricature": "pyinvert.tasks.caricature", "dream": "pyinvert.tasks.dream",
-          "invariance_map": "pyinvert.tasks.invariance",
-          "InvarianceResult": "pyinvert.tasks.invariance"}
+_MOVED = {
+    "caricature": "pyinvert.tasks.caricature",
+    "dream": "pyinvert.tasks.dream",
+    "invariance_map": "pyinvert.tasks.invariance",
+    "InvarianceResult": "pyinvert.tasks.invariance",
+}
 
 
 def __getattr__(name):

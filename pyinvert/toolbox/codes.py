@@ -1,6 +1,7 @@
 """Codes of a gallery, computed in batches (bounded memory: one batch of images at a time) and
 cached on disk, one file per image, keyed by the representation's config and the image's
 hash: ``<cache>/<config hash>/<image hash>.pt``."""
+
 import hashlib
 import io as _bytes
 import json
@@ -38,8 +39,9 @@ class Encoder:
     feature space, the pixels themselves in pixel space; L2-normalized per image when
     ``normalize`` (the distance is then the chordal cosine distance)."""
 
-    def __init__(self, rep, space: str, normalize: bool, device=None,
-                 cache_dir: Optional[str] = None):
+    def __init__(
+        self, rep, space: str, normalize: bool, device=None, cache_dir: Optional[str] = None
+    ):
         self.rep, self.space, self.normalize = rep, space, normalize
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.cache = Path(cache_dir) / config_hash(rep, space, normalize) if cache_dir else None
@@ -92,6 +94,7 @@ class Encoder:
         check_int(batch_size, "batch_size", source.fn)
         parts = []
         for start in range(0, len(source), batch_size):
-            parts.append(self.encode(source.load(range(start, min(start + batch_size,
-                                                                    len(source))))))
+            parts.append(
+                self.encode(source.load(range(start, min(start + batch_size, len(source)))))
+            )
         return torch.cat(parts) if parts else torch.zeros(0, 0)

@@ -1,5 +1,6 @@
 """What the toolbox's functions share: the figure grid, the gallery sources (folders, lists,
 tensors) and the checks of their common arguments."""
+
 import os
 from pathlib import Path
 from typing import List, Optional, Sequence
@@ -16,8 +17,9 @@ from pyinvert.models.imagenet import prepare_image
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
-def titled_grid(images, titles: Sequence[str], columns: int, height: Optional[int] = None
-                ) -> np.ndarray:
+def titled_grid(
+    images, titles: Sequence[str], columns: int, height: Optional[int] = None
+) -> np.ndarray:
     """Tiles of one height (``height``, else the images' own, at least 96 px) with titles, in
     rows of ``columns``: an HWC uint8 RGB array."""
     h = height or max([96] + [int(im.shape[-2]) for im in images])
@@ -37,25 +39,36 @@ class Source:
         if isinstance(images, Tensor):
             if images.dim() == 3:
                 images = images[None]
-            if images.dim() != 4 or images.shape[1] not in (1, 3) \
-                    or not images.is_floating_point():
-                raise ValueError(f"{fn}: expected images as a float Tensor (N, C, H, W) with "
-                                 f"C = 1 or 3, got {images.dtype} {list(images.shape)}")
+            if images.dim() != 4 or images.shape[1] not in (1, 3) or not images.is_floating_point():
+                raise ValueError(
+                    f"{fn}: expected images as a float Tensor (N, C, H, W) with "
+                    f"C = 1 or 3, got {images.dtype} {list(images.shape)}"
+                )
             self.tensor = images.detach()
         elif isinstance(images, (str, os.PathLike)) and Path(images).is_dir():
-            self.paths = sorted(p for p in Path(images).iterdir()
-                                if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            self.paths = sorted(
+                p
+                for p in Path(images).iterdir()
+                if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+            )
             if not self.paths:
-                raise ValueError(f"{fn}: expected image files ({', '.join(IMAGE_SUFFIXES)}) "
-                                 f"in {images}, found none")
+                raise ValueError(
+                    f"{fn}: expected image files ({', '.join(IMAGE_SUFFIXES)}) "
+                    f"in {images}, found none"
+                )
         elif isinstance(images, (str, os.PathLike)):
             self.paths = [Path(images)]
-        elif isinstance(images, (list, tuple)) and images and all(
-                isinstance(p, (str, os.PathLike)) for p in images):
+        elif (
+            isinstance(images, (list, tuple))
+            and images
+            and all(isinstance(p, (str, os.PathLike)) for p in images)
+        ):
             self.paths = [Path(p) for p in images]
         else:
-            raise TypeError(f"{fn}: expected images as a folder, a list of paths or a Tensor "
-                            f"(N, C, H, W), got {type(images).__name__}")
+            raise TypeError(
+                f"{fn}: expected images as a folder, a list of paths or a Tensor "
+                f"(N, C, H, W), got {type(images).__name__}"
+            )
 
     def __len__(self) -> int:
         return self.tensor.shape[0] if self.tensor is not None else len(self.paths)
@@ -85,8 +98,10 @@ class Source:
             out = [self._fit(_io.load_image(self.paths[i])[:3]) for i in indices]
         sizes = {tuple(t.shape) for t in out}
         if len(sizes) > 1:
-            raise ValueError(f"{self.fn}: expected images of one size, got {sorted(sizes)}; "
-                             f"give size= to fit them")
+            raise ValueError(
+                f"{self.fn}: expected images of one size, got {sorted(sizes)}; "
+                f"give size= to fit them"
+            )
         return torch.stack(out) if out else torch.zeros(0, 3, self.size or 1, self.size or 1)
 
 

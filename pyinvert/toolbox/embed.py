@@ -1,5 +1,6 @@
 """2-D embeddings of images' codes with scikit-learn's t-SNE or PCA, drawn as a scatter of
 thumbnails."""
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
@@ -17,8 +18,9 @@ from pyinvert.toolbox.codes import Encoder
 from pyinvert.toolbox.common import Source, check_choice, check_int
 
 
-def thumbnail_scatter(points: Tensor, images: Tensor, canvas: int = 1024,
-                      thumb: int = 64) -> np.ndarray:
+def thumbnail_scatter(
+    points: Tensor, images: Tensor, canvas: int = 1024, thumb: int = 64
+) -> np.ndarray:
     """Thumbnails [N, 3, h, w] placed at their 2-D ``points`` [N, 2] (scaled to fill a white
     ``canvas`` x ``canvas`` square, later images on top): an HWC uint8 RGB array."""
     out = np.full((canvas, canvas, 3), 255, np.uint8)
@@ -29,7 +31,7 @@ def thumbnail_scatter(points: Tensor, images: Tensor, canvas: int = 1024,
     xy = ((p - lo) / span * (canvas - thumb)).round().long()
     small = torch.nn.functional.interpolate(images.float(), size=(thumb, thumb), mode="area")
     for (x, y), im in zip(xy.tolist(), small):
-        out[canvas - thumb - y:canvas - y, x:x + thumb] = to_uint8(im)  # y up
+        out[canvas - thumb - y : canvas - y, x : x + thumb] = to_uint8(im)  # y up
     return out
 
 
@@ -43,26 +45,40 @@ class EmbedResult:
         figure: the thumbnail scatter, an HWC uint8 RGB array.
         settings: method, seed, representation, space.
     """
+
     points: Tensor
     names: List[str]
     figure: np.ndarray
     settings: dict = field(default_factory=dict)
 
     def summary(self) -> dict:
-        return {**self.settings, "points": {n: p for n, p in zip(self.names,
-                                                                 self.points.tolist())}}
+        return {**self.settings, "points": {n: p for n, p in zip(self.names, self.points.tolist())}}
 
     def save(self, directory, name: str = "embedding") -> List[Path]:
         """``<name>.png`` (the scatter) and ``<name>.json`` (the points)."""
         directory = Path(directory)
-        return [_io.save_image(directory / f"{name}.png", self.figure),
-                _io.write_json(directory / f"{name}.json", self.summary())]
+        return [
+            _io.save_image(directory / f"{name}.png", self.figure),
+            _io.write_json(directory / f"{name}.json", self.summary()),
+        ]
 
 
-def embed(images, representation=None, method: str = "tsne", *, space: str = "feature",
-          seed: int = 0, perplexity: Optional[float] = None, size: Optional[int] = 224,
-          normalize: bool = True, batch_size: int = 32, cache_dir: Optional[str] = None,
-          device=None, canvas: int = 1024, thumb: int = 64) -> EmbedResult:
+def embed(
+    images,
+    representation=None,
+    method: str = "tsne",
+    *,
+    space: str = "feature",
+    seed: int = 0,
+    perplexity: Optional[float] = None,
+    size: Optional[int] = 224,
+    normalize: bool = True,
+    batch_size: int = 32,
+    cache_dir: Optional[str] = None,
+    device=None,
+    canvas: int = 1024,
+    thumb: int = 64,
+) -> EmbedResult:
     """Images' codes embedded in 2-D by scikit-learn's t-SNE or PCA.
 
     Args:
@@ -113,16 +129,29 @@ def embed(images, representation=None, method: str = "tsne", *, space: str = "fe
     else:
         used = perplexity if perplexity is not None else min(30.0, (len(src) - 1) / 3)
         if not 0 < used < len(src):
-            raise ValueError(f"{fn}: expected 0 < perplexity < {len(src)} (the number of "
-                             f"images), got {used}")
-        points = TSNE(n_components=2, perplexity=used, init="pca", random_state=seed,
-                      max_iter=1000).fit_transform(data)
+            raise ValueError(
+                f"{fn}: expected 0 < perplexity < {len(src)} (the number of images), got {used}"
+            )
+        points = TSNE(
+            n_components=2, perplexity=used, init="pca", random_state=seed, max_iter=1000
+        ).fit_transform(data)
     points = torch.from_numpy(np.ascontiguousarray(points)).float()
-    thumbs = torch.cat([torch.nn.functional.interpolate(
-        src.load(range(s, min(s + batch_size, len(src)))), size=(thumb, thumb), mode="area")
-        for s in range(0, len(src), batch_size)])  # small copies only: bounded memory
+    thumbs = torch.cat(
+        [
+            torch.nn.functional.interpolate(
+                src.load(range(s, min(s + batch_size, len(src)))), size=(thumb, thumb), mode="area"
+            )
+            for s in range(0, len(src), batch_size)
+        ]
+    )  # small copies only: bounded memory
     figure = thumbnail_scatter(points, thumbs, canvas, thumb)
-    settings = {"method": method, "space": space, "seed": seed, "perplexity": used,
-                "normalize": normalize, "size": size,
-                "representation": rep.config() if rep is not None else None}
+    settings = {
+        "method": method,
+        "space": space,
+        "seed": seed,
+        "perplexity": used,
+        "normalize": normalize,
+        "size": size,
+        "representation": rep.config() if rep is not None else None,
+    }
     return EmbedResult(points=points, names=src.names, figure=figure, settings=settings)

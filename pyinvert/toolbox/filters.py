@@ -1,5 +1,6 @@
 """Pictures of what a layer responds to by construction: a CNN layer's weights as a grid of
 filters, HOG's orientation templates and dense SIFT's orientation glyphs."""
+
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ class FiltersResult:
         weights: the raw weights [N, C_in, k, k] (None for HOG / DSIFT templates).
         settings: what was drawn (layer, shapes).
     """
+
     tiles: Tensor
     titles: List[str]
     figure: np.ndarray
@@ -40,8 +42,10 @@ class FiltersResult:
     def save(self, directory, name: str = "filters") -> List[Path]:
         """``<name>.png`` (the grid) and ``<name>.json`` (the settings)."""
         directory = Path(directory)
-        return [_io.save_image(directory / f"{name}.png", self.figure),
-                _io.write_json(directory / f"{name}.json", self.summary())]
+        return [
+            _io.save_image(directory / f"{name}.png", self.figure),
+            _io.write_json(directory / f"{name}.json", self.summary()),
+        ]
 
 
 def stretch_filters(weights: Tensor) -> Tensor:
@@ -51,7 +55,7 @@ def stretch_filters(weights: Tensor) -> Tensor:
     w = weights.detach().float()
     flat = w.flatten(1)
     lo = flat.amin(1).view(-1, 1, 1, 1)
-    span = (flat.amax(1).view(-1, 1, 1, 1) - lo)
+    span = flat.amax(1).view(-1, 1, 1, 1) - lo
     out = (w - lo) / span.clamp_min(torch.finfo(torch.float32).tiny)
     return torch.where(span > 0, out, torch.full_like(w, 0.5))
 
@@ -60,8 +64,10 @@ def _conv_of(model, layer, fn):
     if isinstance(model, CNN):
         model, layer = model.model, layer if layer is not None else model.layers[0]
     if not isinstance(model, nn.Module):
-        raise TypeError(f"{fn}: expected model to be an nn.Module, a pyinvert.CNN, HOG or "
-                        f"DenseSIFT, got {type(model).__name__}")
+        raise TypeError(
+            f"{fn}: expected model to be an nn.Module, a pyinvert.CNN, HOG or "
+            f"DenseSIFT, got {type(model).__name__}"
+        )
     modules = dict(model.named_modules())
     if layer is None:
         convs = [n for n, m in modules.items() if isinstance(m, nn.Conv2d)]
@@ -69,13 +75,17 @@ def _conv_of(model, layer, fn):
             raise ValueError(f"{fn}: {type(model).__name__} has no Conv2d layer")
         layer = convs[0]
     if layer not in modules:
-        raise ValueError(f"{fn}: unknown layer {layer!r}; the Conv2d layers are: "
-                         f"{', '.join(n for n, m in modules.items() if isinstance(m, nn.Conv2d))}")
+        raise ValueError(
+            f"{fn}: unknown layer {layer!r}; the Conv2d layers are: "
+            f"{', '.join(n for n, m in modules.items() if isinstance(m, nn.Conv2d))}"
+        )
     module = modules[layer]
     weight = getattr(module, "weight", None)
     if not isinstance(weight, Tensor) or weight.dim() != 4:
-        raise ValueError(f"{fn}: expected layer {layer!r} to have 4-D (convolution) weights, "
-                         f"got {type(module).__name__}")
+        raise ValueError(
+            f"{fn}: expected layer {layer!r} to have 4-D (convolution) weights, "
+            f"got {type(module).__name__}"
+        )
     return layer, weight.detach().cpu()
 
 
@@ -89,7 +99,7 @@ def _channel_mosaic(tile: Tensor, channels: int) -> Tensor:
     out = torch.ones(1, rows * (k + 1) - 1, cols * (k + 1) - 1)
     for i in range(n):
         r, c = divmod(i, cols)
-        out[0, r * (k + 1):r * (k + 1) + k, c * (k + 1):c * (k + 1) + k] = tile[i]
+        out[0, r * (k + 1) : r * (k + 1) + k, c * (k + 1) : c * (k + 1) + k] = tile[i]
     return out
 
 
@@ -99,8 +109,9 @@ def _hog_templates(rep: HOGRepresentation):
     offset = 2 * no if rep.variant == "uoctti" else 0
     codes = torch.zeros(no, D, 1, 1)
     codes[torch.arange(no), offset + torch.arange(no)] = 1.0
-    glyphs = _features.render_hog(codes, variant=rep.variant, num_orientations=no,
-                                  glyph_size=33).clamp(0, 1)
+    glyphs = _features.render_hog(
+        codes, variant=rep.variant, num_orientations=no, glyph_size=33
+    ).clamp(0, 1)
     return glyphs, [f"{180 * k / no:.0f} deg" for k in range(no)]
 
 
@@ -119,16 +130,28 @@ def _sift_glyphs(rep: DSIFTRepresentation, size: int = 96):
             for bx in range(4):
                 cx, cy = bx * cell + cell / 2, by * cell + cell / 2
                 dx, dy = 0.4 * cell * math.cos(angle), 0.4 * cell * math.sin(angle)
-                cv2.arrowedLine(a, (round(cx - dx), round(cy - dy)),
-                                (round(cx + dx), round(cy + dy)), 255, 1, cv2.LINE_AA,
-                                tipLength=0.35)
+                cv2.arrowedLine(
+                    a,
+                    (round(cx - dx), round(cy - dy)),
+                    (round(cx + dx), round(cy + dy)),
+                    255,
+                    1,
+                    cv2.LINE_AA,
+                    tipLength=0.35,
+                )
         tiles.append(torch.from_numpy(a).float()[None] / 255)
     return torch.stack(tiles), [f"bin {o}: {45 * o} deg" for o in range(8)]
 
 
-def filters(model: Union[nn.Module, CNN], layer: Optional[str] = None, *,
-            max_filters: int = 64, max_channels: int = 16, columns: Optional[int] = None,
-            tile_size: int = 48) -> FiltersResult:
+def filters(
+    model: Union[nn.Module, CNN],
+    layer: Optional[str] = None,
+    *,
+    max_filters: int = 64,
+    max_channels: int = 16,
+    columns: Optional[int] = None,
+    tile_size: int = 48,
+) -> FiltersResult:
     """A grid figure of a layer's filters (or of a hand-crafted descriptor's templates).
 
     Args:
@@ -180,13 +203,12 @@ def filters(model: Union[nn.Module, CNN], layer: Optional[str] = None, *,
         else:
             tiles = torch.stack([_channel_mosaic(t, max_channels) for t in stretched])
         titles = [str(i) for i in range(shown.shape[0])]
-        settings = {"layer": layer, "weight_shape": list(weights.shape),
-                    "rgb": shown.shape[1] == 3}
+        settings = {"layer": layer, "weight_shape": list(weights.shape), "rgb": shown.shape[1] == 3}
     n = tiles.shape[0]
     cols = columns or max(1, math.ceil(math.sqrt(n)))
     scale = max(1, tile_size // max(tiles.shape[-2:]))
-    big = tiles.repeat_interleave(scale, -2).repeat_interleave(scale, -1) \
-        if scale > 1 else tiles
+    big = tiles.repeat_interleave(scale, -2).repeat_interleave(scale, -1) if scale > 1 else tiles
     figure = titled_grid(list(big), titles, cols, height=max(tile_size, big.shape[-2]))
-    return FiltersResult(tiles=tiles, titles=titles, figure=figure, weights=weights,
-                         settings=settings)
+    return FiltersResult(
+        tiles=tiles, titles=titles, figure=figure, weights=weights, settings=settings
+    )

@@ -1,5 +1,6 @@
 """Fooling images: projected gradient ascent on a target class's log-probability within an
 epsilon-ball around each image, in [0, 1] pixels (Madry et al.'s PGD, targeted)."""
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
@@ -30,6 +31,7 @@ class FoolResult:
         originals: [B, 3, H, W] the inputs.
         settings: eps, norm, steps, step size.
     """
+
     images: Tensor
     perturbations: Tensor
     classes: Tensor
@@ -63,32 +65,50 @@ class FoolResult:
             d = self.perturbations[i]
             top = d.abs().max().clamp_min(1e-12)
             tiles += [self.originals[i], (0.5 + d / (2 * top)).clamp(0, 1), self.images[i]]
-            titles += [f"{self._label(self.original_classes[i])} "
-                       f"{self.original_probabilities[i].item():.2f}",
-                       f"perturbation x{0.5 / top.item():.0f} (max {255 * top.item():.1f}/255)",
-                       f"{self._label(self.classes[i])} {self.probabilities[i].item():.2f}"]
+            titles += [
+                f"{self._label(self.original_classes[i])} "
+                f"{self.original_probabilities[i].item():.2f}",
+                f"perturbation x{0.5 / top.item():.0f} (max {255 * top.item():.1f}/255)",
+                f"{self._label(self.classes[i])} {self.probabilities[i].item():.2f}",
+            ]
         return titled_grid(tiles, titles, 3, height)
 
     def summary(self) -> dict:
-        return {**self.settings, "success_rate": float(self.success.float().mean()),
-                "rows": [{"target": int(t), "class": int(c), "probability": float(p),
-                          "original_class": int(oc), "original_probability": float(op),
-                          "iterations": int(n), "linf": float(d.abs().max()),
-                          "l2": float(d.norm())}
-                         for t, c, p, oc, op, n, d in zip(
-                             self.target, self.classes, self.probabilities,
-                             self.original_classes, self.original_probabilities,
-                             self.iterations, self.perturbations)]}
+        return {
+            **self.settings,
+            "success_rate": float(self.success.float().mean()),
+            "rows": [
+                {
+                    "target": int(t),
+                    "class": int(c),
+                    "probability": float(p),
+                    "original_class": int(oc),
+                    "original_probability": float(op),
+                    "iterations": int(n),
+                    "linf": float(d.abs().max()),
+                    "l2": float(d.norm()),
+                }
+                for t, c, p, oc, op, n, d in zip(
+                    self.target,
+                    self.classes,
+                    self.probabilities,
+                    self.original_classes,
+                    self.original_probabilities,
+                    self.iterations,
+                    self.perturbations,
+                )
+            ],
+        }
 
     def save(self, directory, names: Optional[Sequence[str]] = None) -> List[Path]:
         """``<name>.png`` per fooled image, ``fool.png`` (the figure) and ``result.json``."""
         directory = Path(directory)
-        names = list(names or self.names or [f"image{i:03d}" for i in
-                                             range(self.images.shape[0])])
+        names = list(names or self.names or [f"image{i:03d}" for i in range(self.images.shape[0])])
         written = _io.save_image_rows(directory, self.images, names)
         written.append(_io.save_image(directory / "fool.png", self.figure()))
-        written.append(_io.write_json(directory / "result.json",
-                                      {**self.summary(), "names": names}))
+        written.append(
+            _io.write_json(directory / "result.json", {**self.summary(), "names": names})
+        )
         return written
 
 
@@ -131,10 +151,21 @@ def project(delta: Tensor, eps: float, norm: str) -> Tensor:
     return delta * (eps / n).clamp(max=1.0)
 
 
-def fool(images, model: Union[nn.Module, str], target, eps: float = DEFAULT_EPS, steps: int = 20,
-         norm: str = "linf", *, step_size: Optional[float] = None, normalize: bool = True,
-         early_stop: bool = True, random_start: bool = False,
-         generator: Optional[torch.Generator] = None, device=None) -> FoolResult:
+def fool(
+    images,
+    model: Union[nn.Module, str],
+    target,
+    eps: float = DEFAULT_EPS,
+    steps: int = 20,
+    norm: str = "linf",
+    *,
+    step_size: Optional[float] = None,
+    normalize: bool = True,
+    early_stop: bool = True,
+    random_start: bool = False,
+    generator: Optional[torch.Generator] = None,
+    device=None,
+) -> FoolResult:
     """Fooling images: targeted PGD, ascent on log p(target | x) within the epsilon-ball.
 
     Each step: ``x <- Proj_{B(x0, eps) and [0, 1]}(x + a * s(grad))`` with ``s`` the sign
@@ -181,14 +212,16 @@ def fool(images, model: Union[nn.Module, str], target, eps: float = DEFAULT_EPS,
         raise ValueError(f"{fn}: expected eps > 0, got {eps!r}")
     if step_size is None:
         step_size = 2.5 * eps / max(steps, 1)
-    elif isinstance(step_size, bool) or not isinstance(step_size, (int, float)) \
-            or not step_size > 0:
+    elif (
+        isinstance(step_size, bool) or not isinstance(step_size, (int, float)) or not step_size > 0
+    ):
         raise ValueError(f"{fn}: expected step_size > 0, got {step_size!r}")
     if isinstance(model, str):
         model = _models.load_model(model, weights="imagenet")
     if not isinstance(model, nn.Module):
-        raise TypeError(f"{fn}: expected model to be an nn.Module or a zoo name, got "
-                        f"{type(model).__name__}")
+        raise TypeError(
+            f"{fn}: expected model to be an nn.Module or a zoo name, got {type(model).__name__}"
+        )
     x0 = as_image_batch(images, fn)
     if x0.shape[1] != 3:
         raise ValueError(f"{fn}: expected RGB images (B, 3, H, W), got {list(x0.shape)}")
@@ -198,15 +231,20 @@ def fool(images, model: Union[nn.Module, str], target, eps: float = DEFAULT_EPS,
     with torch.no_grad():
         logits0 = net(x0)
     if logits0.dim() != 2:
-        raise ValueError(f"{fn}: expected the model to return logits (B, K), got "
-                         f"{list(logits0.shape)}")
+        raise ValueError(
+            f"{fn}: expected the model to return logits (B, K), got {list(logits0.shape)}"
+        )
     B = x0.shape[0]
     t = _targets(target, B, logits0.shape[1], dev, fn)
     p0 = logits0.float().softmax(1)
     x = x0.clone()
     if random_start:
-        noise = torch.rand(x0.shape, generator=generator, dtype=x0.dtype,
-                           device=generator.device if generator is not None else "cpu")
+        noise = torch.rand(
+            x0.shape,
+            generator=generator,
+            dtype=x0.dtype,
+            device=generator.device if generator is not None else "cpu",
+        )
         x = (x0 + project((2 * noise.to(dev) - 1) * eps, eps, norm)).clamp(0, 1)
     active = torch.ones(B, dtype=torch.bool, device=dev)
     iterations = torch.zeros(B, dtype=torch.long, device=dev)
@@ -219,7 +257,7 @@ def fool(images, model: Union[nn.Module, str], target, eps: float = DEFAULT_EPS,
             if not bool(active.any()):
                 break
         objective = logits.log_softmax(1)[rows, t].sum()
-        grad, = torch.autograd.grad(objective, x)
+        (grad,) = torch.autograd.grad(objective, x)
         if norm == "linf":
             direction = grad.sign()
         else:
@@ -232,9 +270,24 @@ def fool(images, model: Union[nn.Module, str], target, eps: float = DEFAULT_EPS,
     with torch.no_grad():
         p = net(x).float().softmax(1)
     prob, cls = p.max(1)
-    settings = {"eps": float(eps), "norm": norm, "steps": steps, "step_size": float(step_size),
-                "early_stop": early_stop, "random_start": random_start}
-    return FoolResult(images=x, perturbations=x - x0, classes=cls, probabilities=prob,
-                      target=t, target_probabilities=p[rows, t],
-                      original_classes=p0.argmax(1), original_probabilities=p0.max(1).values,
-                      iterations=iterations, originals=x0, settings=settings)
+    settings = {
+        "eps": float(eps),
+        "norm": norm,
+        "steps": steps,
+        "step_size": float(step_size),
+        "early_stop": early_stop,
+        "random_start": random_start,
+    }
+    return FoolResult(
+        images=x,
+        perturbations=x - x0,
+        classes=cls,
+        probabilities=prob,
+        target=t,
+        target_probabilities=p[rows, t],
+        original_classes=p0.argmax(1),
+        original_probabilities=p0.max(1).values,
+        iterations=iterations,
+        originals=x0,
+        settings=settings,
+    )

@@ -3,6 +3,7 @@ the real images that activate a unit most are clustered in the representation's 
 (scikit-learn's k-means), each cluster's mean image starts one optimization, and a centre
 bias lets the image change first near its centre, the region spreading outwards over the
 iterations; Yosinski et al.'s regularizers act after every step."""
+
 from typing import Callable, Optional
 
 import torch
@@ -13,12 +14,17 @@ from pyinvert.objectives import Activation
 from pyinvert.representations import as_representation
 from pyinvert.tasks.visualization import VisualizationResult, actmax, visualize
 from pyinvert.toolbox.common import Source, check_int
-from pyinvert.toolbox.regularizers import (YosinskiParams, YosinskiRegularizer, yosinski_params,
-                                           yosinski_recipe)
+from pyinvert.toolbox.regularizers import (
+    YosinskiParams,
+    YosinskiRegularizer,
+    yosinski_params,
+    yosinski_recipe,
+)
 
 
-def centre_mask(H: int, W: int, t: int, T: int, start: float = 0.125, end: float = 1.0,
-                dtype=torch.float32) -> Tensor:
+def centre_mask(
+    H: int, W: int, t: int, T: int, start: float = 0.125, end: float = 1.0, dtype=torch.float32
+) -> Tensor:
     """[H, W] Gaussian weights exp(-r^2 / (2 s^2)) around the centre, r in units of the image's
     half-side and s growing linearly from ``start`` (step 1) to ``end`` (step T)."""
     s = start + (end - start) * (t - 1) / max(T - 1, 1)
@@ -48,8 +54,17 @@ class CentreBias:
         return stop
 
 
-def facet_starts(images, representation, unit: int, k: int = 4, top: int = 15, *,
-                 size: Optional[int] = 224, seed: int = 0, batch_size: int = 32):
+def facet_starts(
+    images,
+    representation,
+    unit: int,
+    k: int = 4,
+    top: int = 15,
+    *,
+    size: Optional[int] = 224,
+    seed: int = 0,
+    batch_size: int = 32,
+):
     """The k cluster-mean images of the ``top`` images activating ``unit`` most.
 
     Returns:
@@ -73,17 +88,30 @@ def facet_starts(images, representation, unit: int, k: int = 4, top: int = 15, *
     acts, codes = torch.cat(acts), torch.cat(codes)
     best = torch.argsort(acts, descending=True, stable=True)[:top]
     labels = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(
-        codes[best].double().numpy())
+        codes[best].double().numpy()
+    )
     labels = torch.from_numpy(labels).long()
     chosen = src.load(best.tolist())
     starts = torch.stack([chosen[labels == j].mean(0) for j in range(k)])
     return starts, best, labels
 
 
-def multifaceted(images, representation, unit: int, k: int = 4, *, top: int = 15,
-                 hyperparameters=3, lr: Optional[float] = None, steps: Optional[int] = None,
-                 size: int = 224, centre_bias: bool = True, seed: int = 0,
-                 progress: bool = False, device=None) -> VisualizationResult:
+def multifaceted(
+    images,
+    representation,
+    unit: int,
+    k: int = 4,
+    *,
+    top: int = 15,
+    hyperparameters=3,
+    lr: Optional[float] = None,
+    steps: Optional[int] = None,
+    size: int = 224,
+    centre_bias: bool = True,
+    seed: int = 0,
+    progress: bool = False,
+    device=None,
+) -> VisualizationResult:
     """k facets of a unit: activation maximization from the k cluster means of the images that
     activate it most, with a centre bias and Yosinski et al.'s regularizers.
 
@@ -114,28 +142,52 @@ def multifaceted(images, representation, unit: int, k: int = 4, *, top: int = 15
     starts, best, labels = facet_starts(images, rep, unit, k, top, size=size, seed=seed)
     p = yosinski_params(hyperparameters)
     if steps is not None or lr is not None:
-        p = YosinskiParams(**{**p.__dict__, "iterations": steps or p.iterations,
-                              "lr": lr or p.lr})
+        p = YosinskiParams(**{**p.__dict__, "iterations": steps or p.iterations, "lr": lr or p.lr})
     reg = YosinskiRegularizer(p)
     reg.start(rep.preprocess(starts.to(device or "cpu")))
     callback = reg
     if centre_bias:
         callback = CentreBias(p.iterations, then=reg)
         callback.start(rep.preprocess(starts.to(device or "cpu")))
-    res = visualize(Activation(torch.full((k,), unit, dtype=torch.long)), representation=rep,
-                    init=starts, recipe=yosinski_recipe(p), callback=callback,
-                    progress=progress, device=device, priors=False, _fn="multifaceted")
-    res.settings.update({"unit": unit, "k": k, "top": int(best.numel()),
-                         "top_indices": best.tolist(), "clusters": labels.tolist(),
-                         "centre_bias": centre_bias, "yosinski": dict(p.__dict__)})
+    res = visualize(
+        Activation(torch.full((k,), unit, dtype=torch.long)),
+        representation=rep,
+        init=starts,
+        recipe=yosinski_recipe(p),
+        callback=callback,
+        progress=progress,
+        device=device,
+        priors=False,
+        _fn="multifaceted",
+    )
+    res.settings.update(
+        {
+            "unit": unit,
+            "k": k,
+            "top": int(best.numel()),
+            "top_indices": best.tolist(),
+            "clusters": labels.tolist(),
+            "centre_bias": centre_bias,
+            "yosinski": dict(p.__dict__),
+        }
+    )
     return res
 
 
-def actmax_yosinski(representation, units, hyperparameters=3, *, image_size=224,
-                    objective: str = "activation", steps: Optional[int] = None,
-                    lr: Optional[float] = None, generator: Optional[torch.Generator] = None,
-                    callback: Optional[Callable] = None, progress: bool = False,
-                    **kwargs) -> VisualizationResult:
+def actmax_yosinski(
+    representation,
+    units,
+    hyperparameters=3,
+    *,
+    image_size=224,
+    objective: str = "activation",
+    steps: Optional[int] = None,
+    lr: Optional[float] = None,
+    generator: Optional[torch.Generator] = None,
+    callback: Optional[Callable] = None,
+    progress: bool = False,
+    **kwargs,
+) -> VisualizationResult:
     """Activation maximization regularized as Yosinski et al.: :func:`pyinvert.actmax` on the
     recipe of one of Table 1's sets (:data:`YOSINSKI_SETS`), with the set's operators applied
     after every step by :class:`YosinskiRegularizer`.
@@ -164,11 +216,20 @@ def actmax_yosinski(representation, units, hyperparameters=3, *, image_size=224,
     """
     p = yosinski_params(hyperparameters)
     if steps is not None or lr is not None:
-        p = YosinskiParams(**{**p.__dict__, "iterations": steps or p.iterations,
-                              "lr": lr or p.lr})
-    res = actmax(representation, units, image_size=image_size, regularizers=p,
-                 objective=objective, generator=generator, callback=callback,
-                 progress=progress, **kwargs)
-    res.settings["yosinski"] = {**p.__dict__, "set": hyperparameters
-                                if not isinstance(hyperparameters, YosinskiParams) else None}
+        p = YosinskiParams(**{**p.__dict__, "iterations": steps or p.iterations, "lr": lr or p.lr})
+    res = actmax(
+        representation,
+        units,
+        image_size=image_size,
+        regularizers=p,
+        objective=objective,
+        generator=generator,
+        callback=callback,
+        progress=progress,
+        **kwargs,
+    )
+    res.settings["yosinski"] = {
+        **p.__dict__,
+        "set": hyperparameters if not isinstance(hyperparameters, YosinskiParams) else None,
+    }
     return res

@@ -1,6 +1,7 @@
 """Nearest neighbours of query images in a gallery, in a representation's feature space or in
 pixel space: exact search by matrix products, streamed over the gallery's encoding batches
 (faiss, when installed, for large galleries)."""
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
@@ -43,7 +44,7 @@ class TopK:
         self.seen += g.shape[0]
         cat_d, cat_i = torch.cat([self.d2, d2], 1), torch.cat([self.i, idx], 1)
         # Stable on (distance, index): the kept ones (lower indices) come first.
-        top = torch.sort(cat_d, dim=1, stable=True).indices[:, :self.k]
+        top = torch.sort(cat_d, dim=1, stable=True).indices[:, : self.k]
         self.d2, self.i = cat_d.gather(1, top), cat_i.gather(1, top)
 
     def result(self):
@@ -60,7 +61,7 @@ def knn(queries: Tensor, gallery: Tensor, k: int, chunk: int = 4096):
     """
     top = TopK(queries, min(k, gallery.shape[0]))
     for start in range(0, gallery.shape[0], chunk):
-        top.add(gallery[start:start + chunk])
+        top.add(gallery[start : start + chunk])
     return top.result()
 
 
@@ -93,6 +94,7 @@ class NeighborsResult:
         settings: space, representation, k, the backend ("exact" or "faiss") and the cache's
             hits and misses.
     """
+
     indices: Tensor
     distances: Tensor
     queries: Tensor
@@ -114,22 +116,41 @@ class NeighborsResult:
         return titled_grid(tiles, titles, self.indices.shape[1] + 1, height)
 
     def summary(self) -> dict:
-        return {**self.settings, "neighbors": [
-            [{"index": int(i), "name": self.gallery_names[int(i)], "distance": float(d)}
-             for i, d in zip(row_i, row_d)]
-            for row_i, row_d in zip(self.indices, self.distances)]}
+        return {
+            **self.settings,
+            "neighbors": [
+                [
+                    {"index": int(i), "name": self.gallery_names[int(i)], "distance": float(d)}
+                    for i, d in zip(row_i, row_d)
+                ]
+                for row_i, row_d in zip(self.indices, self.distances)
+            ],
+        }
 
     def save(self, directory, name: str = "neighbors") -> List[Path]:
         """``<name>.png`` (the figure) and ``<name>.json`` (settings and neighbours)."""
         directory = Path(directory)
-        return [_io.save_image(directory / f"{name}.png", self.figure()),
-                _io.write_json(directory / f"{name}.json", self.summary())]
+        return [
+            _io.save_image(directory / f"{name}.png", self.figure()),
+            _io.write_json(directory / f"{name}.json", self.summary()),
+        ]
 
 
-def neighbors(queries, gallery, representation=None, k: int = 5, space: str = "feature", *,
-              size: Optional[int] = 224, normalize: bool = True, batch_size: int = 32,
-              cache_dir: Optional[str] = None, device=None, chunk: int = 4096,
-              backend: str = "auto") -> NeighborsResult:
+def neighbors(
+    queries,
+    gallery,
+    representation=None,
+    k: int = 5,
+    space: str = "feature",
+    *,
+    size: Optional[int] = 224,
+    normalize: bool = True,
+    batch_size: int = 32,
+    cache_dir: Optional[str] = None,
+    device=None,
+    chunk: int = 4096,
+    backend: str = "auto",
+) -> NeighborsResult:
     """The k nearest gallery images of each query, in feature or pixel space.
 
     Args:
@@ -171,8 +192,7 @@ def neighbors(queries, gallery, representation=None, k: int = 5, space: str = "f
     if size is not None:
         check_int(size, "size", fn)
     if backend == "faiss" and faiss is None:
-        raise ValueError(f"{fn}: backend='faiss' needs the faiss package, which is not "
-                         f"installed")
+        raise ValueError(f"{fn}: backend='faiss' needs the faiss package, which is not installed")
     if space == "feature":
         if representation is None:
             raise ValueError(f"{fn}: expected a representation for space='feature', got None")
@@ -187,8 +207,9 @@ def neighbors(queries, gallery, representation=None, k: int = 5, space: str = "f
     encoder = Encoder(rep, space, normalize, device, cache_dir)
     qimages = qsrc.load(range(len(qsrc)))
     qcodes = Encoder(rep, space, normalize, device).encode(qimages)
-    use_faiss = faiss is not None and (backend == "faiss" or (
-        backend == "auto" and len(gsrc) >= FAISS_MIN_GALLERY))
+    use_faiss = faiss is not None and (
+        backend == "faiss" or (backend == "auto" and len(gsrc) >= FAISS_MIN_GALLERY)
+    )
     k_eff = min(k, len(gsrc))
     # Streamed: each batch of gallery codes is searched and dropped (memory: one batch).
     top = (FaissTopK if use_faiss else TopK)(qcodes, k_eff)
@@ -196,17 +217,32 @@ def neighbors(queries, gallery, representation=None, k: int = 5, space: str = "f
     for start in range(0, len(gsrc), step):
         codes = encoder.encode(gsrc.load(range(start, min(start + step, len(gsrc)))))
         if codes.shape[1] != qcodes.shape[1]:
-            raise ValueError(f"{fn}: the queries' codes have {qcodes.shape[1]} values and the "
-                             f"gallery's {codes.shape[1]}; give size= so that the images "
-                             f"agree")
+            raise ValueError(
+                f"{fn}: the queries' codes have {qcodes.shape[1]} values and the "
+                f"gallery's {codes.shape[1]}; give size= so that the images "
+                f"agree"
+            )
         top.add(codes)
     distances, indices = top.result()
     flat = gsrc.load(indices.flatten().tolist())
     shown = flat.reshape(indices.shape[0], k_eff, *flat.shape[1:])
-    settings = {"space": space, "k": k_eff, "normalize": normalize, "size": size,
-                "representation": rep.config() if rep is not None else None,
-                "backend": "faiss" if use_faiss else "exact", "gallery_size": len(gsrc),
-                "cache_hits": encoder.hits, "cache_misses": encoder.misses}
-    return NeighborsResult(indices=indices, distances=distances, queries=qimages,
-                           neighbors=shown, gallery_names=gsrc.names, settings=settings,
-                           query_names=qsrc.names)
+    settings = {
+        "space": space,
+        "k": k_eff,
+        "normalize": normalize,
+        "size": size,
+        "representation": rep.config() if rep is not None else None,
+        "backend": "faiss" if use_faiss else "exact",
+        "gallery_size": len(gsrc),
+        "cache_hits": encoder.hits,
+        "cache_misses": encoder.misses,
+    }
+    return NeighborsResult(
+        indices=indices,
+        distances=distances,
+        queries=qimages,
+        neighbors=shown,
+        gallery_names=gsrc.names,
+        settings=settings,
+        query_names=qsrc.names,
+    )

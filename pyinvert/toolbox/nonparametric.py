@@ -3,6 +3,7 @@ pixel from a seed patch; each new pixel copies the centre of a source window who
 Gaussian-weighted SSD to the pixel's known neighbourhood is within (1 + error_threshold) of the
 best. The distances of a batch of pixels to every source window are matrix products over the
 unfolded source, and the choice among the candidates is drawn from a seeded generator."""
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
@@ -26,6 +27,7 @@ class NonparametricResult:
         origins: [B, H, W, 2] (y, x) of the source pixel each output pixel copies.
         settings: window, threshold, seed, sizes.
     """
+
     images: Tensor
     sources: Tensor
     origins: Tensor
@@ -51,17 +53,26 @@ def gaussian_window(window: int, sigma: Optional[float] = None) -> Tensor:
     return torch.outer(g, g)
 
 
-def _synthesize(src: Tensor, H: int, W: int, window: int, threshold: float,
-                max_error: float, batch: int, gen: torch.Generator):
+def _synthesize(
+    src: Tensor,
+    H: int,
+    W: int,
+    window: int,
+    threshold: float,
+    max_error: float,
+    batch: int,
+    gen: torch.Generator,
+):
     C, h, w = src.shape
     half = window // 2
     dt = torch.float64
     s = src.to(dt)
     # Every source window as a row: [P, C * window^2] (valid positions only).
     patches = F.unfold(s[None], window).squeeze(0).T.contiguous()
-    centres = torch.stack(torch.meshgrid(torch.arange(half, h - half),
-                                         torch.arange(half, w - half), indexing="ij"), -1
-                          ).reshape(-1, 2)
+    centres = torch.stack(
+        torch.meshgrid(torch.arange(half, h - half), torch.arange(half, w - half), indexing="ij"),
+        -1,
+    ).reshape(-1, 2)
     sq = patches * patches
     gauss = gaussian_window(window).flatten().repeat(C)  # [C * window^2], channel-major
     out = torch.zeros(C, H + 2 * half, W + 2 * half, dtype=dt)
@@ -72,10 +83,10 @@ def _synthesize(src: Tensor, H: int, W: int, window: int, threshold: float,
     sy = int(torch.randint(0, h - k + 1, (1,), generator=gen))
     sx = int(torch.randint(0, w - k + 1, (1,), generator=gen))
     oy, ox = (H - k) // 2, (W - k) // 2
-    out[:, half + oy:half + oy + k, half + ox:half + ox + k] = s[:, sy:sy + k, sx:sx + k]
-    filled[half + oy:half + oy + k, half + ox:half + ox + k] = 1
+    out[:, half + oy : half + oy + k, half + ox : half + ox + k] = s[:, sy : sy + k, sx : sx + k]
+    filled[half + oy : half + oy + k, half + ox : half + ox + k] = 1
     grid = torch.stack(torch.meshgrid(torch.arange(k), torch.arange(k), indexing="ij"), -1)
-    origin[oy:oy + k, ox:ox + k] = grid + torch.tensor([sy, sx])
+    origin[oy : oy + k, ox : ox + k] = grid + torch.tensor([sy, sx])
     inner = (slice(half, half + H), slice(half, half + W))
     ones = torch.ones(1, 1, 3, 3, dtype=dt)
     tolerance = max_error
@@ -110,17 +121,25 @@ def _synthesize(src: Tensor, H: int, W: int, window: int, threshold: float,
         ys, xs, candidates = ys[ok], xs[ok], candidates[ok]
         weights = candidates.to(dt)
         pick = torch.multinomial(weights, 1, generator=gen).squeeze(1)
-        out[:, half + ys, half + xs] = patches[pick].view(-1, C, window * window)[
-            :, :, window * window // 2].T
+        out[:, half + ys, half + xs] = (
+            patches[pick].view(-1, C, window * window)[:, :, window * window // 2].T
+        )
         filled[half + ys, half + xs] = 1
         origin[ys, xs] = centres[pick]
     return out[:, inner[0], inner[1]].to(src.dtype), origin
 
 
-def texture_nonparametric(source, size=64, *, window: int = 11, error_threshold: float = 0.1,
-                          max_error: float = 0.3, batch: int = 64,
-                          generator: Optional[torch.Generator] = None,
-                          seed: Optional[int] = None) -> NonparametricResult:
+def texture_nonparametric(
+    source,
+    size=64,
+    *,
+    window: int = 11,
+    error_threshold: float = 0.1,
+    max_error: float = 0.3,
+    batch: int = 64,
+    generator: Optional[torch.Generator] = None,
+    seed: Optional[int] = None,
+) -> NonparametricResult:
     """Efros & Leung's non-parametric sampling: a texture of ``size`` that copies pixels of
     the example ``source``.
 
@@ -159,30 +178,39 @@ def texture_nonparametric(source, size=64, *, window: int = 11, error_threshold:
     if window % 2 == 0:
         raise ValueError(f"{fn}: expected an odd window, got {window}")
     if not error_threshold >= 0 or not max_error > 0:
-        raise ValueError(f"{fn}: expected error_threshold >= 0 and max_error > 0, got "
-                         f"{error_threshold} and {max_error}")
-    H, W = (size, size) if isinstance(size, int) and not isinstance(size, bool) else \
-        tuple(int(v) for v in size)
+        raise ValueError(
+            f"{fn}: expected error_threshold >= 0 and max_error > 0, got "
+            f"{error_threshold} and {max_error}"
+        )
+    H, W = (
+        (size, size)
+        if isinstance(size, int) and not isinstance(size, bool)
+        else tuple(int(v) for v in size)
+    )
     if H < 1 or W < 1:
         raise ValueError(f"{fn}: expected size >= 1, got {size!r}")
     src = as_image_batch(source, fn).detach().cpu().float()
     h, w = src.shape[-2:]
     if window > min(h, w):
-        raise ValueError(f"{fn}: expected window <= the source's side {min(h, w)}, got "
-                         f"{window}")
+        raise ValueError(f"{fn}: expected window <= the source's side {min(h, w)}, got {window}")
     gen = generator if generator is not None else torch.Generator()
     if generator is None and seed is not None:
         gen.manual_seed(seed)
     images, origins = [], []
     for b in range(src.shape[0]):
-        image, origin = _synthesize(src[b], H, W, window, error_threshold, max_error,
-                                    batch, gen)
+        image, origin = _synthesize(src[b], H, W, window, error_threshold, max_error, batch, gen)
         images.append(image)
         origins.append(origin)
-    settings = {"window": window, "error_threshold": error_threshold, "max_error": max_error,
-                "batch": batch, "size": [H, W], "source_size": [h, w], "seed": seed,
-                "sigma": window / 6.4}
-    return NonparametricResult(images=torch.stack(images), sources=src,
-                               origins=torch.stack(origins), settings=settings)
-
-
+    settings = {
+        "window": window,
+        "error_threshold": error_threshold,
+        "max_error": max_error,
+        "batch": batch,
+        "size": [H, W],
+        "source_size": [h, w],
+        "seed": seed,
+        "sigma": window / 6.4,
+    }
+    return NonparametricResult(
+        images=torch.stack(images), sources=src, origins=torch.stack(origins), settings=settings
+    )

@@ -17,6 +17,7 @@ References:
     optimize_image.py (their order: decay, blur, small norm, small contribution; the
     "progress" learning-rate policy).
 """
+
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -52,8 +53,8 @@ def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
     y = x.reshape(B * C, 1, H, W)
     # "reflect" in scipy (d c b a | a b c d | d c b a) is PyTorch's "symmetric": pad by
     # flipping, for radii up to the image's side.
-    y = torch.cat([y[..., :r, :].flip(-2), y, y[..., H - r:, :].flip(-2)], -2) if r else y
-    y = torch.cat([y[..., :r].flip(-1), y, y[..., W - r:].flip(-1)], -1) if r else y
+    y = torch.cat([y[..., :r, :].flip(-2), y, y[..., H - r :, :].flip(-2)], -2) if r else y
+    y = torch.cat([y[..., :r].flip(-1), y, y[..., W - r :].flip(-1)], -1) if r else y
     y = F.conv2d(y, k.view(1, 1, -1, 1))
     y = F.conv2d(y, k.view(1, 1, 1, -1))
     return y.reshape(B, C, H, W)
@@ -97,6 +98,7 @@ class YosinskiParams:
             desired progress (lr = min(max_lr, progress / |grad|^2), an objective change of
             ``progress`` under a linear model).
     """
+
     decay: float = 0.0
     blur_width: float = 0.0
     blur_every: int = 0
@@ -110,12 +112,20 @@ class YosinskiParams:
 #: Table 1's four sets, in the paper's order, with the deep-visualization-toolbox's learning
 #: rates and iteration counts; set 3 made most of the paper's figures.
 YOSINSKI_SETS = {
-    1: YosinskiParams(decay=0.0, blur_width=0.5, blur_every=4, norm_pct=50, iterations=500,
-                      lr=100.0, progress=2.0),
+    1: YosinskiParams(
+        decay=0.0, blur_width=0.5, blur_every=4, norm_pct=50, iterations=500, lr=100.0, progress=2.0
+    ),
     2: YosinskiParams(decay=0.3, norm_pct=20, iterations=750, lr=100.0),
     3: YosinskiParams(decay=0.0001, blur_width=1.0, blur_every=4, iterations=1000, lr=100.0),
-    4: YosinskiParams(decay=0.0, blur_width=0.5, blur_every=4, contrib_pct=90,
-                      iterations=1000, lr=1e8, progress=2.0),
+    4: YosinskiParams(
+        decay=0.0,
+        blur_width=0.5,
+        blur_every=4,
+        contrib_pct=90,
+        iterations=1000,
+        lr=1e8,
+        progress=2.0,
+    ),
 }
 
 
@@ -125,8 +135,10 @@ def yosinski_params(which) -> YosinskiParams:
     if isinstance(which, str) and which.startswith("yosinski") and which[8:].isdigit():
         which = int(which[8:])
     if which not in YOSINSKI_SETS:
-        raise ValueError(f"yosinski: expected a set in {sorted(YOSINSKI_SETS)} (or "
-                         f"'yosinski1' ... 'yosinski4', or YosinskiParams), got {which!r}")
+        raise ValueError(
+            f"yosinski: expected a set in {sorted(YOSINSKI_SETS)} (or "
+            f"'yosinski1' ... 'yosinski4', or YosinskiParams), got {which!r}"
+        )
     return YOSINSKI_SETS[which]
 
 
@@ -142,12 +154,24 @@ def yosinski_recipe(which=3, stride: int = 1) -> Recipe:
     initial noise."""
     p = yosinski_params(which)
     label = "custom" if isinstance(which, YosinskiParams) else which
-    return Recipe(name=f"yosinski-{label}", stages=(Stage(engine_lr(p), p.iterations),),
-                  optimizer="momentum", momentum=0.0, reset_momentum=False,
-                  data_weight=1.0, tv_weight=0.0, norm_weight=0.0,
-                  prior_normalization="pixels", sigma=1.0, sigma_reference_numel=None,
-                  lr_pixels=False, init="randn_norm", bound=None, jitter=1,
-                  extra={"stride": stride, "regularizers": "yosinski"})
+    return Recipe(
+        name=f"yosinski-{label}",
+        stages=(Stage(engine_lr(p), p.iterations),),
+        optimizer="momentum",
+        momentum=0.0,
+        reset_momentum=False,
+        data_weight=1.0,
+        tv_weight=0.0,
+        norm_weight=0.0,
+        prior_normalization="pixels",
+        sigma=1.0,
+        sigma_reference_numel=None,
+        lr_pixels=False,
+        init="randn_norm",
+        bound=None,
+        jitter=1,
+        extra={"stride": stride, "regularizers": "yosinski"},
+    )
 
 
 class YosinskiRegularizer:
@@ -169,8 +193,11 @@ class YosinskiRegularizer:
     def __call__(self, t, x, loss, measure, active):
         p = self.p
         with torch.no_grad():
-            prev = self.previous if self.previous is not None and \
-                self.previous.shape == x.shape else None
+            prev = (
+                self.previous
+                if self.previous is not None and self.previous.shape == x.shape
+                else None
+            )
             step = x - prev if prev is not None else torch.zeros_like(x)
             grad = step / engine_lr(p)  # the activation's gradient (ascent direction)
             if p.progress is not None and prev is not None:
@@ -191,7 +218,16 @@ class YosinskiRegularizer:
         return bool(self.then(t, x, loss, measure, active)) if self.then is not None else False
 
 
-__all__ = ["l2_decay", "gaussian_blur", "gaussian_kernel", "clip_small_norm",
-           "clip_small_contribution", "YosinskiParams", "YOSINSKI_SETS", "yosinski_recipe",
-           "YosinskiRegularizer", "yosinski_params", "engine_lr"]
-
+__all__ = [
+    "l2_decay",
+    "gaussian_blur",
+    "gaussian_kernel",
+    "clip_small_norm",
+    "clip_small_contribution",
+    "YosinskiParams",
+    "YOSINSKI_SETS",
+    "yosinski_recipe",
+    "YosinskiRegularizer",
+    "yosinski_params",
+    "engine_lr",
+]
