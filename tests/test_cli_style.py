@@ -52,6 +52,26 @@ def test_texture_command(tmp_path, capsys):
     assert "Gram error fell by" in capsys.readouterr().out
 
 
+def test_texture_command_shows_the_nonparametric_method_beside_gram(tmp_path, capsys):
+    a = write_photo(tmp_path / "cat.png", "chelsea", 32)
+    out = tmp_path / "out"
+    rc = cli.main(
+        ["texture", a, "--steps", "4", "--nonparametric", "--out", str(out), "--no-progress"]
+    )
+    assert rc == 0, capsys.readouterr().err
+    assert {p.name for p in out.iterdir()} >= {
+        "cat.png",
+        "cat-texture.png",
+        "cat-nonparametric.png",
+    }
+    strip = cv2.imread(str(out / "cat.png"))
+    assert strip.shape[1] >= 3 * 32  # source | Gram texture | non-parametric texture
+    # Efros & Leung copy pixels: every pixel of that texture is a pixel of the source.
+    src = cv2.imread(a).reshape(-1, 3)
+    tex = cv2.imread(str(out / "cat-nonparametric.png")).reshape(-1, 3)
+    assert {tuple(p) for p in tex.tolist()} <= {tuple(p) for p in src.tolist()}
+
+
 def test_style_command(tmp_path, capsys):
     a = write_photo(tmp_path / "cat.png", "chelsea", 64)
     b = write_photo(tmp_path / "cup.png", "coffee", 64)

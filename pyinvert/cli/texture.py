@@ -54,6 +54,12 @@ def add_parser(subparsers):
         default=1,
         help="textures per source (default: %(default)s)",
     )
+    c.add_argument(
+        "--nonparametric",
+        action="store_true",
+        help="also synthesize each texture by Efros & Leung's non-parametric sampling "
+        "(pyinvert.texture_nonparametric), shown beside the Gram method's",
+    )
     common.add_weights(c)
     common.add_images(c)
     common.add_common(c, "pyinvert-out/texture", recipes=False)
@@ -90,12 +96,21 @@ def run(args) -> int:
         return 2
     out = Path(args.out)
     R = args.restarts
+    extra = ["-nonparametric.png"] if args.nonparametric else []
     outputs = (
-        (lambda n: [f"{n}.png", f"{n}-texture.png"])
+        (lambda n: [f"{n}.png", f"{n}-texture.png", *(n + e for e in extra)])
         if R == 1
-        else (lambda n: [f"{n}.png", *(f"{n}-texture-r{k}.png" for k in range(R))])
+        else (
+            lambda n: [
+                f"{n}.png",
+                *(f"{n}-texture-r{k}.png" for k in range(R)),
+                *(n + e for e in extra),
+            ]
+        )
     )
-    names = common.names_for([p for p, _ in loaded], out, outputs, ["result.json"])
+    names = common.names_for(
+        [p for p, _ in loaded], out, outputs, ["result.json"], inputs=args.sources
+    )
     batch = torch.stack([t for _, t in loaded])
     res = pyinvert.texture(
         batch,
@@ -122,10 +137,22 @@ def run(args) -> int:
         labels = ["source"] + [f"texture {k}" if R > 1 else "texture" for k in range(R)]
         target = out / f"{n}.png"
         try:
+            if args.nonparametric:
+                # Efros & Leung 1999 beside Gatys 2015: the same source, the same size.
+                nonparametric = pyinvert.texture_nonparametric(
+                    res.sources[i].cpu(),
+                    tuple(textures[0].shape[-2:]),
+                    generator=torch.Generator().manual_seed(args.seed),
+                ).images[0]
+                io.save_image(out / f"{n}-nonparametric.png", nonparametric)
+                textures.append(nonparametric)
+                labels.append("non-parametric (Efros & Leung)")
             io.save_image(
                 target,
                 figures.labelled_grid(
-                    [res.sources[i].cpu(), *(t.cpu() for t in textures)], labels, columns=R + 1
+                    [res.sources[i].cpu(), *(t.cpu() for t in textures)],
+                    labels,
+                    columns=len(labels),
                 ),
             )
         except OSError as e:
