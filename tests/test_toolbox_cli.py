@@ -103,3 +103,14 @@ def test_fool(tmp_path, capsys):
     assert (out / "coffee.png").is_file() and (out / "fool.png").is_file()
     with pytest.raises(SystemExit):
         cli.main(["fool", str(sample_path("coffee")), "--target", "1", "--eps", "x"])
+
+
+def test_neighbors_fits_queries_as_the_gallery_when_already_at_size(tmp_path, gallery):
+    # Images already at --size are not re-cropped, neither in the gallery nor as queries: a
+    # query equal to a gallery image is at distance 0 (it was 0.44 when only queries were).
+    out = tmp_path / "n"
+    args = ["neighbors", str(gallery / "chelsea.png"), "--gallery", str(gallery), "--k", "2"]
+    assert cli.main([*args, "--size", "80", "--out", str(out)]) == 0
+    rec = json.loads((out / "neighbors.json").read_text())
+    assert rec["neighbors"][0][0]["name"] == "chelsea.png"
+    assert rec["neighbors"][0][0]["distance"] < 1e-4  # float32 codes, batches of 1 and 5

@@ -10,7 +10,7 @@ import torch
 import pyinvert
 from pyinvert.cli import common
 from pyinvert.cli.common import error, say
-from pyinvert.models.imagenet import prepare_image
+from pyinvert.toolbox.common import fit_image
 
 
 def add_parser(subparsers):
@@ -77,7 +77,7 @@ def run(args) -> int:
     rep = representation(args)
     # The queries are fitted as the gallery is (the ImageNet evaluation crop).
     loaded, bad = common.load_inputs(
-        args.queries, 1, args.max_pixels, lambda img: prepare_image(img, args.size)
+        args.queries, 1, args.max_pixels, lambda img: fit_image(img, args.size)
     )
     common.report(bad)
     if not loaded:

@@ -80,14 +80,7 @@ class Source:
         return [p.name for p in self.paths]
 
     def _fit(self, image: Tensor) -> Tensor:
-        image = image.float()
-        if image.shape[0] == 1:
-            image = image.expand(3, -1, -1)
-        if self.size is None:
-            return image.contiguous()
-        if tuple(image.shape[-2:]) == (self.size, self.size):
-            return image.contiguous()
-        return prepare_image(image.cpu(), self.size).to(image.device)
+        return fit_image(image, self.size)
 
     def load(self, indices: Sequence[int]) -> Tensor:
         """The fitted images [len(indices), 3, size, size] (ValueError naming an unreadable
@@ -103,6 +96,18 @@ class Source:
                 f"give size= to fit them"
             )
         return torch.stack(out) if out else torch.zeros(0, 3, self.size or 1, self.size or 1)
+
+
+def fit_image(image: Tensor, size: Optional[int]) -> Tensor:
+    """An image [C, H, W] as the galleries fit theirs: RGB, then the ImageNet evaluation crop
+    to ``size`` x ``size`` unless it already is that size (None: as it is). Queries go
+    through the same rule, so that a query equal to a gallery image has the same code."""
+    image = image.float()
+    if image.shape[0] == 1:
+        image = image.expand(3, -1, -1)
+    if size is None or tuple(image.shape[-2:]) == (size, size):
+        return image.contiguous()
+    return prepare_image(image.cpu(), size).to(image.device)
 
 
 def check_int(value, name: str, fn: str, low: int = 1) -> int:
