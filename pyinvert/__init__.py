@@ -12,8 +12,9 @@ pure-PyTorch oracles), ``priors/``, ``representations/`` (the protocol and its C
 ``objectives/``, ``optim/`` (options, parameterizations, engine, loop, rules, jitter,
 recipes), ``tasks/`` (one file per task), ``figures/``, ``models/``, ``batch/``, ``cli/``, and
 ``attribution/`` (saliency, backward rules, Grad-CAM, occlusion, their evaluations),
-``analysis/`` (equivariance and equivalence), and the rooms reserved for ``decoders/`` and
-``training/``.
+``analysis/`` (equivariance and equivalence), ``toolbox/`` (filters, neighbours, embeddings,
+fooling images, Yosinski's regularizers, non-parametric textures), ``experiments/`` (Table 1),
+and the rooms reserved for ``decoders/`` and ``training/``.
 """
 
 from pyinvert import _ext  # noqa: F401  (loads the kernels first)
