@@ -109,7 +109,13 @@ def _write_image(path, size, corrupt):
     path.write_bytes(buf.tobytes())
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,  # the same examples here and in CI; the regressions found are tests
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
 @given(inputs, outs)
 def test_cli_names_fuzz(spec, out_name):
     root = Path(tempfile.mkdtemp(prefix="pyinvert-fuzz-"))
@@ -202,7 +208,13 @@ def _check(root, spec, out_name):
             assert p in summary["errors"] and any(shown(p) in line for line in lines), p
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=12,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
 @given(inputs, outs)
 def test_cli_names_fuzz_caricature(spec, out_name):
     """The same over ``caricature`` (a CNN command: random weights, 32 px, 1 step)."""
