@@ -21,50 +21,9 @@ from torch import Tensor, nn
 from pyinvert.models._init import init_weights
 
 #: Output channels of each 3x3 convolution; "M" is a 2x2 pooling (configuration D).
-VGG16_CONFIG = (
-    64,
-    64,
-    "M",
-    128,
-    128,
-    "M",
-    256,
-    256,
-    256,
-    "M",
-    512,
-    512,
-    512,
-    "M",
-    512,
-    512,
-    512,
-    "M",
-)
+VGG16_CONFIG = (64, 64, "M", 128, 128, "M", *(256,) * 3, "M", *(512,) * 3, "M", *(512,) * 3, "M")
 #: Configuration E: sixteen convolutions.
-VGG19_CONFIG = (
-    64,
-    64,
-    "M",
-    128,
-    128,
-    "M",
-    256,
-    256,
-    256,
-    256,
-    "M",
-    512,
-    512,
-    512,
-    512,
-    "M",
-    512,
-    512,
-    512,
-    512,
-    "M",
-)
+VGG19_CONFIG = (64, 64, "M", 128, 128, "M", *(256,) * 4, "M", *(512,) * 4, "M", *(512,) * 4, "M")
 
 POOLINGS = ("max", "avg")
 

@@ -129,7 +129,24 @@ def _check_targets(targets, fn: str, dims: int, what: str) -> Dict[str, Tensor]:
     return out
 
 
-class Gram(Objective):
+class _PerLayerTargets(Objective):
+    """The row handling shared by :class:`Gram` and :class:`ContentLoss`: per-layer targets
+    [N, ...] in ``self.targets``, moved or re-indexed together."""
+
+    def map_rows(self, fn):
+        out = type(self).__new__(type(self))
+        out.__dict__.update(self.__dict__)
+        out.targets = {k: fn(t) for k, t in self.targets.items()}
+        return out
+
+    def to(self, device=None, dtype=None):
+        return self.map_rows(lambda t: _to(t, device, dtype))
+
+    def describe(self):
+        return f"{type(self).__name__}({', '.join(self.layers)})"
+
+
+class Gram(_PerLayerTargets):
     r"""Gram-matrix matching over layers (texture synthesis, Gatys 2015 eq. (4)-(5)):
 
     .. math:: \ell(x) = \sum_l \frac{w_l}{4 N_l^2} \| G_l(x) - G_{0,l} \|_F^2,
@@ -221,18 +238,6 @@ class Gram(Objective):
             rel = r if rel is None else rel + r
         return loss, rel / len(self.layers)
 
-    def map_rows(self, fn):
-        out = type(self).__new__(type(self))
-        out.__dict__.update(self.__dict__)
-        out.targets = {k: fn(t) for k, t in self.targets.items()}
-        return out
-
-    def to(self, device=None, dtype=None):
-        return self.map_rows(lambda t: _to(t, device, dtype))
-
-    def describe(self):
-        return f"{type(self).__name__}({', '.join(self.layers)})"
-
 
 class StyleLoss(Gram):
     r"""The style term of style transfer (Gatys 2016 eq. (5)): :class:`Gram` with the
@@ -252,7 +257,7 @@ class StyleLoss(Gram):
     mean_weights = True
 
 
-class ContentLoss(Objective):
+class ContentLoss(_PerLayerTargets):
     r"""Feature-map matching over layers (the content term, Gatys 2016 eq. (1)):
 
     .. math:: \ell(x) = \sum_l \frac{w_l}{2 N_l M_l} \| F_l(x) - P_l \|^2
@@ -319,15 +324,3 @@ class ContentLoss(Objective):
             loss = term if loss is None else loss + term
             rel = r if rel is None else rel + r
         return loss, rel
-
-    def map_rows(self, fn):
-        out = ContentLoss.__new__(ContentLoss)
-        out.__dict__.update(self.__dict__)
-        out.targets = {k: fn(t) for k, t in self.targets.items()}
-        return out
-
-    def to(self, device=None, dtype=None):
-        return self.map_rows(lambda t: _to(t, device, dtype))
-
-    def describe(self):
-        return f"ContentLoss({', '.join(self.layers)})"
