@@ -1,6 +1,12 @@
-"""The shared training loop. Reserved; nothing here yet.
+"""What the training loops share (learned priors, decoders): atomic, resumable checkpoints
+with metadata checks and random-state capture (:mod:`.checkpoint`)."""
 
-What goes here: one loop (data, model, loss, optimizer factory, checkpoints written atomically,
-a seeded ``torch.Generator`` for every random choice) used by :mod:`pyinvert.decoders`, the
-learned priors of :mod:`pyinvert.priors` and the equivariance maps of :mod:`pyinvert.analysis`.
-"""
+from pyinvert.training.checkpoint import (
+    data_hash,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+
+__all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "data_hash"]
