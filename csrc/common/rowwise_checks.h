@@ -14,8 +14,8 @@ inline void check_two_loop_arguments(const at::Tensor& g, const at::Tensor& S, c
   TORCH_CHECK(g.scalar_type() == at::kFloat || g.scalar_type() == at::kDouble, op,
               ": expected g of dtype float32 or float64, got ", g.scalar_type());
   const int64_t B = g.size(0), D = g.size(1);
-  TORCH_CHECK(S.dim() == 3 && S.size(1) == B && S.size(2) == D, op,
-              ": expected S of shape (m, ", B, ", ", D, "), got ", S.sizes());
+  TORCH_CHECK(S.dim() == 3 && S.size(1) == B && S.size(2) == D, op, ": expected S of shape (m, ", B,
+              ", ", D, "), got ", S.sizes());
   TORCH_CHECK(Y.sizes() == S.sizes(), op, ": expected Y of shape ", S.sizes(), " (as S), got ",
               Y.sizes());
   TORCH_CHECK(rho.dim() == 2 && rho.size(0) == S.size(0) && rho.size(1) == B, op,
@@ -26,15 +26,15 @@ inline void check_two_loop_arguments(const at::Tensor& g, const at::Tensor& S, c
               ", K), got ", slots.sizes());
   TORCH_CHECK(slots.scalar_type() == at::kLong, op, ": expected slots of dtype int64, got ",
               slots.scalar_type());
-  for (const auto& [t, name] : {std::pair<const at::Tensor&, const char*>{S, "S"},
-                                {Y, "Y"}, {rho, "rho"}, {h, "h"}}) {
+  for (const auto& [t, name] :
+       {std::pair<const at::Tensor&, const char*>{S, "S"}, {Y, "Y"}, {rho, "rho"}, {h, "h"}}) {
     TORCH_CHECK(t.scalar_type() == g.scalar_type(), op, ": expected ", name, " of dtype ",
                 g.scalar_type(), " (as g), got ", t.scalar_type());
     TORCH_CHECK(t.device() == g.device(), op, ": expected ", name, " on ", g.device(),
                 " (as g), got ", t.device());
   }
-  TORCH_CHECK(slots.device() == g.device(), op, ": expected slots on ", g.device(),
-              " (as g), got ", slots.device());
+  TORCH_CHECK(slots.device() == g.device(), op, ": expected slots on ", g.device(), " (as g), got ",
+              slots.device());
 }
 
 }  // namespace pyinvert

@@ -41,9 +41,9 @@ enum class TwoLoopUpdate { kNegate, kScale, kAxpy };
 
 template <TwoLoopUpdate kUpdate, typename T>
 PYI_HOST_DEVICE T two_loop_update(T x, T v, T c) {
-  if (kUpdate == TwoLoopUpdate::kNegate) return -v;      // x = -v (q = -g)
+  if (kUpdate == TwoLoopUpdate::kNegate) return -v;           // x = -v (q = -g)
   if (kUpdate == TwoLoopUpdate::kScale) return rn_mul(x, c);  // x = x * c (r = q h)
-  return rn_add(x, rn_mul(c, v));                        // x = x + c v (c = -a, or a - b)
+  return rn_add(x, rn_mul(c, v));                             // x = x + c v (c = -a, or a - b)
 }
 
 }  // namespace pyinvert

@@ -157,8 +157,8 @@ at::Tensor rowwise_two_loop_kernel(const at::Tensor& g, const at::Tensor& S, con
   const int64_t m = S.size(0);
   const int64_t* slot = sc.const_data_ptr<int64_t>();
   for (int64_t i = 0; i < B * K; ++i) {
-    TORCH_CHECK_INDEX(slot[i] >= -1 && slot[i] < m, "rowwise_two_loop: expected slots in [-1, ",
-                      m, "), got ", slot[i]);
+    TORCH_CHECK_INDEX(slot[i] >= -1 && slot[i] < m, "rowwise_two_loop: expected slots in [-1, ", m,
+                      "), got ", slot[i]);
   }
   at::Tensor out = at::empty({B, D}, g.options());
   if (B == 0 || D == 0) return out;

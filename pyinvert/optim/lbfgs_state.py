@@ -172,6 +172,7 @@ class LBFGS:
         self.H_diag = vec(1.0)
         self._started = False
         self._trial = self._x
+        self._step = self._step_t = None
 
     # ---- the interface -------------------------------------------------------------------
 
@@ -224,7 +225,9 @@ class LBFGS:
                 accept, t, fa, ga = self._wolfe(ok, f, g)
             self._finish(accept, t, fa, ga)
         run = self.status == RUNNING
-        self._trial = _w(run, self._x + self.t[:, None] * self.d, self._x)
+        # the step t d and its t are kept: an accepted trial reuses them (_finish)
+        self._step, self._step_t = self.t[:, None] * self.d, self.t
+        self._trial = _w(run, self._x + self._step, self._x)
 
     def step(self, closure: Callable[[Tensor], Union[Tensor, Tuple[Tensor, Tensor]]]) -> bool:
         """One closure call for all rows (``ask``, evaluate, ``tell``); returns ``done``."""
@@ -403,11 +406,15 @@ class LBFGS:
         acc = acc & ~stuck
         if not bool(acc.any()):
             return
-        s = t[:, None] * self.d
+        if self._step is not None and bool((t == self._step_t).all()):
+            s, x_new = self._step, self._trial  # the same operations on the same values
+        else:
+            s = t[:, None] * self.d
+            x_new = self._x + s
         y = g - self.g
         ys, yy = _dot(y, s), _dot(y, y)
         f_old = self.f
-        self._x = _w(acc, self._x + s, self._x)
+        self._x = _w(acc, x_new, self._x)
         self.f, self.g = _w(acc, f, self.f), _w(acc, g, self.g)
         self.iterations = self.iterations + acc
         tests = (
