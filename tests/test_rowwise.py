@@ -230,3 +230,13 @@ def test_module_doctest():
 
     result = doctest.testmod(rowwise)
     assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (run by ./run gpu-check)")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cuda_equals_cpu_bit_for_bit(dtype):
+    a, b = rows(5, 1000, dtype, 1), rows(5, 1000, dtype, 2)
+    assert torch.equal(rowwise_dot(a.cuda(), b.cuda()).cpu(), rowwise_dot(a, b))
+    inputs = two_loop_inputs(5, 1000, 4, dtype, 3)
+    on_gpu = torch.ops.pyinvert.rowwise_two_loop(*(t.cuda() for t in inputs)).cpu()
+    assert torch.equal(on_gpu, torch.ops.pyinvert.rowwise_two_loop(*inputs))

@@ -2,7 +2,7 @@
 // over rows covers any B). Thread k is lane k of common/rowwise_math.h: it adds the row's
 // products k, k + kRowwiseLanes, ... in order, then the block combines the lanes by the same
 // pairwise tree as the CPU driver, in shared memory. A row's bits depend on neither the batch
-// nor the launch, and equal the CPU's.
+// nor the launch; they are meant to equal the CPU's (the same order; not yet compared on a GPU).
 #include <ATen/Dispatch.h>
 #include <torch/library.h>
 #include <torch/types.h>

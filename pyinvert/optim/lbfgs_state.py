@@ -374,23 +374,31 @@ class LBFGS:
         zooming = enter | (zm & ~Z)
         take_lo = zooming & (out | ((hi_t - lo_t).abs() * self.d_norm < self.tolerance_change))
         zooming = zooming & ~take_lo
-        # Extrapolation: a cubic step in [t + 0.01 (t - t_prev), 10 t].
+        # Extrapolation: a cubic step in [t + 0.01 (t - t_prev), 10 t]. (Each trial is only
+        # computed when a row takes it: the other rows' values would be discarded.)
         ext = E & ~out
-        t_prev = self.prev[:, 0]
-        t_ext = _cubic(t_prev, f_prev, self.prev[:, 2], t, f, gtd, t + 0.01 * (t - t_prev), t * 10)
-        self.prev, self.g_prev = _w(ext, new, self.prev), _w(ext, g, self.g_prev)
+        if bool(ext.any()):
+            t_prev = self.prev[:, 0]
+            t_ext = _cubic(
+                t_prev, f_prev, self.prev[:, 2], t, f, gtd, t + 0.01 * (t - t_prev), t * 10
+            )
+            self.prev, self.g_prev = _w(ext, new, self.prev), _w(ext, g, self.g_prev)
+            self.t = _w(ext, t_ext, self.t)
         # Zoom trial: a cubic step inside the bracket, kept 10% away from its ends when the
         # last steps made too little progress.
-        lo_b, hi_b = torch.minimum(lo_t, hi_t), torch.maximum(lo_t, hi_t)
-        t_z = _cubic(*self.lo.unbind(1), *self.hi.unbind(1), lo_b, hi_b)
-        eps = 0.1 * (hi_b - lo_b)
-        near = torch.minimum(hi_b - t_z, t_z - lo_b) < eps
-        move = near & (self.insuf | (t_z >= hi_b) | (t_z <= lo_b))
-        t_z = torch.where(
-            move, torch.where((t_z - hi_b).abs() < (t_z - lo_b).abs(), hi_b - eps, lo_b + eps), t_z
-        )
-        self.insuf = torch.where(zooming, near & ~move, self.insuf)
-        self.t = _w(ext, t_ext, _w(zooming, t_z, self.t))
+        if bool(zooming.any()):
+            lo_b, hi_b = torch.minimum(lo_t, hi_t), torch.maximum(lo_t, hi_t)
+            t_z = _cubic(*self.lo.unbind(1), *self.hi.unbind(1), lo_b, hi_b)
+            eps = 0.1 * (hi_b - lo_b)
+            near = torch.minimum(hi_b - t_z, t_z - lo_b) < eps
+            move = near & (self.insuf | (t_z >= hi_b) | (t_z <= lo_b))
+            t_z = torch.where(
+                move,
+                torch.where((t_z - hi_b).abs() < (t_z - lo_b).abs(), hi_b - eps, lo_b + eps),
+                t_z,
+            )
+            self.insuf = torch.where(zooming, near & ~move, self.insuf)
+            self.t = _w(zooming, t_z, self.t)
         return (
             take_new | take_lo,
             _w(take_new, t, lo_t),

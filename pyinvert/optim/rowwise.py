@@ -4,8 +4,9 @@ make a row's result independent of its batch mates).
 
 The per-row dot products are the compiled op ``torch.ops.pyinvert.rowwise_dot`` (CPU and CUDA;
 csrc/common/rowwise_math.h): 256 partial sums over the row in a fixed order, combined by a
-fixed pairwise tree, in double (a float32 product is exact). The order depends on D only, the
-same on the CPU and the GPU. Other devices use :func:`rowsum_tree` (a pairwise tree of
+fixed pairwise tree, in double (a float32 product is exact). The order depends on D only; the
+CUDA kernel uses the CPU's order (its bits are meant to equal the CPU's, except that nvcc's
+fast math flushes float32 denormals; not yet checked on a GPU). Other devices use :func:`rowsum_tree` (a pairwise tree of
 elementwise adds: batch-invariant too, but about 5 times slower on a CPU).
 """
 
