@@ -32,4 +32,12 @@ TORCH_LIBRARY(pyinvert, m) {
   m.def(
       "_dsift_backward(Tensor grad, Tensor x, Tensor histograms, int step, int bin_size, "
       "bool flat_window) -> Tensor");
+  // Per-row dot products of a, b [B, D] -> [B] in a fixed order that depends on D only
+  // (common/rowwise_math.h): the batch-invariant sums of the per-row L-BFGS.
+  m.def("rowwise_dot(Tensor a, Tensor b) -> Tensor");
+  // The two-loop recursion -H g of each row from its own pairs S[slots[b, j], b], Y[...] (the
+  // newest first, -1 after the last), fused, with rowwise_dot's sums (optim/lbfgs_state.py).
+  m.def(
+      "rowwise_two_loop(Tensor g, Tensor S, Tensor Y, Tensor rho, Tensor h, Tensor slots) "
+      "-> Tensor");
 }

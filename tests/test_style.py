@@ -196,6 +196,34 @@ def test_style_sweep_keeps_the_content_and_moves_toward_the_style(imagenet_mobil
     assert res.summary()["style_weight"] == [10.0, 100.0, 1000.0]
 
 
+def test_large_style_weights_saturate_at_the_style_only_result(imagenet_mobilenet):
+    # the documented saturation (tasks/style.py STYLE_WEIGHT): once the content term is a
+    # negligible part of the loss, the result is the style-only run's (content_weight 0) at
+    # the same iterations; a small weight is far from it
+    content, style = photo(PHOTOS[2], 64)[None], photo(PHOTOS[3], 80)[None]
+    res = pyinvert.style_transfer(
+        content,
+        style,
+        imagenet_mobilenet,
+        style_weight=torch.tensor([1e1, 1e4]),
+        steps=60,
+        progress=False,
+    )
+    limit = pyinvert.style_transfer(
+        content,
+        style,
+        imagenet_mobilenet,
+        style_weight=1.0,
+        content_weight=0.0,
+        steps=60,
+        progress=False,
+    )
+    gram, limit_gram = res.gram_error.mean(1), limit.gram_error.mean(1)[0]
+    assert (gram[1] - limit_gram).abs() < 0.05 * limit_gram, (gram, limit_gram)
+    assert (res.content_error[1] - limit.content_error[0]).abs() < 0.05 * limit.content_error[0]
+    assert gram[0] > 2 * limit_gram and res.content_error[0] < 0.5 * limit.content_error[0]
+
+
 def test_pairs_batched_equal_alone_and_noise_init(imagenet_mobilenet):
     was = torch.backends.mkldnn.enabled
     torch.backends.mkldnn.enabled = False  # oneDNN convolutions are not batch-invariant

@@ -11,8 +11,11 @@ one problem: one history and one line search for all rows.
 Bit for bit: a row's result does not depend on its batch mates (given a closure whose per-row
 values do not). The arithmetic on rows is elementwise (add, mul, div, where, never a fused
 multiply-add, whose vectorized and scalar paths round differently), the per-row dot products
-are pairwise sums built from elementwise adds (a tree that depends on the row length only:
-the same for B = 1 or B = 100, on any number of threads or device), and the maxima are exact.
+and the two-loop recursion are the compiled ops ``torch.ops.pyinvert.rowwise_dot`` and
+``rowwise_two_loop`` (:mod:`pyinvert.optim.rowwise`: 256 partial sums in double over the row
+in a fixed order, combined by a fixed tree: an order that depends on the row length only, the
+same for B = 1 or B = 100, on any number of threads; the CUDA kernels use the CPU's order,
+but their equality with the CPU is not tested yet), and the maxima are exact.
 
 Stateful interface (for an engine that evaluates the objective itself)::
 

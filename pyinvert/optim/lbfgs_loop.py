@@ -138,18 +138,20 @@ def optimize(
     c = torch.where(ok, 1.0 / (scale * safe1), torch.ones_like(l1))
     rs, rc = _rows(scale, x), _rows(c, x)
     opt = LBFGS(x / rs, **settings, _fn="lbfgs")
-    opt.tell(f0 * c, g0 * (rc * rs))
+    gscale = rc * rs  # the gradient's factor, once
+    opt.tell(f0 * c, g0 * gscale, _fresh=True)
     accepted_measure = m0.to(x.dtype)
     done_iters = 0
     while not opt.done:
         loss, measure, grad = evaluate(opt.ask() * rs)
         before = opt.iterations
         with torch.no_grad():
-            opt.tell(loss * c, grad * (rc * rs))
+            scaled = loss * c
+            opt.tell(scaled, grad * gscale, _fresh=True)
             moved = opt.iterations > before
             # The accepted point is the trial just evaluated unless the line search fell back
             # to its bracket's low end (then the measure of the previous accepted point stays).
-            same = moved & (opt.f == (loss * c).to(opt.f.dtype))
+            same = moved & (opt.f == scaled.to(opt.f.dtype))
             accepted_measure = torch.where(same, measure.to(x.dtype), accepted_measure)
             if bool(moved.any()):
                 it = (opt.iterations - 1).clamp(0, T - 1)

@@ -172,6 +172,7 @@ class LBFGS:
         self.H_diag = vec(1.0)
         self._started = False
         self._trial = self._x
+        self._step = self._step_t = None
 
     # ---- the interface -------------------------------------------------------------------
 
@@ -190,8 +191,9 @@ class LBFGS:
         point, each stopped row at its final point."""
         return self._trial.view(self.shape)
 
-    def tell(self, values: Tensor, grad: Tensor) -> None:
-        """Take the values [B] and gradients [B, ...] at the points of the last ``ask``."""
+    def tell(self, values: Tensor, grad: Tensor, *, _fresh: bool = False) -> None:
+        """Take the values [B] and gradients [B, ...] at the points of the last ``ask``.
+        (``_fresh``: the caller will not modify ``grad``, so it is kept without a copy.)"""
         B = self._x.shape[0]
         if not isinstance(values, Tensor) or values.shape != (B,):
             got = list(values.shape) if isinstance(values, Tensor) else type(values).__name__
@@ -203,9 +205,11 @@ class LBFGS:
             )
         f = values.detach().to(self._x.dtype)
         g = grad.detach().to(self._x.dtype).reshape(B, self._D)
+        if not _fresh and g.data_ptr() == grad.data_ptr():
+            g = g.clone()  # kept as the state: the caller's tensor may change
         run = self.status == RUNNING
         self.evaluations += run
-        finite = torch.isfinite(f) & (torch.isfinite(g).all(1) if g.shape[1] else True)
+        finite = torch.isfinite(f) & torch.isfinite(_amax(g))
         self.status = torch.where(run & ~finite, NONFINITE, self.status)
         ok = run & finite
         if not self._started:
@@ -221,12 +225,14 @@ class LBFGS:
                 accept, t, fa, ga = self._wolfe(ok, f, g)
             self._finish(accept, t, fa, ga)
         run = self.status == RUNNING
-        self._trial = _w(run, self._x + self.t[:, None] * self.d, self._x)
+        # the step t d and its t are kept: an accepted trial reuses them (_finish)
+        self._step, self._step_t = self.t[:, None] * self.d, self.t
+        self._trial = _w(run, self._x + self._step, self._x)
 
     def step(self, closure: Callable[[Tensor], Union[Tensor, Tuple[Tensor, Tensor]]]) -> bool:
         """One closure call for all rows (``ask``, evaluate, ``tell``); returns ``done``."""
-        f, g = evaluate(closure, self.ask(), self._fn)
-        self.tell(f, g)
+        f, g, fresh = evaluate(closure, self.ask(), self._fn)
+        self.tell(f, g, _fresh=fresh)
         return self.done
 
     def info(self) -> LBFGSInfo:
@@ -245,7 +251,22 @@ class LBFGS:
     # ---- directions ------------------------------------------------------------------------
 
     def _two_loop(self, rows: Tensor) -> Tensor:
-        """-H g for every row, with each row's own history (N&W Alg. 7.4)."""
+        """-H g for every row of ``rows``, with each row's own history (N&W Alg. 7.4; the other
+        rows' values are discarded): the fused op ``torch.ops.pyinvert.rowwise_two_loop`` on
+        the CPU and CUDA, which gives the bits of :meth:`_two_loop_reference`."""
+        if self._x.device.type not in ("cpu", "cuda"):
+            return self._two_loop_reference(rows)
+        kmax = int(self.count[rows].max()) if bool(rows.any()) else 0
+        j = torch.arange(kmax, device=self._x.device)
+        valid = rows[:, None] & (self.count[:, None] > j)
+        slots = torch.where(valid, (self.updates[:, None] - 1 - j) % self.history_size, -1)
+        return torch.ops.pyinvert.rowwise_two_loop(
+            self.g, self.S, self.Y, self.rho, self.H_diag, slots
+        )
+
+    def _two_loop_reference(self, rows: Tensor) -> Tensor:
+        """:meth:`_two_loop` as tensor operations (rowwise dot products, elementwise updates):
+        the fallback on other devices and the fused op's test oracle."""
         B = self._x.shape[0]
         ar = torch.arange(B, device=self._x.device)
         q = -self.g
@@ -253,21 +274,37 @@ class LBFGS:
         m = self.history_size
         # Entries every row of `rows` has need no mask: the other rows' values are discarded.
         kmin = int(self.count[rows].min()) if kmax else 0
+        # When the rows' histories are in step (one row; or rows updated together) slot j is
+        # the same for every row: the pairs are read in place (views of S and Y), not gathered.
+        u = self.updates[rows]
+        newest = int(u.max()) if kmax else 0
+        in_step = kmax > 0 and kmax == kmin and newest == int(u.min())
         saved = []
         for j in range(kmax):
             valid = rows & (self.count > j)
-            slot = torch.where(valid, (self.updates - 1 - j) % m, 0)
-            flat = slot * B + ar  # rows of the [slots * B, D] views: one memcpy per row
-            s = self.S.view(-1, self._D).index_select(0, flat)
-            y = self.Y.view(-1, self._D).index_select(0, flat)
-            rho = self.rho.view(-1).index_select(0, flat)
+            if in_step:
+                slot = (newest - 1 - j) % m
+                s, y, rho = self.S[slot], self.Y[slot], self.rho[slot]
+            else:
+                slot = torch.where(valid, (self.updates - 1 - j) % m, 0)
+                flat = slot * B + ar  # rows of the [slots * B, D] views: one memcpy per row
+                s = self.S.view(-1, self._D).index_select(0, flat)
+                y = self.Y.view(-1, self._D).index_select(0, flat)
+                rho = self.rho.view(-1).index_select(0, flat)
             a = _dot(s, q) * rho
-            q = q - a[:, None] * y if j < kmin else _w(valid, q - a[:, None] * y, q)
+            # q is ours (a new tensor): updated in place, with the same roundings
+            if j < kmin:
+                q.sub_(a[:, None] * y)
+            else:
+                q = _w(valid, q - a[:, None] * y, q)
             saved.append((j, valid, s, y, rho, a))
-        r = q * self.H_diag[:, None]
+        r = q.mul_(self.H_diag[:, None])
         for j, valid, s, y, rho, a in reversed(saved):
             b = _dot(y, r) * rho
-            r = r + (a - b)[:, None] * s if j < kmin else _w(valid, r + (a - b)[:, None] * s, r)
+            if j < kmin:
+                r.add_((a - b)[:, None] * s)
+            else:
+                r = _w(valid, r + (a - b)[:, None] * s, r)
         return r
 
     def _begin(self, rows: Tensor) -> None:
@@ -337,23 +374,31 @@ class LBFGS:
         zooming = enter | (zm & ~Z)
         take_lo = zooming & (out | ((hi_t - lo_t).abs() * self.d_norm < self.tolerance_change))
         zooming = zooming & ~take_lo
-        # Extrapolation: a cubic step in [t + 0.01 (t - t_prev), 10 t].
+        # Extrapolation: a cubic step in [t + 0.01 (t - t_prev), 10 t]. (Each trial is only
+        # computed when a row takes it: the other rows' values would be discarded.)
         ext = E & ~out
-        t_prev = self.prev[:, 0]
-        t_ext = _cubic(t_prev, f_prev, self.prev[:, 2], t, f, gtd, t + 0.01 * (t - t_prev), t * 10)
-        self.prev, self.g_prev = _w(ext, new, self.prev), _w(ext, g, self.g_prev)
+        if bool(ext.any()):
+            t_prev = self.prev[:, 0]
+            t_ext = _cubic(
+                t_prev, f_prev, self.prev[:, 2], t, f, gtd, t + 0.01 * (t - t_prev), t * 10
+            )
+            self.prev, self.g_prev = _w(ext, new, self.prev), _w(ext, g, self.g_prev)
+            self.t = _w(ext, t_ext, self.t)
         # Zoom trial: a cubic step inside the bracket, kept 10% away from its ends when the
         # last steps made too little progress.
-        lo_b, hi_b = torch.minimum(lo_t, hi_t), torch.maximum(lo_t, hi_t)
-        t_z = _cubic(*self.lo.unbind(1), *self.hi.unbind(1), lo_b, hi_b)
-        eps = 0.1 * (hi_b - lo_b)
-        near = torch.minimum(hi_b - t_z, t_z - lo_b) < eps
-        move = near & (self.insuf | (t_z >= hi_b) | (t_z <= lo_b))
-        t_z = torch.where(
-            move, torch.where((t_z - hi_b).abs() < (t_z - lo_b).abs(), hi_b - eps, lo_b + eps), t_z
-        )
-        self.insuf = torch.where(zooming, near & ~move, self.insuf)
-        self.t = _w(ext, t_ext, _w(zooming, t_z, self.t))
+        if bool(zooming.any()):
+            lo_b, hi_b = torch.minimum(lo_t, hi_t), torch.maximum(lo_t, hi_t)
+            t_z = _cubic(*self.lo.unbind(1), *self.hi.unbind(1), lo_b, hi_b)
+            eps = 0.1 * (hi_b - lo_b)
+            near = torch.minimum(hi_b - t_z, t_z - lo_b) < eps
+            move = near & (self.insuf | (t_z >= hi_b) | (t_z <= lo_b))
+            t_z = torch.where(
+                move,
+                torch.where((t_z - hi_b).abs() < (t_z - lo_b).abs(), hi_b - eps, lo_b + eps),
+                t_z,
+            )
+            self.insuf = torch.where(zooming, near & ~move, self.insuf)
+            self.t = _w(zooming, t_z, self.t)
         return (
             take_new | take_lo,
             _w(take_new, t, lo_t),
@@ -369,16 +414,21 @@ class LBFGS:
         acc = acc & ~stuck
         if not bool(acc.any()):
             return
-        s = t[:, None] * self.d
+        if self._step is not None and bool((t == self._step_t).all()):
+            s, x_new = self._step, self._trial  # the same operations on the same values
+        else:
+            s = t[:, None] * self.d
+            x_new = self._x + s
         y = g - self.g
         ys, yy = _dot(y, s), _dot(y, y)
         f_old = self.f
-        self._x = _w(acc, self._x + s, self._x)
+        self._x = _w(acc, x_new, self._x)
         self.f, self.g = _w(acc, f, self.f), _w(acc, g, self.g)
         self.iterations = self.iterations + acc
         tests = (
             (GRADIENT, _amax(g) <= self.tolerance_grad),
-            (STEP, _amax(s) <= self.tolerance_change),
+            # max |t d| = |t| max |d| exactly (rounding is monotonic)
+            (STEP, t.abs() * self.d_norm <= self.tolerance_change),
             (VALUE, (f - f_old).abs() < self.tolerance_change),
             (MAX_ITER, self.iterations >= self.max_iter),
             (MAX_EVAL, self.evaluations >= self.max_eval),
@@ -396,11 +446,18 @@ class LBFGS:
                 self.S = torch.cat([self.S, self.S.new_zeros((grow,) + self.S.shape[1:])])
                 self.Y = torch.cat([self.Y, self.Y.new_zeros((grow,) + self.Y.shape[1:])])
                 self.rho = torch.cat([self.rho, self.rho.new_zeros(grow, self.rho.shape[1])])
-            rows = upd.nonzero().squeeze(1)
-            slots = self.updates[rows] % m
-            self.S[slots, rows] = s[rows]
-            self.Y[slots, rows] = y[rows]
-            self.rho[slots, rows] = 1.0 / ys[rows]
+            u = self.updates
+            if bool(upd.all()) and int(u.min()) == int(u.max()):  # one slot for all rows
+                slot = int(u[0]) % m
+                self.S[slot].copy_(s)
+                self.Y[slot].copy_(y)
+                self.rho[slot] = 1.0 / ys
+            else:
+                rows = upd.nonzero().squeeze(1)
+                slots = self.updates[rows] % m
+                self.S[slots, rows] = s[rows]
+                self.Y[slots, rows] = y[rows]
+                self.rho[slots, rows] = 1.0 / ys[rows]
             self.updates = self.updates + upd
             self.count = torch.clamp(self.count + upd, max=m)
             self.H_diag = _w(upd, ys / yy, self.H_diag)
@@ -408,7 +465,8 @@ class LBFGS:
 
 
 def evaluate(closure, x: Tensor, fn: str):
-    """(values [B], gradients like x) of the closure at x."""
+    """(values [B], gradients like x, whether the gradients are a new tensor of ours) of the
+    closure at x."""
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
         out = closure(x)
@@ -418,7 +476,7 @@ def evaluate(closure, x: Tensor, fn: str):
                 f"{fn}: expected the closure to return values or (values, "
                 f"gradients), got a tuple of {len(out)}"
             )
-        return out
+        return out[0], out[1], False
     if not isinstance(out, Tensor):
         raise TypeError(
             f"{fn}: expected the closure to return a Tensor of per-row values, "
@@ -435,4 +493,4 @@ def evaluate(closure, x: Tensor, fn: str):
             f"return (values, gradients) to give the gradients yourself"
         )
     (grad,) = torch.autograd.grad(out.sum(), x, allow_unused=True)
-    return out, torch.zeros_like(x) if grad is None else grad
+    return out, torch.zeros_like(x) if grad is None else grad, True

@@ -1,15 +1,89 @@
 """Per-row arithmetic whose rounding does not depend on the batch: a row of [B, D] gives the
-same bits for B = 1 or B = 100, on any thread count or device (what :mod:`pyinvert.optim.lbfgs`
-needs to make a row's result independent of its batch mates)."""
+same bits for B = 1 or B = 100, on any thread count (what :mod:`pyinvert.optim.lbfgs` needs to
+make a row's result independent of its batch mates).
+
+The per-row dot products are the compiled op ``torch.ops.pyinvert.rowwise_dot`` (CPU and CUDA;
+csrc/common/rowwise_math.h): 256 partial sums over the row in a fixed order, combined by a
+fixed pairwise tree, in double (a float32 product is exact). The order depends on D only; the
+CUDA kernel uses the CPU's order (its bits are meant to equal the CPU's, except that nvcc's
+fast math flushes float32 denormals; not yet checked on a GPU). Other devices use :func:`rowsum_tree` (a pairwise tree of
+elementwise adds: batch-invariant too, but about 5 times slower on a CPU).
+"""
 
 import torch
 from torch import Tensor
 
+from pyinvert import _ext  # noqa: F401  (registers torch.ops.pyinvert)
 
-def rowsum(v: Tensor) -> Tensor:
+_KERNEL_DEVICES = ("cpu", "cuda")
+
+
+@torch.library.register_fake("pyinvert::rowwise_dot")
+def _(a, b):
+    return a.new_empty(a.shape[:1])
+
+
+@torch.library.register_fake("pyinvert::rowwise_two_loop")
+def _(g, S, Y, rho, h, slots):
+    return torch.empty_like(g, memory_format=torch.contiguous_format)
+
+
+def _setup_context(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _backward(ctx, grad):
+    a, b = ctx.saved_tensors
+    return grad[:, None] * b, grad[:, None] * a
+
+
+torch.library.register_autograd("pyinvert::rowwise_dot", _backward, setup_context=_setup_context)
+
+
+def rowwise_dot(a: Tensor, b: Tensor) -> Tensor:
+    """Per-row dot products ``sum_i a[r, i] b[r, i]``, batch-invariant (module docstring).
+
+    Args:
+        a, b: [B, D] floating-point tensors of one dtype and device.
+
+    Returns:
+        [B] in a's dtype: the sums in double, rounded once (float32), or float64.
+
+    Raises:
+        ValueError: a not 2-d, or b of another shape.
+        TypeError: another dtype than float32/float64, or a and b of different dtypes.
+
+    Shape:
+        - a, b: :math:`(B, D)`; output: :math:`(B,)`.
+
+    Example:
+        >>> rowwise_dot(torch.tensor([[1.0, 2.0], [3.0, 4.0]]), torch.ones(2, 2))
+        tensor([3., 7.])
+    """
+    if not isinstance(a, Tensor) or not isinstance(b, Tensor):
+        raise TypeError(
+            f"rowwise_dot: expected Tensors, got {type(a).__name__} and {type(b).__name__}"
+        )
+    if a.dim() != 2 or b.shape != a.shape:
+        raise ValueError(
+            f"rowwise_dot: expected a and b of one shape (B, D), got {list(a.shape)} and "
+            f"{list(b.shape)}"
+        )
+    if a.dtype not in (torch.float32, torch.float64) or b.dtype != a.dtype:
+        raise TypeError(
+            f"rowwise_dot: expected a and b both float32 or both float64, got {a.dtype} and "
+            f"{b.dtype}"
+        )
+    if a.device.type in _KERNEL_DEVICES and b.device == a.device:
+        return torch.ops.pyinvert.rowwise_dot(a, b)
+    return rowsum_tree(a * b)
+
+
+def rowsum_tree(v: Tensor) -> Tensor:
     """Sum over dim 1 of [B, D] as a pairwise tree of elementwise adds, whose shape depends on
     D only: the same rounding for every row whatever B, the thread count or the device. (An
-    odd level folds its last column into the one before.)"""
+    odd level folds its last column into the one before.) The fallback of :func:`rowwise_dot`
+    on devices without the compiled op."""
     n = v.shape[1]
     if n == 0:
         return v.new_zeros(v.shape[0])
@@ -22,17 +96,36 @@ def rowsum(v: Tensor) -> Tensor:
     return v[:, 0]
 
 
+def rowsum(v: Tensor) -> Tensor:
+    """Per-row sums of [B, D], batch-invariant (:func:`rowwise_dot` with ones)."""
+    return rowwise_dot(v, v.new_ones(1, v.shape[1]).expand(v.shape))
+
+
 def dot(a: Tensor, b: Tensor) -> Tensor:
-    return rowsum(a * b)
+    """:func:`rowwise_dot` without the argument checks (the L-BFGS's own calls)."""
+    if a.device.type in _KERNEL_DEVICES:
+        return torch.ops.pyinvert.rowwise_dot(a, b)
+    return rowsum_tree(a * b)
 
 
 def amax(v: Tensor) -> Tensor:
-    return v.abs().amax(1) if v.shape[1] else v.new_zeros(v.shape[0])
+    """max |v| per row of [B, D] (exact; NaN propagates), 0 for D = 0."""
+    if not v.shape[1]:
+        return v.new_zeros(v.shape[0])
+    # two vectorized reductions without a temporary (abs().amax and the inf-norm are slower)
+    return torch.maximum(v.amax(1), v.amin(1).neg())
 
 
 def where_rows(mask: Tensor, a: Tensor, b: Tensor) -> Tensor:
-    """torch.where with a per-row mask [B] against [B] or [B, D] values."""
+    """torch.where with a per-row mask [B] against [B] or [B, D] values. For [B, D] values a
+    mask that is all True (or all False) returns a (or b) itself, not a copy: the callers
+    never modify these tensors in place."""
     if a.dim() == 2 or (isinstance(b, Tensor) and b.dim() == 2):
+        if isinstance(a, Tensor) and isinstance(b, Tensor) and a.shape == b.shape:
+            if bool(mask.all()):
+                return a
+            if not bool(mask.any()):
+                return b
         mask = mask[:, None]
     return torch.where(mask, a, b)
 

@@ -1,0 +1,181 @@
+// CPU driver of rowwise_dot: parallel over rows (at::parallel_for), each row summed by one
+// thread in common/rowwise_math.h's fixed order, so a row's bits depend on neither the batch
+// nor the thread count. The lane loop gets an AVX2 clone *without* FMA (cpu/simd.h:
+// PYI_CLONES_EXACT), which rounds as the baseline does.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+#include <torch/types.h>
+
+#include <vector>
+
+#include "common/rowwise_checks.h"
+#include "common/rowwise_math.h"
+#include "cpu/simd.h"
+
+namespace pyinvert {
+namespace {
+
+template <typename T>
+PYI_CLONES_EXACT double rowwise_dot_row(const T* __restrict__ a, const T* __restrict__ b,
+                                        int64_t D) {
+  double lane[kRowwiseLanes];
+  for (int k = 0; k < kRowwiseLanes; ++k) lane[k] = 0.0;
+  int64_t i = 0;
+  for (; i + kRowwiseLanes <= D; i += kRowwiseLanes) {
+    for (int k = 0; k < kRowwiseLanes; ++k) lane[k] = rowwise_term(lane[k], a[i + k], b[i + k]);
+  }
+  for (int k = 0; i + k < D; ++k) lane[k] = rowwise_term(lane[k], a[i + k], b[i + k]);
+  for (int h = kRowwiseLanes / 2; h > 0; h /= 2) {
+    for (int k = 0; k < h; ++k) lane[k] = rowwise_combine(lane[k], lane[k + h]);
+  }
+  return lane[0];
+}
+
+template <typename T>
+void rowwise_dot_impl(const T* a, int64_t a_stride, const T* b, int64_t b_stride, int64_t B,
+                      int64_t D, T* out) {
+  // Rows are independent; a row is never split between threads.
+  const int64_t grain = D >= 4096 ? 1 : (4096 + D) / (D + 1);
+  at::parallel_for(0, B, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      out[r] = static_cast<T>(rowwise_dot_row(a + r * a_stride, b + r * b_stride, D));
+    }
+  });
+}
+
+at::Tensor rowwise_dot_kernel(const at::Tensor& a_in, const at::Tensor& b_in) {
+  TORCH_CHECK(a_in.dim() == 2, "rowwise_dot: expected a of shape (B, D), got ", a_in.sizes());
+  TORCH_CHECK(b_in.sizes() == a_in.sizes(), "rowwise_dot: expected b of shape ", a_in.sizes(),
+              " (as a), got ", b_in.sizes());
+  TORCH_CHECK(a_in.scalar_type() == at::kFloat || a_in.scalar_type() == at::kDouble,
+              "rowwise_dot: expected a of dtype float32 or float64, got ", a_in.scalar_type());
+  TORCH_CHECK(b_in.scalar_type() == a_in.scalar_type(), "rowwise_dot: expected b of dtype ",
+              a_in.scalar_type(), " (as a), got ", b_in.scalar_type());
+  TORCH_CHECK(b_in.device() == a_in.device(), "rowwise_dot: expected b on ", a_in.device(),
+              " (as a), got ", b_in.device());
+  // Rows must be contiguous; any row stride is taken as it is (a slice of a larger buffer).
+  const at::Tensor a = a_in.stride(1) == 1 ? a_in : a_in.contiguous();
+  const at::Tensor b = b_in.stride(1) == 1 ? b_in : b_in.contiguous();
+  const int64_t B = a.size(0), D = a.size(1);
+  at::Tensor out = at::empty({B}, a.options());
+  if (B == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "rowwise_dot", [&] {
+    rowwise_dot_impl<scalar_t>(a.const_data_ptr<scalar_t>(), a.stride(0),
+                               b.const_data_ptr<scalar_t>(), b.stride(0), B, D,
+                               out.mutable_data_ptr<scalar_t>());
+  });
+  return out;
+}
+
+// One pass of the two-loop recursion over a row: x = update(x, v, c), and (kDot) the fixed-order
+// dot product of w with the new x, in rowwise_dot_row's lanes.
+template <TwoLoopUpdate kUpdate, bool kDot, typename T>
+PYI_CLONES_EXACT double two_loop_pass(T* __restrict__ x, const T* __restrict__ v, T c,
+                                      const T* __restrict__ w, int64_t D) {
+  double lane[kRowwiseLanes];
+  for (int k = 0; k < kRowwiseLanes; ++k) lane[k] = 0.0;
+  int64_t i = 0;
+  for (; i + kRowwiseLanes <= D; i += kRowwiseLanes) {
+    for (int k = 0; k < kRowwiseLanes; ++k) {
+      const T xi = two_loop_update<kUpdate>(x[i + k], v[i + k], c);
+      x[i + k] = xi;
+      if (kDot) lane[k] = rowwise_term(lane[k], w[i + k], xi);
+    }
+  }
+  for (int k = 0; i + k < D; ++k) {
+    const T xi = two_loop_update<kUpdate>(x[i + k], v[i + k], c);
+    x[i + k] = xi;
+    if (kDot) lane[k] = rowwise_term(lane[k], w[i + k], xi);
+  }
+  if (!kDot) return 0.0;
+  for (int h = kRowwiseLanes / 2; h > 0; h /= 2) {
+    for (int k = 0; k < h; ++k) lane[k] = rowwise_combine(lane[k], lane[k + h]);
+  }
+  return lane[0];
+}
+
+// -H g of one row from its K newest pairs (S, Y: the row's pair j at j * pair_stride; rho at
+// j * rho_stride), K >= 0; `alpha` holds K scalars.
+template <typename T>
+void two_loop_row(const T* g, const T* const* s, const T* const* y, const T* rho, int64_t K, T h,
+                  int64_t D, T* out, T* alpha) {
+  using U = TwoLoopUpdate;
+  if (K == 0) {
+    two_loop_pass<U::kNegate, false>(out, g, T(0), g, D);
+    two_loop_pass<U::kScale, false>(out, g, h, g, D);
+    return;
+  }
+  double dot = two_loop_pass<U::kNegate, true>(out, g, T(0), s[0], D);
+  for (int64_t j = 0; j < K; ++j) {
+    alpha[j] = rn_mul(static_cast<T>(dot), rho[j]);
+    if (j + 1 < K) {
+      dot = two_loop_pass<U::kAxpy, true>(out, y[j], T(-alpha[j]), s[j + 1], D);
+    } else {
+      two_loop_pass<U::kAxpy, false>(out, y[j], T(-alpha[j]), y[j], D);
+    }
+  }
+  dot = two_loop_pass<U::kScale, true>(out, g, h, y[K - 1], D);
+  for (int64_t j = K - 1; j >= 0; --j) {
+    const T beta = rn_mul(static_cast<T>(dot), rho[j]);
+    const T c = rn_sub(alpha[j], beta);
+    if (j > 0) {
+      dot = two_loop_pass<U::kAxpy, true>(out, s[j], c, y[j - 1], D);
+    } else {
+      two_loop_pass<U::kAxpy, false>(out, s[j], c, s[j], D);
+    }
+  }
+}
+
+template <typename T>
+void two_loop_impl(const T* g, const T* S, const T* Y, const T* rho, const T* h,
+                   const int64_t* slots, int64_t B, int64_t D, int64_t K, T* out) {
+  at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+    std::vector<const T*> s(K), y(K);
+    std::vector<T> alpha(K), rho_row(K);
+    for (int64_t b = begin; b < end; ++b) {
+      int64_t k = 0;
+      for (; k < K && slots[b * K + k] >= 0; ++k) {
+        const int64_t slot = slots[b * K + k];
+        s[k] = S + (slot * B + b) * D;
+        y[k] = Y + (slot * B + b) * D;
+        rho_row[k] = rho[slot * B + b];
+      }
+      two_loop_row(g + b * D, s.data(), y.data(), rho_row.data(), k, h[b], D, out + b * D,
+                   alpha.data());
+    }
+  });
+}
+
+at::Tensor rowwise_two_loop_kernel(const at::Tensor& g, const at::Tensor& S, const at::Tensor& Y,
+                                   const at::Tensor& rho, const at::Tensor& h,
+                                   const at::Tensor& slots) {
+  check_two_loop_arguments(g, S, Y, rho, h, slots);
+  const int64_t B = g.size(0), D = g.size(1), K = slots.size(1);
+  const at::Tensor gc = g.contiguous(), Sc = S.contiguous(), Yc = Y.contiguous();
+  const at::Tensor rc = rho.contiguous(), hc = h.contiguous(), sc = slots.contiguous();
+  const int64_t m = S.size(0);
+  const int64_t* slot = sc.const_data_ptr<int64_t>();
+  for (int64_t i = 0; i < B * K; ++i) {
+    TORCH_CHECK_INDEX(slot[i] >= -1 && slot[i] < m, "rowwise_two_loop: expected slots in [-1, ", m,
+                      "), got ", slot[i]);
+  }
+  at::Tensor out = at::empty({B, D}, g.options());
+  if (B == 0 || D == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "rowwise_two_loop", [&] {
+    two_loop_impl<scalar_t>(gc.const_data_ptr<scalar_t>(), Sc.const_data_ptr<scalar_t>(),
+                            Yc.const_data_ptr<scalar_t>(), rc.const_data_ptr<scalar_t>(),
+                            hc.const_data_ptr<scalar_t>(), sc.const_data_ptr<int64_t>(), B, D, K,
+                            out.mutable_data_ptr<scalar_t>());
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pyinvert, CPU, m) {
+  m.impl("rowwise_dot", &rowwise_dot_kernel);
+  m.impl("rowwise_two_loop", &rowwise_two_loop_kernel);
+}
+
+}  // namespace pyinvert
