@@ -251,9 +251,10 @@ def build(check, python, info, tree):
     )  # must finish, even past the call's target
     if code == 0:
         verify = (
-            "import torch, pyinvert; ops = ['image_prior', 'hog', '_hog_backward', 'dsift',"
-            " '_dsift_backward']; missing = [o for o in ops if not torch._C."
-            "_dispatch_has_kernel_for_dispatch_key('pyinvert::' + o, 'CUDA')]; "
+            "import torch, pyinvert; ops = [n for n in torch._C._dispatch_get_all_op_names()"
+            " if n.startswith('pyinvert::') and torch._C._dispatch_has_kernel_for_dispatch_key("
+            "n, 'CPU')]; missing = [o for o in ops if not torch._C."
+            "_dispatch_has_kernel_for_dispatch_key(o, 'CUDA')]; "
             "print('missing CUDA kernels:', missing) if missing else None; "
             "raise SystemExit(1 if missing else 0)"
         )
