@@ -456,7 +456,8 @@ def train_hoggle(out=SHIPPED, *, seed: int = 0, progress: bool = True, **setting
         The :class:`PairedDictionary` (its ``metadata["seconds"]`` is the training time).
 
     Example:
-        ``python bench/train_hoggle.py`` (the shipped file; about 7 minutes on 2 cores).
+        ``python bench/train_hoggle.py`` (the shipped file: 354 s on one core of a shared
+        2-core machine).
     """
     from pyinvert.data.photos import TRAINING_PHOTOS, training_photos
 
