@@ -238,7 +238,10 @@ def test_reproduce_table1_bad_inputs_and_full_disk(tmp_path, capsys, monkeypatch
     ]
     with pytest.raises(SystemExit):
         cli.main(["reproduce", "table1", "--reps", "hog,sift"])
-    assert "--reps: expected some of hog, hogb, dsift, got 'hog,sift'" in capsys.readouterr().err
+    assert (
+        "--reps: expected some of hoggle, hog, hogb, dsift, got 'hog,sift'"
+        in capsys.readouterr().err
+    )
     failing_writes(monkeypatch, {"table1-montage.png"})
     rc, _, err = run(capsys, "reproduce", "table1", *paths, "--reps", "hog", "--out", out, *FAST)
     assert rc == 1

@@ -5,8 +5,7 @@ from pathlib import Path
 from pyinvert.cli import common
 from pyinvert.cli.common import error, say, say_lines
 from pyinvert.experiments import format_table1, table1
-
-REPS = ("hog", "hogb", "dsift")
+from pyinvert.experiments.table1 import ROWS, default_rows
 
 
 def add_parser(subparsers):
@@ -15,8 +14,9 @@ def add_parser(subparsers):
     r.add_argument("images", nargs="*", help="image files (default: the bundled photos)")
     r.add_argument(
         "--reps",
-        default=",".join(REPS),
-        help="comma-separated representations (default: %(default)s)",
+        default=None,
+        help=f"comma-separated rows, of {','.join(ROWS)} (default: all; hoggle when its "
+        f"shipped dictionary is installed)",
     )
     common.add_images(r)
     common.add_common(r, "pyinvert-out/table1")
@@ -25,11 +25,12 @@ def add_parser(subparsers):
 
 
 def run(args) -> int:
-    reps = tuple(dict.fromkeys(r.strip().lower() for r in args.reps.split(",") if r.strip()))
-    unknown = [r for r in reps if r not in REPS]
+    given = ",".join(default_rows()) if args.reps is None else args.reps
+    reps = tuple(dict.fromkeys(r.strip().lower() for r in given.split(",") if r.strip()))
+    unknown = [r for r in reps if r not in ROWS]
     if unknown or not reps:
         args.parser.error(
-            f"--reps: expected some of {', '.join(REPS)}, got {common.one_line(args.reps, 60)!r}"
+            f"--reps: expected some of {', '.join(ROWS)}, got {common.one_line(given, 60)!r}"
         )
     if (code := common.preflight(args)) is not None:
         return code
