@@ -117,23 +117,24 @@ class Local:
 
     def __init__(self, module, post=()):
         self.m, self.post = module, list(post)
-        self.k, self.s, self.p = (_pair(v) for v in (module.kernel_size, module.stride, module.padding))
+        self.k, self.s, self.p = (
+            _pair(v) for v in (module.kernel_size, module.stride, module.padding)
+        )
         self.fill = float("-inf") if isinstance(module, nn.MaxPool2d) else 0.0
         self.conv = isinstance(module, nn.Conv2d)
-        self.weight = self.bias = None
+        self.weight = self.bias = self.bn = None
         rest = list(post)
         if self.conv:
-            self.weight = module.weight.detach()
-            self.bias = None if module.bias is None else module.bias.detach()
             if rest and _foldable(rest[0]):
-                self.weight, self.bias = fold_bn(self.weight, self.bias, rest.pop(0))
-            self.weight = self.weight.contiguous(memory_format=torch.channels_last)
+                self.bn = rest.pop(0)
+            self.bias = self._folded()[1]
         rest = [m for m in rest if not isinstance(m, (nn.Identity, nn.Dropout))]
         # oneDNN: the weight reordered once, the first unit fused into the convolution
         self.packed, self.attr, self.act = None, None, None
-        if self.conv and _MKLDNN and self.weight.device.type == "cpu":
+        w = module.weight if self.conv else None
+        if self.conv and _MKLDNN and w.device.type == "cpu" and w.dtype == torch.float32:
             attr = _fusable(rest[0]) if rest else ("none", [])
-            if attr is not None and self.weight.dtype == torch.float32:
+            if attr is not None:
                 self.packed, self.attr = {}, attr
                 self.act = _inplace(rest.pop(0)) if rest else None
         # in place where possible; an unfolded BatchNorm as its module
@@ -148,6 +149,8 @@ class Local:
                 x, w, self.bias, _pair(p), m.stride, m.dilation, m.groups, *self.attr, ""
             )
         elif self.conv:
+            if self.weight is None:
+                self.weight = self._folded()[0]
             y = F.conv2d(x, self.weight, self.bias, m.stride, p, m.dilation, m.groups)
             if self.act is not None:  # fused on the oneDNN path
                 y = self.act(y)
@@ -157,6 +160,15 @@ class Local:
             y = f(y)
         return y
 
+    def _folded(self):
+        """The convolution's weight (channels-last) and bias with the BatchNorm folded in:
+        computed when needed, so a packed layer keeps only its packed copy."""
+        m = self.m
+        w, b = m.weight.detach(), None if m.bias is None else m.bias.detach()
+        if self.bn is not None:
+            w, b = fold_bn(w, b, self.bn)
+        return w.contiguous(memory_format=torch.channels_last), b
+
     def _packed(self, x, padding):
         """The weight in oneDNN's layout, reordered once for the first input of each
         padding (oneDNN picks the layout by the input's shape; any shape may use it)."""
@@ -164,7 +176,7 @@ class Local:
             return None
         key = _pair(padding)
         if key not in self.packed:
-            self.packed[key] = _pack(self.weight, self.m, key, list(x.shape))
+            self.packed[key] = _pack(self._folded()[0], self.m, key, list(x.shape))
         return self.packed[key]
 
     def full(self, x):
@@ -234,8 +246,11 @@ def _inverted(module):
     expand = conv_unit(layers[0], 1) if len(layers) == 4 else None
     dw = conv_unit(layers[-3], 3)
     proj, bn = layers[-2], layers[-1]
-    if (len(layers) == 4 and expand is None) or dw is None or expand is not None and (
-        expand.m.stride != (1, 1)
+    if (
+        (len(layers) == 4 and expand is None)
+        or dw is None
+        or expand is not None
+        and (expand.m.stride != (1, 1))
     ):
         return None
     if dw.m.groups != dw.m.in_channels or dw.m.stride[0] != dw.m.stride[1]:
