@@ -32,7 +32,7 @@ import torch
 from torch.nn import functional as F
 
 from pyinvert.attribution.core import _identity
-from pyinvert.attribution.fold import PAD, Inverted, Local, Point, Residual, Ref, convert
+from pyinvert.attribution.fold import PAD, Inverted, Local, Residual, Ref, convert
 from pyinvert.models import VGG16, AlexNet, MobileNetV2, ResNet18, normalize
 
 
@@ -280,4 +280,4 @@ class IncrementalOcclusion:
         return run
 
 
-__all__ = ["IncrementalOcclusion", "Local", "Point", "Residual", "Inverted"]
+__all__ = ["IncrementalOcclusion"]

@@ -6,7 +6,9 @@ steps, the last window cut at the border; each pixel's value is the mean score d
 windows that cover it. The window covers every channel. Memory is bounded: occluded copies
 are evaluated ``batch_size`` at a time under ``torch.inference_mode``. For the zoo networks the
 early layers are recomputed only where a window changes them (:mod:`.incremental`, Nakandala
-et al., SIGMOD 2019); the result is the same.
+et al., SIGMOD 2019) on an inference form of the network (BatchNorm folded, oneDNN kernels);
+the result is the same up to float32 rounding, and the clean score the drops are taken from
+goes through the same form (an empty window in the first batch), so no window means no drop.
 """
 
 import math
