@@ -159,8 +159,8 @@ def vjp_per_target(scores: Tensor, inputs: Sequence[Tensor]):
     """d scores[:, t] / d inputs for every target t of a (B, T) score tensor, from one forward
     graph. On a GPU one batched backward (``is_grads_batched``: the graph is traversed once
     with T cotangent rows); on the CPU, where the batched rules cost more than they save
-    (bench/bench_attribution.py, MobileNetV2 at 224, one thread, 10 targets: saliency 1.05
-    against 0.53 of ten single calls, integrated gradients 0.80 against 0.53), one backward
+    (bench/bench_attribution.py, MobileNetV2 at 224, one thread, 10 targets: saliency 0.87
+    against 0.56 of ten single calls, integrated gradients 0.79 against 0.51), one backward
     per target on the retained graph. Returns, per input, a (B, T, ...) tensor."""
     B, T = scores.shape
     if T == 1:
