@@ -1,22 +1,33 @@
-"""Attribution benchmark against captum in the same run, MobileNetV2 (ImageNet weights) at 224².
+"""Attribution benchmark against captum in the same process, MobileNetV2 (ImageNet weights) at
+224², one thread.
 
 1. Occlusion, window 32 / stride 16 and window 16 / stride 8, baseline black, the top-1
-   target: pyinvert (incremental inference, and the plain batched re-run) against captum's
-   ``Occlusion`` at each ``perturbations_per_eval`` of ``--ppe`` (its fastest is reported).
-   The maps are checked equal before any time is reported. Each run is a fresh subprocess, so
-   its peak memory is the process's peak RSS minus its RSS before the call.
+   target: pyinvert (incremental inference; ``--plain`` adds the batched re-run of the whole
+   network) against captum's ``Occlusion``. Round 1 runs captum at every
+   ``perturbations_per_eval`` of ``--ppe``; its fastest setting is then run in every later
+   round, interleaved with pyinvert's (so both see the same load). Every map is checked
+   against captum's (max error <= 1e-5 x max(1, max |captum|), as the tests) before any time
+   is reported. Times: medians over the rounds, wall clock and CPU time of the process (on a
+   shared machine the CPU time is the steadier of the two); the speedups are the medians of
+   the per-round ratios. Peak memory: the process's peak resident set during the call (the
+   kernel's high-water mark, reset before each call) minus the resident set before it; the
+   benchmark runs with glibc's mmap threshold fixed at 64 KiB, so freed buffers go back to the
+   system and every call starts from the same floor. pyinvert keeps no state between calls:
+   each call folds and packs its own weights, and that is counted.
 2. Gradient methods for 1 and 10 targets per image: one call with 10 targets against 10
-   single-target calls (and captum's Saliency, 10 calls).
+   single-target calls, and for the input-gradient methods the batched backward
+   (``is_grads_batched``) beside the default loop of backward passes (and captum's Saliency,
+   10 calls).
 
 Usage:
-    PYTHONPATH=$PWD OMP_NUM_THREADS=1 python bench/bench_attribution.py [--quick]
+    PYTHONPATH=$PWD OMP_NUM_THREADS=1 python bench/bench_attribution.py [--quick] [--repeats 3]
 """
 
 import argparse
 import json
 import os
-import resource
-import subprocess
+import re
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -24,12 +35,35 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import median_time, print_table, write_results  # noqa: E402
+from common import print_table, write_results  # noqa: E402
+
+_MMAP = "65536"
 
 
-def _rss_kib():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+def _status_kib(field):
+    with open("/proc/self/status") as f:
+        return int(re.search(rf"{field}:\s+(\d+)", f.read()).group(1))
+
+
+def measure(call):
+    """(result, wall s, cpu s, peak extra MiB) of ``call()``."""
+    import ctypes
+
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    with open("/proc/self/clear_refs", "w") as f:  # reset the peak RSS to the current RSS
+        f.write("5")
+    before = _status_kib("VmRSS")
+    w0, c0 = time.perf_counter(), time.process_time()
+    out = call()
+    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+    return out, wall, cpu, (_status_kib("VmHWM") - before) / 1024
+
+
+class _Norm(torch.nn.Module):
+    def forward(self, x):
+        from pyinvert.models import normalize
+
+        return normalize(x)
 
 
 def _setup(size):
@@ -42,196 +76,179 @@ def _setup(size):
     return model, x
 
 
-def one_occlusion(impl, window, stride, ppe, size, out):
-    """Child process: one occlusion run; writes the map and the time, peak memory."""
+def occlusion_calls(model, x, window, stride, args):
+    from captum.attr import Occlusion
+
     from pyinvert.attribution import attribute
     from pyinvert.models import normalize
 
-    model, x = _setup(size)
     with torch.no_grad():
         target = int(model(normalize(x)).argmax())
-    if impl == "captum":
-        from captum.attr import Occlusion
+    occ = Occlusion(torch.nn.Sequential(_Norm(), model).eval())
 
-        wrapped = torch.nn.Sequential(_Norm(), model).eval()
-        occ = Occlusion(wrapped)
+    def captum(ppe):
+        return lambda: occ.attribute(
+            x,
+            sliding_window_shapes=(3, window, window),
+            strides=(3, stride, stride),
+            baselines=0.0,
+            target=target,
+            perturbations_per_eval=ppe,
+        )[:, 0]
 
-        def call():
-            return occ.attribute(
-                x,
-                sliding_window_shapes=(3, window, window),
-                strides=(3, stride, stride),
-                baselines=0.0,
-                target=target,
-                perturbations_per_eval=ppe,
-            )[:, 0]
-    else:
+    def ours(incremental, batch):
+        return lambda: attribute(
+            x,
+            model,
+            "occlusion",
+            targets=target,
+            window=window,
+            stride=stride,
+            batch_size=batch,
+            incremental=incremental,
+        ).maps["occlusion"][:, 0]
 
-        def call():
-            return attribute(
-                x,
-                model,
-                "occlusion",
-                targets=target,
-                window=window,
-                stride=stride,
-                batch_size=ppe,
-                incremental=impl == "incremental",
-            ).maps["occlusion"][:, 0]
-
-    before = _rss_kib()
-    t0 = time.perf_counter()
-    m = call()
-    seconds = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
-    torch.save(m, out)
-    print(json.dumps({"seconds": seconds, "peak_extra_mib": peak / 1024}))
+    calls = {("captum", p): captum(p) for p in args.ppe}
+    calls[("incremental", args.batch)] = ours(True, args.batch)
+    if args.plain:
+        calls[("plain", 1)] = ours(False, 1)
+    return calls
 
 
-class _Norm(torch.nn.Module):
-    def forward(self, x):
-        from pyinvert.models import normalize
-
-        return normalize(x)
-
-
-def run_child(impl, window, stride, ppe, size, tmp):
-    out = tmp / f"{impl}-{window}-{stride}-{ppe}.pt"
-    cmd = [
-        sys.executable,
-        __file__,
-        "--child",
-        impl,
-        str(window),
-        str(stride),
-        str(ppe),
-        str(size),
-        str(out),
-    ]
-    res = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
-    if res.returncode:
-        raise RuntimeError(res.stderr[-2000:])
-    rec = json.loads(res.stdout.strip().splitlines()[-1])
-    return rec, torch.load(out)
-
-
-def bench_occlusion(args, tmp):
-    """Each case ``--repeats`` times, round-robin (the machine is shared: the fastest of the
-    repeats is the least disturbed), after checking every map against captum's."""
+def bench_occlusion(args, model, x):
     rows = []
     for window, stride in args.windows:
-        cases = [("captum", p) for p in args.ppe] + [
-            ("plain", args.plain_batch),
-            ("incremental", args.batch),
-        ]
-        results, ref = {}, None
-        for rep in range(args.repeats):
-            for impl, ppe in cases:
-                rec, m = run_child(impl, window, stride, ppe, args.size, tmp)
+        calls = occlusion_calls(model, x, window, stride, args)
+        runs = {k: [] for k in calls}
+        ref = None
+        best = None
+        for rnd in range(args.repeats):
+            keys = list(calls) if rnd == 0 else [best] + [k for k in calls if k[0] != "captum"]
+            for key in keys:
+                m, wall, cpu, peak = measure(calls[key])
                 if ref is None:
                     ref = m
                 err = (m - ref).abs().max().item()
-                if err > 1e-4 * max(1.0, ref.abs().max().item()):
-                    raise RuntimeError(f"{impl} disagrees with captum: max error {err}")
-                old = results.get((impl, ppe))
-                if old is None or rec["seconds"] < old["seconds"]:
-                    results[(impl, ppe)] = dict(rec, err=err)
+                if err > 1e-5 * max(1.0, ref.abs().max().item()):
+                    raise RuntimeError(f"{key} disagrees with captum: max error {err}")
+                runs[key].append({"wall": wall, "cpu": cpu, "peak": peak, "err": err})
                 print(
-                    f"  w{window}/s{stride} {impl:12s} batch {ppe:3d} run {rep}: "
-                    f"{rec['seconds']:.2f} s, {rec['peak_extra_mib']:.1f} MiB",
+                    f"  w{window}/s{stride} {key[0]:12s} batch {key[1]:3d} round {rnd}: "
+                    f"{wall:.2f} s wall, {cpu:.2f} s cpu, {peak:.1f} MiB",
                     flush=True,
                 )
-        for (impl, ppe), rec in results.items():
+            if rnd == 0:
+                best = min((k for k in calls if k[0] == "captum"), key=lambda k: runs[k][0]["cpu"])
+        for (impl, batch), rs in runs.items():
             rows.append(
                 {
                     "window": window,
                     "stride": stride,
                     "impl": impl,
-                    "batch": ppe,
-                    "seconds": rec["seconds"],
-                    "peak_mib": rec["peak_extra_mib"],
-                    "max_err_vs_captum": rec["err"],
+                    "batch": batch,
+                    "rounds": len(rs),
+                    "seconds": statistics.median(r["wall"] for r in rs),
+                    "cpu_seconds": statistics.median(r["cpu"] for r in rs),
+                    "peak_mib": max(r["peak"] for r in rs),
+                    "max_err_vs_captum": max(r["err"] for r in rs),
                 }
             )
-        captum = [r for k, r in results.items() if k[0] == "captum"]
-        best = min(captum, key=lambda r: r["seconds"])
-        for impl, b in (("plain", args.plain_batch), ("incremental", args.batch)):
-            r = results[(impl, b)]
+        cap = runs[best]
+        for key in calls:
+            if key[0] == "captum":
+                continue
+            rs = runs[key]
+            n = min(len(rs), len(cap))
             rows.append(
                 {
                     "window": window,
                     "stride": stride,
-                    "impl": f"ratio {impl}",
-                    "speedup_vs_captum_best": best["seconds"] / r["seconds"],
-                    "memory_vs_captum_fastest": r["peak_extra_mib"] / best["peak_extra_mib"],
-                    "memory_vs_captum_least": r["peak_extra_mib"]
-                    / min(c["peak_extra_mib"] for c in captum),
+                    "impl": f"ratio {key[0]}",
+                    "captum_best_ppe": best[1],
+                    "speedup_vs_captum_best": statistics.median(
+                        cap[i]["wall"] / rs[i]["wall"] for i in range(n)
+                    ),
+                    "speedup_cpu_vs_captum_best": statistics.median(
+                        cap[i]["cpu"] / rs[i]["cpu"] for i in range(n)
+                    ),
+                    "memory_vs_captum_fastest": max(r["peak"] for r in rs)
+                    / max(r["peak"] for r in cap),
+                    "memory_vs_captum_least": max(r["peak"] for r in rs)
+                    / min(max(r["peak"] for r in runs[k]) for k in calls if k[0] == "captum"),
                 }
             )
+        mine = [r for r in rows if r["window"] == window]
         print_table(
-            [r for r in rows if r["window"] == window and "seconds" in r],
-            ["window", "stride", "impl", "batch", "seconds", "peak_mib", "max_err_vs_captum"],
+            [r for r in mine if "seconds" in r],
+            ["window", "stride", "impl", "batch", "rounds", "seconds", "cpu_seconds", "peak_mib"],
         )
         print_table(
-            [r for r in rows if r["window"] == window and "seconds" not in r],
+            [r for r in mine if "seconds" not in r],
             [
                 "window",
-                "stride",
                 "impl",
+                "captum_best_ppe",
                 "speedup_vs_captum_best",
+                "speedup_cpu_vs_captum_best",
                 "memory_vs_captum_fastest",
-                "memory_vs_captum_least",
             ],
         )
     return rows
 
 
-def bench_gradients(args):
+GRADIENT_CASES = (
+    ("saliency", {}),
+    ("guided_backprop", {}),
+    ("gradcam", {}),
+    ("integrated_gradients", {"steps": 8}),
+    ("smoothgrad", {"samples": 8}),
+)
+
+
+def bench_gradients(args, model, x):
     from captum.attr import Saliency
 
-    from pyinvert.attribution import attribute
+    from pyinvert.attribution import attribute, core
 
-    model, x = _setup(args.size)
-    wrapped = torch.nn.Sequential(_Norm(), model).eval()
-    sal = Saliency(wrapped)
+    sal = Saliency(torch.nn.Sequential(_Norm(), model).eval())
+    ten = [list(range(10))]
     rows = []
-    ten = list(range(10))
-    for method, kw in (
-        ("saliency", {}),
-        ("guided_backprop", {}),
-        ("gradcam", {}),
-        ("integrated_gradients", {"steps": 8}),
-    ):
-        one = median_time(
-            lambda: attribute(x, model, method, targets=0, **kw), warmup=1, repeats=3, min_seconds=0
-        )
-        many = median_time(
-            lambda: attribute(x, model, method, targets=[ten], **kw),
-            warmup=1,
-            repeats=3,
-            min_seconds=0,
-        )
-        rows.append(
-            {
-                "method": method,
-                "one_target_s": one,
-                "ten_targets_one_call_s": many,
-                "ten_over_ten_singles": many / (10 * one),
-            }
-        )
-        print_table(rows[-1:], list(rows[-1]))
-    cap = median_time(
-        lambda: [sal.attribute(x.clone(), target=t, abs=True) for t in ten],
-        warmup=1,
-        repeats=3,
-        min_seconds=0,
+    for method, kw in GRADIENT_CASES:
+        attribute(x, model, method, targets=0, **kw)  # warm-up
+        batched = method != "gradcam"
+        times = {"one": [], "ten": [], "ten_batched": []}
+        for _ in range(args.repeats):
+            times["one"].append(measure(lambda: attribute(x, model, method, targets=0, **kw))[2])
+            times["ten"].append(measure(lambda: attribute(x, model, method, targets=ten, **kw))[2])
+            if batched:
+                core.BATCHED_BACKWARD_ON_CPU = True
+                try:
+                    c = measure(lambda: attribute(x, model, method, targets=ten, **kw))[2]
+                finally:
+                    core.BATCHED_BACKWARD_ON_CPU = False
+                times["ten_batched"].append(c)
+        one, many = statistics.median(times["one"]), statistics.median(times["ten"])
+        row = {
+            "method": method,
+            "one_target_cpu_s": one,
+            "ten_targets_one_call_cpu_s": many,
+            "ten_over_ten_singles": many / (10 * one),
+        }
+        if batched:
+            b = statistics.median(times["ten_batched"])
+            row["ten_targets_batched_backward_cpu_s"] = b
+            row["batched_ten_over_ten_singles"] = b / (10 * one)
+        rows.append(row)
+        print_table(rows[-1:], list(row))
+    cap = statistics.median(
+        measure(lambda: [sal.attribute(x.clone(), target=t, abs=True) for t in ten[0]])[2]
+        for _ in range(args.repeats)
     )
-    ours = rows[0]["ten_targets_one_call_s"]
     rows.append(
         {
             "method": "captum Saliency, 10 calls",
-            "ten_calls_s": cap,
-            "pyinvert_one_call_speedup": cap / ours,
+            "ten_calls_cpu_s": cap,
+            "pyinvert_one_call_speedup": cap / rows[0]["ten_targets_one_call_cpu_s"],
         }
     )
     print_table(rows[-1:], list(rows[-1]))
@@ -239,10 +256,9 @@ def bench_gradients(args):
 
 
 def main():
-    if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        impl, w, s, ppe, size, out = sys.argv[2:8]
-        one_occlusion(impl, int(w), int(s), int(ppe), int(size), out)
-        return
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_") != _MMAP:  # see the module docstring
+        env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=_MMAP, MALLOC_TRIM_THRESHOLD_="0")
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", type=int, default=224)
     p.add_argument(
@@ -250,59 +266,40 @@ def main():
         type=int,
         nargs="+",
         default=[1, 8, 32],
-        help="captum perturbations_per_eval values tried (default: 1 8 32)",
+        help="captum perturbations_per_eval values tried in round 1 (default: 1 8 32)",
     )
     p.add_argument(
-        "--batch",
-        type=int,
-        default=4,
-        help="pyinvert's incremental occlusion batch_size (default: 4)",
+        "--batch", type=int, default=8, help="pyinvert's occlusion batch_size (default: 8)"
     )
-    p.add_argument(
-        "--plain-batch",
-        type=int,
-        default=1,
-        help="batch_size of the plain re-run (on this CPU 1 beats 8; default: 1)",
-    )
-    p.add_argument("--quick", action="store_true", help="size 112, ppe 8 16 only")
-    p.add_argument(
-        "--repeats",
-        type=int,
-        default=1,
-        help="runs of each occlusion case; the fastest counts (default: 1)",
-    )
+    p.add_argument("--plain", action="store_true", help="also time the plain batched re-run")
+    p.add_argument("--quick", action="store_true", help="size 112, ppe 1 8, not saved")
+    p.add_argument("--repeats", type=int, default=3, help="rounds (default: 3)")
     p.add_argument(
         "--windows",
         default="32x16,16x8",
         help="window x stride configurations (default: %(default)s)",
     )
     p.add_argument("--skip-occlusion", action="store_true")
+    p.add_argument("--skip-gradients", action="store_true")
     args = p.parse_args()
     if args.quick:
-        args.size, args.ppe = 112, [8, 16]
+        args.size, args.ppe = 112, [1, 8]
     args.windows = [tuple(int(v) for v in c.split("x")) for c in args.windows.split(",")]
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as d:
-        occ = [] if args.skip_occlusion else bench_occlusion(args, Path(d))
-    grads = bench_gradients(args)
+    model, x = _setup(args.size)
+    occ = [] if args.skip_occlusion else bench_occlusion(args, model, x)
+    grads = [] if args.skip_gradients else bench_gradients(args, model, x)
     if not args.quick:
         path = Path(__file__).resolve().parent / "results" / "attribution.json"
-        kept = []
-        if path.is_file():  # rows of configurations not rerun this time are kept
-            done = set(args.windows)
-            kept = [
-                r
-                for r in json.loads(path.read_text()).get("occlusion", [])
-                if (r["window"], r["stride"]) not in done
-            ]
+        old = json.loads(path.read_text()) if path.is_file() else {}
+        done = set(args.windows)  # rows of configurations not rerun this time are kept
+        kept = [r for r in old.get("occlusion", []) if (r["window"], r["stride"]) not in done]
         write_results(
             "attribution",
             {
                 "size": args.size,
                 "occlusion": kept + occ,
-                "gradients": grads,
-                "command": " ".join(sys.argv),
+                "gradients": grads or old.get("gradients", []),
+                "command": "PYTHONPATH=$PWD OMP_NUM_THREADS=1 python " + " ".join(sys.argv),
             },
         )
 

@@ -91,7 +91,9 @@ def gradcam(model, pre, x, targets, *, output="logit", layer=None, relu=True):
     spatial mean of dS/dA^k; upsampled bilinearly (align_corners=False) to the input size.
     ``info["layer_maps"]`` keeps the (B, T, h, w) maps at the layer's resolution."""
     module = resolve_layer(model, layer)
-    r = gradient_pass(model, pre, x, targets, layer=module, output=output, fn="attribute")
+    r = gradient_pass(
+        model, pre, x, targets, layer=module, output=output, fn="attribute", input_grad=False
+    )
     cam = _cam(r, relu)
     up = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)
     return {

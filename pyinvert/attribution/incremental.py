@@ -4,13 +4,21 @@ approximate inference for faster occlusion-based deep CNN explanations. SIGMOD 2
 An occluded copy differs from the clean image only inside its window; after a convolution
 with kernel k, stride s and padding p only the outputs whose receptive field meets the
 changed region change. So each early layer is computed only on a small patch per copy: the
-patch's input crop is assembled from the copy's changed values and the clean image's cached
-activation (zero padding outside the image, as the convolution pads), and the layer runs with
-padding 0 on the crop. Exact, not approximate: the crop holds exactly the values the full
-layer would read. Once a changed region covers more than ``max_fraction`` of its layer (the
-paper's projective-field threshold), the patches are pasted into the clean activation and
-the rest of the network runs in full on the batch. The clean activations are cached per image,
-only for the stages before that switch (computed the first time a batch reaches them).
+patch's input crop is gathered from the clean image's cached activation (one indexing call
+for the whole batch; zero padding outside the image, as the convolution pads), the copy's
+changed values are written over it, and the layer runs with padding 0 on the crop. Exact, not
+approximate: the crop holds exactly the values the full layer would read. Once a changed
+region covers more than ``max_fraction`` of its layer (the paper's projective-field
+threshold), the patches are pasted into the clean activation and the rest of the network runs
+in full on the batch. The clean activations are cached per image, only for the stages before
+that switch (computed the first time a batch reaches them).
+
+For speed, the engine works on an inference form of the network (:mod:`.fold`): eval-mode
+BatchNorm folded into the convolution before it, activations applied in place, channels-last
+tensors, and MobileNetV2's inverted residual as one step whose only cached activation is the
+block's input (the expansion is recomputed on the depthwise convolution's one-pixel halo
+rather than cached at six times the width). The results equal the network's up to float32
+rounding.
 
 Patch sizes are the same for every copy of a batch (the window's size, border windows moved
 inside the image: a superset of the changed region), so each layer is one batched call.
@@ -21,19 +29,15 @@ preprocessing.
 """
 
 import torch
-from torch import nn
 from torch.nn import functional as F
 
 from pyinvert.attribution.core import _identity
+from pyinvert.attribution.fold import PAD, Inverted, Local, Residual, Ref, convert
 from pyinvert.models import VGG16, AlexNet, MobileNetV2, ResNet18, normalize
-from pyinvert.models.mobilenetv2 import InvertedResidual
-from pyinvert.models.resnet import BasicBlock
-
-_POINT = (nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.LeakyReLU, nn.Identity, nn.Dropout)
 
 
 class _State:
-    """ref: the clean activation (C, H, W); patch: (N, C, h, w) at rows ys, cols xs."""
+    """ref: the clean activation (a :class:`Ref`); patch: (N, C, h, w) at rows ys, cols xs."""
 
     __slots__ = ("ref", "patch", "ys", "xs")
 
@@ -61,25 +65,25 @@ def _put(dst, src, dy, dx):
     return dst
 
 
-def _crop(state, r0, c0, hc, wc, fill):
-    """(N, C, hc, wc) crops starting at rows r0 / cols c0 (N,) of the copies' activations;
-    rows and columns outside the activation (the convolution's padding) hold ``fill``."""
-    ref = state.ref
-    C, H, W = ref.shape
-    crop = ref.new_full((len(r0), C, hc, wc), fill)
-    for n, (r, c) in enumerate(zip(r0.tolist(), c0.tolist())):
-        a0, a1, b0, b1 = max(r, 0), min(r + hc, H), max(c, 0), min(c + wc, W)
-        if a1 > a0 and b1 > b0:
-            crop[n, :, a0 - r : a1 - r, b0 - c : b1 - c] = ref[:, a0:a1, b0:b1]
-    return _put(crop, state.patch, state.ys - r0, state.xs - c0)
+def _gather(ref, r0, c0, hc, wc, fill=0.0):
+    """(N, C, hc, wc) crops (channels-last) of the clean activation starting at rows r0 and
+    cols c0 (N,), >= -PAD; rows and columns outside the activation hold ``fill``."""
+    src = ref.padded(fill)
+    dev = src.device
+    rows = (r0 + PAD).to(dev)[:, None] + torch.arange(hc, device=dev)
+    cols = (c0 + PAD).to(dev)[:, None] + torch.arange(wc, device=dev)
+    return src[rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
 
-def _geometry(module):
-    k, s, p = module.kernel_size, module.stride, module.padding
-    k = k if isinstance(k, tuple) else (k, k)
-    s = s if isinstance(s, tuple) else (s, s)
-    p = p if isinstance(p, tuple) else (p, p)
-    return k, s, p
+def _crop(st, r0, c0, hc, wc, fill=0.0):
+    """The copies' crops: the clean activation with each copy's patch written over it."""
+    return _put(_gather(st.ref, r0, c0, hc, wc, fill), st.patch, st.ys - r0, st.xs - c0)
+
+
+def _inside(r0, n, full):
+    """(N, n) bool: rows r0 + i inside [0, full)."""
+    rows = r0[:, None] + torch.arange(n)
+    return (rows >= 0) & (rows < full)
 
 
 def _out_range(start, size, full_out, k, s, p):
@@ -90,52 +94,39 @@ def _out_range(start, size, full_out, k, s, p):
     return lo.clamp(0, full_out - out), out
 
 
-class _Local:
-    """A convolution or max pooling, then the pointwise units after it (``post``): only the
-    group's output is cached, not each unit's."""
-
-    def __init__(self, module):
-        self.m = module
-        self.post = []
-        self.k, self.s, self.p = _geometry(module)
-        self.fill = float("-inf") if isinstance(module, nn.MaxPool2d) else 0.0
-
-    def full(self, x):
-        y = self.m(x[None])
-        for p in self.post:
-            y = p(y)
-        return y[0]
-
-    def patch(self, st, ref_out):
-        (kh, kw), (sh, sw), (ph, pw) = self.k, self.s, self.p
-        H, W = ref_out.shape[-2:]
-        h_in, w_in = st.patch.shape[-2:]
-        oy, h = _out_range(st.ys, h_in, H, kh, sh, ph)
-        ox, w = _out_range(st.xs, w_in, W, kw, sw, pw)
-        if ph != pw:
-            raise ValueError("incremental: expected equal row and column padding")
-        crop = _crop(
-            st, oy * sh - ph, ox * sw - pw, (h - 1) * sh + kh, (w - 1) * sw + kw, self.fill
-        )
-        m = self.m
-        if isinstance(m, nn.Conv2d):
-            out = F.conv2d(crop, m.weight, m.bias, m.stride, 0, m.dilation, m.groups)
-        else:
-            out = F.max_pool2d(crop, m.kernel_size, m.stride, 0)
-        for p in self.post:
-            out = p(out)
-        return _State(ref_out, out, oy, ox)
+def _local_patch(step, st, ref_out):
+    (kh, kw), (sh, sw), (ph, pw) = step.k, step.s, step.p
+    H, W = ref_out.t.shape[-2:]
+    h_in, w_in = st.patch.shape[-2:]
+    oy, h = _out_range(st.ys, h_in, H, kh, sh, ph)
+    ox, w = _out_range(st.xs, w_in, W, kw, sw, pw)
+    if (kh, kw, sh, sw) == (1, 1, 1, 1):  # a pointwise layer: the patch is its own crop
+        return _State(ref_out, step.apply(st.patch, padding=0), st.ys, st.xs)
+    crop = _crop(st, oy * sh - ph, ox * sw - pw, (h - 1) * sh + kh, (w - 1) * sw + kw, step.fill)
+    return _State(ref_out, step.apply(crop, padding=0), oy, ox)
 
 
-class _Point:
-    def __init__(self, module):
-        self.m = module
-
-    def full(self, x):
-        return self.m(x[None])[0]
-
-    def patch(self, st, ref_out):
-        return _State(ref_out, self.m(st.patch), st.ys, st.xs)
+def _inverted_patch(step, st, ref_out):
+    """One inverted residual on the patches: the block input is cropped with the depthwise
+    convolution's halo, the expansion runs on the whole crop (positions outside the map are
+    then zeroed: the depthwise convolution pads its input, the expanded map, with zeros)."""
+    s = step.stride
+    Hi, Wi = st.ref.t.shape[-2:]
+    H, W = ref_out.t.shape[-2:]
+    oy, h = _out_range(st.ys, st.patch.shape[-2], H, 3, s, 1)
+    ox, w = _out_range(st.xs, st.patch.shape[-1], W, 3, s, 1)
+    r0, c0, hc, wc = oy * s - 1, ox * s - 1, (h - 1) * s + 3, (w - 1) * s + 3
+    crop = _crop(st, r0, c0, hc, wc)
+    y = crop
+    if step.expand is not None:
+        y = step.expand.apply(y, padding=0)
+        vr, vc = _inside(r0, hc, Hi), _inside(c0, wc, Wi)
+        if not (bool(vr.all()) and bool(vc.all())):
+            y = y.mul_((vr[:, None, :, None] & vc[:, None, None, :]).to(y))
+    y = step.project.apply(step.depthwise.apply(y, padding=0), padding=0)
+    if step.residual:
+        y = y.add_(crop[:, :, 1:-1, 1:-1])
+    return _State(ref_out, y, oy, ox)
 
 
 def _union(a, b, H, W):
@@ -148,94 +139,54 @@ def _union(a, b, H, W):
 
     ys, h = band(a.ys, a.patch.shape[-2], b.ys, b.patch.shape[-2], H)
     xs, w = band(a.xs, a.patch.shape[-1], b.xs, b.patch.shape[-1], W)
-    return _crop(a, ys, xs, h, w, 0.0), _crop(b, ys, xs, h, w, 0.0), ys, xs
+    return _crop(a, ys, xs, h, w), _crop(b, ys, xs, h, w), ys, xs
 
 
-class _Residual:
-    """post(branch(x) + shortcut(x)); shortcut None: the identity; add False: branch only."""
-
-    def __init__(self, branch, shortcut, post, add):
-        self.branch, self.shortcut, self.post, self.add = branch, shortcut, post, add
-
-
-def _convert(module):
-    """The steps of a supported module, or None."""
-    if isinstance(module, nn.Conv2d):
-        ok = (
-            module.dilation == (1, 1)
-            and module.padding_mode == "zeros"
-            and not isinstance(module.padding, str)
-        )
-        return [_Local(module)] if ok else None
-    if isinstance(module, nn.MaxPool2d):
-        ok = module.dilation in (1, (1, 1)) and not module.ceil_mode
-        return [_Local(module)] if ok else None
-    if isinstance(module, _POINT):
-        return (
-            None
-            if getattr(module, "training", False)
-            and isinstance(module, (nn.BatchNorm2d, nn.Dropout))
-            else [_Point(module)]
-        )
-    if isinstance(module, nn.Sequential):
-        steps = []
-        for child in module:
-            sub = _convert(child)
-            if sub is None:
-                return None
-            for step in sub:  # a unit after a conv joins it: one cached output
-                if isinstance(step, _Point) and steps and isinstance(steps[-1], _Local):
-                    steps[-1].post.append(step.m)
-                else:
-                    steps.append(step)
-        return steps
-    if isinstance(module, InvertedResidual):
-        branch = _convert(module.conv)
-        return None if branch is None else [_Residual(branch, None, [], module.use_res_connect)]
-    if isinstance(module, BasicBlock):
-        branch = _convert(
-            nn.Sequential(module.conv1, module.bn1, module.relu, module.conv2, module.bn2)
-        )
-        short = None if module.downsample is None else _convert(module.downsample)
-        if branch is None or (module.downsample is not None and short is None):
-            return None
-        return [_Residual(branch, short, [_Point(module.relu)], True)]
-    return None
-
-
-def _run_full(steps, x, refs):
+def _run_full(steps, x, refs=None):
+    """The steps on a full batch (N, C, H, W); ``refs`` (a list): each step's output is
+    appended as a :class:`Ref` (N = 1, the clean image)."""
     for step in steps:
-        if isinstance(step, _Residual):
+        if isinstance(step, Residual):
             out = _run_full(step.branch, x, refs)
             if step.add:
                 out = out + (x if step.shortcut is None else _run_full(step.shortcut, x, refs))
             x = _run_full(step.post, out, refs)
         else:
             x = step.full(x)
-        refs.append(x)
+        if refs is not None:
+            r = Ref(x[0])
+            refs.append(r)
+            x = r.t[None]
     return x
 
 
 def _run_patch(steps, st, refs):
     for step in steps:
-        if isinstance(step, _Residual):
+        if isinstance(step, Residual):
             b = _run_patch(step.branch, st, refs)
             if step.add:
                 s = st if step.shortcut is None else _run_patch(step.shortcut, st, refs)
-                H, W = b.ref.shape[-2:]
+                H, W = b.ref.t.shape[-2:]
                 pa, pb, ys, xs = _union(b, s, H, W)
-                b = _State(b.ref + s.ref, pa + pb, ys, xs)
+                b = _State(None, pa.add_(pb), ys, xs)
             st = _run_patch(step.post, b, refs)
+            st.ref = next(refs)
+        elif isinstance(step, Inverted):
+            st = _inverted_patch(step, st, next(refs))
+        elif isinstance(step, Local):
+            st = _local_patch(step, st, next(refs))
         else:
-            st = step.patch(st, next(refs))
-        if isinstance(step, _Residual):
-            next(refs)
+            st = _State(next(refs), step.m(st.patch), st.ys, st.xs)
     return st
 
 
 def _paste(st):
     """The copies' full activations: the clean one with each copy's patch pasted in."""
-    full = st.ref.expand(st.patch.shape[0], *st.ref.shape).clone()
+    ref = st.ref.t
+    full = torch.empty(
+        (st.patch.shape[0], *ref.shape), dtype=ref.dtype, device=ref.device
+    ).contiguous(memory_format=torch.channels_last)
+    full.copy_(ref.expand(full.shape))
     return _put(full, st.patch, st.ys, st.xs)
 
 
@@ -246,12 +197,12 @@ class IncrementalOcclusion:
     engine.prepare(image, baseline)`` and ``run(boxes)`` -> (N, K) logits.
     """
 
-    def __init__(self, stages, head, pre, max_fraction=0.5):
+    def __init__(self, stages, head, pre, max_fraction=0.3):
         self.stages, self.head, self.pre = stages, head, pre
         self.max_fraction = max_fraction
 
     @classmethod
-    def for_model(cls, model, pre, max_fraction=0.5):
+    def for_model(cls, model, pre, max_fraction=0.3):
         if pre is not normalize and pre is not _identity:
             return None
         if isinstance(model, (AlexNet, VGG16, MobileNetV2)):
@@ -280,33 +231,39 @@ class IncrementalOcclusion:
                 return model.fc(torch.flatten(model.avgpool(z), 1))
         else:
             return None
-        stages = []
-        for m in mods:
-            stages.append((m, _convert(m)))
+        stages = [(m, convert(m)) for m in mods]
         return cls(stages, head, pre, max_fraction)
+
+    def _tail(self, z, i):
+        for module, steps in self.stages[i:]:
+            z = module(z) if steps is None else _run_full(steps, z)
+        return self.head(z)
 
     def prepare(self, image, baseline, window):
         """For ``image`` (C, H, W) returns ``run(boxes)`` (boxes no larger than ``window``
         (h, w)). The clean activations of a stage are computed and cached the first time a
         batch reaches it incrementally, so only the stages before the switch are kept."""
-        inputs = [self.pre(image[None])[0]]  # the clean input of each stage reached
+        pre_ref = Ref(self.pre(image[None])[0])
+        inputs = [pre_ref.t[None]]  # the clean input of each stage reached
         refs = []  # the cached outputs of each stage's steps
+        img, base = Ref(image), Ref(baseline.expand_as(image))
         H, W = image.shape[-2:]
 
         def run(boxes):
             wh, ww = window
-            ys = torch.tensor([min(y0, H - wh) for y0, _, _, _ in boxes])
-            xs = torch.tensor([min(x0, W - ww) for _, _, x0, _ in boxes])
-            patch = torch.stack(
-                [image[:, y : y + wh, x : x + ww] for y, x in zip(ys.tolist(), xs.tolist())]
+            b = torch.tensor(boxes, dtype=torch.long).reshape(-1, 4)
+            ys, xs = b[:, 0].clamp(max=H - wh), b[:, 2].clamp(max=W - ww)
+            rows, cols = ys[:, None] + torch.arange(wh), xs[:, None] + torch.arange(ww)
+            in_r = (rows >= b[:, :1]) & (rows < b[:, 1:2])
+            in_c = (cols >= b[:, 2:3]) & (cols < b[:, 3:])
+            inside = (in_r[:, None, :, None] & in_c[:, None, None, :]).to(image.device)
+            occluded = torch.where(
+                inside, _gather(base, ys, xs, wh, ww), _gather(img, ys, xs, wh, ww)
             )
-            for i, (y0, y1, x0, x1) in enumerate(boxes):
-                py, px = y0 - int(ys[i]), x0 - int(xs[i])
-                patch[i, :, py : py + y1 - y0, px : px + x1 - x0] = baseline[:, y0:y1, x0:x1]
-            st = _State(inputs[0], self.pre(patch), ys, xs)
+            st = _State(pre_ref, self.pre(occluded), ys, xs)
             i = 0
             for i, (_module, steps) in enumerate(self.stages):
-                H_i, W_i = st.ref.shape[-2:]
+                H_i, W_i = st.ref.t.shape[-2:]
                 if steps is None or (
                     st.patch.shape[-2] * st.patch.shape[-1] > self.max_fraction * H_i * W_i
                 ):
@@ -318,9 +275,9 @@ class IncrementalOcclusion:
                 st = _run_patch(steps, st, iter(refs[i]))
             else:
                 i = len(self.stages)
-            z = _paste(st)
-            for module, _ in self.stages[i:]:
-                z = module(z)
-            return self.head(z)
+            return self._tail(_paste(st), i)
 
         return run
+
+
+__all__ = ["IncrementalOcclusion"]
