@@ -139,7 +139,7 @@ struct StudentT {
 struct LogCosh {
   template <typename T>
   PYI_FOE_INLINE static T aux(T s) {
-    return exp_nonpositive(T(-2) * std::fabs(s));
+    return exp_nonpositive(T(-2) * (s < T(0) ? -s : s));
   }
   template <typename T>
   PYI_FOE_INLINE static T inv(T /*s*/, T e) {
@@ -147,11 +147,12 @@ struct LogCosh {
   }
   template <typename T>
   PYI_FOE_INLINE static T rho(T s, T e, T inv) {
-    return (std::fabs(s) - T(0.69314718055994530942)) + log1p_nonnegative(e, inv);
+    return ((s < T(0) ? -s : s) - T(0.69314718055994530942)) + log1p_nonnegative(e, inv);
   }
   template <typename T>
   PYI_FOE_INLINE static T d1(T s, T e, T inv) {
-    return std::copysign((T(1) - e) * inv, s);  // NaN in, NaN out (through e)
+    const T t = (T(1) - e) * inv;  // NaN in, NaN out (through e)
+    return s < T(0) ? -t : t;
   }
   template <typename T>
   PYI_FOE_INLINE static T d2(T /*s*/, T e, T inv) {
