@@ -61,7 +61,6 @@ def main():
     args = parser.parse_args()
     rounds, calls = (2, 1) if args.quick else (args.rounds, 3)
     torch.manual_seed(0)
-    compiled = None if args.no_compile else torch.compile(reference.foe_energy, dynamic=False)
     rows = []
     for threads in args.threads:
         torch.set_num_threads(threads)
@@ -70,6 +69,12 @@ def main():
             alphas = torch.rand(N_EXPERTS) + 0.5
             for B in args.batches:
                 x = torch.rand(B, C, SIZE, SIZE).requires_grad_()
+                # A fresh compile per case: one function compiled for 12 shapes would pass
+                # dynamo's recompile limit (8) and silently run eagerly.
+                torch._dynamo.reset()
+                compiled = (
+                    None if args.no_compile else torch.compile(reference.foe_energy, dynamic=False)
+                )
                 steps = {
                     "fused": step_fn(foe_energy, x, filters, alphas),
                     "eager": step_fn(reference.foe_energy, x, filters, alphas),
