@@ -40,4 +40,14 @@ TORCH_LIBRARY(pyinvert, m) {
   m.def(
       "rowwise_two_loop(Tensor g, Tensor S, Tensor Y, Tensor rho, Tensor h, Tensor slots) "
       "-> Tensor");
+
+  // Fields of Experts, valid positions only (no padding). expert: 'student_t' or 'logcosh'.
+  // Returns (energy[B], grad_x[B,C,H,W], laplacian[B] or an empty tensor), one pass over x.
+  m.def(
+      "foe_energy_grad(Tensor x, Tensor filters, Tensor alphas, str expert, bool with_laplacian) "
+      "-> (Tensor, Tensor, Tensor)");
+  // d(sum_b grad_energy[b] * energy[b]) / d(filters, alphas).
+  m.def(
+      "foe_param_grad(Tensor x, Tensor filters, Tensor alphas, str expert, Tensor grad_energy) "
+      "-> (Tensor, Tensor)");
 }
