@@ -1,0 +1,237 @@
+r"""Learned priors as objective terms: :class:`LearnedPrior` (on the image) and
+:class:`FeaturePrior` (on a CNN layer's activations, the thesis' priors on feature maps), plus
+:func:`train_feature_prior` and :func:`resolve_prior` (what ``invert(prior=...)`` accepts).
+
+The optimized tensor of an inversion lives in its representation's pixel scale
+(``255 * image - offset``, :meth:`pyinvert.representations.base.Representation.preprocess`);
+the image priors were trained on images in [0, 1]. :class:`LearnedPrior` multiplies x by
+``input_scale`` (1/255 in :func:`pyinvert.invert`) before the energy; the offset needs no
+correction because the image priors' filters sum to 0 over each channel
+(:mod:`pyinvert.priors.models`). A gray prior on a C-channel x is the sum of its energies on
+each channel.
+"""
+
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from pyinvert.objectives.base import Objective, Weight, check_weight, map_weight
+from pyinvert.priors.denoise import prior_energy
+from pyinvert.priors.models import FoE, ICA, LearnedModel, SeparableFoE
+from pyinvert.priors.store import as_model
+from pyinvert.priors.train import train
+
+#: invert(prior=...): the default weight of a learned image prior per unit of TV weight (the
+#: recipe's TV weight times the recipe's prior scale multiplies it; see resolve_prior).
+LEARNED_WEIGHT = {"foe": 1.0, "ica": 1.0}
+
+
+class LearnedPrior(Objective):
+    r"""``weight * E(input_scale * x)``: a learned prior's energy as a term of the image alone.
+
+    Args:
+        model: a learned model (:class:`pyinvert.priors.FoE`, ...) or "foe", "ica", a path.
+        weight: a float or a per-row Tensor[N]. Default: 1.0.
+        input_scale: x is multiplied by this before the energy (1/255 for the inversions'
+            pixel scale). Default: 1.0.
+
+    Shape:
+        - x: (N, C, H, W) with H, W >= the filter size; output: (N,)
+
+    Example:
+        >>> from pyinvert.priors import FoE
+        >>> term = LearnedPrior(FoE(3, 4, generator=torch.Generator().manual_seed(0)), 2.0)
+        >>> term(None, torch.zeros(2, 1, 8, 8))
+        tensor([0., 0.])
+    """
+
+    needs_code = False
+
+    def __init__(self, model, weight: Weight = 1.0, input_scale: float = 1.0):
+        self.model = as_model(model, "LearnedPrior")
+        self.weight = check_weight(weight, "LearnedPrior")
+        self.input_scale = float(input_scale)
+
+    def evaluate(self, code, x):
+        model = self.model
+        if model.basis.device != x.device or model.basis.dtype != x.dtype:
+            model = model.to(device=x.device, dtype=x.dtype)
+            self.model = model
+        return self.weight * prior_energy(model, x * self.input_scale), None
+
+    def map_rows(self, fn):
+        out = LearnedPrior.__new__(LearnedPrior)
+        out.model, out.input_scale = self.model, self.input_scale
+        out.weight = map_weight(self.weight, fn)
+        return out
+
+    def describe(self):
+        w = self.weight if not isinstance(self.weight, Tensor) else "w[N]"
+        return f"{w} * LearnedPrior({self.model.kind}, {self.model.size}x{self.model.size})"
+
+
+class FeaturePrior(Objective):
+    r"""``weight * E(layer(x))``: a learned prior on the activations of a network layer
+    (Harder's "priors on CNN feature maps"), a term of the image alone.
+
+    Args:
+        model: a learned model whose channels are the layer's (see :func:`train_feature_prior`).
+        layer: a representation (e.g. ``make_representation("cnn:mobilenet_v2:features.3")``)
+            mapping the optimized x (its pixel scale) to the layer's maps [N, C, h, w].
+        weight: a float or a per-row Tensor[N]. Default: 1.0.
+    """
+
+    needs_code = False
+
+    def __init__(self, model: LearnedModel, layer: nn.Module, weight: Weight = 1.0):
+        if not isinstance(model, LearnedModel):
+            raise TypeError(f"FeaturePrior: expected a learned model, got {type(model).__name__}")
+        self.model, self.layer = model, layer
+        self.weight = check_weight(weight, "FeaturePrior")
+
+    def evaluate(self, code, x):
+        model = self.model
+        if model.basis.dtype != x.dtype or model.basis.device != x.device:
+            model = self.model = model.to(device=x.device, dtype=x.dtype)
+        return self.weight * model.energy(self.layer(x)), None
+
+    def map_rows(self, fn):
+        return FeaturePrior(self.model, self.layer, map_weight(self.weight, fn))
+
+    def describe(self):
+        return f"FeaturePrior({self.model.kind} on {getattr(self.layer, 'name', 'a layer')})"
+
+
+def train_feature_prior(
+    layer: nn.Module,
+    images: Tensor,
+    *,
+    kind: str = "foe",
+    filter_size: int = 3,
+    n_experts: int = 32,
+    steps: int = 300,
+    batch_size: int = 32,
+    seed: int = 0,
+    patch_size: Optional[int] = None,
+    progress: bool = False,
+) -> LearnedModel:
+    """Train a prior on a layer's activations of ``images`` ([B, C, H, W] in [0, 1]).
+
+    The activations are computed once (``layer(layer.preprocess(images))``) and are the
+    training images: no DC removal (a feature map's level means something), whitening on,
+    no dequantization noise.
+
+    Args:
+        layer: a representation with ``preprocess`` (e.g. cnn:mobilenet_v2:features.3).
+        images: training images in [0, 1].
+        kind: "foe", "ica" or "separable". Default: "foe".
+        filter_size: k. Default: 3.
+        n_experts: filters (for "separable": spatial filters). Default: 32.
+        steps: training steps. Default: 300.
+        batch_size: crops per step. Default: 32.
+        seed: the generator's seed. Default: 0.
+        patch_size: crop side; None: see :func:`pyinvert.priors.train`. Default: None.
+        progress: show a progress bar. Default: False.
+
+    Returns:
+        The trained model (its ``channels`` = the layer's).
+    """
+    fn = "train_feature_prior"
+    with torch.no_grad():
+        maps = layer(layer.preprocess(images)).float()
+    if maps.dim() != 4:
+        raise ValueError(f"{fn}: expected the layer to give maps [B, C, h, w], got {list(maps.shape)}")
+    C = maps.shape[1]
+    g = torch.Generator().manual_seed(seed)
+    makers = {
+        "foe": lambda: FoE(filter_size, n_experts, C, generator=g),
+        "ica": lambda: ICA(filter_size, n_experts, C, generator=g),
+        "separable": lambda: SeparableFoE(filter_size, n_experts, C, generator=g),
+    }
+    if kind not in makers:
+        raise ValueError(f"{fn}: expected kind in {tuple(makers)}, got {kind!r}")
+    model = makers[kind]()
+    train(
+        model,
+        maps,
+        patch_size=patch_size,
+        steps=steps,
+        batch_size=batch_size,
+        seed=seed,
+        noise=0.0,
+        remove_dc=False,
+        progress=progress,
+    )
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def resolve_prior(prior, fn: str = "invert"):
+    """What ``invert(prior=...)`` accepts, as (None for "tv", or a :class:`LearnedPrior`
+    whose weight is still to be set). "foe", "ica", a path, a model or a LearnedPrior."""
+    if isinstance(prior, str) and prior == "tv":
+        return None
+    if isinstance(prior, (LearnedPrior, FeaturePrior)):
+        return prior
+    if isinstance(prior, (str, Path, LearnedModel)):
+        return LearnedPrior(as_model(prior, fn))
+    raise TypeError(
+        f"{fn}: expected prior to be 'tv', 'foe', 'ica', a path, a learned model, a "
+        f"LearnedPrior or a FeaturePrior, got {type(prior).__name__}"
+    )
+
+
+_CALIBRATION = {}
+
+
+def tv_equivalent_weight(model: LearnedModel, beta: float, scale: float = 255.0) -> float:
+    r"""The weight r that gives ``r * E(x / scale)`` the gradient norm of ``TV_beta(x)`` on
+    natural images in the pixel scale ``x = scale * image - 128``: the mean over 4 gray
+    64 x 64 crops of the training photos (one per photo, the first four, their centres) of
+    :math:`\|\nabla TV_\beta(x)\| / \|\nabla_x E(x/s)\|`. Cached per model and beta."""
+    key = (id(model), float(beta), float(scale))
+    if key not in _CALIBRATION:
+        from pyinvert.data.photos import training_photos
+        from pyinvert.priors.handcrafted import tv_norm
+        from pyinvert.representations.base import to_gray
+
+        crops = []
+        for img in list(training_photos().values())[:4]:
+            g = to_gray(img[None])
+            H, W = g.shape[-2:]
+            crops.append(g[..., H // 2 - 32 : H // 2 + 32, W // 2 - 32 : W // 2 + 32])
+        x = (torch.cat(crops).double() * scale - 128.0).requires_grad_(True)
+        m = model.to(torch.float64)
+        (gt,) = torch.autograd.grad(tv_norm(x, beta=beta).sum(), x)
+        (ge,) = torch.autograd.grad(prior_energy(m, x / scale).sum(), x)
+        model.to(torch.float32)
+        ratio = (gt.flatten(1).norm(dim=1) / ge.flatten(1).norm(dim=1).clamp_min(1e-30)).mean()
+        _CALIBRATION[key] = float(ratio)
+    return _CALIBRATION[key]
+
+
+def inversion_prior(prior, rec, rep, priors, fn: str = "invert") -> Objective:
+    """The prior terms of an inversion with ``prior=`` other than "tv": the recipe's
+    ``priors`` (an :class:`pyinvert.ImagePrior`) with its TV term replaced by a learned prior
+    (the alpha-norm is kept). A "foe" / "ica" / path / model prior gets the weight
+    ``LEARNED_WEIGHT[kind] * tv_equivalent_weight(model, beta) * (the recipe's scaled TV
+    weight)`` and ``input_scale = 1 / rep.scale``: at that weight its gradient on natural
+    images is as strong as the TV term it replaces. A :class:`LearnedPrior` is used as given
+    (it replaces TV); a :class:`FeaturePrior` is added to the recipe's priors (TV kept: it
+    constrains a layer, not the pixels).
+    """
+    term = resolve_prior(prior, fn)
+    if isinstance(term, FeaturePrior):
+        return priors + term
+    if not isinstance(term, LearnedPrior) or prior is not term:
+        model = term.model
+        scale = float(getattr(rep, "scale", 255.0))
+        r = tv_equivalent_weight(model, rec.beta, scale)
+        term = LearnedPrior(
+            model, priors.tv_weight * (r * LEARNED_WEIGHT.get(model.kind, 1.0)), 1.0 / scale
+        )
+    return priors._replace(tv_weight=0.0) + term
