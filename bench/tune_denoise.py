@@ -29,7 +29,8 @@ from pyinvert.priors import denoise as dn
 from pyinvert.priors.store import load
 from pyinvert.representations.base import to_gray
 
-START = {"tv": 1.0, "foe": 1.0, "ica": 1.0}
+#: Where the search starts at sigma = 25 (scaled by 25 / sigma for other sigmas).
+START = {"tv": 9.5, "foe": 0.14, "ica": 0.05}
 
 
 def training_crops(size=96, count=8):
@@ -78,7 +79,7 @@ def tune(name, sigma, steps, clean, noisy):
             print(f"  {name} sigma={sigma * 255:.0f} weight={w:.4g}: PSNR {tried[w]:.3f}")
         return tried[w]
 
-    best = START[name]
+    best = START[name] * 25.0 / (sigma * 255.0)
     for ratio in (4.0, math.sqrt(2.0)):
         while True:
             up, down = best * ratio, best / ratio

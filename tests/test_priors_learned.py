@@ -181,7 +181,9 @@ def test_whitened_image_filters_ignore_the_dc():
     model = FoE(3, 4)
     train(model, _images(), steps=2, batch_size=4, progress=False)
     per_channel_sums = model.filter_bank().sum(dim=(2, 3))
-    torch.testing.assert_close(per_channel_sums, torch.zeros_like(per_channel_sums), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        per_channel_sums, torch.zeros_like(per_channel_sums), atol=1e-5, rtol=0
+    )
     x = _images()
     torch.testing.assert_close(model.energy(x + 0.3), model.energy(x), rtol=1e-4, atol=1e-3)
 

@@ -89,7 +89,7 @@ def add_parser(subparsers):
         "--prior",
         default="tv",
         help="image prior: tv (the recipe's, default), foe or ica (the shipped learned "
-        "priors, replacing the TV term) or a prior file",
+        "priors, added to the TV term) or a prior file",
     )
     common.add_weights(p)
     common.add_images(p)

@@ -191,9 +191,7 @@ class LearnedModel(nn.Module):
         }
 
     def extra_repr(self) -> str:
-        return (
-            f"size={self.size}, n={self.n}, channels={self.channels}, expert={self.expert!r}"
-        )
+        return f"size={self.size}, n={self.n}, channels={self.channels}, expert={self.expert!r}"
 
 
 class ICA(LearnedModel):
@@ -247,7 +245,9 @@ class FoE(LearnedModel):
     kind = "foe"
     expert = "student_t"
 
-    def __init__(self, filter_size: int = 5, n_experts: int = 24, channels: int = 1, generator=None):
+    def __init__(
+        self, filter_size: int = 5, n_experts: int = 24, channels: int = 1, generator=None
+    ):
         super().__init__(filter_size, n_experts, channels, generator)
 
 

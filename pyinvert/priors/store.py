@@ -98,4 +98,3 @@ def as_model(prior, fn: str) -> LearnedModel:
         f"{fn}: expected a learned prior (a model, 'foe', 'ica' or a path), got "
         f"{type(prior).__name__}"
     )
-

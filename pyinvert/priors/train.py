@@ -28,6 +28,7 @@ state: a killed run started again with the same arguments resumes there and ends
 bit-for-bit the weights of an uninterrupted run.
 """
 
+import math
 import time
 from dataclasses import dataclass, field
 from numbers import Integral, Real
@@ -175,7 +176,8 @@ def train(
     noise: float = 1.0 / 255.0,
     remove_dc: Optional[bool] = None,
     whiten: bool = True,
-    whiten_eps: float = 1e-3,
+    whiten_eps: float = 0.1,
+    schedule: str = "cosine",
     checkpoint=None,
     checkpoint_every: int = 100,
     progress: bool = True,
@@ -204,7 +206,9 @@ def train(
             images, False for vectors. Default: None.
         whiten: use the PCA whitening matrix as the filter basis. Default: True.
         whiten_eps: regularizer of the whitening, relative to the mean eigenvalue.
-            Default: 0.001.
+            Default: 0.1.
+        schedule: "cosine" (the learning rate of step t is ``lr (1 + cos(pi t / steps)) / 2``)
+            or "constant". Default: "cosine".
         checkpoint: a file to save the training state to and resume from (None: no
             checkpoint). Default: None.
         checkpoint_every: steps between checkpoints. Default: 100.
@@ -237,6 +241,8 @@ def train(
     whiten_eps = _number(whiten_eps, "whiten_eps", fn, allow_zero=True)
     if batch_size is not None:
         batch_size = _count(batch_size, "batch_size", fn)
+    if schedule not in ("cosine", "constant"):
+        raise ValueError(f"{fn}: expected schedule in ('cosine', 'constant'), got {schedule!r}")
     vectors = isinstance(data, Tensor) and data.dim() == 2
     k = model.size
     if vectors:
@@ -270,6 +276,7 @@ def train(
         "remove_dc": remove_dc,
         "whiten": bool(whiten),
         "whiten_eps": whiten_eps,
+        "schedule": schedule,
     }
     generator = torch.Generator().manual_seed(seed)
 
@@ -318,6 +325,9 @@ def train(
     started = time.perf_counter()
     bar = _progress(progress, steps, start)
     for step in range(start, steps):
+        if schedule == "cosine":
+            for group in optimizer.param_groups:
+                group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * step / steps))
         x = batch()
         loss = score_matching_loss(model, x) / x[0].numel()
         optimizer.zero_grad(set_to_none=True)

@@ -144,8 +144,8 @@ def invert(
             the pixels (the papers). Default: None.
         prior: the image prior: "tv" (the recipe's TV_beta, the papers), or a learned prior
             ("foe", "ica", a path, a model: :func:`pyinvert.priors.objective.inversion_prior`),
-            which replaces the TV term at a weight matched to it; or a
-            :class:`pyinvert.priors.LearnedPrior`, used as given. Default: "tv".
+            added to the TV term at its tuned weight; or a
+            :class:`pyinvert.priors.LearnedPrior` / ``FeaturePrior``, added as given. Default: "tv".
         **overrides: any :class:`pyinvert.optim.recipes.Recipe` field (e.g. ``tv_weight=2.0``,
             ``norm_weight=torch.tensor([...])``, ``bound=None``, ``jitter=1``).
 
