@@ -116,9 +116,8 @@ def main(argv=None):
                 }
             }
             for name in names:
-                prior = "tv" if name == "tv" else load(name)
                 t0 = time.perf_counter()
-                ps, ss, _ = score(prior, clean, noisy, sigma, None, args.steps)
+                ps, ss, _ = score(name, clean, noisy, sigma, None, args.steps)
                 row[name] = {
                     "weight": dn.default_weight(name, sigma),
                     "psnr": float(ps.mean()),

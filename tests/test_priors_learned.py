@@ -1,6 +1,8 @@
 """Learned priors: experts, energies, scores, score matching (closed-form Laplacian), ICA
 recovery, resumable training, save / load."""
 
+import importlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -8,6 +10,8 @@ import torch.nn.functional as F
 from pyinvert.priors import FoE, ICA, SeparableFoE, amari_index, conv_energy, train
 from pyinvert.priors import experts, score_matching_loss
 from pyinvert.priors.store import load, save
+
+train_module = importlib.import_module("pyinvert.priors.train")
 
 EXPERTS = experts.EXPERTS
 
@@ -146,7 +150,7 @@ def test_score_matching_recovers_a_square_ica_model():
     A = torch.randn(D, D, generator=g, dtype=torch.float64)
     X = (sources @ A.T).float()
     model = ICA(patch_size=1, n_filters=D, channels=D)
-    res = train(model, X, steps=250, batch_size=None, lr=0.05, progress=False)
+    res = train(model, X, steps=250, batch_size=None, lr=0.05, schedule="constant", progress=False)
     assert res.losses[-1] < res.losses[0]
     index = amari_index(model.filters.detach(), A.float())
     assert index < 0.1, index
@@ -160,17 +164,28 @@ def _images():
     return F.avg_pool2d(F.pad(base, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
 
 
-def test_training_resumes_bit_for_bit(tmp_path):
+def test_training_resumes_bit_for_bit(tmp_path, monkeypatch):
     data = _images()
     kw = dict(patch_size=9, batch_size=8, lr=0.02, seed=3, progress=False)
     whole = FoE(3, 4)
     train(whole, data, steps=6, **kw)
     path = tmp_path / "run.ckpt"
-    first = FoE(3, 4)
-    train(first, data, steps=3, checkpoint=path, checkpoint_every=2, **kw)  # "killed" at 3
+    real = train_module.score_matching_loss
+    calls = []
+
+    def killed_at_step_4(model, x):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt  # the kill, in the middle of step 4
+        return real(model, x)
+
+    monkeypatch.setattr(train_module, "score_matching_loss", killed_at_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        train(FoE(3, 4), data, steps=6, checkpoint=path, checkpoint_every=2, **kw)
+    monkeypatch.setattr(train_module, "score_matching_loss", real)
     resumed = FoE(3, 4)  # a fresh process: new model, same arguments
     res = train(resumed, data, steps=6, checkpoint=path, checkpoint_every=2, **kw)
-    assert len(res.losses) == 3 and res.steps == 6
+    assert len(res.losses) == 4 and res.steps == 6  # resumed from the step-2 checkpoint
     for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
     with pytest.raises(ValueError, match="made with lr=0.02, expected lr=0.03"):

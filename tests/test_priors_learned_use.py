@@ -87,7 +87,7 @@ def test_invert_with_a_learned_prior():
     own = pyinvert.invert(
         x,
         generator=torch.Generator().manual_seed(0),
-        prior=LearnedPrior("ica", 1e-3, 1 / 255),
+        prior=LearnedPrior("ica", 1e-5, 1 / 255),
         **kw,
     )
     assert float(own.feature_error[0]) < 0.7

@@ -37,11 +37,13 @@ TV_BETA = 1.0
 TV_EPS = 1e-4
 
 #: sigma (in 8-bit levels) -> weight, per prior; fitted by bench/tune_denoise.py on training
-#: photos (see that script's header for the data and the grid).
+#: photos (see that script's header for the data and the grid): ``--sigma 25 15 --priors
+#: tv,foe,ica`` (ica at 25 only) and ``--sigma 50 --priors tv,foe``. The ica weights at 15 and
+#: 50 were not searched: they are the sigma-25 weight times 25 / sigma.
 DEFAULT_WEIGHTS = {
-    "tv": {15: 16.0, 25: 9.5, 50: 5.0},
-    "foe": {15: 0.25, 25: 0.14, 50: 0.07},
-    "ica": {15: 0.1, 25: 0.05, 50: 0.025},
+    "tv": {15: 11.2, 25: 9.5, 50: 4.75},
+    "foe": {15: 0.2333, 25: 0.14, 50: 0.099},
+    "ica": {15: 0.0104, 25: 0.00625, 50: 0.003125},
 }
 
 
