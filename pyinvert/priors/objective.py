@@ -53,7 +53,7 @@ class LearnedPrior(Objective):
     Example:
         >>> from pyinvert.priors import FoE
         >>> term = LearnedPrior(FoE(3, 4, generator=torch.Generator().manual_seed(0)), 2.0)
-        >>> term(None, torch.zeros(2, 1, 8, 8))
+        >>> term(None, torch.zeros(2, 1, 8, 8)).detach()
         tensor([0., 0.])
     """
 
