@@ -16,6 +16,7 @@ Usage:
 """
 
 import argparse
+import importlib
 import json
 import math
 import time
@@ -25,9 +26,10 @@ import torch.nn.functional as F
 
 from pyinvert import metrics
 from pyinvert.data.photos import heldout_photos, training_photos
-from pyinvert.priors import denoise as dn
 from pyinvert.priors.store import load
 from pyinvert.representations.base import to_gray
+
+dn = importlib.import_module("pyinvert.priors.denoise")  # the module, not the function
 
 #: Where the search starts at sigma = 25 (scaled by 25 / sigma for other sigmas).
 START = {"tv": 9.5, "foe": 0.14, "ica": 0.05}

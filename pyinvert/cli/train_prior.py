@@ -106,7 +106,9 @@ def run(args) -> int:
         "seconds": round(seconds, 1),
         "data": "builtin training photos" if args.data == "builtin" else str(args.data),
         "command": f"pyinvert train-prior {args.data} --kind {args.kind} --steps {args.steps}"
-        f" --filter-size {k} --experts {n} --channels {args.channels} --seed {args.seed}",
+        f" --filter-size {k} --experts {n} --channels {args.channels} --seed {args.seed}"
+        f" --batch-size {args.batch_size} --lr {args.lr} --noise {args.noise or 1.0:g}"
+        + ("" if args.patch_size is None else f" --patch-size {args.patch_size}"),
     }
     try:
         save(out, model, meta)

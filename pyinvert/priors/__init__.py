@@ -5,7 +5,11 @@
 - Learned (:mod:`pyinvert.priors.models`): over-complete :class:`ICA`, Fields of Experts
   (:class:`FoE`) and the separable FoE (:class:`SeparableFoE`), their energies through
   :func:`pyinvert.priors.experts.conv_energy`, trained by score matching
-  (:func:`score_matching_loss`, :func:`train`).
+  (:func:`score_matching_loss`, :func:`train`), shipped as ``load("foe")`` / ``load("ica")``,
+  evaluated by MAP denoising (:func:`denoise`), and used in inversions as objective terms
+  (:class:`LearnedPrior`, :class:`FeaturePrior` on a CNN layer; ``invert(prior="foe")``).
+  ``pyinvert.priors.train`` and ``pyinvert.priors.denoise`` are the functions; their modules
+  are ``pyinvert.priors.train`` / ``.denoise`` in ``sys.modules`` (import names from them).
 """
 
 # The objective algebra first: ImagePrior is an Objective, and pyinvert.objectives builds
@@ -16,6 +20,9 @@ from pyinvert.priors.experts import conv_energy
 from pyinvert.priors.models import FoE, ICA, SeparableFoE, amari_index
 from pyinvert.priors.score import score_matching_loss
 from pyinvert.priors.train import TrainResult, train
+from pyinvert.priors.store import load, save
+from pyinvert.priors.denoise import denoise
+from pyinvert.priors.objective import FeaturePrior, LearnedPrior, train_feature_prior
 
 __all__ = [
     "image_prior",
@@ -31,4 +38,10 @@ __all__ = [
     "score_matching_loss",
     "train",
     "TrainResult",
+    "load",
+    "save",
+    "denoise",
+    "LearnedPrior",
+    "FeaturePrior",
+    "train_feature_prior",
 ]
