@@ -56,7 +56,8 @@ setup(
             "data/*.png",
             "data/*.md",
             "models/*.txt",
-            "decoders/weights/hoggle.pt",
+            "decoders/weights/*.pt",
+            "priors/weights/*.pt",
         ]
     },
     ext_modules=[extension()],

@@ -46,6 +46,7 @@ from pyinvert.cli import (
     texture,
 )
 from pyinvert.cli import embed, filters, fool, neighbors  # the toolbox's subcommands
+from pyinvert.cli import denoise, train_prior  # the learned priors' subcommands
 
 #: The subcommands, in the order of ``pyinvert --help``.
 COMMANDS = {
@@ -66,6 +67,8 @@ COMMANDS = {
     "neighbors": neighbors,
     "embed": embed,
     "fool": fool,
+    "train-prior": train_prior,
+    "denoise": denoise,
 }
 
 EPILOG = """\

@@ -85,6 +85,12 @@ def add_parser(subparsers):
         help=f"data weight C, or a comma list: a sweep, one reconstruction per value "
         f"(at most {common.MAX_SWEEP}; e.g. 1,20,100,300 with --recipe ijcv2016)",
     )
+    p.add_argument(
+        "--prior",
+        default="tv",
+        help="image prior: tv (the recipe's, default), foe or ica (the shipped learned "
+        "priors, added to the TV term) or a prior file",
+    )
     common.add_weights(p)
     common.add_images(p)
     common.add_common(p, "pyinvert-out")
@@ -94,6 +100,8 @@ def add_parser(subparsers):
 
 def run(args) -> int:
     parser = args.parser
+    if args.prior != "tv" and args.invariance:
+        parser.error("--prior foe|ica cannot be combined with --invariance")
     if args.rep.startswith("cnn:") or args.invariance:
         return common.guard(invert_cnn.run)(args)
     for flag in ("joint", "window", "channels", "data_weight"):
@@ -160,6 +168,7 @@ def run_handcrafted(args) -> int:
             backend=args.backend,
             progress=not args.no_progress,
             names=[n for n, _, _ in items],
+            prior=args.prior,
         )
         summary["settings"] = result.settings
         for i, (name, path, _) in enumerate(items):

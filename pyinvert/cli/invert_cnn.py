@@ -88,7 +88,7 @@ def run(args) -> int:
         inputs=paths,
     )
     batch = torch.stack([t for _, t in loaded])
-    overrides = {}
+    overrides = {} if getattr(args, "prior", "tv") == "tv" else {"prior": args.prior}
     rows_batch, row_names = batch, [r for n in names for r in rows_of(n)]
     if len(sweep) > 1:
         rows_batch = batch.repeat_interleave(len(sweep), 0)

@@ -91,6 +91,7 @@ def invert(
     weights="imagenet",
     options: Optional[RunOptions] = None,
     parameterization=None,
+    prior="tv",
     **overrides,
 ) -> InversionResult:
     r"""Find images x with Phi(x) close to Phi0 = Phi(images) (or given target codes).
@@ -141,6 +142,10 @@ def invert(
             keyword left at its default takes its value from here). Default: None.
         parameterization: what is optimized (:mod:`pyinvert.optim.parameterizations`); None:
             the pixels (the papers). Default: None.
+        prior: the image prior: "tv" (the recipe's TV_beta, the papers), or a learned prior
+            ("foe", "ica", a path, a model: :func:`pyinvert.priors.objective.inversion_prior`),
+            added to the TV term at its tuned weight; or a
+            :class:`pyinvert.priors.LearnedPrior` / ``FeaturePrior``, added as given. Default: "tv".
         **overrides: any :class:`pyinvert.optim.recipes.Recipe` field (e.g. ``tv_weight=2.0``,
             ``norm_weight=torch.tensor([...])``, ``bound=None``, ``jitter=1``).
 
@@ -217,9 +222,15 @@ def invert(
                 f"got {list(mask.shape)}"
             )
     data_w = _engine.per_row(rec.data_weight, B, 1, "data_weight", dev, dtype, fn)
-    objective = Inversion(tgt, mask=mask, segments=segments) * data_w + common.recipe_priors(
-        rec, B, C, (H, W), dev, dtype, opts.backend, fn
-    )
+    priors = common.recipe_priors(rec, B, C, (H, W), dev, dtype, opts.backend, fn)
+    # ---- prior= (learned image priors) -----------------------------------------------------
+    learned = not (isinstance(prior, str) and prior == "tv")
+    if learned:
+        from pyinvert.priors.objective import inversion_prior
+
+        priors = inversion_prior(prior, rec, rep, priors, fn)
+    # -----------------------------------------------------------------------------------------
+    objective = Inversion(tgt, mask=mask, segments=segments) * data_w + priors
     out = common.run(
         fn,
         objective,
@@ -256,6 +267,8 @@ def invert(
         "iterations": rec.iterations,
         **common.parameterization_settings(parameterization),
     }
+    if learned:
+        settings["prior"] = priors.describe()
     return InversionResult(
         images=per_image(common.images_of(out, rep), B, R),
         feature_error=per_image(fe, B, R),
