@@ -44,6 +44,7 @@ from pyinvert.cli import (
     reproduce,
     style,
     texture,
+    train_decoder,
 )
 from pyinvert.cli import embed, filters, fool, neighbors  # the toolbox's subcommands
 
@@ -66,6 +67,7 @@ COMMANDS = {
     "neighbors": neighbors,
     "embed": embed,
     "fool": fool,
+    "train-decoder": train_decoder,
 }
 
 EPILOG = """\
