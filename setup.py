@@ -50,7 +50,16 @@ def extension():
 
 setup(
     packages=find_packages(include=["pyinvert", "pyinvert.*"]),
-    package_data={"pyinvert": ["py.typed", "data/*.png", "data/*.md", "models/*.txt"]},
+    package_data={
+        "pyinvert": [
+            "py.typed",
+            "data/*.png",
+            "data/*.md",
+            "models/*.txt",
+            "decoders/weights/*.pt",
+            "decoders/weights/*.md",
+        ]
+    },
     ext_modules=[extension()],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
 )

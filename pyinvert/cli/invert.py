@@ -85,6 +85,7 @@ def add_parser(subparsers):
         help=f"data weight C, or a comma list: a sweep, one reconstruction per value "
         f"(at most {common.MAX_SWEEP}; e.g. 1,20,100,300 with --recipe ijcv2016)",
     )
+    _add_decoder_options(p)
     common.add_weights(p)
     common.add_images(p)
     common.add_common(p, "pyinvert-out")
@@ -95,6 +96,8 @@ def add_parser(subparsers):
 def run(args) -> int:
     parser = args.parser
     if args.rep.startswith("cnn:") or args.invariance:
+        if args.decoder is not None or args.init is not None:
+            parser.error("--decoder and --init need a hog, hogb or dsift representation")
         return common.guard(invert_cnn.run)(args)
     for flag in ("joint", "window", "channels", "data_weight"):
         if getattr(args, flag) not in (None, False):
@@ -105,6 +108,32 @@ def run(args) -> int:
             f"({args.rep} inverts images at their own size), got --size {args.size}"
         )
     return common.guard(run_handcrafted)(args)
+
+
+def _add_decoder_options(p):
+    p.add_argument(
+        "--decoder",
+        default=None,
+        metavar="NAME|PATH",
+        help="reconstruct with a trained decoder (a shipped name such as hog, or a file from "
+        "`pyinvert train-decoder`) instead of the optimization",
+    )
+    p.add_argument(
+        "--init",
+        choices=("decoder",),
+        default=None,
+        help="start the optimization from the decoder's reconstruction (--decoder, default: "
+        "the shipped one of --rep)",
+    )
+
+
+def _decoder_kwargs(args) -> dict:
+    """invert's keywords of --decoder / --init decoder."""
+    if args.init == "decoder":
+        return {"init": "decoder", "decoder": args.decoder}
+    if args.decoder is not None:
+        return {"method": "decoder", "decoder": args.decoder}
+    return {}
 
 
 def _outputs(restarts: int):
@@ -160,6 +189,7 @@ def run_handcrafted(args) -> int:
             backend=args.backend,
             progress=not args.no_progress,
             names=[n for n, _, _ in items],
+            **_decoder_kwargs(args),
         )
         summary["settings"] = result.settings
         for i, (name, path, _) in enumerate(items):

@@ -11,7 +11,6 @@ option, data folder without images, a checkpoint of another run).
 """
 
 import shlex
-import sys
 from pathlib import Path
 
 import torch
@@ -54,7 +53,7 @@ def add_parser(subparsers):
         "--size", type=common.integer, default=64, help="crop side in pixels (default: %(default)s)"
     )
     p.add_argument("--seed", type=common.integer, default=0, help="(default: %(default)s)")
-    p.add_argument("--width", type=common.integer, default=32, help="(default: %(default)s)")
+    p.add_argument("--width", type=common.integer, default=16, help="(default: %(default)s)")
     p.add_argument(
         "--loss",
         choices=("pixel", "pixel+feature"),
@@ -65,7 +64,7 @@ def add_parser(subparsers):
     p.add_argument(
         "--feature-weight",
         type=common.positive_float,
-        default=0.1,
+        default=1.0,
         help="weight of the feature term (default: %(default)s)",
     )
     p.add_argument(
@@ -85,6 +84,32 @@ def add_parser(subparsers):
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=common.guard(run), parser=p)
     return p
+
+
+def command_line(args) -> str:
+    """The command's options as one shell line (recorded in the decoder's metadata)."""
+    words = ["pyinvert", "train-decoder"]
+    for flag in (
+        "rep",
+        "data",
+        "out",
+        "steps",
+        "batch_size",
+        "size",
+        "seed",
+        "width",
+        "loss",
+        "lr",
+        "feature_weight",
+        "checkpoint",
+        "checkpoint_every",
+        "workers",
+        "device",
+    ):
+        v = getattr(args, flag)
+        if v is not None:
+            words += ["--" + flag.replace("_", "-"), str(v)]
+    return shlex.join(words)
 
 
 def run(args) -> int:
@@ -123,7 +148,7 @@ def run(args) -> int:
             progress=not args.quiet,
             device=args.device,
             out=args.out,
-            command=shlex.join(["pyinvert", *sys.argv[1:]]) if sys.argv[1:] else None,
+            command=command_line(args),
         )
     except (ValueError, TypeError, FileNotFoundError) as e:
         error(e)

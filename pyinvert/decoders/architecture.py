@@ -96,8 +96,9 @@ class Decoder(nn.Module):
         in_channels: the code's channels.
         out_channels: the image's channels (1 for the gray HOG / DSIFT, 3 for a CNN).
         stride: the code's stride in pixels; ``round(log2(stride))`` upsampling stages.
-        width: channels at full resolution; stage k (from the top) has
-            ``width * 2 ** min(k, 2)`` channels. Default: 32.
+        width: channels at full resolution; k stages below it a map has
+            ``width * 2 ** min(k, 3)`` channels (the work per stage stays about the same, and
+            the full-resolution convolutions, which cost the most, stay thin). Default: 16.
         negative_slope: the LeakyReLU's slope (0 for a ReLU). Default: 0.2.
 
     Attributes:
@@ -120,7 +121,7 @@ class Decoder(nn.Module):
         in_channels: int,
         out_channels: int,
         stride: int,
-        width: int = 32,
+        width: int = 16,
         negative_slope: float = 0.2,
     ):
         super().__init__()
@@ -144,9 +145,13 @@ class Decoder(nn.Module):
         self.stride = stride
         self.stages = max(0, int(round(math.log2(stride))))
         s = float(negative_slope)
-        chans = [width * 2 ** min(k, 2) for k in range(self.stages, -1, -1)]
+        chans = [width * 2 ** min(k, 3) for k in range(self.stages, -1, -1)]
         self.register_buffer("code_scale", torch.ones(in_channels))
-        self.inp = nn.Sequential(_block(in_channels, chans[0], s), _block(chans[0], chans[0], s))
+        self.inp = nn.Sequential(
+            _block(in_channels, chans[0], s),
+            _block(chans[0], chans[0], s),
+            _block(chans[0], chans[0], s),
+        )
         self.ups = nn.ModuleList(_block(chans[k], chans[k + 1], s) for k in range(self.stages))
         self.head = nn.Sequential(
             _block(chans[-1], width, s), nn.Conv2d(width, out_channels, 3, padding=1)
@@ -174,13 +179,13 @@ class Decoder(nn.Module):
         return self.head(fit_to_size(y, size)) + 0.5
 
     @classmethod
-    def for_representation(cls, rep, width: int = 32, negative_slope: float = 0.2) -> "Decoder":
+    def for_representation(cls, rep, width: int = 16, negative_slope: float = 0.2) -> "Decoder":
         """A decoder sized for ``rep``'s code (see :func:`code_geometry`).
 
         Args:
             rep: anything :func:`pyinvert.representations.as_representation` accepts ("hog",
                 "dsift", "cnn:mobilenet_v2:features.3", a :class:`pyinvert.CNN` of one layer).
-            width: channels at full resolution. Default: 32.
+            width: channels at full resolution. Default: 16.
             negative_slope: the LeakyReLU's slope. Default: 0.2.
 
         Example:
