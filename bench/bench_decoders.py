@@ -12,8 +12,8 @@
 4. training throughput (images/s) of ``pyinvert.decoders.train`` with 1 process and under
    ``torchrun --nproc_per_node 2`` (gloo), 64-px crops, global batch 8.
 
-Writes bench/results/decoders.json and bench/results/decoders-heldout.png (originals above
-the decoder's reconstructions).
+Writes bench/results/decoders.json and bench/results/decoders-heldout.png (the gray originals
+above the decoder's reconstructions).
 
 Usage: OMP_NUM_THREADS=1 python bench/bench_decoders.py [--quick] [--opt-images N]
 """
@@ -110,9 +110,10 @@ def main():
     crops, names = heldout_crops()
     rec_h, err_h = table1(dec, rep, crops)
     rec_s, err_s = table1(dec, rep, samples())
+    gray = rep.postprocess(rep.preprocess(crops))  # the originals as HOG sees them
     grid = figures.montage(
-        [list(crops[:6]), list(rec_h[:6]), list(crops[6:]), list(rec_h[6:])],
-        row_labels=["china", "decoder", "flower", "decoder"],
+        [list(gray[:6]), list(rec_h[:6]), list(gray[6:]), list(rec_h[6:])],
+        row_labels=["china (gray)", "HOG decoder", "flower (gray)", "HOG decoder"],
         height=160,
     )
     io.save_image(

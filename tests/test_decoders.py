@@ -1,6 +1,8 @@
 """pyinvert.decoders: geometry for every representation and odd sizes, training, resumes,
 metadata checks, the modular (stacked / joint) CNN inverters."""
 
+import math
+
 import pytest
 import torch
 
@@ -198,3 +200,12 @@ def test_modular_geometry_and_joint_beats_stacked(mobilenet):
     ev = torch.stack(_photos(2, size=48, seed=7))[..., :48]
     out = compare_modes(mobilenet, layers, photos, ev, steps=25, width=8, crop=32)
     assert out["joint"] < out["stacked"], out
+
+
+def test_cnn_layer_decoder_trains(mobilenet):
+    res = train(
+        mobilenet, _photos(2, size=40), steps=2, batch_size=2, crop=32, width=4, progress=False
+    )
+    assert res.decoder.config["out_channels"] == 3 and res.decoder.stages == 2
+    assert res.metadata["representation"]["layers"] == ["features.3"]
+    assert len(res.losses) == 2 and all(math.isfinite(v) for v in res.losses)

@@ -80,6 +80,13 @@ def add_parser(subparsers):
     )
     p.add_argument("--threads", type=common.integer, default=None, help="torch threads")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
+    p.add_argument(
+        "--recipe",
+        choices=("cvpr2015", "ijcv2016"),
+        default="cvpr2015",
+        help="dsift: the bin size and step of this recipe's DSIFT, as `pyinvert invert --rep "
+        "dsift --recipe R` uses (default: %(default)s)",
+    )
     p.add_argument("--weights", default="imagenet", help="CNN weights (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=common.guard(run), parser=p)
@@ -114,6 +121,7 @@ def command_line(args) -> str:
 
 def run(args) -> int:
     from pyinvert.decoders import train
+    from pyinvert.optim.recipes import get_recipe
     from pyinvert.representations import make_representation
 
     if args.threads is not None:
@@ -130,7 +138,8 @@ def run(args) -> int:
         error(problem)
         return 2
     try:
-        rep = make_representation(args.rep, weights=common.weights(args))
+        rec = get_recipe(args.recipe)
+        rep = make_representation(args.rep, recipe=rec, weights=common.weights(args))
         res = train(
             rep,
             args.data,
