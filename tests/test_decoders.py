@@ -73,7 +73,11 @@ def test_fit_to_size_crops_and_pads_exactly():
 def test_decoder_errors():
     with pytest.raises(ValueError, match="Decoder: expected stride to be an int >= 1"):
         Decoder(31, 1, stride=0)
+    with pytest.raises(ValueError, match=r"Decoder: expected channels as 4 ints >= 1"):
+        Decoder(31, 1, stride=8, channels=[8, 4])
+    assert Decoder(31, 1, stride=8, channels=[9, 7, 5, 3]).config["channels"] == [9, 7, 5, 3]
     dec = Decoder(31, 1, stride=8, width=4)
+    assert dec.config["channels"] == [64, 32, 16, 4]
     with pytest.raises(ValueError, match=r"expected a code of shape \[B, 31, h, w\]"):
         dec(torch.rand(1, 30, 4, 4), (32, 32))
     rep = as_representation("cnn:mobilenet_v2:features.2,features.3", weights=None)

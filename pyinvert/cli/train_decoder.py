@@ -53,7 +53,7 @@ def add_parser(subparsers):
         "--size", type=common.integer, default=64, help="crop side in pixels (default: %(default)s)"
     )
     p.add_argument("--seed", type=common.integer, default=0, help="(default: %(default)s)")
-    p.add_argument("--width", type=common.integer, default=16, help="(default: %(default)s)")
+    p.add_argument("--width", type=common.integer, default=8, help="(default: %(default)s)")
     p.add_argument(
         "--loss",
         choices=("pixel", "pixel+feature"),
@@ -108,6 +108,8 @@ def command_line(args) -> str:
         "loss",
         "lr",
         "feature_weight",
+        "recipe",
+        "threads",
         "checkpoint",
         "checkpoint_every",
         "workers",

@@ -17,6 +17,7 @@ reconstruction; ``init="decoder"`` starts the optimization from it.
 """
 
 from pyinvert.decoders.architecture import Decoder, code_geometry, code_map, fit_to_size
+from pyinvert.decoders.modular import ModularDecoder, compare_modes, train_modular
 from pyinvert.decoders.store import SHIPPED, decode, find_decoder, load, save_decoder
 from pyinvert.decoders.training import LOSSES, TrainResult, train
 
@@ -33,4 +34,7 @@ __all__ = [
     "find_decoder",
     "save_decoder",
     "SHIPPED",
+    "ModularDecoder",
+    "train_modular",
+    "compare_modes",
 ]

@@ -12,7 +12,7 @@ convolutions at full resolution.
 """
 
 import math
-from typing import Dict, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -96,10 +96,12 @@ class Decoder(nn.Module):
         in_channels: the code's channels.
         out_channels: the image's channels (1 for the gray HOG / DSIFT, 3 for a CNN).
         stride: the code's stride in pixels; ``round(log2(stride))`` upsampling stages.
-        width: channels at full resolution; k stages below it a map has
-            ``width * 2 ** min(k, 3)`` channels (the work per stage stays about the same, and
-            the full-resolution convolutions, which cost the most, stay thin). Default: 16.
+        width: channels at full resolution; k >= 1 stages below it a map has
+            ``width * 2 ** min(k + 1, 4)`` channels (HOG, width 8: 128, 64, 32, then 8 at
+            full resolution, where the convolutions cost the most). Default: 8.
         negative_slope: the LeakyReLU's slope (0 for a ReLU). Default: 0.2.
+        channels: the channels of each resolution, the code's first and full resolution last
+            (``stages + 1`` ints); None: from ``width`` as above. Default: None.
 
     Attributes:
         code_scale: buffer [C]: the codes are divided by it (per-channel RMS of the training
@@ -121,8 +123,9 @@ class Decoder(nn.Module):
         in_channels: int,
         out_channels: int,
         stride: int,
-        width: int = 16,
+        width: int = 8,
         negative_slope: float = 0.2,
+        channels: Optional[Sequence[int]] = None,
     ):
         super().__init__()
         for key, v in (
@@ -135,17 +138,26 @@ class Decoder(nn.Module):
                 raise ValueError(f"Decoder: expected {key} to be an int >= 1, got {v!r}")
         if not isinstance(negative_slope, (int, float)) or not 0 <= negative_slope < 1:
             raise ValueError(f"Decoder: expected negative_slope in [0, 1), got {negative_slope!r}")
+        self.stride = stride
+        self.stages = max(0, int(round(math.log2(stride))))
+        if channels is None:
+            chans = [width * 2 ** min(k + 1, 4) if k else width for k in range(self.stages, -1, -1)]
+        else:
+            chans = [int(c) for c in channels]
+            if len(chans) != self.stages + 1 or min(chans) < 1:
+                raise ValueError(
+                    f"Decoder: expected channels as {self.stages + 1} ints >= 1 (one per "
+                    f"resolution), got {list(channels)}"
+                )
         self.config = {
             "in_channels": in_channels,
             "out_channels": out_channels,
             "stride": stride,
             "width": width,
             "negative_slope": float(negative_slope),
+            "channels": chans,  # recorded: a file does not depend on the default rule
         }
-        self.stride = stride
-        self.stages = max(0, int(round(math.log2(stride))))
         s = float(negative_slope)
-        chans = [width * 2 ** min(k, 3) for k in range(self.stages, -1, -1)]
         self.register_buffer("code_scale", torch.ones(in_channels))
         self.inp = nn.Sequential(
             _block(in_channels, chans[0], s),
@@ -154,7 +166,7 @@ class Decoder(nn.Module):
         )
         self.ups = nn.ModuleList(_block(chans[k], chans[k + 1], s) for k in range(self.stages))
         self.head = nn.Sequential(
-            _block(chans[-1], width, s), nn.Conv2d(width, out_channels, 3, padding=1)
+            _block(chans[-1], chans[-1], s), nn.Conv2d(chans[-1], out_channels, 3, padding=1)
         )
 
     @torch.no_grad()
@@ -179,13 +191,13 @@ class Decoder(nn.Module):
         return self.head(fit_to_size(y, size)) + 0.5
 
     @classmethod
-    def for_representation(cls, rep, width: int = 16, negative_slope: float = 0.2) -> "Decoder":
+    def for_representation(cls, rep, width: int = 8, negative_slope: float = 0.2) -> "Decoder":
         """A decoder sized for ``rep``'s code (see :func:`code_geometry`).
 
         Args:
             rep: anything :func:`pyinvert.representations.as_representation` accepts ("hog",
                 "dsift", "cnn:mobilenet_v2:features.3", a :class:`pyinvert.CNN` of one layer).
-            width: channels at full resolution. Default: 16.
+            width: channels at full resolution. Default: 8.
             negative_slope: the LeakyReLU's slope. Default: 0.2.
 
         Example:

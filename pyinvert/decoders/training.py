@@ -82,7 +82,7 @@ def train(
     seed: int = 0,
     crop: int = 64,
     scales=(0.5, 1.0),
-    width: int = 16,
+    width: int = 8,
     feature_weight: float = 1.0,
     checkpoint=None,
     checkpoint_every: int = 100,
@@ -110,7 +110,7 @@ def train(
         seed: seeds the weights and every batch. Default: 0.
         crop: the crops' side in pixels. Default: 64.
         scales: (lo, hi) resize factors of the photos before cropping. Default: (0.5, 1.0).
-        width: the decoder's width (:class:`Decoder`). Default: 16.
+        width: the decoder's width (:class:`Decoder`). Default: 8.
         feature_weight: the feature term's weight. Default: 1.0.
         checkpoint: a checkpoint file: resumed from when it exists (its metadata must match:
             representation, architecture, recipe, data), written every ``checkpoint_every``
