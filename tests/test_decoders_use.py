@@ -38,6 +38,15 @@ def test_shipped_hog_decoder_loads():
     assert meta["representation"]["name"] == "hog" and meta["data"] == "builtin:training_photos"
     assert meta["steps_done"] == meta["recipe"]["steps"] and meta["data_hash"]
     assert meta["command"].startswith("pyinvert train-decoder --rep hog")
+    large = load("hog-large")
+    assert large.config["channels"] == [128, 64, 32, 8] and dec.config["channels"] == [
+        64,
+        32,
+        16,
+        4,
+    ]
+    code = torch.rand(1, 31, 5, 6)
+    assert large(code, (41, 47)).shape == (1, 1, 41, 47)
 
 
 def test_method_decoder_result_fields(crops):
