@@ -214,8 +214,8 @@ def main():
             "1 process": rates[1],
             "2 processes (torchrun, gloo)": rates[2],
         },
-        "notes": "2 processes share the machine's 2 cores with other jobs: no speed-up is "
-        "expected here; the 2-process run's weights equal the 1-process run's "
+        "notes": "2 processes on the machine's 2 cores, shared with other jobs (the rates vary "
+        "with their load); the 2-process run's weights equal the 1-process run's "
         "(tests/test_decoders_distributed.py).",
     }
     write_results("decoders", payload)
