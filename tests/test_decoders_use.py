@@ -49,6 +49,13 @@ def test_shipped_hog_decoder_loads():
     assert large(code, (41, 47)).shape == (1, 1, 41, 47)
 
 
+def test_shipped_dsift_decoder_fits_inverts_dsift(crops):
+    # the representation invert makes of "dsift" (the recipe's bin 5, step 4)
+    res = pyinvert.invert(crops, representation="dsift", method="decoder", progress=False)
+    assert res.images.shape == (2, 1, 64, 64) and res.settings["decoder"].endswith("dsift.pt")
+    assert (res.feature_error < 0.5).all(), res.feature_error
+
+
 def test_method_decoder_result_fields(crops):
     rep = as_representation("hog")
     res = pyinvert.invert(crops, method="decoder", decoder="hog", progress=False)

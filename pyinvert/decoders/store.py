@@ -32,6 +32,7 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 SHIPPED: Dict[str, tuple] = {
     "hog": ("decoder-hog.pt", "hog"),
     "hog-large": ("decoder-hog-large.pt", "hog"),
+    "dsift": ("decoder-dsift.pt", "dsift"),
 }
 
 
