@@ -58,6 +58,7 @@ setup(
             "models/*.txt",
             "decoders/weights/*.pt",
             "priors/weights/*.pt",
+            "decoders/weights/*.md",
         ]
     },
     ext_modules=[extension()],

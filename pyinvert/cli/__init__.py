@@ -44,6 +44,7 @@ from pyinvert.cli import (
     reproduce,
     style,
     texture,
+    train_decoder,
 )
 from pyinvert.cli import embed, filters, fool, neighbors  # the toolbox's subcommands
 from pyinvert.cli import denoise, train_prior  # the learned priors' subcommands
@@ -69,6 +70,7 @@ COMMANDS = {
     "fool": fool,
     "train-prior": train_prior,
     "denoise": denoise,
+    "train-decoder": train_decoder,
 }
 
 EPILOG = """\

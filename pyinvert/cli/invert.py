@@ -91,6 +91,7 @@ def add_parser(subparsers):
         help="image prior: tv (the recipe's, default), foe or ica (the shipped learned "
         "priors, added to the TV term) or a prior file",
     )
+    _add_decoder_options(p)
     common.add_weights(p)
     common.add_images(p)
     common.add_common(p, "pyinvert-out")
@@ -103,6 +104,8 @@ def run(args) -> int:
     if args.prior != "tv" and args.invariance:
         parser.error("--prior foe|ica cannot be combined with --invariance")
     if args.rep.startswith("cnn:") or args.invariance:
+        if args.decoder is not None or args.init is not None:
+            parser.error("--decoder and --init need a hog, hogb or dsift representation")
         return common.guard(invert_cnn.run)(args)
     for flag in ("joint", "window", "channels", "data_weight"):
         if getattr(args, flag) not in (None, False):
@@ -113,6 +116,32 @@ def run(args) -> int:
             f"({args.rep} inverts images at their own size), got --size {args.size}"
         )
     return common.guard(run_handcrafted)(args)
+
+
+def _add_decoder_options(p):
+    p.add_argument(
+        "--decoder",
+        default=None,
+        metavar="NAME|PATH",
+        help="reconstruct with a trained decoder (a shipped name such as hog, or a file from "
+        "`pyinvert train-decoder`) instead of the optimization",
+    )
+    p.add_argument(
+        "--init",
+        choices=("decoder",),
+        default=None,
+        help="start the optimization from the decoder's reconstruction (--decoder, default: "
+        "the shipped one of --rep)",
+    )
+
+
+def _decoder_kwargs(args) -> dict:
+    """invert's keywords of --decoder / --init decoder."""
+    if args.init == "decoder":
+        return {"init": "decoder", "decoder": args.decoder}
+    if args.decoder is not None:
+        return {"method": "decoder", "decoder": args.decoder}
+    return {}
 
 
 def _outputs(restarts: int):
@@ -169,6 +198,7 @@ def run_handcrafted(args) -> int:
             progress=not args.no_progress,
             names=[n for n, _, _ in items],
             prior=args.prior,
+            **_decoder_kwargs(args),
         )
         summary["settings"] = result.settings
         for i, (name, path, _) in enumerate(items):

@@ -14,6 +14,7 @@ from typing import Callable, List, Optional, Sequence
 import torch
 from torch import Tensor
 
+from pyinvert.priors.objective import inversion_prior
 from pyinvert import io as _io
 from pyinvert.objectives import Inversion
 from pyinvert.optim import engine as _engine
@@ -21,6 +22,7 @@ from pyinvert.optim.options import RunOptions
 from pyinvert.tasks import common
 from pyinvert.tasks.inputs import as_image_batch, prepare_images  # noqa: F401 (re-exported)
 from pyinvert.tasks.result import Result, per_image
+from pyinvert.decoders import inversion as _decoders
 
 
 @dataclass
@@ -92,6 +94,8 @@ def invert(
     options: Optional[RunOptions] = None,
     parameterization=None,
     prior="tv",
+    method: str = "optimization",
+    decoder=None,
     **overrides,
 ) -> InversionResult:
     r"""Find images x with Phi(x) close to Phi0 = Phi(images) (or given target codes).
@@ -146,8 +150,15 @@ def invert(
             ("foe", "ica", a path, a model: :func:`pyinvert.priors.objective.inversion_prior`),
             added to the TV term at its tuned weight; or a
             :class:`pyinvert.priors.LearnedPrior` / ``FeaturePrior``, added as given. Default: "tv".
+        method: "optimization" (the papers) or "decoder": the result is a trained decoder's
+            reconstruction (:mod:`pyinvert.decoders`; one forward pass, no iterations, empty
+            histories). Default: "optimization".
+        decoder: the decoder of ``method="decoder"`` and of ``init="decoder"``: a name
+            (:func:`pyinvert.decoders.load`), a file or a :class:`pyinvert.decoders.Decoder`;
+            None: the shipped one named after the representation ("hog"). Default: None.
         **overrides: any :class:`pyinvert.optim.recipes.Recipe` field (e.g. ``tv_weight=2.0``,
-            ``norm_weight=torch.tensor([...])``, ``bound=None``, ``jitter=1``).
+            ``norm_weight=torch.tensor([...])``, ``bound=None``, ``jitter=1``);
+            ``init="decoder"`` starts the optimization from ``decoder``'s reconstruction.
 
     Returns:
         An :class:`InversionResult`.
@@ -170,6 +181,10 @@ def invert(
         Natural Pre-Images", IJCV 2016, eq. (3).
     """
     fn = "invert"
+    method = _decoders.check_method(method, fn)
+    warm = overrides.get("init") == "decoder"
+    if warm:
+        overrides = {k: v for k, v in overrides.items() if k != "init"}
     if (images is None) == (targets is None):
         raise ValueError(
             f"{fn}: expected exactly one of images or targets, got "
@@ -211,6 +226,11 @@ def invert(
         tgt = targets.detach().to(device=dev, dtype=dtype)
     B, R = tgt.shape[0], opts.restarts
     C = rep.channels
+    if method == "decoder":
+        return _decoder_result(decoder, rep, rec, opts, tgt, (H, W), dev, originals, names, fn)
+    start = None
+    if warm:
+        start = _decoders.start_images(decoder, rep, tgt, (H, W), dev, dtype, fn)
     slices = rep.as_code(tgt, (H, W)).slices
     segments = slices if len(slices) > 1 else None
     if mask is not None:
@@ -223,13 +243,9 @@ def invert(
             )
     data_w = _engine.per_row(rec.data_weight, B, 1, "data_weight", dev, dtype, fn)
     priors = common.recipe_priors(rec, B, C, (H, W), dev, dtype, opts.backend, fn)
-    # ---- prior= (learned image priors) -----------------------------------------------------
     learned = not (isinstance(prior, str) and prior == "tv")
     if learned:
-        from pyinvert.priors.objective import inversion_prior
-
         priors = inversion_prior(prior, rec, rep, priors, fn)
-    # -----------------------------------------------------------------------------------------
     objective = Inversion(tgt, mask=mask, segments=segments) * data_w + priors
     out = common.run(
         fn,
@@ -240,6 +256,7 @@ def invert(
         B=B,
         image_size=(H, W),
         device=dev,
+        init=start,
         parameterization=parameterization,
     )
     code_all = out.codes if B * R else tgt
@@ -269,6 +286,8 @@ def invert(
     }
     if learned:
         settings["prior"] = priors.describe()
+    if warm:
+        settings["init"] = "decoder"
     return InversionResult(
         images=per_image(common.images_of(out, rep), B, R),
         feature_error=per_image(fe, B, R),
@@ -281,5 +300,43 @@ def invert(
         originals=originals,
         settings=settings,
         seconds=out.seconds,
+        names=list(names) if names is not None else [],
+    )
+
+
+def _decoder_result(decoder, rep, rec, opts, tgt, size, dev, originals, names, fn):
+    """``invert(method="decoder")``: the decoder's reconstruction as an InversionResult."""
+    if opts.restarts != 1:
+        raise ValueError(
+            f"{fn}: method='decoder' gives one reconstruction, got restarts={opts.restarts}"
+        )
+    images, seconds, source = _decoders.decoder_images(decoder, rep, tgt, size, dev, opts.dtype, fn)
+    B = tgt.shape[0]
+    with torch.no_grad():
+        codes = rep(rep.preprocess(images))
+        fe = (
+            Inversion(tgt.double()).evaluate(codes.double(), None)[0].cpu() if B else torch.zeros(0)
+        )
+    empty = torch.zeros(B, 0, dtype=torch.float64)
+    settings = {
+        "method": "decoder",
+        "decoder": source,
+        "representation": rep.config(),
+        "image_size": list(size),
+        "device": str(dev),
+        "dtype": str(opts.dtype).replace("torch.", ""),
+    }
+    return InversionResult(
+        images=images.detach(),
+        feature_error=fe,
+        loss_history=empty,
+        error_history=empty.clone(),
+        failed=torch.zeros(B, dtype=torch.bool),
+        stopped_at=torch.full((B,), -1, dtype=torch.long),
+        codes=codes.detach(),
+        targets=tgt,
+        originals=originals,
+        settings=settings,
+        seconds=seconds,
         names=list(names) if names is not None else [],
     )
