@@ -239,7 +239,7 @@ def test_reproduce_table1_bad_inputs_and_full_disk(tmp_path, capsys, monkeypatch
     with pytest.raises(SystemExit):
         cli.main(["reproduce", "table1", "--reps", "hog,sift"])
     assert (
-        "--reps: expected some of hoggle, hog, hogb, dsift, got 'hog,sift'"
+        "--reps: expected some of hoggle, hog, hogb, dsift, hog-decoder, dsift-decoder, got 'hog,sift'"
         in capsys.readouterr().err
     )
     failing_writes(monkeypatch, {"table1-montage.png"})

@@ -214,3 +214,16 @@ def test_doctests(module):
     mod = importlib.import_module(module)
     result = doctest.testmod(mod, extraglobs={"torch": torch}, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0
+
+
+def test_table1_decoder_rows_are_measured_like_the_others(tmp_path):
+    import importlib
+
+    t1 = importlib.import_module("pyinvert.experiments.table1")
+    assert {"hog-decoder", "dsift-decoder"} <= set(t1.default_rows())
+    # the shipped DSIFT decoder has the cvpr2015 bins: left out of an ijcv2016 table
+    assert "dsift-decoder" not in t1.default_rows("ijcv2016")
+    res = t1.table1(reps=("hog-decoder", "dsift-decoder"), out=tmp_path, progress=False)
+    for row in ("hog-decoder", "dsift-decoder"):
+        assert len(res[row]["errors"]) == 5 and 0 < res[row]["mean"] < 66.2
+    assert (tmp_path / "table1-montage.png").is_file()

@@ -15,8 +15,8 @@ def add_parser(subparsers):
     r.add_argument(
         "--reps",
         default=None,
-        help=f"comma-separated rows, of {','.join(ROWS)} (default: all; hoggle when its "
-        f"shipped dictionary is installed)",
+        help=f"comma-separated rows, of {','.join(ROWS)} (default: all; hoggle and the "
+        f"decoders when their shipped files are installed and match the recipe)",
     )
     common.add_images(r)
     common.add_common(r, "pyinvert-out/table1")
@@ -25,7 +25,7 @@ def add_parser(subparsers):
 
 
 def run(args) -> int:
-    given = ",".join(default_rows()) if args.reps is None else args.reps
+    given = ",".join(default_rows(args.recipe)) if args.reps is None else args.reps
     reps = tuple(dict.fromkeys(r.strip().lower() for r in given.split(",") if r.strip()))
     unknown = [r for r in reps if r not in ROWS]
     if unknown or not reps:

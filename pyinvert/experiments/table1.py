@@ -111,23 +111,60 @@ def hoggle(dictionary=None) -> Callable:
     return method
 
 
-#: The rows :func:`table1` knows, in the paper's order.
+def decoder(name=None) -> Callable:
+    """A trained decoder's reconstruction (:mod:`pyinvert.decoders`, Dosovitskiy & Brox):
+    ``name`` is a shipped name, a file, or None for the one named after the row's
+    representation."""
+
+    def method(images, rep, settings):
+        return pyinvert.invert(
+            images,
+            representation=rep,
+            method="decoder",
+            decoder=name,
+            device=settings.device,
+            progress=False,
+        )
+
+    return method
+
+
+#: The rows :func:`table1` knows, in the paper's order (then the trained decoders, which the
+#: paper does not have).
 ROWS = OrderedDict(
     [
         ("hoggle", Row("hog", hoggle(), "HOGgle (HOG)")),
         ("hog", Row("hog", optimization, "ours HOG")),
         ("hogb", Row("hogb", optimization, "HOGb")),
         ("dsift", Row("dsift", optimization, "DSIFT")),
+        ("hog-decoder", Row("hog", decoder("hog"), "HOG decoder")),
+        ("dsift-decoder", Row("dsift", decoder("dsift"), "DSIFT decoder")),
     ]
 )
 
 
-def default_rows() -> tuple:
-    """The rows run by default: all of :data:`ROWS` but "hoggle" when its shipped
-    dictionary is not installed."""
+def default_rows(recipe="cvpr2015") -> tuple:
+    """The rows run by default: all of :data:`ROWS`, less "hoggle" when its shipped
+    dictionary is not installed and less a decoder row whose shipped decoder was trained on
+    another configuration than ``recipe`` gives its representation (the DSIFT decoder: the
+    cvpr2015 bins)."""
     from pyinvert.decoders import hoggle as _hoggle
+    from pyinvert.decoders.store import find_decoder, load, same_representation
 
-    return tuple(n for n in ROWS if n != "hoggle" or _hoggle.SHIPPED.is_file())
+    rec = get_recipe(recipe)
+
+    def available(name):
+        if name == "hoggle":
+            return _hoggle.SHIPPED.is_file()
+        if not name.endswith("-decoder"):
+            return True
+        try:
+            found = load(find_decoder(name[: -len("-decoder")])).metadata["representation"]
+        except (FileNotFoundError, ValueError):
+            return False
+        return same_representation(found, make_representation(ROWS[name].rep, recipe=rec).config())
+
+    return tuple(n for n in ROWS if available(n))
 
 
 #: The run-level files of :func:`table1` (no input's file may take these names).
@@ -159,7 +196,8 @@ def table1(
     Args:
         paths: image files, all of one size (at least 2: the error is normalized by their
             mean pairwise code distance). Default: the 5 bundled photos.
-        reps: rows, of :data:`ROWS` ("hoggle", "hog", "hogb", "dsift") and ``rows``.
+        reps: rows, of :data:`ROWS` ("hoggle", "hog", "hogb", "dsift", "hog-decoder",
+            "dsift-decoder") and ``rows``.
             Default: None (:func:`default_rows`).
         recipe, steps, seed, backend, progress, batch_size, device: as :func:`pyinvert.invert`.
         out: the output folder.
@@ -179,7 +217,7 @@ def table1(
     """
     known = OrderedDict(ROWS)
     known.update(rows or {})
-    reps = tuple(default_rows() if reps is None else reps)
+    reps = tuple(default_rows(recipe) if reps is None else reps)
     unknown = [r for r in reps if r not in known]
     if unknown or not reps:
         raise ValueError(f"table1: expected rows among {', '.join(known)}, got {list(reps)}")
