@@ -14,13 +14,16 @@ recipes), ``tasks/`` (one file per task), ``figures/``, ``models/``, ``batch/``,
 ``attribution/`` (saliency, backward rules, Grad-CAM, occlusion, their evaluations),
 ``analysis/`` (equivariance and equivalence), ``toolbox/`` (filters, neighbours, embeddings,
 fooling images, Yosinski's regularizers, non-parametric textures), ``experiments/`` (Table 1),
-and the rooms reserved for ``decoders/`` and ``training/``.
+``priors/`` (also the learned ICA and Fields-of-Experts priors, trained by score matching, and
+MAP denoising), ``decoders/`` (trained inverting networks and HOGgle) and ``training/`` (what
+the training loops share: checkpoints, data parallelism).
 """
 
 from pyinvert import _ext  # noqa: F401  (loads the kernels first)
 from pyinvert import _compat
 from pyinvert import objectives  # before priors: ImagePrior is an objective term
 from pyinvert import analysis, attribution, metrics, models, reference
+from pyinvert import decoders, priors, training
 from pyinvert.features import HOG, DenseSIFT, dsift, hog, render_hog
 from pyinvert.optim.options import RunOptions
 from pyinvert.optim.parameterizations import FourierImage, PixelCanvas
@@ -119,4 +122,7 @@ __all__ = [
     "objectives",
     "analysis",
     "attribution",
+    "priors",
+    "decoders",
+    "training",
 ]
