@@ -296,14 +296,24 @@ def _finish(opt, st, acc, t, f, take_new, g, gmax):
     _begin(opt, st, cont)
 
 
+def _two_loop(opt, st, rows):
+    """``opt._two_loop(rows)`` with the slots computed in NumPy (the same slots)."""
+    kmax = int(st.count[rows].max())
+    j = np.arange(kmax)
+    valid = rows[:, None] & (st.count[:, None] > j)
+    slots = np.where(valid, (st.updates[:, None] - 1 - j) % opt.history_size, -1)
+    return torch.ops.pyinvert.rowwise_two_loop(
+        opt.g, opt.S, opt.Y, opt.rho, opt.H_diag, torch.from_numpy(slots)
+    )
+
+
 def _begin(opt, st, rows):
     """New directions and line-search starts for ``rows`` (the tensor path's ``_begin``)."""
     if not rows.any():
         return
     first = rows & (st.iterations == 0)
     any_first = bool(first.any())
-    rows_t = torch.from_numpy(rows)
-    d = opt._two_loop(rows_t) if (rows & ~first).any() else -opt.g
+    d = _two_loop(opt, st, rows) if (rows & ~first).any() else -opt.g
     opt.d = _pick(rows, _pick(first, -opt.g, d) if any_first else d, opt.d)
     gtd = _dot(opt.g, opt.d).numpy()
     l1 = _rowsum(opt.g.abs()).numpy() if any_first else None
