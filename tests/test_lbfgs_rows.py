@@ -92,7 +92,8 @@ def test_rows_path_is_the_cpu_default_and_batch_invariant():
 
 def test_texture_run_rows_path_equals_tensor_path(imagenet_mobilenet, monkeypatch):
     """A real texture (MobileNetV2, two sources in one batch) through the engine: the same
-    images, histories and timings-free results with either path."""
+    images, histories and callback arguments with either path (and either bookkeeping of
+    pyinvert.optim.lbfgs_loop)."""
     import functools
 
     import pyinvert
