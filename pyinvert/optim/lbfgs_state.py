@@ -10,6 +10,7 @@ from typing import Callable, List, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
+from pyinvert.optim import lbfgs_rows
 from pyinvert.optim.rowwise import amax as _amax
 from pyinvert.optim.rowwise import rowsum as _rowsum
 from pyinvert.optim.rowwise import cubic_minimizer as _cubic
@@ -115,6 +116,7 @@ class LBFGS:
         c2: float = 0.9,
         max_ls: int = 25,
         _fn: str = "LBFGS",
+        _path: str = "auto",
     ):
         self._fn = _fn
         if not isinstance(x0, Tensor):
@@ -173,6 +175,15 @@ class LBFGS:
         self._started = False
         self._trial = self._x
         self._step = self._step_t = None
+        # the scalar logic row by row on NumPy scalars (pyinvert.optim.lbfgs_rows) on the CPU;
+        # _path="tensor" keeps the tensor path (other devices; the tests' oracle)
+        self._rows = None
+        self._use_rows = (
+            _path == "rows"
+            or _path == "auto"
+            and dev.type == "cpu"
+            and dt in (torch.float32, torch.float64)
+        )
 
     # ---- the interface -------------------------------------------------------------------
 
@@ -207,6 +218,8 @@ class LBFGS:
         g = grad.detach().to(self._x.dtype).reshape(B, self._D)
         if not _fresh and g.data_ptr() == grad.data_ptr():
             g = g.clone()  # kept as the state: the caller's tensor may change
+        if self._use_rows:
+            return lbfgs_rows.tell(self, f, g)
         run = self.status == RUNNING
         self.evaluations += run
         finite = torch.isfinite(f) & torch.isfinite(_amax(g))

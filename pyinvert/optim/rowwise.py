@@ -101,10 +101,19 @@ def rowsum(v: Tensor) -> Tensor:
     return rowwise_dot(v, v.new_ones(1, v.shape[1]).expand(v.shape))
 
 
+_BELOW_AUTOGRAD = {
+    "cpu": torch._C.DispatchKeySet(torch._C.DispatchKey.CPU),
+    "cuda": torch._C.DispatchKeySet(torch._C.DispatchKey.CUDA),
+}
+
+
 def dot(a: Tensor, b: Tensor) -> Tensor:
-    """:func:`rowwise_dot` without the argument checks (the L-BFGS's own calls)."""
-    if a.device.type in _KERNEL_DEVICES:
-        return torch.ops.pyinvert.rowwise_dot(a, b)
+    """:func:`rowwise_dot` without the argument checks, for tensors that need no gradient
+    (the L-BFGS's own calls): the kernel is called below the autograd key, without the
+    Python autograd wrapper of ``register_autograd`` (a few microseconds a call)."""
+    keys = _BELOW_AUTOGRAD.get(a.device.type)
+    if keys is not None:
+        return torch.ops.pyinvert.rowwise_dot.default.redispatch(keys, a, b)
     return rowsum_tree(a * b)
 
 

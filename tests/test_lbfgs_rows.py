@@ -1,0 +1,112 @@
+"""pyinvert.optim.lbfgs_rows: the CPU's row-by-row scalar logic of the per-row L-BFGS gives
+the tensor path's trajectories bit for bit (every trial point, value, counter and stopping
+reason), on Rosenbrock, quadratics, fixed steps and rows that stop for different reasons, in
+float32 and float64, alone and batched."""
+
+import pytest
+import torch
+
+from pyinvert.optim.lbfgs import LBFGS
+from tests.test_lbfgs import quadratic, rosenbrock
+
+
+def run_both(closure, x0, **kw):
+    """Drive a tensor-path and a rows-path LBFGS side by side; assert every ask and every
+    state equal; return the number of evaluations and the final info."""
+    a = LBFGS(x0, _path="tensor", **kw)
+    b = LBFGS(x0, _path="rows", **kw)
+    assert b._use_rows and not a._use_rows
+    n = 0
+    while not a.done:
+        assert not b.done
+        za, zb = a.ask(), b.ask()
+        assert torch.equal(za, zb), n
+        z = za.detach().requires_grad_(True)
+        f = closure(z)
+        (g,) = torch.autograd.grad(f.sum(), z)
+        a.tell(f.detach(), g)
+        b.tell(f.detach().clone(), g.clone())
+        for name in ("status", "iterations", "evaluations", "f", "t", "x"):
+            va, vb = getattr(a, name), getattr(b, name)
+            assert (
+                torch.equal(va, vb)
+                or (va.isnan() == vb.isnan()).all()
+                and torch.equal(va.nan_to_num(), vb.nan_to_num())
+            ), (name, n, va, vb)
+        n += 1
+    assert b.done
+    return n, b.info()
+
+
+def rows_closure(fns):
+    return lambda x: torch.stack([fn(x[i]) for i, fn in enumerate(fns)])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_rosenbrock_rows_path_equals_tensor_path(dtype):
+    x0 = torch.tensor([[-1.2, 1.0], [0.5, -0.5], [2.0, 2.0], [-1.5, 2.5]], dtype=dtype)
+    n, info = run_both(
+        rows_closure([rosenbrock] * 4), x0, max_iter=60, history_size=5, tolerance_grad=1e-6
+    )
+    assert n > 40 and info.iterations.min() > 10
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_quadratics_and_mixed_stops_rows_path_equals_tensor_path(dtype):
+    probs = [quadratic(12, s, dtype) for s in range(3)]
+    fns = [lambda r, A=A, b=b: 0.5 * (r * (A @ r)).sum() - (b * r).sum() for A, b in probs]
+    # a row that stops at once (zero gradient), a 10-d Rosenbrock, and one going to NaN
+    fns.append(lambda r: (r * 0).sum())
+    fns.append(lambda r: rosenbrock(r[:10]) + 0 * r.sum())
+    fns.append(lambda r: (r**2).sum() + torch.where(r[0] > 2.5, float("nan"), 0.0))
+    x0 = torch.randn(6, 12, generator=torch.Generator().manual_seed(1), dtype=dtype)
+    x0[5] = torch.linspace(-3, 3, 12, dtype=dtype)
+    _, info = run_both(rows_closure(fns), x0, max_iter=80, max_eval=90, history_size=4)
+    assert len(set(info.reasons)) >= 3, info.reasons
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fixed_steps_rows_path_equals_tensor_path(dtype):
+    x0 = torch.tensor([[-1.2, 1.0], [0.3, 0.3]], dtype=dtype)
+    run_both(
+        rows_closure([rosenbrock] * 2), x0, max_iter=30, line_search=None, lr=1e-3, history_size=3
+    )
+
+
+def test_rows_path_is_the_cpu_default_and_batch_invariant():
+    assert LBFGS(torch.zeros(2, 3))._use_rows and not LBFGS(torch.zeros(2, 3).half())._use_rows
+    x0 = torch.randn(5, 6, generator=torch.Generator().manual_seed(2))
+    fns = [rosenbrock] * 5
+
+    def solve(x):
+        opt = LBFGS(x, max_iter=40, history_size=6)
+        while not opt.done:
+            opt.step(rows_closure(fns[: x.shape[0]]))
+        return opt.x, opt.info()
+
+    xb, ib = solve(x0)
+    for i in range(5):
+        xa, ia = solve(x0[i : i + 1])
+        assert torch.equal(xa[0], xb[i]) and torch.equal(ia.status[0], ib.status[i])
+
+
+def test_texture_run_rows_path_equals_tensor_path(imagenet_mobilenet, monkeypatch):
+    """A real texture (MobileNetV2, two sources in one batch) through the engine: the same
+    images, histories and callback arguments with either path (and either bookkeeping of
+    pyinvert.optim.lbfgs_loop)."""
+    import functools
+
+    import pyinvert
+    from pyinvert.optim import lbfgs_loop
+
+    sources = torch.rand(2, 3, 40, 40, generator=torch.Generator().manual_seed(0))
+
+    def run(path):
+        monkeypatch.setattr(lbfgs_loop, "LBFGS", functools.partial(LBFGS, _path=path))
+        return pyinvert.texture(sources, imagenet_mobilenet, steps=12, progress=False, seeds=[3, 4])
+
+    rows, tensor = run("rows"), run("tensor")
+    assert torch.equal(rows.images, tensor.images)
+    assert torch.equal(rows.loss_history, tensor.loss_history)
+    assert torch.equal(rows.error_history, tensor.error_history)
+    assert torch.isfinite(rows.loss_history).all()
