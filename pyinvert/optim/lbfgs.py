@@ -43,7 +43,8 @@ from typing import Callable, Optional, Tuple, Union
 
 from torch import Tensor
 
-from pyinvert.optim.lbfgs_state import LBFGS, REASONS, LBFGSInfo
+from pyinvert.optim.lbfgs_state import LBFGS
+from pyinvert.optim.lbfgs_status import REASONS, LBFGSInfo
 from pyinvert.optim.rowwise import rowsum as _rowsum  # noqa: F401 (tests reach it here)
 
 __all__ = ["lbfgs", "LBFGS", "LBFGSInfo", "REASONS"]
