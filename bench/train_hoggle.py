@@ -21,7 +21,8 @@ import torch
 
 from pyinvert import io
 from pyinvert.data.photos import heldout_photos
-from pyinvert.decoders.hoggle import SHIPPED, TRAIN_SETTINGS, PairedDictionary, train_hoggle
+from pyinvert.decoders.hoggle import SHIPPED, PairedDictionary
+from pyinvert.decoders.hoggle_train import TRAIN_SETTINGS, train_hoggle
 from pyinvert.experiments.table1 import REPORTED_TABLE1, ROWS, Row, hoggle, table1
 
 RESULTS = Path(__file__).with_name("results") / "hoggle.json"

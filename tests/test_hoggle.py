@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from pyinvert import io, metrics
 from pyinvert.decoders import hoggle as hg
+from pyinvert.decoders import hoggle_train
 from pyinvert.decoders.hoggle import PairedDictionary, pair_matrix
 from pyinvert.representations.handcrafted import HOGRepresentation
 from pyinvert.training import save_checkpoint
@@ -148,7 +149,7 @@ def test_errors(learned, images):
     with pytest.raises(ValueError, match=r"PairedDictionary: expected blend > 0 or None, got 0"):
         PairedDictionary(learned.gray, learned.hog, window=2, blend=0)
     with pytest.raises(ValueError, match=r"train_hoggle: expected settings among"):
-        hg.train_hoggle("unused.pt", epochs=3)
+        hoggle_train.train_hoggle("unused.pt", epochs=3)
 
 
 @pytest.fixture
@@ -207,7 +208,11 @@ def test_table1_row_errors(learned, photo_paths, tmp_path, monkeypatch):
 
 def test_shipped_dictionary():
     pd = PairedDictionary.load(representation=REP)
-    assert pd.window == 5 and pd.lam == 0.02 and pd.num_atoms == hg.TRAIN_SETTINGS["num_atoms"]
+    assert (
+        pd.window == 5
+        and pd.lam == 0.02
+        and pd.num_atoms == hoggle_train.TRAIN_SETTINGS["num_atoms"]
+    )
     assert pd.metadata["data"].startswith("scikit-image photographs")
     assert hg.SHIPPED.stat().st_size < 6 * 2**20
     assert "hoggle" in t1.default_rows()
