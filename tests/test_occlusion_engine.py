@@ -74,6 +74,23 @@ def test_inverted_step_equals_block(cin, cout, stride, t):
         _close(step.full(x.contiguous(memory_format=torch.channels_last)), block(x))
 
 
+@pytest.mark.parametrize("chunk", [None, 3, 1, 9])
+@pytest.mark.parametrize("cin,cout,stride,t", [(16, 16, 1, 6), (16, 24, 2, 6)])
+def test_tail_form_equals_block_and_keeps_no_large_weight(cin, cout, stride, t, chunk):
+    """The tail's form (keep=False: 1x1 convolutions as matrix products with the model's
+    weight, the expanded maps ``chunk`` images at a time) equals the block, non-contiguous
+    input included, and keeps no copy of a 1x1 weight."""
+    torch.manual_seed(4)
+    block = _randomize_bn(InvertedResidual(cin, cout, stride, t))
+    (step,) = convert(block)
+    x = torch.randn(7, cin, 11, 12)
+    with torch.inference_mode():
+        _close(step.full(x.contiguous(memory_format=torch.channels_last), False, chunk), block(x))
+        _close(step.full(x.transpose(2, 3), False, chunk), block(x.transpose(2, 3)))
+    assert step.expand.weight is None and not step.expand.packed
+    assert step.project.weight is None and not step.project.packed
+
+
 def test_convert_leaves_the_model_unchanged():
     torch.manual_seed(3)
     net = _randomize_bn(load_model("mobilenet_v2"))

@@ -128,6 +128,21 @@ class Local:
             if rest and _foldable(rest[0]):
                 self.bn = rest.pop(0)
             self.bias = self._folded()[1]
+        # a 1x1 convolution can run as a matrix product with the model's own weight and the
+        # BatchNorm applied to its output (``scale``): no copy of the weight (the tail)
+        self.scale = None
+        if self.conv and self.bn is not None:
+            bn = self.bn
+            self.scale = torch.rsqrt(bn.running_var + bn.eps)
+            if bn.weight is not None:
+                self.scale = (self.scale * bn.weight).detach()
+        self.pointwise = (
+            self.conv
+            and (self.k, self.s, self.p) == ((1, 1), (1, 1), (0, 0))
+            and module.groups == 1
+            and module.dilation == (1, 1)
+            and (self.bn is None or self.scale is not None)
+        )
         rest = [m for m in rest if not isinstance(m, (nn.Identity, nn.Dropout))]
         # oneDNN: the weight reordered once, the first unit fused into the convolution
         self.packed, self.attr, self.act = None, None, None
@@ -140,18 +155,27 @@ class Local:
         # in place where possible; an unfolded BatchNorm as its module
         self.fns = [_inplace(m) or m for m in rest]
 
-    def apply(self, x, padding=None):
+    def apply(self, x, padding=None, keep=True, w=None):
+        """The group on ``x``. ``keep`` False (the network's tail, run in full): no folded or
+        packed copy of a large weight is kept: a 1x1 convolution runs as a matrix product with
+        the model's weight, the BatchNorm applied to its output; other convolutions use a
+        copy made for this call (depthwise ones, whose weights are small, keep theirs).
+        ``w``: a weight from :meth:`packed_for`."""
         p = self.p if padding is None else padding
         m = self.m
-        w = self._packed(x, p) if self.packed is not None else None
+        if not keep and self.pointwise and _pair(p) == (0, 0):
+            return self._matmul(x)
+        if w is None:
+            w = self.packed_for(x, p, keep)
         if w is not None:
             y = torch.ops.mkldnn._convolution_pointwise(
                 x, w, self.bias, _pair(p), m.stride, m.dilation, m.groups, *self.attr, ""
             )
         elif self.conv:
-            if self.weight is None:
-                self.weight = self._folded()[0]
-            y = F.conv2d(x, self.weight, self.bias, m.stride, p, m.dilation, m.groups)
+            weight = self.weight if self.weight is not None else self._folded()[0]
+            if keep:
+                self.weight = weight
+            y = F.conv2d(x, weight, self.bias, m.stride, p, m.dilation, m.groups)
             if self.act is not None:  # fused on the oneDNN path
                 y = self.act(y)
         else:
@@ -169,25 +193,48 @@ class Local:
             w, b = fold_bn(w, b, self.bn)
         return w.contiguous(memory_format=torch.channels_last), b
 
-    def _packed(self, x, padding):
-        """The weight in oneDNN's layout, reordered once for the first input of each
-        padding (oneDNN picks the layout by the input's shape; any shape may use it)."""
-        if x.device.type != "cpu" or x.dtype != torch.float32:
-            return None
-        key = _pair(padding)
-        if key not in self.packed:
-            self.packed[key] = _pack(self._folded()[0], self.m, key, list(x.shape))
-        return self.packed[key]
+    def _matmul(self, x):
+        N, C, H, W = x.shape
+        m = self.m
+        w = m.weight.detach().reshape(-1, C)
+        if self.scale is not None:  # folded for this call: one weight at a time
+            w = w * self.scale[:, None]
+        x2 = x.permute(0, 2, 3, 1).reshape(-1, C)
+        y = torch.mm(x2, w.t()) if self.bias is None else torch.addmm(self.bias, x2, w.t())
+        del w
+        y = y.view(N, H, W, -1).permute(0, 3, 1, 2)
+        if self.act is not None:
+            y = self.act(y)
+        for f in self.fns:
+            y = f(y)
+        return y
 
-    def full(self, x):
-        return self.apply(x)
+    def packed_for(self, x, padding=None, keep=True):
+        """The weight in oneDNN's layout (None off that path), reordered once for the first
+        input of each padding (oneDNN picks the layout by the input's shape; any shape may use
+        it); ``keep`` False: made for this call only (unless one is kept already)."""
+        if self.packed is None or x.device.type != "cpu" or x.dtype != torch.float32:
+            return None
+        if not keep and self.pointwise:
+            return None  # the matrix product
+        keep = keep or self.m.groups == self.m.in_channels
+        key = _pair(self.p if padding is None else padding)
+        if key in self.packed:
+            return self.packed[key]
+        w = _pack(self._folded()[0], self.m, key, list(x.shape))
+        if keep:
+            self.packed[key] = w
+        return w
+
+    def full(self, x, keep=True, chunk=None):
+        return self.apply(x, keep=keep)
 
 
 class Point:
     def __init__(self, module):
         self.m = module
 
-    def full(self, x):
+    def full(self, x, keep=True, chunk=None):
         return self.m(x)
 
 
@@ -206,10 +253,32 @@ class Inverted:
         self.expand, self.depthwise, self.project = expand, depthwise, project
         self.residual, self.stride = residual, stride
 
-    def full(self, x):
-        y = x if self.expand is None else self.expand.apply(x)
-        y = self.project.apply(self.depthwise.apply(y))
-        return y.add_(x) if self.residual else y
+    def full(self, x, keep=True, chunk=None):
+        """The block on a batch; ``chunk``: the expanded (widest) maps are made for at most
+        that many images at a time (the output is one tensor), each weight packed once."""
+        n = x.shape[0]
+        c = n if chunk is None else max(1, min(int(chunk), n))
+        exp, dw, proj = self.expand, self.depthwise, self.project
+        first = x[:c]
+        we = None if exp is None else exp.packed_for(first, keep=keep)
+        h = first if exp is None else exp.apply(first, keep=keep, w=we)
+        wd = dw.packed_for(h, keep=keep)
+        h = dw.apply(h, keep=keep, w=wd)
+        wp = proj.packed_for(h, keep=keep)
+        y0 = proj.apply(h, keep=keep, w=wp)
+        if c == n:
+            return y0.add_(x) if self.residual else y0
+        del h
+        out = torch.empty((n, *y0.shape[1:]), dtype=y0.dtype, device=y0.device)
+        out = out.contiguous(memory_format=torch.channels_last)
+        out[:c] = y0
+        del y0
+        for lo in range(c, n, c):
+            part = x[lo : lo + c]
+            h = part if exp is None else exp.apply(part, keep=keep, w=we)
+            out[lo : lo + c] = proj.apply(dw.apply(h, keep=keep, w=wd), keep=keep, w=wp)
+            del h
+        return out.add_(x) if self.residual else out
 
 
 def _conv_ok(m):

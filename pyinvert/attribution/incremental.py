@@ -142,17 +142,19 @@ def _union(a, b, H, W):
     return _crop(a, ys, xs, h, w), _crop(b, ys, xs, h, w), ys, xs
 
 
-def _run_full(steps, x, refs=None):
+def _run_full(steps, x, refs=None, keep=True, chunk=None):
     """The steps on a full batch (N, C, H, W); ``refs`` (a list): each step's output is
-    appended as a :class:`Ref` (N = 1, the clean image)."""
+    appended as a :class:`Ref` (N = 1, the clean image); ``keep``, ``chunk``: as
+    :meth:`Inverted.full`."""
     for step in steps:
         if isinstance(step, Residual):
-            out = _run_full(step.branch, x, refs)
+            out = _run_full(step.branch, x, refs, keep, chunk)
             if step.add:
-                out = out + (x if step.shortcut is None else _run_full(step.shortcut, x, refs))
-            x = _run_full(step.post, out, refs)
+                sc = x if step.shortcut is None else _run_full(step.shortcut, x, refs, keep, chunk)
+                out = out + sc
+            x = _run_full(step.post, out, refs, keep, chunk)
         else:
-            x = step.full(x)
+            x = step.full(x, keep, chunk)
         if refs is not None:
             r = Ref(x[0])
             refs.append(r)
@@ -197,12 +199,12 @@ class IncrementalOcclusion:
     engine.prepare(image, baseline)`` and ``run(boxes)`` -> (N, K) logits.
     """
 
-    def __init__(self, stages, head, pre, max_fraction=0.3):
+    def __init__(self, stages, head, pre, max_fraction=0.3, chunk=4):
         self.stages, self.head, self.pre = stages, head, pre
-        self.max_fraction = max_fraction
+        self.max_fraction, self.chunk = max_fraction, chunk
 
     @classmethod
-    def for_model(cls, model, pre, max_fraction=0.3):
+    def for_model(cls, model, pre, max_fraction=0.3, chunk=4):
         if pre is not normalize and pre is not _identity:
             return None
         if isinstance(model, (AlexNet, VGG16, MobileNetV2)):
@@ -232,11 +234,11 @@ class IncrementalOcclusion:
         else:
             return None
         stages = [(m, convert(m)) for m in mods]
-        return cls(stages, head, pre, max_fraction)
+        return cls(stages, head, pre, max_fraction, chunk)
 
     def _tail(self, z, i):
         for module, steps in self.stages[i:]:
-            z = module(z) if steps is None else _run_full(steps, z)
+            z = module(z) if steps is None else _run_full(steps, z, keep=False, chunk=self.chunk)
         return self.head(z)
 
     def prepare(self, image, baseline, window):
