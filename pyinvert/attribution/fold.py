@@ -10,6 +10,10 @@ run a layer either on the full batch or, through the engine, on patches.
 - ``Inverted``: MobileNetV2's inverted residual (1x1 expansion, 3x3 depthwise, 1x1 linear
   projection, plus the input when the shapes match) as one step.
 
+Steps run in the network's tail (the copies in full, after the incremental stages) keep no
+copy of a large weight (``keep=False``, see :meth:`Local.apply`): on MobileNetV2 most weights
+are in the late 7x7 stages.
+
 Clean activations are kept as :class:`Ref`: zero-padded channels-last storage, so the engine
 gathers a whole batch of crops with one indexing call.
 """
@@ -20,6 +24,10 @@ from torch.nn import functional as F
 
 from pyinvert.models.mobilenetv2 import InvertedResidual
 from pyinvert.models.resnet import BasicBlock
+
+#: Convolution weights of at most this many elements keep their folded, packed copy in the
+#: tail too (MobileNetV2: those before the 7x7 stages, about 2 MB in all).
+SMALL = 100_000
 
 #: Padding kept around every cached clean activation (the largest padding a step may use).
 PAD = 3
@@ -143,6 +151,10 @@ class Local:
             and module.dilation == (1, 1)
             and (self.bn is None or self.scale is not None)
         )
+        # weights kept even in the tail: depthwise and small ones (repacking costs more)
+        self.small = self.conv and (
+            module.groups == module.in_channels or module.weight.numel() <= SMALL
+        )
         rest = [m for m in rest if not isinstance(m, (nn.Identity, nn.Dropout))]
         # oneDNN: the weight reordered once, the first unit fused into the convolution
         self.packed, self.attr, self.act = None, None, None
@@ -158,11 +170,13 @@ class Local:
     def apply(self, x, padding=None, keep=True, w=None):
         """The group on ``x``. ``keep`` False (the network's tail, run in full): no folded or
         packed copy of a large weight is kept: a 1x1 convolution runs as a matrix product with
-        the model's weight, the BatchNorm applied to its output; other convolutions use a
-        copy made for this call (depthwise ones, whose weights are small, keep theirs).
+        the model's weight, the BatchNorm folded into a copy of that one weight made for this
+        call; other convolutions use a folded copy made for this call; depthwise and small
+        (``SMALL``) weights keep their packed copy.
         ``w``: a weight from :meth:`packed_for`."""
         p = self.p if padding is None else padding
         m = self.m
+        keep = keep or self.small
         if not keep and self.pointwise and _pair(p) == (0, 0):
             return self._matmul(x)
         if w is None:
@@ -197,9 +211,9 @@ class Local:
         N, C, H, W = x.shape
         m = self.m
         w = m.weight.detach().reshape(-1, C)
+        x2 = x.permute(0, 2, 3, 1).reshape(-1, C)
         if self.scale is not None:  # folded for this call: one weight at a time
             w = w * self.scale[:, None]
-        x2 = x.permute(0, 2, 3, 1).reshape(-1, C)
         y = torch.mm(x2, w.t()) if self.bias is None else torch.addmm(self.bias, x2, w.t())
         del w
         y = y.view(N, H, W, -1).permute(0, 3, 1, 2)
@@ -213,11 +227,12 @@ class Local:
         """The weight in oneDNN's layout (None off that path), reordered once for the first
         input of each padding (oneDNN picks the layout by the input's shape; any shape may use
         it); ``keep`` False: made for this call only (unless one is kept already)."""
+        keep = keep or self.small
         if self.packed is None or x.device.type != "cpu" or x.dtype != torch.float32:
             return None
         if not keep and self.pointwise:
             return None  # the matrix product
-        keep = keep or self.m.groups == self.m.in_channels
+        keep = keep or self.small
         key = _pair(self.p if padding is None else padding)
         if key in self.packed:
             return self.packed[key]
