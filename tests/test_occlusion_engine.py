@@ -8,7 +8,9 @@ from torch import nn
 
 from pyinvert.attribution import attribute
 from pyinvert.attribution.core import gradient_pass
+from pyinvert.attribution import fold
 from pyinvert.attribution.fold import Inverted, Local, convert, fold_bn
+from pyinvert.attribution.incremental import IncrementalOcclusion
 from pyinvert.models import load_model, normalize
 from pyinvert.models.mobilenetv2 import InvertedResidual
 
@@ -74,6 +76,24 @@ def test_inverted_step_equals_block(cin, cout, stride, t):
         _close(step.full(x.contiguous(memory_format=torch.channels_last)), block(x))
 
 
+@pytest.mark.parametrize("chunk", [None, 3, 1, 9])
+@pytest.mark.parametrize("cin,cout,stride,t", [(16, 16, 1, 6), (16, 24, 2, 6)])
+def test_tail_form_equals_block_and_keeps_no_large_weight(cin, cout, stride, t, chunk, monkeypatch):
+    """The tail's form (keep=False: 1x1 convolutions as matrix products with the model's
+    weight, the expanded maps ``chunk`` images at a time) equals the block, non-contiguous
+    input included, and keeps no copy of a 1x1 weight above ``SMALL``."""
+    monkeypatch.setattr(fold, "SMALL", 0)
+    torch.manual_seed(4)
+    block = _randomize_bn(InvertedResidual(cin, cout, stride, t))
+    (step,) = convert(block)
+    x = torch.randn(7, cin, 11, 12)
+    with torch.inference_mode():
+        _close(step.full(x.contiguous(memory_format=torch.channels_last), False, chunk), block(x))
+        _close(step.full(x.transpose(2, 3), False, chunk), block(x.transpose(2, 3)))
+    assert step.expand.weight is None and not step.expand.packed
+    assert step.project.weight is None and not step.project.packed
+
+
 def test_convert_leaves_the_model_unchanged():
     torch.manual_seed(3)
     net = _randomize_bn(load_model("mobilenet_v2"))
@@ -97,6 +117,27 @@ def test_incremental_occlusion_equals_plain_random_mobilenet(window, stride, bat
     assert b.info["occlusion"]["incremental"]
     _close(b.maps["occlusion"], a.maps["occlusion"])
     assert a.maps["occlusion"].abs().max() > 0
+
+
+@pytest.mark.parametrize("small", [0, fold.SMALL])
+def test_engine_logits_equal_the_model_on_occluded_copies(small, monkeypatch):
+    """The engine's logits against the model on the occluded copies, with the incremental
+    stages run 3 boxes at a time and the tail on all 7 at once, 2 expanded maps at a time;
+    small=0: every 1x1 convolution of the tail as a matrix product."""
+    monkeypatch.setattr(fold, "SMALL", small)
+    torch.manual_seed(8)
+    net = _randomize_bn(load_model("mobilenet_v2"))
+    x, base = torch.rand(3, 64, 64), torch.rand(3, 64, 64)
+    boxes = [(0, 0, 0, 0), (0, 16, 0, 16), (8, 24, 40, 56), (48, 64, 48, 64)]
+    boxes += [(56, 64, 0, 16), (0, 16, 60, 64), (30, 46, 30, 46)]
+    engine = IncrementalOcclusion.for_model(net, normalize, chunk=2, patches=3)
+    with torch.inference_mode():
+        got = engine.prepare(x, base, (16, 16))(boxes)
+        xs = x.expand(len(boxes), -1, -1, -1).clone()
+        for i, (y0, y1, x0, x1) in enumerate(boxes):
+            xs[i, :, y0:y1, x0:x1] = base[:, y0:y1, x0:x1]
+        want = net(normalize(xs))
+    _close(got, want)
 
 
 def test_gradcam_layer_only_equals_full_graph():

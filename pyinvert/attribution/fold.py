@@ -10,6 +10,10 @@ run a layer either on the full batch or, through the engine, on patches.
 - ``Inverted``: MobileNetV2's inverted residual (1x1 expansion, 3x3 depthwise, 1x1 linear
   projection, plus the input when the shapes match) as one step.
 
+Steps run in the network's tail (the copies in full, after the incremental stages) keep no
+copy of a large weight (``keep=False``, see :meth:`Local.apply`): on MobileNetV2 most weights
+are in the late 7x7 stages.
+
 Clean activations are kept as :class:`Ref`: zero-padded channels-last storage, so the engine
 gathers a whole batch of crops with one indexing call.
 """
@@ -20,6 +24,10 @@ from torch.nn import functional as F
 
 from pyinvert.models.mobilenetv2 import InvertedResidual
 from pyinvert.models.resnet import BasicBlock
+
+#: Convolution weights of at most this many elements keep their folded, packed copy in the
+#: tail too (MobileNetV2: those before the 7x7 stages, about 2 MB in all).
+SMALL = 100_000
 
 #: Padding kept around every cached clean activation (the largest padding a step may use).
 PAD = 3
@@ -128,6 +136,25 @@ class Local:
             if rest and _foldable(rest[0]):
                 self.bn = rest.pop(0)
             self.bias = self._folded()[1]
+        # a 1x1 convolution can run as a matrix product with the model's own weight and the
+        # BatchNorm applied to its output (``scale``): no copy of the weight (the tail)
+        self.scale = None
+        if self.conv and self.bn is not None:
+            bn = self.bn
+            self.scale = torch.rsqrt(bn.running_var + bn.eps)
+            if bn.weight is not None:
+                self.scale = (self.scale * bn.weight).detach()
+        self.pointwise = (
+            self.conv
+            and (self.k, self.s, self.p) == ((1, 1), (1, 1), (0, 0))
+            and module.groups == 1
+            and module.dilation == (1, 1)
+            and (self.bn is None or self.scale is not None)
+        )
+        # weights kept even in the tail: depthwise and small ones (repacking costs more)
+        self.small = self.conv and (
+            module.groups == module.in_channels or module.weight.numel() <= SMALL
+        )
         rest = [m for m in rest if not isinstance(m, (nn.Identity, nn.Dropout))]
         # oneDNN: the weight reordered once, the first unit fused into the convolution
         self.packed, self.attr, self.act = None, None, None
@@ -140,18 +167,29 @@ class Local:
         # in place where possible; an unfolded BatchNorm as its module
         self.fns = [_inplace(m) or m for m in rest]
 
-    def apply(self, x, padding=None):
+    def apply(self, x, padding=None, keep=True, w=None):
+        """The group on ``x``. ``keep`` False (the network's tail, run in full): no folded or
+        packed copy of a large weight is kept: a 1x1 convolution runs as a matrix product with
+        the model's weight, the BatchNorm folded into a copy of that one weight made for this
+        call; other convolutions use a folded copy made for this call; depthwise and small
+        (``SMALL``) weights keep their packed copy.
+        ``w``: a weight from :meth:`packed_for`."""
         p = self.p if padding is None else padding
         m = self.m
-        w = self._packed(x, p) if self.packed is not None else None
+        keep = keep or self.small
+        if not keep and self.pointwise and _pair(p) == (0, 0):
+            return self._matmul(x)
+        if w is None:
+            w = self.packed_for(x, p, keep)
         if w is not None:
             y = torch.ops.mkldnn._convolution_pointwise(
                 x, w, self.bias, _pair(p), m.stride, m.dilation, m.groups, *self.attr, ""
             )
         elif self.conv:
-            if self.weight is None:
-                self.weight = self._folded()[0]
-            y = F.conv2d(x, self.weight, self.bias, m.stride, p, m.dilation, m.groups)
+            weight = self.weight if self.weight is not None else self._folded()[0]
+            if keep:
+                self.weight = weight
+            y = F.conv2d(x, weight, self.bias, m.stride, p, m.dilation, m.groups)
             if self.act is not None:  # fused on the oneDNN path
                 y = self.act(y)
         else:
@@ -169,25 +207,49 @@ class Local:
             w, b = fold_bn(w, b, self.bn)
         return w.contiguous(memory_format=torch.channels_last), b
 
-    def _packed(self, x, padding):
-        """The weight in oneDNN's layout, reordered once for the first input of each
-        padding (oneDNN picks the layout by the input's shape; any shape may use it)."""
-        if x.device.type != "cpu" or x.dtype != torch.float32:
-            return None
-        key = _pair(padding)
-        if key not in self.packed:
-            self.packed[key] = _pack(self._folded()[0], self.m, key, list(x.shape))
-        return self.packed[key]
+    def _matmul(self, x):
+        N, C, H, W = x.shape
+        m = self.m
+        w = m.weight.detach().reshape(-1, C)
+        x2 = x.permute(0, 2, 3, 1).reshape(-1, C)
+        if self.scale is not None:  # folded for this call: one weight at a time
+            w = w * self.scale[:, None]
+        y = torch.mm(x2, w.t()) if self.bias is None else torch.addmm(self.bias, x2, w.t())
+        del w
+        y = y.view(N, H, W, -1).permute(0, 3, 1, 2)
+        if self.act is not None:
+            y = self.act(y)
+        for f in self.fns:
+            y = f(y)
+        return y
 
-    def full(self, x):
-        return self.apply(x)
+    def packed_for(self, x, padding=None, keep=True):
+        """The weight in oneDNN's layout (None off that path), reordered once for the first
+        input of each padding (oneDNN picks the layout by the input's shape; any shape may use
+        it); ``keep`` False: made for this call only (unless one is kept already)."""
+        keep = keep or self.small
+        if self.packed is None or x.device.type != "cpu" or x.dtype != torch.float32:
+            return None
+        if not keep and self.pointwise:
+            return None  # the matrix product
+        keep = keep or self.small
+        key = _pair(self.p if padding is None else padding)
+        if key in self.packed:
+            return self.packed[key]
+        w = _pack(self._folded()[0], self.m, key, list(x.shape))
+        if keep:
+            self.packed[key] = w
+        return w
+
+    def full(self, x, keep=True, chunk=None):
+        return self.apply(x, keep=keep)
 
 
 class Point:
     def __init__(self, module):
         self.m = module
 
-    def full(self, x):
+    def full(self, x, keep=True, chunk=None):
         return self.m(x)
 
 
@@ -206,10 +268,32 @@ class Inverted:
         self.expand, self.depthwise, self.project = expand, depthwise, project
         self.residual, self.stride = residual, stride
 
-    def full(self, x):
-        y = x if self.expand is None else self.expand.apply(x)
-        y = self.project.apply(self.depthwise.apply(y))
-        return y.add_(x) if self.residual else y
+    def full(self, x, keep=True, chunk=None):
+        """The block on a batch; ``chunk``: the expanded (widest) maps are made for at most
+        that many images at a time (the output is one tensor), each weight packed once."""
+        n = x.shape[0]
+        c = n if chunk is None else max(1, min(int(chunk), n))
+        exp, dw, proj = self.expand, self.depthwise, self.project
+        first = x[:c]
+        we = None if exp is None else exp.packed_for(first, keep=keep)
+        h = first if exp is None else exp.apply(first, keep=keep, w=we)
+        wd = dw.packed_for(h, keep=keep)
+        h = dw.apply(h, keep=keep, w=wd)
+        wp = proj.packed_for(h, keep=keep)
+        y0 = proj.apply(h, keep=keep, w=wp)
+        if c == n:
+            return y0.add_(x) if self.residual else y0
+        del h
+        out = torch.empty((n, *y0.shape[1:]), dtype=y0.dtype, device=y0.device)
+        out = out.contiguous(memory_format=torch.channels_last)
+        out[:c] = y0
+        del y0
+        for lo in range(c, n, c):
+            part = x[lo : lo + c]
+            h = part if exp is None else exp.apply(part, keep=keep, w=we)
+            out[lo : lo + c] = proj.apply(dw.apply(h, keep=keep, w=wd), keep=keep, w=wp)
+            del h
+        return out.add_(x) if self.residual else out
 
 
 def _conv_ok(m):
