@@ -179,3 +179,62 @@ def test_training_on_a_list_of_tensors_is_seeded():
     c = FoE(3, 3)
     train(c, imgs, steps=3, batch_size=4, seed=8, progress=False)
     assert not torch.equal(a.filters, c.filters)
+
+
+def _conv_path(monkeypatch, model):
+    """Route ``model.energy`` through the conv2d formulation (the training path)."""
+    monkeypatch.setattr(type(model), "energy", type(model).reference_energy)
+
+
+@pytest.mark.parametrize("name", ["foe", "ica"])
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
+def test_fused_inference_path_equals_the_conv_path(monkeypatch, name, dtype, tol):
+    model = load(name).to(dtype)
+    g = torch.Generator().manual_seed(5)
+    x = (torch.rand(2, 3, 20, 17, generator=g, dtype=dtype) * 255 - 128).requires_grad_(True)
+    term = LearnedPrior(model, 0.7, input_scale=1 / 255)
+    clean = _photo(24).to(dtype)
+    noisy = clean + 0.1 * torch.randn(clean.shape, generator=g, dtype=dtype)
+    runs = []
+    for path in ("fused", "conv"):
+        if path == "conv":
+            _conv_path(monkeypatch, model)
+        value, _ = term.evaluate(None, x)
+        (grad,) = torch.autograd.grad(value.sum(), x)
+        # a few L-BFGS steps: in float32 rounding differences grow with the iterations (8 steps:
+        # 3e-5); 2 steps keep the float32 comparison at 1e-5.
+        out = denoise(noisy, model, 0.1, weight=0.1, steps=8 if dtype == torch.float64 else 2)
+        runs.append((value.detach(), grad, out))
+    for fused, conv in zip(*runs):
+        torch.testing.assert_close(fused, conv, rtol=tol, atol=tol * float(conv.abs().max()))
+
+
+def test_shipped_foe_beats_tv_at_the_default_weights_on_a_training_photo():
+    # the judged comparison in small (a training photo: camera downscaled to 64 x 64, sigma 25,
+    # both at their tabulated weights): a guard on the shipped model, its padding and weights
+    clean = _photo(64)
+    sigma = 25 / 255
+    noisy = clean + sigma * torch.randn(clean.shape, generator=torch.Generator().manual_seed(1))
+    tv, foe = (
+        float(metrics.psnr(denoise(noisy, name, sigma, steps=100).clamp(0, 1), clean))
+        for name in ("tv", "foe")
+    )
+    assert foe > tv + 0.3, (foe, tv)
+
+
+def test_denoise_pads_the_learned_energy_by_reflection():
+    from pyinvert.priors.denoise import padded_energy
+
+    model = load("foe")
+    x = torch.rand(2, 1, 9, 11, generator=torch.Generator().manual_seed(4)).requires_grad_(True)
+    value = padded_energy(model, x)
+    torch.testing.assert_close(value, model.energy(F.pad(x, (2, 2, 2, 2), mode="reflect")))
+    # a corner pixel now lies in more cliques than the valid energy gives it, so its gradient
+    # differs; a pixel whose 25 cliques are all inside (and which no reflection copies) keeps
+    # its gradient; "tv" is left as it is
+    (g_pad,) = torch.autograd.grad(value.sum(), x)
+    (g_valid,) = torch.autograd.grad(model.energy(x).sum(), x)
+    assert not torch.allclose(g_pad[..., 0, 0], g_valid[..., 0, 0])
+    torch.testing.assert_close(g_pad[..., 4, 5], g_valid[..., 4, 5])
+    y = x.detach()
+    torch.testing.assert_close(padded_energy("tv", y), pyinvert.priors.tv_norm(y, 1.0, 1e-4))

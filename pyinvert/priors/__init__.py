@@ -4,7 +4,8 @@
   Vedaldi (one fused op); :class:`ImagePrior` is also an objective term.
 - Learned (:mod:`pyinvert.priors.models`): over-complete :class:`ICA`, Fields of Experts
   (:class:`FoE`) and the separable FoE (:class:`SeparableFoE`), their energies through
-  :func:`pyinvert.priors.experts.conv_energy`, trained by score matching
+  the fused op (:func:`pyinvert.priors.experts.field_energy`, inference) or conv2d
+  (:func:`pyinvert.priors.experts.conv_energy`, training), trained by score matching
   (:func:`score_matching_loss`, :func:`train`), shipped as ``load("foe")`` / ``load("ica")``,
   evaluated by MAP denoising (:func:`denoise`), and used in inversions as objective terms
   (:class:`LearnedPrior`, :class:`FeaturePrior` on a CNN layer; ``invert(prior="foe")``).

@@ -1,7 +1,9 @@
 r"""Learned patch and field priors: :class:`ICA`, :class:`FoE` and :class:`SeparableFoE`.
 
 Each model is an energy (negative log density up to a constant) over all the valid k x k
-patches of an image, computed by :func:`pyinvert.priors.experts.conv_energy`:
+patches of an image (:meth:`LearnedModel.energy`: the fused op,
+:func:`pyinvert.priors.experts.field_energy`; :meth:`LearnedModel.reference_energy`: the
+conv2d formulation, :func:`pyinvert.priors.experts.conv_energy`, which training uses):
 
 .. math::
     E(x) = \sum_p \sum_i \alpha_i \, \rho(\langle w_i, x_p \rangle)
@@ -159,13 +161,21 @@ class LearnedModel(nn.Module):
         return x
 
     def energy(self, x: Tensor) -> Tensor:
-        """The energy of each image (summed over all its valid k x k patches) or patch.
+        """The energy of each image (summed over all its valid k x k patches) or patch: the
+        inference path, the fused op (:func:`pyinvert.priors.experts.field_energy`),
+        differentiable with respect to x and the parameters.
 
         Shape:
             - x: (B, C, H, W) with H, W >= k, or (N, C k^2)
             - output: (B,) or (N,)
         """
         x = self.as_images(x, f"{type(self).__name__}.energy")
+        return _experts.field_energy(x, self.filter_bank(), self.alphas, self.expert)
+
+    def reference_energy(self, x: Tensor) -> Tensor:
+        """:meth:`energy` by the conv2d formulation (:func:`pyinvert.priors.experts.conv_energy`,
+        the one training's score matching differentiates twice); the same values."""
+        x = self.as_images(x, f"{type(self).__name__}.reference_energy")
         return _experts.conv_energy(x, self.filter_bank().to(x.dtype), self.alphas, self.expert)
 
     forward = energy
@@ -238,8 +248,8 @@ class FoE(LearnedModel):
 
     Example:
         >>> model = FoE(filter_size=3, n_experts=8)
-        >>> model.energy(torch.zeros(1, 1, 6, 6))
-        tensor([0.], grad_fn=<SumBackward1>)
+        >>> model.energy(torch.zeros(1, 1, 6, 6)).detach()
+        tensor([0.])
     """
 
     kind = "foe"
