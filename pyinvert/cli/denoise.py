@@ -13,6 +13,10 @@ import torch
 from pyinvert import figures, io, metrics
 from pyinvert.cli import common
 from pyinvert.cli.common import error, say
+from pyinvert import data
+from pyinvert.priors.denoise import denoise
+from pyinvert.representations.base import to_gray
+from pyinvert.priors.store import load
 
 
 def add_parser(subparsers):
@@ -37,10 +41,6 @@ def add_parser(subparsers):
 
 
 def run(args) -> int:
-    from pyinvert import data
-    from pyinvert.priors.denoise import denoise
-    from pyinvert.representations.base import to_gray
-
     out = Path(args.out)
     if args.steps < 1:
         error(f"--steps must be >= 1, got {args.steps}")
@@ -52,8 +52,6 @@ def run(args) -> int:
         error(f"--prior: expected foe, ica, tv or a prior file, got {prior!r}")
         return 2
     if prior not in ("foe", "ica", "tv"):
-        from pyinvert.priors.store import load
-
         prior = load(prior)
     paths = args.images or [str(p) for p in data.sample_paths()]
     loaded, bad = common.load_inputs(paths, 11, args.max_pixels)

@@ -17,6 +17,9 @@ import torch
 
 from pyinvert.cli import common
 from pyinvert.cli.common import error, say
+from pyinvert.decoders import train
+from pyinvert.optim.recipes import get_recipe
+from pyinvert.representations import make_representation
 
 DEFAULT_OUT = "decoder.pt"
 
@@ -122,10 +125,6 @@ def command_line(args) -> str:
 
 
 def run(args) -> int:
-    from pyinvert.decoders import train
-    from pyinvert.optim.recipes import get_recipe
-    from pyinvert.representations import make_representation
-
     if args.threads is not None:
         torch.set_num_threads(max(1, args.threads))
     for flag, v in (("--checkpoint-every", args.checkpoint_every), ("--width", args.width)):

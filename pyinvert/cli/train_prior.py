@@ -13,6 +13,9 @@ from pathlib import Path
 
 from pyinvert.cli import common
 from pyinvert.cli.common import error, say
+from pyinvert.data.photos import training_photos
+from pyinvert.priors import FoE, ICA, SeparableFoE, train
+from pyinvert.priors.store import save
 
 #: The models' defaults per kind: (filter size, experts).
 DEFAULTS = {"foe": (5, 24), "ica": (8, 64), "separable": (5, 8)}
@@ -66,10 +69,6 @@ def add_parser(subparsers):
 
 
 def run(args) -> int:
-    from pyinvert.data.photos import training_photos
-    from pyinvert.priors import FoE, ICA, SeparableFoE, train
-    from pyinvert.priors.store import save
-
     k0, n0 = DEFAULTS[args.kind]
     k = args.filter_size or k0
     n = args.experts or n0

@@ -66,7 +66,7 @@ def training_photos() -> Dict[str, torch.Tensor]:
 def heldout_photos() -> Dict[str, torch.Tensor]:
     """scikit-learn's two sample photos by name, float32 [3, H, W] in [0, 1]: for evaluation
     only (see the module docstring)."""
-    from sklearn.datasets import load_sample_image
+    from sklearn.datasets import load_sample_image  # imported when used: slow to import
 
     return {name: _as_tensor(load_sample_image(f"{name}.jpg")) for name in HELDOUT_PHOTOS}
 

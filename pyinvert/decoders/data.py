@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from pyinvert import io
 from pyinvert.training import data_hash
+from pyinvert.data.photos import training_photos
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -128,8 +129,6 @@ def resolve_photos(data) -> Tuple[list, str, str]:
     """(photos, description, data hash) of ``data``: a folder, a list of files or tensors,
     or "builtin" (:func:`pyinvert.data.photos.training_photos`)."""
     if isinstance(data, str) and data == "builtin":
-        from pyinvert.data.photos import training_photos
-
         photos = list(training_photos().values())
         return photos, "builtin:training_photos", data_hash(photos)
     if isinstance(data, (str, Path)):

@@ -36,6 +36,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 from torch import Tensor
 
 from pyinvert.decoders.hoggle_data import (
@@ -196,6 +197,8 @@ class PairedDictionary:
         Raises:
             ValueError: no pairs (images smaller than a patch), or fewer pairs than atoms.
         """
+        # scikit-learn is imported where it is used: it takes about a second to import, and
+        # `import pyinvert` should not pay for it
         from sklearn.decomposition import MiniBatchDictionaryLearning
         from sklearn.exceptions import ConvergenceWarning
 
@@ -225,8 +228,6 @@ class PairedDictionary:
         )
         order = batches(Xn.shape[0], batch_size, steps, g)
         if progress:
-            from tqdm import tqdm
-
             order = tqdm(order, desc="hoggle", unit="step")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)

@@ -26,6 +26,9 @@ from pyinvert import data, figures, io, metrics
 from pyinvert.optim.recipes import get_recipe
 from pyinvert.representations import make_representation
 from pyinvert.tasks.inversion import InversionResult
+from pyinvert.decoders import hoggle as _hoggle
+from pyinvert.decoders.hoggle import PairedDictionary, hog_config
+from pyinvert.decoders.store import find_decoder, load, same_representation
 
 #: The paper's Table 1 (CVPR 2015), mean +- std of the error in %, first 100 ILSVRC12 val images.
 REPORTED_TABLE1 = OrderedDict(
@@ -89,8 +92,6 @@ def hoggle(dictionary=None) -> Callable:
     """The HOGgle method (:class:`pyinvert.decoders.hoggle.PairedDictionary`) with a
     dictionary: a PairedDictionary, a file, or None for the shipped one (read when the row
     runs)."""
-    from pyinvert.decoders import hoggle as _hoggle
-    from pyinvert.decoders.hoggle import PairedDictionary, hog_config
 
     def method(images, rep, settings):
         pd = dictionary
@@ -148,8 +149,6 @@ def default_rows(recipe="cvpr2015") -> tuple:
     dictionary is not installed and less a decoder row whose shipped decoder was trained on
     another configuration than ``recipe`` gives its representation (the DSIFT decoder: the
     cvpr2015 bins)."""
-    from pyinvert.decoders import hoggle as _hoggle
-    from pyinvert.decoders.store import find_decoder, load, same_representation
 
     rec = get_recipe(recipe)
 

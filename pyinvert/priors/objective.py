@@ -22,6 +22,9 @@ from pyinvert.priors.denoise import prior_energy
 from pyinvert.priors.models import FoE, ICA, LearnedModel, SeparableFoE
 from pyinvert.priors.store import as_model
 from pyinvert.priors.train import train
+from pyinvert.data.photos import training_photos
+from pyinvert.priors.handcrafted import tv_norm
+from pyinvert.representations.base import to_gray
 
 #: invert(prior=...): the weight of a learned image prior in units of the TV term's
 #: (inversion_prior). Tuned for "foe" on training photos only: HOG, cvpr2015, 120 steps, the
@@ -210,10 +213,6 @@ def tv_equivalent_weight(model: LearnedModel, beta: float, scale: float = 255.0)
     :math:`\|\nabla TV_\beta(x)\| / \|\nabla_x E(x/s)\|`. Cached per model and beta."""
     key = (id(model), float(beta), float(scale))
     if key not in _CALIBRATION:
-        from pyinvert.data.photos import training_photos
-        from pyinvert.priors.handcrafted import tv_norm
-        from pyinvert.representations.base import to_gray
-
         crops = []
         for img in list(training_photos().values())[:4]:
             g = to_gray(img[None])

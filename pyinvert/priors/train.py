@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import torch
+from tqdm.auto import tqdm
 from torch import Tensor
 
 from pyinvert import io
@@ -357,8 +358,6 @@ def train(
 def _progress(progress: bool, steps: int, start: int):
     if not progress:
         return None
-    from tqdm.auto import tqdm
-
     return tqdm(total=steps, initial=start, desc="train-prior", leave=False)
 
 
