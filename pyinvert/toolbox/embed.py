@@ -7,8 +7,6 @@ from typing import List, Optional
 
 import numpy as np
 import torch
-from sklearn.decomposition import PCA
-from sklearn.manifold import TSNE
 from torch import Tensor
 
 from pyinvert import io as _io
@@ -124,6 +122,10 @@ def embed(
     codes = Encoder(rep, space, normalize, device, cache_dir).encode_source(src, batch_size)
     data = codes.double().numpy()
     if method == "pca":
+        # scikit-learn is imported where it is used: it takes over a second to import, and
+        # `import pyinvert` (every CLI call) should not pay for it
+        from sklearn.decomposition import PCA
+
         points = PCA(n_components=2, random_state=seed).fit_transform(data)
         used = None
     else:
@@ -132,6 +134,8 @@ def embed(
             raise ValueError(
                 f"{fn}: expected 0 < perplexity < {len(src)} (the number of images), got {used}"
             )
+        from sklearn.manifold import TSNE
+
         points = TSNE(
             n_components=2, perplexity=used, init="pca", random_state=seed, max_iter=1000
         ).fit_transform(data)

@@ -7,7 +7,6 @@ iterations; Yosinski et al.'s regularizers act after every step."""
 from typing import Callable, Optional
 
 import torch
-from sklearn.cluster import KMeans
 from torch import Tensor
 
 from pyinvert.objectives import Activation
@@ -87,6 +86,8 @@ def facet_starts(
             codes.append(c.flatten(1).float().cpu())
     acts, codes = torch.cat(acts), torch.cat(codes)
     best = torch.argsort(acts, descending=True, stable=True)[:top]
+    from sklearn.cluster import KMeans  # imported when used: slow to import
+
     labels = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(
         codes[best].double().numpy()
     )
