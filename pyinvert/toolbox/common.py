@@ -12,6 +12,7 @@ from torch import Tensor
 from pyinvert import io as _io
 from pyinvert.figures.drawing import _grid, _titled_tiles
 from pyinvert.models.imagenet import prepare_image
+from pyinvert.representations import as_representation
 
 #: The image files a gallery folder holds (lower-case suffixes).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -120,3 +121,15 @@ def check_choice(value, name: str, choices: Sequence[str], fn: str) -> str:
     if value not in choices:
         raise ValueError(f"{fn}: expected {name} in {tuple(choices)}, got {value!r}")
     return value
+
+
+def space_representation(space: str, representation, device, fn: str):
+    """The representation codes are compared in: ``representation`` (built, on ``device``)
+    for ``space="feature"``, None for ``space="pixel"`` (pixels are compared as they are)."""
+    check_choice(space, "space", ("feature", "pixel"), fn)
+    if space == "pixel":
+        return None
+    if representation is None:
+        raise ValueError(f"{fn}: expected a representation for space='feature', got None")
+    rep = as_representation(representation, fn=fn)
+    return rep if device is None else rep.to(device)

@@ -11,9 +11,8 @@ from torch import Tensor
 
 from pyinvert import io as _io
 from pyinvert.io import to_uint8
-from pyinvert.representations import as_representation
 from pyinvert.toolbox.codes import Encoder
-from pyinvert.toolbox.common import Source, check_choice, check_int
+from pyinvert.toolbox.common import Source, check_choice, check_int, space_representation
 
 
 def thumbnail_scatter(
@@ -106,16 +105,8 @@ def embed(
     """
     fn = "embed"
     check_choice(method, "method", ("tsne", "pca"), fn)
-    check_choice(space, "space", ("feature", "pixel"), fn)
     check_int(seed, "seed", fn, low=0)
-    if space == "feature":
-        if representation is None:
-            raise ValueError(f"{fn}: expected a representation for space='feature', got None")
-        rep = as_representation(representation, fn=fn)
-        if device is not None:
-            rep = rep.to(device)
-    else:
-        rep = None
+    rep = space_representation(space, representation, device, fn)
     src = Source(images, size, fn)
     if len(src) < 3:
         raise ValueError(f"{fn}: expected at least 3 images to embed, got {len(src)}")

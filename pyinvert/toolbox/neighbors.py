@@ -11,9 +11,14 @@ import torch
 from torch import Tensor
 
 from pyinvert import io as _io
-from pyinvert.representations import as_representation
 from pyinvert.toolbox.codes import Encoder
-from pyinvert.toolbox.common import Source, check_choice, check_int, titled_grid
+from pyinvert.toolbox.common import (
+    Source,
+    check_choice,
+    check_int,
+    space_representation,
+    titled_grid,
+)
 
 try:  # optional: the large-gallery index
     import faiss
@@ -187,20 +192,12 @@ def neighbors(
     """
     fn = "neighbors"
     check_int(k, "k", fn)
-    check_choice(space, "space", ("feature", "pixel"), fn)
     check_choice(backend, "backend", ("auto", "exact", "faiss"), fn)
     if size is not None:
         check_int(size, "size", fn)
     if backend == "faiss" and faiss is None:
         raise ValueError(f"{fn}: backend='faiss' needs the faiss package, which is not installed")
-    if space == "feature":
-        if representation is None:
-            raise ValueError(f"{fn}: expected a representation for space='feature', got None")
-        rep = as_representation(representation, fn=fn)
-        if device is not None:
-            rep = rep.to(device)
-    else:
-        rep = None
+    rep = space_representation(space, representation, device, fn)
     check_int(batch_size, "batch_size", fn)
     check_int(chunk, "chunk", fn)
     qsrc, gsrc = Source(queries, size, fn), Source(gallery, size, fn)
