@@ -40,6 +40,19 @@ TORCH_LIBRARY(pyinvert, m) {
   m.def(
       "rowwise_two_loop(Tensor g, Tensor S, Tensor Y, Tensor rho, Tensor h, Tensor slots) "
       "-> Tensor");
+  // The per-row L-BFGS's fused steps on its row path (optim/lbfgs_rows.py), each in one pass
+  // with the tensor path's roundings: g = grad * scale with (max |g|, g.d); the accepted step
+  // (x += t d, S/Y at the row's spare slot = t d, g - g_old) with (y.s, y.y); the next trial
+  // per row mode (0 skip, 1 the two-loop direction d, 2 a step along d, 3 stay at x) with
+  // (g.d, max |d|), trial = x + t d and z = trial * scale (z empty: not written).
+  m.def("lbfgs_observe(Tensor grad, Tensor scale, Tensor d, Tensor(a!) g) -> (Tensor, Tensor)");
+  m.def(
+      "lbfgs_accept(Tensor g, Tensor g_old, Tensor d, Tensor t, Tensor rows, Tensor spare, "
+      "Tensor(a!) x, Tensor(b!) S, Tensor(c!) Y) -> (Tensor, Tensor)");
+  m.def(
+      "lbfgs_advance(Tensor g, Tensor S, Tensor Y, Tensor rho, Tensor h, Tensor slots, "
+      "Tensor mode, Tensor t, Tensor x, Tensor scale, Tensor(a!) d, Tensor(b!) trial, "
+      "Tensor(c!) z) -> (Tensor, Tensor)");
 
   // Fields of Experts, valid positions only (no padding). expert: 'student_t' or 'logcosh'.
   // Returns (energy[B], grad_x[B,C,H,W], laplacian[B] or an empty tensor), one pass over x.

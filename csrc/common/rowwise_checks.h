@@ -37,4 +37,104 @@ inline void check_two_loop_arguments(const at::Tensor& g, const at::Tensor& S, c
               slots.device());
 }
 
+// The fused L-BFGS steps: every [B, D] argument a contiguous float32/float64 tensor of g's dtype
+// and device (the outputs are written in place, so no copies are made); per-row scalars [B].
+inline void check_rows_tensor(const char* op, const char* name, const at::Tensor& t,
+                              const at::Tensor& like, at::IntArrayRef shape) {
+  TORCH_CHECK(t.sizes() == shape, op, ": expected ", name, " of shape ", shape, ", got ",
+              t.sizes());
+  TORCH_CHECK(t.scalar_type() == like.scalar_type(), op, ": expected ", name, " of dtype ",
+              like.scalar_type(), ", got ", t.scalar_type());
+  TORCH_CHECK(t.device() == like.device(), op, ": expected ", name, " on ", like.device(), ", got ",
+              t.device());
+}
+
+inline void check_rows_output(const char* op, const char* name, const at::Tensor& t) {
+  TORCH_CHECK(t.is_contiguous(), op, ": expected ", name,
+              " to be contiguous (it is written "
+              "in place)");
+}
+
+inline void check_rows_mask(const char* op, const char* name, const at::Tensor& t,
+                            const at::Tensor& like, at::ScalarType type) {
+  TORCH_CHECK(t.dim() == 1 && t.size(0) == like.size(0), op, ": expected ", name, " of shape (",
+              like.size(0), ",), got ", t.sizes());
+  TORCH_CHECK(t.scalar_type() == type, op, ": expected ", name, " of dtype ", type, ", got ",
+              t.scalar_type());
+  TORCH_CHECK(t.device() == like.device(), op, ": expected ", name, " on ", like.device(), ", got ",
+              t.device());
+}
+
+inline void check_rows_matrix(const char* op, const at::Tensor& g) {
+  TORCH_CHECK(g.dim() == 2, op, ": expected g of shape (B, D), got ", g.sizes());
+  TORCH_CHECK(g.scalar_type() == at::kFloat || g.scalar_type() == at::kDouble, op,
+              ": expected g of dtype float32 or float64, got ", g.scalar_type());
+  check_rows_output(op, "g", g);
+}
+
+// lbfgs_observe(grad [B, D], scale [B], d [B, D], g [B, D] written).
+inline void check_observe_arguments(const at::Tensor& grad, const at::Tensor& scale,
+                                    const at::Tensor& d, const at::Tensor& g) {
+  constexpr const char* op = "lbfgs_observe";
+  check_rows_matrix(op, g);
+  check_rows_tensor(op, "grad", grad, g, g.sizes());
+  check_rows_tensor(op, "d", d, g, g.sizes());
+  check_rows_output(op, "d", d);
+  check_rows_tensor(op, "scale", scale, g, {g.size(0)});
+}
+
+// lbfgs_accept(g, g_old, d [B, D], t [B], rows [B] bool, spare [B] int64, x [B, D] written,
+// S, Y [P, B, D] written at (spare[b], b)).
+inline void check_accept_arguments(const at::Tensor& g, const at::Tensor& g_old,
+                                   const at::Tensor& d, const at::Tensor& t, const at::Tensor& rows,
+                                   const at::Tensor& spare, const at::Tensor& x,
+                                   const at::Tensor& S, const at::Tensor& Y) {
+  constexpr const char* op = "lbfgs_accept";
+  check_rows_matrix(op, g);
+  for (const auto& [v, name] :
+       {std::pair<const at::Tensor&, const char*>{g_old, "g_old"}, {d, "d"}, {x, "x"}}) {
+    check_rows_tensor(op, name, v, g, g.sizes());
+    check_rows_output(op, name, v);
+  }
+  check_rows_tensor(op, "t", t, g, {g.size(0)});
+  check_rows_mask(op, "rows", rows, g, at::kBool);
+  check_rows_mask(op, "spare", spare, g, at::kLong);
+  TORCH_CHECK(S.dim() == 3, op, ": expected S of shape (P, ", g.size(0), ", ", g.size(1), "), got ",
+              S.sizes());
+  check_rows_tensor(op, "S", S, g, {S.size(0), g.size(0), g.size(1)});
+  check_rows_tensor(op, "Y", Y, g, S.sizes());
+  check_rows_output(op, "S", S);
+  check_rows_output(op, "Y", Y);
+}
+
+// lbfgs_advance(g, S, Y, rho, h, slots as rowwise_two_loop; mode [B] int64 (AdvanceMode), t [B],
+// x [B, D], scale [B] or empty; d, trial [B, D] and z [B, D] (or empty) written).
+inline void check_advance_arguments(const at::Tensor& g, const at::Tensor& S, const at::Tensor& Y,
+                                    const at::Tensor& rho, const at::Tensor& h,
+                                    const at::Tensor& slots, const at::Tensor& mode,
+                                    const at::Tensor& t, const at::Tensor& x,
+                                    const at::Tensor& scale, const at::Tensor& d,
+                                    const at::Tensor& trial, const at::Tensor& z) {
+  constexpr const char* op = "lbfgs_advance";
+  check_two_loop_arguments(g, S, Y, rho, h, slots);
+  check_rows_output(op, "g", g);
+  for (const auto& v : {S, Y, rho, h, slots}) {
+    TORCH_CHECK(v.is_contiguous(), op, ": expected contiguous S, Y, rho, h and slots");
+  }
+  check_rows_mask(op, "mode", mode, g, at::kLong);
+  check_rows_tensor(op, "t", t, g, {g.size(0)});
+  for (const auto& [v, name] :
+       {std::pair<const at::Tensor&, const char*>{x, "x"}, {d, "d"}, {trial, "trial"}}) {
+    check_rows_tensor(op, name, v, g, g.sizes());
+    check_rows_output(op, name, v);
+  }
+  if (z.numel() == 0) {
+    TORCH_CHECK(scale.numel() == 0, op, ": expected an empty scale without z, got ", scale.sizes());
+  } else {
+    check_rows_tensor(op, "z", z, g, g.sizes());
+    check_rows_output(op, "z", z);
+    check_rows_tensor(op, "scale", scale, g, {g.size(0)});
+  }
+}
+
 }  // namespace pyinvert

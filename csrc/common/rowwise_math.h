@@ -47,3 +47,34 @@ PYI_HOST_DEVICE T two_loop_update(T x, T v, T c) {
 }
 
 }  // namespace pyinvert
+
+namespace pyinvert {
+
+// The per-row L-BFGS steps fused for the CPU's row path (lbfgs_observe, lbfgs_accept,
+// lbfgs_advance; optim/lbfgs_rows.py): each computes what the tensor path's elementwise ops and
+// rowwise_dot calls compute, one rounding per operation in their order, in fewer passes.
+
+// max |v| with NaN propagation (torch.maximum(v.amax(), -v.amin()) of the tensor path), one
+// value at a time: a NaN replaces the running maximum and then stays (branch-free, so that the
+// CPU's lane loops vectorize).
+template <typename T>
+PYI_HOST_DEVICE T absmax_step(T m, T v) {
+  const T a = v < T(0) ? -v : v;
+  return (a > m || a != a) ? a : m;
+}
+
+// Two running maxima of absmax_step combined (NaN propagates).
+template <typename T>
+PYI_HOST_DEVICE T absmax_combine(T m, T n) {
+  return (n > m || n != n) && m == m ? n : m;
+}
+
+// What the row's trial point becomes (lbfgs_advance's per-row mode).
+enum class AdvanceMode : int64_t {
+  kSkip = 0,       // untouched
+  kDirection = 1,  // d = the two-loop direction, then the trial x + t d
+  kStep = 2,       // the trial x + t d with the row's d (a line-search trial)
+  kStay = 3,       // the trial is x
+};
+
+}  // namespace pyinvert

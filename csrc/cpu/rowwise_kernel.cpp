@@ -7,6 +7,9 @@
 #include <torch/library.h>
 #include <torch/types.h>
 
+#include <algorithm>
+#include <limits>
+#include <tuple>
 #include <vector>
 
 #include "common/rowwise_checks.h"
@@ -171,11 +174,222 @@ at::Tensor rowwise_two_loop_kernel(const at::Tensor& g, const at::Tensor& S, con
   return out;
 }
 
+// ---- the fused steps of the per-row L-BFGS (common/rowwise_math.h) -------------------------
+
+inline double lanes_total(double* lane) {
+  for (int h = kRowwiseLanes / 2; h > 0; h /= 2) {
+    for (int k = 0; k < h; ++k) lane[k] = rowwise_combine(lane[k], lane[k + h]);
+  }
+  return lane[0];
+}
+
+template <typename T>
+T lanes_absmax(const T* mx) {
+  T m = mx[0];
+  for (int k = 1; k < kRowwiseLanes; ++k) m = absmax_combine(m, mx[k]);
+  return m;
+}
+
+// body(i, k) for i = 0 .. D - 1 with lane k = i % kRowwiseLanes: full blocks of lanes (a loop
+// of fixed length, which the compiler vectorizes), then the tail.
+template <typename Body>
+inline void for_lanes(int64_t D, Body&& body) {
+  int64_t i = 0;
+  for (; i + kRowwiseLanes <= D; i += kRowwiseLanes) {
+    for (int k = 0; k < kRowwiseLanes; ++k) body(i + k, k);
+  }
+  for (int k = 0; i + k < D; ++k) body(i + k, k);
+}
+
+// g = grad * c; returns g.d in rowwise_dot's order and sets *gmax = max |g| (NaN if any).
+template <typename T>
+PYI_CLONES_EXACT double observe_row(const T* __restrict__ grad, T c, const T* __restrict__ d,
+                                    T* __restrict__ g, int64_t D, T* gmax) {
+  double lane[kRowwiseLanes];
+  T mx[kRowwiseLanes];
+  for (int k = 0; k < kRowwiseLanes; ++k) lane[k] = 0.0, mx[k] = T(0);
+  for_lanes(D, [&](int64_t i, int k) {
+    const T v = rn_mul(grad[i], c);
+    g[i] = v;
+    mx[k] = absmax_step(mx[k], v);
+    lane[k] = rowwise_term(lane[k], v, d[i]);
+  });
+  *gmax = lanes_absmax(mx);
+  return lanes_total(lane);
+}
+
+// s = t d; x += s; y = g - g_old; s and y stored; returns y.s and sets *yy = y.y.
+template <typename T>
+PYI_CLONES_EXACT double accept_row(const T* __restrict__ g, const T* __restrict__ g_old,
+                                   const T* __restrict__ d, T t, T* __restrict__ x,
+                                   T* __restrict__ s_out, T* __restrict__ y_out, int64_t D,
+                                   double* yy) {
+  double ys_lane[kRowwiseLanes], yy_lane[kRowwiseLanes];
+  for (int k = 0; k < kRowwiseLanes; ++k) ys_lane[k] = yy_lane[k] = 0.0;
+  for_lanes(D, [&](int64_t i, int k) {
+    const T s = rn_mul(t, d[i]);
+    x[i] = rn_add(x[i], s);
+    s_out[i] = s;
+    const T y = rn_sub(g[i], g_old[i]);
+    y_out[i] = y;
+    ys_lane[k] = rowwise_term(ys_lane[k], y, s);
+    yy_lane[k] = rowwise_term(yy_lane[k], y, y);
+  });
+  *yy = lanes_total(yy_lane);
+  return lanes_total(ys_lane);
+}
+
+// trial = x + t d (or x when stay) and z = trial c (when z is given).
+template <typename T>
+PYI_CLONES_EXACT void trial_row(const T* __restrict__ d, const T* __restrict__ x, T t, bool stay,
+                                T c, T* __restrict__ trial, T* __restrict__ z, int64_t D) {
+  for (int64_t i = 0; i < D; ++i) {
+    const T v = stay ? x[i] : rn_add(x[i], rn_mul(t, d[i]));
+    trial[i] = v;
+    if (z != nullptr) z[i] = rn_mul(v, c);
+  }
+}
+
+// A new direction's trial (trial_row with stay = false) with g.d in rowwise_dot's order and
+// *dmax = max |d|.
+template <typename T>
+PYI_CLONES_EXACT double direction_trial_row(const T* __restrict__ g, const T* __restrict__ d,
+                                            const T* __restrict__ x, T t, T c,
+                                            T* __restrict__ trial, T* __restrict__ z, int64_t D,
+                                            T* dmax) {
+  double lane[kRowwiseLanes];
+  T mx[kRowwiseLanes];
+  for (int k = 0; k < kRowwiseLanes; ++k) lane[k] = 0.0, mx[k] = T(0);
+  for_lanes(D, [&](int64_t i, int k) {
+    const T v = rn_add(x[i], rn_mul(t, d[i]));
+    trial[i] = v;
+    if (z != nullptr) z[i] = rn_mul(v, c);
+    mx[k] = absmax_step(mx[k], d[i]);
+    lane[k] = rowwise_term(lane[k], g[i], d[i]);
+  });
+  *dmax = lanes_absmax(mx);
+  return lanes_total(lane);
+}
+
+std::tuple<at::Tensor, at::Tensor> lbfgs_observe_kernel(const at::Tensor& grad,
+                                                        const at::Tensor& scale,
+                                                        const at::Tensor& d, at::Tensor& g) {
+  check_observe_arguments(grad, scale, d, g);
+  const int64_t B = g.size(0), D = g.size(1);
+  const at::Tensor gc = grad.contiguous(), sc = scale.contiguous();
+  at::Tensor gmax = at::empty({B}, g.options()), gtd = at::empty({B}, g.options());
+  AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "lbfgs_observe", [&] {
+    const scalar_t *src = gc.const_data_ptr<scalar_t>(), *c = sc.const_data_ptr<scalar_t>();
+    const scalar_t* dd = d.const_data_ptr<scalar_t>();
+    scalar_t* out = g.mutable_data_ptr<scalar_t>();
+    scalar_t *gm = gmax.mutable_data_ptr<scalar_t>(), *dot = gtd.mutable_data_ptr<scalar_t>();
+    at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) {
+        dot[b] = static_cast<scalar_t>(
+            observe_row(src + b * D, c[b], dd + b * D, out + b * D, D, gm + b));
+      }
+    });
+  });
+  return {gmax, gtd};
+}
+
+std::tuple<at::Tensor, at::Tensor> lbfgs_accept_kernel(const at::Tensor& g, const at::Tensor& g_old,
+                                                       const at::Tensor& d, const at::Tensor& t,
+                                                       const at::Tensor& rows,
+                                                       const at::Tensor& spare, at::Tensor& x,
+                                                       at::Tensor& S, at::Tensor& Y) {
+  check_accept_arguments(g, g_old, d, t, rows, spare, x, S, Y);
+  const int64_t B = g.size(0), D = g.size(1), P = S.size(0);
+  const at::Tensor rc = rows.contiguous(), pc = spare.contiguous(), tc = t.contiguous();
+  const bool* take = rc.const_data_ptr<bool>();
+  const int64_t* slot = pc.const_data_ptr<int64_t>();
+  for (int64_t b = 0; b < B; ++b) {
+    TORCH_CHECK_INDEX(!take[b] || (slot[b] >= 0 && slot[b] < P),
+                      "lbfgs_accept: expected spare slots in [0, ", P, "), got ", slot[b]);
+  }
+  at::Tensor ys = at::zeros({B}, g.options()), yy = at::zeros({B}, g.options());
+  AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "lbfgs_accept", [&] {
+    const scalar_t *gn = g.const_data_ptr<scalar_t>(), *go = g_old.const_data_ptr<scalar_t>();
+    const scalar_t *dd = d.const_data_ptr<scalar_t>(), *tt = tc.const_data_ptr<scalar_t>();
+    scalar_t* xx = x.mutable_data_ptr<scalar_t>();
+    scalar_t *SS = S.mutable_data_ptr<scalar_t>(), *YY = Y.mutable_data_ptr<scalar_t>();
+    scalar_t *o1 = ys.mutable_data_ptr<scalar_t>(), *o2 = yy.mutable_data_ptr<scalar_t>();
+    at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) {
+        if (!take[b]) continue;
+        const int64_t row = (slot[b] * B + b) * D;
+        double yyb = 0.0;
+        o1[b] = static_cast<scalar_t>(accept_row(gn + b * D, go + b * D, dd + b * D, tt[b],
+                                                 xx + b * D, SS + row, YY + row, D, &yyb));
+        o2[b] = static_cast<scalar_t>(yyb);
+      }
+    });
+  });
+  return {ys, yy};
+}
+
+std::tuple<at::Tensor, at::Tensor> lbfgs_advance_kernel(
+    const at::Tensor& g, const at::Tensor& S, const at::Tensor& Y, const at::Tensor& rho,
+    const at::Tensor& h, const at::Tensor& slots, const at::Tensor& mode, const at::Tensor& t,
+    const at::Tensor& x, const at::Tensor& scale, at::Tensor& d, at::Tensor& trial, at::Tensor& z) {
+  check_advance_arguments(g, S, Y, rho, h, slots, mode, t, x, scale, d, trial, z);
+  const int64_t B = g.size(0), D = g.size(1), K = slots.size(1), P = S.size(0);
+  const at::Tensor sc = slots.contiguous(), mc = mode.contiguous(), tc = t.contiguous();
+  const at::Tensor rc = rho.contiguous(), hc = h.contiguous(), cc = scale.contiguous();
+  const int64_t *slot = sc.const_data_ptr<int64_t>(), *md = mc.const_data_ptr<int64_t>();
+  for (int64_t i = 0; i < B * K; ++i) {
+    TORCH_CHECK_INDEX(slot[i] >= -1 && slot[i] < P, "lbfgs_advance: expected slots in [-1, ", P,
+                      "), got ", slot[i]);
+  }
+  for (int64_t b = 0; b < B; ++b) {
+    TORCH_CHECK(md[b] >= 0 && md[b] <= 3, "lbfgs_advance: expected modes in [0, 3], got ", md[b]);
+  }
+  const bool scaled = z.numel() > 0;
+  at::Tensor gtd = at::zeros({B}, g.options()), dmax = at::zeros({B}, g.options());
+  AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "lbfgs_advance", [&] {
+    const scalar_t *gg = g.const_data_ptr<scalar_t>(), *SS = S.const_data_ptr<scalar_t>();
+    const scalar_t *YY = Y.const_data_ptr<scalar_t>(), *rr = rc.const_data_ptr<scalar_t>();
+    const scalar_t *hh = hc.const_data_ptr<scalar_t>(), *tt = tc.const_data_ptr<scalar_t>();
+    const scalar_t *xx = x.const_data_ptr<scalar_t>(), *c = cc.const_data_ptr<scalar_t>();
+    scalar_t *dd = d.mutable_data_ptr<scalar_t>(), *tr = trial.mutable_data_ptr<scalar_t>();
+    scalar_t* zz = scaled ? z.mutable_data_ptr<scalar_t>() : nullptr;
+    scalar_t *o1 = gtd.mutable_data_ptr<scalar_t>(), *o2 = dmax.mutable_data_ptr<scalar_t>();
+    at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+      std::vector<const scalar_t*> s(K), y(K);
+      std::vector<scalar_t> alpha(K), rho_row(K);
+      for (int64_t b = begin; b < end; ++b) {
+        const auto m = static_cast<AdvanceMode>(md[b]);
+        if (m == AdvanceMode::kSkip) continue;
+        const int64_t o = b * D;
+        scalar_t* zb = scaled ? zz + o : nullptr;
+        const scalar_t cb = scaled ? c[b] : scalar_t(1);
+        if (m != AdvanceMode::kDirection) {
+          trial_row(dd + o, xx + o, tt[b], m == AdvanceMode::kStay, cb, tr + o, zb, D);
+          continue;
+        }
+        int64_t k = 0;
+        for (; k < K && slot[b * K + k] >= 0; ++k) {
+          s[k] = SS + (slot[b * K + k] * B + b) * D;
+          y[k] = YY + (slot[b * K + k] * B + b) * D;
+          rho_row[k] = rr[slot[b * K + k] * B + b];
+        }
+        two_loop_row(gg + o, s.data(), y.data(), rho_row.data(), k, hh[b], D, dd + o, alpha.data());
+        o1[b] = static_cast<scalar_t>(
+            direction_trial_row(gg + o, dd + o, xx + o, tt[b], cb, tr + o, zb, D, o2 + b));
+      }
+    });
+  });
+  return {gtd, dmax};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pyinvert, CPU, m) {
   m.impl("rowwise_dot", &rowwise_dot_kernel);
   m.impl("rowwise_two_loop", &rowwise_two_loop_kernel);
+  m.impl("lbfgs_observe", &lbfgs_observe_kernel);
+  m.impl("lbfgs_accept", &lbfgs_accept_kernel);
+  m.impl("lbfgs_advance", &lbfgs_advance_kernel);
 }
 
 }  // namespace pyinvert

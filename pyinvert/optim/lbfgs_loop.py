@@ -138,8 +138,9 @@ def optimize(
     c = torch.where(ok, 1.0 / (scale * safe1), torch.ones_like(l1))
     rs, rc = _rows(scale, x), _rows(c, x)
     opt = LBFGS(x / rs, **settings, _fn="lbfgs")
-    gscale = rc * rs  # the gradient's factor, once
-    opt.tell(f0 * c, g0 * gscale, _fresh=True)
+    gscale = (rc * rs).reshape(N)  # the gradient's factor, once
+    opt.scale_asks(scale)  # the trials in x's scale (written with the trials on the CPU)
+    opt.tell(f0 * c, g0, _fresh=True, _grad_scale=gscale)
     accepted_measure = m0.to(x.dtype)
     done_iters = 0
     # On the CPU (float32/64) the per-step bookkeeping is done on NumPy views (the same values,
@@ -149,11 +150,11 @@ def optimize(
         hist_np, meas_np, c_np = history.numpy(), measures.numpy(), c.numpy()
         acc_np = accepted_measure.numpy().copy()
     while not opt.done:
-        loss, measure, grad = evaluate(opt.ask() * rs)
+        loss, measure, grad = evaluate(opt.ask_scaled())
         before = opt.iterations
         with torch.no_grad():
             scaled = loss * c
-            opt.tell(scaled, grad * gscale, _fresh=True)
+            opt.tell(scaled, grad, _fresh=True, _grad_scale=gscale)
             if host:
                 top = _record(opt, before, scaled, measure, acc_np, hist_np, meas_np, c_np, T)
             else:

@@ -2,7 +2,8 @@
 strong-Wolfe line search, stopping tests and step choices done row by row on NumPy scalars of
 the run's dtype, instead of some 300 small tensor operations per ``tell`` (at 96 px, most of
 the engine's time between two evaluations). The vector work (dot products, the two-loop
-recursion, the trial points and histories) stays in torch, as in the tensor path.
+recursion, the trial points and histories) is done in place on buffers by three fused
+compiled ops (:mod:`pyinvert.optim.lbfgs_vectors`).
 
 Bit for bit the tensor path's decisions and values: every scalar operation is the tensor
 path's, in its order and dtype (NumPy float32 scalars round each operation to float32, as
@@ -16,8 +17,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pyinvert.optim.rowwise import amax as _amax
-from pyinvert.optim.rowwise import dot as _dot
+from pyinvert.optim.lbfgs_vectors import (
+    MODE_DIRECTION,
+    MODE_SKIP,
+    MODE_STAY,
+    MODE_STEP,
+    RowVectors,
+    copy_rows,
+)
 from pyinvert.optim.rowwise import rowsum as _rowsum
 
 RUNNING, GRADIENT, STEP, VALUE, DIRECTION, MAX_ITER, MAX_EVAL, LINE_SEARCH, NONFINITE = range(9)
@@ -43,15 +50,6 @@ def _max(a, b):
 
 def _finite(v) -> bool:
     return bool(v - v == 0)
-
-
-def _pick(mask: np.ndarray, a: Tensor, b: Tensor) -> Tensor:
-    """Rows of a where mask, else of b ([B] NumPy mask; a or b itself when it is uniform)."""
-    if mask.all():
-        return a
-    if not mask.any():
-        return b
-    return torch.where(torch.from_numpy(mask)[:, None], a, b)
 
 
 class RowState:
@@ -103,55 +101,60 @@ def _cubic(st, x1, f1, g1, x2, f2, g2, lo, hi):
     return (lo + hi) / F(2)
 
 
-def tell(opt, f_t: Tensor, g: Tensor) -> None:
-    """``opt.tell`` on the CPU with the state in :class:`RowState` (module docstring)."""
+def tell(opt, f_t: Tensor, grad: Tensor, scale=None) -> None:
+    """``opt.tell`` on the CPU with the state in :class:`RowState` and the vectors in
+    :class:`pyinvert.optim.lbfgs_vectors.RowVectors` (module docstring); the gradient is
+    ``grad * scale`` (scale [B], or None for 1)."""
     if opt._rows is None:
         opt._rows = RowState(opt)
+        opt._vec = RowVectors(opt)
+    st, vec = opt._rows, opt._vec
+    was_running = st.status == RUNNING
     with np.errstate(all="ignore"):
-        _tell(opt, opt._rows, f_t, g)
-    st = opt._rows
+        begun = _tell(opt, st, vec, f_t, grad, scale)
     opt.status = torch.from_numpy(st.status.copy())
     opt.iterations = torch.from_numpy(st.iterations.copy())
     opt.evaluations = torch.from_numpy(st.evaluations.copy())
     opt.f = torch.from_numpy(st.f.copy())
     opt.t = torch.from_numpy(st.t.copy())
+    opt._x, opt.g, opt.d = vec.x, vec.g, vec.d
+    # the trial points of the rows not just begun: a line-search step along d, or x itself
     run = st.status == RUNNING
-    opt._step, opt._step_t = opt.t[:, None] * opt.d, opt.t
-    opt._trial = _pick(run, opt._x + opt._step, opt._x)
+    mode = np.where(run & ~begun, MODE_STEP, np.where(was_running & ~run, MODE_STAY, MODE_SKIP))
+    if mode.any():
+        vec.advance(mode, st.t, st.H_diag)
+    opt._trial = vec.trial
 
 
-def _tell(opt, st: RowState, f_t: Tensor, g: Tensor) -> None:
+def _tell(opt, st: RowState, vec: RowVectors, f_t: Tensor, grad: Tensor, scale) -> np.ndarray:
+    """One evaluation; returns the rows given a new direction and trial (``_begin``)."""
     B = st.f.shape[0]
     wolfe = opt._started and opt.line_search is not None
-    gmax = _amax(g).numpy()
-    gtd = _dot(g, opt.d).numpy() if wolfe else None
+    gmax, gtd = vec.observe(grad, scale)
     f = f_t.numpy()
     run = st.status == RUNNING
     st.evaluations += run
-    ok = np.zeros(B, bool)
-    for b in np.flatnonzero(run):
-        if _finite(f[b]) and _finite(gmax[b]):
-            ok[b] = True
-        else:
-            st.status[b] = NONFINITE
+    ok = run & np.isfinite(f) & np.isfinite(gmax)
+    st.status[run & ~ok] = NONFINITE
     if not opt._started:
         opt._started = True
         st.f = np.where(ok, f, st.f)
-        opt.g = _pick(ok, g, opt.g)
+        if ok.all():
+            vec.g, vec.g_new = vec.g_new, vec.g
+        else:
+            copy_rows(vec.g, vec.g_new, ok)
         st.g_max = np.where(ok, gmax, st.g_max)
         small = ok & (st.g_max <= st.tol_grad)
         st.status[small] = GRADIENT
-        _begin(opt, st, ok & ~small)
-        return
+        return _begin(opt, st, vec, ok & ~small)
     if not wolfe:
-        _finish(opt, st, ok, st.t.copy(), f.copy(), ok, g, gmax)
-        return
-    _wolfe_rows(opt, st, ok, f, g, gtd, gmax)
+        return _finish(opt, st, vec, ok, st.t.copy(), f.copy(), gmax)
+    return _wolfe_rows(opt, st, vec, ok, f, gtd, gmax, B)
 
 
-def _wolfe_rows(opt, st, ok, f, g, gtd, gmax):
+def _wolfe_rows(opt, st, vec, ok, f, gtd, gmax, B):
     """One evaluation of each running row's line search (the tensor path's ``_wolfe``)."""
-    F, B = st.F, st.f.shape[0]
+    F = st.F
     acc = np.zeros(B, bool)
     take_new = np.zeros(B, bool)
     t_acc, f_acc, gmax_acc = np.zeros(B, F), np.zeros(B, F), np.zeros(B, F)
@@ -224,30 +227,25 @@ def _wolfe_rows(opt, st, ok, f, g, gtd, gmax):
         t_acc[b] = t if tn else lo_t
         f_acc[b] = fb if tn else st.lo[b, 1]
         gmax_acc[b] = gmax[b] if tn else st.lo_gmax[b]
-    g_prev_old = opt.g_prev
-    opt.lo_g = _pick(to_new, g, _pick(to_prev, g_prev_old, opt.lo_g))
-    opt.g_prev = _pick(ext, g, g_prev_old)
-    g_acc = _pick(take_new | ~acc, g, opt.lo_g)
-    _finish(opt, st, acc, t_acc, f_acc, take_new, g_acc, gmax_acc)
+    # the line search's gradients (the tensor path's lo_g, g_prev and accepted g), row by row
+    for b in np.flatnonzero(to_prev):
+        vec.lo_g[b].copy_(vec.prev_gradient(b))
+    copy_rows(vec.lo_g, vec.g_new, to_new)
+    copy_rows(vec.g_prev, vec.g_new, ext)
+    vec.prev_is_g[ext] = False
+    copy_rows(vec.g_new, vec.lo_g, acc & ~take_new)  # a row taking its bracket's low end
+    return _finish(opt, st, vec, acc, t_acc, f_acc, gmax_acc)
 
 
-def _finish(opt, st, acc, t, f, take_new, g, gmax):
+def _finish(opt, st, vec, acc, t, f, gmax) -> np.ndarray:
     """The end of an iteration for the accepted rows ``acc`` (the tensor path's ``_finish``):
-    t, f, gmax [B] NumPy, g [B, D] the accepted gradients (rows outside ``acc`` unused)."""
+    t, f, gmax [B] NumPy, their gradients in ``vec.g_new``; returns the rows begun."""
     stuck = acc & (t == 0)
     st.status[stuck] = LINE_SEARCH
     acc = acc & ~stuck
     if not acc.any():
-        return
-    if opt._step is not None and (t[acc] == opt._step_t.numpy()[acc]).all():
-        s, x_new = opt._step, opt._trial  # the same operations on the same values
-    else:
-        s = torch.from_numpy(t)[:, None] * opt.d
-        x_new = opt._x + s
-    y = g - opt.g
-    ys, yy = _dot(y, s).numpy(), _dot(y, y).numpy()
-    opt._x = _pick(acc, x_new, opt._x)
-    opt.g = _pick(acc, g, opt.g)
+        return acc
+    ys, yy = vec.accept(acc, t)
     cont = np.zeros_like(acc)
     for b in np.flatnonzero(acc):
         f_old = st.f[b]
@@ -268,73 +266,43 @@ def _finish(opt, st, acc, t, f, take_new, g, gmax):
     upd = cont & (ys > st.tiny)
     if upd.any():
         m = opt.history_size
-        need = min(m, int(st.updates[upd].max()) + 1)
-        if opt.S.shape[0] < need:
-            grow = min(m, max(need, 2 * opt.S.shape[0])) - opt.S.shape[0]
-            opt.S = torch.cat([opt.S, opt.S.new_zeros((grow,) + opt.S.shape[1:])])
-            opt.Y = torch.cat([opt.Y, opt.Y.new_zeros((grow,) + opt.Y.shape[1:])])
-            opt.rho = torch.cat([opt.rho, opt.rho.new_zeros(grow, opt.rho.shape[1])])
-        u = st.updates
-        inv = st.one / ys  # torch's 1 / ys: reciprocal (times 1)
-        if upd.all() and u.min() == u.max():  # one slot for all rows
-            slot = int(u[0]) % m
-            opt.S[slot].copy_(s)
-            opt.Y[slot].copy_(y)
-            opt.rho[slot].copy_(torch.from_numpy(inv))
-        else:
-            rows = torch.from_numpy(np.flatnonzero(upd))
-            slots = torch.from_numpy(st.updates[upd] % m)
-            opt.S[slots, rows] = s[rows]
-            opt.Y[slots, rows] = y[rows]
-            opt.rho[slots, rows] = torch.from_numpy(inv[upd])
+        vec.commit(upd, st.one / ys, st.count, m)  # torch's 1 / ys: reciprocal (times 1)
         st.updates = st.updates + upd
         st.count = np.minimum(st.count + upd, m)
         st.H_diag = np.where(upd, ys / yy, st.H_diag)
         opt.updates = torch.from_numpy(st.updates)
         opt.count = torch.from_numpy(st.count)
         opt.H_diag = torch.from_numpy(st.H_diag)
-    _begin(opt, st, cont)
+    return _begin(opt, st, vec, cont)
 
 
-def _two_loop(opt, st, rows):
-    """``opt._two_loop(rows)`` with the slots computed in NumPy (the same slots)."""
-    kmax = int(st.count[rows].max())
-    j = np.arange(kmax)
-    valid = rows[:, None] & (st.count[:, None] > j)
-    slots = np.where(valid, (st.updates[:, None] - 1 - j) % opt.history_size, -1)
-    return torch.ops.pyinvert.rowwise_two_loop(
-        opt.g, opt.S, opt.Y, opt.rho, opt.H_diag, torch.from_numpy(slots)
-    )
-
-
-def _begin(opt, st, rows):
-    """New directions and line-search starts for ``rows`` (the tensor path's ``_begin``)."""
+def _begin(opt, st, vec, rows) -> np.ndarray:
+    """New directions and line-search starts for ``rows`` (the tensor path's ``_begin``), with
+    their trials; returns the rows begun (started or stopped for their direction)."""
     if not rows.any():
-        return
+        return rows
     first = rows & (st.iterations == 0)
-    any_first = bool(first.any())
-    d = _two_loop(opt, st, rows) if (rows & ~first).any() else -opt.g
-    opt.d = _pick(rows, _pick(first, -opt.g, d) if any_first else d, opt.d)
-    gtd = _dot(opt.g, opt.d).numpy()
-    l1 = _rowsum(opt.g.abs()).numpy() if any_first else None
-    dn = _amax(opt.d).numpy()
-    started = np.zeros_like(rows)
+    t = st.t.copy()
+    t[rows] = st.lr
+    if first.any():  # d = -g (no pairs yet; h = 1) and t = clamp(1 / |g|_1, max=1) lr
+        l1 = _rowsum(vec.g.abs()).numpy()
+        for b in np.flatnonzero(first):
+            t[b] = _clamp_max(st.one / l1[b], st.one) * st.lr
+    mode = np.where(rows, MODE_DIRECTION, MODE_SKIP)
+    gtd, dn = vec.advance(mode, t, st.H_diag, vec.slots(rows & ~first, st.count))
     for b in np.flatnonzero(rows):
         if gtd[b] > -st.tol_change:
             st.status[b] = DIRECTION
             continue
-        started[b] = True
-        t = st.lr
-        if first[b]:
-            t = _clamp_max(st.one / l1[b], st.one) * st.lr  # clamp(1 / |g|_1, max=1) lr
-        st.t[b] = t
+        st.t[b] = t[b]
         st.f0[b], st.gtd0[b] = st.f[b], gtd[b]
         st.prev[b] = (st.zero, st.f[b], gtd[b])
         st.prev_gmax[b] = st.g_max[b]
         st.d_norm[b] = dn[b]
         st.zoom[b] = st.insuf[b] = False
         st.n_ls[b] = 0
-    opt.g_prev = _pick(started, opt.g, opt.g_prev)
+        vec.prev_is_g[b] = True
+    return rows
 
 
 def _clamp_max(a, hi):

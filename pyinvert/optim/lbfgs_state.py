@@ -100,7 +100,7 @@ class LBFGS:
         self.shape = x0.shape
         B = x0.shape[0]
         self._D = math.prod(x0.shape[1:])
-        self._x = x0.detach().reshape(B, self._D).clone()
+        self._x = x0.detach().reshape(B, self._D).clone(memory_format=torch.contiguous_format)
         dev, dt = x0.device, x0.dtype
         vec = lambda v=0.0: torch.full((B,), v, dtype=dt, device=dev)  # noqa: E731
         ints = lambda: torch.zeros(B, dtype=torch.int64, device=dev)  # noqa: E731
@@ -127,7 +127,8 @@ class LBFGS:
         self._step = self._step_t = None
         # the scalar logic row by row on NumPy scalars (pyinvert.optim.lbfgs_rows) on the CPU;
         # _path="tensor" keeps the tensor path (other devices; the tests' oracle)
-        self._rows = None
+        self._rows = self._vec = None
+        self._ask_scale = None
         self._use_rows = (
             _path == "rows"
             or _path == "auto"
@@ -152,9 +153,23 @@ class LBFGS:
         point, each stopped row at its final point."""
         return self._trial.view(self.shape)
 
-    def tell(self, values: Tensor, grad: Tensor, *, _fresh: bool = False) -> None:
+    def scale_asks(self, scale: Tensor) -> None:
+        """Have :meth:`ask_scaled` return ``ask() * scale`` (scale: [B], one factor per row;
+        the row path writes it with each trial, without another pass)."""
+        B = self._x.shape[0]
+        self._ask_scale = scale.detach().to(self._x.dtype).reshape(B).contiguous()
+
+    def ask_scaled(self) -> Tensor:
+        """:meth:`ask` times the rows' factors of :meth:`scale_asks`."""
+        vec = getattr(self, "_vec", None)
+        if vec is not None and vec.z.numel():
+            return vec.z.view(self.shape)
+        return self.ask() * self._ask_scale.view((-1,) + (1,) * (len(self.shape) - 1))
+
+    def tell(self, values: Tensor, grad: Tensor, *, _fresh: bool = False, _grad_scale=None) -> None:
         """Take the values [B] and gradients [B, ...] at the points of the last ``ask``.
-        (``_fresh``: the caller will not modify ``grad``, so it is kept without a copy.)"""
+        (``_fresh``: the caller will not modify ``grad``, so it is kept without a copy;
+        ``_grad_scale`` [B]: the gradients are ``grad`` times the rows' factors.)"""
         B = self._x.shape[0]
         if not isinstance(values, Tensor) or values.shape != (B,):
             got = list(values.shape) if isinstance(values, Tensor) else type(values).__name__
@@ -166,10 +181,15 @@ class LBFGS:
             )
         f = values.detach().to(self._x.dtype)
         g = grad.detach().to(self._x.dtype).reshape(B, self._D)
-        if not _fresh and g.data_ptr() == grad.data_ptr():
+        scale = None
+        if _grad_scale is not None:
+            scale = _grad_scale.detach().to(self._x.dtype).reshape(B).contiguous()
+        if self._use_rows:  # (the gradient is copied into the row path's own buffer)
+            return lbfgs_rows.tell(self, f, g, scale)
+        if scale is not None:
+            g = g * scale[:, None]
+        elif not _fresh and g.data_ptr() == grad.data_ptr():
             g = g.clone()  # kept as the state: the caller's tensor may change
-        if self._use_rows:
-            return lbfgs_rows.tell(self, f, g)
         run = self.status == RUNNING
         self.evaluations += run
         finite = torch.isfinite(f) & torch.isfinite(_amax(g))
