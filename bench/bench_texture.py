@@ -11,16 +11,17 @@ and a 4-weight style sweep batched versus four runs.
   (the line search may evaluate more than once per iteration: the fair unit).
 * engine overhead: pyinvert.texture's seconds per evaluation over the bare evaluation it
   makes (the network's forward to the last layer with hooks, the same Gram objective, one
-  backward), timed alone with the same batch: what the engine adds (the per-row L-BFGS
-  arithmetic, histories, per-step Python, setup and the final codes) in percent. Each is
-  the fastest of 3 interleaved measurements (the machine is shared); the bare evaluation
-  both as the median and as the mean of its 10 calls (the engine's figure is a mean).
+  backward; the mean of 10 calls) in percent: what the engine adds (the per-row L-BFGS
+  arithmetic, histories, per-step Python, setup). Paired ratios: each engine run against the
+  bare calls timed next to it, in alternating order, the median of --pairs pairs (the machine
+  is shared); at --steps and at --long-steps (the steady state a default-length run sees).
 * sweep: style_transfer with style_weight = Tensor[4] (one batch of 4 rows) versus four
   calls with one weight each (the fastest of --repeats interleaved pairs), with each
   weight's Gram and content errors, and the style-only limit (content_weight = 0): what a
   very large style weight tends to at this iteration budget.
 
     python bench/bench_texture.py [--sizes 96,224] [--steps 40] [--threads 1] [--repeats 3]
+        [--long-steps 100] [--pairs 5]
 """
 
 import argparse
@@ -162,16 +163,19 @@ def main():
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3, help="interleaved sweep repeats")
+    ap.add_argument("--long-steps", type=int, default=100, help="steps of the steady-state run")
+    ap.add_argument("--pairs", type=int, default=5, help="engine/bare pairs per overhead figure")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     net = models.load_model("mobilenet_v2", "imagenet", download=False)
     sizes = [int(v) for v in args.sizes.split(",")]
-    runs = [measure(net, S, args.steps, args.repeats) for S in sizes]
+    runs = [measure(net, S, args.steps, args.repeats, args.long_steps, args.pairs) for S in sizes]
     write_results(
         "texture",
         {
             "command": f"python bench/bench_texture.py --sizes {args.sizes} --steps {args.steps} "
-            f"--threads {args.threads} --repeats {args.repeats}",
+            f"--threads {args.threads} --repeats {args.repeats} --long-steps {args.long_steps} "
+            f"--pairs {args.pairs}",
             "clock": "time.process_time: CPU seconds of this process (the machine is shared)",
             "steps": args.steps,
             "layers": list(MOBILENET_TEXTURE_LAYERS),
@@ -200,7 +204,7 @@ def lbfgs_tell_seconds(D: int) -> float:
     return median_time(step, warmup=20, repeats=40)
 
 
-def measure(net, S, steps, repeats):
+def measure(net, S, steps, repeats, long_steps=100, pairs=5):
     """One size's numbers (printed, and returned for the JSON)."""
     source = photo("chelsea", S)
 
@@ -223,8 +227,10 @@ def measure(net, S, steps, repeats):
     def count(module, inputs, output):  # the engine's evaluations are the calls with grad
         calls[0] += bool(output.requires_grad)
 
-    # engine overhead: its seconds per evaluation over the bare evaluation it makes, each
-    # the fastest of 3 interleaved measurements (the machine is shared)
+    # engine overhead: its seconds per evaluation over the bare evaluation it makes, as paired
+    # ratios (each engine run against the bare evaluations timed next to it, in alternating
+    # order), the median of the pairs, at the bench's steps and at a longer run (the steady
+    # state of a default-length texture)
     with torch.no_grad():
         term = Gram.from_maps(src_maps, shapes=shapes)
     x0 = rep.preprocess(torch.rand(1, 3, S, S)).requires_grad_(True)
@@ -235,24 +241,36 @@ def measure(net, S, steps, repeats):
         torch.autograd.grad(loss.sum(), x0)
 
     last = dict(net.named_modules())[MOBILENET_TEXTURE_LAYERS[-1]]
-    bare_s, bare_mean_s, per_eval = float("inf"), float("inf"), float("inf")
-    for _ in range(3):
-        med, mean = median_time(bare, warmup=2, repeats=10, mean=True)
-        bare_s, bare_mean_s = min(bare_s, med), min(bare_mean_s, mean)
+
+    def engine_run(n_steps):
         calls[0] = 0
         handle = last.register_forward_hook(count)
-        res = pyinvert.texture(source, net, steps=steps, progress=False, seeds=[0])
+        res = pyinvert.texture(source, net, steps=n_steps, progress=False, seeds=[0])
         handle.remove()
-        evals = calls[0]
-        if res.seconds / evals < per_eval:
-            per_eval, ours_s = res.seconds / evals, res.seconds
+        return res, calls[0]
+
+    def paired(n_steps):
+        ratios, engine_s, bare_means = [], [], []
+        for k in range(pairs):
+            if k % 2:
+                res, n = engine_run(n_steps)
+            _, mean = median_time(bare, warmup=2, repeats=10, mean=True)
+            if not k % 2:
+                res, n = engine_run(n_steps)
+            ratios.append(res.seconds / n / mean)
+            engine_s.append(res.seconds / n)
+            bare_means.append(mean)
+        return res, n, ratios, engine_s, bare_means
+
+    res, evals, ratios, engine_s, bare_means = paired(steps)
+    per_eval = statistics.median(engine_s)
+    ours_s = per_eval * evals
+    bare_s = statistics.median(bare_means)
+    overhead = statistics.median(ratios) - 1.0
+    _, long_evals, long_ratios, _, _ = paired(long_steps)
+    overhead_long = statistics.median(long_ratios) - 1.0
     ours_it = int(torch.isfinite(res.loss_history).sum())
     ours_loss = float(pyinvert.io.last_finite(res.loss_history)[0])
-    overhead = per_eval / bare_s - 1.0
-    # The engine's figure is a mean over its evaluations (a run's time / its evaluations),
-    # so the like-for-like bare figure is the mean of the bare calls: on a loaded machine a
-    # median drops the slow calls that a mean keeps.
-    overhead_mean = per_eval / bare_mean_s - 1.0
     tell_s = lbfgs_tell_seconds(3 * S * S)
 
     # sweep: 4 style weights batched vs 4 runs (interleaved, the fastest of each)
@@ -303,9 +321,10 @@ def measure(net, S, steps, repeats):
     )
     print(
         f"bare evaluation {bare_s * 1e3:.2f} ms, engine {per_eval * 1e3:.2f} ms per "
-        f"evaluation: overhead {100 * overhead:.1f}% (of which the L-BFGS ask/tell "
-        f"{tell_s * 1e3:.2f} ms = {100 * tell_s / bare_s:.1f}%); against the bare mean "
-        f"{bare_mean_s * 1e3:.2f} ms: {100 * overhead_mean:.1f}%"
+        f"evaluation: overhead {100 * overhead:.1f}% at {steps} steps (median of {pairs} "
+        f"pairs, {100 * (min(ratios) - 1):.1f} to {100 * (max(ratios) - 1):.1f}%), "
+        f"{100 * overhead_long:.1f}% at {long_steps} steps; the L-BFGS ask/tell alone (warm) "
+        f"{tell_s * 1e3:.2f} ms = {100 * tell_s / bare_s:.1f}%"
     )
     print(
         f"4-weight sweep: batched {batched_s:.2f} s, four runs {four_s:.2f} s "
@@ -335,11 +354,14 @@ def measure(net, S, steps, repeats):
         "speed_ratio_per_eval_reference_over_ours": rows[0]["s_per_eval"] / per_eval,
         "speed_ratio_per_iter_reference_over_ours": rows[0]["s_per_iter"] / rows[1]["s_per_iter"],
         "engine": {
-            "bare_evaluation_s": bare_s,
-            "bare_evaluation_mean_s": bare_mean_s,
-            "overhead_percent_against_bare_mean": 100 * overhead_mean,
+            "bare_evaluation_mean_s": bare_s,
             "engine_s_per_evaluation": per_eval,
             "overhead_percent": 100 * overhead,
+            "overhead_percent_pairs": [100 * (r - 1) for r in ratios],
+            "long_run_steps": long_steps,
+            "long_run_evaluations": long_evals,
+            "overhead_percent_long_run": 100 * overhead_long,
+            "overhead_percent_long_run_pairs": [100 * (r - 1) for r in long_ratios],
             "lbfgs_tell_s": tell_s,
             "lbfgs_tell_percent": 100 * tell_s / bare_s,
         },

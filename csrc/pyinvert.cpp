@@ -51,7 +51,7 @@ TORCH_LIBRARY(pyinvert, m) {
       "Tensor(a!) x, Tensor(b!) S, Tensor(c!) Y) -> (Tensor, Tensor)");
   m.def(
       "lbfgs_advance(Tensor g, Tensor S, Tensor Y, Tensor rho, Tensor h, Tensor slots, "
-      "Tensor mode, Tensor t, Tensor x, Tensor scale, Tensor(a!) d, Tensor(b!) trial, "
+      "Tensor modes, Tensor t, Tensor x, Tensor scale, Tensor(a!) d, Tensor(b!) trial, "
       "Tensor(c!) z) -> (Tensor, Tensor)");
 
   // Fields of Experts, valid positions only (no padding). expert: 'student_t' or 'logcosh'.

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from pyinvert.objectives import Objective
 from pyinvert.optim import lbfgs_loop
+from pyinvert.optim.heap import keep_freed_memory
 from pyinvert.optim.loop import optimize
 from pyinvert.optim.parameterizations import PixelCanvas, _quantile, init_rows  # noqa: F401
 from pyinvert.optim.recipes import Recipe
@@ -161,6 +162,7 @@ def run(
     H, W = (int(v) for v in image_size)
     N = B * R
     J = rec.jitter
+    keep_freed_memory()  # once per process: no page faults between iterations (optim.heap)
     shape = (channels, H + J - 1, W + J - 1)
     sc = recipe_scales(rec, channels, H, W)
     dev = torch.device(device)

@@ -155,6 +155,10 @@ def optimize(
         with torch.no_grad():
             scaled = loss * c
             opt.tell(scaled, grad, _fresh=True, _grad_scale=gscale)
+            # Freed now, not after the next evaluation: a gradient kept alive across the
+            # network's next forward and backward fragments the heap, and glibc then returns
+            # memory that the next activations fault in again (see lbfgs_vectors).
+            del grad
             if host:
                 top = _record(opt, before, scaled, measure, acc_np, hist_np, meas_np, c_np, T)
             else:

@@ -47,7 +47,7 @@ def _(g, g_old, d, t, rows, spare, x, S, Y):
 
 
 @torch.library.register_fake("pyinvert::lbfgs_advance")
-def _(g, S, Y, rho, h, slots, mode, t, x, scale, d, trial, z):
+def _(g, S, Y, rho, h, slots, modes, t, x, scale, d, trial, z):
     return g.new_empty(g.shape[:1]), g.new_empty(g.shape[:1])
 
 
@@ -73,9 +73,16 @@ class RowVectors:
         self.P = min(opt.history_size, opt.max_iter) + 1
         self.S = self.Y = x.new_empty(0, B, D)
         self.rho = x.new_zeros(0, B)
+        self._allocate_history()
         self.ring = np.full((B, opt.history_size), -1, np.int64)  # physical slots, newest first
         self.spare = np.zeros(B, np.int64)
         self.used = np.ones(B, np.int64)  # physical slots a row has written so far (+ spare)
+
+    def _allocate_history(self):
+        B, D = self.x.shape
+        self.S, self.Y = (self.x.new_empty(self.P, B, D) for _ in range(2))
+        self.rho = self.x.new_zeros(self.P, B)
+        self.rho_np = self.rho.numpy()
 
     def observe(self, grad: Tensor, scale) -> tuple:
         """g_new = grad * scale; (max |g_new|, g_new . d) as NumPy [B]."""
@@ -87,10 +94,7 @@ class RowVectors:
         """The accepted step of the rows ``acc`` (their gradient in ``g_new``): x += t d, the
         pair into each row's spare slot, g = g_new; (y.s, y.y) as NumPy [B]."""
         if self.S.shape[0] == 0:
-            B, D = self.x.shape
-            self.S, self.Y = (self.x.new_empty(self.P, B, D) for _ in range(2))
-            self.rho = self.x.new_zeros(self.P, B)
-            self.rho_np = self.rho.numpy()
+            self._allocate_history()
         ys, yy = _ops.lbfgs_accept.default(
             self.g_new,
             self.g,
@@ -126,6 +130,8 @@ class RowVectors:
     def slots(self, rows: np.ndarray, count: np.ndarray) -> Tensor:
         """[B, K] the history slots of ``rows``, newest first, -1 after the last."""
         K = int(count[rows].max()) if rows.any() else 0
+        if rows.all() and (count == K).all():  # rows in step (one row): the rings as they are
+            return torch.from_numpy(np.ascontiguousarray(self.ring[:, :K]))
         j = np.arange(K)
         valid = rows[:, None] & (count[:, None] > j)
         return torch.from_numpy(np.where(valid, self.ring[:, :K], -1))
