@@ -194,7 +194,14 @@ def test_two_loop_in_the_lbfgs_equals_its_reference():
 
     gen = torch.Generator().manual_seed(0)
     A = torch.rand(4, 300, generator=gen) + 0.5
-    opt = LBFGS(torch.randn(4, 300, generator=gen), max_iter=25, history_size=5, tolerance_grad=0.0)
+    # the tensor path's state (the row path keeps its pairs in rings: tests/test_lbfgs_ops.py)
+    opt = LBFGS(
+        torch.randn(4, 300, generator=gen),
+        max_iter=25,
+        history_size=5,
+        tolerance_grad=0.0,
+        _path="tensor",
+    )
     checked = 0
     while not opt.done:
         z = opt.ask()
