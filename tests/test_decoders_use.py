@@ -1,6 +1,7 @@
 """Decoders in use: ``invert(method="decoder")``, ``init="decoder"`` (a warm start that
 converges in fewer iterations), the shipped decoder, the command line, the docstrings."""
 
+import dataclasses
 import doctest
 import importlib
 import json
@@ -12,6 +13,8 @@ import pyinvert
 from pyinvert import cli, io
 from pyinvert.data import sample_path
 from pyinvert.decoders import Decoder, load, train
+from pyinvert.decoders.inversion import warm_recipe, warm_stages
+from pyinvert.optim.recipes import get_recipe
 from pyinvert.representations import as_representation
 
 
@@ -117,6 +120,34 @@ def test_warm_start_converges_in_fewer_iterations(crops):
     # its first iterate is the decoder's image: already far below the noise start's
     first = pyinvert.invert(crops, method="decoder", progress=False).feature_error
     assert (first < noise.error_history[:, 0]).all()
+
+
+def test_warm_start_full_recipe_within_half(crops):
+    # the judged budget: the recipe's 800 iterations; noise starts keep the recipe's schedule
+    kw = dict(progress=False, generator=torch.Generator().manual_seed(0))
+    noise = pyinvert.invert(crops, **kw)
+    warm = pyinvert.invert(crops, init="decoder", decoder="hog", **kw)
+    assert noise.settings["recipe"]["stages"] == [
+        {"lr": 0.004 * f, "iterations": 200, "jitter": False} for f in (1.0, 0.1, 0.01, 0.001)
+    ]
+    assert warm.settings["recipe"]["stages"] == [
+        dataclasses.asdict(s) for s in warm_stages(get_recipe("cvpr2015"))
+    ]
+    need = _iterations_to(warm.error_history, noise.error_history[:, -1])
+    assert (need <= 400).all(), need
+
+
+def test_warm_stages_rule():
+    rec = get_recipe("cvpr2015")
+    st = warm_stages(rec)
+    assert sum(s.iterations for s in st) == 800
+    assert st[0].lr == rec.stages[0].lr and st[-1].lr == rec.stages[-1].lr
+    assert all(s.iterations == 6 for s in st[:-1])
+    assert all(a.lr > b.lr for a, b in zip(st, st[1:]))  # every stage resets the momentum
+    assert sum(s.iterations for s in warm_stages(rec.scaled(100))) == 100
+    assert warm_stages(rec.scaled(11)) == rec.scaled(11).stages  # too short for a decay
+    ijcv = get_recipe("ijcv2016")
+    assert warm_recipe(ijcv) is ijcv  # AdaGrad: the decoder's image and the recipe as they are
 
 
 def test_cli_train_decoder_and_invert_with_it(tmp_path, capsys):

@@ -158,7 +158,10 @@ def invert(
             None: the shipped one named after the representation ("hog"). Default: None.
         **overrides: any :class:`pyinvert.optim.recipes.Recipe` field (e.g. ``tv_weight=2.0``,
             ``norm_weight=torch.tensor([...])``, ``bound=None``, ``jitter=1``);
-            ``init="decoder"`` starts the optimization from ``decoder``'s reconstruction.
+            ``init="decoder"`` starts the optimization from ``decoder``'s reconstruction (with
+            cvpr2015: mean-free, half its contrast, dithered, and the warm schedule
+            :func:`pyinvert.decoders.inversion.warm_stages`; see
+            :func:`pyinvert.decoders.inversion.warm_start`).
 
     Returns:
         An :class:`InversionResult`.
@@ -228,9 +231,15 @@ def invert(
     C = rep.channels
     if method == "decoder":
         return _decoder_result(decoder, rep, rec, opts, tgt, (H, W), dev, originals, names, fn)
-    start = None
+    start, dither = None, 0.0
     if warm:
-        start = _decoders.start_images(decoder, rep, tgt, (H, W), dev, dtype, fn)
+        # A warm start skips the noise-escaping schedule (pyinvert.decoders.inversion.warm_start);
+        # stages given as an override are kept.
+        start, warm_rec, dither = _decoders.warm_start(
+            decoder, rep, tgt, (H, W), dev, dtype, rec, fn
+        )
+        if "stages" not in overrides:
+            rec = warm_rec
     slices = rep.as_code(tgt, (H, W)).slices
     segments = slices if len(slices) > 1 else None
     if mask is not None:
@@ -257,6 +266,7 @@ def invert(
         image_size=(H, W),
         device=dev,
         init=start,
+        init_noise=dither,
         parameterization=parameterization,
     )
     code_all = out.codes if B * R else tgt
