@@ -15,6 +15,8 @@ and a 4-weight style sweep batched versus four runs.
   arithmetic, histories, per-step Python, setup). Paired ratios: each engine run against the
   bare calls timed next to it, in alternating order, the median of --pairs pairs (the machine
   is shared); at --steps and at --long-steps (the steady state a default-length run sees).
+  And inside the same runs (:class:`NetworkSpans`): the engine's seconds over the network's
+  own seconds in them, free of the drift between runs.
 * sweep: style_transfer with style_weight = Tensor[4] (one batch of 4 rows) versus four
   calls with one weight each (the fastest of --repeats interleaved pairs), with each
   weight's Gram and content errors, and the style-only limit (content_weight = 0): what a
@@ -67,6 +69,34 @@ def median_time(fn, *, warmup=3, repeats=15, mean=False):
     if mean:
         return statistics.median(times), statistics.fmean(times)
     return statistics.median(times)
+
+
+class NetworkSpans:
+    """CPU seconds the network spends in each evaluation with gradients: from the forward's
+    start (a pre-hook on the first module) to the gradient of that module's input (a hook on
+    it: the end of the backward, but for the input normalization's). Summed over a run, the
+    engine's seconds less these are what the engine adds, measured inside the same run (the
+    machine's load drifts between runs: the paired ratios against bare evaluations spread by
+    +-10% here)."""
+
+    def __init__(self, first: torch.nn.Module):
+        self.total, self.count = 0.0, 0
+        self.handle = first.register_forward_pre_hook(self._start)
+
+    def _start(self, module, inputs):
+        x = inputs[0]
+        if not (torch.is_grad_enabled() and x.requires_grad):
+            return
+        t0 = clock()
+
+        def end(grad):
+            self.total += clock() - t0
+            self.count += 1
+
+        x.register_hook(end)
+
+    def close(self):
+        self.handle.remove()
 
 
 def photo(name, size):
@@ -242,11 +272,18 @@ def measure(net, S, steps, repeats, long_steps=100, pairs=5):
 
     last = dict(net.named_modules())[MOBILENET_TEXTURE_LAYERS[-1]]
 
+    first = dict(net.named_modules())["features.0"]
+    inside = []  # (engine seconds, the network's seconds in them) per run
+
     def engine_run(n_steps):
         calls[0] = 0
         handle = last.register_forward_hook(count)
+        spans = NetworkSpans(first)
         res = pyinvert.texture(source, net, steps=n_steps, progress=False, seeds=[0])
         handle.remove()
+        spans.close()
+        assert spans.count == calls[0], (spans.count, calls[0])
+        inside.append((n_steps, res.seconds, spans.total))
         return res, calls[0]
 
     def paired(n_steps):
@@ -269,6 +306,19 @@ def measure(net, S, steps, repeats, long_steps=100, pairs=5):
     overhead = statistics.median(ratios) - 1.0
     _, long_evals, long_ratios, _, _ = paired(long_steps)
     overhead_long = statistics.median(long_ratios) - 1.0
+
+    def inside_overhead(n_steps):  # the engine's seconds over the network's, summed over runs
+        runs_ = [(e, n) for k, e, n in inside if k == n_steps]
+        return sum(e for e, _ in runs_) / sum(n for _, n in runs_) - 1.0
+
+    inside_short, inside_long = inside_overhead(steps), inside_overhead(long_steps)
+    # the spans' own gap on bare evaluations (what the in-run figure would show for no engine)
+    spans = NetworkSpans(first)
+    t0 = clock()
+    for _ in range(10):
+        bare()
+    gap = (clock() - t0) / spans.total - 1.0
+    spans.close()
     ours_it = int(torch.isfinite(res.loss_history).sum())
     ours_loss = float(pyinvert.io.last_finite(res.loss_history)[0])
     tell_s = lbfgs_tell_seconds(3 * S * S)
@@ -327,6 +377,11 @@ def measure(net, S, steps, repeats, long_steps=100, pairs=5):
         f"{tell_s * 1e3:.2f} ms = {100 * tell_s / bare_s:.1f}%"
     )
     print(
+        f"inside the engine's runs: it adds {100 * inside_short:.1f}% ({steps} steps) and "
+        f"{100 * inside_long:.1f}% ({long_steps} steps) to the network's own time "
+        f"(the spans' gap on bare evaluations: {100 * gap:.1f}%)"
+    )
+    print(
         f"4-weight sweep: batched {batched_s:.2f} s, four runs {four_s:.2f} s "
         f"({four_s / batched_s:.2f}x)"
     )
@@ -362,6 +417,9 @@ def measure(net, S, steps, repeats, long_steps=100, pairs=5):
             "long_run_evaluations": long_evals,
             "overhead_percent_long_run": 100 * overhead_long,
             "overhead_percent_long_run_pairs": [100 * (r - 1) for r in long_ratios],
+            "overhead_percent_inside_runs": 100 * inside_short,
+            "overhead_percent_inside_long_runs": 100 * inside_long,
+            "spans_gap_percent_on_bare_evaluations": 100 * gap,
             "lbfgs_tell_s": tell_s,
             "lbfgs_tell_percent": 100 * tell_s / bare_s,
         },
