@@ -22,100 +22,22 @@ namespace {
 
 constexpr int64_t kRowsPerTask = 16;
 
-// The row loops get the AVX2+FMA clone (cpu/simd.h: PYI_CLONES_FAST, no bit-for-bit reference).
-
-// slope*dx and slope*dy of one row of the TV term; returns the row's sum of TV values.
-// `below` is the next row, or nullptr for the last row (dy = 0 there).
-template <int TWO_E, typename T>
-PYI_CLONES_FAST T tv_row(const T* row, const T* below, int64_t W, T eps, T beta, T exponent, T* sdx,
-                         T* sdy) {
-  T sum = 0;
-  if (W == 0) return sum;
-  // Column W-1 has dx = 0; `below` == nullptr (last row) has dy = 0.
-#define PYI_TV_PIXEL(J, DX, DY)                                \
-  {                                                            \
-    const T dx = (DX), dy = (DY), s = dx * dx + dy * dy + eps; \
-    const T p = power_factor<TWO_E>(s, exponent);              \
-    sum += p * s;                                              \
-    sdx[J] = beta * p * dx;                                    \
-    sdy[J] = beta * p * dy;                                    \
-  }
-  if (below != nullptr) {
-#pragma omp simd reduction(+ : sum)
-    for (int64_t j = 0; j < W - 1; ++j) PYI_TV_PIXEL(j, row[j + 1] - row[j], below[j] - row[j])
-    PYI_TV_PIXEL(W - 1, T(0), below[W - 1] - row[W - 1])
-  } else {
-#pragma omp simd reduction(+ : sum)
-    for (int64_t j = 0; j < W - 1; ++j) PYI_TV_PIXEL(j, row[j + 1] - row[j], T(0))
-    PYI_TV_PIXEL(W - 1, T(0), T(0))
-  }
-#undef PYI_TV_PIXEL
-  return sum;
-}
-
-// Gradient of TV at one row: each pixel gathers what it sends (-slope*(dx+dy)) and what its
-// left neighbour (slope*dx) and upper neighbour (slope*dy, previous row) send to it.
-template <typename T>
-PYI_CLONES_FAST void tv_grad_row(const T* sdx, const T* sdy, const T* sdy_above, int64_t W,
-                                 T weight, T* g) {
-  if (W == 0) return;
-  g[0] = weight * (sdy_above[0] - sdx[0] - sdy[0]);
-#pragma omp simd
-  for (int64_t j = 1; j < W; ++j) {
-    g[j] = weight * (sdx[j - 1] + sdy_above[j] - sdx[j] - sdy[j]);
-  }
-}
-
-// The elementwise alpha-norm on one row: sum of |x|^alpha; adds weight*d/dx to g if g != null.
-template <int TWO_E, typename T>
-PYI_CLONES_FAST T norm_row(const T* x, int64_t W, T alpha, T exponent, T weight, T* g) {
-  T sum = 0;
-  if (g != nullptr) {
-#pragma omp simd reduction(+ : sum)
-    for (int64_t j = 0; j < W; ++j) {
-      const T s = x[j] * x[j], p = power_factor<TWO_E>(s, exponent);
-      sum += p * s;
-      g[j] += weight * alpha * p * x[j];
-    }
-  } else {
-#pragma omp simd reduction(+ : sum)
-    for (int64_t j = 0; j < W; ++j) {
-      const T s = x[j] * x[j];
-      sum += power_factor<TWO_E>(s, exponent) * s;
-    }
-  }
-  return sum;
-}
-
-// The isotropic N_alpha on one row of all C channels (pixel offset 0 of channel c at
-// x + c * plane): sum over pixels of (sum_c x_c^2)^(alpha/2); adds the gradient if g != null.
-template <int TWO_E, typename T>
-PYI_CLONES_FAST T isotropic_row(const T* x, int64_t C, int64_t plane, int64_t W, T alpha,
-                                T exponent, T weight, T* g, T* scratch) {
-  T* s = scratch;
-  for (int64_t j = 0; j < W; ++j) s[j] = 0;
-  for (int64_t c = 0; c < C; ++c) {
-    const T* xc = x + c * plane;
-#pragma omp simd
-    for (int64_t j = 0; j < W; ++j) s[j] += xc[j] * xc[j];
-  }
-  T sum = 0;
-#pragma omp simd reduction(+ : sum)
-  for (int64_t j = 0; j < W; ++j) {
-    const T p = power_factor<TWO_E>(s[j], exponent);
-    sum += p * s[j];
-    s[j] = weight * alpha * p;  // reuse: the per-pixel factor of the gradient
-  }
-  if (g != nullptr) {
-    for (int64_t c = 0; c < C; ++c) {
-      const T* xc = x + c * plane;
-      T* gc = g + c * plane;
-#pragma omp simd
-      for (int64_t j = 0; j < W; ++j) gc[j] += s[j] * xc[j];
-    }
-  }
-  return sum;
-}
+// The row loops (cpu/image_prior_rows.h), compiled for the baseline and with AVX2+FMA, picked
+// at run time (there is no bit-for-bit reference: the FMA build rounds a * b + c once).
+namespace base {
+#define PYI_PRIOR_TARGET
+#include "cpu/image_prior_rows.h"
+#undef PYI_PRIOR_TARGET
+}  // namespace base
+#if PYI_HAS_AVX2_FMA_TARGET
+namespace avx2 {
+#define PYI_PRIOR_TARGET __attribute__((target("avx2,fma")))
+#include "cpu/image_prior_rows.h"
+#undef PYI_PRIOR_TARGET
+}  // namespace avx2
+#else
+namespace avx2 = base;
+#endif
 
 template <typename T>
 using TvRowFn = T (*)(const T*, const T*, int64_t, T, T, T, T*, T*);
@@ -156,21 +78,21 @@ template <int E>
 struct PickTv {
   template <typename T>
   static TvRowFn<T> get() {
-    return &tv_row<E, T>;
+    return cpu_has_avx2_fma() ? &avx2::tv_row<E, T> : &base::tv_row<E, T>;
   }
 };
 template <int E>
 struct PickNorm {
   template <typename T>
   static NormRowFn<T> get() {
-    return &norm_row<E, T>;
+    return cpu_has_avx2_fma() ? &avx2::norm_row<E, T> : &base::norm_row<E, T>;
   }
 };
 template <int E>
 struct PickIsotropic {
   template <typename T>
   static IsotropicRowFn<T> get() {
-    return &isotropic_row<E, T>;
+    return cpu_has_avx2_fma() ? &avx2::isotropic_row<E, T> : &base::isotropic_row<E, T>;
   }
 };
 
@@ -181,6 +103,7 @@ void image_prior_forward_impl(const T* x, const T* tv_weight, const T* norm_weig
   const TvRowFn<T> tv_fn = pick_by_exponent<T, PickTv>(classify_exponent(beta));
   const NormRowFn<T> norm_fn = pick_by_exponent<T, PickNorm>(classify_exponent(alpha));
   const IsotropicRowFn<T> iso_fn = pick_by_exponent<T, PickIsotropic>(classify_exponent(alpha));
+  const auto grad_fn = cpu_has_avx2_fma() ? &avx2::tv_grad_row<T> : &base::tv_grad_row<T>;
   const T beta_t = T(beta), beta_exp = T(beta / 2 - 1), eps_t = T(eps);
   const T alpha_t = T(alpha), alpha_exp = T(alpha / 2 - 1);
   const int64_t plane = H * W, image = C * plane;
@@ -224,7 +147,7 @@ void image_prior_forward_impl(const T* x, const T* tv_weight, const T* norm_weig
             const T* r = xb + offset;
             tv_sum +=
                 tv_fn(r, i + 1 < H ? r + W : nullptr, W, eps_t, beta_t, beta_exp, sdx, sdy[c]);
-            if (gb) tv_grad_row(sdx, sdy[c], sdy_above[c], W, tw, gb + offset);
+            if (gb) grad_fn(sdx, sdy[c], sdy_above[c], W, tw, gb + offset);
             std::swap(sdy[c], sdy_above[c]);
           } else if (gb) {
             std::fill(gb + offset, gb + offset + W, T(0));

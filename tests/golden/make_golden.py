@@ -1,7 +1,8 @@
 """Seeded outputs of the public API, saved before the task-layer redesign (issue 10) so that
-tests/test_golden.py can check that the redesign changed no result.
+tests/test_golden.py can check that the redesign changed no result, and saved again when a
+kernel's arithmetic changed on purpose (the image prior's AVX2+FMA build).
 
-Run once, at the commit before the change, from the repository root:
+Run once, at the commit before a change that must not alter results, from the repository root:
     OMP_NUM_THREADS=1 python tests/golden/make_golden.py
 It writes tests/golden/golden.pt. Every call below is made through the public API only
 (``pyinvert.<name>``), single-threaded, on inputs that the script makes itself.
