@@ -45,6 +45,7 @@ from pyinvert.cli.common import fit  # noqa: E402
 from pyinvert.data import sample_path  # noqa: E402
 from pyinvert.objectives import Gram  # noqa: E402
 from pyinvert.optim import engine as _engine  # noqa: E402
+from pyinvert.optim.heap import keep_freed_memory  # noqa: E402
 from pyinvert.optim.lbfgs import LBFGS  # noqa: E402
 from pyinvert.tasks.texture import MOBILENET_TEXTURE_LAYERS, LayerMaps, make_cnn  # noqa: E402
 
@@ -197,6 +198,9 @@ def main():
     ap.add_argument("--pairs", type=int, default=5, help="engine/bare pairs per overhead figure")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    # the allocator setting the engine makes at its first run (pyinvert.optim.heap), made first
+    # so that the reference, the bare evaluations and the engine all run under it
+    keep_freed_memory()
     net = models.load_model("mobilenet_v2", "imagenet", download=False)
     sizes = [int(v) for v in args.sizes.split(",")]
     runs = [measure(net, S, args.steps, args.repeats, args.long_steps, args.pairs) for S in sizes]
