@@ -67,7 +67,6 @@ namespace avx2 {
 #else
 namespace avx2 = base;
 #endif
-bool use_avx2() { return cpu_has_avx2_fma(); }
 
 struct Geometry {
   int64_t B, C, H, W, n, k, Hp, Wp, plane, image, taps;
@@ -226,7 +225,7 @@ void param_grad_impl(const T* x, const T* filters, const T* alphas, const T* gra
 // constant for 3, 5, 7).
 #define PYI_FOE_DISPATCH(expert, k, IMPL, ...)                      \
   [&] {                                                             \
-    if (use_avx2()) {                                               \
+    if (cpu_has_avx2_fma()) {                                       \
       PYI_FOE_DISPATCH_E(avx2::Rows, expert, k, IMPL, __VA_ARGS__); \
     } else {                                                        \
       PYI_FOE_DISPATCH_E(base::Rows, expert, k, IMPL, __VA_ARGS__); \

@@ -19,20 +19,39 @@
 namespace pyinvert {
 namespace {
 
+// The lanes' fixed pairwise tree (common/rowwise_math.h): lane k (< h) takes lane k + h.
+inline double lanes_total(double* lane) {
+  for (int h = kRowwiseLanes / 2; h > 0; h /= 2) {
+    for (int k = 0; k < h; ++k) lane[k] = rowwise_combine(lane[k], lane[k + h]);
+  }
+  return lane[0];
+}
+
+template <typename T>
+T lanes_absmax(const T* mx) {
+  T m = mx[0];
+  for (int k = 1; k < kRowwiseLanes; ++k) m = absmax_combine(m, mx[k]);
+  return m;
+}
+
+// body(i, k) for i = 0 .. D - 1 with lane k = i % kRowwiseLanes: full blocks of lanes (a loop
+// of fixed length, which the compiler vectorizes), then the tail.
+template <typename Body>
+inline void for_lanes(int64_t D, Body&& body) {
+  int64_t i = 0;
+  for (; i + kRowwiseLanes <= D; i += kRowwiseLanes) {
+    for (int k = 0; k < kRowwiseLanes; ++k) body(i + k, k);
+  }
+  for (int k = 0; i + k < D; ++k) body(i + k, k);
+}
+
 template <typename T>
 PYI_CLONES_EXACT double rowwise_dot_row(const T* __restrict__ a, const T* __restrict__ b,
                                         int64_t D) {
   double lane[kRowwiseLanes];
   for (int k = 0; k < kRowwiseLanes; ++k) lane[k] = 0.0;
-  int64_t i = 0;
-  for (; i + kRowwiseLanes <= D; i += kRowwiseLanes) {
-    for (int k = 0; k < kRowwiseLanes; ++k) lane[k] = rowwise_term(lane[k], a[i + k], b[i + k]);
-  }
-  for (int k = 0; i + k < D; ++k) lane[k] = rowwise_term(lane[k], a[i + k], b[i + k]);
-  for (int h = kRowwiseLanes / 2; h > 0; h /= 2) {
-    for (int k = 0; k < h; ++k) lane[k] = rowwise_combine(lane[k], lane[k + h]);
-  }
-  return lane[0];
+  for_lanes(D, [&](int64_t i, int k) { lane[k] = rowwise_term(lane[k], a[i], b[i]); });
+  return lanes_total(lane);
 }
 
 template <typename T>
@@ -78,24 +97,12 @@ PYI_CLONES_EXACT double two_loop_pass(T* __restrict__ x, const T* __restrict__ v
                                       const T* __restrict__ w, int64_t D) {
   double lane[kRowwiseLanes];
   for (int k = 0; k < kRowwiseLanes; ++k) lane[k] = 0.0;
-  int64_t i = 0;
-  for (; i + kRowwiseLanes <= D; i += kRowwiseLanes) {
-    for (int k = 0; k < kRowwiseLanes; ++k) {
-      const T xi = two_loop_update<kUpdate>(x[i + k], v[i + k], c);
-      x[i + k] = xi;
-      if (kDot) lane[k] = rowwise_term(lane[k], w[i + k], xi);
-    }
-  }
-  for (int k = 0; i + k < D; ++k) {
-    const T xi = two_loop_update<kUpdate>(x[i + k], v[i + k], c);
-    x[i + k] = xi;
-    if (kDot) lane[k] = rowwise_term(lane[k], w[i + k], xi);
-  }
-  if (!kDot) return 0.0;
-  for (int h = kRowwiseLanes / 2; h > 0; h /= 2) {
-    for (int k = 0; k < h; ++k) lane[k] = rowwise_combine(lane[k], lane[k + h]);
-  }
-  return lane[0];
+  for_lanes(D, [&](int64_t i, int k) {
+    const T xi = two_loop_update<kUpdate>(x[i], v[i], c);
+    x[i] = xi;
+    if (kDot) lane[k] = rowwise_term(lane[k], w[i], xi);
+  });
+  return kDot ? lanes_total(lane) : 0.0;
 }
 
 // -H g of one row from its K newest pairs (S, Y: the row's pair j at j * pair_stride; rho at
@@ -175,31 +182,6 @@ at::Tensor rowwise_two_loop_kernel(const at::Tensor& g, const at::Tensor& S, con
 }
 
 // ---- the fused steps of the per-row L-BFGS (common/rowwise_math.h) -------------------------
-
-inline double lanes_total(double* lane) {
-  for (int h = kRowwiseLanes / 2; h > 0; h /= 2) {
-    for (int k = 0; k < h; ++k) lane[k] = rowwise_combine(lane[k], lane[k + h]);
-  }
-  return lane[0];
-}
-
-template <typename T>
-T lanes_absmax(const T* mx) {
-  T m = mx[0];
-  for (int k = 1; k < kRowwiseLanes; ++k) m = absmax_combine(m, mx[k]);
-  return m;
-}
-
-// body(i, k) for i = 0 .. D - 1 with lane k = i % kRowwiseLanes: full blocks of lanes (a loop
-// of fixed length, which the compiler vectorizes), then the tail.
-template <typename Body>
-inline void for_lanes(int64_t D, Body&& body) {
-  int64_t i = 0;
-  for (; i + kRowwiseLanes <= D; i += kRowwiseLanes) {
-    for (int k = 0; k < kRowwiseLanes; ++k) body(i + k, k);
-  }
-  for (int k = 0; i + k < D; ++k) body(i + k, k);
-}
 
 // g = grad * c; returns g.d in rowwise_dot's order and sets *gmax = max |g| (NaN if any).
 template <typename T>

@@ -17,6 +17,20 @@
 namespace pyinvert {
 namespace {
 
+// The block's fixed-order total of its lanes (every thread gets it).
+__device__ double block_total(double acc, double* lane) {
+  const int k = threadIdx.x;
+  lane[k] = acc;
+  __syncthreads();
+  for (int h = kRowwiseLanes / 2; h > 0; h /= 2) {
+    if (k < h) lane[k] = rowwise_combine(lane[k], lane[k + h]);
+    __syncthreads();
+  }
+  const double total = lane[0];
+  __syncthreads();
+  return total;
+}
+
 template <typename T>
 __global__ void rowwise_dot_impl(const T* __restrict__ a, int64_t a_stride, const T* __restrict__ b,
                                  int64_t b_stride, int64_t B, int64_t D, T* __restrict__ out) {
@@ -27,14 +41,8 @@ __global__ void rowwise_dot_impl(const T* __restrict__ a, int64_t a_stride, cons
     const T* br = b + r * b_stride;
     double acc = 0.0;
     for (int64_t i = k; i < D; i += kRowwiseLanes) acc = rowwise_term(acc, ar[i], br[i]);
-    lane[k] = acc;
-    __syncthreads();
-    for (int h = kRowwiseLanes / 2; h > 0; h /= 2) {
-      if (k < h) lane[k] = rowwise_combine(lane[k], lane[k + h]);
-      __syncthreads();
-    }
-    if (k == 0) out[r] = static_cast<T>(lane[0]);
-    __syncthreads();  // lane[] is reused by the block's next row
+    const double total = block_total(acc, lane);
+    if (k == 0) out[r] = static_cast<T>(total);
   }
 }
 
@@ -76,15 +84,7 @@ __device__ double two_loop_pass(T* x, const T* v, T c, const T* w, int64_t D, do
     if (w != nullptr) acc = rowwise_term(acc, w[i], xi);
   }
   if (w == nullptr) return 0.0;  // (uniform over the block: no thread waits below)
-  lane[k] = acc;
-  __syncthreads();
-  for (int h = kRowwiseLanes / 2; h > 0; h /= 2) {
-    if (k < h) lane[k] = rowwise_combine(lane[k], lane[k + h]);
-    __syncthreads();
-  }
-  const double dot = lane[0];
-  __syncthreads();  // lane[] is reused by the next pass
-  return dot;
+  return block_total(acc, lane);
 }
 
 // -H g of row b into x by the block, the passes of the CPU's two_loop_row in order. alpha: the
@@ -158,20 +158,6 @@ at::Tensor rowwise_two_loop_kernel(const at::Tensor& g, const at::Tensor& S, con
 }
 
 // ---- the fused steps of the per-row L-BFGS (common/rowwise_math.h; the CPU driver's order) ----
-
-// The block's fixed-order total of its lanes (every thread gets it).
-__device__ double block_total(double acc, double* lane) {
-  const int k = threadIdx.x;
-  lane[k] = acc;
-  __syncthreads();
-  for (int h = kRowwiseLanes / 2; h > 0; h /= 2) {
-    if (k < h) lane[k] = rowwise_combine(lane[k], lane[k + h]);
-    __syncthreads();
-  }
-  const double total = lane[0];
-  __syncthreads();
-  return total;
-}
 
 // The block's max |v| of the threads' absmax_step maxima (NaN propagates; exact in any order).
 template <typename T>

@@ -71,18 +71,13 @@ class RowVectors:
         else:
             self.scale, self.z = scale, torch.empty_like(x)
         self.P = min(opt.history_size, opt.max_iter) + 1
-        self.S = self.Y = x.new_empty(0, B, D)
-        self.rho = x.new_zeros(0, B)
-        self._allocate_history()
+        # allocated, not touched: a slot's pages are mapped when its first pair is written
+        self.S, self.Y = (x.new_empty(self.P, B, D) for _ in range(2))
+        self.rho = x.new_zeros(self.P, B)
+        self.rho_np = self.rho.numpy()
         self.ring = np.full((B, opt.history_size), -1, np.int64)  # physical slots, newest first
         self.spare = np.zeros(B, np.int64)
         self.used = np.ones(B, np.int64)  # physical slots a row has written so far (+ spare)
-
-    def _allocate_history(self):
-        B, D = self.x.shape
-        self.S, self.Y = (self.x.new_empty(self.P, B, D) for _ in range(2))
-        self.rho = self.x.new_zeros(self.P, B)
-        self.rho_np = self.rho.numpy()
 
     def observe(self, grad: Tensor, scale) -> tuple:
         """g_new = grad * scale; (max |g_new|, g_new . d) as NumPy [B]."""
@@ -93,8 +88,6 @@ class RowVectors:
     def accept(self, acc: np.ndarray, t: np.ndarray) -> tuple:
         """The accepted step of the rows ``acc`` (their gradient in ``g_new``): x += t d, the
         pair into each row's spare slot, g = g_new; (y.s, y.y) as NumPy [B]."""
-        if self.S.shape[0] == 0:
-            self._allocate_history()
         ys, yy = _ops.lbfgs_accept.default(
             self.g_new,
             self.g,
