@@ -1,5 +1,5 @@
 """The fused steps of the per-row L-BFGS's row path (torch.ops.pyinvert.lbfgs_observe,
-lbfgs_accept, lbfgs_advance; pyinvert.optim.lbfgs_vectors): each gives the bits of the tensor
+lbfgs_accept, lbfgs_advance; pyinvert.optim.lbfgs_ops): each gives the bits of the tensor
 operations it fuses (elementwise ops, rowwise_dot, max |v|, rowwise_two_loop), for every row
 alone or batched, at 1 and 2 threads; NaN propagation of the maxima; rows left untouched;
 opcheck, empty inputs and the errors. The L-BFGS built on them is compared with the tensor
@@ -8,8 +8,8 @@ path in tests/test_lbfgs_rows.py."""
 import pytest
 import torch
 
-from pyinvert.optim import lbfgs_vectors  # noqa: F401  (the fake kernels)
-from pyinvert.optim.lbfgs_vectors import MODE_DIRECTION, MODE_SKIP, MODE_STAY, MODE_STEP
+from pyinvert.optim import lbfgs_ops  # noqa: F401  (the fake kernels)
+from pyinvert.optim.lbfgs_ops import MODE_DIRECTION, MODE_SKIP, MODE_STAY, MODE_STEP
 from pyinvert.optim.rowwise import amax, rowwise_dot
 from tests.conftest import DEVICES
 from tests.test_rowwise import rows, two_loop_inputs, with_threads

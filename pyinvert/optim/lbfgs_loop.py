@@ -24,7 +24,6 @@ from typing import Callable, Optional, Sequence
 
 import math
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -140,27 +139,29 @@ def optimize(
     opt = LBFGS(x / rs, **settings, _fn="lbfgs")
     gscale = (rc * rs).reshape(N)  # the gradient's factor, once
     opt.scale_asks(scale)  # the trials in x's scale (written with the trials on the CPU)
-    opt.tell(f0 * c, g0, _fresh=True, _grad_scale=gscale)
+    opt.scale_gradients(gscale)
+    opt.tell(f0 * c, g0, _fresh=True)
     accepted_measure = m0.to(x.dtype)
     done_iters = 0
-    # On the CPU (float32/64) the per-step bookkeeping is done on NumPy views (the same values,
-    # a few microseconds instead of some fifteen small tensor operations).
+    # On the CPU (float32/64) the per-step bookkeeping is done on Python lists and NumPy
+    # scalars (the same values): after the network's backward every call runs with cold caches,
+    # and each NumPy array operation then costs tens of microseconds.
     host = opt._use_rows and history.device.type == "cpu"
     if host:
         hist_np, meas_np, c_np = history.numpy(), measures.numpy(), c.numpy()
-        acc_np = accepted_measure.numpy().copy()
+        acc = accepted_measure.tolist()
     while not opt.done:
         loss, measure, grad = evaluate(opt.ask_scaled())
-        before = opt.iterations
+        before = opt.iterations.tolist() if host else opt.iterations.clone()
         with torch.no_grad():
             scaled = loss * c
-            opt.tell(scaled, grad, _fresh=True, _grad_scale=gscale)
+            opt.tell(scaled, grad, _fresh=True)
             # Freed now, not after the next evaluation: a gradient kept alive across the
             # network's next forward and backward fragments the heap, and glibc then returns
-            # memory that the next activations fault in again (see lbfgs_vectors).
+            # memory that the next activations fault in again (see lbfgs_rows).
             del grad
             if host:
-                top = _record(opt, before, scaled, measure, acc_np, hist_np, meas_np, c_np, T)
+                top = _record(opt, before, scaled, measure, acc, hist_np, meas_np, c_np, T)
             else:
                 accepted_measure, top = _record_tensors(
                     opt, before, scaled, measure, accepted_measure, history, measures, c, T
@@ -172,7 +173,7 @@ def optimize(
             if callback is not None:
                 x.copy_(opt.x * rs)
                 if host:
-                    accepted_measure = torch.from_numpy(acc_np.copy())
+                    accepted_measure = torch.tensor(acc, dtype=x.dtype)
                 if callback(top, x, opt.f / c, accepted_measure.clone(), opt.status != NONFINITE):
                     return result(top)
     with torch.no_grad():
@@ -180,20 +181,24 @@ def optimize(
     return result()
 
 
-def _record(opt, before, scaled, measure, acc_np, hist_np, meas_np, c_np, T) -> int:
-    """:func:`_record_tensors` on NumPy views of the CPU tensors (``acc_np`` updated in
-    place); returns the most advanced row's iterations."""
-    its = opt.iterations.numpy()
-    moved = its > before.numpy()
-    if moved.any():
-        f = opt.f.numpy()
-        same = moved & (f == scaled.numpy().astype(f.dtype))
-        np.copyto(acc_np, measure.numpy().astype(acc_np.dtype), where=same)
-        r = np.flatnonzero(moved)
-        it = np.clip(its[r] - 1, 0, T - 1)
-        hist_np[r, it] = (f[r] / c_np[r]).astype(hist_np.dtype)
-        meas_np[r, it] = acc_np[r]
-    return int(its.max())
+def _record(opt, before, scaled, measure, acc, hist_np, meas_np, c_np, T) -> int:
+    """:func:`_record_tensors` on Python lists (``before``: the rows' iterations before the
+    tell; ``acc``: the measures at the accepted points, updated in place) and NumPy views of
+    the CPU histories; returns the most advanced row's iterations."""
+    its = opt.iterations.tolist()
+    moved = [b for b, (now, was) in enumerate(zip(its, before)) if now > was]
+    if moved:
+        f_np = opt.f.numpy()
+        f = opt.f.tolist()
+        new = scaled.to(opt.f.dtype).tolist()
+        values = measure.to(opt._x.dtype).tolist()
+        for b in moved:
+            if f[b] == new[b]:
+                acc[b] = values[b]
+            it = min(max(its[b] - 1, 0), T - 1)
+            hist_np[b, it] = f_np[b] / c_np[b]  # NumPy scalars: the dtype's rounding
+            meas_np[b, it] = acc[b]
+    return max(its)
 
 
 def _record_tensors(opt, before, scaled, measure, accepted_measure, history, measures, c, T):

@@ -125,10 +125,10 @@ class LBFGS:
         self._started = False
         self._trial = self._x
         self._step = self._step_t = None
-        # the scalar logic row by row on NumPy scalars (pyinvert.optim.lbfgs_rows) on the CPU;
-        # _path="tensor" keeps the tensor path (other devices; the tests' oracle)
-        self._rows = self._vec = None
-        self._ask_scale = None
+        # one compiled call per tell on the CPU (pyinvert.optim.lbfgs_rows); _path="tensor"
+        # keeps the tensor path (other devices; the tests' oracle)
+        self._rows = None
+        self._ask_scale = self._grad_scale = None
         self._use_rows = (
             _path == "rows"
             or _path == "auto"
@@ -141,6 +141,8 @@ class LBFGS:
     @property
     def done(self) -> bool:
         """True when every row has stopped."""
+        if self._rows is not None:  # (a list: no tensor operations between two evaluations)
+            return RUNNING not in self.status.tolist()
         return not bool((self.status == RUNNING).any())
 
     @property
@@ -156,20 +158,27 @@ class LBFGS:
     def scale_asks(self, scale: Tensor) -> None:
         """Have :meth:`ask_scaled` return ``ask() * scale`` (scale: [B], one factor per row;
         the row path writes it with each trial, without another pass)."""
+        self._ask_scale = self._per_row(scale)
+
+    def scale_gradients(self, scale: Tensor) -> None:
+        """Have :meth:`tell` take ``grad * scale`` as the gradients (scale: [B], one factor per
+        row; the row path applies it while it copies the gradient in)."""
+        self._grad_scale = self._per_row(scale)
+
+    def _per_row(self, scale: Tensor) -> Tensor:
         B = self._x.shape[0]
-        self._ask_scale = scale.detach().to(self._x.dtype).reshape(B).contiguous()
+        return scale.detach().to(self._x.dtype).reshape(B).contiguous()
 
     def ask_scaled(self) -> Tensor:
         """:meth:`ask` times the rows' factors of :meth:`scale_asks`."""
-        vec = getattr(self, "_vec", None)
-        if vec is not None and vec.z.numel():
-            return vec.z.view(self.shape)
+        rows = self._rows
+        if rows is not None and rows.z.numel():
+            return rows.z.view(self.shape)
         return self.ask() * self._ask_scale.view((-1,) + (1,) * (len(self.shape) - 1))
 
-    def tell(self, values: Tensor, grad: Tensor, *, _fresh: bool = False, _grad_scale=None) -> None:
+    def tell(self, values: Tensor, grad: Tensor, *, _fresh: bool = False) -> None:
         """Take the values [B] and gradients [B, ...] at the points of the last ``ask``.
-        (``_fresh``: the caller will not modify ``grad``, so it is kept without a copy;
-        ``_grad_scale`` [B]: the gradients are ``grad`` times the rows' factors.)"""
+        (``_fresh``: the caller will not modify ``grad``, so it is kept without a copy.)"""
         B = self._x.shape[0]
         if not isinstance(values, Tensor) or values.shape != (B,):
             got = list(values.shape) if isinstance(values, Tensor) else type(values).__name__
@@ -179,11 +188,10 @@ class LBFGS:
             raise ValueError(
                 f"{self._fn}: expected gradients of shape {list(self.shape)}, got {got}"
             )
-        f = values.detach().to(self._x.dtype)
-        g = grad.detach().to(self._x.dtype).reshape(B, self._D)
-        scale = None
-        if _grad_scale is not None:
-            scale = _grad_scale.detach().to(self._x.dtype).reshape(B).contiguous()
+        dt = self._x.dtype
+        f = values.detach() if values.dtype == dt else values.detach().to(dt)
+        g = (grad.detach() if grad.dtype == dt else grad.detach().to(dt)).reshape(B, self._D)
+        scale = self._grad_scale
         if self._use_rows:  # (the gradient is copied into the row path's own buffer)
             return lbfgs_rows.tell(self, f, g, scale)
         if scale is not None:

@@ -1,0 +1,127 @@
+#pragma once
+// lbfgs_tell's packed per-row state and its argument checks (cpu/lbfgs_tell.cpp). The column
+// numbers are mirrored in optim/lbfgs_rows.py, which allocates the state and reads it.
+#include <torch/types.h>
+
+namespace pyinvert {
+
+// real [B, kTellReals] in the run's dtype: the value and step, the line search's start (f0,
+// g.d at 0), max |d|, its points (t, f, g.d): the previous trial and the bracket's low and high
+// ends, the initial Hessian scale, and max |g| of the accepted gradient, of lo's and of prev's.
+enum TellReal : int64_t {
+  kF,
+  kT,
+  kF0,
+  kGtd0,
+  kDNorm,
+  kPrev,
+  kLo = kPrev + 3,
+  kHi = kLo + 3,
+  kHDiag = kHi + 3,
+  kGMax,
+  kLoGMax,
+  kPrevGMax,
+  kTellReals
+};
+
+// ints [B, kTellInts] int64: the stopping code (0 running), the counters, the line search's
+// flags and count, the history's counts, the ring's spare slot and slots written so far, whether
+// prev's gradient is the accepted one, and which half of G holds the accepted gradient.
+enum TellInt : int64_t {
+  kStatus,
+  kIterations,
+  kEvaluations,
+  kZoom,
+  kInsuf,
+  kLineSteps,
+  kUpdates,
+  kCount,
+  kSpare,
+  kUsed,
+  kPrevIsG,
+  kGSel,
+  kTellInts
+};
+
+// The stopping codes of optim/lbfgs_status.py.
+enum TellStatus : int64_t {
+  kRunning,
+  kGradient,
+  kStepSmall,
+  kValueSmall,
+  kDirection,
+  kMaxIter,
+  kMaxEval,
+  kLineSearch,
+  kNonfinite
+};
+
+inline void check_tell_tensor(const char* name, const at::Tensor& t, const at::Tensor& like,
+                              at::IntArrayRef shape, bool written) {
+  constexpr const char* op = "lbfgs_tell";
+  TORCH_CHECK(t.sizes() == shape, op, ": expected ", name, " of shape ", shape, ", got ",
+              t.sizes());
+  TORCH_CHECK(t.scalar_type() == like.scalar_type(), op, ": expected ", name, " of dtype ",
+              like.scalar_type(), ", got ", t.scalar_type());
+  TORCH_CHECK(t.device() == like.device(), op, ": expected ", name, " on ", like.device(), ", got ",
+              t.device());
+  TORCH_CHECK(!written || t.is_contiguous(), op, ": expected ", name,
+              " to be contiguous (it is written in place)");
+}
+
+// x, d, lo_g, g_prev, trial [B, D]; G [2, B, D]; z [B, D] or empty (then ask_scale empty too,
+// else [B]); grad [B, D]; grad_scale [B] or empty; f [B]; real, ints as above; ring [B, m]
+// int64, m >= 1; S, Y [P, B, D], P >= 1; rho [P, B].
+inline void check_tell_arguments(const at::Tensor& grad, const at::Tensor& grad_scale,
+                                 const at::Tensor& f, const at::Tensor& ask_scale,
+                                 const at::Tensor& real, const at::Tensor& ints,
+                                 const at::Tensor& ring, const at::Tensor& x, const at::Tensor& G,
+                                 const at::Tensor& d, const at::Tensor& lo_g,
+                                 const at::Tensor& g_prev, const at::Tensor& trial,
+                                 const at::Tensor& z, const at::Tensor& S, const at::Tensor& Y,
+                                 const at::Tensor& rho) {
+  constexpr const char* op = "lbfgs_tell";
+  TORCH_CHECK(x.dim() == 2, op, ": expected x of shape (B, D), got ", x.sizes());
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, op,
+              ": expected x of dtype float32 or float64, got ", x.scalar_type());
+  TORCH_CHECK(x.is_contiguous(), op, ": expected x to be contiguous (it is written in place)");
+  const int64_t B = x.size(0), D = x.size(1);
+  check_tell_tensor("grad", grad, x, {B, D}, false);
+  check_tell_tensor("f", f, x, {B}, false);
+  if (grad_scale.numel() > 0) check_tell_tensor("grad_scale", grad_scale, x, {B}, false);
+  for (const auto& [t, name] : {std::pair<const at::Tensor&, const char*>{d, "d"},
+                                {lo_g, "lo_g"},
+                                {g_prev, "g_prev"},
+                                {trial, "trial"}}) {
+    check_tell_tensor(name, t, x, {B, D}, true);
+  }
+  check_tell_tensor("G", G, x, {2, B, D}, true);
+  if (z.numel() == 0) {
+    TORCH_CHECK(ask_scale.numel() == 0, op, ": expected an empty ask_scale without z, got ",
+                ask_scale.sizes());
+  } else {
+    check_tell_tensor("z", z, x, {B, D}, true);
+    check_tell_tensor("ask_scale", ask_scale, x, {B}, false);
+  }
+  check_tell_tensor("real", real, x, {B, kTellReals}, true);
+  TORCH_CHECK(ints.sizes() == at::IntArrayRef({B, kTellInts}) && ints.scalar_type() == at::kLong &&
+                  ints.is_contiguous(),
+              op, ": expected ints of shape (", B, ", ", int64_t(kTellInts),
+              "), int64, contiguous; got ", ints.sizes(), ", ", ints.scalar_type());
+  TORCH_CHECK(ring.dim() == 2 && ring.size(0) == B && ring.size(1) >= 1 &&
+                  ring.scalar_type() == at::kLong && ring.is_contiguous(),
+              op, ": expected ring of shape (", B, ", m >= 1), int64, contiguous; got ",
+              ring.sizes(), ", ", ring.scalar_type());
+  TORCH_CHECK(S.dim() == 3 && S.size(0) >= 1, op, ": expected S of shape (P >= 1, ", B, ", ", D,
+              "), got ", S.sizes());
+  check_tell_tensor("S", S, x, {S.size(0), B, D}, true);
+  check_tell_tensor("Y", Y, x, S.sizes(), true);
+  check_tell_tensor("rho", rho, x, {S.size(0), B}, true);
+  for (const auto& [t, name] :
+       {std::pair<const at::Tensor&, const char*>{ints, "ints"}, {ring, "ring"}}) {
+    TORCH_CHECK(t.device() == x.device(), op, ": expected ", name, " on ", x.device(), ", got ",
+                t.device());
+  }
+}
+
+}  // namespace pyinvert
