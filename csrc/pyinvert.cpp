@@ -53,11 +53,11 @@ TORCH_LIBRARY(pyinvert, m) {
       "lbfgs_advance(Tensor g, Tensor S, Tensor Y, Tensor rho, Tensor h, Tensor slots, "
       "Tensor modes, Tensor t, Tensor x, Tensor scale, Tensor(a!) d, Tensor(b!) trial, "
       "Tensor(c!) z) -> (Tensor, Tensor)");
-  // One evaluation of the per-row L-BFGS taken by every row (CPU; optim/lbfgs_rows.py): the
+  // One evaluation of the per-row L-BFGS taken by every row (optim/lbfgs_rows.py): the
   // gradient grad * grad_scale (empty: 1) and value f; the line search, the accepted step and
   // its pair, the stopping tests and the next trial (and z = trial * ask_scale when z is not
   // empty), all written in place; the packed per-row state's layout is in
-  // common/lbfgs_tell_checks.h.
+  // common/lbfgs_tell_math.h.
   m.def(
       "lbfgs_tell(Tensor grad, Tensor grad_scale, Tensor f, Tensor ask_scale, Tensor(a!) real, "
       "Tensor(b!) ints, Tensor(c!) ring, Tensor(d!) x, Tensor(e!) G, Tensor(f!) d, "

@@ -1,12 +1,13 @@
-"""pyinvert.optim.lbfgs_rows: the CPU's row-by-row scalar logic of the per-row L-BFGS gives
-the tensor path's trajectories bit for bit (every trial point, value, counter and stopping
+"""pyinvert.optim.lbfgs_rows: the row path of the per-row L-BFGS (one lbfgs_tell call per tell)
+gives the tensor path's trajectories bit for bit (every trial point, value, counter and stopping
 reason), on Rosenbrock, quadratics, fixed steps and rows that stop for different reasons, in
-float32 and float64, alone and batched."""
+float32 and float64, alone and batched, on the CPU and (where there is one) a GPU."""
 
 import pytest
 import torch
 
 from pyinvert.optim.lbfgs import LBFGS
+from tests.conftest import DEVICES
 from tests.test_lbfgs import quadratic, rosenbrock
 
 
@@ -42,32 +43,36 @@ def rows_closure(fns):
     return lambda x: torch.stack([fn(x[i]) for i, fn in enumerate(fns)])
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_rosenbrock_rows_path_equals_tensor_path(dtype):
+def test_rosenbrock_rows_path_equals_tensor_path(dtype, device):
     x0 = torch.tensor([[-1.2, 1.0], [0.5, -0.5], [2.0, 2.0], [-1.5, 2.5]], dtype=dtype)
+    x0 = x0.to(device)
     n, info = run_both(
         rows_closure([rosenbrock] * 4), x0, max_iter=60, history_size=5, tolerance_grad=1e-6
     )
     assert n > 40 and info.iterations.min() > 10
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_quadratics_and_mixed_stops_rows_path_equals_tensor_path(dtype):
-    probs = [quadratic(12, s, dtype) for s in range(3)]
+def test_quadratics_and_mixed_stops_rows_path_equals_tensor_path(dtype, device):
+    probs = [tuple(v.to(device) for v in quadratic(12, s, dtype)) for s in range(3)]
     fns = [lambda r, A=A, b=b: 0.5 * (r * (A @ r)).sum() - (b * r).sum() for A, b in probs]
     # a row that stops at once (zero gradient), a 10-d Rosenbrock, and one going to NaN
     fns.append(lambda r: (r * 0).sum())
     fns.append(lambda r: rosenbrock(r[:10]) + 0 * r.sum())
     fns.append(lambda r: (r**2).sum() + torch.where(r[0] > 2.5, float("nan"), 0.0))
-    x0 = torch.randn(6, 12, generator=torch.Generator().manual_seed(1), dtype=dtype)
+    x0 = torch.randn(6, 12, generator=torch.Generator().manual_seed(1), dtype=dtype).to(device)
     x0[5] = torch.linspace(-3, 3, 12, dtype=dtype)
     _, info = run_both(rows_closure(fns), x0, max_iter=80, max_eval=90, history_size=4)
     assert len(set(info.reasons)) >= 3, info.reasons
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_fixed_steps_rows_path_equals_tensor_path(dtype):
-    x0 = torch.tensor([[-1.2, 1.0], [0.3, 0.3]], dtype=dtype)
+def test_fixed_steps_rows_path_equals_tensor_path(dtype, device):
+    x0 = torch.tensor([[-1.2, 1.0], [0.3, 0.3]], dtype=dtype).to(device)
     run_both(
         rows_closure([rosenbrock] * 2), x0, max_iter=30, line_search=None, lr=1e-3, history_size=3
     )
@@ -75,6 +80,8 @@ def test_fixed_steps_rows_path_equals_tensor_path(dtype):
 
 def test_rows_path_is_the_cpu_default_and_batch_invariant():
     assert LBFGS(torch.zeros(2, 3))._use_rows and not LBFGS(torch.zeros(2, 3).half())._use_rows
+    with pytest.raises(ValueError, match="the row path takes float32/float64"):
+        LBFGS(torch.zeros(2, 3).half(), _path="rows")
     x0 = torch.randn(5, 6, generator=torch.Generator().manual_seed(2))
     fns = [rosenbrock] * 5
 

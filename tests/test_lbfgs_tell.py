@@ -1,5 +1,5 @@
-"""torch.ops.pyinvert.lbfgs_tell, the CPU row path's one call per tell
-(pyinvert.optim.lbfgs_rows): opcheck, a row's bits independent of the thread count and of its
+"""torch.ops.pyinvert.lbfgs_tell, the row path's one call per tell (pyinvert.optim.lbfgs_rows):
+opcheck (CPU and, where there is one, CUDA), a row's bits independent of the thread count and of its
 batch mates, non-contiguous inputs, empty batches, and the errors. Its trajectories are compared
 bit for bit with the tensor path in tests/test_lbfgs_rows.py."""
 
@@ -8,6 +8,7 @@ import torch
 
 from pyinvert.optim import lbfgs_rows
 from pyinvert.optim.lbfgs import LBFGS
+from tests.conftest import DEVICES
 from tests.test_lbfgs import rosenbrock
 from tests.test_rowwise import with_threads
 
@@ -18,9 +19,9 @@ def rows_closure(x):
     return torch.stack([rosenbrock(r) for r in x])
 
 
-def started(B=3, D=6, dtype=torch.float32, steps=4):
+def started(B=3, D=6, dtype=torch.float32, steps=4, device="cpu"):
     """An LBFGS on the row path a few tells into a run of B Rosenbrock rows."""
-    x0 = torch.randn(B, D, generator=torch.Generator().manual_seed(5), dtype=dtype)
+    x0 = torch.randn(B, D, generator=torch.Generator().manual_seed(5), dtype=dtype).to(device)
     opt = LBFGS(x0, max_iter=50, history_size=3, _path="rows")
     for _ in range(steps):
         opt.step(rows_closure)
@@ -40,9 +41,10 @@ def value_and_grad(opt):
     return f.detach(), g
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_opcheck(dtype):
-    opt = started(dtype=dtype)
+def test_opcheck(dtype, device):
+    opt = started(dtype=dtype, device=device)
     f, g = value_and_grad(opt)
     args = tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in tell_args(opt, f, g))
     torch.library.opcheck(ops.lbfgs_tell.default, args)

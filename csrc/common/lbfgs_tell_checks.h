@@ -1,60 +1,10 @@
 #pragma once
-// lbfgs_tell's packed per-row state and its argument checks (cpu/lbfgs_tell.cpp). The column
-// numbers are mirrored in optim/lbfgs_rows.py, which allocates the state and reads it.
+// lbfgs_tell's argument checks, shared by the CPU and CUDA host functions.
 #include <torch/types.h>
 
+#include "common/lbfgs_tell_math.h"
+
 namespace pyinvert {
-
-// real [B, kTellReals] in the run's dtype: the value and step, the line search's start (f0,
-// g.d at 0), max |d|, its points (t, f, g.d): the previous trial and the bracket's low and high
-// ends, the initial Hessian scale, and max |g| of the accepted gradient, of lo's and of prev's.
-enum TellReal : int64_t {
-  kF,
-  kT,
-  kF0,
-  kGtd0,
-  kDNorm,
-  kPrev,
-  kLo = kPrev + 3,
-  kHi = kLo + 3,
-  kHDiag = kHi + 3,
-  kGMax,
-  kLoGMax,
-  kPrevGMax,
-  kTellReals
-};
-
-// ints [B, kTellInts] int64: the stopping code (0 running), the counters, the line search's
-// flags and count, the history's counts, the ring's spare slot and slots written so far, whether
-// prev's gradient is the accepted one, and which half of G holds the accepted gradient.
-enum TellInt : int64_t {
-  kStatus,
-  kIterations,
-  kEvaluations,
-  kZoom,
-  kInsuf,
-  kLineSteps,
-  kUpdates,
-  kCount,
-  kSpare,
-  kUsed,
-  kPrevIsG,
-  kGSel,
-  kTellInts
-};
-
-// The stopping codes of optim/lbfgs_status.py.
-enum TellStatus : int64_t {
-  kRunning,
-  kGradient,
-  kStepSmall,
-  kValueSmall,
-  kDirection,
-  kMaxIter,
-  kMaxEval,
-  kLineSearch,
-  kNonfinite
-};
 
 inline void check_tell_tensor(const char* name, const at::Tensor& t, const at::Tensor& like,
                               at::IntArrayRef shape, bool written) {

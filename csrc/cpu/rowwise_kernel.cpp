@@ -1,7 +1,7 @@
-// CPU driver of rowwise_dot: parallel over rows (at::parallel_for), each row summed by one
-// thread in common/rowwise_math.h's fixed order, so a row's bits depend on neither the batch
-// nor the thread count. The lane loop gets an AVX2 clone *without* FMA (cpu/simd.h:
-// PYI_CLONES_EXACT), which rounds as the baseline does.
+// CPU driver of rowwise_dot, rowwise_two_loop and the fused L-BFGS steps: parallel over rows
+// (at::parallel_for), each row by one thread with the row loops of cpu/rowwise_rows.h, in
+// common/rowwise_math.h's fixed order, so a row's bits depend on neither the batch nor the
+// thread count.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>

@@ -1,8 +1,9 @@
-// CUDA driver of rowwise_dot: one block of kRowwiseLanes threads per row (a grid-stride loop
-// over rows covers any B). Thread k is lane k of common/rowwise_math.h: it adds the row's
-// products k, k + kRowwiseLanes, ... in order, then the block combines the lanes by the same
-// pairwise tree as the CPU driver, in shared memory. A row's bits depend on neither the batch
-// nor the launch; they are meant to equal the CPU's (the same order; not yet compared on a GPU).
+// CUDA driver of rowwise_dot, rowwise_two_loop and the fused L-BFGS steps: one block of
+// kRowwiseLanes threads per row (a grid-stride loop over rows covers any B), its passes in
+// cuda/rowwise_rows.cuh. Thread k is lane k of common/rowwise_math.h: it adds the row's products
+// k, k + kRowwiseLanes, ... in order, then the block combines the lanes by the same pairwise tree
+// as the CPU driver, in shared memory. A row's bits depend on neither the batch nor the launch;
+// they are meant to equal the CPU's (the same order; not yet compared on a GPU).
 #include <ATen/Dispatch.h>
 #include <torch/library.h>
 #include <torch/types.h>
@@ -11,25 +12,11 @@
 #include <tuple>
 
 #include "common/rowwise_checks.h"
-#include "common/rowwise_math.h"
 #include "cuda/launch.cuh"
+#include "cuda/rowwise_rows.cuh"
 
 namespace pyinvert {
 namespace {
-
-// The block's fixed-order total of its lanes (every thread gets it).
-__device__ double block_total(double acc, double* lane) {
-  const int k = threadIdx.x;
-  lane[k] = acc;
-  __syncthreads();
-  for (int h = kRowwiseLanes / 2; h > 0; h /= 2) {
-    if (k < h) lane[k] = rowwise_combine(lane[k], lane[k + h]);
-    __syncthreads();
-  }
-  const double total = lane[0];
-  __syncthreads();
-  return total;
-}
 
 template <typename T>
 __global__ void rowwise_dot_impl(const T* __restrict__ a, int64_t a_stride, const T* __restrict__ b,
@@ -72,54 +59,6 @@ at::Tensor rowwise_dot_kernel(const at::Tensor& a_in, const at::Tensor& b_in) {
   return out;
 }
 
-// The block's pass over its row: x = update(x, v, c) and (w != nullptr) the fixed-order dot of w
-// with the new x, returned to every thread of the block.
-template <TwoLoopUpdate kUpdate, typename T>
-__device__ double two_loop_pass(T* x, const T* v, T c, const T* w, int64_t D, double* lane) {
-  const int k = threadIdx.x;
-  double acc = 0.0;
-  for (int64_t i = k; i < D; i += kRowwiseLanes) {
-    const T xi = two_loop_update<kUpdate>(x[i], v[i], c);
-    x[i] = xi;
-    if (w != nullptr) acc = rowwise_term(acc, w[i], xi);
-  }
-  if (w == nullptr) return 0.0;  // (uniform over the block: no thread waits below)
-  return block_total(acc, lane);
-}
-
-// -H g of row b into x by the block, the passes of the CPU's two_loop_row in order. alpha: the
-// row's K scratch values. A slot outside [0, m) ends the row's history.
-template <typename T>
-__device__ void two_loop_block_row(const T* __restrict__ gb, const T* __restrict__ S,
-                                   const T* __restrict__ Y, const T* __restrict__ rho, T hb,
-                                   const int64_t* __restrict__ sl, int64_t b, int64_t B, int64_t D,
-                                   int64_t K, int64_t m, T* __restrict__ x, T* __restrict__ ab,
-                                   double* lane) {
-  using U = TwoLoopUpdate;
-  int64_t n = 0;
-  while (n < K && sl[n] >= 0 && sl[n] < m) ++n;
-  const auto pair = [&](const T* base, int64_t j) { return base + (sl[j] * B + b) * D; };
-  const auto rho_of = [&](int64_t j) { return rho[sl[j] * B + b]; };
-  if (n == 0) {
-    two_loop_pass<U::kNegate>(x, gb, T(0), static_cast<const T*>(nullptr), D, lane);
-    two_loop_pass<U::kScale>(x, gb, hb, static_cast<const T*>(nullptr), D, lane);
-    return;
-  }
-  double dot = two_loop_pass<U::kNegate>(x, gb, T(0), pair(S, 0), D, lane);
-  for (int64_t j = 0; j < n; ++j) {
-    const T a = rn_mul(static_cast<T>(dot), rho_of(j));
-    if (threadIdx.x == 0) ab[j] = a;
-    dot = two_loop_pass<U::kAxpy>(x, pair(Y, j), T(-a), j + 1 < n ? pair(S, j + 1) : nullptr, D,
-                                  lane);
-  }
-  dot = two_loop_pass<U::kScale>(x, gb, hb, pair(Y, n - 1), D, lane);
-  for (int64_t j = n - 1; j >= 0; --j) {
-    const T beta = rn_mul(static_cast<T>(dot), rho_of(j));
-    const T c = rn_sub(ab[j], beta);
-    dot = two_loop_pass<U::kAxpy>(x, pair(S, j), c, j > 0 ? pair(Y, j - 1) : nullptr, D, lane);
-  }
-}
-
 // One block per row (grid-stride over rows). alpha: [B, K] scratch.
 template <typename T>
 __global__ void two_loop_impl(const T* __restrict__ g, const T* __restrict__ S,
@@ -159,21 +98,6 @@ at::Tensor rowwise_two_loop_kernel(const at::Tensor& g, const at::Tensor& S, con
 
 // ---- the fused steps of the per-row L-BFGS (common/rowwise_math.h; the CPU driver's order) ----
 
-// The block's max |v| of the threads' absmax_step maxima (NaN propagates; exact in any order).
-template <typename T>
-__device__ T block_absmax(T m, double* lane) {
-  const int k = threadIdx.x;
-  lane[k] = static_cast<double>(m);
-  __syncthreads();
-  for (int h = kRowwiseLanes / 2; h > 0; h /= 2) {
-    if (k < h) lane[k] = absmax_combine(lane[k], lane[k + h]);
-    __syncthreads();
-  }
-  const T total = static_cast<T>(lane[0]);
-  __syncthreads();
-  return total;
-}
-
 template <typename T>
 __global__ void observe_impl(const T* __restrict__ grad, const T* __restrict__ scale,
                              const T* __restrict__ d, T* __restrict__ g, int64_t B, int64_t D,
@@ -181,20 +105,9 @@ __global__ void observe_impl(const T* __restrict__ grad, const T* __restrict__ s
   __shared__ double lane[kRowwiseLanes];
   for (int64_t b = blockIdx.x; b < B; b += gridDim.x) {
     const int64_t o = b * D;
-    double acc = 0.0;
-    T m = T(0);
-    for (int64_t i = threadIdx.x; i < D; i += kRowwiseLanes) {
-      const T v = rn_mul(grad[o + i], scale[b]);
-      g[o + i] = v;
-      m = absmax_step(m, v);
-      acc = rowwise_term(acc, v, d[o + i]);
-    }
-    const double dot = block_total(acc, lane);
-    const T mx = block_absmax(m, lane);
-    if (threadIdx.x == 0) {
-      gtd[b] = static_cast<T>(dot);
-      gmax[b] = mx;
-    }
+    T mx;
+    const T dot = observe_block_row(grad + o, scale[b], d + o, g + o, D, &mx, lane);
+    if (threadIdx.x == 0) gtd[b] = dot, gmax[b] = mx;
   }
 }
 
@@ -208,22 +121,10 @@ __global__ void accept_impl(const T* __restrict__ g, const T* __restrict__ g_old
   for (int64_t b = blockIdx.x; b < B; b += gridDim.x) {
     if (!rows[b]) continue;  // (uniform over the block)
     const int64_t o = b * D, slot = (spare[b] * B + b) * D;
-    double a1 = 0.0, a2 = 0.0;
-    for (int64_t i = threadIdx.x; i < D; i += kRowwiseLanes) {
-      const T s = rn_mul(t[b], d[o + i]);
-      x[o + i] = rn_add(x[o + i], s);
-      S[slot + i] = s;
-      const T y = rn_sub(g[o + i], g_old[o + i]);
-      Y[slot + i] = y;
-      a1 = rowwise_term(a1, y, s);
-      a2 = rowwise_term(a2, y, y);
-    }
-    const double t1 = block_total(a1, lane);
-    const double t2 = block_total(a2, lane);
-    if (threadIdx.x == 0) {
-      ys[b] = static_cast<T>(t1);
-      yy[b] = static_cast<T>(t2);
-    }
+    T y2;
+    const T ys_b =
+        accept_block_row(g + o, g_old + o, d + o, t[b], x + o, S + slot, Y + slot, D, &y2, lane);
+    if (threadIdx.x == 0) ys[b] = ys_b, yy[b] = y2;
   }
 }
 
@@ -241,31 +142,18 @@ __global__ void advance_impl(const T* __restrict__ g, const T* __restrict__ S,
     const auto md = static_cast<AdvanceMode>(mode[b]);
     if (md == AdvanceMode::kSkip) continue;  // (uniform over the block)
     const int64_t o = b * D;
-    const bool direction = md == AdvanceMode::kDirection, stay = md == AdvanceMode::kStay;
-    if (direction) {
-      two_loop_block_row(g + o, S, Y, rho, h[b], slots + b * K, b, B, D, K, P, d + o, alpha + b * K,
-                         lane);
-      __syncthreads();  // d is complete before any thread reads another thread's elements
+    T* zb = z != nullptr ? z + o : nullptr;
+    const T c = z != nullptr ? scale[b] : T(1);
+    if (md != AdvanceMode::kDirection) {
+      trial_block_row(d + o, x + o, t[b], md == AdvanceMode::kStay, c, trial + o, zb, D);
+      continue;
     }
-    double acc = 0.0;
-    T m = T(0);
-    for (int64_t i = threadIdx.x; i < D; i += kRowwiseLanes) {
-      const T v = stay ? x[o + i] : rn_add(x[o + i], rn_mul(t[b], d[o + i]));
-      trial[o + i] = v;
-      if (z != nullptr) z[o + i] = rn_mul(v, scale[b]);
-      if (direction) {
-        m = absmax_step(m, d[o + i]);
-        acc = rowwise_term(acc, g[o + i], d[o + i]);
-      }
-    }
-    if (direction) {
-      const double dot = block_total(acc, lane);
-      const T mx = block_absmax(m, lane);
-      if (threadIdx.x == 0) {
-        gtd[b] = static_cast<T>(dot);
-        dmax[b] = mx;
-      }
-    }
+    two_loop_block_row(g + o, S, Y, rho, h[b], slots + b * K, b, B, D, K, P, d + o, alpha + b * K,
+                       lane);
+    T mx;
+    const T dot =
+        direction_trial_block_row(g + o, d + o, x + o, t[b], c, trial + o, zb, D, &mx, lane);
+    if (threadIdx.x == 0) gtd[b] = dot, dmax[b] = mx;
   }
 }
 

@@ -15,10 +15,11 @@ and the two-loop recursion are the compiled ops ``torch.ops.pyinvert.rowwise_dot
 ``rowwise_two_loop`` (:mod:`pyinvert.optim.rowwise`: 256 partial sums in double over the row
 in a fixed order, combined by a fixed tree: an order that depends on the row length only, the
 same for B = 1 or B = 100, on any number of threads; the CUDA kernels use the CPU's order,
-but their equality with the CPU is not tested yet), and the maxima are exact. On the CPU the
-line search's scalar logic runs row by row on NumPy scalars of the run's dtype
+but their equality with the CPU is not tested yet), and the maxima are exact. On the CPU each
+``tell`` is one compiled call that takes the evaluation for every row
 (:mod:`pyinvert.optim.lbfgs_rows`: the same operations, hence the same bits, as the tensor
-path, which other devices use and the tests take as the oracle).
+path, which other devices use and the tests take as the oracle; on CUDA with
+``_path="rows"``).
 
 Stateful interface (for an engine that evaluates the objective itself)::
 

@@ -1,5 +1,6 @@
-"""The CPU row path of :class:`pyinvert.optim.lbfgs_state.LBFGS`: each ``tell`` is one call of
-the compiled op ``torch.ops.pyinvert.lbfgs_tell`` (csrc/cpu/lbfgs_tell.cpp), which takes the
+"""The row path of :class:`pyinvert.optim.lbfgs_state.LBFGS` (the CPU's default; CUDA's with
+``_path="rows"``): each ``tell`` is one call of the compiled op
+``torch.ops.pyinvert.lbfgs_tell`` (csrc/common/lbfgs_tell_math.h), which takes the
 evaluation for every row (the line search, the accepted step and its history pair, the stopping
 tests, the next direction and trial point) in place on the buffers below. The tensor path does
 the same with some 300 small tensor operations per ``tell``; a NumPy version of the scalar logic
@@ -7,7 +8,7 @@ with three fused vector ops still spent about 0.5 ms per ``tell`` in Python at 9
 the engine's time between two evaluations (bench/bench_texture.py).
 
 Bit for bit the tensor path's decisions and values (tests/test_lbfgs_rows.py checks every ask
-and every state). Devices other than the CPU keep the tensor path.
+and every state, on the CPU and, where there is one, on a GPU).
 
 The buffers are allocated once, at the first ``tell``, and written in place: tensors allocated
 between two evaluations and kept across the next one fragment the heap, so that glibc trims it
@@ -54,11 +55,11 @@ class RowState:
         # allocated, not touched: a slot's pages are mapped when its first pair is written
         self.S, self.Y = (x.new_empty(P, B, D) for _ in range(2))
         self.rho = x.new_zeros(P, B)
-        self.ring = torch.full((B, opt.history_size), -1, dtype=torch.int64)
+        self.ring = torch.full((B, opt.history_size), -1, dtype=torch.int64, device=x.device)
         self.real = x.new_zeros(B, REALS)
         self.real[:, F] = float("nan")
         self.real[:, H_DIAG] = 1.0
-        self.ints = torch.zeros(B, INTS, dtype=torch.int64)
+        self.ints = torch.zeros(B, INTS, dtype=torch.int64, device=x.device)
         self.ints[:, USED] = 1  # slot 0 is the first spare
         self.settings = (
             opt.c1,

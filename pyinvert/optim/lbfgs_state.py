@@ -125,16 +125,20 @@ class LBFGS:
         self._started = False
         self._trial = self._x
         self._step = self._step_t = None
-        # one compiled call per tell on the CPU (pyinvert.optim.lbfgs_rows); _path="tensor"
-        # keeps the tensor path (other devices; the tests' oracle)
+        # one compiled call per tell (pyinvert.optim.lbfgs_rows): the default on the CPU;
+        # _path="rows" on CUDA too (its kernel has not yet run on a GPU, so the tensor path stays
+        # CUDA's default); _path="tensor" keeps the tensor path (other devices; the oracle)
         self._rows = None
         self._ask_scale = self._grad_scale = None
-        self._use_rows = (
-            _path == "rows"
-            or _path == "auto"
-            and dev.type == "cpu"
-            and dt in (torch.float32, torch.float64)
-        )
+        if _path not in ("auto", "rows", "tensor"):
+            raise ValueError(f"{_fn}: expected _path 'auto', 'rows' or 'tensor', got {_path!r}")
+        floating = dt in (torch.float32, torch.float64)
+        if _path == "rows" and not (floating and dev.type in ("cpu", "cuda")):
+            raise ValueError(
+                f"{_fn}: the row path takes float32/float64 on the CPU or CUDA, got {dt} on "
+                f"{dev.type}"
+            )
+        self._use_rows = _path == "rows" or (_path == "auto" and dev.type == "cpu" and floating)
 
     # ---- the interface -------------------------------------------------------------------
 
