@@ -7,8 +7,9 @@ and a 4-weight style sweep batched versus four runs.
   our post-ReLU6 defaults, average over positions, 1/(4 N^2) weighting) driven by
   ``torch.optim.LBFGS`` (strong Wolfe, history 10) on one image. Checked first: its loss at
   a random image equals :class:`pyinvert.objectives.Gram`'s.
-* seconds per step: wall time / L-BFGS iterations, and wall time / closure evaluations
-  (the line search may evaluate more than once per iteration: the fair unit).
+* seconds per step: CPU time / L-BFGS iterations, and CPU time / closure evaluations
+  (the line search may evaluate more than once per iteration: the fair unit); the medians of
+  --pairs runs of each, interleaved with each other (the machine's speed drifts).
 * engine overhead: pyinvert.texture's seconds per evaluation over the bare evaluation it
   makes (the network's forward to the last layer with hooks, the same Gram objective, one
   backward; the mean of 10 calls) in percent: what the engine adds (the per-row L-BFGS
@@ -16,7 +17,13 @@ and a 4-weight style sweep batched versus four runs.
   bare calls timed next to it, in alternating order, the median of --pairs pairs (the machine
   is shared); at --steps and at --long-steps (the steady state a default-length run sees).
   And inside the same runs (:class:`NetworkSpans`): the engine's seconds over the network's
-  own seconds in them, free of the drift between runs.
+  own seconds in them, free of the drift between runs, and the same for the bare calls (the
+  spans' gap: the Python around the network that any loop of evaluations pays); the engine's
+  figure net of that gap is what it adds to a bare loop. The bare calls are timed with the
+  engine runs' hooks attached, so that both pay for them. Last, what the engine does to the
+  network's own speed: its evaluations' network seconds against bare evaluations made between
+  its iterations (from its callback, so at the same moments). ``overhead_percent`` in the
+  JSON is the in-run figure net of the gap (at --long-steps) times that.
 * sweep: style_transfer with style_weight = Tensor[4] (one batch of 4 rows) versus four
   calls with one weight each (the fastest of --repeats interleaved pairs), with each
   weight's Gram and content errors, and the style-only limit (content_weight = 0): what a
@@ -82,17 +89,20 @@ class NetworkSpans:
 
     def __init__(self, first: torch.nn.Module):
         self.total, self.count = 0.0, 0
+        self.tag, self.spans = None, []  # (the tag at its start, seconds) of each span
         self.handle = first.register_forward_pre_hook(self._start)
 
     def _start(self, module, inputs):
         x = inputs[0]
         if not (torch.is_grad_enabled() and x.requires_grad):
             return
-        t0 = clock()
+        t0, tag = clock(), self.tag
 
         def end(grad):
-            self.total += clock() - t0
+            dt = clock() - t0
+            self.total += dt
             self.count += 1
+            self.spans.append((tag, dt))
 
         x.register_hook(end)
 
@@ -255,7 +265,7 @@ def measure(net, S, steps, repeats, long_steps=100, pairs=5):
     assert torch.allclose(ours, theirs.reshape(1), rtol=1e-4), (ours, theirs)
 
     # pure PyTorch (tutorial) vs pyinvert.texture, one image, the same steps
-    ref_s, ref_it, ref_ev, ref_loss = reference_run(net, source, steps, 0)
+    ref_runs = []  # the reference's runs, one in each pair below (the machine drifts)
     calls = [0]
 
     def count(module, inputs, output):  # the engine's evaluations are the calls with grad
@@ -290,12 +300,30 @@ def measure(net, S, steps, repeats, long_steps=100, pairs=5):
         inside.append((n_steps, res.seconds, spans.total))
         return res, calls[0]
 
-    def paired(n_steps):
+    bare_inside = []  # (bare seconds, the network's seconds in them) per block of calls
+
+    def bare_mean(calls=10, warmup=2):  # with the engine runs' hooks, so both pay for them
+        for _ in range(warmup):
+            bare()
+        handle = last.register_forward_hook(count)
+        spans = NetworkSpans(first)
+        t0 = clock()
+        for _ in range(calls):
+            bare()
+        total = clock() - t0
+        handle.remove()
+        spans.close()
+        bare_inside.append((total, spans.total))
+        return total / calls
+
+    def paired(n_steps, with_reference=False):
         ratios, engine_s, bare_means = [], [], []
         for k in range(pairs):
+            if with_reference:
+                ref_runs.append(reference_run(net, source, n_steps, 0))
             if k % 2:
                 res, n = engine_run(n_steps)
-            _, mean = median_time(bare, warmup=2, repeats=10, mean=True)
+            mean = bare_mean()
             if not k % 2:
                 res, n = engine_run(n_steps)
             ratios.append(res.seconds / n / mean)
@@ -303,7 +331,9 @@ def measure(net, S, steps, repeats, long_steps=100, pairs=5):
             bare_means.append(mean)
         return res, n, ratios, engine_s, bare_means
 
-    res, evals, ratios, engine_s, bare_means = paired(steps)
+    res, evals, ratios, engine_s, bare_means = paired(steps, with_reference=True)
+    ref_s = statistics.median(r[0] for r in ref_runs)
+    ref_it, ref_ev, ref_loss = ref_runs[-1][1:]  # (the same in every run)
     per_eval = statistics.median(engine_s)
     ours_s = per_eval * evals
     bare_s = statistics.median(bare_means)
@@ -316,13 +346,32 @@ def measure(net, S, steps, repeats, long_steps=100, pairs=5):
         return sum(e for e, _ in runs_) / sum(n for _, n in runs_) - 1.0
 
     inside_short, inside_long = inside_overhead(steps), inside_overhead(long_steps)
-    # the spans' own gap on bare evaluations (what the in-run figure would show for no engine)
+    # the spans' own gap on the bare evaluations (what the in-run figure shows for no engine),
+    # and the engine's in-run figure net of it: what it adds to a bare loop of evaluations
+    gap = sum(t for t, _ in bare_inside) / sum(n for _, n in bare_inside) - 1.0
+    net_short, net_long = (1 + inside_short) / (1 + gap) - 1, (1 + inside_long) / (1 + gap) - 1
+
+    # what the engine does to the network's own speed (the in-run figures cannot see it): the
+    # network's seconds in each of the engine's evaluations against a bare evaluation made
+    # right after it (from its callback), the median of these ratios over three runs
     spans = NetworkSpans(first)
-    t0 = clock()
-    for _ in range(10):
+
+    def between(*_):
+        spans.tag = "bare"
         bare()
-    gap = (clock() - t0) / spans.total - 1.0
+        spans.tag = "engine"
+        return False
+
+    spans.tag = "engine"
+    for _ in range(3):
+        pyinvert.texture(source, net, steps=steps, progress=False, seeds=[0], callback=between)
     spans.close()
+    seq = spans.spans
+    slowdown = statistics.median(
+        e / b for (k0, e), (k1, b) in zip(seq, seq[1:]) if k0 == "engine" and k1 == "bare"
+    )
+    slowdown -= 1.0
+    adds = (1 + net_long) * (1 + slowdown) - 1
     ours_it = int(torch.isfinite(res.loss_history).sum())
     ours_loss = float(pyinvert.io.last_finite(res.loss_history)[0])
     tell_s = lbfgs_tell_seconds(3 * S * S)
@@ -381,9 +430,15 @@ def measure(net, S, steps, repeats, long_steps=100, pairs=5):
         f"{tell_s * 1e3:.2f} ms = {100 * tell_s / bare_s:.1f}%"
     )
     print(
-        f"inside the engine's runs: it adds {100 * inside_short:.1f}% ({steps} steps) and "
-        f"{100 * inside_long:.1f}% ({long_steps} steps) to the network's own time "
-        f"(the spans' gap on bare evaluations: {100 * gap:.1f}%)"
+        f"inside the runs: the engine's seconds are {100 * inside_short:.1f}% ({steps} steps) "
+        f"and {100 * inside_long:.1f}% ({long_steps} steps) over the network's own, the bare "
+        f"evaluations' {100 * gap:.1f}%: the engine adds {100 * net_short:.1f}% and "
+        f"{100 * net_long:.1f}% to a bare loop of evaluations"
+    )
+    print(
+        f"the network inside the engine against bare evaluations between its iterations: "
+        f"{100 * slowdown:+.1f}%; so the engine adds {100 * adds:.1f}% to the network's "
+        f"forward+backward ({long_steps} steps)"
     )
     print(
         f"4-weight sweep: batched {batched_s:.2f} s, four runs {four_s:.2f} s "
@@ -415,15 +470,19 @@ def measure(net, S, steps, repeats, long_steps=100, pairs=5):
         "engine": {
             "bare_evaluation_mean_s": bare_s,
             "engine_s_per_evaluation": per_eval,
-            "overhead_percent": 100 * overhead,
+            "overhead_percent_paired": 100 * overhead,
             "overhead_percent_pairs": [100 * (r - 1) for r in ratios],
             "long_run_steps": long_steps,
             "long_run_evaluations": long_evals,
-            "overhead_percent_long_run": 100 * overhead_long,
+            "overhead_percent_paired_long_run": 100 * overhead_long,
             "overhead_percent_long_run_pairs": [100 * (r - 1) for r in long_ratios],
             "overhead_percent_inside_runs": 100 * inside_short,
             "overhead_percent_inside_long_runs": 100 * inside_long,
             "spans_gap_percent_on_bare_evaluations": 100 * gap,
+            "overhead_percent_inside_runs_net_of_gap": 100 * net_short,
+            "overhead_percent_inside_long_runs_net_of_gap": 100 * net_long,
+            "network_slowdown_percent_inside_engine": 100 * slowdown,
+            "overhead_percent": 100 * adds,
             "lbfgs_tell_s": tell_s,
             "lbfgs_tell_percent": 100 * tell_s / bare_s,
         },
