@@ -20,10 +20,11 @@ and a 4-weight style sweep batched versus four runs.
   own seconds in them, free of the drift between runs, and the same for the bare calls (the
   spans' gap: the Python around the network that any loop of evaluations pays); the engine's
   figure net of that gap is what it adds to a bare loop. The bare calls are timed with the
-  engine runs' hooks attached, so that both pay for them. Last, what the engine does to the
-  network's own speed: its evaluations' network seconds against bare evaluations made between
-  its iterations (from its callback, so at the same moments). ``overhead_percent`` in the
-  JSON is the in-run figure net of the gap (at --long-steps) times that.
+  engine runs' hooks attached, so that both pay for them. Last, what the L-BFGS's passes over
+  its buffers do to the network's own speed (which the in-run figures cannot see): a bare
+  evaluation right after an ask/tell of the engine's size against the one after it.
+  ``overhead_percent`` in the JSON is the in-run figure net of the gap (at --long-steps)
+  times that (the paired figures are ``overhead_percent_paired*``).
 * sweep: style_transfer with style_weight = Tensor[4] (one batch of 4 rows) versus four
   calls with one weight each (the fastest of --repeats interleaved pairs), with each
   weight's Gram and content errors, and the style-only limit (content_weight = 0): what a
@@ -45,6 +46,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import print_table, write_results  # noqa: E402
+from texture_reference import TutorialTexture, reference_run  # noqa: E402
 
 import pyinvert  # noqa: E402
 from pyinvert import io, models  # noqa: E402
@@ -115,89 +117,6 @@ def photo(name, size):
     return fit(t.expand(3, -1, -1) if t.shape[0] == 1 else t[:3], size)[None]
 
 
-class _Stop(Exception):
-    pass
-
-
-class TutorialTexture:
-    """The tutorial's way: a loss per layer, computed by hooks during the network's forward,
-    which ends at the last loss layer (the tutorial trims the network there)."""
-
-    def __init__(self, model, layers, source):
-        self.model = model
-        modules = dict(model.named_modules())
-        self.layers = layers
-        self.losses = {}
-        self.targets = {}
-        self._capture = True
-        self.handles = [modules[name].register_forward_hook(self._hook(name)) for name in layers]
-        self.mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-        self.std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-        with torch.no_grad():
-            self._forward(source)
-        self._capture = False
-
-    def _hook(self, name):
-        def hook(module, inputs, output):
-            F = output.flatten(2)  # the tutorial's gram_matrix, divided by the positions
-            G = torch.matmul(F, F.transpose(1, 2)) / F.shape[2]
-            if self._capture:
-                self.targets[name] = G.detach()
-            else:
-                N = G.shape[1]
-                self.losses[name] = ((G - self.targets[name]) ** 2).sum() / (4 * N * N)
-            if name == self.layers[-1]:
-                raise _Stop
-
-        return hook
-
-    def _forward(self, image):
-        try:
-            self.model((image - self.mean) / self.std)
-        except _Stop:
-            pass
-
-    def close(self):
-        for h in self.handles:
-            h.remove()
-
-    def loss(self, image):
-        self._forward(image)
-        return sum(self.losses.values())
-
-
-def reference_run(model, source, steps, seed):
-    ref = TutorialTexture(model, list(MOBILENET_TEXTURE_LAYERS), source)
-    g = torch.Generator().manual_seed(seed)
-    img = source.mean() + 0.18 * (2 * torch.rand(source.shape, generator=g) - 1)
-    img.requires_grad_(True)
-    opt = torch.optim.LBFGS(
-        [img],
-        lr=1.0,
-        max_iter=steps,
-        history_size=10,
-        line_search_fn="strong_wolfe",
-        tolerance_grad=0.0,
-        tolerance_change=1e-12,
-    )
-    evals = [0]
-
-    def closure():
-        opt.zero_grad()
-        loss = ref.loss(img)
-        loss.backward()
-        evals[0] += 1
-        return loss
-
-    t0 = clock()
-    opt.step(closure)
-    seconds = clock() - t0
-    iters = opt.state[opt._params[0]]["n_iter"]
-    final = float(ref.loss(img.detach()))
-    ref.close()
-    return seconds, iters, evals[0], final
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="96,224", help="image sizes (default: %(default)s)")
@@ -246,6 +165,34 @@ def lbfgs_tell_seconds(D: int) -> float:
         opt.tell((A * z * z).sum(1), 2 * A * z)
 
     return median_time(step, warmup=20, repeats=40)
+
+
+def network_after_tell(S: int, bare, first, pairs: int = 40) -> float:
+    """What the L-BFGS's passes over its buffers do to the next network evaluation (the in-run
+    figures cannot see it): the network's seconds in a bare evaluation that follows an ask/tell
+    of the engine's size (history 10, full) over those in the bare evaluation after it, the
+    median of ``pairs`` consecutive pairs (so the machine's drift cancels), minus 1."""
+    D = 3 * S * S
+    A = torch.rand(D, generator=torch.Generator().manual_seed(0)) + 0.5
+    opt = LBFGS(torch.randn(1, D), max_iter=10**6, max_eval=10**6, history_size=10,
+                tolerance_grad=0.0, tolerance_change=0.0)  # fmt: skip
+
+    def tell():
+        z = opt.ask()
+        opt.tell((A * z * z).sum(1), 2 * A * z)
+
+    for _ in range(15):  # a full history
+        tell()
+    spans, ratios = NetworkSpans(first), []
+    for _ in range(pairs):
+        tell()
+        s0 = spans.total
+        bare()
+        s1 = spans.total
+        bare()
+        ratios.append((s1 - s0) / (spans.total - s1))
+    spans.close()
+    return statistics.median(ratios) - 1.0
 
 
 def measure(net, S, steps, repeats, long_steps=100, pairs=5):
@@ -351,26 +298,7 @@ def measure(net, S, steps, repeats, long_steps=100, pairs=5):
     gap = sum(t for t, _ in bare_inside) / sum(n for _, n in bare_inside) - 1.0
     net_short, net_long = (1 + inside_short) / (1 + gap) - 1, (1 + inside_long) / (1 + gap) - 1
 
-    # what the engine does to the network's own speed (the in-run figures cannot see it): the
-    # network's seconds in each of the engine's evaluations against a bare evaluation made
-    # right after it (from its callback), the median of these ratios over three runs
-    spans = NetworkSpans(first)
-
-    def between(*_):
-        spans.tag = "bare"
-        bare()
-        spans.tag = "engine"
-        return False
-
-    spans.tag = "engine"
-    for _ in range(3):
-        pyinvert.texture(source, net, steps=steps, progress=False, seeds=[0], callback=between)
-    spans.close()
-    seq = spans.spans
-    slowdown = statistics.median(
-        e / b for (k0, e), (k1, b) in zip(seq, seq[1:]) if k0 == "engine" and k1 == "bare"
-    )
-    slowdown -= 1.0
+    slowdown = network_after_tell(S, bare, first)
     adds = (1 + net_long) * (1 + slowdown) - 1
     ours_it = int(torch.isfinite(res.loss_history).sum())
     ours_loss = float(pyinvert.io.last_finite(res.loss_history)[0])
@@ -436,9 +364,9 @@ def measure(net, S, steps, repeats, long_steps=100, pairs=5):
         f"{100 * net_long:.1f}% to a bare loop of evaluations"
     )
     print(
-        f"the network inside the engine against bare evaluations between its iterations: "
-        f"{100 * slowdown:+.1f}%; so the engine adds {100 * adds:.1f}% to the network's "
-        f"forward+backward ({long_steps} steps)"
+        f"the network's time right after an L-BFGS tell against right after another "
+        f"evaluation: {100 * slowdown:+.1f}%; so the engine adds {100 * adds:.1f}% to the "
+        f"network's forward+backward ({long_steps} steps)"
     )
     print(
         f"4-weight sweep: batched {batched_s:.2f} s, four runs {four_s:.2f} s "
@@ -481,7 +409,7 @@ def measure(net, S, steps, repeats, long_steps=100, pairs=5):
             "spans_gap_percent_on_bare_evaluations": 100 * gap,
             "overhead_percent_inside_runs_net_of_gap": 100 * net_short,
             "overhead_percent_inside_long_runs_net_of_gap": 100 * net_long,
-            "network_slowdown_percent_inside_engine": 100 * slowdown,
+            "network_slowdown_percent_after_tell": 100 * slowdown,
             "overhead_percent": 100 * adds,
             "lbfgs_tell_s": tell_s,
             "lbfgs_tell_percent": 100 * tell_s / bare_s,

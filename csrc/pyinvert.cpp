@@ -40,8 +40,10 @@ TORCH_LIBRARY(pyinvert, m) {
   m.def(
       "rowwise_two_loop(Tensor g, Tensor S, Tensor Y, Tensor rho, Tensor h, Tensor slots) "
       "-> Tensor");
-  // The per-row L-BFGS's fused steps on its row path (optim/lbfgs_rows.py), each in one pass
-  // with the tensor path's roundings: g = grad * scale with (max |g|, g.d); the accepted step
+  // The vector passes of lbfgs_tell (below) as ops of their own, so that each is tested bit for
+  // bit against the tensor operations it fuses (tests/test_lbfgs_ops.py; optim/lbfgs_rows.py
+  // calls lbfgs_tell only), each in one pass with the tensor path's roundings: g = grad *
+  // scale with (max |g|, g.d); the accepted step
   // (x += t d, S/Y at the row's spare slot = t d, g - g_old) with (y.s, y.y); the next trial
   // per row mode (0 skip, 1 the two-loop direction d, 2 a step along d, 3 stay at x) with
   // (g.d, max |d|), trial = x + t d and z = trial * scale (z empty: not written).

@@ -8,7 +8,8 @@
 // Bit for bit the tensor path (optim/lbfgs_state.py; tests/test_lbfgs_rows.py): every scalar
 // operation is its, in its order and dtype, each rounded once (the rn_* helpers: plain operators
 // on the host, built without FMA and fast math; the _rn intrinsics on the device, where nvcc's
-// fast math would otherwise contract and approximate); constants are cast to the dtype first, as
+// fast math would otherwise contract and approximate; its float32 denormals are kept: setup.py
+// builds with -ftz=false, as PyTorch's kernels); constants are cast to the dtype first, as
 // torch casts a Python scalar; torch.minimum/maximum/clamp are mirrored with their NaN
 // propagation; the square root is the driver's (torch's CPU float32 sqrt is not always the
 // correctly rounded one).

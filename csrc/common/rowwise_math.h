@@ -50,9 +50,10 @@ PYI_HOST_DEVICE T two_loop_update(T x, T v, T c) {
 
 namespace pyinvert {
 
-// The per-row L-BFGS steps fused for the CPU's row path (lbfgs_observe, lbfgs_accept,
-// lbfgs_advance; optim/lbfgs_rows.py): each computes what the tensor path's elementwise ops and
-// rowwise_dot calls compute, one rounding per operation in their order, in fewer passes.
+// The per-row L-BFGS's fused passes (the row loops of lbfgs_tell, common/lbfgs_tell_math.h;
+// also ops of their own, lbfgs_observe/accept/advance, tested one by one): each computes what
+// the tensor path's elementwise ops and rowwise_dot calls compute, one rounding per operation in
+// their order, in fewer passes.
 
 // max |v| with NaN propagation (torch.maximum(v.amax(), -v.amin()) of the tensor path), one
 // value at a time: a NaN replaces the running maximum and then stays (branch-free, so that the

@@ -41,7 +41,7 @@ __device__ double two_loop_pass(T* x, const T* v, T c, const T* w, int64_t D, do
 }
 
 // -H g of row b into x by the block, the passes of the CPU's two_loop_row in order. alpha: the
-// row's K scratch values. A slot outside [0, m) ends the row's history.
+// row's K scratch values; m: the slots of S and Y. A slot outside [0, m) ends the row's history.
 template <typename T>
 __device__ void two_loop_block_row(const T* __restrict__ gb, const T* __restrict__ S,
                                    const T* __restrict__ Y, const T* __restrict__ rho, T hb,

@@ -1,10 +1,10 @@
 """The fake (meta) kernels of the per-row L-BFGS's compiled ops (csrc/pyinvert.cpp has their
 schemas; csrc/common/rowwise_math.h and csrc/cpu/lbfgs_tell.cpp their math).
 
-* ``lbfgs_tell`` (CPU): one evaluation taken by every row, in place on the row path's packed
-  state and buffers (:mod:`pyinvert.optim.lbfgs_rows`).
+* ``lbfgs_tell`` (CPU and CUDA): one evaluation taken by every row, in place on the row path's
+  packed state and buffers (:mod:`pyinvert.optim.lbfgs_rows`).
 * Its vector passes, also ops of their own (CPU and CUDA) so that each is tested bit for bit
-  against the tensor operations it fuses (tests/test_lbfgs_ops.py):
+  against the tensor operations it fuses (tests/test_lbfgs_ops.py; nothing else calls them):
 
   * ``lbfgs_observe``: the incoming gradient times the row's scale into ``g``, with max |g| and
     g.d (one pass);

@@ -4,11 +4,11 @@
 evaluation for every row (the line search, the accepted step and its history pair, the stopping
 tests, the next direction and trial point) in place on the buffers below. The tensor path does
 the same with some 300 small tensor operations per ``tell``; a NumPy version of the scalar logic
-with three fused vector ops still spent about 0.5 ms per ``tell`` in Python at 96 px, most of
-the engine's time between two evaluations (bench/bench_texture.py).
+with three fused vector ops took 0.8 ms per ``tell`` at 96 px (half of it Python), the compiled
+call 0.3 ms: after the network's backward every code path runs cold (bench/bench_texture.py).
 
 Bit for bit the tensor path's decisions and values (tests/test_lbfgs_rows.py checks every ask
-and every state, on the CPU and, where there is one, on a GPU).
+and the per-row state after every tell, on the CPU and, where there is one, on a GPU).
 
 The buffers are allocated once, at the first ``tell``, and written in place: tensors allocated
 between two evaluations and kept across the next one fragment the heap, so that glibc trims it
@@ -25,7 +25,7 @@ from torch import Tensor
 
 from pyinvert.optim import lbfgs_ops  # noqa: F401  (the fake kernels)
 
-# The packed state's columns (csrc/common/lbfgs_tell_checks.h: TellReal, TellInt; the order
+# The packed state's columns (csrc/common/lbfgs_tell_math.h: TellReal, TellInt; the order
 # there is the order here).
 F, T, F0, GTD0, D_NORM = range(5)
 PREV, LO, HI = 5, 8, 11  # (t, f, g.d) each
@@ -86,8 +86,8 @@ class RowState:
 
 
 def tell(opt, f: Tensor, grad: Tensor, scale) -> None:
-    """``opt.tell`` on the CPU: f [B] and grad [B, D] of the run's dtype; the gradient is
-    ``grad * scale`` (scale [B], or None for 1)."""
+    """``opt.tell`` on the row path: f [B] and grad [B, D] of the run's dtype and device; the
+    gradient is ``grad * scale`` (scale [B], or None for 1)."""
     if opt._rows is None:
         opt._rows = RowState(opt)
     st = opt._rows

@@ -29,6 +29,7 @@ from pyinvert.optim.lbfgs_status import (  # noqa: F401  (REASONS and the codes 
 )
 from pyinvert.optim.rowwise import amax as _amax
 from pyinvert.optim.rowwise import rowsum as _rowsum
+from pyinvert.optim.rowwise import two_loop_reference as _two_loop_reference
 from pyinvert.optim.rowwise import cubic_minimizer as _cubic
 from pyinvert.optim.rowwise import dot as _dot
 from pyinvert.optim.rowwise import where_rows as _w
@@ -44,7 +45,9 @@ class LBFGS:
 
     Attributes:
         x: the accepted points (like x0); ``done``: every row has stopped; ``info()``: the
-            per-row :class:`LBFGSInfo` so far.
+            per-row :class:`LBFGSInfo` so far (copies). On the row path (the CPU's default)
+            ``x``, ``ask()`` and the per-row tensors (status, iterations, evaluations, f, t)
+            are buffers that each ``tell`` updates in place: clone what is to be kept.
 
     Shape:
         - x0: (B, ...); ``ask()`` returns (B, ...); ``tell`` takes values (B,) and gradients
@@ -161,7 +164,10 @@ class LBFGS:
 
     def scale_asks(self, scale: Tensor) -> None:
         """Have :meth:`ask_scaled` return ``ask() * scale`` (scale: [B], one factor per row;
-        the row path writes it with each trial, without another pass)."""
+        the row path writes it with each trial, without another pass), before the first
+        :meth:`tell`."""
+        if self._started:
+            raise RuntimeError(f"{self._fn}: scale_asks must be called before the first tell")
         self._ask_scale = self._per_row(scale)
 
     def scale_gradients(self, scale: Tensor) -> None:
@@ -171,7 +177,7 @@ class LBFGS:
 
     def _per_row(self, scale: Tensor) -> Tensor:
         B = self._x.shape[0]
-        return scale.detach().to(self._x.dtype).reshape(B).contiguous()
+        return scale.detach().to(self._x.dtype).reshape(B).clone()  # (ours: not the caller's)
 
     def ask_scaled(self) -> Tensor:
         """:meth:`ask` times the rows' factors of :meth:`scale_asks`."""
@@ -248,9 +254,19 @@ class LBFGS:
     def _two_loop(self, rows: Tensor) -> Tensor:
         """-H g for every row of ``rows``, with each row's own history (N&W Alg. 7.4; the other
         rows' values are discarded): the fused op ``torch.ops.pyinvert.rowwise_two_loop`` on
-        the CPU and CUDA, which gives the bits of :meth:`_two_loop_reference`."""
+        the CPU and CUDA, which gives the bits of :func:`pyinvert.optim.rowwise.two_loop_reference`."""
         if self._x.device.type not in ("cpu", "cuda"):
-            return self._two_loop_reference(rows)
+            return _two_loop_reference(
+                self.g,
+                self.S,
+                self.Y,
+                self.rho,
+                self.H_diag,
+                self.count,
+                self.updates,
+                self.history_size,
+                rows,
+            )
         kmax = int(self.count[rows].max()) if bool(rows.any()) else 0
         j = torch.arange(kmax, device=self._x.device)
         valid = rows[:, None] & (self.count[:, None] > j)
@@ -258,49 +274,6 @@ class LBFGS:
         return torch.ops.pyinvert.rowwise_two_loop(
             self.g, self.S, self.Y, self.rho, self.H_diag, slots
         )
-
-    def _two_loop_reference(self, rows: Tensor) -> Tensor:
-        """:meth:`_two_loop` as tensor operations (rowwise dot products, elementwise updates):
-        the fallback on other devices and the fused op's test oracle."""
-        B = self._x.shape[0]
-        ar = torch.arange(B, device=self._x.device)
-        q = -self.g
-        kmax = int(self.count[rows].max()) if bool(rows.any()) else 0
-        m = self.history_size
-        # Entries every row of `rows` has need no mask: the other rows' values are discarded.
-        kmin = int(self.count[rows].min()) if kmax else 0
-        # When the rows' histories are in step (one row; or rows updated together) slot j is
-        # the same for every row: the pairs are read in place (views of S and Y), not gathered.
-        u = self.updates[rows]
-        newest = int(u.max()) if kmax else 0
-        in_step = kmax > 0 and kmax == kmin and newest == int(u.min())
-        saved = []
-        for j in range(kmax):
-            valid = rows & (self.count > j)
-            if in_step:
-                slot = (newest - 1 - j) % m
-                s, y, rho = self.S[slot], self.Y[slot], self.rho[slot]
-            else:
-                slot = torch.where(valid, (self.updates - 1 - j) % m, 0)
-                flat = slot * B + ar  # rows of the [slots * B, D] views: one memcpy per row
-                s = self.S.view(-1, self._D).index_select(0, flat)
-                y = self.Y.view(-1, self._D).index_select(0, flat)
-                rho = self.rho.view(-1).index_select(0, flat)
-            a = _dot(s, q) * rho
-            # q is ours (a new tensor): updated in place, with the same roundings
-            if j < kmin:
-                q.sub_(a[:, None] * y)
-            else:
-                q = _w(valid, q - a[:, None] * y, q)
-            saved.append((j, valid, s, y, rho, a))
-        r = q.mul_(self.H_diag[:, None])
-        for j, valid, s, y, rho, a in reversed(saved):
-            b = _dot(y, r) * rho
-            if j < kmin:
-                r.add_((a - b)[:, None] * s)
-            else:
-                r = _w(valid, r + (a - b)[:, None] * s, r)
-        return r
 
     def _begin(self, rows: Tensor) -> None:
         """New direction and line-search start for ``rows`` (at their accepted points)."""

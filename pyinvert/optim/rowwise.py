@@ -5,9 +5,9 @@ make a row's result independent of its batch mates).
 The per-row dot products are the compiled op ``torch.ops.pyinvert.rowwise_dot`` (CPU and CUDA;
 csrc/common/rowwise_math.h): 256 partial sums over the row in a fixed order, combined by a
 fixed pairwise tree, in double (a float32 product is exact). The order depends on D only; the
-CUDA kernel uses the CPU's order (its bits are meant to equal the CPU's, except that nvcc's
-fast math flushes float32 denormals; not yet checked on a GPU). Other devices use :func:`rowsum_tree` (a pairwise tree of
-elementwise adds: batch-invariant too, but about 5 times slower on a CPU).
+CUDA kernel uses the CPU's order (its bits are meant to equal the CPU's: it is built with
+denormals kept; not yet checked on a GPU). Other devices use :func:`rowsum_tree` (a pairwise
+tree of elementwise adds: batch-invariant too, but about 5 times slower on a CPU).
 """
 
 import torch
@@ -150,3 +150,55 @@ def cubic_minimizer(x1, f1, g1, x2, f2, g2, lo, hi):
     pos = torch.where(x1 <= x2, up, down)
     ok = (d2sq >= 0) & torch.isfinite(pos)
     return torch.where(ok, torch.minimum(torch.maximum(pos, lo), hi), (lo + hi) / 2)
+
+
+def two_loop_reference(g, S, Y, rho, h, count, updates, m, rows):
+    """The L-BFGS two-loop recursion -H g (N&W Alg. 7.4) of every row of ``rows`` with its own
+    history, as tensor operations (rowwise dot products, elementwise updates): the fallback of
+    :class:`pyinvert.optim.lbfgs.LBFGS` on other devices than the CPU and CUDA and the fused
+    op ``rowwise_two_loop``'s test oracle (the other rows' values are discarded).
+
+    Args:
+        g: [B, D] gradients; S, Y: [m', B, D] the pairs (row b's newest in slot
+            (updates[b] - 1) % m); rho: [m', B] their 1 / y.s; h: [B] the initial Hessian
+            scales; count, updates: [B] pairs held and pairs ever kept; m: the history size;
+            rows: [B] bool.
+    """
+    B, D = g.shape
+    ar = torch.arange(B, device=g.device)
+    q = -g
+    kmax = int(count[rows].max()) if bool(rows.any()) else 0
+    # Entries every row of `rows` has need no mask: the other rows' values are discarded.
+    kmin = int(count[rows].min()) if kmax else 0
+    # When the rows' histories are in step (one row; or rows updated together) slot j is the
+    # same for every row: the pairs are read in place (views of S and Y), not gathered.
+    u = updates[rows]
+    newest = int(u.max()) if kmax else 0
+    in_step = kmax > 0 and kmax == kmin and newest == int(u.min())
+    saved = []
+    for j in range(kmax):
+        valid = rows & (count > j)
+        if in_step:
+            slot = (newest - 1 - j) % m
+            s, y, r_j = S[slot], Y[slot], rho[slot]
+        else:
+            slot = torch.where(valid, (updates - 1 - j) % m, 0)
+            flat = slot * B + ar  # rows of the [slots * B, D] views: one memcpy per row
+            s = S.view(-1, D).index_select(0, flat)
+            y = Y.view(-1, D).index_select(0, flat)
+            r_j = rho.view(-1).index_select(0, flat)
+        a = dot(s, q) * r_j
+        # q is ours (a new tensor): updated in place, with the same roundings
+        if j < kmin:
+            q.sub_(a[:, None] * y)
+        else:
+            q = where_rows(valid, q - a[:, None] * y, q)
+        saved.append((j, valid, s, y, r_j, a))
+    r = q.mul_(h[:, None])
+    for j, valid, s, y, r_j, a in reversed(saved):
+        b = dot(y, r) * r_j
+        if j < kmin:
+            r.add_((a - b)[:, None] * s)
+        else:
+            r = where_rows(valid, r + (a - b)[:, None] * s, r)
+    return r
