@@ -24,6 +24,9 @@ found offline, else random: the same work) at 224x224 for B = 1 ... 256, a fixed
 images/s = B / the call's wall time (targets and initialisation included), and the speed-up of
 one batched call over B calls of one image each (= images/s at B over images/s at 1).
 
+L-BFGS: the per-row L-BFGS's row path (one lbfgs_tell launch per tell) against its tensor path,
+bit for bit and per tell (bench/bench_gpu_lbfgs.py, lbfgs-cuda.json).
+
 Times: CUDA events around each call, after warm-up; the median (and min/max) of the repeats.
 Every JSON file names the GPU. Without a CUDA device this prints SKIPPED and exits 0.
 
@@ -43,6 +46,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_gpu_lbfgs import bench_lbfgs  # noqa: E402
 from common import RESULTS_DIR, print_table  # noqa: E402
 
 import pyinvert  # noqa: E402
@@ -452,8 +456,9 @@ def main():
     info = gpu_info()
     log(f"bench_gpu on {info['name']} (sm {info['capability']}), torch {info['torch']}")
     reserve = 20 if args.quick else 50  # seconds kept for the inversion benchmarks
-    ops = bench_ops(args, info, start + args.budget - reserve)
-    inv = bench_inversion(args, info, start + args.budget)
+    ops = bench_ops(args, info, start + args.budget - reserve - 10)
+    inv = bench_inversion(args, info, start + args.budget - 10)
+    bench_lbfgs("cuda", deadline=start + args.budget)  # (lbfgs-cuda.json; about 5 s)
     print()
     print_table(
         [r for r in ops["rows"] if r["impl"] == "fused"],
@@ -461,7 +466,7 @@ def main():
     )
     print()
     print_table(inv["rows"], ["rep", "B", "images_per_s", "ms_per_step", "vs_one_at_a_time"])
-    log(f"wrote {RESULTS_DIR / 'ops-cuda.json'} and {RESULTS_DIR / 'inversion-cuda.json'}")
+    log(f"wrote {RESULTS_DIR}/ops-cuda.json, inversion-cuda.json and lbfgs-cuda.json")
     return 0
 
 
