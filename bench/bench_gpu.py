@@ -36,8 +36,6 @@ Usage: python bench/bench_gpu.py [--quick] [--budget SECONDS] [--compile-cap SEC
 import argparse
 import json
 import math
-import os
-import statistics
 import subprocess
 import sys
 import time
@@ -48,11 +46,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_gpu_lbfgs import bench_lbfgs  # noqa: E402
 from common import RESULTS_DIR, print_table  # noqa: E402
+from gpu_timing import DEVICE, copy_ceiling_GBps, cuda_time, gpu_info, l2_bytes, log, write  # noqa: E402
 
 import pyinvert  # noqa: E402
 from pyinvert import reference  # noqa: E402
 
-DEVICE = "cuda"
 PRIOR = dict(tv_weight=1.0, beta=2.0, norm_weight=1e-3, alpha=6.0)
 HOG = dict(cell_size=8, num_orientations=9, variant="uoctti")
 DSIFT = dict(step=4, bin_size=8)
@@ -73,25 +71,6 @@ OPS = {  # name -> (fused, reference, channels, input transform)
 }
 
 
-def log(*args):
-    print(*args, flush=True)
-
-
-def gpu_info():
-    p = torch.cuda.get_device_properties(0)
-    return {
-        "name": p.name,
-        "capability": f"{p.major}.{p.minor}",
-        "sms": p.multi_processor_count,
-        "memory_gib": round(p.total_memory / 2**30, 1),
-        "l2_mib": round(getattr(p, "L2_cache_size", 0) / 2**20, 1),
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
-        "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
-    }
-
-
 def photos(B, channels, size=224):
     """[B, C, size, size] float32 on the GPU: the bundled photos, cycled."""
     import cv2
@@ -106,24 +85,6 @@ def photos(B, channels, size=224):
     if channels == 1:
         x = x.mean(1, keepdim=True)
     return x.to(DEVICE)
-
-
-def cuda_time(fn, *, warmup=3, repeats=20, max_seconds=3.0):
-    """(median, min, max) seconds of fn() by CUDA events, after warm-up."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times, start_wall = [], time.perf_counter()
-    while len(times) < repeats and (
-        len(times) < 3 or time.perf_counter() - start_wall < max_seconds
-    ):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
-    return statistics.median(times), min(times), max(times)
 
 
 class Case:
@@ -274,19 +235,6 @@ def finish_rows(rows, copy_ms):
             r["bw_fraction"] = copy_ms[key] / r["ms"]
 
 
-def write(name, payload):
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"{name}-cuda.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, path)
-    return path
-
-
-def l2_bytes():
-    return getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 0) or 50 * 2**20
-
-
 def bench_ops(args, info, deadline):
     """Fused and eager at B = 32, 1, 256, then the compiled reference (in that order of B, as
     long as its cap allows); the JSON file is rewritten after each step."""
@@ -413,12 +361,6 @@ def bench_inversion(args, info, deadline):
                 r["vs_one_at_a_time"] = r["images_per_s"] / one["images_per_s"]
     write("inversion", payload)
     return payload
-
-
-def copy_ceiling_GBps() -> float:
-    """The device's copy ceiling: a 1 GiB device-to-device copy (bytes read + written)."""
-    big = torch.empty(2**28, device=DEVICE)
-    return 2 * big.numel() * 4 / cuda_time(lambda: big.clone())[0] / 1e9
 
 
 def main():
