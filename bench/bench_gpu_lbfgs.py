@@ -15,8 +15,6 @@ code where there is no GPU). Called by bench/bench_gpu.py; standalone::
 """
 
 import argparse
-import json
-import os
 import statistics
 import sys
 import time
@@ -26,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import RESULTS_DIR  # noqa: E402
+from common import write_results  # noqa: E402
 
 from pyinvert.optim.lbfgs import LBFGS  # noqa: E402
 
@@ -88,11 +86,7 @@ def bench_lbfgs(device="cuda", steps=40, deadline=None):
             print(rows[-1], flush=True)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     payload = dict(device=name, torch=torch.__version__, steps=steps, rows=rows)
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"lbfgs-{device.type}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, path)
+    write_results(f"lbfgs-{device.type}", payload)
     return payload
 
 
