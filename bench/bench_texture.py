@@ -66,9 +66,8 @@ clock = time.process_time
 _engine.time = types.SimpleNamespace(perf_counter=clock)
 
 
-def median_time(fn, *, warmup=3, repeats=15, mean=False):
-    """Median CPU seconds of fn() after `warmup` untimed calls (with mean=True: the pair
-    (median, mean) of the same calls)."""
+def median_time(fn, *, warmup=3, repeats=15):
+    """Median CPU seconds of fn() after `warmup` untimed calls."""
     for _ in range(warmup):
         fn()
     times = []
@@ -76,8 +75,6 @@ def median_time(fn, *, warmup=3, repeats=15, mean=False):
         t0 = clock()
         fn()
         times.append(clock() - t0)
-    if mean:
-        return statistics.median(times), statistics.fmean(times)
     return statistics.median(times)
 
 
@@ -91,20 +88,17 @@ class NetworkSpans:
 
     def __init__(self, first: torch.nn.Module):
         self.total, self.count = 0.0, 0
-        self.tag, self.spans = None, []  # (the tag at its start, seconds) of each span
         self.handle = first.register_forward_pre_hook(self._start)
 
     def _start(self, module, inputs):
         x = inputs[0]
         if not (torch.is_grad_enabled() and x.requires_grad):
             return
-        t0, tag = clock(), self.tag
+        t0 = clock()
 
         def end(grad):
-            dt = clock() - t0
-            self.total += dt
+            self.total += clock() - t0
             self.count += 1
-            self.spans.append((tag, dt))
 
         x.register_hook(end)
 
@@ -147,24 +141,23 @@ def main():
     )
 
 
-def lbfgs_tell_seconds(D: int) -> float:
-    """Seconds of one ask/tell of the per-row L-BFGS (history 10, one row of D values) on a
-    quadratic: the L-BFGS arithmetic the engine adds to each evaluation."""
+def quadratic_step(D: int):
+    """One ask/tell of a per-row L-BFGS (history 10, one row of D values) on a quadratic, as a
+    function: the L-BFGS arithmetic the engine adds to each evaluation."""
     A = torch.rand(D, generator=torch.Generator().manual_seed(0)) + 0.5
-    opt = LBFGS(
-        torch.randn(1, D),
-        max_iter=10**6,
-        max_eval=10**6,
-        history_size=10,
-        tolerance_grad=0.0,
-        tolerance_change=0.0,
-    )
+    opt = LBFGS(torch.randn(1, D), max_iter=10**6, max_eval=10**6, history_size=10,
+                tolerance_grad=0.0, tolerance_change=0.0)  # fmt: skip
 
     def step():
         z = opt.ask()
         opt.tell((A * z * z).sum(1), 2 * A * z)
 
-    return median_time(step, warmup=20, repeats=40)
+    return step
+
+
+def lbfgs_tell_seconds(D: int) -> float:
+    """Seconds of one :func:`quadratic_step` (warm, its history full)."""
+    return median_time(quadratic_step(D), warmup=20, repeats=40)
 
 
 def network_after_tell(S: int, bare, first, pairs: int = 40) -> float:
@@ -172,15 +165,7 @@ def network_after_tell(S: int, bare, first, pairs: int = 40) -> float:
     figures cannot see it): the network's seconds in a bare evaluation that follows an ask/tell
     of the engine's size (history 10, full) over those in the bare evaluation after it, the
     median of ``pairs`` consecutive pairs (so the machine's drift cancels), minus 1."""
-    D = 3 * S * S
-    A = torch.rand(D, generator=torch.Generator().manual_seed(0)) + 0.5
-    opt = LBFGS(torch.randn(1, D), max_iter=10**6, max_eval=10**6, history_size=10,
-                tolerance_grad=0.0, tolerance_change=0.0)  # fmt: skip
-
-    def tell():
-        z = opt.ask()
-        opt.tell((A * z * z).sum(1), 2 * A * z)
-
+    tell = quadratic_step(3 * S * S)
     for _ in range(15):  # a full history
         tell()
     spans, ratios = NetworkSpans(first), []

@@ -3,20 +3,14 @@
 #include <torch/types.h>
 
 #include "common/lbfgs_tell_math.h"
+#include "common/rowwise_checks.h"
 
 namespace pyinvert {
 
 inline void check_tell_tensor(const char* name, const at::Tensor& t, const at::Tensor& like,
                               at::IntArrayRef shape, bool written) {
-  constexpr const char* op = "lbfgs_tell";
-  TORCH_CHECK(t.sizes() == shape, op, ": expected ", name, " of shape ", shape, ", got ",
-              t.sizes());
-  TORCH_CHECK(t.scalar_type() == like.scalar_type(), op, ": expected ", name, " of dtype ",
-              like.scalar_type(), ", got ", t.scalar_type());
-  TORCH_CHECK(t.device() == like.device(), op, ": expected ", name, " on ", like.device(), ", got ",
-              t.device());
-  TORCH_CHECK(!written || t.is_contiguous(), op, ": expected ", name,
-              " to be contiguous (it is written in place)");
+  check_rows_tensor("lbfgs_tell", name, t, like, shape);
+  if (written) check_rows_output("lbfgs_tell", name, t);
 }
 
 // x, d, lo_g, g_prev, trial [B, D]; G [2, B, D]; z [B, D] or empty (then ask_scale empty too,
@@ -72,6 +66,47 @@ inline void check_tell_arguments(const at::Tensor& grad, const at::Tensor& grad_
     TORCH_CHECK(t.device() == x.device(), op, ": expected ", name, " on ", x.device(), ", got ",
                 t.device());
   }
+}
+
+// The settings cast to the run's dtype, and the buffers of lbfgs_tell's (checked) arguments;
+// grad, grad_scale, f and ask_scale contiguous (the caller's copies).
+template <typename T>
+TellSettings<T> tell_settings(double c1, double c2, double lr, double tolerance_grad,
+                              double tolerance_change, int64_t max_ls, int64_t max_iter,
+                              int64_t max_eval, int64_t m, bool line_search, bool started) {
+  return {T(c1),       T(-c2), T(lr),    T(tolerance_grad), T(tolerance_change),
+          T(1e-10),    max_ls, max_iter, max_eval,          m,
+          line_search, started};
+}
+
+template <typename T>
+TellBuffers<T> tell_buffers(const at::Tensor& grad, const at::Tensor& grad_scale,
+                            const at::Tensor& f, const at::Tensor& ask_scale, at::Tensor& real,
+                            at::Tensor& ints, at::Tensor& ring, at::Tensor& x, at::Tensor& G,
+                            at::Tensor& d, at::Tensor& lo_g, at::Tensor& g_prev, at::Tensor& trial,
+                            at::Tensor& z, at::Tensor& S, at::Tensor& Y, at::Tensor& rho) {
+  const bool scaled = ask_scale.numel() > 0;
+  return {grad.const_data_ptr<T>(),
+          grad_scale.numel() ? grad_scale.const_data_ptr<T>() : nullptr,
+          f.const_data_ptr<T>(),
+          scaled ? ask_scale.const_data_ptr<T>() : nullptr,
+          real.mutable_data_ptr<T>(),
+          ints.mutable_data_ptr<int64_t>(),
+          ring.mutable_data_ptr<int64_t>(),
+          x.mutable_data_ptr<T>(),
+          G.mutable_data_ptr<T>(),
+          d.mutable_data_ptr<T>(),
+          lo_g.mutable_data_ptr<T>(),
+          g_prev.mutable_data_ptr<T>(),
+          trial.mutable_data_ptr<T>(),
+          scaled ? z.mutable_data_ptr<T>() : nullptr,
+          S.mutable_data_ptr<T>(),
+          Y.mutable_data_ptr<T>(),
+          rho.mutable_data_ptr<T>(),
+          x.size(0),
+          x.size(1),
+          ring.size(1),
+          S.size(0)};
 }
 
 }  // namespace pyinvert

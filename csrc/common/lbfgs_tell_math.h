@@ -83,12 +83,58 @@ struct TellSettings {
   bool wolfe, started;
 };
 
+// The op's buffers (base pointers; z and the scales nullptr when empty) and sizes: m the ring's
+// slots per row, P the history's physical slots.
+template <typename T>
+struct TellBuffers {
+  const T *grad, *grad_scale, *f, *ask_scale;
+  T* real;
+  int64_t *ints, *ring;
+  T *x, *G, *d, *lo_g, *g_prev, *trial, *z, *S, *Y, *rho;
+  int64_t B, D, m, P;
+};
+
+// Row b's view of the buffers: what both drivers' passes work on.
+template <typename T>
+struct TellRow {
+  int64_t b, B, D, P;
+  const T* grad;
+  T grad_scale;
+  T *x, *G0, *G1, *d, *lo_g, *g_prev, *trial, *z;  // z: nullptr when not written
+  T z_scale;
+  T *S, *Y, *rho;
+  int64_t* ring;  // the row's m slots, newest first
+  int64_t m;
+
+  PYI_HOST_DEVICE TellRow(const TellBuffers<T>& a, int64_t row)
+      : b(row), B(a.B), D(a.D), P(a.P), grad(a.grad + row * a.D),
+        grad_scale(a.grad_scale != nullptr ? a.grad_scale[row] : T(1)), x(a.x + row * a.D),
+        G0(a.G + row * a.D), G1(a.G + (a.B + row) * a.D), d(a.d + row * a.D),
+        lo_g(a.lo_g + row * a.D), g_prev(a.g_prev + row * a.D), trial(a.trial + row * a.D),
+        z(a.z != nullptr ? a.z + row * a.D : nullptr),
+        z_scale(a.ask_scale != nullptr ? a.ask_scale[row] : T(1)), S(a.S), Y(a.Y), rho(a.rho),
+        ring(a.ring + row * a.m), m(a.m) {}
+  PYI_HOST_DEVICE T* gradient(int64_t sel) const { return sel ? G1 : G0; }
+  PYI_HOST_DEVICE T* pair(T* base, int64_t slot) const { return base + (slot * B + b) * D; }
+};
+
 // One row's scalar state (a copy of its rows of `real` and `ints`).
 template <typename T>
 struct TellState {
   T r[kTellReals];
   int64_t n[kTellInts];
 };
+
+template <typename T>
+PYI_HOST_DEVICE void load_state(const TellBuffers<T>& a, int64_t b, TellState<T>& st) {
+  for (int k = 0; k < kTellReals; ++k) st.r[k] = a.real[b * kTellReals + k];
+  for (int k = 0; k < kTellInts; ++k) st.n[k] = a.ints[b * kTellInts + k];
+}
+template <typename T>
+PYI_HOST_DEVICE void store_state(const TellBuffers<T>& a, int64_t b, const TellState<T>& st) {
+  for (int k = 0; k < kTellReals; ++k) a.real[b * kTellReals + k] = st.r[k];
+  for (int k = 0; k < kTellInts; ++k) a.ints[b * kTellInts + k] = st.n[k];
+}
 
 // torch.minimum / torch.maximum of two scalars: NaN propagates; a tie gives a.
 template <typename T>

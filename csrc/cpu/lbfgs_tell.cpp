@@ -21,22 +21,19 @@ namespace {
 
 // The vector passes of one row (the Passes of common/lbfgs_tell_math.h).
 template <typename T>
-struct RowPasses {
-  int64_t b, B, D, P;
-  const T* grad;
-  T grad_scale;
-  T *x, *G0, *G1, *d, *lo_g, *g_prev, *trial, *z;  // z: nullptr when not written
-  T z_scale;
-  T *S, *Y, *rho;
-  int64_t* ring;  // the row's m slots, newest first
-  int64_t m;
+struct RowPasses : TellRow<T> {
+  using Row = TellRow<T>;  // (its members, named in this dependent base)
+  using Row::b, Row::B, Row::D, Row::P, Row::grad, Row::grad_scale, Row::x, Row::d, Row::trial,
+      Row::z, Row::z_scale, Row::S, Row::Y, Row::rho, Row::ring, Row::m, Row::pair;
   std::vector<const T*>& s;  // scratch of m entries each
   std::vector<const T*>& y;
   std::vector<T>& rho_row;
   std::vector<T>& alpha;
 
-  T* gradient(int64_t sel) const { return sel ? G1 : G0; }
-  T* pair(T* base, int64_t slot) const { return base + (slot * B + b) * D; }
+  RowPasses(const TellBuffers<T>& a, int64_t row, std::vector<const T*>& s_,
+            std::vector<const T*>& y_, std::vector<T>& rho_, std::vector<T>& alpha_)
+      : Row(a, row), s(s_), y(y_), rho_row(rho_), alpha(alpha_) {}
+
   int64_t checked_slot(int64_t slot) const {
     TORCH_CHECK_INDEX(slot >= 0 && slot < P, "lbfgs_tell: expected history slots in [0, ", P,
                       "), got ", slot, " (a corrupted ring)");
@@ -97,59 +94,23 @@ void lbfgs_tell_kernel(const at::Tensor& grad_in, const at::Tensor& grad_scale_i
                        g_prev, trial, z, S, Y, rho);
   const at::Tensor grad = grad_in.contiguous(), grad_scale = grad_scale_in.contiguous();
   const at::Tensor f = f_in.contiguous(), ask_scale = ask_scale_in.contiguous();
-  const int64_t B = x.size(0), D = x.size(1), m = ring.size(1), P = S.size(0);
+  const int64_t B = x.size(0), m = ring.size(1);
   if (B == 0) return;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lbfgs_tell", [&] {
     using T = scalar_t;
-    const TellSettings<T> run{T(c1),       T(-c2), T(lr),    T(tolerance_grad), T(tolerance_change),
-                              T(1e-10),    max_ls, max_iter, max_eval,          m,
-                              line_search, started};
-    const T* gr = grad.const_data_ptr<T>();
-    const T* gs = grad_scale.numel() ? grad_scale.const_data_ptr<T>() : nullptr;
-    const T* fv = f.const_data_ptr<T>();
-    const T* as = ask_scale.numel() ? ask_scale.const_data_ptr<T>() : nullptr;
-    T *rs = real.mutable_data_ptr<T>(), *xs = x.mutable_data_ptr<T>();
-    T *Gs = G.mutable_data_ptr<T>(), *ds = d.mutable_data_ptr<T>();
-    T *lg = lo_g.mutable_data_ptr<T>(), *gp = g_prev.mutable_data_ptr<T>();
-    T *ts = trial.mutable_data_ptr<T>(), *zs = as ? z.mutable_data_ptr<T>() : nullptr;
-    T *Ss = S.mutable_data_ptr<T>(), *Ys = Y.mutable_data_ptr<T>();
-    T* rh = rho.mutable_data_ptr<T>();
-    int64_t *ns = ints.mutable_data_ptr<int64_t>(), *rg = ring.mutable_data_ptr<int64_t>();
+    const auto run = tell_settings<T>(c1, c2, lr, tolerance_grad, tolerance_change, max_ls,
+                                      max_iter, max_eval, m, line_search, started);
+    const auto buffers = tell_buffers<T>(grad, grad_scale, f, ask_scale, real, ints, ring, x, G, d,
+                                         lo_g, g_prev, trial, z, S, Y, rho);
     at::parallel_for(0, B, 1, [&](int64_t first_row, int64_t end_row) {
       std::vector<const T*> s(m), y(m);
       std::vector<T> rho_row(m), alpha(m);
       for (int64_t b = first_row; b < end_row; ++b) {
-        const int64_t o = b * D;
-        const RowPasses<T> passes{b,
-                                  B,
-                                  D,
-                                  P,
-                                  gr + o,
-                                  gs ? gs[b] : T(1),
-                                  xs + o,
-                                  Gs + o,
-                                  Gs + B * D + o,
-                                  ds + o,
-                                  lg + o,
-                                  gp + o,
-                                  ts + o,
-                                  zs ? zs + o : nullptr,
-                                  as ? as[b] : T(1),
-                                  Ss,
-                                  Ys,
-                                  rh,
-                                  rg + b * m,
-                                  m,
-                                  s,
-                                  y,
-                                  rho_row,
-                                  alpha};
+        const RowPasses<T> passes(buffers, b, s, y, rho_row, alpha);
         TellState<T> st;
-        std::memcpy(st.r, rs + b * kTellReals, sizeof(st.r));
-        std::memcpy(st.n, ns + b * kTellInts, sizeof(st.n));
-        tell_row(run, st, passes, fv[b]);
-        std::memcpy(rs + b * kTellReals, st.r, sizeof(st.r));
-        std::memcpy(ns + b * kTellInts, st.n, sizeof(st.n));
+        load_state(buffers, b, st);
+        tell_row(run, st, passes, buffers.f[b]);
+        store_state(buffers, b, st);
       }
     });
   });

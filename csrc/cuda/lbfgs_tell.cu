@@ -21,20 +21,15 @@ namespace {
 
 // The vector passes of one row by its block (the Passes of common/lbfgs_tell_math.h).
 template <typename T>
-struct BlockPasses {
-  int64_t b, B, D, P;
-  const T* grad;
-  T grad_scale;
-  T *x, *G0, *G1, *d, *lo_g, *g_prev, *trial, *z;  // z: nullptr when not written
-  T z_scale;
-  T *S, *Y, *rho;
-  int64_t* ring;  // the row's m slots, newest first
-  int64_t m;
+struct BlockPasses : TellRow<T> {
+  using Row = TellRow<T>;  // (its members, named in this dependent base)
+  using Row::b, Row::B, Row::D, Row::P, Row::grad, Row::grad_scale, Row::x, Row::d, Row::trial,
+      Row::z, Row::z_scale, Row::S, Row::Y, Row::rho, Row::ring, Row::m, Row::pair;
   T* alpha;      // the row's m scratch values
   double* lane;  // the block's shared lanes
 
-  __device__ T* gradient(int64_t sel) const { return sel ? G1 : G0; }
-  __device__ T* pair(T* base, int64_t slot) const { return base + (slot * B + b) * D; }
+  __device__ BlockPasses(const TellBuffers<T>& a, int64_t row, T* alpha_, double* lane_)
+      : Row(a, row), alpha(alpha_ + row * a.m), lane(lane_) {}
   // (the ring and spare slots are the op's own, written in range: no device-side check)
   __device__ int64_t checked_slot(int64_t slot) const { return slot; }
   __device__ T observe(T* g_new, T* gmax) const {
@@ -77,47 +72,15 @@ struct BlockPasses {
 };
 
 template <typename T>
-__global__ void tell_impl(TellSettings<T> run, const T* __restrict__ grad,
-                          const T* __restrict__ grad_scale, const T* __restrict__ f,
-                          const T* __restrict__ ask_scale, T* __restrict__ real,
-                          int64_t* __restrict__ ints, int64_t* __restrict__ ring, T* x, T* G, T* d,
-                          T* lo_g, T* g_prev, T* trial, T* z, T* S, T* Y, T* rho, T* alpha,
-                          int64_t B, int64_t D, int64_t P) {
+__global__ void tell_impl(TellSettings<T> run, TellBuffers<T> buffers, T* __restrict__ alpha) {
   __shared__ double lane[kRowwiseLanes];
-  const int64_t m = run.m;
-  for (int64_t b = blockIdx.x; b < B; b += gridDim.x) {
-    const int64_t o = b * D;
-    const BlockPasses<T> passes{b,
-                                B,
-                                D,
-                                P,
-                                grad + o,
-                                grad_scale != nullptr ? grad_scale[b] : T(1),
-                                x + o,
-                                G + o,
-                                G + B * D + o,
-                                d + o,
-                                lo_g + o,
-                                g_prev + o,
-                                trial + o,
-                                z != nullptr ? z + o : nullptr,
-                                ask_scale != nullptr ? ask_scale[b] : T(1),
-                                S,
-                                Y,
-                                rho,
-                                ring + b * m,
-                                m,
-                                alpha + b * m,
-                                lane};
+  for (int64_t b = blockIdx.x; b < buffers.B; b += gridDim.x) {
+    const BlockPasses<T> passes(buffers, b, alpha, lane);
     TellState<T> st;
-    for (int k = 0; k < kTellReals; ++k) st.r[k] = real[b * kTellReals + k];
-    for (int k = 0; k < kTellInts; ++k) st.n[k] = ints[b * kTellInts + k];
-    tell_row(run, st, passes, f[b]);
+    load_state(buffers, b, st);
+    tell_row(run, st, passes, buffers.f[b]);
     __syncthreads();  // every thread is done with the row before its state is written
-    if (threadIdx.x == 0) {
-      for (int k = 0; k < kTellReals; ++k) real[b * kTellReals + k] = st.r[k];
-      for (int k = 0; k < kTellInts; ++k) ints[b * kTellInts + k] = st.n[k];
-    }
+    if (threadIdx.x == 0) store_state(buffers, b, st);
   }
 }
 
@@ -134,24 +97,18 @@ void lbfgs_tell_kernel(const at::Tensor& grad_in, const at::Tensor& grad_scale_i
   const cuda::DeviceGuard guard(x.device());
   const at::Tensor grad = grad_in.contiguous(), grad_scale = grad_scale_in.contiguous();
   const at::Tensor f = f_in.contiguous(), ask_scale = ask_scale_in.contiguous();
-  const int64_t B = x.size(0), D = x.size(1), m = ring.size(1), P = S.size(0);
+  const int64_t B = x.size(0), m = ring.size(1);
   if (B == 0) return;
   at::Tensor alpha = at::empty({B, m}, x.options());
   const unsigned int blocks = static_cast<unsigned int>(std::min<int64_t>(B, cuda::kMaxBlocks));
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lbfgs_tell", [&] {
     using T = scalar_t;
-    const TellSettings<T> run{T(c1),       T(-c2), T(lr),    T(tolerance_grad), T(tolerance_change),
-                              T(1e-10),    max_ls, max_iter, max_eval,          m,
-                              line_search, started};
-    tell_impl<T><<<blocks, kRowwiseLanes, 0, cuda::current_stream()>>>(
-        run, grad.const_data_ptr<T>(),
-        grad_scale.numel() ? grad_scale.const_data_ptr<T>() : nullptr, f.const_data_ptr<T>(),
-        ask_scale.numel() ? ask_scale.const_data_ptr<T>() : nullptr, real.mutable_data_ptr<T>(),
-        ints.mutable_data_ptr<int64_t>(), ring.mutable_data_ptr<int64_t>(), x.mutable_data_ptr<T>(),
-        G.mutable_data_ptr<T>(), d.mutable_data_ptr<T>(), lo_g.mutable_data_ptr<T>(),
-        g_prev.mutable_data_ptr<T>(), trial.mutable_data_ptr<T>(),
-        ask_scale.numel() ? z.mutable_data_ptr<T>() : nullptr, S.mutable_data_ptr<T>(),
-        Y.mutable_data_ptr<T>(), rho.mutable_data_ptr<T>(), alpha.mutable_data_ptr<T>(), B, D, P);
+    const auto run = tell_settings<T>(c1, c2, lr, tolerance_grad, tolerance_change, max_ls,
+                                      max_iter, max_eval, m, line_search, started);
+    const auto buffers = tell_buffers<T>(grad, grad_scale, f, ask_scale, real, ints, ring, x, G, d,
+                                         lo_g, g_prev, trial, z, S, Y, rho);
+    tell_impl<T><<<blocks, kRowwiseLanes, 0, cuda::current_stream()>>>(run, buffers,
+                                                                       alpha.mutable_data_ptr<T>());
     PYI_LAUNCH_CHECK();
   });
 }
